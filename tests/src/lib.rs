@@ -1,0 +1,1 @@
+//! lvstun's end-to-end harness: the local control plane and the lab VM.
