@@ -1,0 +1,56 @@
+//! Writes the CRD YAML generated from the API types into `deploy/crds/` and the helm chart's
+//! `crds/` folder. With `--check`, writes nothing and exits non-zero when a committed file
+//! differs from what the types generate (CI and a unit test use this to catch stale YAML).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Folders (relative to the repository root) that hold a copy of the generated CRDs.
+const TARGETS: [&str; 2] = ["deploy/crds", "deploy/helm/lvstun/crds"];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn main() -> ExitCode {
+    let check = std::env::args().any(|a| a == "--check");
+    let files = match lvstun_crds::render_crd_files() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("crdgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let root = repo_root();
+    let mut stale = Vec::new();
+    for dir in TARGETS {
+        let dir = root.join(dir);
+        for file in &files {
+            let path = dir.join(&file.name);
+            let current = std::fs::read_to_string(&path).unwrap_or_default();
+            if current == file.content {
+                continue;
+            }
+            if check {
+                stale.push(path);
+                continue;
+            }
+            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &file.content)) {
+                eprintln!("crdgen: writing {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            println!("wrote {}", path.display());
+        }
+    }
+    if !stale.is_empty() {
+        for p in &stale {
+            eprintln!("stale: {}", p.display());
+        }
+        eprintln!("CRD YAML is stale; run `cargo run -p lvstun-crds --bin crdgen` and commit the result");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,96 @@
+//! Condition types and reasons used in lvstun status, and a pure helper that updates a condition
+//! list the way `metav1.Condition` semantics require (transition time moves only on a change of
+//! status), so writers never produce spurious status churn.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// VirtualService: everything needed to serve traffic is in place.
+pub const READY: &str = "Ready";
+/// VirtualService: exactly one balancer holds the VIP.
+pub const VIP_ACTIVE: &str = "VIPActive";
+/// VirtualService: serving, but some real servers are unhealthy or not tunnel-ready.
+pub const DEGRADED: &str = "Degraded";
+/// VirtualService: another VirtualService already claims this VIP:port:protocol.
+pub const CONFLICT: &str = "Conflict";
+/// RealServer: passes health checks as seen by the active balancer.
+pub const HEALTHY: &str = "Healthy";
+/// RealServer: the web daemon on that host has prepared tunnel decapsulation and the VIPs.
+pub const TUNNEL_READY: &str = "TunnelReady";
+
+/// Set `new` in `conditions`, keeping the old `lastTransitionTime` when the status did not
+/// change. Returns whether anything visible changed (status, reason, message, generation), so
+/// callers can skip a no-op status write.
+pub fn set_condition(conditions: &mut Vec<Condition>, new: Condition) -> bool {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        None => {
+            conditions.push(new);
+            true
+        }
+        Some(old) => {
+            let changed = old.status != new.status
+                || old.reason != new.reason
+                || old.message != new.message
+                || old.observed_generation != new.observed_generation;
+            if !changed {
+                return false;
+            }
+            let keep_time = old.status == new.status;
+            let last_transition_time: Time = if keep_time {
+                old.last_transition_time.clone()
+            } else {
+                new.last_transition_time.clone()
+            };
+            *old = Condition {
+                last_transition_time,
+                ..new
+            };
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn cond(status: &str, reason: &str, secs: i64) -> Condition {
+        Condition {
+            type_: READY.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: Time(Timestamp::from_second(secs).unwrap()),
+        }
+    }
+
+    #[test]
+    fn adds_missing_condition() {
+        let mut list = vec![];
+        assert!(set_condition(&mut list, cond("True", "Serving", 10)));
+        assert_eq!(list.len(), 1);
+    }
+
+    #[test]
+    fn same_status_and_reason_is_no_change() {
+        let mut list = vec![cond("True", "Serving", 10)];
+        assert!(!set_condition(&mut list, cond("True", "Serving", 20)));
+        assert_eq!(list[0].last_transition_time, cond("True", "Serving", 10).last_transition_time);
+    }
+
+    #[test]
+    fn reason_change_keeps_transition_time() {
+        let mut list = vec![cond("True", "Serving", 10)];
+        assert!(set_condition(&mut list, cond("True", "Other", 20)));
+        assert_eq!(list[0].reason, "Other");
+        assert_eq!(list[0].last_transition_time, cond("True", "x", 10).last_transition_time);
+    }
+
+    #[test]
+    fn status_change_moves_transition_time() {
+        let mut list = vec![cond("True", "Serving", 10)];
+        assert!(set_condition(&mut list, cond("False", "NoHealthyServers", 20)));
+        assert_eq!(list[0].last_transition_time, cond("False", "x", 20).last_transition_time);
+    }
+}

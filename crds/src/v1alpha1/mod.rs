@@ -1,0 +1,13 @@
+//! API version `lvstun.io/v1alpha1`.
+
+mod real_server;
+mod schema;
+mod virtual_service;
+
+pub use real_server::{CheckStatus, RealServer, RealServerSpec, RealServerStatus};
+pub use schema::{IPV4_RE, ipv4_rule};
+pub use virtual_service::{
+    BalancerStatus, Balancers, HealthCheck, HttpCheck, NodePriority, Persistence, Protocol,
+    Scheduler, ServicePort, TcpCheck, Tunnel, TunnelType, VirtualService, VirtualServiceSpec,
+    VirtualServiceStatus, VrrpState,
+};
