@@ -348,7 +348,7 @@ pub struct Balancers {
     pub priorities: Vec<NodePriority>,
     /// Peers to advertise to by unicast, for networks that drop multicast.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(max = 15)))]
     #[x_kube(validation = kube::core::Rule::new(format!("self.all(a, a.matches('{IPV4_RE}'))"))
         .message("spec.balancers.unicastPeers must be IPv4 addresses such as 192.0.2.12"))]
     pub unicast_peers: Vec<String>,
