@@ -1,1 +1,3 @@
 //! lvstun's end-to-end harness: the local control plane and the lab VM.
+
+pub mod controlplane;
