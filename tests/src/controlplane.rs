@@ -82,7 +82,10 @@ pub fn bin_dir() -> Result<PathBuf, ControlPlaneError> {
         return Ok(dir);
     }
     let script = repo_root().join("tests/controlplane/build.sh");
-    eprintln!("control plane binaries missing; running {}", script.display());
+    eprintln!(
+        "control plane binaries missing; running {}",
+        script.display()
+    );
     let status = Command::new("bash")
         .arg(&script)
         .stdout(Stdio::null())
@@ -187,8 +190,11 @@ impl ControlPlane {
             format!("{ADMIN_TOKEN},lvstun-admin,lvstun-admin,\"system:masters\"\n"),
         )
         .map_err(io("writing tokens.csv"))?;
-        std::fs::write(&self.kubeconfig, self.kubeconfig_text("lvstun-admin", ADMIN_TOKEN))
-            .map_err(io("writing the admin kubeconfig"))?;
+        std::fs::write(
+            &self.kubeconfig,
+            self.kubeconfig_text("lvstun-admin", ADMIN_TOKEN),
+        )
+        .map_err(io("writing the admin kubeconfig"))?;
         Ok(())
     }
 
@@ -203,7 +209,9 @@ impl ControlPlane {
 
     /// Write a kubeconfig for another identity (e.g. a ServiceAccount token) and return its path.
     pub fn write_kubeconfig(&self, user: &str, token: &str) -> Result<PathBuf, ControlPlaneError> {
-        let path = self.dir.join(format!("{user}.kubeconfig").replace(':', "_"));
+        let path = self
+            .dir
+            .join(format!("{user}.kubeconfig").replace(':', "_"));
         std::fs::write(&path, self.kubeconfig_text(user, token))
             .map_err(io("writing a kubeconfig"))?;
         Ok(path)
@@ -323,7 +331,10 @@ impl ControlPlane {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        Err(ControlPlaneError::NotReady(limit, self.dir.display().to_string()))
+        Err(ControlPlaneError::NotReady(
+            limit,
+            self.dir.display().to_string(),
+        ))
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -372,7 +383,11 @@ impl ControlPlane {
 
     /// Run `kubectl apply -f -` with `yaml` on stdin, returning the full output (success or not)
     /// so tests can assert on refusal messages.
-    pub fn kubectl_apply_stdin(&self, yaml: &str, namespace: &str) -> Result<Output, ControlPlaneError> {
+    pub fn kubectl_apply_stdin(
+        &self,
+        yaml: &str,
+        namespace: &str,
+    ) -> Result<Output, ControlPlaneError> {
         let mut child = self
             .kubectl()
             .args(["apply", "-n", namespace, "-f", "-"])
@@ -386,7 +401,9 @@ impl ControlPlane {
                 .write_all(yaml.as_bytes())
                 .map_err(io("writing to kubectl apply"))?;
         }
-        child.wait_with_output().map_err(io("waiting for kubectl apply"))
+        child
+            .wait_with_output()
+            .map_err(io("waiting for kubectl apply"))
     }
 
     fn check(&self, what: &str, out: &Output) -> Result<(), ControlPlaneError> {
@@ -420,9 +437,7 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Control
 
 fn terminate(name: &str, child: &mut Child) {
     // SIGTERM reaches the watchdog, which stops the real process and waits for it.
-    let _ = Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

@@ -1,3 +1,4 @@
 //! lvstun's end-to-end harness: the local control plane and the lab VM.
 
 pub mod controlplane;
+pub mod lab;

@@ -2,6 +2,8 @@
 //! rendered manifests, and a real `helm install` / `helm uninstall` and `kubectl apply` against
 //! the local control plane.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns panic on purpose
+
 use lvstun_tests::controlplane::{ControlPlane, bin_dir, repo_root, unique_namespace};
 
 #[test]
@@ -13,9 +15,16 @@ fn chart_lints_and_refuses_bad_values() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Every bad-values file was refused and every good one rendered.
-    let refused = stdout.lines().filter(|l| l.starts_with("ok") && l.contains("refused")).count();
+    let refused = stdout
+        .lines()
+        .filter(|l| l.starts_with("ok") && l.contains("refused"))
+        .count();
     let bad_files = std::fs::read_dir(repo_root().join("deploy/helm/tests/bad-values"))
         .unwrap()
         .count();
@@ -59,10 +68,11 @@ fn helm_install_then_uninstall_leaves_only_the_crds() {
     let out = cp
         .run(
             "helm install",
-            cp.helm()
-                .args(["install", &release])
-                .arg(&chart)
-                .args(["-n", &ns, "--create-namespace"]),
+            cp.helm().args(["install", &release]).arg(&chart).args([
+                "-n",
+                &ns,
+                "--create-namespace",
+            ]),
         )
         .unwrap();
     assert!(out.contains("STATUS: deployed"), "{out}");
@@ -75,7 +85,14 @@ fn helm_install_then_uninstall_leaves_only_the_crds() {
     let replicas = cp
         .run(
             "kubectl get deployment",
-            cp.kubectl().args(["get", &deploys[0], "-n", &ns, "-o", "jsonpath={.spec.replicas}"]),
+            cp.kubectl().args([
+                "get",
+                &deploys[0],
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ]),
         )
         .unwrap();
     assert_eq!(replicas, "2");
@@ -92,8 +109,11 @@ fn helm_install_then_uninstall_leaves_only_the_crds() {
     }
     assert_eq!(pods.len(), 2, "{pods:?}");
 
-    cp.run("helm uninstall", cp.helm().args(["uninstall", &release, "-n", &ns, "--wait"]))
-        .unwrap();
+    cp.run(
+        "helm uninstall",
+        cp.helm().args(["uninstall", &release, "-n", &ns, "--wait"]),
+    )
+    .unwrap();
     for kind in [
         "deployments",
         "serviceaccounts",
@@ -102,16 +122,32 @@ fn helm_install_then_uninstall_leaves_only_the_crds() {
         "services",
         "poddisruptionbudgets",
     ] {
-        assert_eq!(names(cp, kind, Some(&ns), &selector), Vec::<String>::new(), "{kind} left behind");
+        assert_eq!(
+            names(cp, kind, Some(&ns), &selector),
+            Vec::<String>::new(),
+            "{kind} left behind"
+        );
     }
     for kind in ["clusterroles", "clusterrolebindings"] {
-        assert_eq!(names(cp, kind, None, &selector), Vec::<String>::new(), "{kind} left behind");
+        assert_eq!(
+            names(cp, kind, None, &selector),
+            Vec::<String>::new(),
+            "{kind} left behind"
+        );
     }
     // Helm's convention: CRDs stay, so users' VirtualServices survive an uninstall.
-    cp.run("kubectl get crd", cp.kubectl().args(["get", "crd", "virtualservices.lvstun.io"]))
-        .unwrap();
-    cp.run("kubectl delete namespace", cp.kubectl().args(["delete", "namespace", &ns, "--wait=false"]))
-        .unwrap();
+    cp.run(
+        "kubectl get crd",
+        cp.kubectl()
+            .args(["get", "crd", "virtualservices.lvstun.io"]),
+    )
+    .unwrap();
+    cp.run(
+        "kubectl delete namespace",
+        cp.kubectl()
+            .args(["delete", "namespace", &ns, "--wait=false"]),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -120,7 +156,9 @@ fn plain_manifests_apply_and_delete() {
     let dir = repo_root().join("deploy");
     cp.run(
         "kubectl apply crds",
-        cp.kubectl().args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(dir.join("crds")),
+        cp.kubectl()
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(dir.join("crds")),
     )
     .unwrap();
     let out = cp
@@ -133,11 +171,19 @@ fn plain_manifests_apply_and_delete() {
                 .arg(dir.join("manifests/lvstun.yaml")),
         )
         .unwrap();
-    assert!(out.contains("deployment.apps/lvstun-operator created"), "{out}");
-    assert!(out.contains("clusterrole.rbac.authorization.k8s.io/lvstun-operator created"), "{out}");
+    assert!(
+        out.contains("deployment.apps/lvstun-operator created"),
+        "{out}"
+    );
+    assert!(
+        out.contains("clusterrole.rbac.authorization.k8s.io/lvstun-operator created"),
+        "{out}"
+    );
     cp.run(
         "kubectl delete manifests",
-        cp.kubectl().args(["delete", "--wait=false", "-f"]).arg(dir.join("manifests/lvstun.yaml")),
+        cp.kubectl()
+            .args(["delete", "--wait=false", "-f"])
+            .arg(dir.join("manifests/lvstun.yaml")),
     )
     .unwrap();
 }

@@ -1,0 +1,339 @@
+# shellcheck shell=bash
+# The classic LVS-TUN recipe's network, built from network namespaces inside the lab guest, and
+# the helpers scenario scripts use. Source it from a scenario (which runs inside the guest, see
+# run-guest.sh); it needs the LAB_* variables guest-entry.sh exports.
+#
+#                 front segment 192.0.2.0/24 (bridge front0 in the guest's root namespace)
+#   client .10 ----+---- lb1 .11 ---- lb2 .12 ---- router .1     VIP 192.0.2.100
+#                                                    |  (forwards; rp_filter 0)
+#                          198.51.100.0/25 ----------+---------- 198.51.100.128/25
+#                          router .1, web1 .10                  router .129, web2 .130
+#
+# Only documentation ranges are used, all inside this guest. Every namespace's interface is
+# eth0 (the router has eth0 front, eth1 to web1, eth2 to web2); MACs are fixed and readable:
+# 02:00:00:02:00:<host byte> on the front, 02:00:00:64:00:<host byte> behind the router.
+#
+# Why so few processes: under TCG every exec of a host binary costs a noticeable fraction of a
+# second (the binary and its libraries are read over 9p), so the helpers batch `ip` commands
+# (ip -n NS -batch) and use bash builtins for sleeping, reading files and arithmetic.
+#
+# Helpers (all bounded in time):
+#   lab_log MSG...                 timestamped line (guest uptime) on stderr (guest.log)
+#   lab_sleep SECS                 sleep without forking (fractions allowed)
+#   lab_result KEY VALUE           append KEY=VALUE to $LAB_OUT/results.txt (repeatable keys)
+#   lab_artifact NAME CMD...       run CMD, its stdout saved as $LAB_OUT/NAME (stderr to log)
+#   lab_modules MOD...             modprobe -a MOD... (once per module per run)
+#   lab_topology_up                build the namespaces, bridge, veths, addresses and routes
+#   lab_exec NS CMD...             run CMD in namespace NS
+#   lab_sysctl NS KEY=VALUE...     set sysctls inside NS (one process pair for all)
+#   lab_bg NS NAME CMD...          start CMD in NS in the background, output in
+#                                  $LAB_OUT/logs/NAME.log; stopped by lab_cleanup
+#   lab_stop NAME                  stop one background process started by lab_bg
+#   lab_wait_log NAME PATTERN SECS wait until $LAB_OUT/logs/NAME.log has a line matching the
+#                                  glob PATTERN (fails after SECS)
+#   lab_wait_tcp NS ADDR PORT SECS wait until a TCP connect from NS to ADDR:PORT succeeds
+#   lab_web_start NS NAME [LISTEN] start the lvstun-lab-web fixture (default 0.0.0.0:80) and
+#                                  wait until it listens
+#   lab_mac NS IFACE               print the interface's MAC
+#   lab_capture LABEL [NS...]      save addresses, routes, neighbours, links, IPVS, nft ruleset
+#                                  and key sysctls per namespace under $LAB_OUT/capture/LABEL/
+#   lab_mgmt_up                    bring up the management link (needs run-guest.sh
+#                                  --mgmt-port): guest eth0 203.0.113.15/24, plus a unix socket
+#                                  $LAB_MGMT_SOCK relaying to the host through the guestfwd
+#   lab_mgmt_expose NS [PORT]      in NS, listen on 127.0.0.1:PORT (default
+#                                  $LAB_MGMT_GUEST_PORT) and relay to the host: namespaces get
+#                                  the host's service without any route or interface added
+#   lab_cleanup                    stop background processes; on failure capture everything
+#                                  (installed as the EXIT trap when this file is sourced)
+
+# --- addresses of the recipe (documentation ranges only) --------------------------------------
+LAB_VIP=192.0.2.100
+LAB_CLIENT_IP=192.0.2.10
+LAB_LB1_IP=192.0.2.11
+LAB_LB2_IP=192.0.2.12
+LAB_ROUTER_FRONT_IP=192.0.2.1
+LAB_WEB1_IP=198.51.100.10
+LAB_WEB2_IP=198.51.100.130
+LAB_ROUTER_WEB1_IP=198.51.100.1
+LAB_ROUTER_WEB2_IP=198.51.100.129
+LAB_NAMESPACES=(client lb1 lb2 router web1 web2)
+LAB_MGMT_SOCK=/run/lvstun-lab-mgmt.sock
+export LAB_VIP LAB_CLIENT_IP LAB_LB1_IP LAB_LB2_IP LAB_ROUTER_FRONT_IP LAB_WEB1_IP LAB_WEB2_IP \
+  LAB_ROUTER_WEB1_IP LAB_ROUTER_WEB2_IP LAB_MGMT_SOCK
+
+: "${LAB_OUT:?topology.sh runs inside the lab guest (LAB_OUT unset)}"
+mkdir -p "$LAB_OUT/logs"
+declare -gA LAB_BG_PIDS=()
+
+# A file descriptor nobody ever writes to: `read -t` on it is a sleep without a fork.
+exec {LAB_SLEEP_FD}<> <(:)
+
+lab_log() {
+  local up _
+  read -r up _ </proc/uptime
+  printf '[%8s] %s\n' "$up" "$*" >&2
+}
+
+lab_sleep() {
+  read -r -t "$1" -u "$LAB_SLEEP_FD" _ || true
+}
+
+lab_result() {
+  local key="$1" value="${2//$'\n'/ }"
+  printf '%s=%s\n' "$key" "$value" >>"$LAB_OUT/results.txt"
+}
+
+lab_artifact() {
+  local name="$1"
+  shift
+  local path="$LAB_OUT/$name"
+  [[ -d ${path%/*} ]] || mkdir -p "${path%/*}"
+  "$@" >"$path"
+}
+
+declare -gA LAB_MODULES_LOADED=()
+lab_modules() {
+  local want=() m
+  for m in "$@"; do
+    [[ -n ${LAB_MODULES_LOADED[$m]:-} ]] || want+=("$m")
+  done
+  ((${#want[@]})) || return 0
+  lab_log "modprobe ${want[*]}"
+  modprobe -a "${want[@]}"
+  for m in "${want[@]}"; do LAB_MODULES_LOADED[$m]=1; done
+}
+
+lab_exec() {
+  local ns="$1"
+  shift
+  ip netns exec "$ns" "$@"
+}
+
+lab_sysctl() {
+  local ns="$1"
+  shift
+  ip netns exec "$ns" sysctl -q -w "$@" >/dev/null
+}
+
+lab_topology_up() {
+  lab_log "building the recipe topology"
+  lab_modules veth bridge
+  local ns batch=""
+  for ns in "${LAB_NAMESPACES[@]}"; do
+    batch+="netns add $ns"$'\n'
+  done
+  # Namespaces and links are made from the root namespace in one batch (one process).
+  ip -batch - <<EOF
+${batch}link add front0 type bridge
+link set front0 up
+link add fr-client type veth peer name eth0 netns client address 02:00:00:02:00:0a
+link add fr-lb1 type veth peer name eth0 netns lb1 address 02:00:00:02:00:0b
+link add fr-lb2 type veth peer name eth0 netns lb2 address 02:00:00:02:00:0c
+link add fr-router type veth peer name eth0 netns router address 02:00:00:02:00:01
+link set fr-client master front0 up
+link set fr-lb1 master front0 up
+link set fr-lb2 master front0 up
+link set fr-router master front0 up
+link add eth1 netns router address 02:00:00:64:00:01 type veth peer name eth0 netns web1 address 02:00:00:64:00:0a
+link add eth2 netns router address 02:00:00:64:00:81 type veth peer name eth0 netns web2 address 02:00:00:64:00:82
+EOF
+  ip -n client -batch - <<EOF
+link set lo up
+addr add $LAB_CLIENT_IP/24 dev eth0
+link set eth0 up
+route add default via $LAB_ROUTER_FRONT_IP
+EOF
+  ip -n lb1 -batch - <<EOF
+link set lo up
+addr add $LAB_LB1_IP/24 dev eth0
+link set eth0 up
+route add default via $LAB_ROUTER_FRONT_IP
+EOF
+  ip -n lb2 -batch - <<EOF
+link set lo up
+addr add $LAB_LB2_IP/24 dev eth0
+link set eth0 up
+route add default via $LAB_ROUTER_FRONT_IP
+EOF
+  ip -n router -batch - <<EOF
+link set lo up
+addr add $LAB_ROUTER_FRONT_IP/24 dev eth0
+addr add $LAB_ROUTER_WEB1_IP/25 dev eth1
+addr add $LAB_ROUTER_WEB2_IP/25 dev eth2
+link set eth0 up
+link set eth1 up
+link set eth2 up
+EOF
+  ip -n web1 -batch - <<EOF
+link set lo up
+addr add $LAB_WEB1_IP/25 dev eth0
+link set eth0 up
+route add default via $LAB_ROUTER_WEB1_IP
+EOF
+  ip -n web2 -batch - <<EOF
+link set lo up
+addr add $LAB_WEB2_IP/25 dev eth0
+link set eth0 up
+route add default via $LAB_ROUTER_WEB2_IP
+EOF
+  # The router forwards between the data centers. Replies of direct server return leave the web
+  # nodes with the VIP (a front address) as source, arriving on eth1/eth2: reverse-path
+  # filtering on the router would drop them, as it would on a real border router configured
+  # strictly, so it is off here (the recipe's environment, not the recipe itself).
+  lab_sysctl router net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
+    net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0 \
+    net.ipv4.conf.eth1.rp_filter=0 net.ipv4.conf.eth2.rp_filter=0
+  lab_log "topology up"
+}
+
+lab_bg() {
+  local ns="$1" name="$2"
+  shift 2
+  [[ -z ${LAB_BG_PIDS[$name]:-} ]] || { lab_log "lab_bg: $name already running"; return 1; }
+  ip netns exec "$ns" "$@" >"$LAB_OUT/logs/$name.log" 2>&1 </dev/null &
+  LAB_BG_PIDS[$name]=$!
+  lab_log "started $name in $ns (pid $!): $*"
+}
+
+lab_stop() {
+  local name="$1" pid="${LAB_BG_PIDS[$1]:-}" i
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    lab_sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "LAB_BG_PIDS[$name]"
+  lab_log "stopped $name"
+}
+
+lab_wait_log() {
+  local name="$1" pattern="$2" secs="$3" file="$LAB_OUT/logs/$1.log" line i
+  local rounds=$((secs * 10))
+  for ((i = 0; i < rounds; i++)); do
+    if [[ -f $file ]]; then
+      while IFS= read -r line; do
+        # shellcheck disable=SC2053 # PATTERN is a glob on purpose
+        [[ $line == $pattern ]] && return 0
+      done <"$file"
+    fi
+    local pid="${LAB_BG_PIDS[$name]:-}"
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      lab_log "$name exited before logging '$pattern'"
+      return 1
+    fi
+    lab_sleep 0.1
+  done
+  lab_log "timed out after ${secs}s waiting for '$pattern' in $file"
+  return 1
+}
+
+lab_wait_tcp() {
+  local ns="$1" addr="$2" port="$3" secs="$4" i
+  local rounds=$((secs * 5))
+  for ((i = 0; i < rounds; i++)); do
+    ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/$addr/$port" 2>/dev/null && return 0
+    lab_sleep 0.2
+  done
+  lab_log "timed out after ${secs}s waiting for $addr:$port to accept in $ns"
+  return 1
+}
+
+lab_web_start() {
+  local ns="$1" name="$2" listen="${3:-0.0.0.0:80}"
+  local bin="$LAB_BIN/lvstun-lab-web"
+  [[ -x $bin ]] || { lab_log "no $bin: build it first (cargo build --release -p lvstun-tests --bin lvstun-lab-web)"; return 1; }
+  lab_bg "$ns" "$name" "$bin" --listen "$listen" --name "$name"
+  lab_wait_log "$name" "listening on *" 60
+  lab_log "$name listening on $listen in $ns"
+}
+
+lab_mac() {
+  local line
+  line="$(ip -n "$1" -br link show dev "$2")"
+  # "eth0@if3   UP   02:00:00:02:00:0b <BROADCAST,...>"
+  read -r _ _ mac _ <<<"$line"
+  printf '%s\n' "$mac"
+}
+
+lab_capture() {
+  local label="$1" ns
+  shift
+  local nss=("$@")
+  ((${#nss[@]})) || nss=("${LAB_NAMESPACES[@]}")
+  local dir="$LAB_OUT/capture/$label"
+  mkdir -p "$dir"
+  lab_log "capture $label: ${nss[*]}"
+  for ns in "${nss[@]}"; do
+    [[ -e /run/netns/$ns ]] || continue
+    {
+      echo "### ip -d addr / route / neigh / link stats ($ns)"
+      ip -n "$ns" -d -s -force -batch - <<'EOF'
+addr show
+route show table all
+neigh show
+EOF
+      # One shell inside the namespace for everything that is not `ip`.
+      # shellcheck disable=SC2016 # expanded by that inner shell
+      ip netns exec "$ns" bash -c '
+        echo "### sysctl"
+        for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/rp_filter \
+                 /proc/sys/net/ipv4/conf/*/arp_ignore /proc/sys/net/ipv4/conf/*/arp_announce; do
+          [[ -r $f ]] && echo "${f#/proc/sys/} = $(<"$f")"
+        done
+        if [[ -d /sys/module/ip_vs ]]; then
+          echo "### ipvsadm -Ln --stats --exact"; ipvsadm -Ln --stats --exact
+          echo "### ipvsadm -Lnc"; ipvsadm -Lnc
+        fi
+        if [[ -d /sys/module/nf_tables ]]; then
+          echo "### nft list ruleset"; nft list ruleset
+        fi' 2>&1
+    } >"$dir/$ns.txt" 2>&1 || true
+  done
+}
+
+lab_mgmt_up() {
+  [[ ${LAB_MGMT:-0} == 1 ]] || { lab_log "no management link: run-guest.sh --mgmt-port PORT"; return 1; }
+  lab_modules virtio_net
+  ip addr add 203.0.113.15/24 dev eth0
+  ip link set eth0 up
+  # The root namespace relays a unix socket to the guestfwd address; namespaces connect to the
+  # socket (lab_mgmt_expose), so none of them needs a route or an interface toward the host.
+  socat "UNIX-LISTEN:$LAB_MGMT_SOCK,fork,unlink-early" "TCP:203.0.113.100:$LAB_MGMT_GUEST_PORT" \
+    >"$LAB_OUT/logs/mgmt-relay.log" 2>&1 </dev/null &
+  LAB_BG_PIDS[mgmt-relay]=$!
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [[ -S $LAB_MGMT_SOCK ]] && break
+    lab_sleep 0.1
+  done
+  [[ -S $LAB_MGMT_SOCK ]] || { lab_log "management relay did not start"; return 1; }
+  lab_log "management link up: $LAB_MGMT_SOCK -> 203.0.113.100:$LAB_MGMT_GUEST_PORT -> host"
+}
+
+lab_mgmt_expose() {
+  local ns="$1" port="${2:-$LAB_MGMT_GUEST_PORT}"
+  [[ -S $LAB_MGMT_SOCK ]] || { lab_log "lab_mgmt_expose: call lab_mgmt_up first"; return 1; }
+  lab_bg "$ns" "mgmt-$ns" socat "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr" \
+    "UNIX-CONNECT:$LAB_MGMT_SOCK"
+}
+
+lab_cleanup() {
+  local rc=$?
+  trap - EXIT
+  set +e
+  if ((rc != 0)); then
+    lab_log "scenario failed (status $rc): capturing every namespace"
+    lab_capture on-failure
+  fi
+  local name
+  for name in "${!LAB_BG_PIDS[@]}"; do
+    lab_stop "$name"
+  done
+  exit "$rc"
+}
+trap lab_cleanup EXIT
+# Name the command that failed, with its line, before set -e ends the scenario.
+trap 'lab_log "command failed (status $?) at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR

@@ -1,0 +1,293 @@
+//! Pure parsers for what lab scenarios record: the raw output of the witness tools.
+//!
+//! Scenarios save tools' output as they printed it (`ipvsadm -Ln --stats --exact`, `curl -i`,
+//! `ip -j ...`) and the Rust tests parse it here, so that assertions stand on real output and
+//! the parsing itself is unit-tested against captured samples. No I/O in this module.
+
+use std::collections::BTreeMap;
+
+/// Parses `KEY=VALUE` lines (results.txt, timing.env, setup.sh's stdout).
+///
+/// A key may repeat: its values are kept in order. Blank lines, `#` comments and lines
+/// without `=` are skipped.
+pub fn key_values(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            map.entry(key.trim().to_string())
+                .or_default()
+                .push(value.to_string());
+        }
+    }
+    map
+}
+
+/// The five counters `ipvsadm --stats` prints for a service or a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IpvsCounters {
+    /// Connections scheduled.
+    pub conns: u64,
+    /// Packets from clients (in).
+    pub in_pkts: u64,
+    /// Packets to clients through the balancer (out): 0 under direct server return.
+    pub out_pkts: u64,
+    /// Bytes in.
+    pub in_bytes: u64,
+    /// Bytes out.
+    pub out_bytes: u64,
+}
+
+/// One destination (real server) of an IPVS service, with its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpvsDestStats {
+    /// `address:port` as ipvsadm prints it.
+    pub address: String,
+    /// Its counters.
+    pub counters: IpvsCounters,
+}
+
+/// One IPVS virtual service, with its counters and destinations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpvsServiceStats {
+    /// `TCP`, `UDP`, `SCTP` or `FWM`.
+    pub protocol: String,
+    /// `address:port` (or the firewall mark for `FWM`).
+    pub address: String,
+    /// The service's counters.
+    pub counters: IpvsCounters,
+    /// Its destinations, in ipvsadm's order.
+    pub destinations: Vec<IpvsDestStats>,
+}
+
+/// Parses `ipvsadm -Ln --stats --exact` (use `--exact`: without it large numbers get K/M
+/// suffixes, which this parser refuses rather than guesses).
+pub fn ipvs_stats(text: &str) -> Result<Vec<IpvsServiceStats>, String> {
+    let mut services: Vec<IpvsServiceStats> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [proto, addr, rest @ ..] if ["TCP", "UDP", "SCTP", "FWM"].contains(proto) => {
+                services.push(IpvsServiceStats {
+                    protocol: (*proto).to_string(),
+                    address: (*addr).to_string(),
+                    counters: counters(rest).map_err(|e| format!("line {}: {e}", n + 1))?,
+                    destinations: Vec::new(),
+                });
+            }
+            ["->", addr, rest @ ..] if rest.len() == 5 => {
+                let counters = counters(rest).map_err(|e| format!("line {}: {e}", n + 1))?;
+                let service = services
+                    .last_mut()
+                    .ok_or_else(|| format!("line {}: destination before any service", n + 1))?;
+                service.destinations.push(IpvsDestStats {
+                    address: (*addr).to_string(),
+                    counters,
+                });
+            }
+            _ => {} // banner, column headers, blank lines
+        }
+    }
+    Ok(services)
+}
+
+fn counters(fields: &[&str]) -> Result<IpvsCounters, String> {
+    let [conns, in_pkts, out_pkts, in_bytes, out_bytes] = fields else {
+        return Err(format!("expected 5 counters, got {fields:?}"));
+    };
+    let num = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("counter {s:?} is not a plain number (was --exact used?)"))
+    };
+    Ok(IpvsCounters {
+        conns: num(conns)?,
+        in_pkts: num(in_pkts)?,
+        out_pkts: num(out_pkts)?,
+        in_bytes: num(in_bytes)?,
+        out_bytes: num(out_bytes)?,
+    })
+}
+
+/// One HTTP response head as `curl -i` printed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header fields in order, names as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpResponse {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses the response heads out of `curl -i` output for one or many transfers.
+///
+/// A head starts at a line `HTTP/x y ...` at the start of a line and ends at the first blank
+/// line; bodies and `-w` lines in between are skipped. Interim `1xx` heads are dropped, so one
+/// element per transfer remains.
+pub fn http_responses(text: &str) -> Result<Vec<HttpResponse>, String> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+    while let Some(line) = lines.next() {
+        if !line.starts_with("HTTP/") {
+            continue;
+        }
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| format!("bad status line {line:?}"))?;
+        let mut headers = Vec::new();
+        for header in lines.by_ref() {
+            if header.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        if !(100..200).contains(&status) {
+            out.push(HttpResponse { status, headers });
+        }
+    }
+    Ok(out)
+}
+
+/// Parses the `curl: key=value ...` lines a scenario's `-w` format printed, one per transfer.
+pub fn curl_write_outs(text: &str) -> Vec<BTreeMap<String, String>> {
+    text.lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("curl: "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The link-layer address `ip -j neigh show` reports for `ip`, if there is an entry with one.
+pub fn neighbour_lladdr(neigh: &serde_json::Value, ip: &str) -> Option<String> {
+    neigh.as_array()?.iter().find_map(|entry| {
+        if entry.get("dst")?.as_str()? == ip {
+            Some(entry.get("lladdr")?.as_str()?.to_string())
+        } else {
+            None
+        }
+    })
+}
+
+/// The MAC of the (single) link in `ip -j link show dev X` output.
+pub fn link_address(link: &serde_json::Value) -> Option<String> {
+    Some(
+        link.as_array()?
+            .first()?
+            .get("address")?
+            .as_str()?
+            .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_keep_repeats_in_order() {
+        let kv = key_values("a=1\n# c\n\nb=x=y\na=2\r\nnoise\n");
+        assert_eq!(kv["a"], vec!["1", "2"]);
+        assert_eq!(kv["b"], vec!["x=y"]);
+        assert_eq!(kv.len(), 2);
+    }
+
+    const STATS: &str = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
+  -> RemoteAddress:Port
+TCP  192.0.2.100:80                      6       36        0     2352        0
+  -> 198.51.100.10:80                    3       18        0     1176        0
+  -> 198.51.100.130:80                   3       18        0     1176        0
+UDP  192.0.2.100:53                      0        0        0        0        0
+";
+
+    #[test]
+    fn ipvs_stats_reads_services_and_destinations() {
+        let s = ipvs_stats(STATS).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].protocol, "TCP");
+        assert_eq!(s[0].address, "192.0.2.100:80");
+        assert_eq!(
+            s[0].counters,
+            IpvsCounters {
+                conns: 6,
+                in_pkts: 36,
+                out_pkts: 0,
+                in_bytes: 2352,
+                out_bytes: 0
+            }
+        );
+        assert_eq!(s[0].destinations.len(), 2);
+        assert_eq!(s[0].destinations[1].address, "198.51.100.130:80");
+        assert_eq!(s[0].destinations[1].counters.conns, 3);
+        assert!(s[1].destinations.is_empty());
+    }
+
+    #[test]
+    fn ipvs_stats_refuses_abbreviated_counters() {
+        let text = "TCP  192.0.2.100:80  6  1K  0  2M  0\n";
+        assert!(ipvs_stats(text).unwrap_err().contains("--exact"));
+    }
+
+    #[test]
+    fn ipvs_stats_of_an_empty_table_is_empty() {
+        let text = "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port  Conns InPkts OutPkts InBytes OutBytes\n  -> RemoteAddress:Port\n";
+        assert!(ipvs_stats(text).unwrap().is_empty());
+    }
+
+    const CURL: &str = "HTTP/1.1 200 OK\r\nNode: www1\r\nContent-Type: text/plain\r\nContent-Length: 15\r\nConnection: close\r\n\r\nserved by www1\ncurl: code=200 local_port=40000 remote=192.0.2.100:80\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nnode: www2\r\n\r\nserved by www2\ncurl: code=200 local_port=40002 remote=192.0.2.100:80\n";
+
+    #[test]
+    fn http_responses_one_per_transfer_without_interim_heads() {
+        let r = http_responses(CURL).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].status, 200);
+        assert_eq!(r[0].header("node"), Some("www1"));
+        assert_eq!(r[0].header("Content-Length"), Some("15"));
+        assert_eq!(r[1].header("Node"), Some("www2"));
+    }
+
+    #[test]
+    fn curl_write_outs_are_key_values_per_transfer() {
+        let w = curl_write_outs(CURL);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0]["local_port"], "40000");
+        assert_eq!(w[1]["remote"], "192.0.2.100:80");
+    }
+
+    #[test]
+    fn neighbour_and_link_addresses_from_ip_json() {
+        let neigh = serde_json::json!([
+            {"dst": "192.0.2.1", "dev": "eth0", "lladdr": "02:00:00:02:00:01", "state": ["REACHABLE"]},
+            {"dst": "192.0.2.100", "dev": "eth0", "lladdr": "02:00:00:02:00:0b", "state": ["STALE"]},
+            {"dst": "192.0.2.99", "dev": "eth0", "state": ["FAILED"]}
+        ]);
+        assert_eq!(
+            neighbour_lladdr(&neigh, "192.0.2.100").as_deref(),
+            Some("02:00:00:02:00:0b")
+        );
+        assert_eq!(neighbour_lladdr(&neigh, "192.0.2.99"), None);
+        assert_eq!(neighbour_lladdr(&neigh, "192.0.2.7"), None);
+        let link = serde_json::json!([{"ifname": "eth0", "address": "02:00:00:02:00:0b"}]);
+        assert_eq!(link_address(&link).as_deref(), Some("02:00:00:02:00:0b"));
+    }
+}
