@@ -3,6 +3,10 @@
 //! Its status carries what the balancers saw (`Healthy`, `checks[]`, one entry per balancer) and
 //! what the web daemon on that host reported (`TunnelReady`).
 
+// kube-derive's `printcolumn(...)` repeats `type_ = "string"` per column by design; clippy reads
+// the repeats as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

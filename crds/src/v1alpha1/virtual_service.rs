@@ -5,6 +5,10 @@
 //! object is refused at `kubectl apply` time with a message that names the field and the fix,
 //! instead of reaching a daemon and being half-applied.
 
+// kube-derive's `printcolumn(...)` repeats `type_ = "string"` per column by design; clippy reads
+// the repeats as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};

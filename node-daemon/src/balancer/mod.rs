@@ -1,0 +1,122 @@
+//! The balancer role: from the desired IPVS table to the kernel's. The diff
+//! ([`plan`]) is pure; [`reconcile`] does the I/O through the
+//! [`IpvsTable`](crate::ipvs::IpvsTable) seam, so it runs against the real
+//! kernel or an in-memory fake alike.
+
+pub mod plan;
+
+use crate::error::Error;
+use crate::ipvs::model::{Op, Table};
+use crate::ipvs::{ApplyReport, IpvsTable};
+use plan::OwnedVips;
+
+/// What one reconcile did: the operations it planned and how applying them
+/// went. An empty `ops` means the kernel already matched: zero writes.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The planned operations, in the order they were sent.
+    pub ops: Vec<Op>,
+    /// The kernel's answers.
+    pub report: ApplyReport,
+}
+
+/// Reads the kernel's table, plans the difference to `desired` for the VIPs
+/// in `owned`, and applies it. Sends nothing when nothing differs.
+pub async fn reconcile<T: IpvsTable>(
+    ipvs: &mut T,
+    desired: &Table,
+    owned: &OwnedVips,
+) -> Result<Reconciled, Error> {
+    let actual = ipvs.read().await?;
+    let ops = plan::plan(&actual, desired, owned);
+    let report = if ops.is_empty() {
+        ApplyReport::default()
+    } else {
+        ipvs.apply(&ops).await
+    };
+    Ok(Reconciled { ops, report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipvs::fake::FakeIpvs;
+    use crate::ipvs::model::{
+        DestConfig, DestKey, Protocol, Scheduler, ServiceConfig, ServiceKey, Weight,
+    };
+
+    fn desired(weight: u32) -> (Table, ServiceKey, DestKey) {
+        let key = ServiceKey::Addr {
+            address: "192.0.2.10".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port: 80,
+        };
+        let dest = DestKey {
+            address: "198.51.100.11".parse().unwrap(),
+            port: 80,
+        };
+        let mut t = Table::new();
+        t.upsert_service(key, ServiceConfig::new(Scheduler::WRR));
+        t.upsert_dest(&key, dest, DestConfig::tunnel(Weight::new(weight).unwrap()));
+        (t, key, dest)
+    }
+
+    #[tokio::test]
+    async fn reconcile_twice_writes_once() {
+        let (want, key, _) = desired(1);
+        let owned: OwnedVips = key.vip().into_iter().collect();
+        let mut fake = FakeIpvs::default();
+        let first = reconcile(&mut fake, &want, &owned).await.unwrap();
+        assert_eq!(first.ops.len(), 2);
+        assert!(first.report.is_complete());
+        assert_eq!(fake.table, want);
+        let second = reconcile(&mut fake, &want, &owned).await.unwrap();
+        assert!(second.ops.is_empty());
+        assert_eq!(fake.writes.len(), 2, "re-apply made zero writes");
+    }
+
+    #[tokio::test]
+    async fn weight_change_writes_one_set_dest() {
+        let (before, key, dest) = desired(1);
+        let (after, _, _) = desired(7);
+        let owned: OwnedVips = key.vip().into_iter().collect();
+        let mut fake = FakeIpvs::with_table(before);
+        let done = reconcile(&mut fake, &after, &owned).await.unwrap();
+        assert_eq!(
+            fake.writes,
+            vec![Op::SetDest {
+                service: key,
+                dest,
+                config: DestConfig::tunnel(Weight::new(7).unwrap()),
+            }]
+        );
+        assert_eq!(done.report.applied, 1);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_reported_with_their_errno() {
+        let (want, key, _) = desired(1);
+        let owned: OwnedVips = key.vip().into_iter().collect();
+        let mut fake = FakeIpvs::default();
+        // The kernel says the service exists after all: the next op still runs.
+        let ops = vec![
+            Op::NewService {
+                key,
+                config: ServiceConfig::new(Scheduler::RR),
+            },
+            Op::NewService {
+                key,
+                config: ServiceConfig::new(Scheduler::RR),
+            },
+        ];
+        let report = fake.apply(&ops).await;
+        assert_eq!(report.applied, 1);
+        assert_eq!(
+            report.failed[0].1.errno(),
+            Some(crate::error::Errno::EEXIST)
+        );
+        let done = reconcile(&mut fake, &want, &owned).await.unwrap();
+        assert!(done.report.is_complete());
+        assert_eq!(fake.table, want);
+    }
+}

@@ -1,0 +1,399 @@
+//! The pure diff from the IPVS table the kernel holds to the one lvstun wants:
+//! [`plan`] returns the fewest operations that get there. No I/O.
+//!
+//! Rules, each a lesson from peers that got it wrong:
+//! - Only services whose VIP lvstun owns are touched; everything else in the
+//!   kernel (another tool's services, firewall-mark services) survives.
+//! - A changed service or destination is edited in place (`SetService`,
+//!   `SetDest`), never deleted and re-added, which would drop its
+//!   connections.
+//! - Order: new services, edited services, new destinations, edited
+//!   destinations, removed destinations, removed services. A service exists
+//!   before its destinations are added; destinations go before services on
+//!   removal; and additions come before removals, so that replacing one real
+//!   server by another never leaves a service with none in between.
+//! - Removing a whole service is one `DelService`: the kernel removes its
+//!   destinations with it.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use crate::ipvs::model::{Op, ServiceKey, Table};
+
+/// The VIPs whose services lvstun manages on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnedVips(BTreeSet<IpAddr>);
+
+impl OwnedVips {
+    /// Whether a service is lvstun's to manage (firewall-mark services never
+    /// are: lvstun does not create them).
+    pub fn owns(&self, key: &ServiceKey) -> bool {
+        key.vip().is_some_and(|vip| self.0.contains(&vip))
+    }
+}
+
+impl FromIterator<IpAddr> for OwnedVips {
+    fn from_iter<I: IntoIterator<Item = IpAddr>>(iter: I) -> Self {
+        OwnedVips(iter.into_iter().collect())
+    }
+}
+
+/// The operations that turn `actual` into `desired` for the services `owned`
+/// covers, in an order the kernel accepts. Services in `desired` that are not
+/// owned are ignored: ownership is the caller's decision, made before.
+pub fn plan(actual: &Table, desired: &Table, owned: &OwnedVips) -> Vec<Op> {
+    let mut new_services = Vec::new();
+    let mut set_services = Vec::new();
+    let mut new_dests = Vec::new();
+    let mut set_dests = Vec::new();
+    let mut del_dests = Vec::new();
+    let mut del_services = Vec::new();
+
+    for (key, want) in desired.services().filter(|(key, _)| owned.owns(key)) {
+        let key = *key;
+        match actual.service(&key) {
+            None => {
+                new_services.push(Op::NewService {
+                    key,
+                    config: want.config,
+                });
+                new_dests.extend(want.dests.iter().map(|(dest, config)| Op::NewDest {
+                    service: key,
+                    dest: *dest,
+                    config: *config,
+                }));
+            }
+            Some(have) => {
+                if have.config != want.config {
+                    set_services.push(Op::SetService {
+                        key,
+                        config: want.config,
+                    });
+                }
+                for (dest, config) in &want.dests {
+                    match have.dests.get(dest) {
+                        None => new_dests.push(Op::NewDest {
+                            service: key,
+                            dest: *dest,
+                            config: *config,
+                        }),
+                        Some(current) if current != config => set_dests.push(Op::SetDest {
+                            service: key,
+                            dest: *dest,
+                            config: *config,
+                        }),
+                        Some(_) => {}
+                    }
+                }
+                del_dests.extend(
+                    have.dests
+                        .keys()
+                        .filter(|dest| !want.dests.contains_key(dest))
+                        .map(|dest| Op::DelDest {
+                            service: key,
+                            dest: *dest,
+                        }),
+                );
+            }
+        }
+    }
+    del_services.extend(
+        actual
+            .services()
+            .filter(|(key, _)| owned.owns(key) && desired.service(key).is_none())
+            .map(|(key, _)| Op::DelService { key: *key }),
+    );
+
+    let mut ops = new_services;
+    ops.extend(set_services);
+    ops.extend(new_dests);
+    ops.extend(set_dests);
+    ops.extend(del_dests);
+    ops.extend(del_services);
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ipvs::model::{
+        AddressFamily, DestConfig, DestKey, Forward, Persistence, Protocol, Scheduler,
+        ServiceConfig, ServiceEntry, Thresholds, Tunnel, Weight,
+    };
+
+    fn vip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    fn rip(last: u8) -> IpAddr {
+        IpAddr::from([198, 51, 100, last])
+    }
+
+    fn svc(last: u8, port: u16) -> ServiceKey {
+        ServiceKey::Addr {
+            address: vip(last),
+            protocol: Protocol::Tcp,
+            port,
+        }
+    }
+
+    fn dest(last: u8) -> DestKey {
+        DestKey {
+            address: rip(last),
+            port: 80,
+        }
+    }
+
+    fn weight(w: u32) -> DestConfig {
+        DestConfig::tunnel(Weight::new(w).unwrap())
+    }
+
+    fn owned(lasts: &[u8]) -> OwnedVips {
+        lasts.iter().map(|l| vip(*l)).collect()
+    }
+
+    /// Applies a plan the way the kernel would; every op must be accepted.
+    fn apply(actual: &Table, ops: &[Op]) -> Table {
+        let mut table = actual.clone();
+        for op in ops {
+            assert_eq!(table.apply(op), Ok(()), "kernel would refuse {op}");
+        }
+        table
+    }
+
+    fn base() -> Table {
+        let mut t = Table::new();
+        t.upsert_service(svc(10, 80), ServiceConfig::new(Scheduler::WRR));
+        t.upsert_dest(&svc(10, 80), dest(11), weight(1));
+        t.upsert_dest(&svc(10, 80), dest(12), weight(1));
+        t
+    }
+
+    #[test]
+    fn identical_tables_need_nothing() {
+        assert!(plan(&base(), &base(), &owned(&[10])).is_empty());
+    }
+
+    #[test]
+    fn weight_change_is_one_set_dest() {
+        let mut desired = base();
+        desired.upsert_dest(&svc(10, 80), dest(12), weight(5));
+        let ops = plan(&base(), &desired, &owned(&[10]));
+        assert_eq!(
+            ops,
+            vec![Op::SetDest {
+                service: svc(10, 80),
+                dest: dest(12),
+                config: weight(5),
+            }]
+        );
+    }
+
+    #[test]
+    fn scheduler_change_edits_the_service_in_place() {
+        let mut desired = base();
+        desired.upsert_service(svc(10, 80), ServiceConfig::new(Scheduler::MH));
+        let ops = plan(&base(), &desired, &owned(&[10]));
+        assert_eq!(
+            ops,
+            vec![Op::SetService {
+                key: svc(10, 80),
+                config: ServiceConfig::new(Scheduler::MH),
+            }]
+        );
+    }
+
+    #[test]
+    fn tunnel_type_change_edits_the_destination_in_place() {
+        let mut desired = base();
+        let gre = DestConfig {
+            forward: Forward::Tunnel(Tunnel::Gre { checksum: true }),
+            ..weight(1)
+        };
+        desired.upsert_dest(&svc(10, 80), dest(11), gre);
+        let ops = plan(&base(), &desired, &owned(&[10]));
+        assert!(matches!(&ops[..], [Op::SetDest { config, .. }] if *config == gre));
+    }
+
+    #[test]
+    fn foreign_services_survive() {
+        let mut actual = base();
+        actual.upsert_service(svc(99, 443), ServiceConfig::new(Scheduler::RR));
+        actual.upsert_dest(&svc(99, 443), dest(50), weight(3));
+        actual.upsert_service(
+            ServiceKey::Fwmark {
+                family: AddressFamily::Inet,
+                mark: 7,
+            },
+            ServiceConfig::new(Scheduler::RR),
+        );
+        // lvstun wants nothing at all on its VIP .10, and knows nothing of .99.
+        let ops = plan(&actual, &Table::new(), &owned(&[10]));
+        assert_eq!(ops, vec![Op::DelService { key: svc(10, 80) }]);
+        let after = apply(&actual, &ops);
+        assert!(after.service(&svc(99, 443)).is_some());
+        assert_eq!(after.len(), 2);
+    }
+
+    #[test]
+    fn desired_services_on_unowned_vips_are_ignored() {
+        let mut desired = base();
+        desired.upsert_service(svc(20, 80), ServiceConfig::new(Scheduler::RR));
+        assert!(plan(&base(), &desired, &owned(&[10])).is_empty());
+    }
+
+    #[test]
+    fn replacing_a_destination_adds_before_it_removes() {
+        let mut desired = Table::new();
+        desired.upsert_service(svc(10, 80), ServiceConfig::new(Scheduler::WRR));
+        desired.upsert_dest(&svc(10, 80), dest(11), weight(1));
+        desired.upsert_dest(&svc(10, 80), dest(13), weight(1));
+        let ops = plan(&base(), &desired, &owned(&[10]));
+        assert_eq!(
+            ops,
+            vec![
+                Op::NewDest {
+                    service: svc(10, 80),
+                    dest: dest(13),
+                    config: weight(1),
+                },
+                Op::DelDest {
+                    service: svc(10, 80),
+                    dest: dest(12),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn new_service_comes_before_its_destinations() {
+        let ops = plan(&Table::new(), &base(), &owned(&[10]));
+        assert!(matches!(ops[0], Op::NewService { .. }));
+        assert_eq!(ops.len(), 3);
+        assert_eq!(apply(&Table::new(), &ops), base());
+    }
+
+    // ---- property tests -------------------------------------------------
+
+    fn arb_dest_config() -> impl Strategy<Value = DestConfig> {
+        (0u32..4, 0u8..3, prop::bool::ANY).prop_map(|(w, fwd, thresholds)| DestConfig {
+            weight: Weight::new(w).unwrap(),
+            forward: match fwd {
+                0 => Forward::Tunnel(Tunnel::Ipip),
+                1 => Forward::Tunnel(Tunnel::Gre { checksum: false }),
+                _ => Forward::Route,
+            },
+            thresholds: if thresholds {
+                Thresholds::new(100, 10).unwrap()
+            } else {
+                Thresholds::default()
+            },
+        })
+    }
+
+    fn arb_service_config() -> impl Strategy<Value = ServiceConfig> {
+        (0u8..3, prop::bool::ANY).prop_map(|(s, persistent)| ServiceConfig {
+            scheduler: [Scheduler::RR, Scheduler::WRR, Scheduler::MH][usize::from(s)],
+            flags: Default::default(),
+            persistence: persistent
+                .then(|| Persistence::new(AddressFamily::Inet, 300, 32).unwrap()),
+        })
+    }
+
+    /// Tables over a small key space (VIPs .1-.4, ports 80/443, real servers
+    /// .1-.5) so that random pairs overlap a lot.
+    fn arb_table() -> impl Strategy<Value = Table> {
+        let service =
+            (1u8..5, prop::bool::ANY).prop_map(|(v, tls)| svc(v, if tls { 443 } else { 80 }));
+        let dests = prop::collection::btree_map((1u8..6).prop_map(dest), arb_dest_config(), 0..4);
+        prop::collection::btree_map(service, (arb_service_config(), dests), 0..5).prop_map(
+            |services: BTreeMap<ServiceKey, (ServiceConfig, BTreeMap<DestKey, DestConfig>)>| {
+                let mut table = Table::new();
+                for (key, (config, dests)) in services {
+                    table.upsert_service(key, config);
+                    for (d, c) in dests {
+                        table.upsert_dest(&key, d, c);
+                    }
+                }
+                table
+            },
+        )
+    }
+
+    fn restricted(
+        table: &Table,
+        keep: impl Fn(&ServiceKey) -> bool,
+    ) -> Vec<(ServiceKey, ServiceEntry)> {
+        table
+            .services()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, e)| (*k, e.clone()))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn plan_reaches_desired_and_is_idempotent(
+            actual in arb_table(),
+            desired in arb_table(),
+            owned_mask in 0u8..16,
+        ) {
+            let owned: OwnedVips = (1u8..5)
+                .filter(|v| owned_mask & (1 << (v - 1)) != 0)
+                .map(vip)
+                .collect();
+            let ops = plan(&actual, &desired, &owned);
+            let after = apply(&actual, &ops);
+
+            // Owned part equals desired, foreign part is untouched.
+            prop_assert_eq!(
+                restricted(&after, |k| owned.owns(k)),
+                restricted(&desired, |k| owned.owns(k))
+            );
+            prop_assert_eq!(
+                restricted(&after, |k| !owned.owns(k)),
+                restricted(&actual, |k| !owned.owns(k))
+            );
+            // Planning again yields nothing.
+            prop_assert!(plan(&after, &desired, &owned).is_empty());
+            // No operation touches a foreign service.
+            prop_assert!(ops.iter().all(|op| owned.owns(op.service())));
+            // Nothing is deleted and re-created.
+            for op in &ops {
+                if let Op::DelService { key } = op {
+                    let recreated = ops
+                        .iter()
+                        .any(|o| matches!(o, Op::NewService { key: k, .. } if k == key));
+                    prop_assert!(!recreated);
+                    prop_assert!(desired.service(key).is_none());
+                }
+                if let Op::DelDest { service, dest } = op {
+                    let recreated = ops.iter().any(|o| {
+                        matches!(o, Op::NewDest { service: s, dest: d, .. } if s == service && d == dest)
+                    });
+                    prop_assert!(!recreated);
+                }
+            }
+            // Only changed destinations are edited: one SetDest per changed config.
+            let expected_set_dests: usize = desired
+                .services()
+                .filter(|(k, _)| owned.owns(k))
+                .filter_map(|(k, want)| actual.service(k).map(|have| (want, have)))
+                .map(|(want, have)| {
+                    want.dests
+                        .iter()
+                        .filter(|(d, c)| have.dests.get(d).is_some_and(|h| h != *c))
+                        .count()
+                })
+                .sum();
+            prop_assert_eq!(
+                ops.iter().filter(|o| matches!(o, Op::SetDest { .. })).count(),
+                expected_set_dests
+            );
+        }
+    }
+}

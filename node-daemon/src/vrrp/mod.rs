@@ -1,0 +1,18 @@
+//! VIP ownership by VRRP version 3 (RFC 9568, which obsoletes RFC 5798): one balancer per VIP
+//! is Master and holds the address, the others stand by and take over when it falls silent.
+//!
+//! - `packet`: the advertisement on the wire and the receive checks (pure).
+//! - `fsm`: the state machine, `handle(event, now) -> actions` (pure: no sockets, no clocks).
+//! - `sim` (tests only): a deterministic network simulator that proves the timing claims.
+//! - `driver`: the tokio task that owns the raw sockets and the timers and applies the actions
+//!   through the `VipOps` seam (VIP, gratuitous ARP, IPVS sync daemon): the only part that
+//!   does I/O.
+//! - `cli`: `lvstun-node vrrp ...`, a hidden lab command that runs the driver on a real
+//!   interface and prints its decisions (for interop proofs against keepalived).
+
+pub mod cli;
+pub mod driver;
+pub mod fsm;
+pub mod packet;
+#[cfg(test)]
+mod sim;

@@ -1,0 +1,108 @@
+//! The standalone configuration file: the same `VirtualService` and `RealServer` objects the
+//! cluster holds, as a multi-document YAML file (what `kubectl get -o yaml` or the examples in
+//! `deploy/examples/` look like). Parsing is pure; [`load`] only reads the file.
+
+use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// The objects of one configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    /// Every `VirtualService`.
+    pub virtual_services: Vec<VirtualService>,
+    /// Every `RealServer`.
+    pub real_servers: Vec<RealServer>,
+}
+
+/// The group/version this file format accepts.
+const API_VERSION: &str = "lvstun.io/v1alpha1";
+
+/// Parses a multi-document YAML file. Empty documents are skipped; a document of another kind
+/// or version is refused (rather than ignored: a typo in `kind` must not silently remove a VIP).
+pub fn parse(text: &str) -> Result<Objects, String> {
+    let mut objects = Objects::default();
+    for (n, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value =
+            serde_yaml::Value::deserialize(doc).map_err(|e| format!("document {}: {e}", n + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        let field = |key: &str| {
+            value
+                .get(key)
+                .and_then(serde_yaml::Value::as_str)
+                .unwrap_or("")
+        };
+        let (api_version, kind) = (field("apiVersion"), field("kind"));
+        if api_version != API_VERSION {
+            return Err(format!(
+                "document {}: apiVersion {api_version:?}, expected {API_VERSION}",
+                n + 1
+            ));
+        }
+        match kind {
+            "VirtualService" => objects.virtual_services.push(
+                serde_yaml::from_value(value)
+                    .map_err(|e| format!("document {} (VirtualService): {e}", n + 1))?,
+            ),
+            "RealServer" => objects.real_servers.push(
+                serde_yaml::from_value(value)
+                    .map_err(|e| format!("document {} (RealServer): {e}", n + 1))?,
+            ),
+            other => {
+                return Err(format!(
+                    "document {}: kind {other:?}, expected VirtualService or RealServer",
+                    n + 1
+                ));
+            }
+        }
+    }
+    Ok(objects)
+}
+
+/// Reads and parses the file at `path`.
+pub fn load(path: &str) -> Result<Objects, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::File {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    parse(&text).map_err(|detail| Error::File {
+        path: path.to_owned(),
+        detail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_examples_parse() {
+        let vs = include_str!("../../../deploy/examples/virtualservice.yaml");
+        let rs = include_str!("../../../deploy/examples/realservers.yaml");
+        let objects = parse(&format!("{vs}\n---\n{rs}")).unwrap();
+        assert_eq!(objects.virtual_services.len(), 1);
+        assert_eq!(objects.real_servers.len(), 2);
+        assert_eq!(objects.virtual_services[0].spec.vip, "192.0.2.100");
+        assert_eq!(objects.real_servers[1].spec.address, "198.51.100.130");
+    }
+
+    #[test]
+    fn unknown_kinds_and_versions_are_refused() {
+        let doc = "apiVersion: lvstun.io/v1alpha1\nkind: RealSever\nmetadata: {name: x}\nspec: {address: 198.51.100.1}\n";
+        assert!(parse(doc).unwrap_err().contains("RealSever"));
+        let doc = "apiVersion: lvstun.io/v1\nkind: RealServer\nmetadata: {name: x}\nspec: {address: 198.51.100.1}\n";
+        assert!(parse(doc).unwrap_err().contains("apiVersion"));
+        let doc =
+            "apiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {name: x}\nspec: {}\n";
+        assert!(parse(doc).unwrap_err().contains("address"));
+    }
+
+    #[test]
+    fn empty_documents_are_skipped() {
+        let objects = parse("---\n---\n").unwrap();
+        assert!(objects.virtual_services.is_empty() && objects.real_servers.is_empty());
+    }
+}

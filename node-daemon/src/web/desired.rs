@@ -1,0 +1,589 @@
+//! What a real server should look like, as a pure function of the API objects, this host's
+//! identity, the operator's options and what was read from the kernel. No I/O.
+//!
+//! Two steps:
+//! - [`served`]: from the `RealServer`s and `VirtualService`s, which VIPs this host answers for
+//!   (the VirtualServices whose selector matches this host's RealServer), and what is wrong
+//!   with the objects (no RealServer for this host, a bad VIP, a tunnel type this role cannot
+//!   decapsulate yet);
+//! - [`desired`]: from that and the observed host, the target state: the VIPs on lvstun's VIP
+//!   device, the uplinks whose ARP behaviour matters, and lvstun's nft tables.
+//!
+//! Why each piece (the classic recipe did them by hand):
+//! - `tunl0` up: the kernel's fallback ipip device receives every ipip packet that no other
+//!   tunnel claims, and decapsulates it;
+//! - the VIP as a /32 on a device lvstun owns (`lvstun0`, a dummy, by default): the inner packet
+//!   is addressed to the VIP, so the VIP must be local; not on `tunl0` by default because CNIs
+//!   such as Calico in IPIP mode delete foreign addresses from it (`--vip-device tunl0` keeps
+//!   the recipe's layout);
+//! - `rp_filter` on `tunl0` (see [`knob_target`]);
+//! - `arp_ignore=1`/`arp_announce=2` on the uplinks and the VIP device, and the nft ARP guard:
+//!   every real server holds the VIP, so none may answer or announce it, or the segment's
+//!   router would send clients straight to a real server instead of the balancer;
+//! - the MSS clamp (see [`MssMode`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use lvstun_crds::v1alpha1::{RealServer, TunnelType};
+
+use super::config::Objects;
+use crate::net::addr::Addr;
+use crate::net::arp_guard::{GuardSpec, GuardState};
+use crate::net::devconf::{DevConf, Knob};
+use crate::net::link::{Link, TUNL0};
+
+/// The namespace of objects that name none (as `kubectl apply` would put them).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Bytes an ipip tunnel adds to each packet (the outer IPv4 header).
+pub const IPIP_OVERHEAD: u32 = 20;
+
+/// IPv4 + TCP headers without options: MSS = MTU - 40.
+const IP_TCP_HEADERS: u32 = 40;
+
+/// Which RealServer this host is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// By name (`--real-server [NAMESPACE/]NAME`).
+    Name {
+        /// The namespace; `None` accepts any.
+        namespace: Option<String>,
+        /// `metadata.name`.
+        name: String,
+    },
+    /// By `spec.address` (`--node-address IP`).
+    Address(Ipv4Addr),
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Name {
+                namespace: Some(ns),
+                name,
+            } => write!(f, "RealServer {ns}/{name}"),
+            Identity::Name { name, .. } => write!(f, "RealServer {name}"),
+            Identity::Address(ip) => write!(f, "the RealServer with address {ip}"),
+        }
+    }
+}
+
+/// Where the VIPs go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VipDevice {
+    /// A dummy device lvstun creates and deletes (default `lvstun0`).
+    Dummy(String),
+    /// `tunl0` itself, as the classic recipe does.
+    Tunl0,
+}
+
+impl VipDevice {
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        match self {
+            VipDevice::Dummy(name) => name,
+            VipDevice::Tunl0 => TUNL0,
+        }
+    }
+}
+
+/// How the MSS of connections to a VIP is kept small enough for the tunnel.
+///
+/// The balancer adds 20 bytes (ipip) to every packet a client sends to the VIP. A client that
+/// sends full-size segments (MSS 1460 on a 1500-byte path) therefore makes 1520-byte packets
+/// that do not fit the balancer's link: IPVS drops them and sends ICMP "fragmentation needed",
+/// which firewalls often drop, so large uploads hang. A client's segment size is bounded by
+/// the MSS the server advertises in its SYN-ACK; the SYN-ACK leaves the real server from the
+/// VIP, so an nft rule on the real server clamps the MSS option of SYN-ACKs from the VIP to
+/// `MTU - 40 - 20`. (A route `advmss` would have to sit on the routes back to every client,
+/// i.e. the default route, and would change all of the host's connections, not only the VIP's.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MssMode {
+    /// `min(uplink MTU) - 40 - tunnel overhead` (1440 for ipip on 1500-byte links).
+    Auto,
+    /// No clamp (the path is known to carry the extra bytes, e.g. jumbo frames on the balancer).
+    Off,
+    /// This value.
+    Fixed(u16),
+}
+
+/// The operator's choices (command-line flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Where the VIPs go.
+    pub vip_device: VipDevice,
+    /// The uplinks by name; empty = the interfaces of the default routes and of the RealServer's
+    /// own address.
+    pub uplinks: Vec<String>,
+    /// The MSS clamp.
+    pub mss: MssMode,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            vip_device: VipDevice::Dummy("lvstun0".into()),
+            uplinks: Vec::new(),
+            mss: MssMode::Auto,
+        }
+    }
+}
+
+/// Something in the objects that keeps this host from being fully ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// No RealServer matches this host's identity.
+    RealServerNotFound(String),
+    /// Several RealServers match (an address given twice, a name in several namespaces).
+    AmbiguousRealServer(Vec<String>),
+    /// A VirtualService's VIP is not an IPv4 address.
+    BadVip {
+        /// `namespace/name` of the VirtualService.
+        service: String,
+        /// The value.
+        vip: String,
+    },
+    /// A VirtualService uses a tunnel type the web role cannot decapsulate yet.
+    UnsupportedTunnel {
+        /// `namespace/name` of the VirtualService.
+        service: String,
+        /// The tunnel type.
+        kind: TunnelType,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::RealServerNotFound(who) => write!(f, "no {who} in the configuration"),
+            Problem::AmbiguousRealServer(names) => {
+                write!(
+                    f,
+                    "several RealServers match this host: {}",
+                    names.join(", ")
+                )
+            }
+            Problem::BadVip { service, vip } => {
+                write!(
+                    f,
+                    "VirtualService {service}: VIP {vip:?} is not an IPv4 address"
+                )
+            }
+            Problem::UnsupportedTunnel { service, kind } => write!(
+                f,
+                "VirtualService {service}: tunnel type {kind:?} is not decapsulated by the web role yet (only ipip)"
+            ),
+        }
+    }
+}
+
+/// What the objects say this host serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// `namespace/name` of this host's RealServer, when exactly one matched.
+    pub real_server: Option<String>,
+    /// Its `spec.address`.
+    pub address: Option<Ipv4Addr>,
+    /// The ipip VIPs, each with the VirtualServices (`namespace/name`) that use it.
+    pub vips: BTreeMap<Ipv4Addr, BTreeSet<String>>,
+    /// What is wrong.
+    pub problems: Vec<Problem>,
+}
+
+fn namespace(ns: Option<&String>) -> &str {
+    ns.map_or(DEFAULT_NAMESPACE, String::as_str)
+}
+
+/// Whether a Kubernetes label selector matches `labels` (matchLabels AND matchExpressions;
+/// an empty selector matches everything).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|req| {
+        let value = labels.get(&req.key);
+        let values = req.values.as_deref().unwrap_or(&[]);
+        match req.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => !value.is_some_and(|v| values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            // An operator the API server would have refused: match nothing rather than guess.
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+fn is_me(rs: &RealServer, identity: &Identity) -> bool {
+    match identity {
+        Identity::Name {
+            namespace: ns,
+            name,
+        } => {
+            rs.metadata.name.as_deref() == Some(name.as_str())
+                && ns
+                    .as_deref()
+                    .is_none_or(|ns| ns == namespace(rs.metadata.namespace.as_ref()))
+        }
+        Identity::Address(ip) => rs.spec.address.parse::<Ipv4Addr>().ok() == Some(*ip),
+    }
+}
+
+fn full_name(ns: Option<&String>, name: Option<&String>) -> String {
+    format!("{}/{}", namespace(ns), name.map_or("", String::as_str))
+}
+
+/// Which VIPs this host serves, from the configuration objects.
+pub fn served(objects: &Objects, identity: &Identity) -> Served {
+    let mut out = Served::default();
+    let mine: Vec<&RealServer> = objects
+        .real_servers
+        .iter()
+        .filter(|rs| is_me(rs, identity))
+        .collect();
+    let rs = match mine.as_slice() {
+        [] => {
+            out.problems
+                .push(Problem::RealServerNotFound(identity.to_string()));
+            return out;
+        }
+        [one] => *one,
+        many => {
+            out.problems.push(Problem::AmbiguousRealServer(
+                many.iter()
+                    .map(|rs| full_name(rs.metadata.namespace.as_ref(), rs.metadata.name.as_ref()))
+                    .collect(),
+            ));
+            return out;
+        }
+    };
+    let rs_ns = namespace(rs.metadata.namespace.as_ref());
+    out.real_server = Some(full_name(
+        rs.metadata.namespace.as_ref(),
+        rs.metadata.name.as_ref(),
+    ));
+    out.address = rs.spec.address.parse().ok();
+    let labels = rs.metadata.labels.clone().unwrap_or_default();
+    for vs in &objects.virtual_services {
+        if namespace(vs.metadata.namespace.as_ref()) != rs_ns
+            || !selector_matches(&vs.spec.real_server_selector, &labels)
+        {
+            continue;
+        }
+        let service = full_name(vs.metadata.namespace.as_ref(), vs.metadata.name.as_ref());
+        let Ok(vip) = vs.spec.vip.parse::<Ipv4Addr>() else {
+            out.problems.push(Problem::BadVip {
+                service,
+                vip: vs.spec.vip.clone(),
+            });
+            continue;
+        };
+        if vs.spec.tunnel.kind != TunnelType::Ipip {
+            out.problems.push(Problem::UnsupportedTunnel {
+                service,
+                kind: vs.spec.tunnel.kind,
+            });
+            continue;
+        }
+        out.vips.entry(vip).or_default().insert(service);
+    }
+    out
+}
+
+/// The host as read from the kernel (the planner's and the status's input).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// Every device.
+    pub links: Vec<Link>,
+    /// Every IPv4 address.
+    pub addrs: Vec<Addr>,
+    /// Interfaces of the IPv4 default routes.
+    pub default_route_interfaces: Vec<u32>,
+    /// `net.ipv4.conf.all`.
+    pub all: DevConf,
+    /// lvstun's nft tables, or why they could not be read (`nft` missing, ...).
+    pub nft: Result<GuardState, String>,
+}
+
+impl Observed {
+    /// The device with this name.
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    /// The device with this index.
+    pub fn link_by_index(&self, index: u32) -> Option<&Link> {
+        self.links.iter().find(|l| l.index == index)
+    }
+
+    /// The addresses of the named device.
+    pub fn addrs_of(&self, name: &str) -> BTreeSet<Ipv4Addr> {
+        let Some(index) = self.link(name).map(|l| l.index) else {
+            return BTreeSet::new();
+        };
+        self.addrs
+            .iter()
+            .filter(|a| a.index == index)
+            .map(|a| a.address)
+            .collect()
+    }
+
+    /// The value the kernel applies for a knob on a device: the maximum of `all` and the
+    /// device's own value.
+    pub fn effective(&self, name: &str, knob: Knob) -> Option<u32> {
+        let own = self.link(name)?.devconf?.get(knob);
+        Some(own.max(self.all.get(knob)))
+    }
+}
+
+/// The target state of this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// The VIPs to hold (empty: lvstun should leave no trace).
+    pub vips: BTreeSet<Ipv4Addr>,
+    /// Where they go.
+    pub vip_device: VipDevice,
+    /// The uplinks whose ARP behaviour is set (names; existing devices only).
+    pub uplinks: Vec<String>,
+    /// lvstun's nft tables.
+    pub guard: GuardSpec,
+    /// The MSS the VIPs' SYN-ACKs are clamped to, if any.
+    pub mss: Option<u16>,
+}
+
+impl Desired {
+    /// Whether the host should hold anything at all.
+    pub fn active(&self) -> bool {
+        !self.vips.is_empty()
+    }
+
+    /// The knobs lvstun wants set, per device: `rp_filter` on `tunl0`; `arp_ignore` and
+    /// `arp_announce` on the uplinks and the VIP device.
+    pub fn knob_targets(&self) -> BTreeMap<String, BTreeSet<Knob>> {
+        let mut out: BTreeMap<String, BTreeSet<Knob>> = BTreeMap::new();
+        if !self.active() {
+            return out;
+        }
+        out.entry(TUNL0.to_owned())
+            .or_default()
+            .insert(Knob::RpFilter);
+        for dev in self
+            .uplinks
+            .iter()
+            .map(String::as_str)
+            .chain([self.vip_device.name()])
+        {
+            let knobs = out.entry(dev.to_owned()).or_default();
+            knobs.insert(Knob::ArpIgnore);
+            knobs.insert(Knob::ArpAnnounce);
+        }
+        out
+    }
+}
+
+/// The uplinks: the named ones, or the devices of the default routes and of the RealServer's
+/// address. Never `lo`, `tunl0` or the VIP device; only devices that exist.
+pub fn uplinks(options: &Options, served: &Served, observed: &Observed) -> Vec<String> {
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    if options.uplinks.is_empty() {
+        for index in &observed.default_route_interfaces {
+            if let Some(link) = observed.link_by_index(*index) {
+                names.insert(link.name.clone());
+            }
+        }
+        if let Some(ip) = served.address {
+            for addr in observed.addrs.iter().filter(|a| a.address == ip) {
+                if let Some(link) = observed.link_by_index(addr.index) {
+                    names.insert(link.name.clone());
+                }
+            }
+        }
+    } else {
+        names.extend(options.uplinks.iter().cloned());
+    }
+    names
+        .into_iter()
+        .filter(|name| {
+            observed.link(name).is_some_and(|l| {
+                !l.loopback && l.name != TUNL0 && l.name != options.vip_device.name()
+            })
+        })
+        .collect()
+}
+
+/// The target state.
+pub fn desired(served: &Served, options: &Options, observed: &Observed) -> Desired {
+    let vips: BTreeSet<Ipv4Addr> = served.vips.keys().copied().collect();
+    let uplinks = uplinks(options, served, observed);
+    let mss = match options.mss {
+        MssMode::Off => None,
+        MssMode::Fixed(mss) => Some(mss),
+        MssMode::Auto => uplinks
+            .iter()
+            .filter_map(|name| observed.link(name).map(|l| l.mtu))
+            .min()
+            .and_then(|mtu| mtu.checked_sub(IP_TCP_HEADERS + IPIP_OVERHEAD))
+            .and_then(|mss| u16::try_from(mss).ok()),
+    };
+    Desired {
+        guard: GuardSpec {
+            vips: vips.iter().map(|vip| (*vip, mss)).collect(),
+        },
+        vips,
+        vip_device: options.vip_device.clone(),
+        uplinks,
+        mss,
+    }
+}
+
+/// The value lvstun wants for `knob`, given the value before lvstun (`base`) and `all`: as
+/// little change as achieves the goal, or `base` itself when nothing is needed.
+///
+/// The kernel applies `max(all, interface)` for all three knobs, so:
+/// - `rp_filter` on `tunl0`: decapsulated packets arrive on `tunl0` from clients whose route
+///   back leaves by an uplink, so strict filtering (1) drops them. Loose (2) is enough (there
+///   is a route back); off (0) is looser than needed. If the effective value is 1 (from the
+///   device or from `all`), the device gets 2, which outranks `all=1`; otherwise (0 or 2)
+///   nothing changes;
+/// - `arp_ignore`: at least 1 (answer only for addresses on the receiving interface);
+/// - `arp_announce`: 2 (never use a VIP as the sender address of an ARP request).
+pub fn knob_target(knob: Knob, base: u32, all: u32) -> u32 {
+    let effective = base.max(all);
+    match knob {
+        Knob::RpFilter if effective == 1 => 2,
+        Knob::ArpIgnore if effective < 1 => 1,
+        Knob::ArpAnnounce if effective < 2 => 2,
+        _ => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::config::parse;
+
+    pub(crate) const CONFIG: &str = r#"
+apiVersion: lvstun.io/v1alpha1
+kind: VirtualService
+metadata: {name: www}
+spec:
+  vip: 192.0.2.100
+  ports: [{port: 80}]
+  realServerSelector: {matchLabels: {app: www}}
+  balancers: {nodeSelector: {}, virtualRouterID: 51}
+---
+apiVersion: lvstun.io/v1alpha1
+kind: VirtualService
+metadata: {name: api, namespace: other}
+spec:
+  vip: 192.0.2.101
+  ports: [{port: 443}]
+  realServerSelector: {matchLabels: {app: www}}
+  balancers: {nodeSelector: {}, virtualRouterID: 52}
+---
+apiVersion: lvstun.io/v1alpha1
+kind: VirtualService
+metadata: {name: dns}
+spec:
+  vip: 192.0.2.102
+  ports: [{port: 53, protocol: UDP}]
+  tunnel: {type: gue, port: 6080}
+  realServerSelector: {matchExpressions: [{key: app, operator: In, values: [www, dns]}]}
+  balancers: {nodeSelector: {}, virtualRouterID: 53}
+---
+apiVersion: lvstun.io/v1alpha1
+kind: RealServer
+metadata: {name: web1, labels: {app: www}}
+spec: {address: 198.51.100.10}
+---
+apiVersion: lvstun.io/v1alpha1
+kind: RealServer
+metadata: {name: web2, labels: {app: other}}
+spec: {address: 198.51.100.130}
+"#;
+
+    fn by_name(name: &str) -> Identity {
+        Identity::Name {
+            namespace: None,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn served_vips_follow_selectors_and_namespaces() {
+        let objects = parse(CONFIG).unwrap();
+        let web1 = served(&objects, &by_name("web1"));
+        assert_eq!(web1.real_server.as_deref(), Some("default/web1"));
+        // www selects web1; api is in another namespace; dns selects it but uses GUE.
+        assert_eq!(
+            web1.vips.keys().copied().collect::<Vec<_>>(),
+            vec![Ipv4Addr::new(192, 0, 2, 100)]
+        );
+        assert_eq!(
+            web1.problems,
+            vec![Problem::UnsupportedTunnel {
+                service: "default/dns".into(),
+                kind: TunnelType::Gue
+            }]
+        );
+        let by_addr = served(
+            &objects,
+            &Identity::Address(Ipv4Addr::new(198, 51, 100, 10)),
+        );
+        assert_eq!(by_addr.vips, web1.vips);
+        let web2 = served(&objects, &by_name("web2"));
+        assert!(web2.vips.is_empty() && web2.problems.is_empty());
+        let nobody = served(&objects, &by_name("web9"));
+        assert!(matches!(nobody.problems[0], Problem::RealServerNotFound(_)));
+        assert!(nobody.vips.is_empty());
+    }
+
+    #[test]
+    fn selector_operators() {
+        let labels: BTreeMap<String, String> = [("app".to_string(), "www".to_string())].into();
+        let sel = |yaml: &str| serde_yaml::from_str::<LabelSelector>(yaml).unwrap();
+        assert!(selector_matches(&sel("{}"), &labels));
+        assert!(selector_matches(
+            &sel("{matchExpressions: [{key: app, operator: Exists}]}"),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel("{matchExpressions: [{key: app, operator: DoesNotExist}]}"),
+            &labels
+        ));
+        assert!(selector_matches(
+            &sel("{matchExpressions: [{key: app, operator: NotIn, values: [x]}]}"),
+            &labels
+        ));
+        assert!(!selector_matches(&sel("{matchLabels: {app: x}}"), &labels));
+        assert!(!selector_matches(
+            &sel("{matchExpressions: [{key: app, operator: Bogus}]}"),
+            &labels
+        ));
+    }
+
+    #[test]
+    fn knob_targets_are_as_loose_as_needed_and_no_looser() {
+        use Knob::*;
+        // rp_filter: strict anywhere -> loose on tunl0; off or loose stay.
+        assert_eq!(knob_target(RpFilter, 0, 0), 0);
+        assert_eq!(knob_target(RpFilter, 0, 1), 2);
+        assert_eq!(knob_target(RpFilter, 1, 0), 2);
+        assert_eq!(knob_target(RpFilter, 2, 1), 2);
+        assert_eq!(knob_target(RpFilter, 0, 2), 0);
+        // arp_ignore: at least 1; stricter values kept.
+        assert_eq!(knob_target(ArpIgnore, 0, 0), 1);
+        assert_eq!(knob_target(ArpIgnore, 0, 1), 0);
+        assert_eq!(knob_target(ArpIgnore, 2, 0), 2);
+        assert_eq!(knob_target(ArpIgnore, 8, 0), 8);
+        // arp_announce: 2.
+        assert_eq!(knob_target(ArpAnnounce, 1, 0), 2);
+        assert_eq!(knob_target(ArpAnnounce, 0, 2), 0);
+    }
+}
