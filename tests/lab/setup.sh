@@ -36,7 +36,8 @@ apt_update_once() {
 }
 
 # --- 1. Debian packages --------------------------------------------------------------------
-packages=(qemu-system-x86 kmod socat ipvsadm iproute2 nftables curl busybox-static python3-venv)
+# iputils-arping: the web-daemon scenario asks for the VIP by ARP on the web segments.
+packages=(qemu-system-x86 kmod socat ipvsadm iproute2 nftables curl busybox-static python3-venv iputils-arping keepalived openssl)
 missing=()
 for p in "${packages[@]}"; do
   if [[ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" != installed ]]; then
