@@ -76,7 +76,10 @@ mod tests {
     fn same_status_and_reason_is_no_change() {
         let mut list = vec![cond("True", "Serving", 10)];
         assert!(!set_condition(&mut list, cond("True", "Serving", 20)));
-        assert_eq!(list[0].last_transition_time, cond("True", "Serving", 10).last_transition_time);
+        assert_eq!(
+            list[0].last_transition_time,
+            cond("True", "Serving", 10).last_transition_time
+        );
     }
 
     #[test]
@@ -84,13 +87,22 @@ mod tests {
         let mut list = vec![cond("True", "Serving", 10)];
         assert!(set_condition(&mut list, cond("True", "Other", 20)));
         assert_eq!(list[0].reason, "Other");
-        assert_eq!(list[0].last_transition_time, cond("True", "x", 10).last_transition_time);
+        assert_eq!(
+            list[0].last_transition_time,
+            cond("True", "x", 10).last_transition_time
+        );
     }
 
     #[test]
     fn status_change_moves_transition_time() {
         let mut list = vec![cond("True", "Serving", 10)];
-        assert!(set_condition(&mut list, cond("False", "NoHealthyServers", 20)));
-        assert_eq!(list[0].last_transition_time, cond("False", "x", 20).last_transition_time);
+        assert!(set_condition(
+            &mut list,
+            cond("False", "NoHealthyServers", 20)
+        ));
+        assert_eq!(
+            list[0].last_transition_time,
+            cond("False", "x", 20).last_transition_time
+        );
     }
 }

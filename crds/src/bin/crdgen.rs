@@ -38,7 +38,9 @@ fn main() -> ExitCode {
                 stale.push(path);
                 continue;
             }
-            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &file.content)) {
+            if let Err(e) =
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &file.content))
+            {
                 eprintln!("crdgen: writing {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }
@@ -49,7 +51,9 @@ fn main() -> ExitCode {
         for p in &stale {
             eprintln!("stale: {}", p.display());
         }
-        eprintln!("CRD YAML is stale; run `cargo run -p lvstun-crds --bin crdgen` and commit the result");
+        eprintln!(
+            "CRD YAML is stale; run `cargo run -p lvstun-crds --bin crdgen` and commit the result"
+        );
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

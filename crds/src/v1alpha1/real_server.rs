@@ -35,7 +35,11 @@ use super::schema::ipv4_rule;
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"TunnelReady\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RealServerSpec {

@@ -32,14 +32,26 @@ use super::schema::{IPV4_RE, ipv4_rule};
     printcolumn(name = "VIP", type_ = "string", json_path = ".spec.vip"),
     printcolumn(name = "Ports", type_ = "string", json_path = ".spec.ports[*].port"),
     printcolumn(name = "Scheduler", type_ = "string", json_path = ".spec.scheduler"),
-    printcolumn(name = "Active", type_ = "string", json_path = ".status.activeBalancer"),
-    printcolumn(name = "Healthy", type_ = "string", json_path = ".status.healthySummary"),
+    printcolumn(
+        name = "Active",
+        type_ = "string",
+        json_path = ".status.activeBalancer"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = ".status.healthySummary"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualServiceSpec {
