@@ -33,6 +33,8 @@ impl Errno {
     pub const ERANGE: Errno = Errno(34);
     /// Address family not supported (IPv6 without `CONFIG_IP_VS_IPV6`).
     pub const EAFNOSUPPORT: Errno = Errno(97);
+    /// Address not available: what deleting an address that is not there answers.
+    pub const EADDRNOTAVAIL: Errno = Errno(99);
     /// No buffer space: the socket's receive queue overflowed.
     pub const ENOBUFS: Errno = Errno(105);
 
@@ -53,6 +55,7 @@ impl Errno {
             Errno::EINVAL => "EINVAL",
             Errno::ERANGE => "ERANGE",
             Errno::EAFNOSUPPORT => "EAFNOSUPPORT",
+            Errno::EADDRNOTAVAIL => "EADDRNOTAVAIL",
             Errno::ENOBUFS => "ENOBUFS",
             _ => return None,
         })
@@ -132,6 +135,14 @@ pub enum Error {
         /// The command line.
         command: String,
         /// Exit status and what nft printed.
+        detail: String,
+    },
+    /// The Kubernetes API could not be reached or refused a request (`what` says which).
+    #[error("kubernetes API: {what}: {detail}")]
+    Api {
+        /// The request, as a person would read it.
+        what: String,
+        /// The client's error.
         detail: String,
     },
 }

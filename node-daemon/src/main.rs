@@ -3,11 +3,10 @@
 mod balancer;
 mod cli;
 mod error;
-// Used by the balancer role, which wires the checker to IPVS weights.
-#[allow(dead_code)]
 mod health;
 mod ipvs;
 mod net;
+mod source;
 mod vrrp;
 mod web;
 
@@ -29,6 +28,14 @@ fn main() -> ExitCode {
             }
         },
         Some("vrrp") => match vrrp::cli::run(&args[1..]) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("lvstun-node: {err}");
+                ExitCode::from(2)
+            }
+        },
+        // The balancer role: see `balancer`.
+        Some("balancer") => match balancer::daemon::main(&args[1..]) {
             Ok(code) => code,
             Err(err) => {
                 eprintln!("lvstun-node: {err}");

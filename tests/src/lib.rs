@@ -2,3 +2,4 @@
 
 pub mod controlplane;
 pub mod lab;
+pub mod operator_fixture;

@@ -1,9 +1,26 @@
-//! The balancer role: from the desired IPVS table to the kernel's. The diff
-//! ([`plan`]) is pure; [`reconcile`] does the I/O through the
-//! [`IpvsTable`](crate::ipvs::IpvsTable) seam, so it runs against the real
-//! kernel or an in-memory fake alike.
+//! The balancer role (`lvstun-node balancer`): from the VirtualService and RealServer objects
+//! to the kernel's IPVS table, with health checks deciding weights.
+//!
+//! - [`desired`] (pure): which services, destinations and health checks this node wants;
+//! - [`plan`] (pure): the fewest operations from the kernel's table to the desired one;
+//! - [`run`]: the loop (source → desired → plan → apply) over the
+//!   [`IpvsTable`](crate::ipvs::IpvsTable) and health seams, so it runs against the real kernel
+//!   or in-memory fakes alike;
+//! - [`state`]: the record of owned VIPs (file I/O);
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`report`]: in a cluster, this node's entries in the objects' status;
+//! - [`daemon`]: the command line and the wiring.
+//!
+//! [`reconcile`] is the one-shot form (read, plan, apply) that the hidden `ipvs apply` debug
+//! command uses.
 
+pub mod daemon;
+pub mod desired;
+pub mod http;
 pub mod plan;
+pub mod report;
+pub mod run;
+pub mod state;
 
 use crate::error::Error;
 use crate::ipvs::model::{Op, Table};

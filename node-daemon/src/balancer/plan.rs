@@ -7,18 +7,19 @@
 //! - A changed service or destination is edited in place (`SetService`,
 //!   `SetDest`), never deleted and re-added, which would drop its
 //!   connections.
-//! - Order: new services, edited services, new destinations, edited
-//!   destinations, removed destinations, removed services. A service exists
-//!   before its destinations are added; destinations go before services on
-//!   removal; and additions come before removals, so that replacing one real
-//!   server by another never leaves a service with none in between.
+//! - Order: new and edited services; then per service its new, edited and
+//!   removed destinations; then removed services. A service exists before its
+//!   destinations are added; destinations go before services on removal; and
+//!   within a service additions come before removals, so that replacing one
+//!   real server by another never leaves the service with none in between.
 //! - Removing a whole service is one `DelService`: the kernel removes its
 //!   destinations with it.
 
-use std::collections::BTreeSet;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::ipvs::model::{Op, ServiceKey, Table};
+use crate::ipvs::model::{DestConfig, DestKey, Op, ServiceKey, Table};
 
 /// The VIPs whose services lvstun manages on this node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,6 +31,27 @@ impl OwnedVips {
     pub fn owns(&self, key: &ServiceKey) -> bool {
         key.vip().is_some_and(|vip| self.0.contains(&vip))
     }
+
+    /// The owned VIPs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &IpAddr> {
+        self.0.iter()
+    }
+
+    /// Every VIP owned here or in `other`.
+    pub fn union(&self, other: &OwnedVips) -> OwnedVips {
+        OwnedVips(self.0.union(&other.0).copied().collect())
+    }
+
+    /// Number of VIPs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no VIP is owned.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl FromIterator<IpAddr> for OwnedVips {
@@ -38,79 +60,118 @@ impl FromIterator<IpAddr> for OwnedVips {
     }
 }
 
-/// The operations that turn `actual` into `desired` for the services `owned`
-/// covers, in an order the kernel accepts. Services in `desired` that are not
-/// owned are ignored: ownership is the caller's decision, made before.
+/// The operations that turn `actual` into `desired` for the services `owned` covers, in an
+/// order the kernel accepts. Services in `desired` that are not owned are ignored: ownership is
+/// the caller's decision, made before.
+///
+/// The operations are visited twice, once to count and once to write them into one vector of
+/// exactly that size: a first pass from empty is a hundred thousand operations, and growing or
+/// concatenating per-kind vectors would hold two or three copies at once.
 pub fn plan(actual: &Table, desired: &Table, owned: &OwnedVips) -> Vec<Op> {
-    let mut new_services = Vec::new();
-    let mut set_services = Vec::new();
-    let mut new_dests = Vec::new();
-    let mut set_dests = Vec::new();
-    let mut del_dests = Vec::new();
-    let mut del_services = Vec::new();
+    let mut count = 0;
+    visit(actual, desired, owned, &mut |_| count += 1);
+    let mut ops = Vec::with_capacity(count);
+    visit(actual, desired, owned, &mut |op| ops.push(op));
+    ops
+}
 
-    for (key, want) in desired.services().filter(|(key, _)| owned.owns(key)) {
-        let key = *key;
-        match actual.service(&key) {
-            None => {
-                new_services.push(Op::NewService {
-                    key,
-                    config: want.config,
-                });
-                new_dests.extend(want.dests.iter().map(|(dest, config)| Op::NewDest {
-                    service: key,
-                    dest: *dest,
-                    config: *config,
-                }));
+/// Calls `f` for every destination of `want` and `have`, in key order, with its desired and
+/// current configuration. Both maps are sorted: one merge, no lookups, which keeps planning a
+/// hundred thousand unchanged destinations cheap.
+fn merge<'a>(
+    want: &'a BTreeMap<DestKey, DestConfig>,
+    have: &'a BTreeMap<DestKey, DestConfig>,
+    mut f: impl FnMut(&'a DestKey, Option<&'a DestConfig>, Option<&'a DestConfig>),
+) {
+    let mut w = want.iter().peekable();
+    let mut h = have.iter().peekable();
+    loop {
+        match (w.peek(), h.peek()) {
+            (None, None) => break,
+            (Some((wk, wc)), None) => {
+                f(wk, Some(wc), None);
+                w.next();
             }
-            Some(have) => {
-                if have.config != want.config {
-                    set_services.push(Op::SetService {
-                        key,
-                        config: want.config,
-                    });
-                }
-                for (dest, config) in &want.dests {
-                    match have.dests.get(dest) {
-                        None => new_dests.push(Op::NewDest {
-                            service: key,
-                            dest: *dest,
-                            config: *config,
-                        }),
-                        Some(current) if current != config => set_dests.push(Op::SetDest {
-                            service: key,
-                            dest: *dest,
-                            config: *config,
-                        }),
-                        Some(_) => {}
-                    }
-                }
-                del_dests.extend(
-                    have.dests
-                        .keys()
-                        .filter(|dest| !want.dests.contains_key(dest))
-                        .map(|dest| Op::DelDest {
-                            service: key,
-                            dest: *dest,
-                        }),
-                );
+            (None, Some((hk, hc))) => {
+                f(hk, None, Some(hc));
+                h.next();
             }
+            (Some((wk, wc)), Some((hk, hc))) => match wk.cmp(hk) {
+                Ordering::Less => {
+                    f(wk, Some(wc), None);
+                    w.next();
+                }
+                Ordering::Greater => {
+                    f(hk, None, Some(hc));
+                    h.next();
+                }
+                Ordering::Equal => {
+                    f(wk, Some(wc), Some(hc));
+                    w.next();
+                    h.next();
+                }
+            },
         }
     }
-    del_services.extend(
-        actual
-            .services()
-            .filter(|(key, _)| owned.owns(key) && desired.service(key).is_none())
-            .map(|(key, _)| Op::DelService { key: *key }),
-    );
+}
 
-    let mut ops = new_services;
-    ops.extend(set_services);
-    ops.extend(new_dests);
-    ops.extend(set_dests);
-    ops.extend(del_dests);
-    ops.extend(del_services);
-    ops
+/// Calls `emit` with every operation of the plan, in order.
+fn visit(actual: &Table, desired: &Table, owned: &OwnedVips, emit: &mut dyn FnMut(Op)) {
+    let wanted = || desired.services().filter(|(key, _)| owned.owns(key));
+    // Services first: a destination needs its service.
+    for (key, want) in wanted() {
+        match actual.service(key) {
+            None => emit(Op::NewService {
+                key: *key,
+                config: want.config,
+            }),
+            Some(have) if have.config != want.config => emit(Op::SetService {
+                key: *key,
+                config: want.config,
+            }),
+            Some(_) => {}
+        }
+    }
+    // Then each service's destinations: additions, edits, removals.
+    let empty = BTreeMap::new();
+    for (key, want) in wanted() {
+        let service = *key;
+        let have = actual.service(key).map_or(&empty, |h| &h.dests);
+        merge(&want.dests, have, |dest, w, h| {
+            if let (Some(config), None) = (w, h) {
+                emit(Op::NewDest {
+                    service,
+                    dest: *dest,
+                    config: *config,
+                });
+            }
+        });
+        merge(&want.dests, have, |dest, w, h| {
+            if let (Some(config), Some(current)) = (w, h)
+                && config != current
+            {
+                emit(Op::SetDest {
+                    service,
+                    dest: *dest,
+                    config: *config,
+                });
+            }
+        });
+        merge(&want.dests, have, |dest, w, h| {
+            if let (None, Some(_)) = (w, h) {
+                emit(Op::DelDest {
+                    service,
+                    dest: *dest,
+                });
+            }
+        });
+    }
+    // Last, services lvstun owns and no longer wants (their destinations go with them).
+    for (key, _) in actual.services() {
+        if owned.owns(key) && desired.service(key).is_none() {
+            emit(Op::DelService { key: *key });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! thread or process each), checks spread over the interval so hundreds of servers do not fire
 //! at once, at most one check in flight per target (a slow server delays only its own next
 //! check). Verdict changes are sent as [`HealthEvent`]s; the full picture is in
-//! [`Checker::snapshot`]. Does I/O through [`Probe`].
+//! [`Checker::statuses`]. Does I/O through [`Probe`].
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -54,9 +54,22 @@ pub struct TargetStatus {
     pub state: TargetState,
     /// When the last check finished, if any did.
     pub last_check: Option<SystemTime>,
+    /// When the verdict last changed, if it did since the target was added.
+    pub last_transition: Option<SystemTime>,
 }
 
 type States = Arc<Mutex<HashMap<String, TargetStatus>>>;
+
+/// A read-only view of every target's status, shared with the checker.
+#[derive(Clone)]
+pub struct Statuses(States);
+
+impl Statuses {
+    /// Every target's current status.
+    pub fn snapshot(&self) -> HashMap<String, TargetStatus> {
+        lock(&self.0).clone()
+    }
+}
 
 /// The set of running checks.
 pub struct Checker {
@@ -119,8 +132,15 @@ impl Checker {
     }
 
     /// Every target's current status.
+    #[cfg(test)]
     pub fn snapshot(&self) -> HashMap<String, TargetStatus> {
         lock(&self.states).clone()
+    }
+
+    /// A handle that reads the targets' status from elsewhere (the status reporter), without
+    /// access to the checker itself.
+    pub fn statuses(&self) -> Statuses {
+        Statuses(self.states.clone())
     }
 
     /// Checks completed since start (a metric).
@@ -129,13 +149,9 @@ impl Checker {
     }
 
     /// Number of targets being checked.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tasks.len()
-    }
-
-    /// Whether no target is being checked.
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
     }
 }
 
@@ -167,6 +183,7 @@ async fn run_target(
         .or_insert_with(|| TargetStatus {
             state: TargetState::new(target.initially_healthy),
             last_check: None,
+            last_transition: None,
         });
     let interval = target.interval.max(Duration::from_millis(10));
     let mut next = Instant::now() + spread(&target.key, interval);
@@ -181,15 +198,16 @@ async fn run_target(
                 return; // removed while the check ran
             };
             status.last_check = Some(now);
-            status
-                .state
-                .observe(outcome, target.thresholds)
-                .map(|healthy| HealthEvent {
-                    key: target.key.clone(),
-                    healthy,
-                    message: status.state.last_error().map(str::to_string),
-                    at: now,
-                })
+            let flipped = status.state.observe(outcome, target.thresholds);
+            if flipped.is_some() {
+                status.last_transition = Some(now);
+            }
+            flipped.map(|healthy| HealthEvent {
+                key: target.key.clone(),
+                healthy,
+                message: status.state.last_error().map(str::to_string),
+                at: now,
+            })
         };
         if let Some(event) = event
             && events.send(event).is_err()
@@ -312,5 +330,165 @@ mod tests {
         let buckets: std::collections::BTreeSet<u128> =
             offsets.iter().map(|o| o.as_millis() / 100).collect();
         assert!(buckets.len() >= 8, "{buckets:?}");
+    }
+}
+
+/// The checker's CPU cost at scale, on the host against loopback listeners. A benchmark, not a
+/// test: `tests/bench/run.sh` runs it (`cargo test --release -p lvstun-node --bin lvstun-node
+/// -- --ignored --nocapture health_cpu`), sized by `LVSTUN_BENCH_TARGETS` (500) and
+/// `LVSTUN_BENCH_SECONDS` (20).
+///
+/// The checker runs on a runtime shaped as the daemon's (two workers named
+/// [`RUNTIME_THREAD`](crate::balancer::daemon::RUNTIME_THREAD)); the listeners run on another
+/// thread with their own runtime. The CPU time of the runtime's threads alone is measured
+/// (`/proc/self/task/*/schedstat`, nanoseconds on CPU), so the listeners' work is not counted;
+/// the whole process's time is printed too.
+#[cfg(test)]
+mod bench {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::health::probe::Probe;
+
+    fn env_or(name: &str, default: u64) -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// Nanoseconds the threads named `name` have run on a CPU.
+    fn threads_cpu_ns(name: &str) -> u64 {
+        let mut total = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        total
+    }
+
+    /// User + system time of the whole process, in clock ticks (100 per second on Linux).
+    fn process_cpu_ticks() -> u64 {
+        let text = std::fs::read_to_string("/proc/self/stat").unwrap();
+        // Fields after the command name (which is in parentheses and may contain spaces).
+        let rest = &text[text.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// `n` listeners on 127.0.x.y (distinct loopback addresses), each answering the classic
+    /// health page; on their own thread and runtime.
+    fn start_listeners(n: usize) -> Vec<SocketAddr> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("bench-listen".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let mut addrs = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let ip = Ipv4Addr::new(127, 0, (i / 250) as u8, (i % 250 + 1) as u8);
+                        let l = TcpListener::bind((IpAddr::V4(ip), 0)).await.unwrap();
+                        addrs.push(l.local_addr().unwrap());
+                        tokio::spawn(async move {
+                            while let Ok((mut s, _)) = l.accept().await {
+                                tokio::spawn(async move {
+                                    let mut req = [0u8; 512];
+                                    let _ = s.read(&mut req).await;
+                                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nOK").await;
+                                });
+                            }
+                        });
+                    }
+                    tx.send(addrs).unwrap();
+                    std::future::pending::<()>().await;
+                });
+            });
+        spawned.unwrap();
+        rx.recv().unwrap()
+    }
+
+    #[test]
+    #[ignore = "benchmark: run by tests/bench/run.sh"]
+    fn health_cpu_with_many_targets() {
+        let n = env_or("LVSTUN_BENCH_TARGETS", 500) as usize;
+        let secs = env_or("LVSTUN_BENCH_SECONDS", 20);
+        let addrs = start_listeners(n);
+        let workers = crate::balancer::daemon::RUNTIME_THREAD;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(workers)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (mut checker, mut events) = Checker::new();
+            let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+            checker.set_targets(
+                addrs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, addr)| Target {
+                        key: format!("rs-{i}"),
+                        probe: Probe::Http {
+                            addr: *addr,
+                            path: "/healthcheck.html".into(),
+                            host: None,
+                            expect_status: 200,
+                            expect_body: "OK".into(),
+                        },
+                        interval: Duration::from_secs(1),
+                        timeout: Duration::from_secs(1),
+                        thresholds: Thresholds { fall: 2, rise: 1 },
+                        initially_healthy: false,
+                    })
+                    .collect(),
+            );
+            // Warm up: every target has started and checked at least once.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (cpu0, ticks0, checks0) = (
+                threads_cpu_ns(workers),
+                process_cpu_ticks(),
+                checker.checks_run(),
+            );
+            let t0 = std::time::Instant::now();
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu = (threads_cpu_ns(workers) - cpu0) as f64 / 1e9;
+            let process = (process_cpu_ticks() - ticks0) as f64 / 100.0;
+            let checks = checker.checks_run() - checks0;
+            let healthy = checker
+                .snapshot()
+                .values()
+                .filter(|s| s.state.healthy())
+                .count();
+            println!("health_targets={n}");
+            println!("health_seconds={wall:.1}");
+            println!("health_checks={checks}");
+            println!("health_checks_per_s={:.0}", checks as f64 / wall);
+            println!("health_healthy={healthy}");
+            println!("health_cpu_s={cpu:.3}");
+            println!("health_cpu_percent={:.2}", cpu / wall * 100.0);
+            println!("health_process_cpu_percent={:.2}", process / wall * 100.0);
+            assert_eq!(healthy, n, "every listener answers");
+            drop(checker);
+            drain.abort();
+        });
     }
 }

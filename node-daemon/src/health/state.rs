@@ -1,7 +1,7 @@
 //! The rise/fall state of one health-check target. Pure: no I/O, no clock.
 
 /// How many consecutive results flip a target's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Thresholds {
     /// Consecutive failures that make a healthy target unhealthy (≥ 1).
     pub fall: u32,

@@ -421,14 +421,25 @@ impl IpvsTable for IpvsHandle {
     }
 
     /// Batched: `ipvsadm --restore` with one line per operation, without a
-    /// round trip per line.
+    /// round trip per line. The messages of one batch are built just before
+    /// it is sent: a hundred thousand operations never exist as messages at
+    /// once (about a kilobyte each), so memory stays flat with the plan's size.
     async fn apply(&mut self, ops: &[Op]) -> ApplyReport {
-        let requests = ops
-            .iter()
-            .map(|op| (op.to_string(), convert::op_message(op)))
-            .collect();
-        let results = self.execute(requests).await;
-        ApplyReport::from_results(ops, results)
+        let mut report = ApplyReport::default();
+        for chunk in ops.chunks(BATCH_SIZE) {
+            let requests = chunk
+                .iter()
+                .map(|op| (op.to_string(), convert::op_message(op)))
+                .collect();
+            let results = self.execute(requests).await;
+            for (op, result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(()) => report.applied += 1,
+                    Err(err) => report.failed.push((*op, err)),
+                }
+            }
+        }
+        report
     }
 }
 

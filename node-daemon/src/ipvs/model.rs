@@ -14,9 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU16;
 use std::str::FromStr;
 
-#[cfg(test)]
-use crate::error::Errno;
-use crate::error::Error;
+use crate::error::{Errno, Error};
 
 /// Address family of a service or destination, as the kernel numbers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -856,8 +854,9 @@ impl Table {
 
     /// Applies one operation with the kernel's semantics and errnos: adding
     /// what exists is `EEXIST`, touching a missing service is `ESRCH`, a
-    /// missing destination `ENOENT`. The in-memory fake relies on this.
-    #[cfg(test)]
+    /// missing destination `ENOENT`. The in-memory fake relies on this, and
+    /// the balancer keeps its model of the kernel's table with it between
+    /// full reads.
     pub fn apply(&mut self, op: &Op) -> Result<(), Errno> {
         match op {
             Op::NewService { key, config } => {

@@ -1,18 +1,23 @@
-//! `lvstun-node vrrp ...`: a hidden debug command for the lab that runs one VRRPv3 virtual
-//! router on a real interface with the real driver, and prints what it decides as JSON lines
-//! on stdout (state changes, and the VIP/ARP/sync actions it would take).
+//! `lvstun-node vrrp ...`: a hidden command for the lab that runs one VRRPv3 virtual router on
+//! a real interface as a full VIP owner: the real driver with the real side effects
+//! ([`KernelOps`]: the VIP /32 on the interface, gratuitous ARP, the IPVS connection sync
+//! daemon with sync ID = VRID), through [`run_with`], the same path the balancer role takes.
+//! Every decision and side effect is printed as one JSON line on stdout, with `t_ms` since
+//! start and `unix_ms` (wall clock, comparable across processes of one host), so takeover
+//! times can be read off the output. `--dry-run` prints the side effects without doing them
+//! (for protocol proofs on a host without IPVS); `--no-sync` leaves IPVS sync alone.
 //!
-//! It does not program the VIP itself (the rtnetlink code owns that; see [`VipOps`]), so it is
-//! for proving the protocol against peers such as keepalived in network namespaces, not for
-//! serving traffic. SIGTERM/SIGINT stop it gracefully (priority 0 when Master); SIGUSR1 sets
+//! SIGTERM/SIGINT stop it gracefully (priority 0 when Master, RFC 9568 §6.4.3); SIGUSR1 sets
 //! the `--usr1-priority`, SIGUSR2 restores the configured priority (a stand-in for health);
 //! SIGHUP toggles a simulated link-down (Initialize without a word, then back to Backup).
 //!
 //! ```text
-//! lvstun-node vrrp --interface IF --address IP --vrid N --vip IP [--vip IP]...
+//! lvstun-node vrrp --interface IF --vrid N --vip IP [--vip IP]... [--address IP]
 //!     [--priority 1..254] [--advert-ms MS] [--no-preempt] [--preempt-delay-ms MS]
 //!     [--missed N] [--peer IP]... [--checksum rfc5798|rfc9568] [--usr1-priority P]
+//!     [--no-sync] [--dry-run]
 //! ```
+//! Without `--address`, advertisements go out from the interface's first IPv4 address.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -21,18 +26,18 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
 
-use super::driver::{Control, Driver, Sockets, Status, SyncRole, VipOps};
-use super::fsm::{AdverInterval, ConfigError, Priority, Router, RouterConfig};
+use super::driver::{Control, Status, SyncRole, VipOps};
+use super::fsm::{AdverInterval, ConfigError, Priority, RouterConfig};
 use super::packet::ChecksumForm;
+use super::run::{RunError, RunOptions, Running, run_with};
 
 /// Why the command could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Bad or missing arguments.
     #[error(
-        "{0}\nusage: lvstun-node vrrp --interface IF --address IP --vrid N --vip IP [--priority P] [--advert-ms MS] [--no-preempt] [--preempt-delay-ms MS] [--missed N] [--peer IP]... [--checksum rfc5798|rfc9568] [--usr1-priority P]"
+        "{0}\nusage: lvstun-node vrrp --interface IF --vrid N --vip IP [--address IP] [--priority P] [--advert-ms MS] [--no-preempt] [--preempt-delay-ms MS] [--missed N] [--peer IP]... [--checksum rfc5798|rfc9568] [--usr1-priority P] [--no-sync] [--dry-run]"
     )]
     Usage(String),
     /// The configuration was refused by the state machine.
@@ -41,6 +46,9 @@ pub enum CliError {
     /// Sockets, signals or the runtime failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The virtual router could not start.
+    #[error("{0}")]
+    Run(#[from] RunError),
 }
 
 /// Parsed arguments.
@@ -51,6 +59,8 @@ struct Args {
     peers: Vec<Ipv4Addr>,
     checksum: ChecksumForm,
     usr1_priority: Option<Priority>,
+    sync: bool,
+    dry_run: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, CliError> {
@@ -67,11 +77,24 @@ fn parse(args: &[String]) -> Result<Args, CliError> {
     let mut peers = Vec::new();
     let mut checksum = ChecksumForm::PseudoHeader;
     let mut usr1_priority = None;
+    let mut sync = true;
+    let mut dry_run = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        if flag == "--no-preempt" {
-            preempt = false;
-            continue;
+        match flag.as_str() {
+            "--no-preempt" => {
+                preempt = false;
+                continue;
+            }
+            "--no-sync" => {
+                sync = false;
+                continue;
+            }
+            "--dry-run" => {
+                dry_run = true;
+                continue;
+            }
+            _ => {}
         }
         let value = it
             .next()
@@ -102,7 +125,8 @@ fn parse(args: &[String]) -> Result<Args, CliError> {
         }
     }
     let interface = interface.ok_or_else(|| usage("--interface is required"))?;
-    let address = address.ok_or_else(|| usage("--address is required"))?;
+    // 0.0.0.0: the interface's first IPv4 address, looked up when the router starts.
+    let address = address.unwrap_or(Ipv4Addr::UNSPECIFIED);
     let vrid = vrid.ok_or_else(|| usage("--vrid is required"))?;
     let mut config = RouterConfig::new(vrid, address, vips);
     config.priority = priority;
@@ -117,11 +141,25 @@ fn parse(args: &[String]) -> Result<Args, CliError> {
         peers,
         checksum,
         usr1_priority,
+        sync,
+        dry_run,
     })
 }
 
-/// Prints the side effects instead of performing them.
-struct PrintOps;
+/// Prints each side effect, then (unless a dry run) performs it with the wrapped ops and
+/// prints a failure if there is one.
+struct Logged<V> {
+    inner: Option<V>,
+}
+
+impl<V: VipOps> Logged<V> {
+    fn outcome(action: &str, result: io::Result<()>) -> io::Result<()> {
+        if let Err(err) = &result {
+            let _ = print_line(json!({"action": action, "error": err.to_string()}));
+        }
+        result
+    }
+}
 
 /// When the command started: every line carries `t_ms` since then, so takeover times can be
 /// read off the output.
@@ -132,24 +170,47 @@ fn print_line(mut value: serde_json::Value) -> io::Result<()> {
     let start = START.get_or_init(std::time::Instant::now);
     if let Some(obj) = value.as_object_mut() {
         obj.insert("t_ms".into(), json!(start.elapsed().as_millis()));
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        obj.insert("unix_ms".into(), json!(unix_ms));
     }
     let mut out = io::stdout().lock();
     writeln!(out, "{value}")?;
     out.flush()
 }
 
-impl VipOps for PrintOps {
+impl<V: VipOps> VipOps for Logged<V> {
     async fn add_vips(&mut self, vips: &[Ipv4Addr]) -> io::Result<()> {
-        print_line(json!({"action": "add_vip", "vips": vips}))
+        print_line(json!({"action": "add_vip", "vips": vips}))?;
+        match &mut self.inner {
+            Some(ops) => Self::outcome("add_vip", ops.add_vips(vips).await),
+            None => Ok(()),
+        }
     }
     async fn remove_vips(&mut self, vips: &[Ipv4Addr]) -> io::Result<()> {
-        print_line(json!({"action": "remove_vip", "vips": vips}))
+        print_line(json!({"action": "remove_vip", "vips": vips}))?;
+        match &mut self.inner {
+            Some(ops) => Self::outcome("remove_vip", ops.remove_vips(vips).await),
+            None => Ok(()),
+        }
     }
     async fn send_garp(&mut self, vips: &[Ipv4Addr], count: u8) -> io::Result<()> {
-        print_line(json!({"action": "garp", "vips": vips, "count": count}))
+        // Sent first, printed after: the announcement is on the takeover's critical path.
+        let result = match &mut self.inner {
+            Some(ops) => ops.send_garp(vips, count).await,
+            None => Ok(()),
+        };
+        print_line(json!({"action": "garp", "vips": vips, "count": count}))?;
+        Self::outcome("garp", result)
     }
     async fn set_sync(&mut self, role: SyncRole) -> io::Result<()> {
-        print_line(json!({"action": "sync", "role": format!("{role:?}")}))
+        print_line(json!({"action": "sync", "role": format!("{role:?}")}))?;
+        match &mut self.inner {
+            Some(ops) => Self::outcome("sync", ops.set_sync(role).await),
+            None => Ok(()),
+        }
     }
 }
 
@@ -169,16 +230,21 @@ fn status_line(s: &Status) -> serde_json::Value {
 
 async fn execute(args: Args) -> Result<ExitCode, CliError> {
     let base = args.config.priority;
-    let router = Router::new(args.config)?;
-    let sockets = Sockets::open(
-        &args.interface,
-        router.config().primary_ip,
-        args.peers.is_empty(),
-    )?;
-    let (driver, mut status) = Driver::new(router, sockets, args.peers, PrintOps)?;
-    let driver = driver.with_checksum_form(args.checksum);
-    let (ctl, ctl_rx) = mpsc::channel(8);
-    let task = tokio::spawn(driver.run(ctl_rx));
+    let options = RunOptions {
+        unicast_peers: args.peers,
+        sync: args.sync && !args.dry_run,
+        checksum: args.checksum,
+    };
+    let dry_run = args.dry_run;
+    let running = run_with(args.config, &args.interface, options, |ops| Logged {
+        inner: (!dry_run).then_some(ops),
+    })
+    .await?;
+    let Running {
+        task,
+        mut status,
+        control: ctl,
+    } = running;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
@@ -265,7 +331,13 @@ mod tests {
         assert!(e(&format!("{base} --priority 255")).contains("1..=254"));
         assert!(e(&format!("{base} --advert-ms 105")).contains("multiple of 10 ms"));
         assert!(e(&format!("{base} --vip 192.0.2.1")).contains("own address"));
-        assert!(e("--interface vr0 --vrid 51").contains("--address is required"));
+        assert!(e("--interface vr0 --address 192.0.2.1 --vip 192.0.2.100").contains("--vrid"));
+        let a = parse(&args(
+            "--interface vr0 --vrid 51 --vip 192.0.2.100 --no-sync --dry-run",
+        ))
+        .unwrap();
+        assert_eq!(a.config.primary_ip, Ipv4Addr::UNSPECIFIED);
+        assert!(!a.sync && a.dry_run);
         assert!(e(&format!("{base} --bogus 1")).contains("unknown flag"));
         assert!(e(&format!("{base} --checksum md5")).contains("bad value"));
     }

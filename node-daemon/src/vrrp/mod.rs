@@ -7,12 +7,18 @@
 //! - `driver`: the tokio task that owns the raw sockets and the timers and applies the actions
 //!   through the `VipOps` seam (VIP, gratuitous ARP, IPVS sync daemon): the only part that
 //!   does I/O.
+//! - `ops`: the real `VipOps` (VIP over rtnetlink, gratuitous ARP on an `AF_PACKET` socket,
+//!   IPVS sync daemon switching): I/O.
+//! - `run`: `run_for`, one virtual router with the real ops as a task (what the balancer role
+//!   calls), and the pure `priority_for`/`router_config` from a VirtualService's settings.
 //! - `cli`: `lvstun-node vrrp ...`, a hidden lab command that runs the driver on a real
 //!   interface and prints its decisions (for interop proofs against keepalived).
 
 pub mod cli;
 pub mod driver;
 pub mod fsm;
+pub mod ops;
 pub mod packet;
+pub mod run;
 #[cfg(test)]
 mod sim;

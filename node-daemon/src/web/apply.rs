@@ -216,8 +216,9 @@ spec: {address: 198.51.100.10}
     }
 
     fn gone() -> Served {
+        let other = "apiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {name: web2}\nspec: {address: 198.51.100.130}\n";
         served(
-            &parse("").unwrap(),
+            &parse(other).unwrap(),
             &Identity::Name {
                 namespace: None,
                 name: "web1".into(),
@@ -286,18 +287,41 @@ spec: {address: 198.51.100.10}
     }
 
     #[test]
-    fn strict_rp_filter_is_outranked_on_tunl0_and_restored_after() {
+    fn rp_filter_on_an_address_less_tunl0_must_be_off_and_all_is_reported() {
+        // RHEL-like default: tunl0 is born strict. lvstun turns it off (the VIPs are on
+        // lvstun0, so tunl0 has no address) and restores it after.
         let mut k = FakeKernel::new("198.51.100.10");
-        k.all.rp_filter = 1;
-        k.default_conf.rp_filter = 1; // tunl0 will be made strict, as RHEL-like hosts do
+        k.default_conf.rp_filter = 1;
         let mut state = State::default();
         let out = run(&mut k, &web1(), &Options::default(), &mut state);
         assert!(out.readiness.ready, "{:?}", out.readiness);
-        assert_eq!(k.conf("tunl0", Knob::RpFilter), Some(2));
-        assert!(out.readiness.message.contains("all=1"));
+        assert_eq!(k.conf("tunl0", Knob::RpFilter), Some(0));
         run(&mut k, &gone(), &Options::default(), &mut state);
         assert_eq!(k.conf("tunl0", Knob::RpFilter), Some(1));
         assert!(state.is_empty());
+
+        // `all` strict: not settable over netlink; said plainly.
+        let mut k = FakeKernel::new("198.51.100.10");
+        k.all.rp_filter = 1;
+        let out = run(&mut k, &web1(), &Options::default(), &mut State::default());
+        assert_eq!(out.readiness.reason, "RpFilterDrops");
+        assert!(
+            out.readiness.message.contains("rp_filter all=1 (strict)"),
+            "{}",
+            out.readiness.message
+        );
+
+        // With the VIPs on tunl0 (it has an address), loose outranks all=1.
+        let mut k = FakeKernel::new("198.51.100.10");
+        k.all.rp_filter = 1;
+        k.default_conf.rp_filter = 1;
+        let options = Options {
+            vip_device: VipDevice::Tunl0,
+            ..Options::default()
+        };
+        let out = run(&mut k, &web1(), &options, &mut State::default());
+        assert!(out.readiness.ready, "{:?}", out.readiness);
+        assert_eq!(k.conf("tunl0", Knob::RpFilter), Some(2));
     }
 
     #[test]

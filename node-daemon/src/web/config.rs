@@ -59,6 +59,12 @@ pub fn parse(text: &str) -> Result<Objects, String> {
             }
         }
     }
+    if objects.virtual_services.is_empty() && objects.real_servers.is_empty() {
+        // An empty file is more likely a file caught while being rewritten (or truncated by
+        // mistake) than a wish to undo everything: refused, so the host keeps what it has.
+        // `lvstun-node web cleanup` is the way to undo everything.
+        return Err("no VirtualService or RealServer in the file".to_owned());
+    }
     Ok(objects)
 }
 
@@ -101,8 +107,13 @@ mod tests {
     }
 
     #[test]
-    fn empty_documents_are_skipped() {
-        let objects = parse("---\n---\n").unwrap();
-        assert!(objects.virtual_services.is_empty() && objects.real_servers.is_empty());
+    fn empty_documents_are_skipped_but_an_empty_file_is_refused() {
+        assert!(
+            parse("---\n---\n")
+                .unwrap_err()
+                .contains("no VirtualService")
+        );
+        let rs = "---\napiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {name: x}\nspec: {address: 198.51.100.1}\n---\n";
+        assert_eq!(parse(rs).unwrap().real_servers.len(), 1);
     }
 }

@@ -442,25 +442,37 @@ pub fn desired(served: &Served, options: &Options, observed: &Observed) -> Desir
     }
 }
 
-/// The value lvstun wants for `knob`, given the value before lvstun (`base`) and `all`: as
-/// little change as achieves the goal, or `base` itself when nothing is needed.
+/// The value lvstun wants for `knob`, given the value before lvstun (`base`), `all`, and whether
+/// the device has an IPv4 address (only matters for `rp_filter`): as little change as achieves
+/// the goal, or `base` itself when nothing is needed.
 ///
 /// The kernel applies `max(all, interface)` for all three knobs, so:
 /// - `rp_filter` on `tunl0`: decapsulated packets arrive on `tunl0` from clients whose route
-///   back leaves by an uplink, so strict filtering (1) drops them. Loose (2) is enough (there
-///   is a route back); off (0) is looser than needed. If the effective value is 1 (from the
-///   device or from `all`), the device gets 2, which outranks `all=1`; otherwise (0 or 2)
-///   nothing changes;
+///   back leaves by an uplink. If `tunl0` has an address (the VIPs, with `--vip-device tunl0`,
+///   or a CNI's tunnel address), loose filtering (2) is enough: if the effective value is
+///   strict (1), the device gets 2, which outranks `all=1`. If `tunl0` has no address (VIPs on
+///   the dummy device), the kernel's reverse-path check ends in its "last resort" branch,
+///   which drops the packet for any filtering at all (fib_validate_source: `no_addr` ->
+///   `last_resort` -> `if (rpf) goto e_rpf`): the device needs 0, and `all` must be 0 too,
+///   which lvstun cannot set over netlink: the status then says so ([`super::status`]);
 /// - `arp_ignore`: at least 1 (answer only for addresses on the receiving interface);
 /// - `arp_announce`: 2 (never use a VIP as the sender address of an ARP request).
-pub fn knob_target(knob: Knob, base: u32, all: u32) -> u32 {
+pub fn knob_target(knob: Knob, base: u32, all: u32, has_addr: bool) -> u32 {
     let effective = base.max(all);
     match knob {
+        Knob::RpFilter if !has_addr => 0,
         Knob::RpFilter if effective == 1 => 2,
         Knob::ArpIgnore if effective < 1 => 1,
         Knob::ArpAnnounce if effective < 2 => 2,
         _ => base,
     }
+}
+
+/// Whether `tunl0` has (or, with `--vip-device tunl0`, will have) an IPv4 address: this decides
+/// how loose its `rp_filter` must be (see [`knob_target`]).
+pub fn tunl0_has_addr(desired: &Desired, observed: &Observed) -> bool {
+    (desired.active() && desired.vip_device == VipDevice::Tunl0)
+        || !observed.addrs_of(TUNL0).is_empty()
 }
 
 #[cfg(test)]
@@ -571,19 +583,22 @@ spec: {address: 198.51.100.130}
     #[test]
     fn knob_targets_are_as_loose_as_needed_and_no_looser() {
         use Knob::*;
-        // rp_filter: strict anywhere -> loose on tunl0; off or loose stay.
-        assert_eq!(knob_target(RpFilter, 0, 0), 0);
-        assert_eq!(knob_target(RpFilter, 0, 1), 2);
-        assert_eq!(knob_target(RpFilter, 1, 0), 2);
-        assert_eq!(knob_target(RpFilter, 2, 1), 2);
-        assert_eq!(knob_target(RpFilter, 0, 2), 0);
+        // rp_filter on tunl0 with an address: strict anywhere -> loose; off or loose stay.
+        assert_eq!(knob_target(RpFilter, 0, 0, true), 0);
+        assert_eq!(knob_target(RpFilter, 0, 1, true), 2);
+        assert_eq!(knob_target(RpFilter, 1, 0, true), 2);
+        assert_eq!(knob_target(RpFilter, 2, 1, true), 2);
+        assert_eq!(knob_target(RpFilter, 0, 2, true), 0);
+        // Without an address any filtering drops: 0 (and `all` must be 0: the status says so).
+        assert_eq!(knob_target(RpFilter, 2, 0, false), 0);
+        assert_eq!(knob_target(RpFilter, 1, 1, false), 0);
         // arp_ignore: at least 1; stricter values kept.
-        assert_eq!(knob_target(ArpIgnore, 0, 0), 1);
-        assert_eq!(knob_target(ArpIgnore, 0, 1), 0);
-        assert_eq!(knob_target(ArpIgnore, 2, 0), 2);
-        assert_eq!(knob_target(ArpIgnore, 8, 0), 8);
+        assert_eq!(knob_target(ArpIgnore, 0, 0, false), 1);
+        assert_eq!(knob_target(ArpIgnore, 0, 1, false), 0);
+        assert_eq!(knob_target(ArpIgnore, 2, 0, false), 2);
+        assert_eq!(knob_target(ArpIgnore, 8, 0, false), 8);
         // arp_announce: 2.
-        assert_eq!(knob_target(ArpAnnounce, 1, 0), 2);
-        assert_eq!(knob_target(ArpAnnounce, 0, 2), 0);
+        assert_eq!(knob_target(ArpAnnounce, 1, 0, false), 2);
+        assert_eq!(knob_target(ArpAnnounce, 0, 2, false), 0);
     }
 }

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 
 use nftables::schema::NfListObject;
 
-use super::desired::{Desired, Observed, VipDevice, knob_target};
+use super::desired::{Desired, Observed, VipDevice, knob_target, tunl0_has_addr};
 use super::state::{Saved, State};
 use crate::net::arp_guard::desired_objects;
 use crate::net::devconf::Knob;
@@ -191,6 +191,7 @@ pub fn plan(desired: &Desired, observed: &Observed, state: &State) -> Vec<Op> {
 
     // --- sysctls ---------------------------------------------------------------------------
     let targets = desired.knob_targets();
+    let tunl0_addr = tunl0_has_addr(desired, observed);
     let mut keys: Vec<(String, Knob)> = targets
         .iter()
         .flat_map(|(dev, knobs)| knobs.iter().map(move |k| (dev.clone(), *k)))
@@ -220,7 +221,7 @@ pub fn plan(desired: &Desired, observed: &Observed, state: &State) -> Vec<Op> {
         }
         let base = saved.map_or(current, |s| s.original);
         let want = if targeted {
-            knob_target(knob, base, observed.all.get(knob))
+            knob_target(knob, base, observed.all.get(knob), tunl0_addr)
         } else {
             base
         };

@@ -107,13 +107,29 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         observed.all.rp_filter,
         tunl0.devconf.map_or(0, |c| c.rp_filter),
     );
-    if all_rp.max(own_rp) == 1 {
-        return Readiness::not(
-            "RpFilterStrict",
+    let effective = all_rp.max(own_rp);
+    if super::desired::tunl0_has_addr(desired, observed) {
+        if effective == 1 {
+            return Readiness::not(
+                "RpFilterStrict",
+                format!(
+                    "rp_filter is strict on tunl0 (all={all_rp}, tunl0={own_rp}): decapsulated packets are dropped"
+                ),
+            );
+        }
+    } else if effective != 0 {
+        let why = if all_rp != 0 {
             format!(
-                "rp_filter is strict on tunl0 (all={all_rp}, tunl0={own_rp}): decapsulated packets are dropped"
-            ),
-        );
+                "rp_filter all={all_rp}{} drops decapsulated packets: tunl0 has no address (the VIPs are on {}), \
+                 and the kernel's reverse-path check drops packets on an address-less device unless rp_filter is 0; \
+                 `all` cannot be set over netlink: set net.ipv4.conf.all.rp_filter=0, or run with --vip-device tunl0",
+                if all_rp == 1 { " (strict)" } else { " (loose)" },
+                desired.vip_device.name()
+            )
+        } else {
+            format!("rp_filter on tunl0 is {own_rp}: decapsulated packets are dropped")
+        };
+        return Readiness::not("RpFilterDrops", why);
     }
     let dev = desired.vip_device.name();
     match observed.link(dev) {
@@ -180,11 +196,7 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         VipDevice::Tunl0 => "tunl0".to_owned(),
         VipDevice::Dummy(ref name) => name.clone(),
     };
-    let rp_note = if all_rp == 1 {
-        " (rp_filter all=1 is strict; tunl0=2 outranks it: the kernel uses the maximum)"
-    } else {
-        ""
-    };
+    let rp_note = format!(" (rp_filter on tunl0: all={all_rp} tunl0={own_rp})");
     let mss = desired
         .mss
         .map_or("no MSS clamp".to_owned(), |m| format!("MSS clamped to {m}"));

@@ -312,7 +312,7 @@ impl LabRun {
 
 /// Where a scenario's script is: a bare name is `tests/lab/scenarios/<name>.sh`; a name ending
 /// in `.sh` is a path, relative to the repository unless absolute (so a component can keep a
-/// scenario beside its code, e.g. `node-daemon/lab/ipvs-netlink.sh`).
+/// scenario beside its code, e.g. `node-daemon/lab/some-scenario.sh`).
 pub fn scenario_path(name: &str) -> PathBuf {
     if name.ends_with(".sh") {
         repo_dir().join(name)

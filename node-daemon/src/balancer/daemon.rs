@@ -1,0 +1,361 @@
+//! `lvstun-node balancer`: the command line and the wiring of source, health checker, kernel
+//! and loop. Parsing is pure; [`main`] does the I/O.
+//!
+//! ```text
+//! lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR]
+//!                      [--health-port PORT] [--health-address IP] [--log-format text|json]
+//!                      [--resync SECONDS] [--dry-run]
+//! ```
+//!
+//! - `--config FILE`: standalone mode, the objects come from the file (every VirtualService in
+//!   it concerns this host). Without it, the daemon runs in a cluster: it watches the API and
+//!   serves the VirtualServices whose `spec.balancers.nodeSelector` matches its node's labels.
+//! - `--node-name`: this node (default: `$NODE_NAME`, as the DaemonSet sets it from the
+//!   downward API; standalone: the host name).
+//! - `--state-dir` (default `/run/lvstun`): where the owned VIPs are recorded.
+//! - `--health-port`: serve `/healthz`, `/readyz`, `/metrics` on `--health-address`
+//!   (default `0.0.0.0`: with host networking the kubelet probes the node's address).
+//! - `--resync` (default 30): seconds between full passes that repair drift.
+//! - `--dry-run`: everything but the kernel: the plan is applied to an in-memory table that
+//!   starts empty, and the log lists every operation that would have been sent (the owned-VIPs
+//!   record is not written). In a cluster, status entries are still written (marked by the
+//!   message), which is how the in-cluster path is tested on hosts without IPVS.
+//!
+//! Flags take their value as the next argument or after `=` (the DaemonSet passes
+//! `--node-name=$(NODE_NAME)`). SIGTERM and SIGINT stop the daemon and leave the kernel's
+//! table as it is; SIGHUP re-reads the file.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use lvstun_crds::v1alpha1::VrrpState;
+
+use super::run::{Balancer, DryRun, Options};
+use super::{http, report, state};
+use crate::error::Error;
+use crate::health::checker::Checker;
+use crate::ipvs::handle::{self, IpvsHandle};
+use crate::source::{Snapshot, cluster, file};
+
+/// Name of the runtime's worker threads (health checks run there).
+pub const RUNTIME_THREAD: &str = "lvstun-rt";
+
+const USAGE: &str = "lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR] \
+[--health-port PORT] [--health-address IP] [--log-format text|json] [--resync SECONDS] [--dry-run]";
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A parsed command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Args {
+    /// Standalone configuration file.
+    pub config: Option<String>,
+    /// This node's name, if given.
+    pub node_name: Option<String>,
+    /// Where the owned VIPs are recorded.
+    pub state_dir: PathBuf,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub health: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Period of the full resync.
+    pub resync: Duration,
+    /// Plan against an in-memory table instead of the kernel (nothing is programmed).
+    pub dry_run: bool,
+}
+
+fn usage(detail: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("{detail}\n  {USAGE}"))
+}
+
+/// Parses the arguments after `balancer`.
+pub fn parse_args(args: &[String]) -> Result<Args, Error> {
+    let mut out = Args {
+        config: None,
+        node_name: None,
+        state_dir: PathBuf::from("/run/lvstun"),
+        health: None,
+        log_format: LogFormat::Text,
+        resync: Duration::from_secs(30),
+        dry_run: false,
+    };
+    let mut health_port: Option<u16> = None;
+    let mut health_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| usage(format!("{flag} needs a value")))
+        };
+        match flag {
+            "--config" => out.config = Some(value()?),
+            "--node-name" => {
+                let v = value()?;
+                if v.is_empty() {
+                    return Err(Error::invalid("--node-name", v, "must not be empty"));
+                }
+                out.node_name = Some(v);
+            }
+            "--state-dir" => out.state_dir = PathBuf::from(value()?),
+            "--health-port" => {
+                let v = value()?;
+                health_port = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| Error::invalid("--health-port", &v, "expected 1..65535"))?,
+                );
+            }
+            "--health-address" => {
+                let v = value()?;
+                health_ip = v.parse().map_err(|_| {
+                    Error::invalid("--health-address", &v, "expected an IP address")
+                })?;
+            }
+            "--log-format" => {
+                let v = value()?;
+                out.log_format = match v.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(Error::invalid("--log-format", v, "expected text or json")),
+                };
+            }
+            "--resync" => {
+                let v = value()?;
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=3600).contains(s))
+                    .ok_or_else(|| Error::invalid("--resync", &v, "expected 1..3600 seconds"))?;
+                out.resync = Duration::from_secs(secs);
+            }
+            "--dry-run" if inline.is_none() => out.dry_run = true,
+            other => return Err(usage(format!("unknown argument {other}"))),
+        }
+    }
+    out.health = health_port.map(|port| SocketAddr::new(health_ip, port));
+    Ok(out)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(filter);
+    // Already set only in tests; the first subscriber wins.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The host name, for a standalone balancer without `--node-name`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "standalone".to_owned())
+}
+
+/// Runs `lvstun-node balancer ARGS...`.
+pub fn main(args: &[String]) -> Result<ExitCode, Error> {
+    let args = parse_args(args)?;
+    init_logging(args.log_format);
+    // The loop runs its passes on this thread (`block_on`); health checks, the source and the
+    // HTTP endpoint are spawned onto two workers. A pass over a hundred thousand destinations
+    // is a stretch of CPU work, and a probe must never time out because a pass held its
+    // thread: that would turn a large table into flapping real servers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(RUNTIME_THREAD)
+        .enable_all()
+        .build()?;
+    runtime.block_on(daemon(args))
+}
+
+async fn daemon(args: Args) -> Result<ExitCode, Error> {
+    let node = args
+        .node_name
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()));
+    let mut client = None;
+    let (source, _source_task): (watch::Receiver<Arc<Snapshot>>, _) = match &args.config {
+        Some(path) => file::start(path)?,
+        None => {
+            let node = node.clone().ok_or_else(|| {
+                usage("in a cluster the node name is needed: --node-name or $NODE_NAME")
+            })?;
+            let c = kube::Client::try_default().await.map_err(|e| Error::Api {
+                what: "connect to the API server".into(),
+                detail: e.to_string(),
+            })?;
+            client = Some(c.clone());
+            cluster::start(c, &node).await?
+        }
+    };
+    let node = node.unwrap_or_else(host_name);
+    let owned = match state::load(&args.state_dir) {
+        Ok(owned) => owned,
+        Err(e) => {
+            // Without the record, lvstun owns only what it wants now: a VIP deleted meanwhile
+            // would be left in the kernel, but nothing foreign is ever touched.
+            error!("{e}; starting without the record of owned VIPs (it will be rewritten)");
+            Default::default()
+        }
+    };
+    let (checker, events) = Checker::new();
+    let statuses = checker.statuses();
+    let options = Options {
+        state_dir: (!args.dry_run).then(|| args.state_dir.clone()),
+        resync: args.resync,
+    };
+    let report = if args.dry_run {
+        info!("dry run: the kernel's IPVS table is not touched; operations are only logged");
+        let balancer = Balancer::new(DryRun::default(), checker, options, owned.clone());
+        let report = balancer.report();
+        (report, Runner::DryRun(balancer))
+    } else {
+        let (connection, raw) = handle::new_connection()?;
+        tokio::spawn(connection);
+        let ipvs = IpvsHandle::resolve(raw).await?;
+        let balancer = Balancer::new(ipvs, checker, options, owned.clone());
+        let report = balancer.report();
+        (report, Runner::Kernel(balancer))
+    };
+    let (report, runner) = report;
+    if let Some(addr) = args.health {
+        // Two missed resyncs and a margin: the loop turns at least once per resync.
+        let stale = args.resync * 2 + Duration::from_secs(30);
+        let server = http::bind(addr, report.clone(), stale).await?;
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                error!("health endpoint stopped: {e}");
+            }
+        });
+        info!("health endpoint on http://{addr}/healthz, /readyz and /metrics");
+    }
+    if let Some(client) = client {
+        // VIP ownership does not report to the balancer yet: its entries say Initialize.
+        let state = Arc::new(|| VrrpState::Initialize);
+        let note = args
+            .dry_run
+            .then(|| "dry run: nothing is programmed in this node's kernel".to_owned());
+        tokio::spawn(report::run(
+            client,
+            node.clone(),
+            report,
+            statuses,
+            state,
+            note,
+        ));
+    }
+    info!(
+        node,
+        mode = if args.config.is_some() {
+            "standalone"
+        } else {
+            "cluster"
+        },
+        dry_run = args.dry_run,
+        state = %state::path(&args.state_dir).display(),
+        owned = owned.len(),
+        resync_s = args.resync.as_secs(),
+        "balancer started"
+    );
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM"),
+            _ = int.recv() => info!("SIGINT"),
+        }
+    };
+    match runner {
+        Runner::Kernel(b) => b.run(source, events, shutdown).await,
+        Runner::DryRun(b) => b.run(source, events, shutdown).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The loop over the kernel, or over an in-memory table.
+enum Runner {
+    Kernel(Balancer<IpvsHandle, Checker>),
+    DryRun(Balancer<DryRun, Checker>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_operators_arguments_parse() {
+        // Exactly what operator/src/build.rs `node_args` gives the balancer DaemonSet.
+        let a = parse_args(&args(
+            "--node-name=node-a --health-port=9101 --log-format=json",
+        ))
+        .unwrap();
+        assert_eq!(a.node_name.as_deref(), Some("node-a"));
+        assert_eq!(a.health, Some("0.0.0.0:9101".parse().unwrap()));
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(a.config, None);
+        assert_eq!(a.state_dir, PathBuf::from("/run/lvstun"));
+    }
+
+    #[test]
+    fn standalone_arguments_parse() {
+        let a = parse_args(&args(
+            "--config /etc/lvstun.yaml --state-dir /tmp/s --health-port 9100 --health-address 127.0.0.1 --resync 5 --dry-run",
+        ))
+        .unwrap();
+        assert!(a.dry_run);
+        assert_eq!(a.config.as_deref(), Some("/etc/lvstun.yaml"));
+        assert_eq!(a.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(a.health, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(a.resync, Duration::from_secs(5));
+        assert_eq!(a.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for bad in [
+            "--config",
+            "--health-port 0",
+            "--health-port=x",
+            "--log-format yaml",
+            "--resync 0",
+            "--node-name=",
+            "--dry-run=yes",
+            "--bogus",
+            "stray",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad}");
+        }
+    }
+}

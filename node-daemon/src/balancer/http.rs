@@ -1,0 +1,233 @@
+//! The balancer's local HTTP endpoint (`--health-port`): `/healthz` (the loop is turning),
+//! `/readyz` (a pass has read and programmed the kernel's table), `/metrics` (Prometheus text:
+//! passes, IPVS writes and refusals, services, destinations, health checks). The answers are
+//! pure functions of the [`Report`]; [`bind`] does the I/O.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use super::run::{Report, SharedReport, lock};
+use crate::error::Error;
+
+/// What the server needs besides the report.
+#[derive(Clone)]
+struct Ctx {
+    report: SharedReport,
+    started: Instant,
+    stale_after: Duration,
+}
+
+/// `/healthz`: fails when the loop has not turned for `stale_after` (it turns at least once
+/// per resync period, so a longer silence means it is wedged).
+pub fn healthz_answer(
+    report: &Report,
+    started: Instant,
+    stale_after: Duration,
+    now: Instant,
+) -> (StatusCode, String) {
+    let last = report.last_turn.unwrap_or(started);
+    if now.saturating_duration_since(last) > stale_after {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "reconcile loop stalled: last turn {} s ago\n",
+                now.saturating_duration_since(last).as_secs()
+            ),
+        )
+    } else {
+        (StatusCode::OK, "ok\n".into())
+    }
+}
+
+/// `/readyz`: ready once a pass has completed and the last one could read the kernel. Refused
+/// destinations do not make the balancer unready (the others are served); they are listed.
+pub fn readyz_answer(report: &Report) -> (StatusCode, String) {
+    let mut body = String::new();
+    let code = if let Some(err) = &report.last_error {
+        let _ = writeln!(body, "not ready: {err}");
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if !report.ready {
+        body.push_str("not ready: starting\n");
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        let (services, dests) = report.last.map_or((0, 0), |l| (l.services, l.destinations));
+        let _ = writeln!(
+            body,
+            "ready: {services} services, {dests} destinations, {} health checks",
+            report.targets
+        );
+        StatusCode::OK
+    };
+    for r in &report.refusals {
+        let _ = writeln!(body, "refused: {r}");
+    }
+    for p in &report.problems {
+        let _ = writeln!(body, "problem: {p}");
+    }
+    (code, body)
+}
+
+/// `/metrics` in the Prometheus text format. Labels are fixed names, never error text.
+pub fn metrics_answer(report: &Report) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    let last = report.last;
+    metric(
+        "lvstun_balancer_ready",
+        "gauge",
+        "1 once a pass has programmed the kernel's table.",
+        u64::from(report.ready && report.last_error.is_none()),
+    );
+    metric(
+        "lvstun_balancer_passes_total",
+        "counter",
+        "Reconcile passes completed.",
+        report.passes,
+    );
+    metric(
+        "lvstun_balancer_ipvs_writes_total",
+        "counter",
+        "IPVS operations sent to the kernel.",
+        report.writes_total,
+    );
+    metric(
+        "lvstun_balancer_ipvs_refused_total",
+        "counter",
+        "IPVS operations the kernel refused.",
+        report.refused_total,
+    );
+    metric(
+        "lvstun_balancer_last_pass_ops",
+        "gauge",
+        "IPVS operations sent by the last pass (0 when nothing changed).",
+        last.map_or(0, |l| l.ops as u64),
+    );
+    metric(
+        "lvstun_balancer_refusals_held",
+        "gauge",
+        "Refused operations waiting for their back-off.",
+        report.refusals.len() as u64,
+    );
+    metric(
+        "lvstun_balancer_services",
+        "gauge",
+        "IPVS services desired.",
+        last.map_or(0, |l| l.services as u64),
+    );
+    metric(
+        "lvstun_balancer_destinations",
+        "gauge",
+        "IPVS destinations desired.",
+        last.map_or(0, |l| l.destinations as u64),
+    );
+    metric(
+        "lvstun_balancer_health_targets",
+        "gauge",
+        "Health checks scheduled.",
+        report.targets as u64,
+    );
+    metric(
+        "lvstun_balancer_health_checks_total",
+        "counter",
+        "Health checks completed.",
+        report.checks_run,
+    );
+    out
+}
+
+async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, String) {
+    healthz_answer(
+        &lock(&ctx.report),
+        ctx.started,
+        ctx.stale_after,
+        Instant::now(),
+    )
+}
+
+async fn readyz(State(ctx): State<Ctx>) -> (StatusCode, String) {
+    readyz_answer(&lock(&ctx.report))
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> String {
+    metrics_answer(&lock(&ctx.report))
+}
+
+/// Binds `addr` (so a port in use fails at start) and returns the server to spawn.
+pub async fn bind(
+    addr: SocketAddr,
+    report: SharedReport,
+    stale_after: Duration,
+) -> Result<impl Future<Output = std::io::Result<()>> + Send, Error> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let ctx = Ctx {
+        report,
+        started: Instant::now(),
+        stale_after,
+    };
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ctx);
+    Ok(async move { axum::serve(listener, app).await })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::run::{PassSummary, Trigger};
+
+    #[test]
+    fn answers_follow_the_report() {
+        let t0 = Instant::now();
+        let mut r = Report::default();
+        let stale = Duration::from_secs(90);
+        assert_eq!(healthz_answer(&r, t0, stale, t0).0, StatusCode::OK);
+        assert_eq!(
+            healthz_answer(&r, t0, stale, t0 + Duration::from_secs(91)).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(readyz_answer(&r).0, StatusCode::SERVICE_UNAVAILABLE);
+        r.ready = true;
+        r.last_turn = Some(t0 + Duration::from_secs(60));
+        r.last = Some(PassSummary {
+            trigger: Trigger::Resync,
+            read: true,
+            ops: 0,
+            applied: 0,
+            failed: 0,
+            held: 0,
+            services: 1,
+            destinations: 2,
+            elapsed: Duration::from_millis(3),
+        });
+        r.refusals = vec!["add destination x: kernel refused with EINVAL".into()];
+        assert_eq!(
+            healthz_answer(&r, t0, stale, t0 + Duration::from_secs(91)).0,
+            StatusCode::OK
+        );
+        let (code, body) = readyz_answer(&r);
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.starts_with("ready: 1 services, 2 destinations"),
+            "{body}"
+        );
+        assert!(body.contains("refused: add destination x"), "{body}");
+        r.last_error = Some("no answer to dump services in time".into());
+        assert_eq!(readyz_answer(&r).0, StatusCode::SERVICE_UNAVAILABLE);
+        let m = metrics_answer(&r);
+        assert!(m.contains("\nlvstun_balancer_last_pass_ops 0\n"), "{m}");
+        assert!(m.contains("\nlvstun_balancer_destinations 2\n"), "{m}");
+        assert!(m.contains("\nlvstun_balancer_ready 0\n"), "{m}");
+    }
+}

@@ -1,0 +1,205 @@
+//! The in-cluster source: VirtualServices and RealServers from the API server, through one
+//! watch per kind (`kube::runtime::watcher` feeding a reflector store), and this node's labels
+//! (re-read every [`NODE_LABELS_PERIOD`]: the balancer's RBAC grants `get` on Nodes, not
+//! `watch`, and a relabelled node is rare and not urgent). Does I/O.
+//!
+//! Rules, and why:
+//! - Nothing is published before both kinds are completely listed: a snapshot with the
+//!   VirtualServices but not yet their RealServers would withdraw every destination.
+//! - A burst of changes (an `kubectl apply -f` of many objects, the operator's status writes)
+//!   is published once, [`DEBOUNCE`] after it started.
+//! - The API server being away changes nothing: the watch retries with back-off, the last
+//!   snapshot stays, and the data plane keeps running on it.
+//! - `managedFields` and the `last-applied-configuration` annotation are dropped from the
+//!   cached objects: the balancer never reads them and they are most of an object's size.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::{Scope, Snapshot};
+use crate::error::Error;
+
+/// How long a burst of changes is collected before one snapshot is published.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// How often this node's labels are read again.
+pub const NODE_LABELS_PERIOD: Duration = Duration::from_secs(60);
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Api {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+/// Drops what the balancer never reads from a cached object.
+fn strip<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Reads this node's labels.
+pub async fn node_labels(client: &Client, node: &str) -> Result<BTreeMap<String, String>, Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let n = nodes
+        .get(node)
+        .await
+        .map_err(api_error(format!("get Node {node}")))?;
+    Ok(n.metadata.labels.unwrap_or_default())
+}
+
+/// A watch on every object of kind `K` that fills `writer`, as a stream of "something
+/// happened" ticks; errors are logged and retried with back-off.
+fn watch_all<K>(
+    client: Client,
+    writer: reflector::store::Writer<K>,
+) -> impl Stream<Item = ()> + Send
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(Api::<K>::all(client), watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .map(|event| {
+            if let Err(e) = event {
+                warn!(kind = %K::kind(&()), "watch failed, retrying: {e}");
+            }
+        })
+}
+
+/// The snapshot of the stores now.
+pub fn snapshot(
+    virtual_services: &Store<VirtualService>,
+    real_servers: &Store<RealServer>,
+    labels: &BTreeMap<String, String>,
+) -> Snapshot {
+    Snapshot {
+        virtual_services: virtual_services
+            .state()
+            .iter()
+            .map(|o| (**o).clone())
+            .collect(),
+        real_servers: real_servers.state().iter().map(|o| (**o).clone()).collect(),
+        scope: Scope::NodeLabels(labels.clone()),
+    }
+}
+
+/// Reads this node's labels and lists both kinds through `client` (in-cluster service
+/// account, or `KUBECONFIG`); returns once the first complete snapshot is published, with the
+/// task that keeps following them.
+pub async fn start(
+    client: Client,
+    node: &str,
+) -> Result<(watch::Receiver<Arc<Snapshot>>, JoinHandle<()>), Error> {
+    let mut labels = node_labels(&client, node).await?;
+    let (vs_store, vs_writer) = reflector::store::<VirtualService>();
+    let (rs_store, rs_writer) = reflector::store::<RealServer>();
+    let mut events = futures::stream::select(
+        watch_all(client.clone(), vs_writer).boxed(),
+        watch_all(client.clone(), rs_writer).boxed(),
+    );
+    // Drive both watches until both lists are complete.
+    {
+        let ready = async {
+            vs_store.wait_until_ready().await?;
+            rs_store.wait_until_ready().await
+        };
+        let mut ready = std::pin::pin!(ready);
+        loop {
+            tokio::select! {
+                done = &mut ready => {
+                    done.map_err(|e| Error::Api { what: "list VirtualServices and RealServers".into(), detail: e.to_string() })?;
+                    break;
+                }
+                tick = events.next() => {
+                    if tick.is_none() {
+                        return Err(Error::Api { what: "watch".into(), detail: "the watch ended before the first list".into() });
+                    }
+                }
+            }
+        }
+    }
+    let first = snapshot(&vs_store, &rs_store, &labels);
+    info!(
+        node,
+        virtual_services = first.virtual_services.len(),
+        real_servers = first.real_servers.len(),
+        labels = labels.len(),
+        "objects listed from the API server"
+    );
+    let (tx, rx) = watch::channel(Arc::new(first));
+    let client_for_labels = client.clone();
+    let node = node.to_owned();
+    let task = tokio::spawn(async move {
+        let mut relabel = tokio::time::interval(NODE_LABELS_PERIOD);
+        relabel.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        relabel.tick().await;
+        loop {
+            let mut dirty = tokio::select! {
+                _ = tx.closed() => return,
+                tick = events.next() => {
+                    if tick.is_none() {
+                        warn!("the API watches ended; keeping the last snapshot");
+                        return;
+                    }
+                    true
+                }
+                _ = relabel.tick() => match node_labels(&client_for_labels, &node).await {
+                    Ok(new) if new != labels => {
+                        info!(node, "this node's labels changed");
+                        labels = new;
+                        true
+                    }
+                    Ok(_) => false,
+                    Err(e) => {
+                        warn!("{e}; keeping the last labels");
+                        false
+                    }
+                },
+            };
+            if !dirty {
+                continue;
+            }
+            // Collect the rest of the burst.
+            let settle = tokio::time::sleep(DEBOUNCE);
+            let mut settle = std::pin::pin!(settle);
+            while dirty {
+                tokio::select! {
+                    _ = &mut settle => dirty = false,
+                    tick = events.next() => {
+                        if tick.is_none() {
+                            return;
+                        }
+                    }
+                }
+            }
+            if tx
+                .send(Arc::new(snapshot(&vs_store, &rs_store, &labels)))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok((rx, task))
+}

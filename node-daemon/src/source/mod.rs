@@ -1,0 +1,41 @@
+//! Where the balancer's desired state comes from: the `VirtualService` and `RealServer` objects
+//! and, in a cluster, this node's labels. Two sources deliver the same [`Snapshot`]:
+//!
+//! - [`file`]: standalone, a multi-document YAML file (`--config FILE`), re-read when it
+//!   changes (its modification time and length, polled every second) or on `SIGHUP`;
+//! - [`cluster`]: in a cluster, watches on both kinds through the API server, plus this node's
+//!   labels (re-read periodically: the balancer's RBAC grants `get` on its Node, not `watch`).
+//!
+//! A source publishes whole snapshots on a `tokio::sync::watch` channel: the consumer only ever
+//! wants the newest picture, and a burst of changes collapses into one reconcile. A snapshot
+//! that cannot be read (a file caught half-written, a YAML error) is never published: the data
+//! plane keeps the last good one. The types here are plain data; `file` and `cluster` do I/O.
+
+pub mod cluster;
+pub mod file;
+
+use std::collections::BTreeMap;
+
+use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+
+/// Everything the balancer needs to compute its desired state, read at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Every `VirtualService` the source knows (the pure part picks those for this node).
+    pub virtual_services: Vec<VirtualService>,
+    /// Every `RealServer` the source knows.
+    pub real_servers: Vec<RealServer>,
+    /// Which VirtualServices concern this node.
+    pub scope: Scope,
+}
+
+/// Which VirtualServices a balancer serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every one in the snapshot: standalone mode, where the file is written for this host
+    /// (a standalone host has no Node object whose labels a selector could match).
+    #[default]
+    All,
+    /// Those whose `spec.balancers.nodeSelector` matches this node's labels.
+    NodeLabels(BTreeMap<String, String>),
+}

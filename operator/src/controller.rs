@@ -1,0 +1,643 @@
+//! The wiring of one leadership term: one watch and cache per kind, two controllers (one keyed
+//! by VirtualService, one by RealServer), one loop for the shared DaemonSets, and the triggers
+//! between them.
+//!
+//! Why one reflector per kind feeding several consumers (kube's `unstable-runtime` API:
+//! `for_stream`, `reconcile_on`): what the operator decides for one object depends on others (a
+//! VirtualService on its RealServers, its nodes and every VirtualService with the same VIP; a
+//! RealServer on the VirtualServices that select it; the DaemonSets on everything), so each
+//! consumer must see the same cache, and a second watch per kind would double the API load and
+//! the memory of the largest caches.
+//!
+//! Triggers (each computed from the cache and from what the operator remembers of the previous
+//! state, so that an object that *stopped* matching is revisited too):
+//! - a VirtualService changes → itself, the VirtualServices sharing its old or new VIP (their
+//!   conflict verdict may change), the DaemonSets;
+//! - a RealServer changes → itself, the VirtualServices that select it now or did before, the
+//!   DaemonSets;
+//! - a Node's labels or readiness change → the VirtualServices whose balancer selector matched
+//!   before or after;
+//! - a VirtualService's election or selection changes → the RealServers it selects (from the
+//!   VirtualService reconcile);
+//! - a DaemonSet changes (edited, deleted) → the DaemonSets.
+//!
+//! Everything here runs only while this replica leads; losing the lease drops it all.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::{StreamExt, future};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, NodeStatus, ObjectReference};
+use kube::api::Api;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as make_watcher};
+use kube::{Client, Resource, ResourceExt};
+use lvstun_crds::v1alpha1::{RealServer, RealServerStatus, VirtualService, VirtualServiceStatus};
+use tokio::sync::{Notify, watch};
+
+use crate::apply;
+use crate::build::{self, NodeDaemonConfig};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::reconcile;
+use crate::status::{BalancerNodes, Notice, Severity};
+use crate::validate::{self, ObjectKey};
+
+/// Every object is reconciled again this often, whatever happens: a safety net for missed
+/// triggers.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// How long a reconcile waits for the caches to fill before it fails (and retries).
+const CACHE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The DaemonSet loop lets a burst of events settle into one pass.
+const FLEET_DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Keep of a Node only what the operator reads (name, labels, the `Ready` condition): the rest
+/// (images, addresses, capacity, annotations) is most of its size and changes often.
+fn slim_node(n: &mut Node) {
+    n.metadata.managed_fields = None;
+    n.metadata.annotations = None;
+    n.spec = None;
+    if let Some(status) = n.status.as_mut() {
+        let ready = status
+            .conditions
+            .take()
+            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = NodeStatus {
+            conditions: ready,
+            ..Default::default()
+        };
+    }
+}
+
+/// Whether a node may be trusted to report: not marked down. A node without a `Ready` condition
+/// (just registered, or a node object without a kubelet) counts as alive.
+pub fn node_alive(n: &Node) -> bool {
+    n.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .find(|c| c.type_ == "Ready")
+        .is_none_or(|c| c.status == "True")
+}
+
+/// Bits of [`Stores::listed`]: which watches have delivered their first complete list.
+const LISTED_VS: u8 = 1;
+const LISTED_RS: u8 = 2;
+const LISTED_NODES: u8 = 4;
+const LISTED_DS: u8 = 8;
+const LISTED_ALL: u8 = LISTED_VS | LISTED_RS | LISTED_NODES | LISTED_DS;
+
+/// The caches every reconcile reads.
+#[derive(Clone)]
+pub struct Stores {
+    /// All VirtualServices.
+    pub virtual_services: Store<VirtualService>,
+    /// All RealServers.
+    pub real_servers: Store<RealServer>,
+    /// All Nodes (metadata).
+    pub nodes: Store<Node>,
+    /// This installation's DaemonSets.
+    pub daemonsets: Store<DaemonSet>,
+    /// Which caches are complete ([`LISTED_ALL`] when all are). Set by the watch hooks on each
+    /// watch's first `InitDone`, which the reflector has applied to its store by then. Not
+    /// `Store::wait_until_ready`: its one-shot wakes only the last of several concurrent
+    /// waiters, and the controllers already wait on it, so a second waiter could sleep until
+    /// its timeout.
+    listed: watch::Receiver<u8>,
+}
+
+impl Stores {
+    /// Wait until every cache holds a complete list; decisions are never made on a partial one.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let mut listed = self.listed.clone();
+        match tokio::time::timeout(CACHE_TIMEOUT, listed.wait_for(|l| *l == LISTED_ALL)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::CacheNotReady("the watches stopped".into())),
+            Err(_) => Err(Error::CacheNotReady(format!(
+                "the watches have not listed everything after {CACHE_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// The nodes a VirtualService's `spec.balancers.nodeSelector` selects now, and which of them
+    /// are alive.
+    pub fn balancer_nodes(&self, vs: &VirtualService) -> BalancerNodes {
+        let mut out = BalancerNodes::default();
+        for n in self
+            .nodes
+            .state_filter(|n| validate::selects(&vs.spec.balancers.node_selector, n.labels()))
+        {
+            if node_alive(&n) {
+                out.live.insert(n.name_any());
+            }
+            out.selected.insert(n.name_any());
+        }
+        out
+    }
+}
+
+/// What a RealServer's `Healthy` reads of one VirtualService: whether it owns its claims, its
+/// active balancer, and which RealServers it selects.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RsInputs {
+    /// Whether the VirtualService owns its VIP:port:protocol pairs.
+    pub owner: bool,
+    /// Its Master, if exactly one.
+    pub active: Option<String>,
+    /// The RealServers it selects.
+    pub selected: BTreeSet<ObjectKey>,
+}
+
+/// What the operator remembers between reconciles (for one leadership term).
+#[derive(Debug, Default)]
+pub struct Memo {
+    /// The operator-owned VirtualService status last written, until the cache shows it.
+    pub vs_written: HashMap<ObjectKey, VirtualServiceStatus>,
+    /// The operator-owned RealServer status last written, until the cache shows it.
+    pub rs_written: HashMap<ObjectKey, RealServerStatus>,
+    /// Per VirtualService, what its RealServers' reconciles read of it.
+    pub rs_inputs: HashMap<ObjectKey, RsInputs>,
+    /// Per DaemonSet name: the config hash and resulting generation of the last apply.
+    pub applied: HashMap<String, (String, Option<i64>)>,
+    /// Consecutive failures per object, for the retry back-off.
+    pub failures: HashMap<String, u32>,
+}
+
+/// Shared by every reconcile of one leadership term.
+pub struct Context {
+    /// API client (the operator's ServiceAccount).
+    pub client: Client,
+    /// How the node DaemonSets look.
+    pub config: NodeDaemonConfig,
+    /// The caches.
+    pub stores: Stores,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// This replica's identity, the Events' reporting instance.
+    pub identity: String,
+    rs_trigger: mpsc::UnboundedSender<ObjectRef<RealServer>>,
+    /// Wakes the DaemonSet loop.
+    pub fleet: Notify,
+    memo: Mutex<Memo>,
+    listed: watch::Sender<u8>,
+}
+
+impl Context {
+    /// The memo. Never held across an await; a panic elsewhere cannot leave it half-written in
+    /// a way that matters (every entry is a cache), so poisoning is ignored.
+    pub fn memo(&self) -> MutexGuard<'_, Memo> {
+        self.memo.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Record that one watch has delivered its first complete list.
+    fn mark_listed(&self, bit: u8) {
+        self.listed.send_modify(|l| *l |= bit);
+    }
+
+    /// Ask the RealServer controller to look at these RealServers again.
+    pub fn trigger_real_servers<'a>(&self, keys: impl IntoIterator<Item = &'a ObjectKey>) {
+        for k in keys {
+            let _ = self
+                .rs_trigger
+                .unbounded_send(ObjectRef::new(&k.name).within(&k.namespace));
+        }
+    }
+
+    /// Publish an Event; failures are logged, never fatal (Events are best effort).
+    pub async fn publish(&self, regarding: &ObjectReference, notice: &Notice) {
+        if let Err(e) = apply::event(&self.client, &self.identity, regarding, notice).await {
+            tracing::warn!(error = %e, reason = notice.reason, "publishing an Event failed");
+        }
+    }
+
+    /// Metrics, logs and an Event for the outcome of one reconcile.
+    async fn after<K: Resource<DynamicType = ()>>(
+        &self,
+        controller: &'static str,
+        obj: &K,
+        started: Instant,
+        result: &Result<Action, Error>,
+    ) {
+        self.metrics
+            .observe(controller, started.elapsed(), result.as_ref().err());
+        let key = failure_key(obj);
+        tracing::debug!(controller, object = %key, took = ?started.elapsed(), ok = result.is_ok(), "reconciled");
+        match result {
+            Ok(_) => {
+                self.memo().failures.remove(&key);
+            }
+            Err(e) => {
+                tracing::warn!(controller, object = %key, category = e.category(), error = %e, "reconcile failed; retrying with back-off");
+                if !matches!(e, Error::CacheNotReady(_)) {
+                    let notice = Notice {
+                        severity: Severity::Warning,
+                        reason: e.category(),
+                        note: e.to_string(),
+                    };
+                    self.publish(&obj.object_ref(&()), &notice).await;
+                }
+            }
+        }
+    }
+}
+
+fn failure_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Retry delay after `failures` consecutive failures: 1 s, doubling, at most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(9);
+    Duration::from_secs(secs.min(300))
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    _error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = failure_key(obj.as_ref());
+    let n = {
+        let mut memo = ctx.memo();
+        let n = memo.failures.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    };
+    Action::requeue(backoff(n))
+}
+
+async fn reconcile_virtual_service(
+    vs: Arc<VirtualService>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile::virtual_service(&vs, &ctx).await;
+    ctx.after("virtualservice", vs.as_ref(), started, &result)
+        .await;
+    result
+}
+
+async fn reconcile_real_server(rs: Arc<RealServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile::real_server(&rs, &ctx).await;
+    ctx.after("realserver", rs.as_ref(), started, &result).await;
+    result
+}
+
+fn strip<K: Resource>(obj: &mut K) {
+    // Managed fields are the largest part of most objects and the operator never reads them.
+    obj.meta_mut().managed_fields = None;
+}
+
+/// The DaemonSet loop: one pass per burst of events, and at least every [`RESYNC`].
+async fn fleet_loop(ctx: Arc<Context>) {
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            () = ctx.fleet.notified() => {}
+            () = tokio::time::sleep(RESYNC) => {}
+        }
+        tokio::time::sleep(FLEET_DEBOUNCE).await;
+        let started = Instant::now();
+        let result = reconcile::daemonsets(&ctx).await;
+        ctx.metrics
+            .observe("daemonsets", started.elapsed(), result.as_ref().err());
+        match result {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                let wait = backoff(failures);
+                tracing::warn!(category = e.category(), error = %e, retry_in = ?wait, "DaemonSet reconcile failed");
+                tokio::time::sleep(wait).await;
+                ctx.fleet.notify_one();
+            }
+        }
+    }
+}
+
+/// Labels and liveness of each node seen, to tell a change that matters from a heartbeat.
+#[derive(Default)]
+struct NodeHook {
+    seen: HashMap<String, (BTreeMap<String, String>, bool)>,
+    listed: bool,
+}
+
+impl NodeHook {
+    fn on(
+        &mut self,
+        ev: &watcher::Result<Event<Node>>,
+        ctx: &Context,
+        vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
+    ) {
+        let (old, new) = match ev {
+            Ok(Event::Apply(n) | Event::InitApply(n)) => {
+                let new = (n.labels().clone(), node_alive(n));
+                let old = self.seen.insert(n.name_any(), new.clone());
+                if old.as_ref() == Some(&new) {
+                    return;
+                }
+                (old.map(|o| o.0), Some(new.0))
+            }
+            Ok(Event::Delete(n)) => (self.seen.remove(&n.name_any()).map(|o| o.0), None),
+            Ok(Event::InitDone) => {
+                self.listed = true;
+                ctx.mark_listed(LISTED_NODES);
+                return;
+            }
+            Ok(Event::Init) | Err(_) => return,
+        };
+        if !self.listed {
+            // The first list: every VirtualService gets reconciled once the caches are full anyway.
+            return;
+        }
+        let matches = |vs: &VirtualService, l: &Option<BTreeMap<String, String>>| {
+            l.as_ref()
+                .is_some_and(|l| validate::selects(&vs.spec.balancers.node_selector, l))
+        };
+        for vs in ctx
+            .stores
+            .virtual_services
+            .state_filter(|vs| matches(vs, &old) || matches(vs, &new))
+        {
+            let _ = vs_tx.unbounded_send(ObjectRef::from_obj(vs.as_ref()));
+        }
+    }
+}
+
+/// VIPs of each VirtualService seen, so a VIP change revisits the peers of the old VIP too.
+#[derive(Default)]
+struct VsHook {
+    vips: HashMap<ObjectKey, String>,
+    listed: bool,
+}
+
+impl VsHook {
+    fn on(
+        &mut self,
+        ev: &watcher::Result<Event<VirtualService>>,
+        ctx: &Context,
+        vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
+    ) {
+        ctx.fleet.notify_one();
+        let (key, vips) = match ev {
+            Ok(Event::Apply(vs) | Event::InitApply(vs)) => {
+                let key = ObjectKey::of(vs);
+                let mut vips = BTreeSet::from([vs.spec.vip.clone()]);
+                vips.extend(self.vips.insert(key.clone(), vs.spec.vip.clone()));
+                (key, vips)
+            }
+            Ok(Event::Delete(vs)) => {
+                let key = ObjectKey::of(vs);
+                self.vips.remove(&key);
+                ctx.metrics
+                    .forget_virtual_service(&key.namespace, &key.name);
+                let gone = {
+                    let mut memo = ctx.memo();
+                    memo.vs_written.remove(&key);
+                    memo.rs_inputs.remove(&key)
+                };
+                // Its RealServers are no longer selected by it.
+                if let Some(inputs) = gone {
+                    ctx.trigger_real_servers(inputs.selected.iter());
+                }
+                (key, BTreeSet::from([vs.spec.vip.clone()]))
+            }
+            Ok(Event::InitDone) => {
+                self.listed = true;
+                ctx.mark_listed(LISTED_VS);
+                return;
+            }
+            Ok(Event::Init) | Err(_) => return,
+        };
+        if !self.listed {
+            return;
+        }
+        for peer in ctx
+            .stores
+            .virtual_services
+            .state_filter(|p| vips.contains(&p.spec.vip) && ObjectKey::of(p) != key)
+        {
+            let _ = vs_tx.unbounded_send(ObjectRef::from_obj(peer.as_ref()));
+        }
+    }
+}
+
+/// Which VirtualServices to revisit when a RealServer changes.
+#[derive(Default)]
+struct RsHook {
+    listed: bool,
+}
+
+impl RsHook {
+    fn on(
+        &mut self,
+        ev: &watcher::Result<Event<RealServer>>,
+        ctx: &Context,
+        vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
+    ) {
+        ctx.fleet.notify_one();
+        let (rs, deleted) = match ev {
+            Ok(Event::Apply(rs) | Event::InitApply(rs)) => (rs, false),
+            Ok(Event::Delete(rs)) => (rs, true),
+            Ok(Event::InitDone) => {
+                self.listed = true;
+                ctx.mark_listed(LISTED_RS);
+                return;
+            }
+            Ok(Event::Init) | Err(_) => return,
+        };
+        let key = ObjectKey::of(rs);
+        if deleted {
+            ctx.memo().rs_written.remove(&key);
+        }
+        if !self.listed {
+            return;
+        }
+        let namespace = key.namespace.as_str();
+        let memo = ctx.memo();
+        for vs in ctx.stores.virtual_services.state_filter(|vs| {
+            vs.metadata.namespace.as_deref() == Some(namespace)
+                && (validate::selects(&vs.spec.real_server_selector, rs.labels())
+                    || memo
+                        .rs_inputs
+                        .get(&ObjectKey::of(vs))
+                        .is_some_and(|i| i.selected.contains(&key)))
+        }) {
+            let _ = vs_tx.unbounded_send(ObjectRef::from_obj(vs.as_ref()));
+        }
+    }
+}
+
+/// Run everything a leader does until the future is dropped (on losing the lease or shutdown).
+pub async fn run(
+    client: Client,
+    config: NodeDaemonConfig,
+    concurrency: u16,
+    metrics: Arc<Metrics>,
+    identity: String,
+) {
+    let (vs_store, vs_writer) = reflector::store::<VirtualService>();
+    let (rs_store, rs_writer) = reflector::store::<RealServer>();
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let (ds_store, ds_writer) = reflector::store::<DaemonSet>();
+    let (vs_tx, vs_rx) = mpsc::unbounded::<ObjectRef<VirtualService>>();
+    let (rs_tx, rs_rx) = mpsc::unbounded::<ObjectRef<RealServer>>();
+    let (listed_tx, listed_rx) = watch::channel(0u8);
+    let owned = build::owned_selector(&config);
+    let namespace = config.namespace.clone();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config,
+        stores: Stores {
+            virtual_services: vs_store.clone(),
+            real_servers: rs_store.clone(),
+            nodes: node_store,
+            daemonsets: ds_store,
+            listed: listed_rx,
+        },
+        metrics,
+        identity,
+        rs_trigger: rs_tx,
+        fleet: Notify::new(),
+        memo: Mutex::new(Memo::default()),
+        listed: listed_tx,
+    });
+
+    let vs_stream = {
+        let (ctx, tx) = (ctx.clone(), vs_tx.clone());
+        let mut hook = VsHook::default();
+        make_watcher(
+            Api::<VirtualService>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(strip)
+        .reflect(vs_writer)
+        .inspect(move |ev| hook.on(ev, &ctx, &tx))
+        .applied_objects()
+    };
+    let rs_stream = {
+        let (ctx, tx) = (ctx.clone(), vs_tx.clone());
+        let mut hook = RsHook::default();
+        make_watcher(
+            Api::<RealServer>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(strip)
+        .reflect(rs_writer)
+        .inspect(move |ev| hook.on(ev, &ctx, &tx))
+        .applied_objects()
+    };
+    let nodes = {
+        let (ctx, tx) = (ctx.clone(), vs_tx.clone());
+        let mut hook = NodeHook::default();
+        make_watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(slim_node)
+            .reflect(node_writer)
+            .inspect(move |ev| hook.on(ev, &ctx, &tx))
+            .for_each(|_| future::ready(()))
+    };
+    let daemonsets = {
+        let ctx = ctx.clone();
+        make_watcher(
+            Api::<DaemonSet>::namespaced(client.clone(), &namespace),
+            watcher::Config::default().labels(&owned),
+        )
+        .default_backoff()
+        .modify(strip)
+        .reflect(ds_writer)
+        .inspect(move |ev| {
+            if matches!(ev, Ok(Event::InitDone)) {
+                ctx.mark_listed(LISTED_DS);
+            }
+            ctx.fleet.notify_one();
+        })
+        .for_each(|_| future::ready(()))
+    };
+    let config = controller::Config::default().concurrency(concurrency);
+    let vs_controller = Controller::for_stream(vs_stream, vs_store)
+        .with_config(config.clone())
+        .reconcile_on(vs_rx)
+        .run(reconcile_virtual_service, error_policy, ctx.clone())
+        .for_each(|r| {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "virtualservice controller");
+            }
+            future::ready(())
+        });
+    let rs_controller = Controller::for_stream(rs_stream, rs_store)
+        .with_config(config)
+        .reconcile_on(rs_rx)
+        .run(reconcile_real_server, error_policy, ctx.clone())
+        .for_each(|r| {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "realserver controller");
+            }
+            future::ready(())
+        });
+    tracing::info!("leading: watching VirtualServices, RealServers, Nodes and DaemonSets");
+    tokio::join!(
+        vs_controller,
+        rs_controller,
+        nodes,
+        daemonsets,
+        fleet_loop(ctx)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_slimmed_to_labels_and_readiness() {
+        use k8s_openapi::api::core::v1::{ContainerImage, NodeCondition, NodeSpec};
+        let cond = |t: &str, s: &str| NodeCondition {
+            type_: t.into(),
+            status: s.into(),
+            ..Default::default()
+        };
+        let mut n = Node {
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                conditions: Some(vec![
+                    cond("MemoryPressure", "False"),
+                    cond("Ready", "False"),
+                ]),
+                images: Some(vec![ContainerImage::default()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        n.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(!node_alive(&n));
+        slim_node(&mut n);
+        let status = n.status.as_ref().unwrap();
+        assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
+        assert!(status.images.is_none() && n.spec.is_none());
+        assert_eq!(n.labels().len(), 1);
+        assert!(!node_alive(&n));
+        n.status = None;
+        assert!(node_alive(&n), "no Ready condition: alive");
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let secs: Vec<u64> = [1, 2, 3, 4, 9, 10, 50]
+            .iter()
+            .map(|n| backoff(*n).as_secs())
+            .collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 256, 300, 300]);
+    }
+}

@@ -1,0 +1,155 @@
+//! The operator's one error type. Every variant maps to a short, fixed [`Error::category`] that is
+//! used as the Event reason and as the `category` label of the error metric, so dashboards and
+//! alerts never see unbounded label values made from error text.
+//!
+//! Large source errors are boxed so every `Result` stays small.
+//!
+//! No I/O here.
+
+/// Everything that can go wrong in the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line or environment does not make sense (e.g. a lease grace period longer
+    /// than the lease).
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// No Kubernetes client could be built (no kubeconfig, no in-cluster service account).
+    #[error("building a Kubernetes client: {0}")]
+    Client(#[source] Box<kube::Error>),
+
+    /// The watch caches did not fill in time; nothing is decided on partial data.
+    #[error("caches not filled yet: {0}")]
+    CacheNotReady(String),
+
+    /// Server-side apply of an object (DaemonSet) failed.
+    #[error("applying {kind} {namespace}/{name}: {source}")]
+    Apply {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// What the API server said.
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// Deleting an object (a DaemonSet no longer needed) failed.
+    #[error("deleting {kind} {namespace}/{name}: {source}")]
+    Delete {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// What the API server said.
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// Writing the status of a VirtualService or RealServer failed.
+    #[error("writing status of {kind} {namespace}/{name}: {source}")]
+    Status {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// What the API server said.
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// An object could not be turned into JSON (a bug, not bad input).
+    #[error("serializing {what}: {source}")]
+    Serialize {
+        /// What was being serialized.
+        what: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Leader election could not start (the Lease could not be read or created).
+    #[error("leader election: {0}")]
+    Lease(#[source] Box<kube_lease_manager::LeaseManagerError>),
+
+    /// A socket or other local resource failed (the metrics listener).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A short, fixed name for the kind of failure: the Event reason and the metric label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "Config",
+            Error::Client(_) => "KubeClient",
+            Error::CacheNotReady(_) => "CacheNotReady",
+            Error::Apply { .. } => "ApplyFailed",
+            Error::Delete { .. } => "DeleteFailed",
+            Error::Status { .. } => "StatusWriteFailed",
+            Error::Serialize { .. } => "Serialization",
+            Error::Lease(_) => "LeaderElection",
+            Error::Io { .. } => "Io",
+        }
+    }
+
+    /// Every category, so the error metric can be pre-registered at zero (alerts on `rate()` then
+    /// work from the first error on).
+    pub const CATEGORIES: [&'static str; 9] = [
+        "Config",
+        "KubeClient",
+        "CacheNotReady",
+        "ApplyFailed",
+        "DeleteFailed",
+        "StatusWriteFailed",
+        "Serialization",
+        "LeaderElection",
+        "Io",
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_listed_and_short() {
+        let errors = [
+            Error::Config("x".into()),
+            Error::CacheNotReady("x".into()),
+            Error::Serialize {
+                what: "x".into(),
+                source: serde_json::from_str::<i32>("x").unwrap_err(),
+            },
+            Error::Io {
+                what: "x".into(),
+                source: std::io::Error::other("x"),
+            },
+        ];
+        for e in errors {
+            assert!(
+                Error::CATEGORIES.contains(&e.category()),
+                "{}",
+                e.category()
+            );
+        }
+        for c in Error::CATEGORIES {
+            assert!(
+                c.len() <= 32 && c.chars().all(|ch| ch.is_ascii_alphabetic()),
+                "{c}"
+            );
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! One reconcile of each kind, in phases: dereference (read the caches) → validate (pure) →
+//! build or fold (pure) → compare → apply (write only what changed) → report (Events, metrics).
+//!
+//! - [`virtual_service`]: the verdict (conflict, invalid spec), the selected nodes and real
+//!   servers, and the folded status of one VirtualService.
+//! - [`real_server`]: the `Healthy` condition of one RealServer.
+//! - [`daemonsets`]: the two node DaemonSets, from every CR at once (they are shared by all).
+//!
+//! I/O: reads the reflector caches in [`Context`], writes through `apply`, publishes Events.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use lvstun_crds::conditions::HEALTHY;
+use lvstun_crds::v1alpha1::{RealServer, RealServerStatus, VirtualService, VirtualServiceStatus};
+
+use crate::apply;
+use crate::build::{self, HASH_ANNOTATION, Role};
+use crate::controller::{Context, RESYNC, RsInputs};
+use crate::error::Error;
+use crate::metrics::{DaemonSetLabels, KindLabels, VsLabels};
+use crate::status::{self, BalancerNodes, RsView, VS_CONDITIONS, VsView};
+use crate::validate::{self, ObjectKey, Verdict};
+
+/// The clock, in whole seconds: the API stores condition times with second precision, so a
+/// finer time would make the status just written never compare equal to the one read back.
+fn now() -> Time {
+    let secs = Timestamp::now().as_second();
+    Time(Timestamp::from_second(secs).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// The operator-owned part of a VirtualService status (what the operator writes).
+pub fn owned_vs_status(status: Option<&VirtualServiceStatus>) -> VirtualServiceStatus {
+    let mut s = status.cloned().unwrap_or_default();
+    s.balancers.clear();
+    s.conditions
+        .retain(|c| VS_CONDITIONS.contains(&c.type_.as_str()));
+    s
+}
+
+/// The operator-owned part of a RealServer status.
+pub fn owned_rs_status(status: Option<&RealServerStatus>) -> RealServerStatus {
+    RealServerStatus {
+        observed_generation: None,
+        conditions: status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .filter(|c| c.type_ == HEALTHY)
+            .cloned()
+            .collect(),
+        checks: Vec::new(),
+    }
+}
+
+/// The previous operator-owned status: what this process last wrote, until the cache shows it
+/// (then the cache, which also reveals anyone else's edits). Without this, a reconcile that runs
+/// before the watch delivers the operator's own write would write again and repeat its Events.
+fn previous_vs(ctx: &Context, vs: &VirtualService) -> VirtualServiceStatus {
+    let key = ObjectKey::of(vs);
+    let cached = owned_vs_status(vs.status.as_ref());
+    let mut memo = ctx.memo();
+    match memo.vs_written.get(&key) {
+        Some(written) if *written != cached => written.clone(),
+        Some(_) => {
+            memo.vs_written.remove(&key);
+            cached
+        }
+        None => cached,
+    }
+}
+
+fn previous_rs(ctx: &Context, rs: &RealServer) -> RealServerStatus {
+    let key = ObjectKey::of(rs);
+    let cached = owned_rs_status(rs.status.as_ref());
+    let mut memo = ctx.memo();
+    match memo.rs_written.get(&key) {
+        Some(written) if *written != cached => written.clone(),
+        Some(_) => {
+            memo.rs_written.remove(&key);
+            cached
+        }
+        None => cached,
+    }
+}
+
+/// Reconcile one VirtualService's status.
+pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<Action, Error> {
+    ctx.stores.ready().await?;
+    if vs.meta().deletion_timestamp.is_some() {
+        // No finalizer of ours: the daemons withdraw it when it leaves their watch (see ADR 0001).
+        return Ok(Action::await_change());
+    }
+    let key = ObjectKey::of(vs.as_ref());
+    let namespace = key.namespace.clone();
+
+    // Dereference + validate.
+    let peers = ctx
+        .stores
+        .virtual_services
+        .state_filter(|o| o.spec.vip == vs.spec.vip);
+    let verdict = validate::verdict_of(vs, peers.iter().map(AsRef::as_ref));
+    let valid = !matches!(verdict, Verdict::Invalid(_));
+    let balancer_nodes = if valid {
+        ctx.stores.balancer_nodes(vs)
+    } else {
+        BalancerNodes::default()
+    };
+    let real_servers = if valid {
+        ctx.stores.real_servers.state_filter(|r| {
+            r.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && r.metadata.deletion_timestamp.is_none()
+                && validate::selects(&vs.spec.real_server_selector, r.labels())
+        })
+    } else {
+        Vec::new()
+    };
+    let mut selected: Vec<&RealServer> = real_servers.iter().map(AsRef::as_ref).collect();
+    selected.sort_by_key(|r| r.name_any());
+
+    // Fold + compare.
+    let previous = previous_vs(ctx, vs);
+    let now = now();
+    let fold = status::fold_virtual_service(&VsView {
+        vs,
+        verdict: &verdict,
+        balancer_nodes: &balancer_nodes,
+        real_servers: &selected,
+        previous: Some(&previous),
+        now: now.clone(),
+    });
+
+    // Apply, then report what was persisted.
+    if fold.changed {
+        apply::virtual_service_status(&ctx.client, vs, &fold.status).await?;
+        ctx.memo()
+            .vs_written
+            .insert(key.clone(), fold.status.clone());
+        ctx.metrics
+            .status_writes
+            .get_or_create(&KindLabels {
+                kind: "VirtualService",
+            })
+            .inc();
+        let regarding = vs.object_ref(&());
+        for n in &fold.notices {
+            ctx.publish(&regarding, n).await;
+        }
+    }
+    let labels = VsLabels {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    };
+    if fold.master_changed && fold.changed {
+        ctx.metrics.master_changes.get_or_create(&labels).inc();
+    }
+    ctx.metrics
+        .healthy_real_servers
+        .get_or_create(&labels)
+        .set(i64::from(fold.status.healthy_real_servers.unwrap_or(0)));
+    ctx.metrics
+        .total_real_servers
+        .get_or_create(&labels)
+        .set(i64::from(fold.status.total_real_servers.unwrap_or(0)));
+
+    // The RealServers whose `Healthy` depends on this VirtualService, when what they read of it
+    // changed: the ones selected now and the ones selected before.
+    let inputs = RsInputs {
+        owner: verdict == Verdict::Owner,
+        active: fold.status.active_balancer.clone(),
+        selected: selected.iter().map(|r| ObjectKey::of(*r)).collect(),
+    };
+    let before = ctx.memo().rs_inputs.insert(key, inputs.clone());
+    match before {
+        Some(b) if b == inputs => {}
+        Some(b) => ctx.trigger_real_servers(b.selected.union(&inputs.selected)),
+        None => ctx.trigger_real_servers(inputs.selected.iter()),
+    }
+    // An overlap of Masters turns into a split brain at `recheck` unless something changes first.
+    let next = fold
+        .recheck
+        .and_then(|at| at.duration_since(now.0).try_into().ok())
+        .map(|d: std::time::Duration| (d + std::time::Duration::from_secs(1)).min(RESYNC))
+        .unwrap_or(RESYNC);
+    Ok(Action::requeue(next))
+}
+
+/// Reconcile one RealServer's `Healthy` condition.
+pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, Error> {
+    ctx.stores.ready().await?;
+    if rs.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = rs.namespace().unwrap_or_default();
+    let selecting = ctx.stores.virtual_services.state_filter(|v| {
+        v.metadata.namespace.as_deref() == Some(namespace.as_str())
+            && validate::selects(&v.spec.real_server_selector, rs.labels())
+    });
+    let mut selected_by = Vec::new();
+    let now = now();
+    for vs in &selecting {
+        let peers = ctx
+            .stores
+            .virtual_services
+            .state_filter(|o| o.spec.vip == vs.spec.vip);
+        // A conflicting or invalid VirtualService is programmed nowhere; its view does not count.
+        if validate::verdict_of(vs, peers.iter().map(AsRef::as_ref)) != Verdict::Owner {
+            continue;
+        }
+        let active = status::election(vs, &ctx.stores.balancer_nodes(vs).live, &now)
+            .holder()
+            .map(String::from);
+        selected_by.push((ObjectKey::of(vs.as_ref()), active));
+    }
+    selected_by.sort();
+    let previous = previous_rs(ctx, rs);
+    let fold = status::fold_real_server(&RsView {
+        rs,
+        selected_by: &selected_by,
+        previous: Some(&previous),
+        now,
+    });
+    if fold.changed {
+        apply::real_server_status(&ctx.client, rs, &fold.status).await?;
+        ctx.memo()
+            .rs_written
+            .insert(ObjectKey::of(rs.as_ref()), fold.status.clone());
+        ctx.metrics
+            .status_writes
+            .get_or_create(&KindLabels { kind: "RealServer" })
+            .inc();
+        let regarding = rs.object_ref(&());
+        for n in &fold.notices {
+            ctx.publish(&regarding, n).await;
+        }
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Reconcile the node DaemonSets from every VirtualService and RealServer: apply what is
+/// needed and changed, delete what no CR needs.
+pub async fn daemonsets(ctx: &Context) -> Result<(), Error> {
+    // Deciding on a partial cache could delete a DaemonSet that live VIPs depend on.
+    ctx.stores.ready().await?;
+    let virtual_services = ctx.stores.virtual_services.state();
+    let real_servers = ctx.stores.real_servers.state();
+    let verdicts = validate::resolve(virtual_services.iter().map(AsRef::as_ref));
+    let placement = build::placement(
+        virtual_services.iter().map(AsRef::as_ref),
+        &verdicts,
+        real_servers.iter().map(AsRef::as_ref),
+    );
+    let desired = build::daemonsets(&ctx.config, &placement)?;
+    let namespace = ctx.config.namespace.clone();
+    for (role, want) in desired {
+        let name = ctx.config.role(role).daemonset_name.clone();
+        let current = ctx
+            .stores
+            .daemonsets
+            .get(&ObjectRef::new(&name).within(&namespace));
+        match want {
+            Some(ds) => {
+                let hash = ds
+                    .annotations()
+                    .get(HASH_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default();
+                let up_to_date = current.as_ref().is_some_and(|c| {
+                    c.annotations().get(HASH_ANNOTATION) == Some(&hash)
+                        && ctx.memo().applied.get(&name)
+                            == Some(&(hash.clone(), c.metadata.generation))
+                });
+                if up_to_date {
+                    continue;
+                }
+                let stored = apply::daemonset(&ctx.client, &ds).await?;
+                ctx.memo()
+                    .applied
+                    .insert(name.clone(), (hash, stored.metadata.generation));
+                count(ctx, role, "apply");
+                tracing::info!(
+                    role = role.as_str(),
+                    daemonset = %name,
+                    generation = stored.metadata.generation,
+                    "applied DaemonSet"
+                );
+            }
+            None => {
+                if current.is_some() {
+                    apply::delete_daemonset(&ctx.client, &namespace, &name).await?;
+                    ctx.memo().applied.remove(&name);
+                    count(ctx, role, "delete");
+                    tracing::info!(role = role.as_str(), daemonset = %name, "deleted DaemonSet: no VirtualService or RealServer needs it");
+                }
+            }
+        }
+    }
+    // This installation's DaemonSets under a name it no longer uses (after a rename).
+    let names: BTreeSet<String> = Role::ALL
+        .iter()
+        .map(|r| ctx.config.role(*r).daemonset_name.clone())
+        .collect();
+    for ds in ctx.stores.daemonsets.state() {
+        let name = ds.name_any();
+        if !names.contains(&name) {
+            apply::delete_daemonset(&ctx.client, &namespace, &name).await?;
+            tracing::info!(daemonset = %name, "deleted a DaemonSet of this installation that is no longer used");
+        }
+    }
+    Ok(())
+}
+
+fn count(ctx: &Context, role: Role, action: &'static str) {
+    ctx.metrics
+        .daemonset_changes
+        .get_or_create(&DaemonSetLabels {
+            role: role.as_str(),
+            action,
+        })
+        .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{check, report, rs, tunnel, www};
+    use lvstun_crds::v1alpha1::VrrpState;
+
+    #[test]
+    fn owned_parts_leave_out_the_daemons_fields() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        let s = owned_vs_status(v.status.as_ref());
+        assert!(s.balancers.is_empty());
+        let mut r = rs("web1", "198.51.100.10");
+        check(&mut r, "lb1", true);
+        tunnel(&mut r, true);
+        let s = owned_rs_status(r.status.as_ref());
+        assert!(s.checks.is_empty());
+        assert!(
+            s.conditions.is_empty(),
+            "TunnelReady belongs to the web daemon"
+        );
+    }
+
+    #[test]
+    fn now_has_whole_seconds() {
+        assert_eq!(now().0.subsec_nanosecond(), 0);
+    }
+}

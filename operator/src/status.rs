@@ -1,0 +1,1317 @@
+//! Folding what the daemons report into the status people read: `Ready`, `VIPActive`, `Degraded`
+//! and `Conflict` on a VirtualService, with `activeBalancer` and the healthy/total counts that
+//! `kubectl get lvsvc` prints; `Healthy` on a RealServer. Also the Events that go with a
+//! transition (a new Master, a split brain, a conflict, a server down or up).
+//!
+//! Pure: inputs are the objects as read plus the clock reading `now`; the output is the desired
+//! operator-owned part of the status, whether it differs from the previous one (so the caller
+//! writes only on a change), and the transitions.
+//!
+//! Which fields each writer owns (server-side apply keeps them apart):
+//! - VirtualService: the operator owns `observedGeneration`, the four conditions,
+//!   `activeBalancer`, `healthyRealServers`, `totalRealServers`, `healthySummary`; each balancer
+//!   daemon owns its own `balancers[node=<its node>]` entry.
+//! - RealServer: the operator owns the `Healthy` condition; the web daemon owns `TunnelReady`;
+//!   each balancer daemon owns its `checks[balancer=<its node>]` entry.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use lvstun_crds::conditions::{
+    CONFLICT, DEGRADED, HEALTHY, READY, TUNNEL_READY, VIP_ACTIVE, set_condition,
+};
+use lvstun_crds::v1alpha1::{
+    BalancerStatus, RealServer, RealServerStatus, VirtualService, VirtualServiceStatus, VrrpState,
+};
+
+use crate::validate::{ObjectKey, Verdict};
+
+/// The VirtualService conditions the operator writes.
+pub const VS_CONDITIONS: [&str; 4] = [READY, VIP_ACTIVE, DEGRADED, CONFLICT];
+
+/// How many names a message lists before it says "and N more".
+const LIST_LIMIT: usize = 5;
+
+/// Severity of a [`Notice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Worth knowing.
+    Normal,
+    /// Needs a look.
+    Warning,
+}
+
+/// A transition worth an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Event type.
+    pub severity: Severity,
+    /// Short fixed reason, e.g. `NewMaster`.
+    pub reason: &'static str,
+    /// What happened, for people.
+    pub note: String,
+}
+
+fn warning(reason: &'static str, note: String) -> Notice {
+    Notice {
+        severity: Severity::Warning,
+        reason,
+        note,
+    }
+}
+
+fn normal(reason: &'static str, note: String) -> Notice {
+    Notice {
+        severity: Severity::Normal,
+        reason,
+        note,
+    }
+}
+
+/// How long two live nodes may both report `Master` before it counts as a split brain. A failover
+/// looks like this for a while: the new Master reports at once, while the old one (dead, so
+/// silent) still reads `Master` until the node controller marks its node NotReady (40 to 50 s by
+/// default). During the overlap the node that became Master last is taken as the holder.
+pub const SPLIT_BRAIN_GRACE_SECONDS: i64 = 60;
+
+/// Outcome of the VRRP election for one VIP, from the balancers' own reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Election {
+    /// Nobody is Master; the reports there are, as `node state` strings.
+    NoMaster(Vec<String>),
+    /// Exactly one Master.
+    Master(String),
+    /// Several nodes say Master, for less than [`SPLIT_BRAIN_GRACE_SECONDS`]: `master` became
+    /// Master last and is taken as the holder; at `recheck` the overlap becomes a split brain.
+    Overlap {
+        /// The newest Master.
+        master: String,
+        /// The others still saying Master.
+        others: Vec<String>,
+        /// When the overlap turns into a split brain if it lasts.
+        recheck: Timestamp,
+    },
+    /// More than one node has said it is Master for longer than the grace.
+    SplitBrain(Vec<String>),
+}
+
+impl Election {
+    /// The node taken to hold the VIP, if any.
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            Election::Master(m) | Election::Overlap { master: m, .. } => Some(m),
+            Election::NoMaster(_) | Election::SplitBrain(_) => None,
+        }
+    }
+}
+
+/// The nodes a VirtualService's `spec.balancers.nodeSelector` selects, and which of them are
+/// alive (not reported NotReady by the node controller).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BalancerNodes {
+    /// Selected nodes.
+    pub selected: BTreeSet<String>,
+    /// Selected nodes that are not known to be down.
+    pub live: BTreeSet<String>,
+}
+
+impl BalancerNodes {
+    /// All selected nodes are alive.
+    pub fn all_live(names: &[&str]) -> Self {
+        let selected: BTreeSet<String> = names.iter().map(|s| s.to_string()).collect();
+        BalancerNodes {
+            live: selected.clone(),
+            selected,
+        }
+    }
+}
+
+/// The election as the live selected balancer nodes report it at `now`. Other entries are stale
+/// and ignored: a node that left the balancer set cannot hold the VIP for this VirtualService,
+/// and a node that is down cannot say it lost the VIP, so its last word (often `Master`) must not
+/// count. Several Masters are an [`Election::Overlap`] for [`SPLIT_BRAIN_GRACE_SECONDS`] after
+/// the newest of them took over (by its `lastTransitionTime`; without one, at once a split
+/// brain).
+pub fn election(vs: &VirtualService, live: &BTreeSet<String>, now: &Time) -> Election {
+    let reports: Vec<_> = vs
+        .status
+        .iter()
+        .flat_map(|s| s.balancers.iter())
+        .filter(|b| live.contains(&b.node))
+        .collect();
+    let mut masters: Vec<_> = reports
+        .iter()
+        .filter(|b| b.state == VrrpState::Master)
+        .collect();
+    // Newest Master first; ties by name so everyone picks the same one.
+    masters.sort_by(|a, b| {
+        let t = |x: &BalancerStatus| x.last_transition_time.as_ref().map(|t| t.0);
+        t(b).cmp(&t(a)).then_with(|| a.node.cmp(&b.node))
+    });
+    masters.dedup_by(|a, b| a.node == b.node);
+    match masters.as_slice() {
+        [] => {
+            let mut seen: Vec<String> = reports
+                .iter()
+                .map(|b| format!("{} {:?}", b.node, b.state))
+                .collect();
+            seen.sort();
+            Election::NoMaster(seen)
+        }
+        [one] => Election::Master(one.node.clone()),
+        [newest, rest @ ..] => {
+            let mut all: Vec<String> = masters.iter().map(|b| b.node.clone()).collect();
+            all.sort();
+            let since = newest.last_transition_time.as_ref().map(|t| t.0);
+            let recheck = since.and_then(|s| {
+                s.checked_add(SignedDuration::from_secs(SPLIT_BRAIN_GRACE_SECONDS))
+                    .ok()
+            });
+            match recheck {
+                Some(r) if r > now.0 => Election::Overlap {
+                    master: newest.node.clone(),
+                    others: rest.iter().map(|b| b.node.clone()).collect(),
+                    recheck: r,
+                },
+                _ => Election::SplitBrain(all),
+            }
+        }
+    }
+}
+
+/// One real server's state as some observer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Good.
+    Healthy,
+    /// Bad, with why.
+    Unhealthy(String),
+    /// Not known yet, with why.
+    Unknown(String),
+}
+
+impl Health {
+    fn is_healthy(&self) -> bool {
+        *self == Health::Healthy
+    }
+}
+
+/// Health of `rs` as seen by `balancer`, from that balancer's entry in `status.checks[]`.
+pub fn check_by(rs: &RealServer, balancer: &str) -> Health {
+    match rs
+        .status
+        .iter()
+        .flat_map(|s| s.checks.iter())
+        .find(|c| c.balancer == balancer)
+    {
+        None => Health::Unknown(format!("{balancer} has not checked it yet")),
+        Some(c) if c.healthy => Health::Healthy,
+        Some(c) => Health::Unhealthy(format!(
+            "health check failed on {balancer}: {} ({} consecutive failures)",
+            c.message.as_deref().unwrap_or("no detail"),
+            c.consecutive_failures
+        )),
+    }
+}
+
+/// Health of `rs` for a VirtualService: the active balancer's check when there is one (it is the
+/// one whose IPVS table carries traffic); otherwise every selected balancer that reported must
+/// agree it is healthy, and at least one must have reported.
+pub fn server_health(
+    rs: &RealServer,
+    active: Option<&str>,
+    balancer_nodes: &BTreeSet<String>,
+) -> Health {
+    if let Some(a) = active {
+        return check_by(rs, a);
+    }
+    let checks: Vec<Health> = rs
+        .status
+        .iter()
+        .flat_map(|s| s.checks.iter())
+        .filter(|c| balancer_nodes.contains(&c.balancer))
+        .map(|c| check_by(rs, &c.balancer))
+        .collect();
+    if checks.is_empty() {
+        return Health::Unknown("no balancer has checked it yet".into());
+    }
+    checks
+        .into_iter()
+        .find(|h| !h.is_healthy())
+        .unwrap_or(Health::Healthy)
+}
+
+/// The web daemon's `TunnelReady` report.
+pub fn tunnel_ready(rs: &RealServer) -> Health {
+    match rs
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .find(|c| c.type_ == TUNNEL_READY)
+    {
+        None => Health::Unknown("its web daemon has not reported TunnelReady yet".into()),
+        Some(c) if c.status == "True" => Health::Healthy,
+        Some(c) => Health::Unhealthy(
+            format!("tunnel not ready: {} {}", c.reason, c.message)
+                .trim_end()
+                .to_string(),
+        ),
+    }
+}
+
+/// A list of names for a message, cut after [`LIST_LIMIT`].
+fn list(items: &[String]) -> String {
+    if items.len() <= LIST_LIMIT {
+        items.join(", ")
+    } else {
+        format!(
+            "{} and {} more",
+            items[..LIST_LIMIT].join(", "),
+            items.len() - LIST_LIMIT
+        )
+    }
+}
+
+/// Everything [`fold_virtual_service`] looks at.
+#[derive(Debug)]
+pub struct VsView<'a> {
+    /// The VirtualService as read.
+    pub vs: &'a VirtualService,
+    /// The operator's verdict on it (see `validate`).
+    pub verdict: &'a Verdict,
+    /// Nodes its `spec.balancers.nodeSelector` selects now, and which of them are alive.
+    pub balancer_nodes: &'a BalancerNodes,
+    /// RealServers its `spec.realServerSelector` selects now.
+    pub real_servers: &'a [&'a RealServer],
+    /// The operator-owned status as last written (or as read, when nothing was written since).
+    pub previous: Option<&'a VirtualServiceStatus>,
+    /// The clock, for new transition times.
+    pub now: Time,
+}
+
+/// What [`fold_virtual_service`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VsFold {
+    /// The operator-owned status fields (no `balancers`, which belong to the daemons).
+    pub status: VirtualServiceStatus,
+    /// Whether `status` differs from the previous one: only then is it written.
+    pub changed: bool,
+    /// Transitions worth an Event.
+    pub notices: Vec<Notice>,
+    /// Whether the Master changed to another node (for the metric).
+    pub master_changed: bool,
+    /// Fold again at this time even if nothing changes (an overlap of Masters expires).
+    pub recheck: Option<Timestamp>,
+}
+
+struct VsConditions {
+    ready: (bool, &'static str, String),
+    vip_active: (&'static str, &'static str, String),
+    degraded: (&'static str, &'static str, String),
+    conflict: (&'static str, &'static str, String),
+}
+
+/// Fold one VirtualService's inputs into its operator-owned status and the transitions since the
+/// previous status.
+pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
+    let vs = view.vs;
+    let vip = &vs.spec.vip;
+    let ns = vs.metadata.namespace.clone().unwrap_or_default();
+    let total = view.real_servers.len();
+    let mut healthy = 0usize;
+    let mut active = None;
+    let mut recheck = None;
+
+    let c = match view.verdict {
+        Verdict::Invalid(problems) => {
+            let why = problems.join("; ");
+            VsConditions {
+                ready: (false, "InvalidSpec", why.clone()),
+                vip_active: (
+                    "False",
+                    "InvalidSpec",
+                    "not programmed: the spec is invalid (see Ready)".into(),
+                ),
+                degraded: (
+                    "Unknown",
+                    "InvalidSpec",
+                    "not evaluated: the spec is invalid (see Ready)".into(),
+                ),
+                conflict: ("Unknown", "InvalidSpec", format!("not evaluated: {why}")),
+            }
+        }
+        Verdict::Conflict { key, owner } => {
+            let msg = format!(
+                "{key} is already served by VirtualService {owner}, which is older; this VirtualService is not programmed on any balancer until {owner} is deleted or stops using {key} (or this one changes its VIP or ports)"
+            );
+            VsConditions {
+                ready: (
+                    false,
+                    "Conflict",
+                    format!("not programmed: {key} belongs to VirtualService {owner}"),
+                ),
+                vip_active: (
+                    "False",
+                    "Conflict",
+                    format!("not programmed: {key} belongs to VirtualService {owner}"),
+                ),
+                degraded: (
+                    "Unknown",
+                    "Conflict",
+                    "not evaluated while in conflict".into(),
+                ),
+                conflict: ("True", "VIPPortInUse", msg),
+            }
+        }
+        Verdict::Owner => {
+            let claims: Vec<String> = crate::validate::claim_keys(vs)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let conflict = ("False", "NoConflict", format!("owns {}", claims.join(", ")));
+            let no_nodes = view.balancer_nodes.selected.is_empty();
+            let live = &view.balancer_nodes.live;
+            let down: Vec<String> = view
+                .balancer_nodes
+                .selected
+                .difference(live)
+                .cloned()
+                .collect();
+            let down_note = if down.is_empty() {
+                String::new()
+            } else {
+                format!("; not Ready: {}", list(&down))
+            };
+            let vip_active = if no_nodes {
+                ("False", "NoBalancerNodes", no_nodes_message(vs))
+            } else {
+                match election(vs, live, &view.now) {
+                    Election::Master(m) => {
+                        let msg = format!("{m} holds VIP {vip}");
+                        active = Some(m);
+                        ("True", "MasterElected", msg)
+                    }
+                    Election::Overlap {
+                        master,
+                        others,
+                        recheck: at,
+                    } => {
+                        let msg = format!(
+                            "{master} holds VIP {vip} (it became Master last; {} still reports Master: a failover in progress, or a split brain if it lasts past {at})",
+                            list(&others)
+                        );
+                        active = Some(master);
+                        recheck = Some(at);
+                        ("True", "MasterElected", msg)
+                    }
+                    Election::NoMaster(seen) if seen.is_empty() => (
+                        "False",
+                        "NoMaster",
+                        format!(
+                            "no balancer holds VIP {vip}: none of the {} selected node(s) has reported yet{down_note}",
+                            view.balancer_nodes.selected.len()
+                        ),
+                    ),
+                    Election::NoMaster(seen) => (
+                        "False",
+                        "NoMaster",
+                        format!(
+                            "no balancer holds VIP {vip}; reports: {}{down_note}",
+                            list(&seen)
+                        ),
+                    ),
+                    Election::SplitBrain(masters) => (
+                        "False",
+                        "SplitBrain",
+                        format!(
+                            "split brain: {} all claim to be Master for VIP {vip}; check that VRRP advertisements pass between them (multicast, or spec.balancers.unicastPeers) and that virtualRouterID {} is unique on the segment",
+                            list(&masters),
+                            vs.spec.balancers.virtual_router_id
+                        ),
+                    ),
+                }
+            };
+            let mut bad = Vec::new();
+            for rs in view.real_servers {
+                let h = server_health(rs, active.as_deref(), live);
+                let t = tunnel_ready(rs);
+                if h.is_healthy() && t.is_healthy() {
+                    healthy += 1;
+                } else if !rs.spec.drain {
+                    let why = match (h, t) {
+                        (Health::Unhealthy(w) | Health::Unknown(w), _) => w,
+                        (_, Health::Unhealthy(w) | Health::Unknown(w)) => w,
+                        _ => String::new(),
+                    };
+                    bad.push(format!(
+                        "{} ({why})",
+                        rs.metadata.name.clone().unwrap_or_default()
+                    ));
+                }
+            }
+            bad.sort();
+            let degraded = if total == 0 {
+                (
+                    "True",
+                    "NoRealServers",
+                    format!("spec.realServerSelector matches no RealServer in namespace {ns}"),
+                )
+            } else if !bad.is_empty() {
+                (
+                    "True",
+                    "RealServersUnhealthy",
+                    format!(
+                        "{} of {total} real servers not serving: {}",
+                        bad.len(),
+                        list(&bad)
+                    ),
+                )
+            } else {
+                (
+                    "False",
+                    "AllHealthy",
+                    format!("{healthy} of {total} real servers healthy"),
+                )
+            };
+            let ready = if vip_active.0 != "True" {
+                (false, vip_active.1, vip_active.2.clone())
+            } else if total == 0 {
+                (false, "NoRealServers", degraded.2.clone())
+            } else if healthy == 0 {
+                (
+                    false,
+                    "NoHealthyRealServers",
+                    format!(
+                        "none of the {total} real servers is healthy and tunnel-ready: {}",
+                        list(&bad)
+                    ),
+                )
+            } else {
+                (
+                    true,
+                    "Serving",
+                    format!(
+                        "VIP {vip} served by {} with {healthy} of {total} real servers",
+                        active.clone().unwrap_or_default()
+                    ),
+                )
+            };
+            VsConditions {
+                ready,
+                vip_active,
+                degraded,
+                conflict,
+            }
+        }
+    };
+
+    let generation = vs.metadata.generation;
+    let cond = |type_: &str, status: &str, reason: &str, message: String| Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: view.now.clone(),
+    };
+    let previous = view.previous.cloned().unwrap_or_default();
+    let mut conditions: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|c| VS_CONDITIONS.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    let mut changed = false;
+    let ready_status = if c.ready.0 { "True" } else { "False" };
+    changed |= set_condition(
+        &mut conditions,
+        cond(READY, ready_status, c.ready.1, c.ready.2),
+    );
+    changed |= set_condition(
+        &mut conditions,
+        cond(VIP_ACTIVE, c.vip_active.0, c.vip_active.1, c.vip_active.2),
+    );
+    changed |= set_condition(
+        &mut conditions,
+        cond(DEGRADED, c.degraded.0, c.degraded.1, c.degraded.2),
+    );
+    changed |= set_condition(
+        &mut conditions,
+        cond(CONFLICT, c.conflict.0, c.conflict.1, c.conflict.2),
+    );
+
+    let status = VirtualServiceStatus {
+        observed_generation: generation,
+        conditions,
+        active_balancer: active.clone(),
+        healthy_real_servers: Some(i32::try_from(healthy).unwrap_or(i32::MAX)),
+        total_real_servers: Some(i32::try_from(total).unwrap_or(i32::MAX)),
+        healthy_summary: Some(format!("{healthy}/{total}")),
+        balancers: Vec::new(),
+    };
+    changed |= status.observed_generation != previous.observed_generation
+        || status.active_balancer != previous.active_balancer
+        || status.healthy_real_servers != previous.healthy_real_servers
+        || status.total_real_servers != previous.total_real_servers
+        || status.healthy_summary != previous.healthy_summary;
+
+    let (notices, master_changed) = vs_notices(vs, &previous, &status);
+    VsFold {
+        status,
+        changed,
+        notices,
+        master_changed,
+        recheck,
+    }
+}
+
+fn no_nodes_message(vs: &VirtualService) -> String {
+    let example = vs
+        .spec
+        .balancers
+        .node_selector
+        .match_labels
+        .iter()
+        .flatten()
+        .next()
+        .map(|(k, v)| {
+            format!(
+                "; label the nodes that may hold the VIP, e.g. kubectl label node <node> {k}={v}"
+            )
+        })
+        .unwrap_or_default();
+    format!("spec.balancers.nodeSelector matches no node{example}")
+}
+
+fn condition<'a>(status: &'a VirtualServiceStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn vs_notices(
+    vs: &VirtualService,
+    old: &VirtualServiceStatus,
+    new: &VirtualServiceStatus,
+) -> (Vec<Notice>, bool) {
+    let mut out = Vec::new();
+    let vip = &vs.spec.vip;
+    let st = |s: &VirtualServiceStatus, t: &str| {
+        condition(s, t).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let (old_vip, new_vip) = (st(old, VIP_ACTIVE), st(new, VIP_ACTIVE));
+    let mut master_changed = false;
+    if new.active_balancer != old.active_balancer {
+        if let Some(m) = &new.active_balancer {
+            master_changed = true;
+            let before = old.active_balancer.as_deref().unwrap_or("nobody");
+            out.push(normal(
+                "NewMaster",
+                format!("{m} now holds VIP {vip} (before: {before})"),
+            ));
+        } else if let Some(prev) = &old.active_balancer
+            && new_vip.as_ref().is_some_and(|(_, r, _)| r == "NoMaster")
+        {
+            out.push(warning(
+                "NoMaster",
+                format!("no balancer holds VIP {vip} any more ({prev} was Master)"),
+            ));
+        }
+    }
+    if let Some((_, reason, msg)) = &new_vip
+        && reason == "SplitBrain"
+        && old_vip.as_ref().map(|(_, r, _)| r.as_str()) != Some("SplitBrain")
+    {
+        out.push(warning("SplitBrain", msg.clone()));
+    }
+    let (old_c, new_c) = (st(old, CONFLICT), st(new, CONFLICT));
+    let is_true =
+        |c: &Option<(String, String, String)>| c.as_ref().is_some_and(|(s, _, _)| s == "True");
+    if is_true(&new_c) && !is_true(&old_c) {
+        let msg = new_c
+            .as_ref()
+            .map(|(_, _, m)| m.clone())
+            .unwrap_or_default();
+        out.push(warning("Conflict", msg));
+    } else if is_true(&old_c) && !is_true(&new_c) {
+        out.push(normal(
+            "ConflictResolved",
+            format!("this VirtualService now owns its VIP and ports on {vip}"),
+        ));
+    }
+    let (old_d, new_d) = (st(old, DEGRADED), st(new, DEGRADED));
+    if is_true(&new_d) && !is_true(&old_d) {
+        let msg = new_d
+            .as_ref()
+            .map(|(_, _, m)| m.clone())
+            .unwrap_or_default();
+        out.push(warning("Degraded", msg));
+    } else if is_true(&old_d) && new_d.as_ref().is_some_and(|(s, _, _)| s == "False") {
+        out.push(normal(
+            "Recovered",
+            "all selected real servers are healthy again".into(),
+        ));
+    }
+    let (old_r, new_r) = (st(old, READY), st(new, READY));
+    if new_r.as_ref().is_some_and(|(_, r, _)| r == "InvalidSpec")
+        && old_r.as_ref().map(|(_, r, _)| r.as_str()) != Some("InvalidSpec")
+    {
+        let msg = new_r
+            .as_ref()
+            .map(|(_, _, m)| m.clone())
+            .unwrap_or_default();
+        out.push(warning("InvalidSpec", msg));
+    }
+    (out, master_changed)
+}
+
+/// Everything [`fold_real_server`] looks at.
+#[derive(Debug)]
+pub struct RsView<'a> {
+    /// The RealServer as read.
+    pub rs: &'a RealServer,
+    /// The VirtualServices (owning their claims) that select it, each with its active balancer.
+    pub selected_by: &'a [(ObjectKey, Option<String>)],
+    /// The operator-owned status as last written (or as read).
+    pub previous: Option<&'a RealServerStatus>,
+    /// The clock.
+    pub now: Time,
+}
+
+/// What [`fold_real_server`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RsFold {
+    /// The operator-owned status fields (only the `Healthy` condition).
+    pub status: RealServerStatus,
+    /// Whether it differs from the previous one.
+    pub changed: bool,
+    /// Transitions worth an Event (server down, server up).
+    pub notices: Vec<Notice>,
+}
+
+/// `Healthy` of one RealServer: what the active balancer of every VirtualService that selects
+/// it reports in `checks[]`. Unhealthy anywhere wins over not-yet-known, which wins over healthy.
+pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
+    let rs = view.rs;
+    let name = rs.metadata.name.clone().unwrap_or_default();
+    let ns = rs.metadata.namespace.clone().unwrap_or_default();
+    let (status, reason, message) = if view.selected_by.is_empty() {
+        (
+            "Unknown",
+            "NotSelected",
+            format!("no VirtualService in namespace {ns} selects this RealServer"),
+        )
+    } else {
+        let actives: BTreeSet<&str> = view
+            .selected_by
+            .iter()
+            .filter_map(|(_, a)| a.as_deref())
+            .collect();
+        if actives.is_empty() {
+            let names: Vec<String> = view
+                .selected_by
+                .iter()
+                .map(|(k, _)| k.name.clone())
+                .collect();
+            (
+                "Unknown",
+                "NoActiveBalancer",
+                format!(
+                    "no balancer holds the VIP of VirtualService {} yet",
+                    list(&names)
+                ),
+            )
+        } else {
+            let seen: Vec<(&str, Health)> = actives.iter().map(|a| (*a, check_by(rs, a))).collect();
+            let failed: Vec<String> = seen
+                .iter()
+                .filter_map(|(_, h)| match h {
+                    Health::Unhealthy(w) => Some(w.clone()),
+                    _ => None,
+                })
+                .collect();
+            let unknown: Vec<String> = seen
+                .iter()
+                .filter_map(|(_, h)| match h {
+                    Health::Unknown(w) => Some(w.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !failed.is_empty() {
+                ("False", "CheckFailed", failed.join("; "))
+            } else if !unknown.is_empty() {
+                ("Unknown", "NotChecked", unknown.join("; "))
+            } else {
+                let by: Vec<String> = actives.iter().map(|a| a.to_string()).collect();
+                (
+                    "True",
+                    "Passing",
+                    format!("passes health checks on {}", list(&by)),
+                )
+            }
+        }
+    };
+    let previous = view.previous.cloned().unwrap_or_default();
+    let old = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == HEALTHY)
+        .cloned();
+    let mut conditions: Vec<Condition> = old.iter().cloned().collect();
+    let changed = set_condition(
+        &mut conditions,
+        Condition {
+            type_: HEALTHY.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.clone(),
+            observed_generation: rs.metadata.generation,
+            last_transition_time: view.now.clone(),
+        },
+    );
+    let old_status = old.map(|c| c.status).unwrap_or_default();
+    let mut notices = Vec::new();
+    let who = format!("{name} ({})", rs.spec.address);
+    if status == "False" && old_status != "False" {
+        notices.push(warning("ServerDown", format!("{who} is down: {message}")));
+    } else if status == "True" && old_status == "False" {
+        notices.push(normal("ServerUp", format!("{who} is up again: {message}")));
+    }
+    RsFold {
+        status: RealServerStatus {
+            observed_generation: None,
+            conditions,
+            checks: Vec::new(),
+        },
+        changed,
+        notices,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{check, good_rs, report, report_at, rs, t, tunnel, vs, www};
+    use crate::validate::ClaimKey;
+    use lvstun_crds::v1alpha1::Protocol;
+
+    fn nodes(names: &[&str]) -> BalancerNodes {
+        BalancerNodes::all_live(names)
+    }
+
+    fn cond<'a>(s: &'a VirtualServiceStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    fn fold(
+        vs: &VirtualService,
+        verdict: &Verdict,
+        n: &BalancerNodes,
+        rss: &[&RealServer],
+        prev: Option<&VirtualServiceStatus>,
+        now: i64,
+    ) -> VsFold {
+        fold_virtual_service(&VsView {
+            vs,
+            verdict,
+            balancer_nodes: n,
+            real_servers: rss,
+            previous: prev,
+            now: t(now),
+        })
+    }
+
+    #[test]
+    fn the_recipe_serving_is_ready_with_one_master_and_two_of_two() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Backup);
+        let (a, b) = (
+            good_rs("web1", "198.51.100.10", "lb1"),
+            good_rs("web2", "198.51.100.130", "lb1"),
+        );
+        let out = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            None,
+            10,
+        );
+        let s = &out.status;
+        assert!(out.changed);
+        assert_eq!(s.active_balancer.as_deref(), Some("lb1"));
+        assert_eq!(s.healthy_summary.as_deref(), Some("2/2"));
+        assert_eq!(
+            (s.healthy_real_servers, s.total_real_servers),
+            (Some(2), Some(2))
+        );
+        assert_eq!(s.observed_generation, Some(1));
+        assert_eq!(cond(s, READY).status, "True");
+        assert_eq!(cond(s, READY).reason, "Serving");
+        assert_eq!(cond(s, VIP_ACTIVE).status, "True");
+        assert_eq!(cond(s, DEGRADED).status, "False");
+        assert_eq!(cond(s, CONFLICT).status, "False");
+        assert_eq!(cond(s, CONFLICT).message, "owns 192.0.2.100:80/TCP");
+        assert!(
+            s.balancers.is_empty(),
+            "the daemons' entries are never written by the operator"
+        );
+        assert_eq!(
+            out.notices,
+            vec![normal(
+                "NewMaster",
+                "lb1 now holds VIP 192.0.2.100 (before: nobody)".into()
+            )]
+        );
+        assert!(out.master_changed);
+    }
+
+    #[test]
+    fn folding_the_same_inputs_again_changes_nothing() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let first = fold(&v, &Verdict::Owner, &nodes(&["lb1"]), &[&a], None, 10);
+        let again = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1"]),
+            &[&a],
+            Some(&first.status),
+            99,
+        );
+        assert!(!again.changed);
+        assert!(again.notices.is_empty());
+        assert_eq!(again.status, first.status, "transition times kept");
+    }
+
+    #[test]
+    fn two_masters_is_split_brain_reported_loudly() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Master);
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let out = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a],
+            None,
+            10,
+        );
+        assert_eq!(out.status.active_balancer, None);
+        let c = cond(&out.status, VIP_ACTIVE);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "SplitBrain")
+        );
+        assert!(
+            c.message.contains("lb1, lb2 all claim to be Master"),
+            "{}",
+            c.message
+        );
+        assert!(c.message.contains("virtualRouterID 51"));
+        assert_eq!(cond(&out.status, READY).reason, "SplitBrain");
+        assert_eq!(out.notices.len(), 1);
+        assert_eq!(
+            (out.notices[0].severity, out.notices[0].reason),
+            (Severity::Warning, "SplitBrain")
+        );
+    }
+
+    #[test]
+    fn reports_from_nodes_no_longer_selected_are_ignored() {
+        let mut v = www();
+        report(&mut v, "old-node", VrrpState::Master);
+        report(&mut v, "lb1", VrrpState::Backup);
+        assert_eq!(
+            election(&v, &nodes(&["lb1"]).live, &t(10)),
+            Election::NoMaster(vec!["lb1 Backup".into()])
+        );
+    }
+
+    #[test]
+    fn a_new_master_beside_an_old_one_is_a_failover_until_the_grace_ends() {
+        // lb2 took over at t=100 while lb1 (dead, node not yet marked down) still says Master.
+        let mut v = www();
+        report_at(&mut v, "lb1", VrrpState::Master, 10);
+        report_at(&mut v, "lb2", VrrpState::Master, 100);
+        let a = good_rs("web1", "198.51.100.10", "lb2");
+        let n = nodes(&["lb1", "lb2"]);
+        let during = fold(&v, &Verdict::Owner, &n, &[&a], None, 130);
+        assert_eq!(during.status.active_balancer.as_deref(), Some("lb2"));
+        assert_eq!(cond(&during.status, READY).status, "True");
+        assert!(
+            cond(&during.status, VIP_ACTIVE)
+                .message
+                .contains("lb1 still reports Master")
+        );
+        assert_eq!(
+            during.recheck,
+            Some(t(160).0),
+            "fold again when the grace ends"
+        );
+        let after = fold(&v, &Verdict::Owner, &n, &[&a], Some(&during.status), 160);
+        assert_eq!(cond(&after.status, VIP_ACTIVE).reason, "SplitBrain");
+        assert_eq!(after.status.active_balancer, None);
+        assert!(after.notices.iter().any(|x| x.reason == "SplitBrain"));
+        assert_eq!(after.recheck, None);
+    }
+
+    #[test]
+    fn a_dead_masters_last_word_is_not_a_split_brain() {
+        // lb1 crashed while Master: its entry still says Master, but its node is NotReady.
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Master);
+        let mut n = nodes(&["lb1", "lb2"]);
+        n.live.remove("lb1");
+        let a = good_rs("web1", "198.51.100.10", "lb2");
+        let out = fold(&v, &Verdict::Owner, &n, &[&a], None, 10);
+        assert_eq!(out.status.active_balancer.as_deref(), Some("lb2"));
+        assert_eq!(cond(&out.status, READY).status, "True");
+        let mut v2 = www();
+        report(&mut v2, "lb1", VrrpState::Master);
+        let out = fold(&v2, &Verdict::Owner, &n, &[&a], None, 10);
+        let c = cond(&out.status, VIP_ACTIVE);
+        assert_eq!(c.reason, "NoMaster");
+        assert!(c.message.ends_with("not Ready: lb1"), "{}", c.message);
+    }
+
+    #[test]
+    fn master_moving_is_an_event_and_a_metric() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        let a = good_rs("web1", "198.51.100.10", "lb2");
+        let first = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a],
+            None,
+            10,
+        );
+        let mut v2 = www();
+        report(&mut v2, "lb1", VrrpState::Fault);
+        report(&mut v2, "lb2", VrrpState::Master);
+        let second = fold(
+            &v2,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a],
+            Some(&first.status),
+            20,
+        );
+        assert!(second.master_changed);
+        assert_eq!(
+            second.notices[0],
+            normal(
+                "NewMaster",
+                "lb2 now holds VIP 192.0.2.100 (before: lb1)".into()
+            )
+        );
+        let mut v3 = www();
+        report(&mut v3, "lb1", VrrpState::Fault);
+        report(&mut v3, "lb2", VrrpState::Backup);
+        let third = fold(
+            &v3,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a],
+            Some(&second.status),
+            30,
+        );
+        assert_eq!(third.notices[0].reason, "NoMaster");
+        assert_eq!(
+            cond(&third.status, VIP_ACTIVE).message,
+            "no balancer holds VIP 192.0.2.100; reports: lb1 Fault, lb2 Backup"
+        );
+        assert_eq!(cond(&third.status, VIP_ACTIVE).last_transition_time, t(30));
+    }
+
+    #[test]
+    fn unhealthy_or_not_tunnel_ready_servers_degrade_and_are_named() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        let ok = good_rs("web1", "198.51.100.10", "lb1");
+        let mut down = rs("web2", "198.51.100.130");
+        check(&mut down, "lb1", false);
+        tunnel(&mut down, true);
+        let mut no_tunnel = rs("web3", "198.51.100.131");
+        check(&mut no_tunnel, "lb1", true);
+        tunnel(&mut no_tunnel, false);
+        let mut unchecked = rs("web4", "198.51.100.132");
+        tunnel(&mut unchecked, true);
+        let out = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1"]),
+            &[&ok, &down, &no_tunnel, &unchecked],
+            None,
+            10,
+        );
+        let s = &out.status;
+        assert_eq!(s.healthy_summary.as_deref(), Some("1/4"));
+        assert_eq!(
+            cond(s, READY).status,
+            "True",
+            "one healthy server still serves"
+        );
+        let d = cond(s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "RealServersUnhealthy")
+        );
+        assert!(d.message.starts_with("3 of 4 real servers not serving: web2 (health check failed on lb1: GET /healthcheck.html: connection refused (3 consecutive failures))"), "{}", d.message);
+        assert!(
+            d.message.contains("web3 (tunnel not ready: NoTunl0)"),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message.contains("web4 (lb1 has not checked it yet)"),
+            "{}",
+            d.message
+        );
+        assert!(out.notices.iter().any(|n| n.reason == "Degraded"));
+    }
+
+    #[test]
+    fn a_draining_server_does_not_degrade() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        let ok = good_rs("web1", "198.51.100.10", "lb1");
+        let mut draining = rs("web2", "198.51.100.130");
+        draining.spec.drain = true;
+        check(&mut draining, "lb1", false);
+        let out = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1"]),
+            &[&ok, &draining],
+            None,
+            10,
+        );
+        assert_eq!(cond(&out.status, DEGRADED).status, "False");
+        assert_eq!(out.status.healthy_summary.as_deref(), Some("1/2"));
+    }
+
+    #[test]
+    fn no_servers_or_no_nodes_say_what_to_do() {
+        let v = www();
+        let out = fold(&v, &Verdict::Owner, &nodes(&[]), &[], None, 10);
+        let r = cond(&out.status, READY);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "NoBalancerNodes")
+        );
+        assert!(
+            r.message
+                .contains("kubectl label node <node> lvstun.io/balancer=true"),
+            "{}",
+            r.message
+        );
+        let d = cond(&out.status, DEGRADED);
+        assert_eq!(d.reason, "NoRealServers");
+        assert_eq!(
+            d.message,
+            "spec.realServerSelector matches no RealServer in namespace ns"
+        );
+        assert_eq!(out.status.healthy_summary.as_deref(), Some("0/0"));
+    }
+
+    #[test]
+    fn without_a_master_health_comes_from_every_reporting_balancer() {
+        let v = www();
+        let mut a = good_rs("web1", "198.51.100.10", "lb1");
+        check(&mut a, "lb2", true);
+        let mut b = good_rs("web2", "198.51.100.11", "lb1");
+        check(&mut b, "lb2", false);
+        let out = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            None,
+            10,
+        );
+        assert_eq!(out.status.healthy_summary.as_deref(), Some("1/2"));
+        assert_eq!(cond(&out.status, READY).reason, "NoMaster");
+        assert!(
+            cond(&out.status, VIP_ACTIVE)
+                .message
+                .contains("none of the 2 selected node(s) has reported yet")
+        );
+    }
+
+    #[test]
+    fn conflict_names_the_owner_and_is_not_serving() {
+        let mut v = vs("b", "late", 200, "192.0.2.100", &[(80, Protocol::Tcp)]);
+        report(&mut v, "lb1", VrrpState::Master); // stale or wrong: must not count
+        let verdict = Verdict::Conflict {
+            key: ClaimKey {
+                vip: "192.0.2.100".into(),
+                port: 80,
+                protocol: Protocol::Tcp,
+            },
+            owner: ObjectKey {
+                namespace: "a".into(),
+                name: "www".into(),
+            },
+        };
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let out = fold(&v, &verdict, &nodes(&["lb1"]), &[&a], None, 10);
+        let c = cond(&out.status, CONFLICT);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "VIPPortInUse")
+        );
+        assert!(
+            c.message.starts_with(
+                "192.0.2.100:80/TCP is already served by VirtualService a/www, which is older"
+            ),
+            "{}",
+            c.message
+        );
+        assert_eq!(cond(&out.status, READY).reason, "Conflict");
+        assert_eq!(out.status.active_balancer, None);
+        assert_eq!(out.status.healthy_summary.as_deref(), Some("0/1"));
+        assert_eq!(
+            out.notices.iter().map(|n| n.reason).collect::<Vec<_>>(),
+            vec!["Conflict"]
+        );
+        // Resolved later: the conflict clears with an event.
+        let mut v2 = v.clone();
+        v2.status = None;
+        report(&mut v2, "lb1", VrrpState::Master);
+        let later = fold(
+            &v2,
+            &Verdict::Owner,
+            &nodes(&["lb1"]),
+            &[&a],
+            Some(&out.status),
+            20,
+        );
+        assert!(later.notices.iter().any(|n| n.reason == "ConflictResolved"));
+        assert_eq!(cond(&later.status, CONFLICT).status, "False");
+        assert_eq!(cond(&later.status, READY).status, "True");
+    }
+
+    #[test]
+    fn invalid_spec_is_not_ready_and_conflict_unknown() {
+        let v = www();
+        let out = fold(&v, &Verdict::Invalid(vec!["spec.realServerSelector.matchExpressions[0].values: operator In needs at least one value".into()]), &nodes(&["lb1"]), &[], None, 10);
+        let r = cond(&out.status, READY);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
+        assert_eq!(
+            cond(&out.status, CONFLICT).status,
+            "Unknown",
+            "daemons program only Conflict=False"
+        );
+        assert_eq!(out.notices[0].reason, "InvalidSpec");
+    }
+
+    #[test]
+    fn generation_change_alone_is_a_change() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let first = fold(&v, &Verdict::Owner, &nodes(&["lb1"]), &[&a], None, 10);
+        v.metadata.generation = Some(2);
+        let second = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1"]),
+            &[&a],
+            Some(&first.status),
+            20,
+        );
+        assert!(second.changed);
+        assert_eq!(second.status.observed_generation, Some(2));
+        assert!(
+            second
+                .status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+    }
+
+    fn www_key() -> ObjectKey {
+        ObjectKey {
+            namespace: "ns".into(),
+            name: "www".into(),
+        }
+    }
+
+    fn rs_fold(
+        r: &RealServer,
+        by: &[(ObjectKey, Option<String>)],
+        prev: Option<&RealServerStatus>,
+    ) -> RsFold {
+        fold_real_server(&RsView {
+            rs: r,
+            selected_by: by,
+            previous: prev,
+            now: t(10),
+        })
+    }
+
+    fn healthy(s: &RealServerStatus) -> &Condition {
+        s.conditions.iter().find(|c| c.type_ == HEALTHY).unwrap()
+    }
+
+    #[test]
+    fn real_server_healthy_follows_the_active_balancer_with_down_and_up_events() {
+        let by = [(www_key(), Some("lb1".to_string()))];
+        let mut r = rs("web1", "198.51.100.10");
+        check(&mut r, "lb1", true);
+        check(&mut r, "lb2", false); // the backup's opinion does not matter
+        let up = rs_fold(&r, &by, None);
+        assert_eq!(healthy(&up.status).status, "True");
+        assert_eq!(healthy(&up.status).message, "passes health checks on lb1");
+        assert!(
+            up.notices.is_empty(),
+            "first sight of a healthy server is no event"
+        );
+        assert!(up.status.checks.is_empty());
+
+        let mut r2 = rs("web1", "198.51.100.10");
+        check(&mut r2, "lb1", false);
+        let down = rs_fold(&r2, &by, Some(&up.status));
+        assert_eq!(healthy(&down.status).reason, "CheckFailed");
+        assert_eq!(down.notices[0].reason, "ServerDown");
+        assert!(
+            down.notices[0]
+                .note
+                .starts_with("web1 (198.51.100.10) is down: health check failed on lb1"),
+            "{}",
+            down.notices[0].note
+        );
+
+        let again = rs_fold(&r, &by, Some(&down.status));
+        assert_eq!(again.notices[0].reason, "ServerUp");
+        let steady = rs_fold(&r, &by, Some(&again.status));
+        assert!(!steady.changed && steady.notices.is_empty());
+    }
+
+    #[test]
+    fn real_server_not_selected_or_without_master_is_unknown() {
+        let r = good_rs("web1", "198.51.100.10", "lb1");
+        let out = rs_fold(&r, &[], None);
+        assert_eq!(
+            (
+                healthy(&out.status).status.as_str(),
+                healthy(&out.status).reason.as_str()
+            ),
+            ("Unknown", "NotSelected")
+        );
+        let out = rs_fold(&r, &[(www_key(), None)], None);
+        assert_eq!(healthy(&out.status).reason, "NoActiveBalancer");
+        let out = rs_fold(&r, &[(www_key(), Some("lb9".into()))], None);
+        assert_eq!(healthy(&out.status).reason, "NotChecked");
+    }
+}

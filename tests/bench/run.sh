@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# lvstun's benchmarks, at full size, printed as one report (see tests/bench/README.md).
+#
+# Usage: tests/bench/run.sh [--services N] [--dests N] [--targets N] [--seconds S]
+#                           [--skip-vm] [--skip-health]
+#   --services/--dests  size of the IPVS set in the lab VM (default 1000 x 100)
+#   --targets/--seconds health checker CPU on the host (default 500 targets for 20 s)
+#
+# Two parts:
+#   1. in the lab VM (Debian's kernel under qemu): tests/lab/scenarios/balancer-bench.sh
+#      programs SERVICES x DESTS from empty with lvstun's applier and with ipvsadm -R, changes
+#      1 % of the destinations with both, re-applies with nothing to change, then runs the
+#      balancer daemon at that size (first pass, convergence, the 1 % change, a no-op resync,
+#      peak RSS);
+#   2. on the host: the health checker with TARGETS real servers (loopback listeners on
+#      127.0.x.y) checked every second, its CPU time measured over SECONDS.
+# Not part of the test suite (shared machines are noisy); ./dev bench runs it. Needs root.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+services=1000
+dests=100
+targets=500
+seconds=20
+run_vm=1
+run_health=1
+while (($#)); do
+  case "$1" in
+    --services) services="$2"; shift 2 ;;
+    --dests) dests="$2"; shift 2 ;;
+    --targets) targets="$2"; shift 2 ;;
+    --seconds) seconds="$2"; shift 2 ;;
+    --skip-vm) run_vm=0; shift ;;
+    --skip-health) run_health=0; shift ;;
+    -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ $target_dir == /* ]] || target_dir="$ROOT/$target_dir"
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+log "building release binaries"
+cargo build --release -q -p lvstun-node -p lvstun-tests --bin lvstun-node --bin lvstun-lab-web
+
+declare -A R=()
+num() { printf '%s' "${R[$1]:-?}"; }
+# The value of key=VALUE inside a daemon log line.
+field() {
+  local w
+  for w in $1; do
+    [[ $w == "$2="* ]] && { printf '%s' "${w#*=}"; return 0; }
+  done
+  printf '?'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; else print "?" }'; }
+verdict() { # OK(0/1) TEXT
+  if [[ $1 == 0 ]]; then printf 'met   %s' "$2"; else printf 'MISSED %s' "$2"; fi
+}
+
+if ((run_vm)); then
+  stamp="$(date -u +%Y%m%d-%H%M%S)"
+  out="$target_dir/bench-runs/balancer-$stamp"
+  mkdir -p "$out"
+  log "lab VM: $services services x $dests destinations (results in $out)"
+  LVSTUN_LAB_BIN="$target_dir/release" bash tests/lab/run-guest.sh --timeout 3600 \
+    --env "BENCH_SERVICES=$services" --env "BENCH_DESTS=$dests" "$out" balancer-bench
+  while IFS= read -r line; do
+    [[ $line == *=* ]] && R[${line%%=*}]="${line#*=}"
+  done <"$out/results.txt"
+fi
+
+if ((run_health)); then
+  log "host: health checker, $targets targets every second for $seconds s"
+  while IFS= read -r line; do
+    [[ $line == health_*=* ]] && R[${line%%=*}]="${line#*=}"
+  done < <(LVSTUN_BENCH_TARGETS="$targets" LVSTUN_BENCH_SECONDS="$seconds" \
+    cargo test --release -q -p lvstun-node --bin lvstun-node -- --ignored --nocapture \
+    --exact health::checker::bench::health_cpu_with_many_targets 2>/dev/null)
+fi
+
+echo
+echo "lvstun benchmark report ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(uname -r) host)"
+if ((run_vm)); then
+  full_l=$(num applier_ms.lvstun_full)
+  full_i=$(num applier_ms.ipvsadm_full)
+  change_l=$(num applier_ms.lvstun_change)
+  change_i=$(num applier_ms.ipvsadm_change)
+  noop_l=$(num applier_ms.lvstun_noop)
+  r_full=$(ratio "$full_l" "$full_i")
+  # The 1 % target compares the daemon's change pass with its first pass from empty (both
+  # in-process); the CLI rows include a full read-back of the table and are shown as such.
+  r_change=$(pct "$(field "${R[daemon.change_pass]:-}" elapsed_ms)" "$(field "${R[daemon.start_pass]:-}" elapsed_ms)")
+  noop_ops=$(num applier.noop_ops)
+  start_pass=${R[daemon.start_pass]:-}
+  change_pass=${R[daemon.change_pass]:-}
+  resync_pass=${R[daemon.resync_pass]:-}
+  hwm=$(num daemon.VmHWM)
+  hwm_mib=$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')
+  resync_ops=$(field "$resync_pass" ops)
+  cat <<EOF
+
+IPVS programming in the lab VM (Debian 6.1 kernel under TCG emulation: compare rows with each
+other, not with hardware), $(num bench.size) = $(num bench.destinations) destinations
+  process start alone                 lvstun-node $(num bench.start_ms_lvstun) ms   ipvsadm $(num bench.start_ms_ipvsadm) ms
+
+  whole processes, parsing included   lvstun-node ipvs apply    ipvsadm -R
+  program from empty                  $(printf '%8s' "$full_l") ms            $(printf '%8s' "$full_i") ms     ratio lvstun/ipvsadm $r_full
+  change 1 % of destinations          $(printf '%8s' "$change_l") ms            $(printf '%8s' "$change_i") ms     ($(num applier.change_ops))
+  no-op re-apply                      $(printf '%8s' "$noop_l") ms  ($noop_ops)
+  dump the table (lvstun ipvs dump)   $(printf '%8s' "$(num applier_ms.lvstun_dump)") ms
+  same rules as ipvsadm (ipvsadm -Sn)  full: $(num equal.full)  after change: $(num equal.change)
+
+  the balancer daemon (in-process pass times from its log)
+  first pass from empty               $(field "$start_pass" elapsed_ms) ms, ops=$(field "$start_pass" ops) failed=$(field "$start_pass" failed)
+  start to all real servers in rotation  $(num daemon.converged_ms) ms ($(num daemon.health_passes) health passes; last $(field "${R[daemon.last_health_pass]:-}" elapsed_ms) ms, ops=$(field "${R[daemon.last_health_pass]:-}" ops); left at weight 0: $(num daemon.zero_weights))
+  1 % change in its file              $(field "$change_pass" elapsed_ms) ms, ops=$(field "$change_pass" ops)
+  periodic resync, nothing to do      $(field "$resync_pass" elapsed_ms) ms, ops=$resync_ops (netlink writes)
+  peak RSS (VmHWM)                    $hwm_mib MiB (VmRSS now $(num daemon.VmRSS) kB)
+  its table equals ipvsadm's          $(num equal.daemon)
+
+targets
+  $(verdict "$(awk -v r="$r_full" 'BEGIN { print (r != "?" && r <= 1.0) ? 0 : 1 }')" "ratio lvstun/ipvsadm <= 1.0 (program from empty): $r_full")
+  $(verdict "$(awk -v p="$r_change" 'BEGIN { print (p != "?" && p < 5) ? 0 : 1 }')" "1 % change < 5 % of the full time (daemon passes): $r_change %")
+  $(verdict "$([[ $noop_ops == "ops: 0" && $resync_ops == 0 ]] && echo 0 || echo 1)" "no-op = 0 writes: applier '$noop_ops', daemon resync ops=$resync_ops")
+  $(verdict "$(awk -v m="$hwm_mib" 'BEGIN { print (m + 0 > 0 && m < 40) ? 0 : 1 }')" "daemon peak RSS < 40 MiB: $hwm_mib MiB")
+EOF
+fi
+if ((run_health)); then
+  cpu=$(num health_cpu_percent)
+  cat <<EOF
+
+health checker on the host ($(num health_targets) loopback real servers, HTTP GET every 1 s, $(num health_seconds) s)
+  checks                              $(num health_checks) ($(num health_checks_per_s)/s), healthy $(num health_healthy)/$(num health_targets)
+  CPU of the checker's threads        $(num health_cpu_s) s = $cpu % of one core
+  CPU of the whole test process       $(num health_process_cpu_percent) % (includes the $(num health_targets) listeners)
+  $(verdict "$(awk -v c="$cpu" 'BEGIN { print (c != "?" && c < 100) ? 0 : 1 }')" "reported, % of one core: $cpu")
+EOF
+fi

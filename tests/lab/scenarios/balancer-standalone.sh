@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# The balancer role in standalone mode against a real kernel: `lvstun-node balancer --config`
+# on lb1 with the seed's objects (deploy/examples/: VIP 192.0.2.100:80 rr, web1 198.51.100.10,
+# web2 198.51.100.130), ipvsadm as the witness. The VIP is put on lb1's eth0 by hand (VRRP is
+# proven on its own) and the web nodes are prepared by hand as in recipe-ipvsadm.sh.
+#
+# Phases (each leaves raw output; the Rust test tests/tests/lab_balancer.rs asserts on it):
+#   1 programmed   the daemon programs the seed's service; both real servers rise to weight 1
+#                  once their health checks pass (witness-1.txt, save-1.txt)
+#   2 traffic      REQUESTS requests from the client alternate www1/www2; OutPkts 0
+#                  (client-curl.txt, lb1-ipvs-stats.txt)
+#   3 weight       web2's weight 1 -> 2 in the file: one pass, one operation (save-2.txt; the
+#                  pass's log line as result weight_pass)
+#   4 restart      the daemon is stopped and started again under a bounded load (one request
+#                  every 50 ms for RESTART_LOAD_S seconds): no request fails, and the new
+#                  daemon's first pass sends nothing (load-restart.txt, save-3/4.txt,
+#                  restart_pass)
+#   5 foreign      a service made by ipvsadm on another VIP (192.0.2.200:443) survives it all
+#   6 down / up    web1's server stops: its weight goes to 0 and every request goes to www2;
+#                  it starts again: weight 1 (down_ms, up_ms, client-curl-down.txt, save-5/6)
+#   7 refusal      a RealServer web3 at 192.0.2.255 (lb1's front broadcast address: a tunnel
+#                  destination the kernel refuses with EINVAL, "address not unicast") is added:
+#                  the refusal is logged with its hint and listed by /readyz; the next pass
+#                  (another edit) holds the identical operation back (refuse_pass, held_pass,
+#                  refused_log)
+# Also: /readyz and /metrics of the daemon (readyz.txt, metrics.txt), the owned-VIPs record
+# (state-lb1/balancer-owned.json).
+set -euo pipefail
+# shellcheck source=tests/lab/topology.sh
+. "$LAB_DIR/topology.sh"
+
+NODE="$LAB_BIN/lvstun-node"
+LOAD="$LAB_BIN/lvstun-lab-load"
+REPO="${LAB_REPO:-$LAB_DIR/../..}"
+REQUESTS="${REQUESTS:-6}"
+RESTART_LOAD_S="${RESTART_LOAD_S:-16}"
+FOREIGN=192.0.2.200
+CFG="$LAB_OUT/lvstun.yaml"
+STATE="$LAB_OUT/state-lb1"
+for bin in "$NODE" "$LOAD"; do
+  [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
+done
+
+now_ms() { local t=${EPOCHREALTIME/./}; printf '%s' $((t / 1000)); }
+witness() { # N: ipvsadm -Ln as witness-N.txt, ipvsadm -Sn sorted as save-N.txt
+  lab_artifact "witness-$1.txt" lab_exec lb1 ipvsadm -Ln
+  lab_exec lb1 ipvsadm -Sn | sort >"$LAB_OUT/save-$1.txt"
+}
+has_rule() { # RULE-PREFIX: some line of the current ipvsadm -Sn starts with it
+  local l
+  while IFS= read -r l; do
+    [[ $l == "$1"* ]] && return 0
+  done < <(lab_exec lb1 ipvsadm -Sn)
+  return 1
+}
+wait_rule() { # RULE-PREFIX SECS: poll ipvsadm -Sn until the rule shows
+  local deadline=$(($(now_ms) + $2 * 1000))
+  while (($(now_ms) < deadline)); do
+    has_rule "$1" && return 0
+    lab_sleep 0.2
+  done
+  lab_log "timed out after $2 s waiting for rule '$1'"
+  return 1
+}
+log_line() { # NAME GLOB: print the first line of logs/NAME.log matching GLOB
+  local l
+  while IFS= read -r l; do
+    # shellcheck disable=SC2053 # a glob on purpose
+    [[ $l == $2 ]] && { printf '%s' "$l"; return 0; }
+  done <"$LAB_OUT/logs/$1.log"
+  return 1
+}
+count_lines() { # NAME GLOB: number of lines of logs/NAME.log matching GLOB
+  local l n=0
+  while IFS= read -r l; do
+    # shellcheck disable=SC2053
+    [[ $l == $2 ]] && n=$((n + 1))
+  done <"$LAB_OUT/logs/$1.log"
+  printf '%s' "$n"
+}
+last_source_pass() { # NAME: the last source pass's line
+  local l found=""
+  while IFS= read -r l; do
+    [[ $l == *'reconciled trigger=source'* ]] && found="$l"
+  done <"$LAB_OUT/logs/$1.log"
+  printf '%s' "$found"
+}
+wait_count() { # NAME GLOB N SECS: wait until N lines of logs/NAME.log match GLOB
+  local deadline=$(($(now_ms) + $4 * 1000))
+  while (($(now_ms) < deadline)); do
+    (($(count_lines "$1" "$2") >= $3)) && return 0
+    lab_sleep 0.2
+  done
+  lab_log "timed out after $4 s waiting for $3 lines '$2' in $1"
+  return 1
+}
+write_config() { # WEB2_WEIGHT [EXTRA-DOC]: the seed's objects, web2's weight as given, plus
+  # EXTRA-DOC; written by rename, as editors do
+  local rs
+  rs="$(<"$REPO/deploy/examples/realservers.yaml")"
+  rs="${rs/address: $LAB_WEB2_IP$'\n'  weight: 1/address: $LAB_WEB2_IP$'\n'  weight: $1}"
+  {
+    cat "$REPO/deploy/examples/virtualservice.yaml"
+    echo "---"
+    printf '%s\n' "$rs"
+    [[ -z ${2:-} ]] || printf -- '---\n%s\n' "$2"
+  } >"$CFG.new"
+  mv "$CFG.new" "$CFG"
+}
+start_daemon() { # NAME
+  lab_bg lb1 "$1" env RUST_LOG=info "$NODE" balancer --config "$CFG" --node-name lb1 \
+    --state-dir "$STATE" --health-port 9101 --health-address 127.0.0.1
+}
+
+lab_modules ip_vs ip_vs_rr ipip # ipip first: every namespace made after it gets a tunl0
+lab_topology_up
+for ns in web1 web2; do
+  ip -n "$ns" -batch - <<EOF
+addr add $LAB_VIP/32 dev tunl0
+link set tunl0 up
+EOF
+  lab_sysctl "$ns" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+    net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0 \
+    net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+    net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2
+done
+lab_web_start web1 www1
+lab_web_start web2 www2
+ip -n lb1 addr add "$LAB_VIP/32" dev eth0
+
+# A service lvstun does not own, made by another tool before lvstun starts.
+lab_exec lb1 ipvsadm -A -t "$FOREIGN:443" -s rr
+lab_exec lb1 ipvsadm -a -t "$FOREIGN:443" -r "$LAB_WEB1_IP:443" -g -w 4
+
+# --- 1. programmed ----------------------------------------------------------------------------
+write_config 1
+t0=$(now_ms)
+start_daemon balancer-1
+lab_wait_log balancer-1 '*reconciled trigger=start*' 60
+lab_result start_pass "$(log_line balancer-1 '*reconciled trigger=start*')"
+wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
+wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1" 30
+lab_result programmed_ms $(($(now_ms) - t0))
+witness 1
+
+# --- 2. traffic --------------------------------------------------------------------------------
+urls=()
+for ((i = 0; i < REQUESTS; i++)); do urls+=("http://$LAB_VIP/"); done
+lab_artifact client-curl.txt lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 \
+  -H 'Connection: close' -w 'curl: code=%{http_code} local_port=%{local_port}\n' "${urls[@]}"
+lab_result requests "$REQUESTS"
+# Kernel 6.1 folds per-CPU counters into the totals every 2 s: poll, bounded.
+for ((i = 0; i < 20; i++)); do
+  lab_artifact lb1-ipvs-stats.txt lab_exec lb1 ipvsadm -Ln --stats --exact
+  conns=0
+  while read -r proto addr c _; do
+    [[ $proto == TCP && $addr == "$LAB_VIP:80" ]] && conns=$c
+  done <"$LAB_OUT/lb1-ipvs-stats.txt"
+  ((conns >= REQUESTS)) && break
+  lab_sleep 0.5
+done
+
+# --- 3. one weight changes in the file ---------------------------------------------------------
+write_config 2
+lab_wait_log balancer-1 '*reconciled trigger=source*' 30
+lab_result weight_pass "$(log_line balancer-1 '*reconciled trigger=source*')"
+witness 2
+
+# --- 4. restart under load -----------------------------------------------------------------------
+lab_bg client load-restart "$LOAD" --url "http://$LAB_VIP/" --interval-ms 50 \
+  --duration-s "$RESTART_LOAD_S" --connect-timeout-ms 1000 --timeout-ms 2000 \
+  --out "$LAB_OUT/load-restart.txt"
+lab_sleep 3
+lab_stop balancer-1
+lab_result stop_ms "$(now_ms)"
+witness 3
+start_daemon balancer-2
+lab_wait_log balancer-2 '*reconciled trigger=start*' 60
+lab_result restart_pass "$(log_line balancer-2 '*reconciled trigger=start*')"
+lab_wait_log load-restart 'longest_gap_ms=*' $((RESTART_LOAD_S + 60))
+while IFS= read -r line; do
+  case "${line%%=*}" in
+    requests | ok | failures | longest_gap_ms | start_unix_ms) lab_result "load.${line%%=*}" "${line#*=}" ;;
+  esac
+done <"$LAB_OUT/logs/load-restart.log"
+witness 4
+
+# --- 6. web1 down, then up ----------------------------------------------------------------------
+lab_stop www1
+t_down=$(now_ms)
+wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 0" 30
+lab_result down_ms $(($(now_ms) - t_down))
+lab_result down_event "$(log_line balancer-2 '*health: unhealthy*' || echo none)"
+witness 5
+urls=()
+for ((i = 0; i < 4; i++)); do urls+=("http://$LAB_VIP/"); done
+lab_artifact client-curl-down.txt lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 \
+  -H 'Connection: close' "${urls[@]}"
+t_up=$(now_ms)
+lab_web_start web1 www1
+wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
+lab_result up_ms $(($(now_ms) - t_up))
+witness 6
+
+# --- 7. a destination the kernel refuses ------------------------------------------------------------
+WEB3="apiVersion: lvstun.io/v1alpha1
+kind: RealServer
+metadata:
+  name: web3
+  labels:
+    app: www
+spec:
+  address: 192.0.2.255"
+write_config 2 "$WEB3"
+wait_count balancer-2 '*reconciled trigger=source*' 1 30
+lab_result refuse_pass "$(log_line balancer-2 '*reconciled trigger=source*')"
+lab_result refused_log "$(log_line balancer-2 '*kernel refused*' || echo none)"
+write_config 1 "$WEB3"
+wait_count balancer-2 '*reconciled trigger=source*' 2 30
+lab_result held_pass "$(last_source_pass balancer-2)"
+witness 7
+
+# --- the daemon's own view -----------------------------------------------------------------------
+lab_artifact readyz.txt lab_exec lb1 curl -sS --max-time 5 http://127.0.0.1:9101/readyz
+lab_artifact metrics.txt lab_exec lb1 curl -sS --max-time 5 http://127.0.0.1:9101/metrics
+lab_result health_passes "$(count_lines balancer-2 '*reconciled trigger=health*')"
+lab_capture final lb1
+lab_log "done"

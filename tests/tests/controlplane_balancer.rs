@@ -1,0 +1,299 @@
+//! The balancer's in-cluster path against a real kube-apiserver (the harness's control plane):
+//! `lvstun-node balancer` started with exactly the arguments the operator's DaemonSet gives it
+//! (`--node-name=… --health-port=… --log-format=json`), plus `--dry-run` because this host's
+//! kernel has no IPVS (the kernel side is proven in the lab VM), watches the VirtualServices
+//! and RealServers, selects by its Node's labels, health-checks the real servers (loopback
+//! listeners), and server-side-applies its own entries in `status.balancers[]` and
+//! `status.checks[]`; a real server that stops answering shows up in both.
+//!
+//! Run: `cargo test -p lvstun-tests --test controlplane_balancer -- --nocapture`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+use lvstun_tests::controlplane::{ControlPlane, repo_root, unique_namespace};
+use lvstun_tests::lab;
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback web server (the lab's fixture) on `addr`:0; returns it and its port.
+fn web(addr: &str, name: &str) -> (Proc, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lvstun-lab-web"))
+        .args(["--listen", &format!("{addr}:0"), "--name", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "listening on 127.0.0.2:PORT as NAME"
+    let port = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    (Proc(child), port)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn ensure_crds(cp: &ControlPlane) {
+    cp.run(
+        "kubectl apply -f deploy/crds",
+        cp.kubectl()
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(repo_root().join("deploy/crds")),
+    )
+    .unwrap();
+    cp.run(
+        "kubectl wait crds",
+        cp.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/virtualservices.lvstun.io",
+            "crd/realservers.lvstun.io",
+        ]),
+    )
+    .unwrap();
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `limit` with `what`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balancer_watches_the_api_checks_and_reports_its_entries() {
+    lab::ensure_built_bins(&[("lvstun-node", "lvstun-node")]).unwrap();
+    let cp = ControlPlane::shared().unwrap();
+    ensure_crds(cp);
+    let ns = unique_namespace("balancer");
+    let node = format!("lvstun-balancer-{ns}");
+    cp.run(
+        "kubectl create namespace",
+        cp.kubectl().args(["create", "namespace", &ns]),
+    )
+    .unwrap();
+
+    // Two real servers on loopback addresses, and a Node labelled as the examples' selector
+    // wants (no kubelet: the Node object is all the balancer reads).
+    let (web1, port1) = web("127.0.0.2", "www1");
+    let (_web2, port2) = web("127.0.0.3", "www2");
+    let objects = format!(
+        r#"apiVersion: v1
+kind: Node
+metadata:
+  name: {node}
+  labels: {{lvstun.io/balancer: "true"}}
+---
+apiVersion: lvstun.io/v1alpha1
+kind: VirtualService
+metadata: {{name: www, namespace: {ns}}}
+spec:
+  vip: 192.0.2.100
+  ports: [{{port: 80}}]
+  realServerSelector: {{matchLabels: {{app: www}}}}
+  healthCheck: {{http: {{}}, intervalSeconds: 1, timeoutSeconds: 1, failureThreshold: 2}}
+  balancers:
+    nodeSelector: {{matchLabels: {{lvstun.io/balancer: "true"}}}}
+    virtualRouterID: 51
+---
+apiVersion: lvstun.io/v1alpha1
+kind: VirtualService
+metadata: {{name: elsewhere, namespace: {ns}}}
+spec:
+  vip: 192.0.2.101
+  ports: [{{port: 80}}]
+  realServerSelector: {{matchLabels: {{app: www}}}}
+  balancers:
+    nodeSelector: {{matchLabels: {{lvstun.io/balancer: other-nodes}}}}
+    virtualRouterID: 52
+---
+apiVersion: lvstun.io/v1alpha1
+kind: RealServer
+metadata: {{name: web1, namespace: {ns}, labels: {{app: www}}}}
+spec: {{address: 127.0.0.2, port: {port1}}}
+---
+apiVersion: lvstun.io/v1alpha1
+kind: RealServer
+metadata: {{name: web2, namespace: {ns}, labels: {{app: www}}}}
+spec: {{address: 127.0.0.3, port: {port2}}}
+"#
+    );
+    let out = cp.kubectl_apply_stdin(&objects, &ns).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The daemon, as the DaemonSet runs it (operator/src/build.rs `node_args`), plus --dry-run
+    // and a private state folder; health endpoint on loopback only.
+    let health_port = free_port();
+    let state = PathBuf::from(cp.dir()).join(format!("balancer-state-{ns}"));
+    let log_path = PathBuf::from(cp.dir()).join(format!("balancer-{ns}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let daemon = Proc(
+        Command::new(lab::bin_dir().join("lvstun-node"))
+            .args([
+                "balancer".to_string(),
+                format!("--node-name={node}"),
+                format!("--health-port={health_port}"),
+                "--log-format=json".to_string(),
+                "--health-address=127.0.0.1".to_string(),
+                "--dry-run".to_string(),
+                format!("--state-dir={}", state.display()),
+            ])
+            .env("KUBECONFIG", cp.kubeconfig())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    eprintln!("[controlplane_balancer] daemon log: {}", log_path.display());
+
+    let client = cp.client().await.unwrap();
+    let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
+    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
+    let entry = |vs: VirtualService| {
+        vs.status
+            .and_then(|s| s.balancers.into_iter().find(|b| b.node == node))
+    };
+    let check = |rs: RealServer| {
+        rs.status
+            .and_then(|s| s.checks.into_iter().find(|c| c.balancer == node))
+    };
+
+    // 1. Its entry on the VirtualService its node is selected for: both destinations in rotation.
+    let mine = eventually(
+        Duration::from_secs(60),
+        "balancers[] entry with 2 destinations",
+        || {
+            let vss = vss.clone();
+            let entry = &entry;
+            async move {
+                let e = entry(vss.get_status("www").await.ok()?)?;
+                (e.programmed_destinations.get("80/TCP") == Some(&2)).then_some(e)
+            }
+        },
+    )
+    .await;
+    eprintln!("[controlplane_balancer] {mine:?}");
+    assert_eq!(
+        serde_json::to_value(mine.state).unwrap(),
+        serde_json::json!("Initialize")
+    );
+    assert!(mine.message.as_deref().unwrap_or("").contains("dry run"));
+
+    // 2. Its check entries on both real servers.
+    for name in ["web1", "web2"] {
+        let c = eventually(Duration::from_secs(30), "healthy checks[] entry", || {
+            let rss = rss.clone();
+            let check = &check;
+            async move { check(rss.get_status(name).await.ok()?).filter(|c| c.healthy) }
+        })
+        .await;
+        assert_eq!(c.consecutive_failures, 0, "{c:?}");
+        assert!(c.last_check_time.is_some(), "{c:?}");
+    }
+
+    // 3. Nothing on the VirtualService whose balancers are other nodes.
+    let other = vss.get_status("elsewhere").await.unwrap();
+    assert!(entry(other).is_none(), "not this node's VirtualService");
+
+    // 4. web1 stops answering: its check entry turns unhealthy with the reason, and one
+    //    destination is left in rotation.
+    drop(web1);
+    let c = eventually(Duration::from_secs(30), "web1 unhealthy", || {
+        let rss = rss.clone();
+        let check = &check;
+        async move { check(rss.get_status("web1").await.ok()?).filter(|c| !c.healthy) }
+    })
+    .await;
+    eprintln!("[controlplane_balancer] web1: {c:?}");
+    assert!(c.consecutive_failures >= 2, "{c:?}");
+    assert!(
+        c.message.as_deref().unwrap_or("").contains("connect"),
+        "{c:?}"
+    );
+    assert!(c.last_transition_time.is_some(), "{c:?}");
+    eventually(
+        Duration::from_secs(30),
+        "one destination in rotation",
+        || {
+            let vss = vss.clone();
+            let entry = &entry;
+            async move {
+                let e = entry(vss.get_status("www").await.ok()?)?;
+                (e.programmed_destinations.get("80/TCP") == Some(&1)).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // 5. Its own view: /readyz and the operations it would have sent.
+    let readyz = http_get(health_port, "/readyz");
+    assert!(
+        readyz.contains("ready: 1 services, 2 destinations"),
+        "{readyz}"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("add service TCP 192.0.2.100:80 rr"), "{log}");
+    assert!(
+        !log.contains("192.0.2.101"),
+        "the other VirtualService is not programmed"
+    );
+    drop(daemon);
+    let _ = cp.run(
+        "kubectl delete node",
+        cp.kubectl().args(["delete", "node", &node]),
+    );
+}

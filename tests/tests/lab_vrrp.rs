@@ -1,0 +1,274 @@
+//! VIP failover in the lab VM (`tests/lab/scenarios/vrrp-failover.sh`): lvstun's VRRP as the
+//! real VIP owner (`lvstun-node vrrp`) on lb1/lb2, measured from the client by
+//! `lvstun-lab-load`, side by side with keepalived at the same settings.
+//!
+//! Asserts on what the scenario recorded: lb1 Master first and the client's ARP entry for the
+//! VIP on lb1's MAC; after lb1 dies hard the entry is lb2's MAC (gratuitous ARP); lb1 takes
+//! the VIP back with preempt and not without; a graceful stop hands over within about
+//! Skew_Time; and the client-observed outage: at 100 ms under 500 ms, and at each interval no
+//! worse than keepalived's (with a margin for TCG scheduling noise, printed).
+//!
+//! The outage table is printed and written to `target/lab-runs/vrrp-outage.txt`.
+//! Needs root and the lab's packages (see `tests/lab/setup.sh`).
+//! Run: `cargo test -p lvstun-tests --test lab_vrrp -- --nocapture`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use lvstun_tests::lab::{self, LabRun, parse};
+
+/// Runs `scenario` in the VM, or, when `LVSTUN_LAB_REUSE_<NAME>` (e.g.
+/// `LVSTUN_LAB_REUSE_VRRP_FAILOVER`) names a finished run folder, re-reads that run instead:
+/// the assertions can then be re-checked on recorded output without a 3-minute VM boot.
+fn run_or_reuse(scenario: &str) -> LabRun {
+    let var = format!(
+        "LVSTUN_LAB_REUSE_{}",
+        scenario.to_uppercase().replace('-', "_")
+    );
+    if let Some(dir) = std::env::var_os(&var) {
+        let out_dir = PathBuf::from(dir);
+        let results = std::fs::read_to_string(out_dir.join("results.txt")).unwrap();
+        eprintln!("[lab_vrrp] {var}: re-reading {}", out_dir.display());
+        return LabRun {
+            scenario: scenario.to_owned(),
+            out_dir,
+            results: parse::key_values(&results),
+            timing: Default::default(),
+            wall: Default::default(),
+        };
+    }
+    lab::run_scenario(scenario, &[]).unwrap()
+}
+
+/// RFC 9568 §6.1 Master_Down_Interval of lb2 (priority 150) in ms:
+/// 3 × interval + (256 − 150) × interval / 256.
+fn master_down_ms(advert_ms: f64) -> f64 {
+    3.0 * advert_ms + (256.0 - 150.0) * advert_ms / 256.0
+}
+
+fn num(run: &LabRun, key: &str) -> f64 {
+    let out = run.out_dir.display();
+    run.result(key)
+        .unwrap_or_else(|| panic!("no {key} in {out}/results.txt"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{key} not a number ({e}) in {out}/results.txt"))
+}
+
+/// Time from the kill to the first request sent after it that succeeded, from the load
+/// generator's stamps (`load-<tag>.txt`: seq send_ms status node latency_ms error).
+fn restore_ms(run: &LabRun, tag: &str, kill_offset_ms: f64) -> f64 {
+    let stamps = run.artifact(&format!("load-{tag}.txt")).unwrap();
+    stamps
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let send: f64 = f.get(1)?.parse().ok()?;
+            (f.get(2) == Some(&"200") && send >= kill_offset_ms).then_some(send - kill_offset_ms)
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no success after the kill in load-{tag}.txt"))
+}
+
+fn text<'a>(run: &'a LabRun, key: &str) -> &'a str {
+    run.result(key)
+        .unwrap_or_else(|| panic!("no {key} in {}/results.txt", run.out_dir.display()))
+}
+
+/// How much worse than keepalived lvstun may measure in one sample before the test calls it
+/// worse. The link goes down at a random moment of the advertisement cycle, so the Backup's
+/// Master_Down_Interval started anywhere up to one interval before it: one sample of each
+/// varies by up to one interval. Plus the load generator's resolution (4 senders of 30-200 ms
+/// requests under TCG: about 50 ms).
+fn margin_ms(advert_ms: f64) -> f64 {
+    advert_ms + 50.0
+}
+
+/// What the load generator's resolution and the new Master's VIP, gratuitous ARP and the
+/// client's next attempt may add to Master_Down_Interval (150 ms: measured 60-130 ms).
+const AFTER_DETECTION_MS: f64 = 150.0;
+
+#[test]
+fn vip_moves_with_vrrp_and_the_client_outage_beats_keepalived() {
+    lab::ensure_built_bins(&[
+        ("lvstun-node", "lvstun-node"),
+        ("lvstun-tests", "lvstun-lab-load"),
+    ])
+    .unwrap();
+    let run = run_or_reuse("vrrp-failover");
+    let out = run.out_dir.display().to_string();
+    eprintln!(
+        "[lab_vrrp] run folder {out}; wall {:.1}s, vm {:?}s",
+        run.wall.as_secs_f64(),
+        run.timing.get("vm_wall_s")
+    );
+    let mac1 = text(&run, "mac.lb1");
+    let mac2 = text(&run, "mac.lb2");
+    assert_ne!(mac1, mac2);
+
+    let mut table = String::from(
+        "advert   outage_ms(lvstun)  outage_ms(keepalived)  restore_ms(lvstun)  restore_ms(keepalived)  takeover_ms(lvstun)\n",
+    );
+    for adv in [1000, 100] {
+        for imp in ["lvstun", "keepalived"] {
+            let tag = format!("{imp}-{adv}");
+            // Before: the client reached the VIP at lb1; after the hard kill, at lb2.
+            assert_eq!(
+                text(&run, &format!("neigh.before.{tag}")),
+                mac1,
+                "{tag} ({out})"
+            );
+            assert_eq!(
+                text(&run, &format!("neigh.after.{tag}")),
+                mac2,
+                "{tag} ({out})"
+            );
+            // The gap measured is the one the kill caused: successes right up to the kill,
+            // none until the new Master answers.
+            let kill =
+                num(&run, &format!("kill_ms.{tag}")) - num(&run, &format!("start_unix_ms.{tag}"));
+            let (from, to) = (
+                num(&run, &format!("gap_from_ms.{tag}")),
+                num(&run, &format!("gap_to_ms.{tag}")),
+            );
+            assert!(
+                from <= kill && kill <= to,
+                "{tag}: longest gap {from}..{to} ms does not span the kill at {kill} ms ({out})"
+            );
+            let ok = num(&run, &format!("ok.{tag}"));
+            let requests = num(&run, &format!("requests.{tag}"));
+            assert!(
+                ok > 50.0,
+                "{tag}: only {ok} successes of {requests} ({out})"
+            );
+            // Both real servers answered through the VIP (rr over the tunnels), before and
+            // after the move.
+            assert!(
+                num(&run, &format!("node.www1.{tag}")) > 10.0,
+                "{tag} ({out})"
+            );
+            assert!(
+                num(&run, &format!("node.www2.{tag}")) > 10.0,
+                "{tag} ({out})"
+            );
+        }
+        let l = num(&run, &format!("outage_ms.lvstun-{adv}"));
+        let k = num(&run, &format!("outage_ms.keepalived-{adv}"));
+        let t = num(&run, &format!("takeover_ms.lvstun-{adv}"));
+        let restore = |imp: &str| {
+            let tag = format!("{imp}-{adv}");
+            let kill =
+                num(&run, &format!("kill_ms.{tag}")) - num(&run, &format!("start_unix_ms.{tag}"));
+            restore_ms(&run, &tag, kill)
+        };
+        let (rl, rk) = (restore("lvstun"), restore("keepalived"));
+        table.push_str(&format!(
+            "{adv:>4} ms  {l:>17.1}  {k:>21.1}  {rl:>18.1}  {rk:>22.1}  {t:>19.0}\n"
+        ));
+    }
+    let path = lab::target_dir().join("lab-runs").join("vrrp-outage.txt");
+    let _ = std::fs::write(&path, format!("{table}run: {out}\n"));
+    println!(
+        "[lab_vrrp] client-observed outage (longest gap between successful requests):\n{table}"
+    );
+
+    for adv in [1000.0, 100.0] {
+        let l = num(&run, &format!("outage_ms.lvstun-{adv}"));
+        let k = num(&run, &format!("outage_ms.keepalived-{adv}"));
+        // The outage is the takeover: at most Master_Down_Interval after the link went down
+        // plus the time to add the VIP, announce it and for the client to retry...
+        assert!(
+            l <= master_down_ms(adv) + AFTER_DETECTION_MS,
+            "lvstun {adv} ms: outage {l} ms > Master_Down_Interval {} ms + {AFTER_DETECTION_MS} ms ({out})",
+            master_down_ms(adv)
+        );
+        // ...and at least Master_Down_Interval less the one interval of phase.
+        assert!(
+            l >= master_down_ms(adv) - adv - 50.0,
+            "lvstun {adv} ms: outage {l} ms shorter than detection?"
+        );
+        assert!(
+            l <= k + margin_ms(adv),
+            "lvstun at {adv} ms: outage {l} ms, keepalived {k} ms (margin {} ms) ({out})",
+            margin_ms(adv)
+        );
+    }
+    let l100 = num(&run, "outage_ms.lvstun-100");
+    assert!(l100 < 500.0, "lvstun at 100 ms: outage {l100} ms ({out})");
+
+    // Preempt: lb1 came back and the client follows it again; without preempt it stays Backup.
+    assert_eq!(text(&run, "preempt_back"), "yes", "{out}");
+    assert_eq!(text(&run, "neigh.preempt"), mac1, "{out}");
+    assert_eq!(text(&run, "no_preempt_stays_backup"), "yes", "{out}");
+    assert_eq!(text(&run, "neigh.nopreempt"), mac2, "{out}");
+    // Graceful stop: priority 0, so lb2 takes over after Skew_Time (41 ms at priority 150,
+    // 100 ms interval) instead of Master_Down_Interval (341 ms); TCG adds process costs.
+    let g = num(&run, "graceful_takeover_ms");
+    println!("[lab_vrrp] graceful handover lb1 -> lb2: {g} ms (Skew_Time 41 ms)");
+    assert!(
+        g < 341.0,
+        "graceful takeover {g} ms is no faster than a crash ({out})"
+    );
+    let addr = run.artifact("lb1-addr-after-stop.txt").unwrap();
+    assert!(
+        !addr.contains("192.0.2.100"),
+        "lb1 kept the VIP after a graceful stop: {addr}"
+    );
+    // IPVS connection sync follows the role: lb2 runs the master daemon (sync ID = VRID 51).
+    let daemons = run.artifact("lb2-sync-daemons.txt").unwrap();
+    assert!(
+        daemons.contains("master sync daemon (mcast=eth0, syncid=51,"),
+        "lb2 sync daemons: {daemons:?} ({out})"
+    );
+}
+
+/// A long upload through the VIP, started while lb1 is Master, completes after lb1 dies hard
+/// (`tests/lab/scenarios/vrrp-survival.sh`) with `mh` (same destination order on both lbs,
+/// `sloppy_tcp`, IPVS sync off). With `rr` plus lvstun's IPVS connection sync, lb2 holds the
+/// synced connection (same real server) before the takeover; the upload itself is still reset
+/// after the takeover in that mode (open issue: the synced entry shows FIN_WAIT on the backup
+/// and is not used), so for `rr` the test asserts the sync, and prints the upload's outcome.
+#[test]
+fn connections_survive_failover_with_mh_and_with_connection_sync() {
+    lab::ensure_built_bins(&[("lvstun-node", "lvstun-node")]).unwrap();
+    let run = run_or_reuse("vrrp-survival");
+    let out = run.out_dir.display().to_string();
+    let bytes = text(&run, "upload_bytes").to_owned();
+    for mode in ["mh", "rr"] {
+        let got = text(&run, &format!("survival.{mode}"));
+        println!("[lab_vrrp] survival with {mode}: curl exit, http code, bytes counted = {got}");
+        // The upload really was in flight on lb1 when it died.
+        let conns = run.artifact(&format!("lb1-conns-{mode}.txt")).unwrap();
+        assert!(
+            conns.contains("ESTABLISHED"),
+            "{mode}: lb1 had no established connection: {conns} ({out})"
+        );
+    }
+    // mh: curl exited 0, the server answered 200 and counted every byte of the upload.
+    assert_eq!(
+        text(&run, "survival.mh"),
+        format!("0 200 {bytes}"),
+        "mh ({out})"
+    );
+    // rr + sync: lb2 knew the connection, bound to the same real server, before it took over.
+    let lb1 = run.artifact("lb1-conns-rr.txt").unwrap();
+    let before = run.artifact("lb2-conns-before-rr.txt").unwrap();
+    let entry = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("TCP"))
+            .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+    };
+    assert!(
+        entry(&before).is_some(),
+        "rr: lb2 had no synced connection ({out})"
+    );
+    assert_eq!(
+        entry(&before),
+        entry(&lb1),
+        "rr: synced entry differs ({out})"
+    );
+    if text(&run, "survival.rr") != format!("0 200 {bytes}") {
+        println!("[lab_vrrp] KNOWN GAP: rr + connection sync did not carry the upload ({out})");
+    }
+}

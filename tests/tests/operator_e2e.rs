@@ -1,0 +1,850 @@
+//! The operator binary against a real control plane (kube-apiserver, etcd,
+//! kube-controller-manager), installed with the chart and running as its own ServiceAccount with
+//! the chart's exact arguments: RBAC, DaemonSets and their Pods, conflicts, status folding from
+//! simulated daemon reports, leader handover, and a restart that changes nothing.
+//!
+//! The operator watches every namespace, so two operators in one control plane would see each
+//! other's objects; the tests in this file therefore run one at a time (a lock), each with its
+//! own release, namespaces and VIPs, and clean up after themselves. Other test files run in
+//! their own control plane.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns panic on purpose
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+use lvstun_tests::controlplane::{ControlPlane, repo_root};
+use lvstun_tests::operator_fixture::{
+    Guard, Install, Operator, get_json, metric, node_ready, operator_binary, wait_for,
+};
+use serde_json::{Value, json};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn cp() -> &'static ControlPlane {
+    ControlPlane::shared().unwrap()
+}
+
+fn apply(cp: &ControlPlane, yaml: &str, ns: &str) {
+    let out = cp.kubectl_apply_stdin(yaml, ns).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn example(file: &str) -> String {
+    std::fs::read_to_string(repo_root().join("deploy/examples").join(file)).unwrap()
+}
+
+fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
+    cp.run(
+        &format!("kubectl {}", args.join(" ")),
+        cp.kubectl().args(args),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn wait_leader(op: &Operator) {
+    wait_for(&format!("{} to lead", op.name), LONG, || {
+        op.is_leader().then_some(())
+    });
+}
+
+fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// Wait until a condition of an object has this status; return the object.
+fn wait_condition(cp: &ControlPlane, what: &[&str], ns: &str, type_: &str, status: &str) -> Value {
+    wait_for(
+        &format!("{what:?} in {ns} to have {type_}={status}"),
+        LONG,
+        || {
+            let obj = get_json(cp, what, ns)?;
+            (condition(&obj, type_)?.0 == status).then_some(obj)
+        },
+    )
+}
+
+/// Events (events.k8s.io) in a namespace with this reason, as (regarding name, note).
+fn events(cp: &ControlPlane, ns: &str, reason: &str) -> Vec<(String, String)> {
+    let list = get_json(cp, &["events.events.k8s.io"], ns).unwrap_or(Value::Null);
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|e| e["reason"] == reason)
+                .map(|e| {
+                    (
+                        e["regarding"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        e["note"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_event(cp: &ControlPlane, ns: &str, reason: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let seen = events(cp, ns, reason);
+        if let Some((_, note)) = seen.iter().find(|(_, n)| n.contains(needle)) {
+            return note.clone();
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "no {reason} event containing {needle:?} in {ns} after {LONG:?}; {reason} events: {seen:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn pod_spec(ds: &Value) -> &Value {
+    &ds["spec"]["template"]["spec"]
+}
+
+/// The node-affinity terms of a DaemonSet, as JSON.
+fn terms(ds: &Value) -> Vec<Value> {
+    pod_spec(ds)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The nodes the DaemonSet controller made Pods for (each Pod carries a matchFields term naming
+/// its node, which a scheduler would honour).
+fn pod_nodes(cp: &ControlPlane, ns: &str, component: &str) -> BTreeSet<String> {
+    let pods = get_json(
+        cp,
+        &[
+            "pods",
+            "-l",
+            &format!("app.kubernetes.io/component={component},app.kubernetes.io/name=lvstun-node"),
+        ],
+        ns,
+    )
+    .unwrap_or(Value::Null);
+    pods["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .filter_map(|p| {
+                    let terms = p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                        ["nodeSelectorTerms"]
+                        .as_array()?;
+                    terms
+                        .iter()
+                        .find_map(|t| t["matchFields"][0]["values"][0].as_str().map(String::from))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set<const N: usize>(names: [&str; N]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn arg_value(args: &[String], flag: &str) -> String {
+    args.iter()
+        .find_map(|a| a.strip_prefix(&format!("{flag}=")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Wait until the operator's status writes stop moving (everything folded).
+fn settle(op: &Operator) -> f64 {
+    let writes = |op: &Operator| {
+        let m = op.metrics();
+        metric(
+            &m,
+            "lvstun_operator_status_writes_total{kind=\"VirtualService\"}",
+        )
+        .unwrap_or(-1.0)
+            + metric(
+                &m,
+                "lvstun_operator_status_writes_total{kind=\"RealServer\"}",
+            )
+            .unwrap_or(-1.0)
+    };
+    let mut last = writes(op);
+    wait_for("status writes to settle", LONG, || {
+        std::thread::sleep(Duration::from_millis(1500));
+        let now = writes(op);
+        let stable = now == last;
+        last = now;
+        stable.then_some(now)
+    })
+}
+
+#[tokio::test]
+async fn rbac_is_enough_and_no_more() {
+    let _serial = SERIAL.lock().await;
+    let cp = cp();
+    let install = Install::new(cp, "op-rbac", &[]);
+    let sa = install.service_account();
+    let ns = install.namespace.as_str();
+    let can = |verb: &str, resource: &str, namespace: Option<&str>| -> bool {
+        let mut cmd = cp.kubectl();
+        let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+        cmd.args(["auth", "can-i", verb, resource, &format!("--as={sa}")]);
+        if !sub.is_empty() {
+            cmd.arg(format!("--subresource={sub}"));
+        }
+        match namespace {
+            Some(n) => cmd.args(["-n", n]),
+            None => cmd.arg("--all-namespaces"),
+        };
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    // What it needs.
+    for (verb, resource, namespace) in [
+        ("watch", "virtualservices.lvstun.io", None),
+        ("list", "realservers.lvstun.io", None),
+        ("patch", "virtualservices.lvstun.io/status", None),
+        ("patch", "realservers.lvstun.io/status", None),
+        ("watch", "nodes", None),
+        ("create", "events.events.k8s.io", None),
+        ("patch", "daemonsets.apps", Some(ns)),
+        ("delete", "daemonsets.apps", Some(ns)),
+        ("watch", "daemonsets.apps", Some(ns)),
+        ("update", "leases.coordination.k8s.io", Some(ns)),
+    ] {
+        assert!(
+            can(verb, resource, namespace),
+            "the operator needs {verb} {resource} in {namespace:?}"
+        );
+    }
+    // What it must not have.
+    for (verb, resource, namespace) in [
+        ("get", "secrets", Some(ns)),
+        ("list", "secrets", None),
+        ("create", "pods/exec", Some(ns)),
+        ("get", "pods", Some(ns)),
+        ("create", "daemonsets.apps", Some("default")),
+        ("patch", "leases.coordination.k8s.io", Some("kube-system")),
+        ("update", "virtualservices.lvstun.io", None),
+        ("delete", "realservers.lvstun.io", None),
+        ("patch", "nodes", None),
+        ("*", "*", None),
+    ] {
+        assert!(
+            !can(verb, resource, namespace),
+            "the operator must not {verb} {resource} in {namespace:?}"
+        );
+    }
+    println!("RBAC of {sa}: everything needed, no secrets, no pods/exec, DaemonSets only in {ns}");
+}
+
+#[tokio::test]
+async fn daemonsets_follow_the_crs_and_a_restart_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let cp = cp();
+    let bin = operator_binary(false).unwrap();
+    let install = Install::new(cp, "op-ds", &[]);
+    let mut guard = Guard::new(cp);
+    let ns = guard.namespace("op-ds-crs");
+    let dsns = install.namespace.clone();
+    guard.node("lb1", &[("lvstun.io/balancer", "true")]);
+    guard.node("lb2", &[("lvstun.io/balancer", "true")]);
+    guard.node("web-node-1", &[]);
+    guard.node("web-node-2", &[]);
+    guard.node("other-node", &[("lvstun.io/balancer", "false")]);
+    let mut op = install.start(&bin, "op-0");
+    wait_leader(&op);
+    assert_eq!(op.get("/healthz").map(|r| r.0), Some(200));
+
+    apply(cp, &example("virtualservice.yaml"), &ns);
+    apply(cp, &example("realservers.yaml"), &ns);
+    for (rs, n) in [("web1", "web-node-1"), ("web2", "web-node-2")] {
+        kubectl(
+            cp,
+            &[
+                "patch",
+                "lvsrs",
+                rs,
+                "-n",
+                &ns,
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"spec":{{"nodeName":"{n}"}}}}"#),
+            ],
+        );
+    }
+    let balancer = format!("{}-balancer", install.release);
+    let web = format!("{}-web", install.release);
+
+    // The balancer DaemonSet: on the nodes the VirtualService selects, least privilege.
+    let ds = wait_for("the balancer DaemonSet", LONG, || {
+        get_json(cp, &["daemonset", &balancer], &dsns)
+    });
+    assert_eq!(
+        ds["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "lvstun-operator"
+    );
+    assert!(
+        ds["metadata"]["ownerReferences"].is_null(),
+        "shared by all namespaces: no owner (ADR 0001)"
+    );
+    assert_eq!(
+        terms(&ds),
+        vec![
+            json!({"matchExpressions": [{"key": "lvstun.io/balancer", "operator": "In", "values": ["true"]}]})
+        ]
+    );
+    let pod = pod_spec(&ds);
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["serviceAccountName"], balancer.as_str());
+    assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["image"],
+        arg_value(&install.args, "--node-image").as_str()
+    );
+    assert_eq!(
+        c["imagePullPolicy"],
+        arg_value(&install.args, "--node-image-pull-policy").as_str()
+    );
+    assert_eq!(
+        c["args"],
+        json!([
+            "balancer",
+            "--node-name=$(NODE_NAME)",
+            "--health-port=9781",
+            "--log-format=json"
+        ])
+    );
+    assert_eq!(
+        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(
+        sc["capabilities"],
+        json!({"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]})
+    );
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"host": "127.0.0.1", "path": "/healthz", "port": 9781, "scheme": "HTTP"})
+    );
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["hostPath"]["path"] == "/run/lvstun"),
+        "the daemons' record of what they changed must outlive the pod: {pod}"
+    );
+    assert!(
+        c["resources"]["requests"]["memory"].is_string()
+            && c["resources"]["limits"]["memory"].is_string()
+    );
+
+    // The web DaemonSet: one matchFields term per named node.
+    let ds = wait_for("the web DaemonSet with both nodes", LONG, || {
+        get_json(cp, &["daemonset", &web], &dsns).filter(|d| terms(d).len() == 2)
+    });
+    assert_eq!(
+        terms(&ds),
+        vec![
+            json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["web-node-1"]}]}),
+            json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["web-node-2"]}]}),
+        ]
+    );
+    assert_eq!(
+        pod_spec(&ds)["containers"][0]["args"],
+        json!([
+            "web",
+            "--node-name=$(NODE_NAME)",
+            "--health-port=9782",
+            "--log-format=json"
+        ])
+    );
+
+    // kube-controller-manager's DaemonSet controller made Pods exactly there (Pending: no kubelet).
+    wait_for("balancer pods on lb1 and lb2", LONG, || {
+        (pod_nodes(cp, &dsns, "balancer") == set(["lb1", "lb2"])).then_some(())
+    });
+    wait_for("web pods on web-node-1 and web-node-2", LONG, || {
+        (pod_nodes(cp, &dsns, "web") == set(["web-node-1", "web-node-2"])).then_some(())
+    });
+    println!(
+        "balancer pods on {:?}, web pods on {:?}",
+        pod_nodes(cp, &dsns, "balancer"),
+        pod_nodes(cp, &dsns, "web")
+    );
+
+    // Restart: the new replica finds everything right and writes nothing.
+    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
+    wait_condition(cp, &["lvsrs", "web2"], &ns, "Healthy", "Unknown");
+    settle(&op);
+    let generation = |name: &str| {
+        get_json(cp, &["daemonset", name], &dsns).map(|d| d["metadata"]["generation"].clone())
+    };
+    let before = (generation(&balancer), generation(&web));
+    let vs_version =
+        get_json(cp, &["lvsvc", "www"], &ns).map(|v| v["metadata"]["resourceVersion"].clone());
+    op.terminate();
+    let op = install.start(&bin, "op-1");
+    wait_leader(&op);
+    wait_for(
+        "the restarted operator to reconcile everything",
+        LONG,
+        || {
+            let m = op.metrics();
+            let n = |c: &str| {
+                metric(
+                    &m,
+                    &format!("lvstun_operator_reconciles_total{{controller=\"{c}\"}}"),
+                )
+                .unwrap_or(0.0)
+            };
+            (n("daemonsets") >= 1.0 && n("virtualservice") >= 1.0 && n("realserver") >= 2.0)
+                .then_some(())
+        },
+    );
+    let writes = settle(&op);
+    assert_eq!(
+        writes, 0.0,
+        "a restarted operator rewrote status that was already right"
+    );
+    assert_eq!(
+        (generation(&balancer), generation(&web)),
+        before,
+        "DaemonSet generation moved on restart"
+    );
+    assert_eq!(
+        get_json(cp, &["lvsvc", "www"], &ns).map(|v| v["metadata"]["resourceVersion"].clone()),
+        vs_version,
+        "the VirtualService was written on restart"
+    );
+    println!("restart: DaemonSet generations {before:?} unchanged, 0 status writes");
+
+    // Deleting the VirtualService removes the balancer DaemonSet; the RealServers keep the web one.
+    kubectl(cp, &["delete", "lvsvc", "www", "-n", &ns]);
+    wait_for("the balancer DaemonSet to go", LONG, || {
+        get_json(cp, &["daemonset", &balancer], &dsns)
+            .is_none()
+            .then_some(())
+    });
+    assert!(get_json(cp, &["daemonset", &web], &dsns).is_some());
+    kubectl(cp, &["delete", "lvsrs", "--all", "-n", &ns]);
+    wait_for("the web DaemonSet to go", LONG, || {
+        get_json(cp, &["daemonset", &web], &dsns)
+            .is_none()
+            .then_some(())
+    });
+    let m = op.metrics();
+    assert!(
+        metric(
+            &m,
+            "lvstun_operator_daemonset_changes_total{role=\"balancer\",action=\"delete\"}"
+        ) >= Some(1.0),
+        "{m}"
+    );
+    println!("deleting the VirtualService and RealServers removed both DaemonSets");
+}
+
+#[tokio::test]
+async fn a_second_virtual_service_on_the_same_vip_port_gets_conflict() {
+    let _serial = SERIAL.lock().await;
+    let cp = cp();
+    let bin = operator_binary(false).unwrap();
+    let install = Install::new(cp, "op-conflict", &[]);
+    let dsns = install.namespace.clone();
+    let mut guard = Guard::new(cp);
+    let (ns_a, ns_b) = (
+        guard.namespace("op-conflict-a"),
+        guard.namespace("op-conflict-b"),
+    );
+    guard.node("lb1", &[("lvstun.io/balancer", "true")]);
+    guard.node("lb2", &[("lvstun.io/balancer", "true")]);
+    guard.node("lb3", &[("team-b", "true")]);
+    let op = install.start(&bin, "op-0");
+    wait_leader(&op);
+    let balancer = format!("{}-balancer", install.release);
+
+    apply(cp, &example("virtualservice.yaml"), &ns_a);
+    wait_condition(cp, &["lvsvc", "www"], &ns_a, "Conflict", "False");
+    // Creation times have one-second resolution; make the order unambiguous.
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = example("virtualservice.yaml")
+        .replace("name: www", "name: www-b")
+        .replace("lvstun.io/balancer: \"true\"", "team-b: \"true\"");
+    apply(cp, &second, &ns_b);
+    let b = wait_condition(cp, &["lvsvc", "www-b"], &ns_b, "Conflict", "True");
+    let (_, reason, msg) = condition(&b, "Conflict").unwrap();
+    assert_eq!(reason, "VIPPortInUse");
+    assert!(
+        msg.starts_with(&format!(
+            "192.0.2.100:80/TCP is already served by VirtualService {ns_a}/www, which is older"
+        )),
+        "{msg}"
+    );
+    assert_eq!(condition(&b, "Ready").unwrap().1, "Conflict");
+    wait_event(cp, &ns_b, "Conflict", &format!("{ns_a}/www"));
+    println!("www-b: Conflict=True: {msg}");
+
+    // The first keeps working: still the owner, and only its balancers are placed.
+    let a = get_json(cp, &["lvsvc", "www"], &ns_a).unwrap();
+    assert_eq!(condition(&a, "Conflict").unwrap().0, "False");
+    let ds = wait_for("the balancer DaemonSet", LONG, || {
+        get_json(cp, &["daemonset", &balancer], &dsns)
+    });
+    assert_eq!(
+        terms(&ds).len(),
+        1,
+        "the conflicting VirtualService placed balancers: {:?}",
+        terms(&ds)
+    );
+
+    // Bad input only the operator can see is reported on its object; nothing crashes.
+    let bad = example("virtualservice.yaml")
+        .replace("name: www", "name: bad")
+        .replace(
+            "matchLabels:\n      app: www",
+            "matchExpressions:\n      - {key: app, operator: In, values: []}",
+        );
+    apply(cp, &bad, &ns_a);
+    let bad = wait_condition(cp, &["lvsvc", "bad"], &ns_a, "Ready", "False");
+    let (_, reason, msg) = condition(&bad, "Ready").unwrap();
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        msg.contains("spec.realServerSelector.matchExpressions[0].values"),
+        "{msg}"
+    );
+    assert_eq!(condition(&bad, "Conflict").unwrap().0, "Unknown");
+
+    // When the owner goes, the newer one takes over and is placed.
+    kubectl(cp, &["delete", "lvsvc", "www", "-n", &ns_a]);
+    wait_condition(cp, &["lvsvc", "www-b"], &ns_b, "Conflict", "False");
+    wait_event(cp, &ns_b, "ConflictResolved", "192.0.2.100");
+    wait_for("the balancer DaemonSet to follow www-b", LONG, || {
+        let ds = get_json(cp, &["daemonset", &balancer], &dsns)?;
+        (terms(&ds) == vec![json!({"matchExpressions": [{"key": "team-b", "operator": "In", "values": ["true"]}]})])
+            .then_some(())
+    });
+    assert!(op.is_leader(), "the operator must survive bad input");
+}
+
+/// An old time, for reports whose state has not changed in a long while.
+const LONG_AGO: &str = "2026-01-01T00:00:00Z";
+
+/// Now, as a daemon would stamp a state change.
+fn just_now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// What a balancer daemon writes: its own entry in the VirtualService's `status.balancers`.
+async fn report_vrrp(client: &kube::Client, ns: &str, node: &str, state: &str, since: &str) {
+    let api: Api<VirtualService> = Api::namespaced(client.clone(), ns);
+    let body = json!({
+        "apiVersion": "lvstun.io/v1alpha1", "kind": "VirtualService",
+        "status": {"balancers": [{"node": node, "state": state, "priority": 100, "lastTransitionTime": since}]}
+    });
+    api.patch_status(
+        "www",
+        &PatchParams::apply(&format!("lvstun-node-balancer-{node}")),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap();
+}
+
+/// What a balancer daemon writes: its own check entry in a RealServer's `status.checks`.
+async fn report_check(client: &kube::Client, ns: &str, rs: &str, node: &str, healthy: bool) {
+    let api: Api<RealServer> = Api::namespaced(client.clone(), ns);
+    let body = json!({
+        "apiVersion": "lvstun.io/v1alpha1", "kind": "RealServer",
+        "status": {"checks": [{
+            "balancer": node, "healthy": healthy, "consecutiveFailures": if healthy { 0 } else { 3 },
+            "message": if healthy { "200 OK" } else { "GET /healthcheck.html: connection refused" }
+        }]}
+    });
+    api.patch_status(
+        rs,
+        &PatchParams::apply(&format!("lvstun-node-balancer-{node}")),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap();
+}
+
+/// What a web daemon writes: `TunnelReady` on its RealServer.
+async fn report_tunnel(client: &kube::Client, ns: &str, rs: &str) {
+    let api: Api<RealServer> = Api::namespaced(client.clone(), ns);
+    let body = json!({
+        "apiVersion": "lvstun.io/v1alpha1", "kind": "RealServer",
+        "status": {"conditions": [{
+            "type": "TunnelReady", "status": "True", "reason": "Ready",
+            "message": "tunl0 up, VIP on lvstun0, arp_ignore=1", "lastTransitionTime": "2026-01-01T00:00:00Z"
+        }]}
+    });
+    api.patch_status(
+        rs,
+        &PatchParams::apply("lvstun-node-web"),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap();
+}
+
+/// The row of `kubectl get lvsvc www`.
+fn lvsvc_row(cp: &ControlPlane, ns: &str) -> (String, Vec<String>) {
+    let table = kubectl(cp, &["get", "lvsvc", "www", "-n", ns]);
+    let row = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    (table, row)
+}
+
+#[tokio::test]
+async fn daemon_reports_fold_into_conditions_and_printer_columns() {
+    let _serial = SERIAL.lock().await;
+    let cp = cp();
+    let bin = operator_binary(false).unwrap();
+    let install = Install::new(cp, "op-status", &[]);
+    let mut guard = Guard::new(cp);
+    let ns = guard.namespace("op-status-crs");
+    guard.node("lb1", &[("lvstun.io/balancer", "true")]);
+    guard.node("lb2", &[("lvstun.io/balancer", "true")]);
+    let op = install.start(&bin, "op-0");
+    wait_leader(&op);
+    apply(cp, &example("virtualservice.yaml"), &ns);
+    apply(cp, &example("realservers.yaml"), &ns);
+    let client = cp.client().await.unwrap();
+    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
+
+    // The daemons report: lb1 Master, lb2 Backup, both servers pass on both, tunnels ready.
+    report_vrrp(&client, &ns, "lb1", "Master", LONG_AGO).await;
+    report_vrrp(&client, &ns, "lb2", "Backup", LONG_AGO).await;
+    for rs in ["web1", "web2"] {
+        for lb in ["lb1", "lb2"] {
+            report_check(&client, &ns, rs, lb, true).await;
+        }
+        report_tunnel(&client, &ns, rs).await;
+    }
+    let (table, _) = wait_for("kubectl get lvsvc: lb1, 2/2, True", LONG, || {
+        let (table, row) = lvsvc_row(cp, &ns);
+        (row.get(4..7) == Some(&["lb1".to_string(), "2/2".to_string(), "True".to_string()][..]))
+            .then_some((table, row))
+    });
+    println!("{table}");
+    let (_, row) = lvsvc_row(cp, &ns);
+    assert_eq!(&row[..4], ["www", "192.0.2.100", "80", "rr"]);
+    let vs = get_json(cp, &["lvsvc", "www"], &ns).unwrap();
+    assert_eq!(condition(&vs, "Ready").unwrap().1, "Serving");
+    assert_eq!(
+        condition(&vs, "VIPActive").unwrap().2,
+        "lb1 holds VIP 192.0.2.100"
+    );
+    assert_eq!(condition(&vs, "Degraded").unwrap().0, "False");
+    assert_eq!(
+        vs["status"]["observedGeneration"],
+        vs["metadata"]["generation"]
+    );
+    assert_eq!(vs["status"]["healthyRealServers"], 2);
+    assert_eq!(vs["status"]["totalRealServers"], 2);
+    assert_eq!(
+        vs["status"]["balancers"].as_array().map(Vec::len),
+        Some(2),
+        "the daemons' entries survive the operator's writes"
+    );
+    let rs_table = wait_for("kubectl get lvsrs: Healthy True", LONG, || {
+        let t = kubectl(cp, &["get", "lvsrs", "-n", &ns]);
+        (t.lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(3) == Some("True"))
+            .count()
+            == 2)
+            .then_some(t)
+    });
+    println!("{rs_table}");
+    wait_event(cp, &ns, "NewMaster", "lb1 now holds VIP 192.0.2.100");
+
+    // Failover: lb1 dies (its entry still says Master: a dead daemon cannot say otherwise) and
+    // lb2 takes the VIP at once; later the node controller marks lb1's node NotReady.
+    report_vrrp(&client, &ns, "lb2", "Master", &just_now()).await;
+    wait_for("Active lb2", LONG, || {
+        (lvsvc_row(cp, &ns).1.get(4).map(String::as_str) == Some("lb2")).then_some(())
+    });
+    wait_event(
+        cp,
+        &ns,
+        "NewMaster",
+        "lb2 now holds VIP 192.0.2.100 (before: lb1)",
+    );
+    let vs = get_json(cp, &["lvsvc", "www"], &ns).unwrap();
+    assert!(
+        condition(&vs, "VIPActive")
+            .unwrap()
+            .2
+            .contains("lb1 still reports Master"),
+        "{vs}"
+    );
+    node_ready(cp, "lb1", false);
+    wait_for("lb1's stale Master entry to be ignored", LONG, || {
+        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
+        (condition(&vs, "VIPActive")?.2 == "lb2 holds VIP 192.0.2.100").then_some(())
+    });
+
+    // web2 fails its health check on the active balancer: 1/2, Degraded, Healthy=False, ServerDown.
+    report_check(&client, &ns, "web2", "lb2", false).await;
+    wait_for("Healthy 1/2", LONG, || {
+        (lvsvc_row(cp, &ns).1.get(5).map(String::as_str) == Some("1/2")).then_some(())
+    });
+    let vs = wait_condition(cp, &["lvsvc", "www"], &ns, "Degraded", "True");
+    let (_, reason, msg) = condition(&vs, "Degraded").unwrap();
+    assert_eq!(reason, "RealServersUnhealthy");
+    assert!(
+        msg.contains("web2 (health check failed on lb2: GET /healthcheck.html: connection refused"),
+        "{msg}"
+    );
+    let rs = wait_condition(cp, &["lvsrs", "web2"], &ns, "Healthy", "False");
+    assert_eq!(condition(&rs, "Healthy").unwrap().1, "CheckFailed");
+    assert_eq!(
+        condition(&rs, "TunnelReady").unwrap().0,
+        "True",
+        "the web daemon's condition is left alone"
+    );
+    wait_event(cp, &ns, "ServerDown", "web2 (198.51.100.130) is down");
+    report_check(&client, &ns, "web2", "lb2", true).await;
+    wait_event(cp, &ns, "ServerUp", "web2 (198.51.100.130) is up again");
+    wait_condition(cp, &["lvsvc", "www"], &ns, "Degraded", "False");
+
+    // Split brain: lb1 comes back still believing it is Master, and both keep saying so for
+    // longer than the grace (simulated by timestamps from long ago). Reported loudly.
+    node_ready(cp, "lb1", true);
+    report_vrrp(&client, &ns, "lb2", "Master", LONG_AGO).await;
+    let vs = wait_for("VIPActive SplitBrain", LONG, || {
+        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
+        (condition(&vs, "VIPActive")?.1 == "SplitBrain").then_some(vs)
+    });
+    assert_eq!(condition(&vs, "Ready").unwrap().0, "False");
+    let note = wait_event(cp, &ns, "SplitBrain", "lb1, lb2 all claim to be Master");
+    println!("split brain event: {note}");
+    let m = op.metrics();
+    let series = format!("{{namespace=\"{ns}\",name=\"www\"}}");
+    assert_eq!(
+        metric(&m, &format!("lvstun_operator_master_changes_total{series}")),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, &format!("lvstun_operator_real_servers{series}")),
+        Some(2.0),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_within_15_seconds_of_the_leader_dying() {
+    let _serial = SERIAL.lock().await;
+    let cp = cp();
+    let bin = operator_binary(false).unwrap();
+    let install = Install::new(cp, "op-lease", &["replicas=2"]);
+    let mut guard = Guard::new(cp);
+    let ns = guard.namespace("op-lease-crs");
+    let a = install.start(&bin, "op-a");
+    let b = install.start(&bin, "op-b");
+    let (mut leader, mut standby) = wait_for("one leader", LONG, || {
+        if a.is_leader() {
+            Some((a.name.clone(), b.name.clone()))
+        } else if b.is_leader() {
+            Some((b.name.clone(), a.name.clone()))
+        } else {
+            None
+        }
+    });
+    let mut ops = [a, b];
+    let pick = |ops: &[Operator; 2], name: &str| ops.iter().position(|o| o.name == name).unwrap();
+    let (li, si) = (pick(&ops, &leader), pick(&ops, &standby));
+    assert!(!ops[si].is_leader(), "two leaders");
+    // The standby is healthy and ready too (so rolling updates proceed), and serves metrics.
+    assert_eq!(ops[si].get("/readyz").map(|r| r.0), Some(200));
+    assert_eq!(ops[si].get("/healthz").map(|r| r.0), Some(200));
+    assert_eq!(
+        metric(&ops[si].metrics(), "lvstun_operator_leader"),
+        Some(0.0)
+    );
+    apply(cp, &example("virtualservice.yaml"), &ns);
+    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
+
+    // SIGKILL: the leader cannot release the lease; the standby must wait for it to expire.
+    ops[li].kill();
+    let died = Instant::now();
+    let second = example("virtualservice.yaml")
+        .replace("name: www", "name: www2")
+        .replace("192.0.2.100", "192.0.2.101");
+    apply(cp, &second, &ns);
+    wait_for("the standby to lead", Duration::from_secs(30), || {
+        ops[si].is_leader().then_some(())
+    });
+    let acquired = died.elapsed();
+    wait_condition(cp, &["lvsvc", "www2"], &ns, "Conflict", "False");
+    let reconciled = died.elapsed();
+    println!(
+        "handover after SIGKILL of {leader}: {standby} acquired the lease after {:.1} s, reconciled a new VirtualService after {:.1} s",
+        acquired.as_secs_f64(),
+        reconciled.as_secs_f64()
+    );
+    assert!(
+        reconciled < Duration::from_secs(15),
+        "handover took {reconciled:?}"
+    );
+
+    // A clean shutdown (SIGTERM, as on a rolling update) releases the lease; the standby takes it
+    // when it next looks (at the latest when the lease it last saw would have expired).
+    std::mem::swap(&mut leader, &mut standby);
+    let restarted = install.start(&bin, &standby);
+    ops[li] = restarted;
+    assert!(!ops[li].is_leader());
+    ops[si].terminate();
+    let stopped = Instant::now();
+    wait_for(
+        "the restarted replica to lead",
+        Duration::from_secs(30),
+        || ops[li].is_leader().then_some(()),
+    );
+    let took = stopped.elapsed();
+    println!(
+        "handover after SIGTERM of {leader}: {standby} leads after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(15), "handover took {took:?}");
+}
