@@ -193,8 +193,8 @@ timed ipvsadm_full ip netns exec bench-b ipvsadm -R <"$LAB_OUT/bench-full.rules"
 lab_result applier.full_ops "$(first_line "$LAB_OUT/bench-apply-full.txt")"
 save bench-a bench-save-a-full.txt
 save bench-b bench-save-b-full.txt
-cmp -s "$LAB_OUT/bench-save-a-full.txt" "$LAB_OUT/bench-save-b-full.txt" &&
-  lab_result equal.full yes || lab_result equal.full no
+same() { cmp -s "$1" "$2" && echo yes || echo no; }
+lab_result equal.full "$(same "$LAB_OUT/bench-save-a-full.txt" "$LAB_OUT/bench-save-b-full.txt")"
 
 # --- applier: 1 % change -----------------------------------------------------------------------
 lab_log "applier: change"
@@ -204,8 +204,7 @@ timed ipvsadm_change ip netns exec bench-b ipvsadm -R <"$LAB_OUT/bench-change.ru
 lab_result applier.change_ops "$(first_line "$LAB_OUT/bench-apply-change.txt")"
 save bench-a bench-save-a-change.txt
 save bench-b bench-save-b-change.txt
-cmp -s "$LAB_OUT/bench-save-a-change.txt" "$LAB_OUT/bench-save-b-change.txt" &&
-  lab_result equal.change yes || lab_result equal.change no
+lab_result equal.change "$(same "$LAB_OUT/bench-save-a-change.txt" "$LAB_OUT/bench-save-b-change.txt")"
 
 # --- applier: no-op ----------------------------------------------------------------------------
 timed lvstun_noop ip netns exec bench-a "$NODE" ipvs apply "$LAB_OUT/bench-change.yaml" \
@@ -261,7 +260,6 @@ while IFS=: read -r k v; do
 done </proc/"$pid"/status
 save bench-d bench-save-d.txt
 # The daemon's table equals the applier's and ipvsadm's after the same change.
-cmp -s "$LAB_OUT/bench-save-d.txt" "$LAB_OUT/bench-save-b-change.txt" &&
-  lab_result equal.daemon yes || lab_result equal.daemon no
+lab_result equal.daemon "$(same "$LAB_OUT/bench-save-d.txt" "$LAB_OUT/bench-save-b-change.txt")"
 lab_stop bench-daemon
 lab_log "done"
