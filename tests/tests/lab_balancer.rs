@@ -193,6 +193,25 @@ fn standalone_balancer_programs_follows_restarts_and_heals() {
         .map(|r| r.header("Node").unwrap_or("-").to_owned())
         .collect();
     assert_eq!(down_nodes, ["www2"; 4], "{out}/client-curl-down.txt");
+    // Source ports reused from connections that went to web1: rescheduled to www2, because the
+    // balancer set expire_nodest_conn (a client reusing ports by chance failed the first CI run).
+    assert_eq!(result(&run, "expire_nodest_conn"), "1", "{out}");
+    let reused = result(&run, "reuse_ports").split_whitespace().count();
+    assert!(
+        reused >= 1,
+        "no connection entry to web1 to reuse ({out}/conns-down.txt)"
+    );
+    let reuse_curl = run.artifact("client-curl-reuse.txt").unwrap();
+    let reuse_nodes: Vec<String> = parse::http_responses(&reuse_curl)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.header("Node").unwrap_or("-").to_owned())
+        .collect();
+    assert_eq!(
+        reuse_nodes,
+        vec!["www2"; reused],
+        "{out}/client-curl-reuse.txt:\n{reuse_curl}"
+    );
     assert!(up <= 15000.0, "back in rotation after {up} ms ({out})");
     assert_rules(&run, 6, 1, 2);
 

@@ -26,14 +26,14 @@
 //! table as it is; SIGHUP re-reads the file.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use lvstun_crds::v1alpha1::VrrpState;
 
@@ -42,6 +42,7 @@ use super::{http, report, state};
 use crate::error::Error;
 use crate::health::checker::Checker;
 use crate::ipvs::handle::{self, IpvsHandle};
+use crate::ipvs::sysctl;
 use crate::source::{Snapshot, cluster, file};
 
 /// Name of the runtime's worker threads (health checks run there).
@@ -234,6 +235,7 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
     };
     let report = if args.dry_run {
         info!("dry run: the kernel's IPVS table is not touched; operations are only logged");
+        log_sysctls(sysctl::ensure(Path::new(sysctl::PROC_DIR), true));
         let balancer = Balancer::new(DryRun::default(), checker, options, owned.clone());
         let report = balancer.report();
         (report, Runner::DryRun(balancer))
@@ -241,6 +243,8 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         let (connection, raw) = handle::new_connection()?;
         tokio::spawn(connection);
         let ipvs = IpvsHandle::resolve(raw).await?;
+        // Resolving the family loaded ip_vs, so its sysctls exist now.
+        log_sysctls(sysctl::ensure(Path::new(sysctl::PROC_DIR), false));
         let balancer = Balancer::new(ipvs, checker, options, owned.clone());
         let report = balancer.report();
         (report, Runner::Kernel(balancer))
@@ -298,6 +302,34 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         Runner::DryRun(b) => b.run(source, events, shutdown).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says what became of each IPVS sysctl lvstun wants (see [`sysctl`]).
+fn log_sysctls(outcomes: Vec<sysctl::Outcome>) {
+    for outcome in outcomes {
+        match outcome {
+            sysctl::Outcome::Set(c) => info!(
+                sysctl = c.name,
+                from = ?c.current,
+                to = c.wanted,
+                "set net.ipv4.vs sysctl"
+            ),
+            sysctl::Outcome::WouldSet(c) => info!(
+                sysctl = c.name,
+                from = ?c.current,
+                to = c.wanted,
+                "dry run: would set net.ipv4.vs sysctl"
+            ),
+            sysctl::Outcome::Refused(c, hint) => warn!(
+                sysctl = c.name,
+                from = ?c.current,
+                to = c.wanted,
+                hint,
+                "cannot set net.ipv4.vs sysctl: a client reusing a source port may be sent to a \
+                 real server that failed its health check"
+            ),
+        }
+    }
 }
 
 /// The loop over the kernel, or over an in-memory table.

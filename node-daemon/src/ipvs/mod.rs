@@ -11,6 +11,7 @@ pub mod fake;
 pub mod handle;
 pub mod message;
 pub mod model;
+pub mod sysctl;
 #[cfg(test)]
 mod wire_tests;
 

@@ -17,7 +17,9 @@
 #                  restart_pass)
 #   5 foreign      a service made by ipvsadm on another VIP (192.0.2.200:443) survives it all
 #   6 down / up    web1's server stops: its weight goes to 0 and every request goes to www2;
-#                  it starts again: weight 1 (down_ms, up_ms, client-curl-down.txt, save-5/6)
+#                  it starts again: weight 1 (down_ms, up_ms, client-curl-down.txt, save-5/6);
+#                  requests from source ports whose old IPVS entries point at web1 also reach
+#                  www2 (expire_nodest_conn, reuse_ports, client-curl-reuse.txt)
 #   7 refusal      a RealServer web3 at 192.0.2.255 (lb1's front broadcast address: a tunnel
 #                  destination the kernel refuses with EINVAL, "address not unicast") is added:
 #                  the refusal is logged with its hint and listed by /readyz; the next pass
@@ -196,6 +198,26 @@ urls=()
 for ((i = 0; i < 4; i++)); do urls+=("http://$LAB_VIP/"); done
 lab_artifact client-curl-down.txt lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 \
   -H 'Connection: close' "${urls[@]}"
+# A client reusing a source port whose old connection went to web1 (its IPVS entry lingers in
+# FIN_WAIT for two minutes: TUN mode sees only the client's half) must still reach www2: the
+# balancer set expire_nodest_conn=1, so the kernel reschedules that SYN instead of sending it
+# to the dead server. Clients reuse ports by themselves (the first CI run caught it); here the
+# reuse is forced with --local-port on ports taken from the connection table.
+lab_result expire_nodest_conn "$(lab_exec lb1 cat /proc/sys/net/ipv4/vs/expire_nodest_conn)"
+lab_artifact conns-down.txt lab_exec lb1 ipvsadm -Lnc
+# Only ports the client's kernel no longer holds (a port in the client's TIME_WAIT cannot be
+# bound; the kernel would not pick it either).
+lab_artifact client-sockets-down.txt lab_exec client ss -Htan
+mapfile -t reuse < <(awk -v d="$LAB_WEB1_IP:80" '
+  FNR == NR { n = split($4, a, ":"); held[a[n]] = 1; next }
+  $1 == "TCP" && $6 == d { split($4, a, ":"); if (!(a[2] in held)) print a[2] }' \
+  "$LAB_OUT/client-sockets-down.txt" "$LAB_OUT/conns-down.txt" | head -n 3)
+lab_result reuse_ports "${reuse[*]}"
+: >"$LAB_OUT/client-curl-reuse.txt"
+for port in "${reuse[@]}"; do
+  lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 --local-port "$port" \
+    -H 'Connection: close' "http://$LAB_VIP/" >>"$LAB_OUT/client-curl-reuse.txt" 2>&1 || true
+done
 t_up=$(now_ms)
 lab_web_start web1 www1
 wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
