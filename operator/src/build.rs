@@ -265,7 +265,9 @@ fn quantity(s: &str) -> Quantity {
     Quantity(s.to_string())
 }
 
-/// The exact arguments given to `lvstun-node`; the node daemon must accept them.
+/// The exact arguments given to `lvstun-node`; the node daemon must accept them (pinned on
+/// that side by `the_operators_arguments_parse` in `node-daemon/src/balancer/daemon.rs` and
+/// `node-daemon/src/web/mod.rs`: change those with this).
 pub fn node_args(cfg: &NodeDaemonConfig, role: Role) -> Vec<String> {
     vec![
         role.as_str().to_string(),
