@@ -721,13 +721,18 @@ mod tests {
                 .iter()
                 .find(|v| v.name == "state")
                 .unwrap();
-            assert_eq!(state.host_path.as_ref().unwrap().path, "/run/lvstun");
+            // The state files (owned VIPs, web-state.json) outlive the pod on the host's /run.
+            let host_path = state.host_path.as_ref().unwrap();
+            assert_eq!(host_path.path, "/run/lvstun");
+            assert_eq!(host_path.type_.as_deref(), Some("DirectoryOrCreate"));
             assert!(
                 c.volume_mounts
                     .as_ref()
                     .unwrap()
                     .iter()
-                    .any(|m| m.mount_path == "/run/lvstun")
+                    .any(|m| m.name == "state"
+                        && m.mount_path == "/run/lvstun"
+                        && m.read_only != Some(true))
             );
             let ready = c
                 .readiness_probe
