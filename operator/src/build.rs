@@ -265,7 +265,9 @@ fn quantity(s: &str) -> Quantity {
     Quantity(s.to_string())
 }
 
-/// The exact arguments given to `lvstun-node`; the node daemon must accept them.
+/// The exact arguments given to `lvstun-node`; the node daemon must accept them (pinned on
+/// that side by `the_operators_arguments_parse` in `node-daemon/src/balancer/daemon.rs` and
+/// `node-daemon/src/web/mod.rs`: change those with this).
 pub fn node_args(cfg: &NodeDaemonConfig, role: Role) -> Vec<String> {
     vec![
         role.as_str().to_string(),
@@ -719,13 +721,18 @@ mod tests {
                 .iter()
                 .find(|v| v.name == "state")
                 .unwrap();
-            assert_eq!(state.host_path.as_ref().unwrap().path, "/run/lvstun");
+            // The state files (owned VIPs, web-state.json) outlive the pod on the host's /run.
+            let host_path = state.host_path.as_ref().unwrap();
+            assert_eq!(host_path.path, "/run/lvstun");
+            assert_eq!(host_path.type_.as_deref(), Some("DirectoryOrCreate"));
             assert!(
                 c.volume_mounts
                     .as_ref()
                     .unwrap()
                     .iter()
-                    .any(|m| m.mount_path == "/run/lvstun")
+                    .any(|m| m.name == "state"
+                        && m.mount_path == "/run/lvstun"
+                        && m.read_only != Some(true))
             );
             let ready = c
                 .readiness_probe

@@ -158,7 +158,9 @@ pub fn parse_args(args: &[String]) -> Result<Args, Error> {
     Ok(out)
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr in `format` (`RUST_LOG` filters, `info` by default); shared with the web
+/// role so both roles of one binary log alike.
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -65,7 +65,9 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
-    fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectRef {
+    pub(crate) fn of(
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> ObjectRef {
         ObjectRef {
             namespace: meta
                 .namespace

@@ -11,7 +11,13 @@
 //! - The API server being away changes nothing: the watch retries with back-off, the last
 //!   snapshot stays, and the data plane keeps running on it.
 //! - `managedFields` and the `last-applied-configuration` annotation are dropped from the
-//!   cached objects: the balancer never reads them and they are most of an object's size.
+//!   cached objects: the balancer never reads them and they are most of an object's size. The
+//!   web role keeps the RealServers' `managedFields` ([`start_web`]): they tell it, even after a
+//!   restart, on which RealServers it still owns a `TunnelReady` condition to withdraw.
+//!
+//! Two entry points: [`start`] for the balancer (objects plus this node's labels) and
+//! [`start_web`] for the web role (objects only: which RealServers concern a web node is said
+//! by their `spec.nodeName`, so it needs no Node labels and no RBAC on Nodes).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +53,11 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 /// Drops what the balancer never reads from a cached object.
 fn strip<K: Resource>(obj: &mut K) {
     obj.managed_fields_mut().clear();
+    strip_annotation(obj);
+}
+
+/// Drops the `last-applied-configuration` annotation only (a copy of the whole spec).
+fn strip_annotation<K: Resource>(obj: &mut K) {
     obj.annotations_mut()
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
@@ -61,11 +72,23 @@ pub async fn node_labels(client: &Client, node: &str) -> Result<BTreeMap<String,
     Ok(n.metadata.labels.unwrap_or_default())
 }
 
+/// This node's labels again (`None` without a node: never called then).
+async fn relabel_node(
+    client: &Client,
+    node: Option<&str>,
+) -> Result<Option<BTreeMap<String, String>>, Error> {
+    match node {
+        Some(node) => node_labels(client, node).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// A watch on every object of kind `K` that fills `writer`, as a stream of "something
 /// happened" ticks; errors are logged and retried with back-off.
 fn watch_all<K>(
     client: Client,
     writer: reflector::store::Writer<K>,
+    trim: fn(&mut K),
 ) -> impl Stream<Item = ()> + Send
 where
     K: Resource<DynamicType = ()>
@@ -78,7 +101,7 @@ where
 {
     watcher(Api::<K>::all(client), watcher::Config::default())
         .default_backoff()
-        .modify(strip)
+        .modify(trim)
         .reflect(writer)
         .map(|event| {
             if let Err(e) = event {
@@ -91,7 +114,7 @@ where
 pub fn snapshot(
     virtual_services: &Store<VirtualService>,
     real_servers: &Store<RealServer>,
-    labels: &BTreeMap<String, String>,
+    labels: Option<&BTreeMap<String, String>>,
 ) -> Snapshot {
     Snapshot {
         virtual_services: virtual_services
@@ -100,7 +123,7 @@ pub fn snapshot(
             .map(|o| (**o).clone())
             .collect(),
         real_servers: real_servers.state().iter().map(|o| (**o).clone()).collect(),
-        scope: Scope::NodeLabels(labels.clone()),
+        scope: labels.map_or(Scope::All, |l| Scope::NodeLabels(l.clone())),
     }
 }
 
@@ -111,12 +134,33 @@ pub async fn start(
     client: Client,
     node: &str,
 ) -> Result<(watch::Receiver<Arc<Snapshot>>, JoinHandle<()>), Error> {
-    let mut labels = node_labels(&client, node).await?;
+    follow(client, Some(node), strip::<RealServer>).await
+}
+
+/// The web role's source: both kinds, no Node labels (the snapshot's scope is
+/// [`Scope::All`]; the web role picks its RealServers by `spec.nodeName`), RealServers with
+/// their `managedFields`.
+pub async fn start_web(
+    client: Client,
+) -> Result<(watch::Receiver<Arc<Snapshot>>, JoinHandle<()>), Error> {
+    follow(client, None, strip_annotation::<RealServer>).await
+}
+
+/// Lists and follows both kinds (and, with `node`, that node's labels).
+async fn follow(
+    client: Client,
+    node: Option<&str>,
+    trim_real_server: fn(&mut RealServer),
+) -> Result<(watch::Receiver<Arc<Snapshot>>, JoinHandle<()>), Error> {
+    let mut labels = match node {
+        Some(node) => Some(node_labels(&client, node).await?),
+        None => None,
+    };
     let (vs_store, vs_writer) = reflector::store::<VirtualService>();
     let (rs_store, rs_writer) = reflector::store::<RealServer>();
     let mut events = futures::stream::select(
-        watch_all(client.clone(), vs_writer).boxed(),
-        watch_all(client.clone(), rs_writer).boxed(),
+        watch_all(client.clone(), vs_writer, strip::<VirtualService>).boxed(),
+        watch_all(client.clone(), rs_writer, trim_real_server).boxed(),
     );
     // Drive both watches until both lists are complete.
     {
@@ -139,17 +183,17 @@ pub async fn start(
             }
         }
     }
-    let first = snapshot(&vs_store, &rs_store, &labels);
+    let first = snapshot(&vs_store, &rs_store, labels.as_ref());
     info!(
         node,
         virtual_services = first.virtual_services.len(),
         real_servers = first.real_servers.len(),
-        labels = labels.len(),
+        labels = labels.as_ref().map_or(0, BTreeMap::len),
         "objects listed from the API server"
     );
     let (tx, rx) = watch::channel(Arc::new(first));
     let client_for_labels = client.clone();
-    let node = node.to_owned();
+    let node = node.map(str::to_owned);
     let task = tokio::spawn(async move {
         let mut relabel = tokio::time::interval(NODE_LABELS_PERIOD);
         relabel.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,7 +208,7 @@ pub async fn start(
                     }
                     true
                 }
-                _ = relabel.tick() => match node_labels(&client_for_labels, &node).await {
+                _ = relabel.tick(), if node.is_some() => match relabel_node(&client_for_labels, node.as_deref()).await {
                     Ok(new) if new != labels => {
                         info!(node, "this node's labels changed");
                         labels = new;
@@ -194,7 +238,7 @@ pub async fn start(
                 }
             }
             if tx
-                .send(Arc::new(snapshot(&vs_store, &rs_store, &labels)))
+                .send(Arc::new(snapshot(&vs_store, &rs_store, labels.as_ref())))
                 .is_err()
             {
                 return;

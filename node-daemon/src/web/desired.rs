@@ -27,7 +27,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use lvstun_crds::v1alpha1::{RealServer, TunnelType};
+use lvstun_crds::conditions::CONFLICT;
+use lvstun_crds::v1alpha1::{RealServer, TunnelType, VirtualService};
 
 use super::config::Objects;
 use crate::net::addr::Addr;
@@ -56,6 +57,10 @@ pub enum Identity {
     },
     /// By `spec.address` (`--node-address IP`).
     Address(Ipv4Addr),
+    /// Every RealServer whose `spec.nodeName` is this cluster node (`--node-name`, in a
+    /// cluster). Unlike the other two, several may match: one node can be a real server in
+    /// several namespaces, and then serves the VIPs of all of them.
+    Node(String),
 }
 
 impl fmt::Display for Identity {
@@ -67,6 +72,7 @@ impl fmt::Display for Identity {
             } => write!(f, "RealServer {ns}/{name}"),
             Identity::Name { name, .. } => write!(f, "RealServer {name}"),
             Identity::Address(ip) => write!(f, "the RealServer with address {ip}"),
+            Identity::Node(node) => write!(f, "RealServer with spec.nodeName {node}"),
         }
     }
 }
@@ -183,10 +189,11 @@ impl fmt::Display for Problem {
 /// What the objects say this host serves.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Served {
-    /// `namespace/name` of this host's RealServer, when exactly one matched.
-    pub real_server: Option<String>,
-    /// Its `spec.address`.
-    pub address: Option<Ipv4Addr>,
+    /// `namespace/name` of this host's RealServers: exactly one for `--real-server` and
+    /// `--node-address`, any number for [`Identity::Node`]. Sorted.
+    pub real_servers: Vec<String>,
+    /// Their `spec.address`es (the uplinks are found from them).
+    pub addresses: BTreeSet<Ipv4Addr>,
     /// The ipip VIPs, each with the VirtualServices (`namespace/name`) that use it.
     pub vips: BTreeMap<Ipv4Addr, BTreeSet<String>>,
     /// What is wrong.
@@ -232,7 +239,23 @@ fn is_me(rs: &RealServer, identity: &Identity) -> bool {
                     .is_none_or(|ns| ns == namespace(rs.metadata.namespace.as_ref()))
         }
         Identity::Address(ip) => rs.spec.address.parse::<Ipv4Addr>().ok() == Some(*ip),
+        Identity::Node(node) => rs.spec.node_name.as_deref() == Some(node.as_str()),
     }
+}
+
+/// Whether the operator gave this VirtualService up to another that claims the same
+/// VIP:port:protocol (`Conflict=True`). The balancer skips it as a whole
+/// (`balancer::desired::resolve`), so the web role does too: holding its VIP would serve
+/// nothing. `Unknown` is not skipped, as the balancer does not: the operator writes only True
+/// or False, and withdrawing a VIP on a guess would drop traffic. A skipped VirtualService is
+/// not a [`Problem`]: it says nothing about this host, and a `TunnelReady=False` would take
+/// the real server out of every other VirtualService too.
+fn given_up(vs: &VirtualService) -> bool {
+    vs.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == CONFLICT && c.status == "True")
+    })
 }
 
 fn full_name(ns: Option<&String>, name: Option<&String>) -> String {
@@ -247,14 +270,15 @@ pub fn served(objects: &Objects, identity: &Identity) -> Served {
         .iter()
         .filter(|rs| is_me(rs, identity))
         .collect();
-    let rs = match mine.as_slice() {
-        [] => {
+    let chosen: Vec<&RealServer> = match (identity, mine.as_slice()) {
+        (_, []) => {
             out.problems
                 .push(Problem::RealServerNotFound(identity.to_string()));
             return out;
         }
-        [one] => *one,
-        many => {
+        (Identity::Node(_), many) => many.to_vec(),
+        (_, [one]) => vec![*one],
+        (_, many) => {
             out.problems.push(Problem::AmbiguousRealServer(
                 many.iter()
                     .map(|rs| full_name(rs.metadata.namespace.as_ref(), rs.metadata.name.as_ref()))
@@ -263,37 +287,54 @@ pub fn served(objects: &Objects, identity: &Identity) -> Served {
             return out;
         }
     };
+    for rs in chosen {
+        serve_one(objects, rs, &mut out);
+    }
+    out.real_servers.sort();
+    out
+}
+
+/// Adds what one of this host's RealServers is selected for.
+fn serve_one(objects: &Objects, rs: &RealServer, out: &mut Served) {
     let rs_ns = namespace(rs.metadata.namespace.as_ref());
-    out.real_server = Some(full_name(
+    out.real_servers.push(full_name(
         rs.metadata.namespace.as_ref(),
         rs.metadata.name.as_ref(),
     ));
-    out.address = rs.spec.address.parse().ok();
+    out.addresses
+        .extend(rs.spec.address.parse::<Ipv4Addr>().ok());
     let labels = rs.metadata.labels.clone().unwrap_or_default();
     for vs in &objects.virtual_services {
         if namespace(vs.metadata.namespace.as_ref()) != rs_ns
             || !selector_matches(&vs.spec.real_server_selector, &labels)
+            || vs.metadata.deletion_timestamp.is_some()
+            || given_up(vs)
         {
             continue;
         }
         let service = full_name(vs.metadata.namespace.as_ref(), vs.metadata.name.as_ref());
         let Ok(vip) = vs.spec.vip.parse::<Ipv4Addr>() else {
-            out.problems.push(Problem::BadVip {
+            let problem = Problem::BadVip {
                 service,
                 vip: vs.spec.vip.clone(),
-            });
+            };
+            if !out.problems.contains(&problem) {
+                out.problems.push(problem);
+            }
             continue;
         };
         if vs.spec.tunnel.kind != TunnelType::Ipip {
-            out.problems.push(Problem::UnsupportedTunnel {
+            let problem = Problem::UnsupportedTunnel {
                 service,
                 kind: vs.spec.tunnel.kind,
-            });
+            };
+            if !out.problems.contains(&problem) {
+                out.problems.push(problem);
+            }
             continue;
         }
         out.vips.entry(vip).or_default().insert(service);
     }
-    out
 }
 
 /// The host as read from the kernel (the planner's and the status's input).
@@ -397,8 +438,8 @@ pub fn uplinks(options: &Options, served: &Served, observed: &Observed) -> Vec<S
                 names.insert(link.name.clone());
             }
         }
-        if let Some(ip) = served.address {
-            for addr in observed.addrs.iter().filter(|a| a.address == ip) {
+        for ip in &served.addresses {
+            for addr in observed.addrs.iter().filter(|a| a.address == *ip) {
                 if let Some(link) = observed.link_by_index(addr.index) {
                     names.insert(link.name.clone());
                 }
@@ -531,7 +572,7 @@ spec: {address: 198.51.100.130}
     fn served_vips_follow_selectors_and_namespaces() {
         let objects = parse(CONFIG).unwrap();
         let web1 = served(&objects, &by_name("web1"));
-        assert_eq!(web1.real_server.as_deref(), Some("default/web1"));
+        assert_eq!(web1.real_servers, vec!["default/web1".to_string()]);
         // www selects web1; api is in another namespace; dns selects it but uses GUE.
         assert_eq!(
             web1.vips.keys().copied().collect::<Vec<_>>(),

@@ -3,7 +3,9 @@
 //! recipe did by hand with ifcfg-tunl0, ifup-local, sysctl.d and arptables.
 //!
 //! ```text
-//! lvstun-node web --config FILE (--real-server [NS/]NAME | --node-address IP) [OPTIONS]   daemon
+//! lvstun-node web [--node-name NAME] [OPTIONS]                                   in a cluster
+//! lvstun-node web --config FILE (--real-server [NS/]NAME | --node-address IP | --node-name NAME)
+//!                 [OPTIONS]                                                      standalone
 //! lvstun-node web apply   --config FILE ... [OPTIONS]  apply once; prints the operations and
 //!                                                      `writes: N`; exit 0 when TunnelReady
 //! lvstun-node web check   --config FILE ... [OPTIONS]  read only: prints TunnelReady and what
@@ -15,7 +17,20 @@
 //!          --mss auto|off|N (default auto)   --state-dir DIR (default /run/lvstun)
 //!          --nft PATH (default nft)   --health-port PORT [--health-address IP (127.0.0.1)]
 //!          --interval SECONDS (full reconcile period, default 30)   --cleanup-on-exit
+//!          --dry-run (read the kernel, compute, log; never write to it)
+//!          --log-format text|json (default text)
 //! ```
+//!
+//! Every flag takes its value as the next argument or after `=`: the operator's DaemonSet
+//! passes `--node-name=$(NODE_NAME) --health-port=N --log-format=json`
+//! (`operator/src/build.rs` `node_args`).
+//!
+//! In a cluster (no `--config`) the daemon watches RealServers and VirtualServices through the
+//! API server (`source::cluster::start_web`), serves the VIPs of the VirtualServices that
+//! select a RealServer whose `spec.nodeName` is this node (`--node-name`, default
+//! `$NODE_NAME`), and reports each such RealServer's `TunnelReady` condition (`report`). The
+//! health endpoint then listens on `0.0.0.0` by default, like the balancer's; standalone, on
+//! `127.0.0.1` (a host outside the cluster has no kubelet probing it).
 //!
 //! The daemon re-reads the file when it changes (checked every second) or on SIGHUP, and
 //! reconciles fully every `--interval` to repair drift. On SIGTERM it exits and leaves the host
@@ -24,14 +39,16 @@
 //!
 //! Modules: `config` (the file), `desired` and `plan` (pure), `state` (the record of what lvstun
 //! changed), `apply` (the reconcile over the `net` seams), `status` (`TunnelReady`), `health`
-//! (`/healthz`, `/readyz`). The in-cluster source (watch RealServers naming this node, report
-//! `TunnelReady` by server-side apply) plugs in where `config::load` is called.
+//! (`/healthz`, `/readyz`), `cluster` (the in-cluster loop) and `report` (`TunnelReady` by
+//! server-side apply).
 
 pub mod apply;
+pub mod cluster;
 pub mod config;
 pub mod desired;
 pub mod health;
 pub mod plan;
+pub mod report;
 pub mod state;
 pub mod status;
 
@@ -43,14 +60,17 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use crate::balancer::daemon::{LogFormat, init_logging};
 use crate::error::Error;
 use crate::net::Host;
 use desired::{Identity, MssMode, Options, Served, VipDevice};
 
-const USAGE: &str = "lvstun-node web [apply|check] --config FILE (--real-server [NS/]NAME | --node-address IP) \
-[--vip-device NAME|tunl0] [--uplink IFACE]... [--mss auto|off|N] [--state-dir DIR] [--nft PATH] \
-[--health-port PORT] [--health-address IP] [--interval SECONDS] [--cleanup-on-exit]\n  \
-lvstun-node web cleanup [--state-dir DIR] [--nft PATH] [--vip-device NAME|tunl0]";
+const USAGE: &str = "lvstun-node web [--node-name NAME] [OPTIONS]   (in a cluster)\n  \
+lvstun-node web [apply|check] --config FILE (--real-server [NS/]NAME | --node-address IP | --node-name NAME) [OPTIONS]\n  \
+lvstun-node web cleanup [--state-dir DIR] [--nft PATH] [--vip-device NAME|tunl0]\n  \
+OPTIONS: [--vip-device NAME|tunl0] [--uplink IFACE]... [--mss auto|off|N] [--state-dir DIR] [--nft PATH] \
+[--health-port PORT] [--health-address IP] [--interval SECONDS] [--cleanup-on-exit] [--dry-run] \
+[--log-format text|json]";
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
@@ -68,14 +88,22 @@ enum Mode {
 #[derive(Clone, Debug, PartialEq)]
 struct Args {
     mode: Mode,
+    /// Standalone: the file. `None`: in a cluster.
     config: Option<String>,
+    /// Standalone: which RealServer(s) this host is (in a cluster: [`Identity::Node`] of
+    /// [`cluster_node`], known only at run time).
     identity: Option<Identity>,
+    /// `--node-name`, if given.
+    node_name: Option<String>,
     options: Options,
     state_dir: PathBuf,
     nft: PathBuf,
     health: Option<SocketAddr>,
     interval: Duration,
     cleanup_on_exit: bool,
+    /// Read the kernel and compute, but never write to it.
+    dry_run: bool,
+    log_format: LogFormat,
 }
 
 fn usage(detail: impl std::fmt::Display) -> Error {
@@ -108,23 +136,39 @@ fn parse_args(args: &[String]) -> Result<Args, Error> {
         mode,
         config: None,
         identity: None,
+        node_name: None,
         options: Options::default(),
         state_dir: PathBuf::from("/run/lvstun"),
         nft: PathBuf::from("nft"),
         health: None,
         interval: Duration::from_secs(30),
         cleanup_on_exit: false,
+        dry_run: false,
+        log_format: LogFormat::Text,
     };
     let mut health_port: Option<u16> = None;
-    let mut health_ip: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    while let Some(flag) = it.next() {
+    let mut health_ip: Option<IpAddr> = None;
+    while let Some(arg) = it.next() {
+        // `--flag=value` or `--flag value`, as the balancer (the DaemonSet uses the first).
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg, None),
+        };
         let mut value = |name: &str| {
-            it.next()
-                .map(str::to_owned)
+            inline
+                .clone()
+                .or_else(|| it.next().map(str::to_owned))
                 .ok_or_else(|| usage(format!("{name} needs a value")))
         };
         match flag {
             "--config" => out.config = Some(value(flag)?),
+            "--node-name" => {
+                let v = value(flag)?;
+                if v.is_empty() {
+                    return Err(Error::invalid("--node-name", v, "must not be empty"));
+                }
+                out.node_name = Some(v);
+            }
             "--real-server" => {
                 let v = value(flag)?;
                 let (namespace, name) = match v.split_once('/') {
@@ -186,9 +230,9 @@ fn parse_args(args: &[String]) -> Result<Args, Error> {
             }
             "--health-address" => {
                 let v = value(flag)?;
-                health_ip = v.parse().map_err(|_| {
+                health_ip = Some(v.parse().map_err(|_| {
                     Error::invalid("--health-address", &v, "expected an IP address")
-                })?;
+                })?);
             }
             "--interval" => {
                 let v = value(flag)?;
@@ -199,41 +243,83 @@ fn parse_args(args: &[String]) -> Result<Args, Error> {
                     .ok_or_else(|| Error::invalid("--interval", &v, "expected 1..3600 seconds"))?;
                 out.interval = Duration::from_secs(secs);
             }
-            "--cleanup-on-exit" => out.cleanup_on_exit = true,
+            "--log-format" => {
+                let v = value(flag)?;
+                out.log_format = match v.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(Error::invalid("--log-format", v, "expected text or json")),
+                };
+            }
+            "--cleanup-on-exit" if inline.is_none() => out.cleanup_on_exit = true,
+            "--dry-run" if inline.is_none() => out.dry_run = true,
             other => return Err(usage(format!("unknown argument {other}"))),
         }
     }
-    out.health = health_port.map(|port| SocketAddr::new(health_ip, port));
-    if mode != Mode::Cleanup {
-        if out.config.is_none() {
-            return Err(usage(
-                "--config FILE is needed (the in-cluster source is not built yet)",
-            ));
+    // In a cluster the kubelet probes over the host network and metrics may be scraped from
+    // the node's address, as the balancer's are; a standalone host keeps it on loopback.
+    let default_ip = if out.config.is_none() && mode == Mode::Daemon {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    out.health = health_port.map(|port| SocketAddr::new(health_ip.unwrap_or(default_ip), port));
+    match (mode, &out.config) {
+        (Mode::Cleanup, _) => {}
+        (_, Some(_)) => {
+            if out.identity.is_none() {
+                out.identity = out.node_name.clone().map(Identity::Node);
+            }
+            if out.identity.is_none() {
+                return Err(usage(
+                    "say which RealServer this host is: --real-server, --node-address or --node-name",
+                ));
+            }
         }
-        if out.identity.is_none() {
-            return Err(usage(
-                "say which RealServer this host is: --real-server or --node-address",
-            ));
+        (Mode::Apply | Mode::Check, None) => {
+            return Err(usage(format!(
+                "{} needs --config FILE",
+                if mode == Mode::Apply {
+                    "apply"
+                } else {
+                    "check"
+                }
+            )));
+        }
+        (_, None) => {
+            if out.identity.is_some() {
+                return Err(usage(
+                    "in a cluster this node's RealServers are those whose spec.nodeName is the \
+                     node: --real-server and --node-address go with --config",
+                ));
+            }
         }
     }
     Ok(out)
 }
 
+/// The node a cluster-mode daemon serves: `--node-name`, else `$NODE_NAME` (`env`), as the
+/// DaemonSet sets it from the downward API.
+fn cluster_node(args: &Args, env: Option<String>) -> Result<String, Error> {
+    args.node_name
+        .clone()
+        .or_else(|| env.filter(|n| !n.is_empty()))
+        .ok_or_else(|| usage("in a cluster the node name is needed: --node-name or $NODE_NAME"))
+}
+
 /// Runs `lvstun-node web ARGS...`.
 pub fn run(args: &[String]) -> Result<ExitCode, Error> {
     let args = parse_args(args)?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _already_set = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(filter)
-        .try_init();
+    init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         match args.mode {
+            Mode::Daemon if args.config.is_none() => {
+                let node = cluster_node(&args, std::env::var("NODE_NAME").ok())?;
+                cluster::daemon(&args, node).await
+            }
             Mode::Daemon => daemon(&args).await,
             Mode::Apply | Mode::Check => once(&args).await,
             Mode::Cleanup => cleanup(&args).await,
@@ -287,7 +373,7 @@ async fn once(args: &Args) -> Result<ExitCode, Error> {
     let served = load_served(args)?;
     let mut host = Host::open(&args.nft)?;
     let mut st = state::load(&args.state_dir)?;
-    let check = args.mode == Mode::Check;
+    let check = args.mode == Mode::Check || args.dry_run;
     let out = reconcile_with(&mut host, args, &served, &mut st, check).await?;
     print_outcome(&out, check);
     Ok(if out.readiness.ready && out.errors.is_empty() {
@@ -321,9 +407,14 @@ fn stamp(path: &str) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn log_outcome(out: &apply::Outcome) {
+/// Logs what a reconcile did (with `dry_run`, what it would have done).
+fn log_outcome(out: &apply::Outcome, dry_run: bool) {
     for op in &out.ops {
-        info!("applied: {op}");
+        if dry_run {
+            info!("dry run: would apply: {op}");
+        } else {
+            info!("applied: {op}");
+        }
     }
     for e in &out.errors {
         error!("failed: {e}");
@@ -341,8 +432,8 @@ fn log_outcome(out: &apply::Outcome) {
     );
 }
 
-async fn daemon(args: &Args) -> Result<ExitCode, Error> {
-    let path = args.config.clone().unwrap_or_default();
+/// Starts `/healthz` and `/readyz` when `--health-port` asks for them.
+async fn serve_health(args: &Args) -> Result<health::Shared, Error> {
     let shared = health::shared();
     if let Some(addr) = args.health {
         let server = health::bind(addr, shared.clone()).await?;
@@ -353,6 +444,12 @@ async fn daemon(args: &Args) -> Result<ExitCode, Error> {
         });
         info!("health endpoint on http://{addr}/healthz and /readyz");
     }
+    Ok(shared)
+}
+
+async fn daemon(args: &Args) -> Result<ExitCode, Error> {
+    let path = args.config.clone().unwrap_or_default();
+    let shared = serve_health(args).await?;
     let mut host = Host::open(&args.nft)?;
     let mut st = state::load(&args.state_dir)?;
     let mut served = load_served(args)?;
@@ -383,9 +480,9 @@ async fn daemon(args: &Args) -> Result<ExitCode, Error> {
             }
         }
         if Instant::now() >= next_full {
-            match reconcile_with(&mut host, args, &served, &mut st, false).await {
+            match reconcile_with(&mut host, args, &served, &mut st, args.dry_run).await {
                 Ok(out) => {
-                    log_outcome(&out);
+                    log_outcome(&out, args.dry_run);
                     health::set_readiness(&shared, out.readiness);
                 }
                 Err(e) => error!("reconcile failed: {e}"),
@@ -406,10 +503,15 @@ async fn daemon(args: &Args) -> Result<ExitCode, Error> {
             }
         }
     }
-    if args.cleanup_on_exit {
+    stop(&mut host, args, &mut st).await
+}
+
+/// On SIGTERM: leave the host configured, or undo lvstun's changes with `--cleanup-on-exit`.
+async fn stop(host: &mut Host, args: &Args, st: &mut state::State) -> Result<ExitCode, Error> {
+    if args.cleanup_on_exit && !args.dry_run {
         info!("stopping: --cleanup-on-exit, undoing lvstun's changes");
-        let out = reconcile_with(&mut host, args, &Served::default(), &mut st, false).await?;
-        log_outcome(&out);
+        let out = reconcile_with(host, args, &Served::default(), st, false).await?;
+        log_outcome(&out, false);
     } else {
         info!("stopping: the host keeps its configuration (web cleanup undoes it)");
     }
@@ -465,9 +567,61 @@ mod tests {
     }
 
     #[test]
+    fn the_operators_arguments_parse() {
+        // Exactly what operator/src/build.rs `node_args` gives the web DaemonSet (after the
+        // role word), with $(NODE_NAME) expanded by the kubelet. Copied, not derived: the
+        // operator's lib is not a dependency of lvstun-node (it would build kube-lease-manager,
+        // clap and prometheus-client into every node test); the operator's own test
+        // `pods_are_least_privilege_host_network_with_probes_and_args` pins the same list.
+        let a = parse_args(&args(
+            "--node-name=node-a --health-port=9782 --log-format=json",
+        ))
+        .unwrap();
+        assert_eq!(a.mode, Mode::Daemon);
+        assert_eq!(a.config, None, "no --config: in-cluster mode");
+        assert_eq!(a.node_name.as_deref(), Some("node-a"));
+        assert_eq!(
+            a.identity, None,
+            "the identity is the node, resolved at run time"
+        );
+        assert_eq!(cluster_node(&a, None).unwrap(), "node-a");
+        assert_eq!(a.health, Some("0.0.0.0:9782".parse().unwrap()));
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(a.state_dir, PathBuf::from("/run/lvstun"));
+        assert!(!a.dry_run);
+    }
+
+    #[test]
+    fn the_node_comes_from_the_flag_or_the_downward_api() {
+        let a = parse_args(&args("--health-port 9782 --dry-run")).unwrap();
+        assert!(a.dry_run);
+        assert_eq!(cluster_node(&a, Some("node-b".into())).unwrap(), "node-b");
+        assert!(cluster_node(&a, Some(String::new())).is_err());
+        assert!(cluster_node(&a, None).is_err());
+        let a = parse_args(&args(
+            "--node-name node-a --health-address=127.0.0.1 --health-port=1",
+        ))
+        .unwrap();
+        assert_eq!(cluster_node(&a, Some("node-b".into())).unwrap(), "node-a");
+        assert_eq!(a.health, Some("127.0.0.1:1".parse().unwrap()));
+        // Standalone, --node-name names this host's RealServers by spec.nodeName.
+        let a = parse_args(&args("--config=f.yaml --node-name=node-a --dry-run")).unwrap();
+        assert_eq!(a.identity, Some(Identity::Node("node-a".into())));
+        // --real-server wins over --node-name.
+        let a = parse_args(&args("--config f --node-name n --real-server web1")).unwrap();
+        assert!(matches!(a.identity, Some(Identity::Name { .. })));
+    }
+
+    #[test]
     fn bad_command_lines_are_refused() {
         for bad in [
             "--real-server web1",
+            "--node-address 198.51.100.10",
+            "check --node-name n",
+            "apply",
+            "--node-name=",
+            "--dry-run=yes",
+            "--log-format yaml",
             "--config f",
             "--config f --real-server web1 --mss 10",
             "--config f --real-server web1 --vip-device this-name-is-too-long",

@@ -4,8 +4,8 @@
 //!
 //! Standalone, the result is the exit status of `lvstun-node web check` and the answer of
 //! `/readyz`; in a cluster the same value becomes the RealServer's `TunnelReady` condition
-//! ([`Readiness::condition`]), applied by the web daemon with field manager
-//! [`FIELD_MANAGER`].
+//! ([`Readiness::condition`]), applied by the web daemon with the field manager
+//! `lvstun-node-web/<node>` (see `report`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use lvstun_crds::conditions::TUNNEL_READY;
@@ -14,8 +14,8 @@ use super::desired::{Desired, Observed, Problem, Served, VipDevice};
 use crate::net::devconf::Knob;
 use crate::net::link::TUNL0;
 
-/// The field manager of the web daemon's status writes (server-side apply).
-#[allow(dead_code)] // for the in-cluster reporter, not built yet
+/// The prefix of the web daemon's field manager (server-side apply); the manager itself is
+/// per node, `lvstun-node-web/<node>` (`report::field_manager`).
 pub const FIELD_MANAGER: &str = "lvstun-node-web";
 
 /// The verdict.
@@ -39,7 +39,6 @@ impl Readiness {
     }
 
     /// The `TunnelReady` condition for the RealServer's status.
-    #[allow(dead_code)] // for the in-cluster reporter, not built yet
     pub fn condition(&self, generation: Option<i64>, now: Time) -> Condition {
         Condition {
             type_: TUNNEL_READY.to_owned(),

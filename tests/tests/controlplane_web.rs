@@ -1,0 +1,439 @@
+//! The web role's in-cluster path against a real kube-apiserver (the harness's control plane):
+//! `lvstun-node web` started with exactly the arguments the operator's DaemonSet gives it
+//! (`--node-name=… --health-port=… --log-format=json`), plus `--dry-run` because this host's
+//! kernel has no ipip (the kernel side is proven in the lab VM), authenticated as the web
+//! ServiceAccount of a `helm install` of the chart (so the chart's RBAC is what is tested).
+//!
+//! It proves: the daemon serves the RealServer whose `spec.nodeName` is its node and not the
+//! other; it server-side-applies that RealServer's `TunnelReady` condition with its own field
+//! manager (`lvstun-node-web/<node>`), leaving the operator's `Healthy` condition and the
+//! balancer's `checks[]` entry exactly as they were; an edit of the VirtualService's VIP reaches
+//! its desired state at once; a RealServer moved to another node gets its condition withdrawn;
+//! and the web ServiceAccount can do what the daemon needs and not more.
+//!
+//! The node name is unique to the run (`node-a-<namespace>`) rather than a bare `node-a`: the
+//! daemon watches RealServers in every namespace, and other tests on the shared control plane
+//! may name a `node-a` too.
+//!
+//! Run: `cargo test -p lvstun-tests --test controlplane_web -- --nocapture`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use lvstun_crds::v1alpha1::RealServer;
+use lvstun_tests::controlplane::{ControlPlane, repo_root, unique_namespace};
+use lvstun_tests::lab;
+use lvstun_tests::operator_fixture::Install;
+use serde_json::json;
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn ensure_crds(cp: &ControlPlane) {
+    cp.run(
+        "kubectl apply -f deploy/crds",
+        cp.kubectl()
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(repo_root().join("deploy/crds")),
+    )
+    .unwrap();
+    cp.run(
+        "kubectl wait crds",
+        cp.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/virtualservices.lvstun.io",
+            "crd/realservers.lvstun.io",
+        ]),
+    )
+    .unwrap();
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `limit` with `what`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn condition(rs: &RealServer, kind: &str) -> Option<Condition> {
+    rs.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .cloned()
+}
+
+/// The managers that own fields of `rs`'s status, with what they own.
+fn status_managers(rs: &RealServer) -> Vec<(String, serde_json::Value)> {
+    rs.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .map(|m| {
+            (
+                m.manager.clone().unwrap_or_default(),
+                m.fields_v1
+                    .as_ref()
+                    .map(|f| f.0.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// What the operator and a balancer write on a RealServer, each with its own field manager.
+async fn other_writers(api: &Api<RealServer>, name: &str) {
+    let healthy = json!({
+        "apiVersion": "lvstun.io/v1alpha1", "kind": "RealServer",
+        "status": {"conditions": [{
+            "type": "Healthy", "status": "True", "reason": "Checked",
+            "message": "healthy on lb1", "lastTransitionTime": "2026-01-01T00:00:00Z"
+        }]}
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply("lvstun-operator"),
+        &Patch::Apply(healthy),
+    )
+    .await
+    .unwrap();
+    let check = json!({
+        "apiVersion": "lvstun.io/v1alpha1", "kind": "RealServer",
+        "status": {"checks": [{"balancer": "lb1", "healthy": true, "consecutiveFailures": 0, "message": "200 OK"}]}
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply("lvstun-node/lb1"),
+        &Patch::Apply(check),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip() {
+    lab::ensure_built_bins(&[("lvstun-node", "lvstun-node")]).unwrap();
+    let cp = ControlPlane::shared().unwrap();
+    ensure_crds(cp);
+
+    // The chart's RBAC, and a token for its web ServiceAccount.
+    let install = Install::new(cp, "web-rbac", &[]);
+    let web_sa = format!("{}-web", install.release);
+    let token = cp
+        .run(
+            "kubectl create token",
+            cp.kubectl().args([
+                "create",
+                "token",
+                &web_sa,
+                "-n",
+                &install.namespace,
+                "--duration=1h",
+            ]),
+        )
+        .unwrap();
+    let kubeconfig = cp
+        .write_kubeconfig(&format!("{}-web", install.namespace), token.trim())
+        .unwrap();
+    let sa = format!("system:serviceaccount:{}:{web_sa}", install.namespace);
+
+    // The examples, in a namespace of their own; web1 is this node's, web2 is not.
+    let ns = unique_namespace("web");
+    let node = format!("node-a-{ns}");
+    cp.run(
+        "kubectl create namespace",
+        cp.kubectl().args(["create", "namespace", &ns]),
+    )
+    .unwrap();
+    for example in ["virtualservice.yaml", "realservers.yaml"] {
+        cp.run(
+            "kubectl apply example",
+            cp.kubectl()
+                .args(["apply", "-n", &ns, "-f"])
+                .arg(repo_root().join("deploy/examples").join(example)),
+        )
+        .unwrap();
+    }
+    cp.run(
+        "kubectl patch web1 nodeName",
+        cp.kubectl().args([
+            "patch",
+            "lvsrs",
+            "web1",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"nodeName":"{node}"}}}}"#),
+        ]),
+    )
+    .unwrap();
+
+    let client = cp.client().await.unwrap();
+    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
+    other_writers(&rss, "web1").await;
+    let before = rss.get_status("web1").await.unwrap();
+    let healthy_before = condition(&before, "Healthy").unwrap();
+    let checks_before = before.status.as_ref().unwrap().checks.clone();
+    assert_eq!(checks_before.len(), 1);
+
+    // The daemon, as the DaemonSet runs it (operator/src/build.rs `node_args`), plus --dry-run,
+    // a private state folder and the health endpoint on loopback only.
+    let health_port = free_port();
+    let state = PathBuf::from(cp.dir()).join(format!("web-state-{ns}"));
+    let log_path = PathBuf::from(cp.dir()).join(format!("web-{ns}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let daemon = Proc(
+        Command::new(lab::bin_dir().join("lvstun-node"))
+            .args([
+                "web".to_string(),
+                format!("--node-name={node}"),
+                format!("--health-port={health_port}"),
+                "--log-format=json".to_string(),
+                "--health-address=127.0.0.1".to_string(),
+                "--dry-run".to_string(),
+                format!("--state-dir={}", state.display()),
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("NODE_NAME")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    eprintln!("[controlplane_web] daemon log: {}", log_path.display());
+    let manager = format!("lvstun-node-web/{node}");
+
+    // 1. TunnelReady on web1, said to be a dry run, written by the node's field manager.
+    let web1 = eventually(Duration::from_secs(60), "TunnelReady on web1", || {
+        let rss = rss.clone();
+        async move {
+            let rs = rss.get_status("web1").await.ok()?;
+            condition(&rs, "TunnelReady").is_some().then_some(rs)
+        }
+    })
+    .await;
+    let tunnel = condition(&web1, "TunnelReady").unwrap();
+    eprintln!("[controlplane_web] web1 TunnelReady: {tunnel:?}");
+    assert!(
+        tunnel
+            .message
+            .starts_with("dry run: nothing is changed on this node; "),
+        "{tunnel:?}"
+    );
+    assert!(
+        ["True", "False"].contains(&tunnel.status.as_str()),
+        "{tunnel:?}"
+    );
+    assert!(!tunnel.reason.is_empty());
+    assert_eq!(tunnel.observed_generation, web1.metadata.generation);
+    let managers = status_managers(&web1);
+    let (_, owned) = managers
+        .iter()
+        .find(|(m, _)| *m == manager)
+        .unwrap_or_else(|| panic!("no status fields of {manager}: {managers:?}"));
+    let owned_conditions: Vec<&String> = owned["f:status"]["f:conditions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("k:"))
+        .collect();
+    assert_eq!(
+        owned_conditions,
+        vec![r#"k:{"type":"TunnelReady"}"#],
+        "the web daemon owns TunnelReady and nothing else"
+    );
+    assert!(owned["f:status"].get("f:checks").is_none(), "{owned}");
+
+    // 2. The operator's Healthy and the balancer's checks[] are untouched, still their owners'.
+    assert_eq!(condition(&web1, "Healthy").unwrap(), healthy_before);
+    assert_eq!(web1.status.as_ref().unwrap().checks, checks_before);
+    for m in ["lvstun-operator", "lvstun-node/lb1"] {
+        assert!(
+            managers.iter().any(|(name, _)| name == m),
+            "{m} lost its fields: {managers:?}"
+        );
+    }
+
+    // 3. web2 names no node: the daemon says nothing about it.
+    let web2 = rss.get_status("web2").await.unwrap();
+    assert!(condition(&web2, "TunnelReady").is_none(), "{web2:?}");
+
+    // 4. The VIP is edited: the new one is this node's desired state at once.
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(log_text().contains("192.0.2.100"), "{}", log_text());
+    cp.run(
+        "kubectl patch lvsvc vip",
+        cp.kubectl().args([
+            "patch",
+            "lvsvc",
+            "www",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"vip":"192.0.2.200"}}"#,
+        ]),
+    )
+    .unwrap();
+    let changed = eventually(
+        Duration::from_secs(30),
+        "desired state with 192.0.2.200 logged",
+        || {
+            let text = log_text();
+            async move {
+                text.lines()
+                    .find(|l| l.contains("desired state changed") && l.contains("192.0.2.200"))
+                    .map(str::to_owned)
+            }
+        },
+    )
+    .await;
+    eprintln!("[controlplane_web] {changed}");
+    assert!(
+        !changed.contains("192.0.2.100"),
+        "the old VIP is gone: {changed}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "a reconcile with the new VIP",
+        || {
+            let text = log_text();
+            async move {
+                text.lines()
+                    .any(|l| l.contains("reconciled:") && l.contains("(192.0.2.200)"))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // 5. Its own endpoint: alive, and /readyz carries the same verdict.
+    assert!(http_get(health_port, "/healthz").contains("200 OK"));
+    let readyz = http_get(health_port, "/readyz");
+    assert!(readyz.contains(&tunnel.reason), "{readyz}");
+
+    // 6. web1 moves to another node: this node withdraws its condition; the others stay.
+    cp.run(
+        "kubectl patch web1 nodeName elsewhere",
+        cp.kubectl().args([
+            "patch",
+            "lvsrs",
+            "web1",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"nodeName":"node-b-{ns}"}}}}"#),
+        ]),
+    )
+    .unwrap();
+    let moved = eventually(Duration::from_secs(30), "TunnelReady withdrawn", || {
+        let rss = rss.clone();
+        async move {
+            let rs = rss.get_status("web1").await.ok()?;
+            condition(&rs, "TunnelReady").is_none().then_some(rs)
+        }
+    })
+    .await;
+    assert_eq!(condition(&moved, "Healthy").unwrap(), healthy_before);
+    assert_eq!(moved.status.as_ref().unwrap().checks, checks_before);
+    drop(daemon);
+
+    // 7. The web ServiceAccount's RBAC: what the daemon needs, and not more.
+    let can = |verb: &str, resource: &str| -> bool {
+        let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+        let mut cmd = cp.kubectl();
+        cmd.args(["auth", "can-i", verb, resource, &format!("--as={sa}")]);
+        if !sub.is_empty() {
+            cmd.arg(format!("--subresource={sub}"));
+        }
+        cmd.args(["-n", &ns]);
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for (verb, resource) in [
+        ("get", "realservers.lvstun.io"),
+        ("list", "realservers.lvstun.io"),
+        ("watch", "realservers.lvstun.io"),
+        ("get", "virtualservices.lvstun.io"),
+        ("list", "virtualservices.lvstun.io"),
+        ("watch", "virtualservices.lvstun.io"),
+        ("patch", "realservers.lvstun.io/status"),
+    ] {
+        assert!(
+            can(verb, resource),
+            "the web daemon needs {verb} {resource}"
+        );
+    }
+    for (verb, resource) in [
+        ("patch", "realservers.lvstun.io"),
+        ("update", "realservers.lvstun.io"),
+        ("delete", "realservers.lvstun.io"),
+        ("patch", "virtualservices.lvstun.io/status"),
+        ("patch", "virtualservices.lvstun.io"),
+        ("get", "secrets"),
+        ("get", "nodes"),
+        ("list", "pods"),
+    ] {
+        assert!(
+            !can(verb, resource),
+            "the web daemon must not {verb} {resource}"
+        );
+    }
+
+    let _ = cp.run(
+        "kubectl delete namespace",
+        cp.kubectl()
+            .args(["delete", "namespace", &ns, "--wait=false"]),
+    );
+    drop(install);
+}
