@@ -221,6 +221,10 @@ fn parse_args(args: &[String]) -> Result<Args, Error> {
 
 /// Runs `lvstun-node web ARGS...`.
 pub fn run(args: &[String]) -> Result<ExitCode, Error> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("usage: {USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let args = parse_args(args)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
