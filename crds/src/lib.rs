@@ -2,9 +2,11 @@
 //! validation, condition vocabulary, and the rendering of the CRD YAML that ships in `deploy/`.
 //!
 //! The CRD YAML is generated from these types (`cargo run -p lvstun-crds --bin crdgen`), never
-//! edited by hand; a test fails when the committed files are stale.
+//! edited by hand, and so is the field reference `docs/crd-reference.md` ([`reference`]); a test
+//! fails when a committed file is stale.
 
 pub mod conditions;
+pub mod reference;
 pub mod v1alpha1;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -57,4 +59,9 @@ pub fn render_crd_files() -> Result<Vec<GeneratedFile>, Error> {
             })
         })
         .collect()
+}
+
+/// `docs/crd-reference.md` for every CRD lvstun ships (see [`reference`]).
+pub fn render_reference() -> String {
+    reference::render(&crds())
 }

@@ -1,4 +1,5 @@
-//! The CRD YAML committed under `deploy/` must be exactly what the types generate.
+//! The CRD YAML committed under `deploy/` and the reference `docs/crd-reference.md` must be
+//! exactly what the types generate.
 
 use std::path::Path;
 
@@ -19,6 +20,19 @@ fn committed_crd_yaml_is_up_to_date() {
             );
         }
     }
+}
+
+#[test]
+fn committed_crd_reference_is_up_to_date() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let path = root.join(lvstun_crds::reference::PATH);
+    let committed =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        committed == lvstun_crds::render_reference(),
+        "{} is stale: run `cargo run -p lvstun-crds --bin crdgen` and commit the result",
+        path.display()
+    );
 }
 
 #[test]

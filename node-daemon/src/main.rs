@@ -50,10 +50,27 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        _ => {
-            println!("lvstun-node {}", env!("CARGO_PKG_VERSION"));
-            println!("usage: lvstun-node [--version]");
+        Some("--help" | "-h") | None => {
+            println!("{}", usage());
             ExitCode::SUCCESS
         }
+        // An unknown role is a mistake in a unit file or a DaemonSet: fail so it shows.
+        Some(other) => {
+            eprintln!("lvstun-node: unknown command {other:?}\n{}", usage());
+            ExitCode::from(2)
+        }
     }
+}
+
+/// The top-level help: the two roles and where their own options are listed.
+fn usage() -> String {
+    format!(
+        "lvstun-node {}: the lvstun node daemon (LVS-TUN balancer or real server)\n\n\
+         usage: lvstun-node balancer [OPTIONS]   IPVS, health checks and VRRP on a balancer node\n       \
+         lvstun-node web [apply|check|cleanup] [OPTIONS]\n                                        \
+         tunl0, VIPs, ARP suppression and MSS clamp on a real server\n       \
+         lvstun-node --version | --help\n\n\
+         `lvstun-node balancer --help` and `lvstun-node web --help` list each role's options.",
+        env!("CARGO_PKG_VERSION")
+    )
 }

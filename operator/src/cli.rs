@@ -8,6 +8,9 @@ use crate::build::{NodeDaemonConfig, RoleConfig};
 use crate::error::Error;
 use crate::leader::LeaseConfig;
 
+/// The `lvstun-node` image of the same version as this operator.
+pub const DEFAULT_NODE_IMAGE: &str = concat!("lvstun/lvstun-node:", env!("CARGO_PKG_VERSION"));
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -58,8 +61,10 @@ impl PullPolicy {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "lvstun-operator", version, args_override_self = true)]
 pub struct Cli {
-    /// Image of `lvstun-node` for the DaemonSets.
-    #[arg(long)]
+    /// Image of `lvstun-node` for the DaemonSets. The default is the image `./dev images`
+    /// builds and the chart renders by default (tag = this operator's version), so an operator
+    /// started without the chart still runs node daemons of its own version.
+    #[arg(long, default_value = DEFAULT_NODE_IMAGE)]
     pub node_image: String,
     /// Image pull policy of the DaemonSet pods.
     #[arg(long, value_enum, default_value = "IfNotPresent")]
@@ -201,6 +206,23 @@ mod tests {
         assert_eq!(cfg.web.service_account, "lvstun-web");
         assert_eq!(cfg.log_format, "json");
         assert_eq!(cli.lease().duration_seconds, 10);
+    }
+
+    #[test]
+    fn without_node_image_the_daemonsets_run_the_node_image_of_this_version() {
+        let cli = Cli::try_parse_from([
+            "lvstun-operator",
+            "--balancer-service-account=b",
+            "--web-service-account=w",
+            "--lease-name=l",
+            "--namespace=n",
+            "--pod-name=p",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.node_daemons().unwrap().image,
+            format!("lvstun/lvstun-node:{}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 # Prepares everything the lab VM needs and caches it under ${LVSTUN_CACHE:-~/.cache/lvstun}:
 #   - Debian packages on the host: qemu (TCG), kmod (modprobe in the guest, depmod here),
 #     socat (guestfwd of the management link), ipvsadm, iproute2, nftables, curl, busybox-static
-#     (virtme-ng's initramfs), python3-venv;
+#     (virtme-ng's initramfs), python3-venv, skopeo (reads back the OCI images of `./dev images`);
 #   - a Python venv with virtme-ng (command `vng`) at $CACHE/venv;
 #   - Debian bookworm's kernel (linux-image-6.1.0-NN-amd64, which carries ip_vs, ipip, ... as
 #     modules) extracted into $CACHE/kernel/<version>/, boot/vmlinuz-<version> beside
@@ -37,7 +37,8 @@ apt_update_once() {
 
 # --- 1. Debian packages --------------------------------------------------------------------
 # iputils-arping: the web-daemon scenario asks for the VIP by ARP on the web segments.
-packages=(qemu-system-x86 kmod socat ipvsadm iproute2 nftables curl busybox-static python3-venv iputils-arping keepalived openssl)
+# skopeo: an independent reader of the OCI images `./dev images` writes (tests/tests/images.rs).
+packages=(qemu-system-x86 kmod socat ipvsadm iproute2 nftables curl busybox-static python3-venv iputils-arping keepalived openssl skopeo)
 missing=()
 for p in "${packages[@]}"; do
   if [[ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" != installed ]]; then

@@ -1,5 +1,5 @@
 //! Writes the CRD YAML generated from the API types into `deploy/crds/` and the helm chart's
-//! `crds/` folder. With `--check`, writes nothing and exits non-zero when a committed file
+//! `crds/` folder, and the field reference `docs/crd-reference.md` from the same CRDs. With `--check`, writes nothing and exits non-zero when a committed file
 //! differs from what the types generate (CI and a unit test use this to catch stale YAML).
 
 use std::path::{Path, PathBuf};
@@ -47,12 +47,25 @@ fn main() -> ExitCode {
             println!("wrote {}", path.display());
         }
     }
+    // The reference: one more generated file, checked and written like the YAML.
+    let reference = root.join(lvstun_crds::reference::PATH);
+    let content = lvstun_crds::render_reference();
+    if std::fs::read_to_string(&reference).unwrap_or_default() != content {
+        if check {
+            stale.push(reference);
+        } else if let Err(e) = std::fs::write(&reference, &content) {
+            eprintln!("crdgen: writing {}: {e}", reference.display());
+            return ExitCode::FAILURE;
+        } else {
+            println!("wrote {}", reference.display());
+        }
+    }
     if !stale.is_empty() {
         for p in &stale {
             eprintln!("stale: {}", p.display());
         }
         eprintln!(
-            "CRD YAML is stale; run `cargo run -p lvstun-crds --bin crdgen` and commit the result"
+            "CRD YAML or docs/crd-reference.md is stale; run `cargo run -p lvstun-crds --bin crdgen` and commit the result"
         );
         return ExitCode::FAILURE;
     }

@@ -185,6 +185,10 @@ fn host_name() -> String {
 
 /// Runs `lvstun-node balancer ARGS...`.
 pub fn main(args: &[String]) -> Result<ExitCode, Error> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("usage: {USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let args = parse_args(args)?;
     init_logging(args.log_format);
     // The loop runs its passes on this thread (`block_on`); health checks, the source and the

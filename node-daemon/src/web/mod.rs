@@ -309,6 +309,10 @@ fn cluster_node(args: &Args, env: Option<String>) -> Result<String, Error> {
 
 /// Runs `lvstun-node web ARGS...`.
 pub fn run(args: &[String]) -> Result<ExitCode, Error> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("usage: {USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let args = parse_args(args)?;
     init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_current_thread()

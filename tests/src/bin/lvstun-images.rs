@@ -1,0 +1,62 @@
+//! `lvstun-images`: builds the OCI images of the release binaries (see `lvstun_tests::images`)
+//! and prints each image's reference, digest and size. `./dev images` builds the binaries and
+//! runs this.
+//!
+//! ```text
+//! lvstun-images [--bin-dir DIR] [--out DIR]
+//! ```
+//! `--bin-dir`: where the release binaries are (default `$CARGO_TARGET_DIR/release`, else
+//! `target/release`); `--out`: where the layouts go (default `${LVSTUN_CACHE:-~/.cache/lvstun}/images`).
+//! The layer mtimes come from `SOURCE_DATE_EPOCH` (0 when unset).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use lvstun_tests::controlplane::{cache_dir, repo_root};
+use lvstun_tests::images::{self, IMAGES};
+
+const USAGE: &str = "usage: lvstun-images [--bin-dir DIR] [--out DIR]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lvstun-images: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut bin_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("release");
+    let mut out = cache_dir().join("images");
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--bin-dir" => bin_dir = PathBuf::from(value()?),
+            "--out" => out = PathBuf::from(value()?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    let epoch = images::source_date_epoch()?;
+    for spec in &IMAGES {
+        let (image, written) =
+            images::build(spec, &bin_dir, &out, epoch).map_err(|e| e.to_string())?;
+        println!(
+            "{}  {}  {:.1} MB  {}",
+            image.reference,
+            image.digest(),
+            image.size() as f64 / 1e6,
+            written.layout.display()
+        );
+    }
+    Ok(())
+}

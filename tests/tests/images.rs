@@ -1,0 +1,352 @@
+//! The container images (`lvstun_tests::images`, `./dev images`): built twice from the same
+//! release binaries they are identical to the byte; their layouts parse (index → manifest →
+//! config → layer, every digest checked) by our reader and by skopeo; the binaries start from
+//! the unpacked root filesystem alone (chroot, so nothing of the host's leaks in); and the chart
+//! and the operator name exactly these images by default.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns panic on purpose
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lvstun_tests::controlplane::{bin_dir as k8s_bin_dir, repo_root};
+use lvstun_tests::images::{self, BIN_DIR, IMAGES, ImageSpec, NONROOT, TAG};
+use lvstun_tests::lab;
+use serde_json::Value;
+
+/// A fixed epoch (2023-11-14), so the tests do not depend on the environment's.
+const EPOCH: u64 = 1_700_000_000;
+
+/// Builds the release binaries the images hold (once per process; see `lab::ensure_built_bins`).
+fn release_bins() -> PathBuf {
+    lab::ensure_built_bins(&[
+        ("lvstun-node", "lvstun-node"),
+        ("lvstun-operator", "lvstun-operator"),
+    ])
+    .unwrap();
+    lab::bin_dir()
+}
+
+/// A fresh scratch folder for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("lvstun-images-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} exited with {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Unpacks an image's layers into `root` with GNU tar (a second implementation of the format:
+/// what our writer produced must be what tar reads).
+fn unpack(layout: &Path, root: &Path) -> images::ReadImage {
+    let image = images::read_layout(layout).unwrap();
+    std::fs::create_dir_all(root).unwrap();
+    for layer in &image.layers {
+        run(Command::new("tar")
+            .arg("--extract")
+            .arg("--numeric-owner")
+            .arg("--file")
+            .arg(layer)
+            .arg("--directory")
+            .arg(root));
+    }
+    image
+}
+
+fn is_root() -> bool {
+    // /proc/self belongs to the process's effective uid.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn spec(binary: &str) -> ImageSpec {
+    *IMAGES.iter().find(|s| s.binary == binary).unwrap()
+}
+
+#[test]
+fn building_twice_gives_the_same_bytes_and_another_epoch_another_digest() {
+    let bins = release_bins();
+    let scratch = Scratch::new("repro");
+    for spec in &IMAGES {
+        let (a, wa) = images::build(spec, &bins, &scratch.0.join("a"), EPOCH).unwrap();
+        let (b, wb) = images::build(spec, &bins, &scratch.0.join("b"), EPOCH).unwrap();
+        assert_eq!(a.digest(), b.digest(), "{}", spec.binary);
+        assert_eq!(
+            std::fs::read(&wa.archive).unwrap(),
+            std::fs::read(&wb.archive).unwrap(),
+            "{}: the .oci.tar differs",
+            spec.binary
+        );
+        // The epoch really reaches the layer (so the equality above is not vacuous).
+        let (c, _) = images::build(spec, &bins, &scratch.0.join("c"), EPOCH + 1).unwrap();
+        assert_ne!(a.digest(), c.digest(), "{}", spec.binary);
+        eprintln!("{}  {}  {} bytes", a.reference, a.digest(), a.size());
+    }
+}
+
+#[test]
+fn layouts_hold_exactly_the_binary_its_libraries_and_a_fixed_owner_and_time() {
+    let bins = release_bins();
+    let scratch = Scratch::new("contents");
+    for spec in &IMAGES {
+        let (built, written) = images::build(spec, &bins, &scratch.0, EPOCH).unwrap();
+        let image = images::read_layout(&written.layout).unwrap();
+        assert_eq!(image.digest, built.digest());
+        assert_eq!(image.tag, TAG);
+        let cfg = &image.config["config"];
+        assert_eq!(cfg["User"], format!("{0}:{0}", spec.user));
+        assert_eq!(
+            cfg["Entrypoint"],
+            serde_json::json!([format!("/{BIN_DIR}/{}", spec.binary)])
+        );
+        assert!(
+            image.config.get("created").is_none(),
+            "no timestamp in the config"
+        );
+        assert_eq!(image.layers.len(), 1);
+
+        // What tar lists: regular files are the binary, the spec's programs and what ldd names
+        // for them, nothing else; owner 0/0 and the epoch everywhere.
+        let listing = stdout(&run(Command::new("tar")
+            .args([
+                "--list",
+                "--verbose",
+                "--numeric-owner",
+                "--full-time",
+                "--file",
+            ])
+            .arg(&image.layers[0])
+            .env("TZ", "UTC")));
+        let mut expected: BTreeSet<String> = BTreeSet::from([format!("{BIN_DIR}/{}", spec.binary)]);
+        let mut programs = vec![bins.join(spec.binary)];
+        programs.extend(spec.programs.iter().map(PathBuf::from));
+        for p in &programs {
+            for lib in images::shared_libraries(p).unwrap() {
+                expected.insert(lib.display().to_string().trim_start_matches('/').into());
+            }
+        }
+        expected.extend(
+            spec.programs
+                .iter()
+                .map(|p| p.trim_start_matches('/').to_string()),
+        );
+        let mut files = BTreeSet::new();
+        for line in listing.lines() {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(cols[1], "0/0", "{line}");
+            assert_eq!(
+                format!("{} {}", cols[3], cols[4]),
+                "2023-11-14 22:13:20",
+                "{line}"
+            );
+            if cols[0].starts_with('-') {
+                files.insert(cols[5].to_string());
+            } else {
+                assert!(cols[0].starts_with('d'), "only files and folders: {line}");
+            }
+        }
+        assert_eq!(files, expected, "{}", spec.binary);
+        assert!(
+            files.iter().any(|f| f.contains("ld-linux")),
+            "the ELF interpreter is in the image: {files:?}"
+        );
+    }
+}
+
+#[test]
+fn skopeo_reads_both_forms_and_verifies_every_blob() {
+    let bins = release_bins();
+    let scratch = Scratch::new("skopeo");
+    let skopeo = which("skopeo").expect("skopeo is missing: tests/lab/setup.sh installs it");
+    for spec in &IMAGES {
+        let (built, written) = images::build(spec, &bins, &scratch.0.join("out"), EPOCH).unwrap();
+        for source in [
+            format!("oci:{}:{TAG}", written.layout.display()),
+            format!("oci-archive:{}", written.archive.display()),
+        ] {
+            let inspect: Value = serde_json::from_slice(
+                &run(Command::new(&skopeo).args(["inspect", &source])).stdout,
+            )
+            .unwrap();
+            assert_eq!(inspect["Digest"], built.digest(), "{source}");
+            assert_eq!(inspect["Architecture"], "amd64");
+            // A copy reads every blob and checks it against its digest.
+            let dest = scratch.0.join(format!("copy-{}", spec.binary));
+            let _ = std::fs::remove_dir_all(&dest);
+            run(Command::new(&skopeo).args([
+                "copy",
+                "--quiet",
+                &source,
+                &format!("dir:{}", dest.display()),
+            ]));
+            assert_eq!(
+                std::fs::read(dest.join("manifest.json")).unwrap(),
+                built.manifest,
+                "{source}: copied unchanged"
+            );
+        }
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn binaries_run_from_the_unpacked_root_filesystem_alone() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED binaries_run_from_the_unpacked_root_filesystem_alone: chroot needs root \
+             (CI runs ./dev test as root)"
+        );
+        return;
+    }
+    let bins = release_bins();
+    let scratch = Scratch::new("chroot");
+    let built: Vec<_> = IMAGES
+        .iter()
+        .map(|spec| images::build(spec, &bins, &scratch.0.join("out"), EPOCH).unwrap())
+        .collect();
+    for (spec, (_, written)) in IMAGES.iter().zip(&built) {
+        let root = scratch.0.join(format!("rootfs-{}", spec.binary));
+        let image = unpack(&written.layout, &root);
+        let entry = image.config["config"]["Entrypoint"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // As the image's user: the operator's is not root, so this also proves that uid can
+        // read and run everything it needs.
+        let chroot = |args: &[&str]| {
+            // Resolved here: with the environment cleared, the child has no PATH to search.
+            let mut c = Command::new(which("chroot").unwrap());
+            c.arg(format!("--userspec={0}:{0}", spec.user))
+                .arg(&root)
+                .arg(&entry)
+                .args(args)
+                .env_clear();
+            stdout(&run(&mut c))
+        };
+        assert_eq!(
+            chroot(&["--version"]).trim(),
+            format!("{} {TAG}", spec.binary)
+        );
+        let help = chroot(&["--help"]);
+        assert!(help.to_lowercase().contains("usage"), "{help}");
+        match spec.binary {
+            "lvstun-operator" => {
+                assert_eq!(spec.user, NONROOT);
+                // The operator's default for the DaemonSets' image is the node image built here.
+                assert!(
+                    help.contains(&format!("[default: {}]", spec_ref("lvstun-node"))),
+                    "{help}"
+                );
+            }
+            "lvstun-node" => {
+                for role in ["balancer", "web"] {
+                    let h = chroot(&[role, "--help"]);
+                    assert!(h.contains(&format!("lvstun-node {role}")), "{h}");
+                }
+                // The web role's nf_tables helper runs from the image too.
+                let out = run(Command::new("chroot")
+                    .arg(&root)
+                    .args(["/usr/sbin/nft", "--version"]));
+                assert!(stdout(&out).starts_with("nftables v"), "{}", stdout(&out));
+            }
+            other => panic!("no check for {other}"),
+        }
+    }
+}
+
+fn spec_ref(binary: &str) -> String {
+    spec(binary).reference()
+}
+
+/// Every `image:` in a rendered manifest (containers and init containers of any workload).
+fn images_in(doc: &Value, out: &mut Vec<String>) {
+    match doc {
+        Value::Object(m) => {
+            for (k, v) in m {
+                if k == "image" {
+                    out.push(v.as_str().unwrap_or_default().to_string());
+                } else {
+                    images_in(v, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| images_in(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_chart_and_the_plain_manifests_name_the_images_this_build_produces() {
+    let helm = k8s_bin_dir().unwrap().join("helm");
+    let home = Scratch::new("helm");
+    let chart = repo_root().join("deploy/helm/lvstun");
+    let rendered = stdout(&run(Command::new(&helm)
+        .args(["template", "lvstun"])
+        .arg(&chart)
+        .args(["--namespace", "lvstun-system"])
+        .env("HELM_CACHE_HOME", home.0.join("cache"))
+        .env("HELM_CONFIG_HOME", home.0.join("config"))
+        .env("HELM_DATA_HOME", home.0.join("data"))));
+    let plain = std::fs::read_to_string(repo_root().join("deploy/manifests/lvstun.yaml")).unwrap();
+    for (what, text) in [("helm template", rendered), ("deploy/manifests", plain)] {
+        let mut images = Vec::new();
+        let mut node_image_args = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
+            images_in(&doc, &mut images);
+            if doc["kind"] == "Deployment" {
+                for c in doc["spec"]["template"]["spec"]["containers"]
+                    .as_array()
+                    .unwrap()
+                {
+                    for a in c["args"].as_array().into_iter().flatten() {
+                        if let Some(v) = a.as_str().and_then(|a| a.strip_prefix("--node-image=")) {
+                            node_image_args.push(v.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(images, vec![spec_ref("lvstun-operator")], "{what}");
+        assert_eq!(node_image_args, vec![spec_ref("lvstun-node")], "{what}");
+    }
+    // The chart's appVersion is the tag; an upgrade of one without the other would break pulls.
+    let chart_yaml: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap()).unwrap();
+    assert_eq!(chart_yaml["appVersion"], TAG);
+}
