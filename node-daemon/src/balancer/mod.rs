@@ -9,6 +9,7 @@
 //! - [`state`]: the record of owned VIPs (file I/O);
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`report`]: in a cluster, this node's entries in the objects' status;
+//! - [`vips`] (pure): which VRRP virtual routers this node runs for its VIPs;
 //! - [`daemon`]: the command line and the wiring.
 //!
 //! [`reconcile`] is the one-shot form (read, plan, apply) that the hidden `ipvs apply` debug
@@ -21,6 +22,7 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod state;
+pub mod vips;
 
 use crate::error::Error;
 use crate::ipvs::model::{Op, Table};
