@@ -22,8 +22,13 @@
 //!   message), which is how the in-cluster path is tested on hosts without IPVS.
 //!
 //! Flags take their value as the next argument or after `=` (the DaemonSet passes
-//! `--node-name=$(NODE_NAME)`). SIGTERM and SIGINT stop the daemon and leave the kernel's
-//! table as it is; SIGHUP re-reads the file.
+//! `--node-name=$(NODE_NAME)`). SIGTERM and SIGINT hand the VIPs over (each VRRP router that
+//! is Master sends priority 0 and removes its VIP, see [`owner`]), then stop the daemon and
+//! leave the kernel's IPVS table as it is; SIGHUP re-reads the file.
+//!
+//! VIP ownership runs beside the loop on the same snapshots: one VRRP router per VIP of the
+//! VirtualServices this node programs ([`super::vips`]), holding the VIP while Master. With
+//! `--dry-run` no router runs (its advertisements would take the VIP from the real Master).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -35,8 +40,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use lvstun_crds::v1alpha1::VrrpState;
-
+use super::desired::ObjectRef;
+use super::owner::{self, lock_vips};
 use super::run::{Balancer, DryRun, Options};
 use super::{http, report, state};
 use crate::error::Error;
@@ -47,6 +52,10 @@ use crate::source::{Snapshot, cluster, file};
 
 /// Name of the runtime's worker threads (health checks run there).
 pub const RUNTIME_THREAD: &str = "lvstun-rt";
+
+/// Longest wait for the VRRP routers to hand over on SIGTERM (priority 0, VIP removed): a
+/// stuck netlink answer must not keep a terminating pod alive past its grace period.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR] \
 [--health-port PORT] [--health-address IP] [--log-format text|json] [--resync SECONDS] [--dry-run]";
@@ -250,10 +259,12 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         (report, Runner::Kernel(balancer))
     };
     let (report, runner) = report;
+    // VIP ownership: one VRRP router per VIP this node programs, from the same snapshots.
+    let owner = owner::start(source.clone(), report.clone(), node.clone(), args.dry_run);
     if let Some(addr) = args.health {
         // Two missed resyncs and a margin: the loop turns at least once per resync.
         let stale = args.resync * 2 + Duration::from_secs(30);
-        let server = http::bind(addr, report.clone(), stale).await?;
+        let server = http::bind(addr, report.clone(), owner.report.clone(), stale).await?;
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 error!("health endpoint stopped: {e}");
@@ -262,8 +273,8 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         info!("health endpoint on http://{addr}/healthz, /readyz and /metrics");
     }
     if let Some(client) = client {
-        // VIP ownership does not report to the balancer yet: its entries say Initialize.
-        let state = Arc::new(|| VrrpState::Initialize);
+        let vips = owner.report.clone();
+        let ownership = Arc::new(move |vs: &ObjectRef| lock_vips(&vips).ownership(vs));
         let note = args
             .dry_run
             .then(|| "dry run: nothing is programmed in this node's kernel".to_owned());
@@ -272,7 +283,7 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
             node.clone(),
             report,
             statuses,
-            state,
+            ownership,
             note,
         ));
     }
@@ -296,6 +307,9 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
             _ = term.recv() => info!("SIGTERM"),
             _ = int.recv() => info!("SIGINT"),
         }
+        // The VIPs go first, while the loop still runs: a Master says priority 0 and drops
+        // its VIP, so a Backup takes over after Skew_Time instead of Master_Down_Interval.
+        owner.shutdown(SHUTDOWN_LIMIT).await;
     };
     match runner {
         Runner::Kernel(b) => b.run(source, events, shutdown).await,

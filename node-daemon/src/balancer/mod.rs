@@ -10,6 +10,7 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`report`]: in a cluster, this node's entries in the objects' status;
 //! - [`vips`] (pure): which VRRP virtual routers this node runs for its VIPs;
+//! - [`owner`]: VIP ownership, one VRRP router per VIP, supervised (I/O);
 //! - [`daemon`]: the command line and the wiring.
 //!
 //! [`reconcile`] is the one-shot form (read, plan, apply) that the hidden `ipvs apply` debug
@@ -18,6 +19,7 @@
 pub mod daemon;
 pub mod desired;
 pub mod http;
+pub mod owner;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -264,6 +264,22 @@ pub fn priority_changed(have: &InstanceSpec, want: &InstanceSpec) -> Option<Prio
     (have.config.priority != want.config.priority).then_some(want.config.priority)
 }
 
+/// Whether this node forwards for every one of `virtual_services`: each has some port with a
+/// destination in rotation (weight > 0) in the kernel, per the loop's report (`programmed`:
+/// VirtualService → port → destinations). Until then its router stands by at a low priority
+/// (see [`super::owner`]). Pure.
+pub fn forwarding(
+    programmed: &BTreeMap<ObjectRef, BTreeMap<String, u32>>,
+    virtual_services: &[ObjectRef],
+) -> bool {
+    !virtual_services.is_empty()
+        && virtual_services.iter().all(|vs| {
+            programmed
+                .get(vs)
+                .is_some_and(|ports| ports.values().any(|n| *n > 0))
+        })
+}
+
 /// The IPVS connection sync daemons a node wants, as (interface, sync ID) per role.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncWanted {
@@ -563,5 +579,20 @@ mod tests {
                 backup: Some((eth0(), 0)),
             }
         );
+    }
+
+    #[test]
+    fn forwarding_needs_a_destination_in_rotation_for_each() {
+        let programmed = BTreeMap::from([
+            (r("www"), BTreeMap::from([("80/TCP".to_owned(), 2u32)])),
+            (
+                r("api"),
+                BTreeMap::from([("80/TCP".to_owned(), 0u32), ("443/TCP".to_owned(), 0)]),
+            ),
+        ]);
+        assert!(forwarding(&programmed, &[r("www")]));
+        assert!(!forwarding(&programmed, &[r("www"), r("api")]));
+        assert!(!forwarding(&programmed, &[r("gone")]));
+        assert!(!forwarding(&programmed, &[]));
     }
 }
