@@ -646,34 +646,45 @@ async fn watch_status(
     vrid: u8,
     vips: Vec<Ipv4Addr>,
 ) {
-    let mut last = status.borrow().state;
-    while status.changed().await.is_ok() {
+    // Every router starts in Initialize; its first change may already have happened before
+    // this task runs, so the current value is read first, then each change.
+    let mut last = State::Initialize;
+    loop {
         let s = status.borrow_and_update().clone();
-        let mut r = lock_vips(&report);
-        let Some(entry) = r.routers.get_mut(&vrid) else {
-            continue;
-        };
-        entry.priority = s.priority;
-        if s.state != last {
-            let now = SystemTime::now();
-            entry.state = api_state(s.state);
-            entry.transitions += 1;
-            entry.last_transition = Some(now);
-            drop(r);
-            let unix_ms = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            info!(
-                vrid,
-                vips = ?vips,
-                from = ?last,
-                to = ?s.state,
-                master = ?s.master,
-                priority = s.priority,
-                unix_ms,
-                "vip ownership changed"
-            );
-            last = s.state;
+        follow(&report, vrid, &vips, &mut last, &s);
+        if status.changed().await.is_err() {
+            break;
         }
     }
+}
+
+/// One status of router `vrid` into the report; logs a state change.
+fn follow(report: &SharedVips, vrid: u8, vips: &[Ipv4Addr], last: &mut State, s: &Status) {
+    {
+        let mut r = lock_vips(report);
+        let Some(entry) = r.routers.get_mut(&vrid) else {
+            return;
+        };
+        entry.priority = s.priority;
+        if s.state == *last {
+            return;
+        }
+        entry.state = api_state(s.state);
+        entry.transitions += 1;
+        entry.last_transition = Some(SystemTime::now());
+    }
+    let unix_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    info!(
+        vrid,
+        vips = ?vips,
+        from = ?*last,
+        to = ?s.state,
+        master = ?s.master,
+        priority = s.priority,
+        unix_ms,
+        "vip ownership changed"
+    );
+    *last = s.state;
 }
