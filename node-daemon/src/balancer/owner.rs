@@ -515,7 +515,14 @@ impl Supervisor {
                     "vrrp: router started"
                 );
                 entry.interface = Some(ifname);
-                if !ready {
+                if ready {
+                    info!(
+                        vrid,
+                        priority = spec.config.priority.get(),
+                        forwards = true,
+                        "vrrp: ready to forward, taking the configured priority"
+                    );
+                } else {
                     entry.priority = NOT_READY_PRIORITY;
                 }
                 lock_vips(&self.report).routers.insert(vrid, entry);
@@ -687,4 +694,57 @@ fn follow(report: &SharedVips, vrid: u8, vips: &[Ipv4Addr], last: &mut State, s:
         "vip ownership changed"
     );
     *last = s.state;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(name: &str) -> ObjectRef {
+        ObjectRef {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn ownership_per_virtual_service() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        let mut report = VipsReport::default();
+        report.routers.insert(
+            51,
+            RouterReport {
+                vips: vec![Ipv4Addr::new(192, 0, 2, 100)],
+                interface: Some("eth0".into()),
+                state: VrrpState::Master,
+                priority: 200,
+                transitions: 2,
+                last_transition: Some(at),
+                virtual_services: vec![r("www"), r("www-https")],
+                message: None,
+            },
+        );
+        report
+            .faults
+            .insert(r("bad"), "VRRP settings refused: x".into());
+        for vs in ["www", "www-https"] {
+            let own = report.ownership(&r(vs));
+            assert_eq!(own.state, VrrpState::Master, "{vs}");
+            assert_eq!(own.priority, Some(200));
+            assert_eq!(own.last_transition, Some(at));
+        }
+        let bad = report.ownership(&r("bad"));
+        assert_eq!(bad.state, VrrpState::Fault);
+        assert_eq!(bad.message.as_deref(), Some("VRRP settings refused: x"));
+        let none = report.ownership(&r("other"));
+        assert_eq!(none.state, VrrpState::Initialize);
+        assert_eq!(none.priority, None);
+    }
+
+    #[test]
+    fn api_states() {
+        assert_eq!(api_state(State::Initialize), VrrpState::Initialize);
+        assert_eq!(api_state(State::Backup), VrrpState::Backup);
+        assert_eq!(api_state(State::Master), VrrpState::Master);
+    }
 }

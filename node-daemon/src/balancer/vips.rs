@@ -39,6 +39,9 @@ use crate::vrrp::fsm::{Priority, RouterConfig};
 use crate::vrrp::run::router_config;
 use crate::web::desired::DEFAULT_NAMESPACE;
 
+/// The most addresses one router can hold: an advertisement counts them in one byte.
+pub const MAX_VIPS: usize = 255;
+
 /// One virtual router this node wants.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceSpec {
@@ -177,8 +180,18 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
                 .ok()
                 .and_then(|v| out.instances.get_mut(&v))
             {
-                spec.config.vips.push(vip);
-                spec.virtual_services.push(me);
+                if spec.config.vips.len() >= MAX_VIPS {
+                    out.faults.insert(
+                        me,
+                        format!(
+                            "VRID {} already carries {MAX_VIPS} VIPs, the most one VRRPv3 advertisement can name (RFC 9568 §5.2.5); give this VIP another virtualRouterID",
+                            b.virtual_router_id
+                        ),
+                    );
+                } else {
+                    spec.config.vips.push(vip);
+                    spec.virtual_services.push(me);
+                }
             }
             continue;
         }
@@ -594,5 +607,21 @@ mod tests {
         assert!(!forwarding(&programmed, &[r("www"), r("api")]));
         assert!(!forwarding(&programmed, &[r("gone")]));
         assert!(!forwarding(&programmed, &[]));
+    }
+
+    #[test]
+    fn a_vrid_holds_at_most_255_vips() {
+        let list: Vec<VirtualService> = (0..300)
+            .map(|i| {
+                let vip = format!("10.0.{}.{}", i / 250, 1 + i % 250);
+                vs(&format!("vs{i:03}"), &vip, T0, b(7))
+            })
+            .collect();
+        let names: Vec<String> = (0..300).map(|i| format!("vs{i:03}")).collect();
+        let served: BTreeSet<ObjectRef> = names.iter().map(|n| r(n)).collect();
+        let d = desired_vips(&snap(list), &served, "lb1");
+        assert_eq!(d.instances[&7].config.vips.len(), MAX_VIPS);
+        assert_eq!(d.faults.len(), 300 - MAX_VIPS);
+        assert!(d.faults[&r("vs299")].contains("another virtualRouterID"));
     }
 }
