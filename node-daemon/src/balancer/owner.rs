@@ -500,7 +500,7 @@ impl Supervisor {
                 interface = spec.interface.as_deref().unwrap_or("(by the VIP's subnet)"),
                 "dry run: would run a VRRP router (none runs: its advertisements would move the VIP)"
             );
-            entry.message = Some("dry run: VRRP is not run".into());
+            entry.message = Some("no VRRP router runs in a dry run".into());
             lock_vips(&self.report).routers.insert(vrid, entry);
             return;
         }

@@ -20,7 +20,10 @@
 #   5 graceful   SIGTERM to lb1's daemon (term_ms): priority 0, VIP removed, lb2 Master after
 #                about Skew_Time (graceful_takeover_ms); lb1 no longer has the VIP
 # Also: lb2's connection table while it was Backup (conns-lb2-backup.txt: the sync daemon
-# carried lb1's connections), status of both daemons' /metrics.
+# carried lb1's connections), both daemons' /metrics, and an upload of UPLOAD_BYTES at
+# UPLOAD_RATE started through lb1 before the crash (rr + the daemons' connection sync; the
+# client->server stream is the one that crosses the balancer): its outcome is recorded as
+# survival.rr = "<curl exit> <http code> <bytes the server counted>" (upload-conns-*.txt).
 set -euo pipefail
 # shellcheck source=tests/lab/topology.sh
 . "$LAB_DIR/topology.sh"
@@ -30,7 +33,9 @@ LOAD="$LAB_BIN/lvstun-lab-load"
 REPO="${LAB_REPO:-$LAB_DIR/../..}"
 REQUESTS="${REQUESTS:-6}"
 ADVERT_MS="${ADVERT_MS:-100}"
-LOAD_S="${LOAD_S:-45}"
+LOAD_S="${LOAD_S:-75}"
+UPLOAD_BYTES="${UPLOAD_BYTES:-2000000}"
+UPLOAD_RATE="${UPLOAD_RATE:-250k}"
 CFG="$LAB_OUT/lvstun.yaml"
 for bin in "$NODE" "$LOAD"; do
   [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
@@ -171,6 +176,11 @@ done
 # --- 2. one load process through the failures ---------------------------------------------------
 lab_bg client load "$LOAD" --url "http://$LAB_VIP/" --interval-ms 10 --workers 4 \
   --duration-s "$LOAD_S" --connect-timeout-ms 100 --timeout-ms 1000 --out "$LAB_OUT/load.txt"
+head -c "$UPLOAD_BYTES" /dev/zero >"$LAB_OUT/upload.bin"
+lab_result upload_bytes "$UPLOAD_BYTES"
+lab_bg client upload curl -sS --max-time 40 --connect-timeout 5 --limit-rate "$UPLOAD_RATE" \
+  -H 'Expect:' -H 'Connection: close' --data-binary "@$LAB_OUT/upload.bin" \
+  -w '\ncurl: code=%{http_code} size_upload=%{size_upload}\n' "http://$LAB_VIP/upload"
 lab_sleep 3
 # Connections lb1 scheduled, as lb2 knows them from the sync daemon while it is Backup.
 lab_artifact conns-lb2-backup.txt lab_exec lb2 ipvsadm -Lnc
@@ -189,7 +199,21 @@ lab_result crash.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
 neigh crash
 lab_result neigh.crash "$(vip_mac crash)"
 metrics lb2 crash
-lab_sleep 2
+# The upload that was in flight through lb1.
+lab_wait_log upload 'curl: code=*' 60 || true
+lab_artifact upload-conns-lb2.txt lab_exec lb2 ipvsadm -Lnc
+crc=none
+if [[ -n ${LAB_BG_PIDS[upload]:-} ]]; then
+  wait "${LAB_BG_PIDS[upload]}" && crc=0 || crc=$?
+  unset "LAB_BG_PIDS[upload]"
+fi
+body="" code=""
+while IFS= read -r line; do
+  [[ $line =~ ^curl:\ code=([0-9]+) ]] && code="${BASH_REMATCH[1]}"
+  [[ $line =~ ^[0-9]+$ ]] && body="$line"
+  [[ $line =~ ([0-9]+)\ bytes ]] && body="${BASH_REMATCH[1]}"
+done <"$LAB_OUT/logs/upload.log"
+lab_result survival.rr "$crc ${code:-none} ${body:-none}"
 
 # --- 4. lb1 returns and preempts ---------------------------------------------------------------------
 lb1_up
