@@ -283,6 +283,23 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
         );
     }
 
+    // 6. The VirtualService leaves the file: the Master stops its router gracefully, the VIP
+    //    and the sync daemons go, and the metrics no longer list the VIP.
+    assert_eq!(text(&run, "withdrawn.lb2_vip"), "no", "{out}");
+    assert_eq!(
+        num(&run, "withdrawn.to_initialize"),
+        1.0,
+        "{out}/logs/lb2.log"
+    );
+    let sync_after = run.artifact("sync-lb2-final.txt").unwrap();
+    assert!(!sync_after.contains("sync daemon"), "{sync_after} ({out})");
+    let m = run.artifact("metrics-lb2-withdrawn.txt").unwrap();
+    assert!(!m.contains(&format!("vip=\"{VIP}\"")), "{m}");
+    eprintln!(
+        "[lab_balancer_vrrp] withdrawn: router stopped {} ms after the file changed",
+        text(&run, "withdrawn.ms")
+    );
+
     let requests = num(&run, "load.requests");
     let ok = num(&run, "load.ok");
     let table = format!(

@@ -19,6 +19,8 @@
 #                it takes its priority 200 and preempts (preempt_ms), lb2 steps down
 #   5 graceful   SIGTERM to lb1's daemon (term_ms): priority 0, VIP removed, lb2 Master after
 #                about Skew_Time (graceful_takeover_ms); lb1 no longer has the VIP
+#   6 withdrawn  the VirtualService leaves the file (only the RealServers stay): lb2, Master, stops
+#                its router gracefully and the VIP leaves lb2 (withdrawn.*)
 # Also: lb2's connection table while it was Backup (conns-lb2-backup.txt: the sync daemon
 # carried lb1's connections), both daemons' /metrics, and an upload of UPLOAD_BYTES at
 # UPLOAD_RATE started through lb1 before the crash (rr + the daemons' connection sync; the
@@ -251,8 +253,18 @@ while IFS= read -r line; do
   esac
 done <"$LAB_OUT/logs/load.log"
 metrics lb2 final
+
+# --- 6. the VirtualService is withdrawn ----------------------------------------------------------
+cp "$REPO/deploy/examples/realservers.yaml" "$CFG.new"
+mv "$CFG.new" "$CFG"
+WITHDRAW_MS=$(now_ms)
+wait_count lb2 '*vrrp: router stopped*' 1 30
+lab_result withdrawn.ms $(($(now_ms) - WITHDRAW_MS))
+lab_result withdrawn.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
+lab_result withdrawn.to_initialize "$(count_lines lb2 '*vip ownership changed*from=Master to=Initialize*')"
 lab_artifact witness-lb2-final.txt lab_exec lb2 ipvsadm -Ln
 lab_artifact sync-lb2-final.txt lab_exec lb2 ipvsadm -L --daemon
+metrics lb2 withdrawn
 lab_stop lb2
 lab_capture final lb2
 lab_log "done"
