@@ -4,7 +4,7 @@
 //! ```text
 //! lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR]
 //!                      [--health-port PORT] [--health-address IP] [--log-format text|json]
-//!                      [--resync SECONDS] [--dry-run]
+//!                      [--resync SECONDS] [--vip-owner vrrp|none] [--dry-run]
 //! ```
 //!
 //! - `--config FILE`: standalone mode, the objects come from the file (every VirtualService in
@@ -16,14 +16,24 @@
 //! - `--health-port`: serve `/healthz`, `/readyz`, `/metrics` on `--health-address`
 //!   (default `0.0.0.0`: with host networking the kubelet probes the node's address).
 //! - `--resync` (default 30): seconds between full passes that repair drift.
+//! - `--vip-owner` (default `vrrp`): who holds the VIPs. `vrrp`: this daemon, by VRRP
+//!   ([`owner`]). `none`: something else does (an administrator, keepalived, a routing daemon
+//!   announcing them), and this daemon only programs IPVS; its status entries then say
+//!   `Initialize`. Running `lvstun-node vrrp` or keepalived for the same VRID beside a `vrrp`
+//!   balancer would make two routers on one node: choose one.
 //! - `--dry-run`: everything but the kernel: the plan is applied to an in-memory table that
 //!   starts empty, and the log lists every operation that would have been sent (the owned-VIPs
 //!   record is not written). In a cluster, status entries are still written (marked by the
 //!   message), which is how the in-cluster path is tested on hosts without IPVS.
 //!
 //! Flags take their value as the next argument or after `=` (the DaemonSet passes
-//! `--node-name=$(NODE_NAME)`). SIGTERM and SIGINT stop the daemon and leave the kernel's
-//! table as it is; SIGHUP re-reads the file.
+//! `--node-name=$(NODE_NAME)`). SIGTERM and SIGINT hand the VIPs over (each VRRP router that
+//! is Master sends priority 0 and removes its VIP, see [`owner`]), then stop the daemon and
+//! leave the kernel's IPVS table as it is; SIGHUP re-reads the file.
+//!
+//! VIP ownership runs beside the loop on the same snapshots: one VRRP router per VIP of the
+//! VirtualServices this node programs ([`super::vips`]), holding the VIP while Master. With
+//! `--dry-run` no router runs (its advertisements would take the VIP from the real Master).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -35,8 +45,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use lvstun_crds::v1alpha1::VrrpState;
-
+use super::desired::ObjectRef;
+use super::owner::{self, lock_vips};
 use super::run::{Balancer, DryRun, Options};
 use super::{http, report, state};
 use crate::error::Error;
@@ -48,8 +58,13 @@ use crate::source::{Snapshot, cluster, file};
 /// Name of the runtime's worker threads (health checks run there).
 pub const RUNTIME_THREAD: &str = "lvstun-rt";
 
+/// Longest wait for the VRRP routers to hand over on SIGTERM (priority 0, VIP removed): a
+/// stuck netlink answer must not keep a terminating pod alive past its grace period.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
 const USAGE: &str = "lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR] \
-[--health-port PORT] [--health-address IP] [--log-format text|json] [--resync SECONDS] [--dry-run]";
+[--health-port PORT] [--health-address IP] [--log-format text|json] [--resync SECONDS] \
+[--vip-owner vrrp|none] [--dry-run]";
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +73,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Who holds the VIPs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VipOwnerMode {
+    /// This daemon, by VRRP.
+    Vrrp,
+    /// Something else; this daemon programs IPVS only.
+    None,
 }
 
 /// A parsed command line.
@@ -77,6 +101,8 @@ pub struct Args {
     pub resync: Duration,
     /// Plan against an in-memory table instead of the kernel (nothing is programmed).
     pub dry_run: bool,
+    /// Who holds the VIPs.
+    pub vip_owner: VipOwnerMode,
 }
 
 fn usage(detail: impl std::fmt::Display) -> Error {
@@ -93,6 +119,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, Error> {
         log_format: LogFormat::Text,
         resync: Duration::from_secs(30),
         dry_run: false,
+        vip_owner: VipOwnerMode::Vrrp,
     };
     let mut health_port: Option<u16> = None;
     let mut health_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -149,6 +176,14 @@ pub fn parse_args(args: &[String]) -> Result<Args, Error> {
                     .filter(|s| (1..=3600).contains(s))
                     .ok_or_else(|| Error::invalid("--resync", &v, "expected 1..3600 seconds"))?;
                 out.resync = Duration::from_secs(secs);
+            }
+            "--vip-owner" => {
+                let v = value()?;
+                out.vip_owner = match v.as_str() {
+                    "vrrp" => VipOwnerMode::Vrrp,
+                    "none" => VipOwnerMode::None,
+                    _ => return Err(Error::invalid("--vip-owner", v, "expected vrrp or none")),
+                };
             }
             "--dry-run" if inline.is_none() => out.dry_run = true,
             other => return Err(usage(format!("unknown argument {other}"))),
@@ -256,10 +291,26 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         (report, Runner::Kernel(balancer))
     };
     let (report, runner) = report;
+    // VIP ownership: one VRRP router per VIP this node programs, from the same snapshots.
+    let owner = match args.vip_owner {
+        VipOwnerMode::Vrrp => Some(owner::start(
+            source.clone(),
+            report.clone(),
+            node.clone(),
+            args.dry_run,
+        )),
+        VipOwnerMode::None => {
+            info!("--vip-owner none: the VIPs are held by something else; IPVS only");
+            None
+        }
+    };
+    let vips = owner
+        .as_ref()
+        .map_or_else(owner::SharedVips::default, |o| o.report.clone());
     if let Some(addr) = args.health {
         // Two missed resyncs and a margin: the loop turns at least once per resync.
         let stale = args.resync * 2 + Duration::from_secs(30);
-        let server = http::bind(addr, report.clone(), stale).await?;
+        let server = http::bind(addr, report.clone(), vips.clone(), stale).await?;
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 error!("health endpoint stopped: {e}");
@@ -268,8 +319,8 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         info!("health endpoint on http://{addr}/healthz, /readyz and /metrics");
     }
     if let Some(client) = client {
-        // VIP ownership does not report to the balancer yet: its entries say Initialize.
-        let state = Arc::new(|| VrrpState::Initialize);
+        let vips = vips.clone();
+        let ownership = Arc::new(move |vs: &ObjectRef| lock_vips(&vips).ownership(vs));
         let note = args
             .dry_run
             .then(|| "dry run: nothing is programmed in this node's kernel".to_owned());
@@ -278,7 +329,7 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
             node.clone(),
             report,
             statuses,
-            state,
+            ownership,
             note,
         ));
     }
@@ -290,6 +341,7 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
             "cluster"
         },
         dry_run = args.dry_run,
+        vip_owner = ?args.vip_owner,
         state = %state::path(&args.state_dir).display(),
         owned = owned.len(),
         resync_s = args.resync.as_secs(),
@@ -301,6 +353,11 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         tokio::select! {
             _ = term.recv() => info!("SIGTERM"),
             _ = int.recv() => info!("SIGINT"),
+        }
+        // The VIPs go first, while the loop still runs: a Master says priority 0 and drops
+        // its VIP, so a Backup takes over after Skew_Time instead of Master_Down_Interval.
+        if let Some(owner) = owner {
+            owner.shutdown(SHUTDOWN_LIMIT).await;
         }
     };
     match runner {
@@ -378,6 +435,15 @@ mod tests {
         assert_eq!(a.health, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(a.resync, Duration::from_secs(5));
         assert_eq!(a.log_format, LogFormat::Text);
+        assert_eq!(
+            a.vip_owner,
+            VipOwnerMode::Vrrp,
+            "VRRP unless told otherwise"
+        );
+        let a = parse_args(&args("--config f --vip-owner none")).unwrap();
+        assert_eq!(a.vip_owner, VipOwnerMode::None);
+        let a = parse_args(&args("--vip-owner=vrrp")).unwrap();
+        assert_eq!(a.vip_owner, VipOwnerMode::Vrrp);
     }
 
     #[test]
@@ -390,6 +456,7 @@ mod tests {
             "--resync 0",
             "--node-name=",
             "--dry-run=yes",
+            "--vip-owner bgp",
             "--bogus",
             "stray",
         ] {

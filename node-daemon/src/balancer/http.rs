@@ -1,7 +1,8 @@
 //! The balancer's local HTTP endpoint (`--health-port`): `/healthz` (the loop is turning),
 //! `/readyz` (a pass has read and programmed the kernel's table), `/metrics` (Prometheus text:
-//! passes, IPVS writes and refusals, services, destinations, health checks). The answers are
-//! pure functions of the [`Report`]; [`bind`] does the I/O.
+//! passes, IPVS writes and refusals, services, destinations, health checks, and per VIP the
+//! VRRP state and its transitions). The answers are pure functions of the [`Report`] and the
+//! [`VipsReport`]; [`bind`] does the I/O.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -11,7 +12,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use lvstun_crds::v1alpha1::VrrpState;
 
+use super::owner::{RouterReport, SharedVips, VipsReport, lock_vips};
 use super::run::{Report, SharedReport, lock};
 use crate::error::Error;
 
@@ -19,6 +22,7 @@ use crate::error::Error;
 #[derive(Clone)]
 struct Ctx {
     report: SharedReport,
+    vips: SharedVips,
     started: Instant,
     stale_after: Duration,
 }
@@ -74,7 +78,7 @@ pub fn readyz_answer(report: &Report) -> (StatusCode, String) {
 }
 
 /// `/metrics` in the Prometheus text format. Labels are fixed names, never error text.
-pub fn metrics_answer(report: &Report) -> String {
+pub fn metrics_answer(report: &Report, vips: &VipsReport) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -142,7 +146,64 @@ pub fn metrics_answer(report: &Report) -> String {
         "Health checks completed.",
         report.checks_run,
     );
+    vrrp_metrics(&mut out, vips);
     out
+}
+
+/// The number `lvstun_vrrp_state` gives a state (a gauge, so alerts can say `== 2`).
+fn state_number(state: VrrpState) -> u8 {
+    match state {
+        VrrpState::Initialize => 0,
+        VrrpState::Backup => 1,
+        VrrpState::Master => 2,
+        VrrpState::Fault => 3,
+    }
+}
+
+/// Per VIP: its router's state and state changes. Labels are the VIP and VRID only (bounded by
+/// the objects, never by error text).
+/// One metric family of [`vrrp_metrics`]: name, type, help, value of a router.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&RouterReport) -> u64,
+);
+
+fn vrrp_metrics(out: &mut String, vips: &VipsReport) {
+    let families: [Family; 3] = [
+        (
+            "lvstun_vrrp_state",
+            "gauge",
+            "VRRP state of the VIP on this node: 0 Initialize, 1 Backup, 2 Master, 3 Fault.",
+            |r| u64::from(state_number(r.state)),
+        ),
+        (
+            "lvstun_vrrp_priority",
+            "gauge",
+            "VRRP priority of this node for the VIP (1 until the node forwards).",
+            |r| u64::from(r.priority),
+        ),
+        (
+            "lvstun_vrrp_transitions_total",
+            "counter",
+            "VRRP state changes of the VIP on this node since the daemon started.",
+            |r| r.transitions,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (vrid, router) in &vips.routers {
+            for vip in &router.vips {
+                let _ = writeln!(
+                    out,
+                    "{name}{{vip=\"{vip}\",vrid=\"{vrid}\"}} {}",
+                    value(router)
+                );
+            }
+        }
+    }
 }
 
 async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, String) {
@@ -159,18 +220,21 @@ async fn readyz(State(ctx): State<Ctx>) -> (StatusCode, String) {
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> String {
-    metrics_answer(&lock(&ctx.report))
+    // Lock order everywhere: the loop's report, then the VIPs' (never the reverse).
+    metrics_answer(&lock(&ctx.report), &lock_vips(&ctx.vips))
 }
 
 /// Binds `addr` (so a port in use fails at start) and returns the server to spawn.
 pub async fn bind(
     addr: SocketAddr,
     report: SharedReport,
+    vips: SharedVips,
     stale_after: Duration,
 ) -> Result<impl Future<Output = std::io::Result<()>> + Send, Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let ctx = Ctx {
         report,
+        vips,
         started: Instant::now(),
         stale_after,
     };
@@ -225,7 +289,30 @@ mod tests {
         assert!(body.contains("refused: add destination x"), "{body}");
         r.last_error = Some("no answer to dump services in time".into());
         assert_eq!(readyz_answer(&r).0, StatusCode::SERVICE_UNAVAILABLE);
-        let m = metrics_answer(&r);
+        let mut vips = VipsReport::default();
+        vips.routers.insert(
+            51,
+            RouterReport {
+                vips: vec!["192.0.2.100".parse().unwrap()],
+                interface: Some("eth0".into()),
+                state: VrrpState::Master,
+                priority: 200,
+                transitions: 2,
+                last_transition: None,
+                virtual_services: vec![],
+                message: None,
+            },
+        );
+        let m = metrics_answer(&r, &vips);
+        assert!(
+            m.contains("\nlvstun_vrrp_state{vip=\"192.0.2.100\",vrid=\"51\"} 2\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("\nlvstun_vrrp_transitions_total{vip=\"192.0.2.100\",vrid=\"51\"} 2\n"),
+            "{m}"
+        );
+        assert!(m.contains("# TYPE lvstun_vrrp_transitions_total counter\n"));
         assert!(m.contains("\nlvstun_balancer_last_pass_ops 0\n"), "{m}");
         assert!(m.contains("\nlvstun_balancer_destinations 2\n"), "{m}");
         assert!(m.contains("\nlvstun_balancer_ready 0\n"), "{m}");

@@ -9,6 +9,8 @@
 //! - [`state`]: the record of owned VIPs (file I/O);
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`report`]: in a cluster, this node's entries in the objects' status;
+//! - [`vips`] (pure): which VRRP virtual routers this node runs for its VIPs;
+//! - [`owner`]: VIP ownership, one VRRP router per VIP, supervised (I/O);
 //! - [`daemon`]: the command line and the wiring.
 //!
 //! [`reconcile`] is the one-shot form (read, plan, apply) that the hidden `ipvs apply` debug
@@ -17,10 +19,12 @@
 pub mod daemon;
 pub mod desired;
 pub mod http;
+pub mod owner;
 pub mod plan;
 pub mod report;
 pub mod run;
 pub mod state;
+pub mod vips;
 
 use crate::error::Error;
 use crate::ipvs::model::{Op, Table};

@@ -21,12 +21,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use lvstun_crds::v1alpha1::{BalancerStatus, CheckStatus, RealServer, VirtualService, VrrpState};
+use lvstun_crds::v1alpha1::{BalancerStatus, CheckStatus, RealServer, VirtualService};
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::desired::ObjectRef;
+use super::owner::Ownership;
 use super::run::{SharedReport, lock};
 use crate::health::checker::{Statuses, TargetStatus};
 
@@ -44,11 +45,12 @@ fn time(t: SystemTime) -> Option<Time> {
     Timestamp::try_from(t).ok().map(Time)
 }
 
-/// This node's `status.balancers[]` entry for each VirtualService it programs.
+/// This node's `status.balancers[]` entry for each VirtualService it programs, with the VIP
+/// ownership `ownership` says for it (VRRP state, priority, last transition).
 /// `note`, when given, leads every entry's message (a dry run says so).
 pub fn balancer_entries(
     node: &str,
-    state: VrrpState,
+    ownership: &dyn Fn(&ObjectRef) -> Ownership,
     programmed: &BTreeMap<ObjectRef, BTreeMap<String, u32>>,
     messages: &BTreeMap<ObjectRef, String>,
     note: Option<&str>,
@@ -56,19 +58,24 @@ pub fn balancer_entries(
     programmed
         .iter()
         .map(|(vs, ports)| {
+            let own = ownership(vs);
+            let message = match (messages.get(vs), own.message) {
+                (Some(m), Some(o)) => Some(format!("{m}; {o}")),
+                (m, o) => m.cloned().or(o),
+            };
             let entry = BalancerStatus {
                 node: node.to_owned(),
-                state,
-                priority: None,
-                last_transition_time: None,
+                state: own.state,
+                priority: own.priority,
+                last_transition_time: own.last_transition.and_then(time),
                 programmed_destinations: ports
                     .iter()
                     .map(|(port, n)| (port.clone(), i32::try_from(*n).unwrap_or(i32::MAX)))
                     .collect(),
-                message: match (note, messages.get(vs)) {
+                message: match (note, message) {
                     (Some(n), Some(m)) => Some(format!("{n}; {m}")),
                     (Some(n), None) => Some(n.to_owned()),
-                    (None, m) => m.cloned(),
+                    (None, m) => m,
                 },
             };
             (vs.clone(), entry)
@@ -172,14 +179,14 @@ async fn apply_rs(
         .map(|_| ())
 }
 
-/// Writes this node's entries as they change, until the task is dropped. `state` says the
-/// node's VRRP state for the entries (`Initialize` until VIP ownership reports one).
+/// Writes this node's entries as they change, until the task is dropped. `ownership` says the
+/// node's VIP ownership of each VirtualService (from [`super::owner`]).
 pub async fn run(
     client: Client,
     node: String,
     report: SharedReport,
     statuses: Statuses,
-    state: Arc<dyn Fn() -> VrrpState + Send + Sync>,
+    ownership: Arc<dyn Fn(&ObjectRef) -> Ownership + Send + Sync>,
     note: Option<String>,
 ) {
     let params = PatchParams::apply(&field_manager(&node)).force();
@@ -195,7 +202,13 @@ pub async fn run(
                 continue;
             }
             (
-                balancer_entries(&node, state(), &r.programmed, &r.messages, note.as_deref()),
+                balancer_entries(
+                    &node,
+                    &*ownership,
+                    &r.programmed,
+                    &r.messages,
+                    note.as_deref(),
+                ),
                 check_entries(&node, &r.real_server_checks, &statuses.snapshot()),
             )
         };
@@ -263,6 +276,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::health::state::{TargetState, Thresholds};
+    use lvstun_crds::v1alpha1::VrrpState;
 
     fn r(name: &str) -> ObjectRef {
         ObjectRef {
@@ -294,22 +308,47 @@ mod tests {
             BTreeMap::from([("80/TCP".to_string(), 2u32), ("443/TCP".to_string(), 0)]),
         )]);
         let messages = BTreeMap::from([(r("www"), "add destination x: kernel refused".into())]);
-        let e = balancer_entries("lb1", VrrpState::Initialize, &programmed, &messages, None);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let master = |vs: &ObjectRef| Ownership {
+            state: if vs.name == "www" {
+                VrrpState::Master
+            } else {
+                VrrpState::Initialize
+            },
+            priority: Some(200),
+            last_transition: Some(at),
+            message: None,
+        };
+        let e = balancer_entries("lb1", &master, &programmed, &messages, None);
         let entry = &e[&r("www")];
         assert_eq!(entry.node, "lb1");
-        assert_eq!(entry.state, VrrpState::Initialize);
+        assert_eq!(entry.state, VrrpState::Master);
+        assert_eq!(entry.priority, Some(200));
+        assert_eq!(entry.last_transition_time, time(at));
         assert_eq!(entry.programmed_destinations["80/TCP"], 2);
         assert_eq!(entry.programmed_destinations["443/TCP"], 0);
         assert!(entry.message.as_deref().unwrap().contains("refused"));
         let json = serde_json::to_value(entry).unwrap();
         assert_eq!(json["programmedDestinations"]["80/TCP"], 2);
-        let dry = balancer_entries(
-            "lb1",
-            VrrpState::Initialize,
-            &programmed,
-            &BTreeMap::new(),
-            Some("dry run"),
+        let fault = |_: &ObjectRef| Ownership {
+            state: VrrpState::Fault,
+            priority: None,
+            last_transition: None,
+            message: Some("VRRP settings refused".into()),
+        };
+        let e = balancer_entries("lb1", &fault, &programmed, &messages, None);
+        assert_eq!(e[&r("www")].state, VrrpState::Fault);
+        assert_eq!(
+            e[&r("www")].message.as_deref(),
+            Some("add destination x: kernel refused; VRRP settings refused")
         );
+        let init = |_: &ObjectRef| Ownership {
+            state: VrrpState::Initialize,
+            priority: None,
+            last_transition: None,
+            message: None,
+        };
+        let dry = balancer_entries("lb1", &init, &programmed, &BTreeMap::new(), Some("dry run"));
         assert_eq!(dry[&r("www")].message.as_deref(), Some("dry run"));
     }
 

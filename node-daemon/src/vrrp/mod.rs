@@ -9,8 +9,9 @@
 //!   does I/O.
 //! - `ops`: the real `VipOps` (VIP over rtnetlink, gratuitous ARP on an `AF_PACKET` socket,
 //!   IPVS sync daemon switching): I/O.
-//! - `run`: `run_for`, one virtual router with the real ops as a task (what the balancer role
-//!   calls), and the pure `priority_for`/`router_config` from a VirtualService's settings.
+//! - `run`: `run_with`, one virtual router with the real ops as a task (what the balancer role
+//!   calls, `balancer::owner`), and the pure `priority_for`/`router_config` from a
+//!   VirtualService's settings.
 //! - `cli`: `lvstun-node vrrp ...`, a hidden lab command that runs the driver on a real
 //!   interface and prints its decisions (for interop proofs against keepalived).
 

@@ -1,13 +1,9 @@
-//! One virtual router with the real side effects, as a task: [`run_for`] is what the balancer
-//! role calls per VirtualService (and what `lvstun-node vrrp` runs). Also the pure mapping from
-//! a VirtualService's `spec.balancers` to a [`RouterConfig`]: [`priority_for`] and
-//! [`router_config`].
+//! One virtual router with the real side effects, as a task: [`run_with`] is what the balancer
+//! role's VIP ownership (`balancer::owner`) calls per VRID, and what `lvstun-node vrrp` runs.
+//! Also the pure mapping from a VirtualService's `spec.balancers` to a [`RouterConfig`]:
+//! [`priority_for`] and [`router_config`].
 //!
-//! `run_for` does I/O (interface lookup, sockets, netlink); the two mapping functions do none.
-
-// `run_for`, `router_config` and `priority_for` are the balancer role's entry points; until
-// that role calls them, only the lab command and the tests do.
-#![allow(dead_code)]
+//! `run_with` does I/O (interface lookup, sockets, netlink); the two mapping functions do none.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -175,23 +171,15 @@ pub enum RunError {
     NoAddress(String),
 }
 
-/// Starts one virtual router on `interface` with the real side effects ([`KernelOps`]) and
-/// returns at once. `config.primary_ip` 0.0.0.0 means "the interface's first IPv4 address".
+/// Starts one virtual router on `interface` with the real side effects ([`KernelOps`], wrapped
+/// by `wrap`: the balancer routes IPVS sync through its node-wide hub, the lab command logs
+/// each effect) and returns at once. `config.primary_ip` 0.0.0.0 means "the interface's first
+/// IPv4 address".
 ///
 /// Before the task starts, the VIPs are removed from the interface (idempotent): a daemon
 /// that crashed as Master left them there, and a Backup must not answer for them; the
 /// state machine adds them again when it becomes Master. Must be called inside a tokio
 /// runtime, in the interface's network namespace, with CAP_NET_ADMIN and CAP_NET_RAW.
-pub async fn run_for(
-    config: RouterConfig,
-    interface: &str,
-    options: RunOptions,
-) -> Result<Running, RunError> {
-    run_with(config, interface, options, |ops| ops).await
-}
-
-/// [`run_for`] with the side effects wrapped (the lab command logs each one before it is
-/// done).
 pub async fn run_with<V, F>(
     mut config: RouterConfig,
     interface: &str,

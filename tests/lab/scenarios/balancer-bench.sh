@@ -222,7 +222,7 @@ cp "$LAB_OUT/bench-daemon.yaml" "$CFG"
 LOG="$LAB_OUT/logs/bench-daemon.log"
 t0=$(now_ms)
 lab_bg bench-d bench-daemon env RUST_LOG=info "$NODE" balancer --config "$CFG" \
-  --node-name bench --state-dir "$LAB_OUT/state-bench" --resync "$RESYNC"
+  --node-name bench --state-dir "$LAB_OUT/state-bench" --resync "$RESYNC" --vip-owner none
 pid="${LAB_BG_PIDS[bench-daemon]}"
 lab_wait_log bench-daemon '*reconciled trigger=start*' 600
 lab_result daemon.start_pass "$(last_line "$LOG" '*reconciled trigger=start*')"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The balancer role in standalone mode against a real kernel: `lvstun-node balancer --config`
 # on lb1 with the seed's objects (deploy/examples/: VIP 192.0.2.100:80 rr, web1 198.51.100.10,
-# web2 198.51.100.130), ipvsadm as the witness. The VIP is put on lb1's eth0 by hand (VRRP is
-# proven on its own) and the web nodes are prepared by hand as in recipe-ipvsadm.sh.
+# web2 198.51.100.130), ipvsadm as the witness. The VIP is put on lb1's eth0 by hand and the
+# daemon runs with --vip-owner none (IPVS only: VIP ownership inside the balancer is proven by
+# balancer-vrrp.sh, where a restart of the Master is a handover to the Backup, not a no-op) and
+# the web nodes are prepared by hand as in recipe-ipvsadm.sh.
 #
 # Phases (each leaves raw output; the Rust test tests/tests/lab_balancer.rs asserts on it):
 #   1 programmed   the daemon programs the seed's service; both real servers rise to weight 1
@@ -111,7 +113,7 @@ write_config() { # WEB2_WEIGHT [EXTRA-DOC]: the seed's objects, web2's weight as
 }
 start_daemon() { # NAME
   lab_bg lb1 "$1" env RUST_LOG=info "$NODE" balancer --config "$CFG" --node-name lb1 \
-    --state-dir "$STATE" --health-port 9101 --health-address 127.0.0.1
+    --state-dir "$STATE" --health-port 9101 --health-address 127.0.0.1 --vip-owner none
 }
 
 lab_modules ip_vs ip_vs_rr ipip # ipip first: every namespace made after it gets a tunl0

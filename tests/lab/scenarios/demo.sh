@@ -2,8 +2,8 @@
 # The README's walkthrough: the classic LVS-TUN recipe run by lvstun's own daemons from the
 # example objects (deploy/examples/), standalone mode, on a real kernel. Nothing on the nodes is
 # configured by hand: the web nodes by `lvstun-node web`, the balancers by `lvstun-node balancer`
-# (IPVS over netlink, health checks) and `lvstun-node vrrp` (the VIP). ipvsadm and ip appear only
-# as witnesses. Writes the walkthrough a person reads into demo.txt.
+# (IPVS over netlink, health checks, the VIP by VRRP). ipvsadm and ip appear only as witnesses.
+# Writes the walkthrough a person reads into demo.txt.
 set -euo pipefail
 # shellcheck source=tests/lab/topology.sh
 . "$LAB_DIR/topology.sh"
@@ -39,7 +39,10 @@ wait_weight() { # NS ADDRESS WEIGHT SECS: until ipvsadm shows ADDRESS with WEIGH
 }
 
 {
-  cat "$REPO/deploy/examples/virtualservice.yaml"
+  vs="$(<"$REPO/deploy/examples/virtualservice.yaml")"
+  printf '%s\n' "${vs/advertIntervalMilliseconds: 1000/advertIntervalMilliseconds: $ADVERT_MS}"
+  # Standalone hosts have no Node objects to rank by name: the priorities are named.
+  printf '    priorities:\n      - {nodeName: lb1, priority: 200}\n      - {nodeName: lb2, priority: 150}\n'
   echo "---"
   cat "$REPO/deploy/examples/realservers.yaml"
 } >"$CFG"
@@ -57,16 +60,16 @@ for n in 1 2; do
 done
 for n in 1 2; do lab_wait_log "web$n-daemon" "*ready=true*" 120; done
 
-say "==> balancers: lvstun-node balancer --config (IPVS over netlink, health checks) and lvstun-node vrrp (VIP election, advert ${ADVERT_MS} ms)"
+say "==> balancers: lvstun-node balancer --config (IPVS over netlink, health checks, the VIP by VRRP, advert ${ADVERT_MS} ms)"
 for n in 1 2; do
   lab_bg "lb$n" "lb$n-balancer" "$NODE" balancer --config "$CFG" --node-name "lb$n" \
     --state-dir "$LAB_OUT/state-lb$n" --health-port 9101 --health-address 127.0.0.1
+  lab_wait_log "lb$n-balancer" '*ready to forward*' 60
 done
-lab_bg lb1 lb1-vrrp "$NODE" vrrp --interface eth0 --vrid 51 --vip "$LAB_VIP" --priority 200 --advert-ms "$ADVERT_MS"
-lab_bg lb2 lb2-vrrp "$NODE" vrrp --interface eth0 --vrid 51 --vip "$LAB_VIP" --priority 150 --advert-ms "$ADVERT_MS"
-lab_wait_log lb1-vrrp '*"state":"Master"*' 30
 wait_weight lb1 "$LAB_WEB1_IP" 1 60
 wait_weight lb1 "$LAB_WEB2_IP" 1 60
+lab_wait_log lb1-balancer '*vip ownership changed*to=Master*' 30
+lab_wait_log lb2-balancer '*vip ownership changed*to=Backup*' 30
 
 show "ipvsadm -Ln   (on lb1, the Master: what lvstun programmed)" lab_exec lb1 ipvsadm -Ln
 show "ip -brief addr show eth0   (on lb1: the VIP is here)" lab_exec lb1 ip -brief addr show eth0
@@ -91,8 +94,8 @@ lab_bg client load "$LOAD" --url "http://$LAB_VIP/" --interval-ms 10 --workers 4
   --duration-s 8 --connect-timeout-ms 100 --timeout-ms 1000 --out "$LAB_OUT/load.txt"
 lab_sleep 2
 ip -n lb1 link set eth0 down
-kill -KILL "${LAB_BG_PIDS[lb1-vrrp]}" "${LAB_BG_PIDS[lb1-balancer]}" 2>/dev/null || true
-lab_wait_log lb2-vrrp '*"state":"Master"*' 30
+kill -KILL "${LAB_BG_PIDS[lb1-balancer]}" 2>/dev/null || true
+lab_wait_log lb2-balancer '*vip ownership changed*to=Master*' 30
 lab_wait_log load '*longest_gap_ms=*' 30
 show "lvstun-lab-load summary   (client-observed outage = longest gap between successful requests)" \
   grep -E '^(requests|ok|failures|longest_gap_ms)=' "$LAB_OUT/logs/load.log"
@@ -100,4 +103,4 @@ show "ip -brief addr show eth0   (on lb2: the VIP moved)" lab_exec lb2 ip -brief
 show "ip neigh show $LAB_VIP   (on the client: now lb2's MAC, $(lab_mac lb2 eth0), learned from gratuitous ARP)" \
   lab_exec client ip neigh show "$LAB_VIP"
 show "curl -i http://$LAB_VIP/   (served through lb2)" requests 4
-lab_result demo done
+lab_result demo "done"

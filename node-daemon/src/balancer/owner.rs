@@ -1,0 +1,750 @@
+//! VIP ownership in the balancer role: a supervisor task that runs one VRRP virtual router
+//! ([`crate::vrrp::run::run_with`]) per router [`super::vips::desired_vips`] asks for, starts,
+//! updates and stops them as the objects change, and publishes their states for
+//! `status.balancers[]` and `/metrics`. Does I/O (sockets, rtnetlink, IPVS generic netlink,
+//! `getifaddrs`); every decision is made by the pure functions of [`super::vips`].
+//!
+//! - Becoming Master: the router adds the VIP /32 to its interface, sends gratuitous ARPs (a
+//!   burst, then repeats), then switches the IPVS connection sync daemon to master. Leaving
+//!   Master: the VIP goes first, then sync goes to backup ([`crate::vrrp::driver`] orders the
+//!   actions). The IPVS services stay programmed on every balancer, Backup too, so a takeover
+//!   only moves the address.
+//! - Sync daemons: the kernel has one master and one backup daemon per network namespace, and
+//!   a node may run several routers, so the routers' wishes meet in one [`SyncHub`] that runs
+//!   what [`super::vips::sync_wanted`] says.
+//! - A router starts at priority 1 until its VirtualServices have a destination in rotation
+//!   (or [`STARTUP_GRACE`] passed): a restarted balancer whose health checks have not passed
+//!   yet stands by instead of preempting the VIP into an empty table; then it gets its real
+//!   priority (and preempts, if the settings say so).
+//! - `--dry-run`: no router runs and no advertisement is sent (a dry-run node advertising a
+//!   higher priority would take the VIP from the real Master); the routers it would run are
+//!   logged and reported.
+//! - Shutdown ([`VipOwner::shutdown`], on SIGTERM): every router sends priority 0 if Master
+//!   (RFC 9568 §6.4.3) and removes its VIP, so a Backup takes over after Skew_Time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use lvstun_crds::v1alpha1::VrrpState;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::desired::{self, ObjectRef};
+use super::run::{SharedReport, lock};
+use super::vips::{self, Change, InstanceSpec, SyncWanted};
+use crate::error::{Errno, Error};
+use crate::ipvs::handle::{IpvsHandle, new_connection};
+use crate::ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
+use crate::source::Snapshot;
+use crate::vrrp::driver::{Control, Status, SyncRole, VipOps};
+use crate::vrrp::fsm::{Priority, State};
+use crate::vrrp::ops::{Interface, KernelOps};
+use crate::vrrp::run::{RunOptions, run_with};
+
+/// Longest time a router waits at priority 1 for its VirtualServices' first healthy
+/// destination before it takes its configured priority anyway (a VIP whose real servers are
+/// all down must still be held by the right node once they come back).
+pub const STARTUP_GRACE: Duration = Duration::from_secs(30);
+/// How often routers that failed to start are retried and readiness is re-checked.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Priority of a router whose node is not ready to forward yet.
+const NOT_READY_PRIORITY: u8 = 1;
+
+/// One virtual router as reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterReport {
+    /// The VIPs it holds while Master.
+    pub vips: Vec<Ipv4Addr>,
+    /// Its interface, once known.
+    pub interface: Option<String>,
+    /// Its state; `Fault` when it could not start.
+    pub state: VrrpState,
+    /// Its current priority (1 while not ready).
+    pub priority: u8,
+    /// State changes since the daemon started (kept across restarts of the router).
+    pub transitions: u64,
+    /// When the state last changed.
+    pub last_transition: Option<SystemTime>,
+    /// The VirtualServices it holds the VIPs of.
+    pub virtual_services: Vec<ObjectRef>,
+    /// Why it is not running, or what limits it.
+    pub message: Option<String>,
+}
+
+/// What VIP ownership publishes: routers by VRID, and VirtualServices whose VIP cannot be held.
+#[derive(Clone, Debug, Default)]
+pub struct VipsReport {
+    /// By VRID.
+    pub routers: BTreeMap<u8, RouterReport>,
+    /// VirtualServices whose election settings were refused, and why.
+    pub faults: BTreeMap<ObjectRef, String>,
+}
+
+/// This node's VIP ownership for one VirtualService, as its status entry says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ownership {
+    /// VRRP state.
+    pub state: VrrpState,
+    /// VRRP priority, when a router runs.
+    pub priority: Option<i32>,
+    /// When the state last changed.
+    pub last_transition: Option<SystemTime>,
+    /// Why there is no running router, or what limits it.
+    pub message: Option<String>,
+}
+
+impl VipsReport {
+    /// The ownership of `vs` on this node: its router's, `Fault` with the reason when its
+    /// settings were refused, `Initialize` when no router holds it (yet). Pure.
+    pub fn ownership(&self, vs: &ObjectRef) -> Ownership {
+        if let Some(reason) = self.faults.get(vs) {
+            return Ownership {
+                state: VrrpState::Fault,
+                priority: None,
+                last_transition: None,
+                message: Some(reason.clone()),
+            };
+        }
+        match self
+            .routers
+            .values()
+            .find(|r| r.virtual_services.contains(vs))
+        {
+            Some(r) => Ownership {
+                state: r.state,
+                priority: Some(i32::from(r.priority)),
+                last_transition: r.last_transition,
+                message: r.message.clone(),
+            },
+            None => Ownership {
+                state: VrrpState::Initialize,
+                priority: None,
+                last_transition: None,
+                message: None,
+            },
+        }
+    }
+}
+
+/// The shared report.
+pub type SharedVips = Arc<Mutex<VipsReport>>;
+
+/// Locks the report, surviving a poisoned lock.
+pub fn lock_vips(report: &SharedVips) -> MutexGuard<'_, VipsReport> {
+    report
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The API's name of a state machine state.
+pub fn api_state(state: State) -> VrrpState {
+    match state {
+        State::Initialize => VrrpState::Initialize,
+        State::Backup => VrrpState::Backup,
+        State::Master => VrrpState::Master,
+    }
+}
+
+/// The IPVS connection sync daemons shared by every router of the node.
+#[derive(Clone, Default)]
+pub struct SyncHub(Arc<tokio::sync::Mutex<HubState>>);
+
+#[derive(Default)]
+struct HubState {
+    ipvs: Option<IpvsHandle>,
+    roles: BTreeMap<u8, (SyncRole, String)>,
+    /// What the kernel runs as far as we know; `None` = unknown (start, or after a failure):
+    /// then both roles are stopped and started again.
+    applied: Option<SyncWanted>,
+}
+
+impl SyncHub {
+    /// Router `vrid` on `ifname` wants `role`; the kernel's daemons are changed to what all
+    /// routers together want. Stops before starts: a Backup that became Master stops absorbing
+    /// the old Master's table before it sends its own.
+    async fn set(&self, vrid: u8, role: SyncRole, ifname: &str) -> Result<(), Error> {
+        let mut hub = self.0.lock().await;
+        if role == SyncRole::Stopped {
+            hub.roles.remove(&vrid);
+        } else {
+            hub.roles.insert(vrid, (role, ifname.to_owned()));
+        }
+        let want = vips::sync_wanted(&hub.roles);
+        let have = hub.applied.take();
+        if have.as_ref() == Some(&want) {
+            hub.applied = Some(want);
+            return Ok(());
+        }
+        if hub.ipvs.is_none() {
+            let (conn, handle) = new_connection()?;
+            tokio::spawn(conn);
+            hub.ipvs = Some(IpvsHandle::resolve(handle).await?);
+        }
+        let Some(ipvs) = &hub.ipvs else {
+            return Ok(());
+        };
+        let pairs = [
+            (
+                IpvsSyncRole::Master,
+                have.as_ref().map(|h| &h.master),
+                &want.master,
+            ),
+            (
+                IpvsSyncRole::Backup,
+                have.as_ref().map(|h| &h.backup),
+                &want.backup,
+            ),
+        ];
+        for (role, had, wanted) in &pairs {
+            if *had != Some(*wanted) {
+                match ipvs.stop_sync_daemon(*role).await {
+                    Err(e) if e.errno() == Some(Errno::ESRCH) => {}
+                    other => other?,
+                }
+            }
+        }
+        for (role, had, wanted) in &pairs {
+            if let (true, Some((ifname, sync_id))) = (*had != Some(*wanted), wanted) {
+                let daemon = SyncDaemon::new(*role, IfName::new(ifname)?, *sync_id);
+                match ipvs.start_sync_daemon(&daemon).await {
+                    Err(e) if e.errno() == Some(Errno::EEXIST) => {}
+                    other => other?,
+                }
+                info!(role = ?role, interface = %ifname, sync_id, "ipvs sync daemon started");
+            }
+        }
+        hub.applied = Some(want);
+        Ok(())
+    }
+}
+
+/// The real side effects of one router in the balancer: VIP and gratuitous ARP through
+/// [`KernelOps`], sync daemons through the node's [`SyncHub`].
+struct BalancerOps {
+    inner: KernelOps,
+    hub: SyncHub,
+    vrid: u8,
+    ifname: String,
+}
+
+impl VipOps for BalancerOps {
+    async fn add_vips(&mut self, vips: &[Ipv4Addr]) -> io::Result<()> {
+        self.inner.add_vips(vips).await
+    }
+    async fn remove_vips(&mut self, vips: &[Ipv4Addr]) -> io::Result<()> {
+        self.inner.remove_vips(vips).await
+    }
+    async fn send_garp(&mut self, vips: &[Ipv4Addr], count: u8) -> io::Result<()> {
+        self.inner.send_garp(vips, count).await
+    }
+    async fn set_sync(&mut self, role: SyncRole) -> io::Result<()> {
+        self.hub
+            .set(self.vrid, role, &self.ifname)
+            .await
+            .map_err(io::Error::other)
+    }
+}
+
+/// The IPv4 addresses of this network namespace as (interface, address, prefix length).
+fn local_addrs() -> io::Result<Vec<(String, Ipv4Addr, u8)>> {
+    let mut out = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
+        let Some(addr) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
+            continue;
+        };
+        let prefix = ifa
+            .netmask
+            .as_ref()
+            .and_then(|m| m.as_sockaddr_in())
+            .map_or(32, |m| {
+                u8::try_from(m.ip().to_bits().count_ones()).unwrap_or(32)
+            });
+        out.push((ifa.interface_name.clone(), addr.ip(), prefix));
+    }
+    Ok(out)
+}
+
+/// A running router.
+struct Instance {
+    spec: InstanceSpec,
+    /// Whether it runs at its configured priority (else at [`NOT_READY_PRIORITY`]).
+    ready: bool,
+    /// When it was started (for [`STARTUP_GRACE`]).
+    started: Instant,
+    control: mpsc::Sender<Control>,
+    task: JoinHandle<Status>,
+}
+
+/// The supervisor's handle.
+pub struct VipOwner {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    /// Routers and their states.
+    pub report: SharedVips,
+}
+
+/// Starts the supervisor for `node` over the snapshots of `source`; `balancer` is the IPVS
+/// loop's report (readiness). Returns at once; must be called inside a tokio runtime.
+pub fn start(
+    source: watch::Receiver<Arc<Snapshot>>,
+    balancer: SharedReport,
+    node: String,
+    dry_run: bool,
+) -> VipOwner {
+    let report = SharedVips::default();
+    let (stop, stop_rx) = oneshot::channel();
+    let sup = Supervisor {
+        node,
+        dry_run,
+        balancer,
+        report: report.clone(),
+        hub: SyncHub::default(),
+        running: BTreeMap::new(),
+        want: BTreeMap::new(),
+    };
+    let task = tokio::spawn(sup.run(source, stop_rx));
+    VipOwner { stop, task, report }
+}
+
+impl VipOwner {
+    /// Stops every router gracefully (priority 0 if Master, VIP removed, sync stopped), waiting
+    /// at most `limit`.
+    pub async fn shutdown(self, limit: Duration) {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(limit, self.task).await {
+            Ok(_) => info!("vip ownership stopped"),
+            Err(_) => warn!(
+                limit_s = limit.as_secs(),
+                "vip ownership did not stop in time"
+            ),
+        }
+    }
+}
+
+struct Supervisor {
+    node: String,
+    dry_run: bool,
+    balancer: SharedReport,
+    report: SharedVips,
+    hub: SyncHub,
+    running: BTreeMap<u8, Instance>,
+    /// The routers wanted by the last snapshot.
+    want: BTreeMap<u8, InstanceSpec>,
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        mut source: watch::Receiver<Arc<Snapshot>>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let mut source_open = true;
+        let mut changed = true;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if changed {
+                let snapshot = source.borrow_and_update().clone();
+                self.desire(&snapshot);
+                self.converge().await;
+            } else {
+                self.retry_and_ready().await;
+            }
+            tokio::select! {
+                _ = &mut stop => break,
+                c = source.changed(), if source_open => {
+                    if c.is_err() {
+                        source_open = false;
+                    }
+                    changed = c.is_ok();
+                }
+                _ = tick.tick() => changed = false,
+            }
+        }
+        self.stop_all().await;
+    }
+
+    /// Computes the wanted routers from `snapshot` (pure functions) and records faults.
+    fn desire(&mut self, snapshot: &Snapshot) {
+        let resolved = desired::resolve(snapshot);
+        let served: BTreeSet<ObjectRef> = resolved
+            .services
+            .iter()
+            .map(|s| s.virtual_service.clone())
+            .collect();
+        let want = vips::desired_vips(snapshot, &served, &self.node);
+        for p in &want.problems {
+            warn!("vrrp: {p}");
+        }
+        for (vs, reason) in &want.faults {
+            if lock_vips(&self.report).faults.get(vs) != Some(reason) {
+                error!(virtual_service = %vs, "vrrp: VIP not held: {reason}");
+            }
+        }
+        lock_vips(&self.report).faults = want.faults;
+        self.want = want.instances;
+    }
+
+    /// Applies the plan from the running routers to the wanted ones.
+    async fn converge(&mut self) {
+        let running: BTreeMap<u8, InstanceSpec> = self
+            .running
+            .iter()
+            .map(|(v, i)| (*v, i.spec.clone()))
+            .collect();
+        // Routers that failed to start are not running: the plan starts them again.
+        for change in vips::plan(&running, &self.want) {
+            match change {
+                Change::Stop(vrid) => {
+                    self.stop_one(vrid).await;
+                    lock_vips(&self.report).routers.remove(&vrid);
+                }
+                Change::Restart(spec) => {
+                    info!(
+                        vrid = spec.vrid(),
+                        "vrrp: settings changed, restarting the router"
+                    );
+                    self.stop_one(spec.vrid()).await;
+                    self.start_one(spec).await;
+                }
+                Change::Start(spec) => self.start_one(spec).await,
+                Change::Update(spec) => self.update_one(spec).await,
+            }
+        }
+        let wanted: BTreeSet<u8> = self.want.keys().copied().collect();
+        lock_vips(&self.report)
+            .routers
+            .retain(|vrid, _| wanted.contains(vrid));
+    }
+
+    /// Once a second: routers that failed to start are retried; routers waiting at priority 1
+    /// get their priority when their VirtualServices forward (or the grace ended).
+    async fn retry_and_ready(&mut self) {
+        let missing: Vec<InstanceSpec> = self
+            .want
+            .values()
+            .filter(|s| !self.running.contains_key(&s.vrid()))
+            .cloned()
+            .collect();
+        if !self.dry_run {
+            for spec in missing {
+                self.start_one(spec).await;
+            }
+        }
+        let programmed = lock(&self.balancer).programmed.clone();
+        for inst in self.running.values_mut() {
+            if inst.ready {
+                continue;
+            }
+            let forwards = vips::forwarding(&programmed, &inst.spec.virtual_services);
+            let grace = inst.started.elapsed() >= STARTUP_GRACE;
+            if forwards || grace {
+                inst.ready = true;
+                info!(
+                    vrid = inst.spec.vrid(),
+                    priority = inst.spec.config.priority.get(),
+                    forwards,
+                    "vrrp: ready to forward, taking the configured priority"
+                );
+                let _ = inst
+                    .control
+                    .send(Control::SetPriority(inst.spec.config.priority))
+                    .await;
+            }
+        }
+    }
+
+    async fn update_one(&mut self, spec: InstanceSpec) {
+        let vrid = spec.vrid();
+        let Some(inst) = self.running.get_mut(&vrid) else {
+            return;
+        };
+        if let Some(p) = vips::priority_changed(&inst.spec, &spec)
+            && inst.ready
+        {
+            info!(vrid, priority = p.get(), "vrrp: priority changed");
+            let _ = inst.control.send(Control::SetPriority(p)).await;
+        }
+        inst.spec = spec.clone();
+        if let Some(r) = lock_vips(&self.report).routers.get_mut(&vrid) {
+            r.virtual_services = spec.virtual_services;
+        }
+    }
+
+    async fn start_one(&mut self, spec: InstanceSpec) {
+        let vrid = spec.vrid();
+        let mut entry = RouterReport {
+            vips: spec.config.vips.clone(),
+            interface: spec.interface.clone(),
+            state: VrrpState::Initialize,
+            priority: spec.config.priority.get(),
+            transitions: 0,
+            last_transition: None,
+            virtual_services: spec.virtual_services.clone(),
+            message: None,
+        };
+        if let Some(old) = lock_vips(&self.report).routers.get(&vrid) {
+            entry.transitions = old.transitions;
+            entry.last_transition = old.last_transition;
+        }
+        if self.dry_run {
+            info!(
+                vrid,
+                vips = ?spec.config.vips,
+                priority = spec.config.priority.get(),
+                interface = spec.interface.as_deref().unwrap_or("(by the VIP's subnet)"),
+                "dry run: would run a VRRP router (none runs: its advertisements would move the VIP)"
+            );
+            entry.message = Some("no VRRP router runs in a dry run".into());
+            lock_vips(&self.report).routers.insert(vrid, entry);
+            return;
+        }
+        match self.launch(&spec).await {
+            Ok((ifname, running, ready)) => {
+                info!(
+                    vrid,
+                    vips = ?spec.config.vips,
+                    interface = %ifname,
+                    priority = spec.config.priority.get(),
+                    ready,
+                    "vrrp: router started"
+                );
+                entry.interface = Some(ifname);
+                if ready {
+                    info!(
+                        vrid,
+                        priority = spec.config.priority.get(),
+                        forwards = true,
+                        "vrrp: ready to forward, taking the configured priority"
+                    );
+                } else {
+                    entry.priority = NOT_READY_PRIORITY;
+                }
+                lock_vips(&self.report).routers.insert(vrid, entry);
+                tokio::spawn(watch_status(
+                    running.status,
+                    self.report.clone(),
+                    vrid,
+                    spec.config.vips.clone(),
+                ));
+                self.running.insert(
+                    vrid,
+                    Instance {
+                        spec,
+                        ready,
+                        started: Instant::now(),
+                        control: running.control,
+                        task: running.task,
+                    },
+                );
+            }
+            Err(message) => {
+                let known = lock_vips(&self.report)
+                    .routers
+                    .get(&vrid)
+                    .and_then(|r| r.message.clone());
+                if known.as_deref() != Some(message.as_str()) {
+                    error!(
+                        vrid,
+                        "vrrp: router not started, retrying every {TICK:?}: {message}"
+                    );
+                }
+                entry.state = VrrpState::Fault;
+                entry.message = Some(message);
+                lock_vips(&self.report).routers.insert(vrid, entry);
+            }
+        }
+    }
+
+    /// Finds the interface, opens the sockets, starts the driver.
+    async fn launch(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<(String, crate::vrrp::run::Running, bool), String> {
+        let vip = spec
+            .config
+            .vips
+            .first()
+            .copied()
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let ifname = match &spec.interface {
+            Some(i) => i.clone(),
+            None => {
+                let addrs = local_addrs().map_err(|e| format!("list addresses: {e}"))?;
+                vips::interface_for(vip, &addrs).ok_or_else(|| {
+                    format!(
+                        "no interface has an address in the subnet of VIP {vip}; set spec.balancers.interface"
+                    )
+                })?
+            }
+        };
+        let iface =
+            Interface::lookup(&ifname).map_err(|e| format!("look up interface {ifname}: {e}"))?;
+        let me = iface.primary_ip;
+        let peers = spec
+            .unicast_peers
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != me)
+            .collect();
+        let ready = vips::forwarding(&lock(&self.balancer).programmed, &spec.virtual_services);
+        let mut config = spec.config.clone();
+        if !ready {
+            config.priority = Priority::new(NOT_READY_PRIORITY).map_err(|e| e.to_string())?;
+        }
+        let options = RunOptions {
+            unicast_peers: peers,
+            sync: false,
+            ..RunOptions::default()
+        };
+        let hub = self.hub.clone();
+        let vrid = spec.vrid();
+        let name = ifname.clone();
+        let running = run_with(config, &ifname, options, move |inner| BalancerOps {
+            inner,
+            hub,
+            vrid,
+            ifname: name,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok((ifname, running, ready))
+    }
+
+    async fn stop_one(&mut self, vrid: u8) {
+        if let Some(inst) = self.running.remove(&vrid) {
+            let _ = inst.control.send(Control::Shutdown).await;
+            match inst.task.await {
+                Ok(status) => info!(
+                    vrid,
+                    adverts_sent = status.adverts_sent,
+                    errors = status.errors,
+                    "vrrp: router stopped"
+                ),
+                Err(e) => error!(vrid, "vrrp: router task failed: {e}"),
+            }
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let vrids: Vec<u8> = self.running.keys().copied().collect();
+        // Tell every router first, then wait: the priority-0 advertisements go out together.
+        for vrid in &vrids {
+            if let Some(inst) = self.running.get(vrid) {
+                let _ = inst.control.send(Control::Shutdown).await;
+            }
+        }
+        for vrid in vrids {
+            self.stop_one(vrid).await;
+        }
+    }
+}
+
+/// Follows one router's status into the report and logs every state change (with the wall
+/// clock, so takeovers can be timed across processes). Ends when the router's task ends.
+async fn watch_status(
+    mut status: watch::Receiver<Status>,
+    report: SharedVips,
+    vrid: u8,
+    vips: Vec<Ipv4Addr>,
+) {
+    // Every router starts in Initialize; its first change may already have happened before
+    // this task runs, so the current value is read first, then each change.
+    let mut last = State::Initialize;
+    loop {
+        let s = status.borrow_and_update().clone();
+        follow(&report, vrid, &vips, &mut last, &s);
+        if status.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// One status of router `vrid` into the report; logs a state change.
+fn follow(report: &SharedVips, vrid: u8, vips: &[Ipv4Addr], last: &mut State, s: &Status) {
+    {
+        let mut r = lock_vips(report);
+        let Some(entry) = r.routers.get_mut(&vrid) else {
+            return;
+        };
+        entry.priority = s.priority;
+        if s.state == *last {
+            return;
+        }
+        entry.state = api_state(s.state);
+        entry.transitions += 1;
+        entry.last_transition = Some(SystemTime::now());
+    }
+    let unix_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    info!(
+        vrid,
+        vips = ?vips,
+        from = ?*last,
+        to = ?s.state,
+        master = ?s.master,
+        priority = s.priority,
+        unix_ms,
+        "vip ownership changed"
+    );
+    *last = s.state;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(name: &str) -> ObjectRef {
+        ObjectRef {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn ownership_per_virtual_service() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        let mut report = VipsReport::default();
+        report.routers.insert(
+            51,
+            RouterReport {
+                vips: vec![Ipv4Addr::new(192, 0, 2, 100)],
+                interface: Some("eth0".into()),
+                state: VrrpState::Master,
+                priority: 200,
+                transitions: 2,
+                last_transition: Some(at),
+                virtual_services: vec![r("www"), r("www-https")],
+                message: None,
+            },
+        );
+        report
+            .faults
+            .insert(r("bad"), "VRRP settings refused: x".into());
+        for vs in ["www", "www-https"] {
+            let own = report.ownership(&r(vs));
+            assert_eq!(own.state, VrrpState::Master, "{vs}");
+            assert_eq!(own.priority, Some(200));
+            assert_eq!(own.last_transition, Some(at));
+        }
+        let bad = report.ownership(&r("bad"));
+        assert_eq!(bad.state, VrrpState::Fault);
+        assert_eq!(bad.message.as_deref(), Some("VRRP settings refused: x"));
+        let none = report.ownership(&r("other"));
+        assert_eq!(none.state, VrrpState::Initialize);
+        assert_eq!(none.priority, None);
+    }
+
+    #[test]
+    fn api_states() {
+        assert_eq!(api_state(State::Initialize), VrrpState::Initialize);
+        assert_eq!(api_state(State::Backup), VrrpState::Backup);
+        assert_eq!(api_state(State::Master), VrrpState::Master);
+    }
+}

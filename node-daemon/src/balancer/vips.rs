@@ -1,0 +1,627 @@
+//! Which VRRP virtual routers this balancer runs, and how a running set changes into the
+//! desired one. Pure: no I/O, no clock; [`super::owner`] does what these functions decide.
+//!
+//! Rules, and why:
+//! - A virtual router runs for every VIP of the VirtualServices this node *programs*: the set
+//!   [`super::desired::resolve`] returns, so the VRRP side keeps exactly its contract (node
+//!   selector, deletion, `Conflict=True` from the operator, invalid objects, seniority on a
+//!   shared VIP:port). A node never holds a VIP it does not forward.
+//! - One virtual router per VRID. Two VirtualServices on one VIP (different ports) give one
+//!   router for that VIP; two VIPs that name the same VRID become one router holding both
+//!   addresses, as a VRRP router with several addresses (keepalived's `virtual_ipaddress`
+//!   list): two routers with one VRID on a segment would read each other's advertisements.
+//!   The most senior VirtualService (oldest, then namespace/name) decides the settings; one
+//!   whose settings differ is named in a problem, never silently merged.
+//! - A VIP claimed under two VRIDs (two VirtualServices on one VIP disagreeing) keeps the
+//!   senior one's VRID: a VIP is held by at most one router here.
+//! - Priority by node order ([`priority_for`]) ranks the nodes this node can know of without
+//!   any coordination: the per-node overrides, the nodes that report in
+//!   `status.balancers[]` (in a cluster every balancer writes its entry), and itself. Standalone
+//!   files have no status: name the priorities there (the lab does).
+//! - Settings that cannot become a router (VRID out of range, bad peer) put the VIP's
+//!   VirtualServices in `Fault` with the reason, and no router runs.
+//!
+//! [`plan`] turns (running, desired) into changes: a priority change is told to the running
+//! router (no handover); any other change stops the old router gracefully (priority 0, VIP
+//! removed) and starts the new one, because VRID, interval, interface and peers are fixed for
+//! a router's life (RFC 9568 §6.1 parameters).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use k8s_openapi::jiff::Timestamp;
+use lvstun_crds::v1alpha1::{Balancers, VirtualService};
+
+use super::desired::ObjectRef;
+use crate::source::Snapshot;
+use crate::vrrp::driver::SyncRole;
+use crate::vrrp::fsm::{Priority, RouterConfig};
+use crate::vrrp::run::router_config;
+use crate::web::desired::DEFAULT_NAMESPACE;
+
+/// The most addresses one router can hold: an advertisement counts them in one byte.
+pub const MAX_VIPS: usize = 255;
+
+/// One virtual router this node wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// VRID, priority, interval, preemption, VIPs; `primary_ip` is 0.0.0.0 (the interface's
+    /// first address, found when the router starts).
+    pub config: RouterConfig,
+    /// `spec.balancers.interface`; `None` = the interface with an address in the VIP's subnet
+    /// (see [`interface_for`]).
+    pub interface: Option<String>,
+    /// Unicast peers; empty = multicast. This node's own address is dropped at start.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// The VirtualServices whose VIPs this router holds (for their status entries).
+    pub virtual_services: Vec<ObjectRef>,
+}
+
+impl InstanceSpec {
+    /// The VRID: the router's identity among the running ones.
+    pub fn vrid(&self) -> u8 {
+        self.config.vrid
+    }
+
+    /// Whether `other` differs only in priority (and in the VirtualServices it serves), so the
+    /// running router can be told instead of restarted.
+    fn same_router(&self, other: &InstanceSpec) -> bool {
+        let mut a = self.config.clone();
+        a.priority = other.config.priority;
+        a == other.config
+            && self.interface == other.interface
+            && self.unicast_peers == other.unicast_peers
+    }
+}
+
+/// The routers this node wants, and what kept others from being wanted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredVips {
+    /// By VRID.
+    pub instances: BTreeMap<u8, InstanceSpec>,
+    /// VirtualServices whose VIP cannot be held, and why (reported as `Fault`).
+    pub faults: BTreeMap<ObjectRef, String>,
+    /// Settings that were overruled (logged).
+    pub problems: Vec<String>,
+}
+
+fn object_ref(vs: &VirtualService) -> ObjectRef {
+    ObjectRef {
+        namespace: vs
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        name: vs.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// The same seniority as [`super::desired::resolve`]: older first, then namespace/name.
+fn seniority(vs: &VirtualService) -> (Timestamp, ObjectRef) {
+    let created = vs
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(Timestamp::MAX, |t| t.0);
+    (created, object_ref(vs))
+}
+
+/// The nodes `priority_for` ranks: overrides, reporting balancers, and this node.
+fn known_balancers(vs: &VirtualService, node: &str) -> Vec<String> {
+    let b = &vs.spec.balancers;
+    let mut names: BTreeSet<String> = b.priorities.iter().map(|p| p.node_name.clone()).collect();
+    if let Some(status) = &vs.status {
+        names.extend(status.balancers.iter().map(|e| e.node.clone()));
+    }
+    names.insert(node.to_owned());
+    names.into_iter().collect()
+}
+
+/// Whether two VirtualServices' election settings are the same (priorities aside: those are
+/// per node and end up in one number).
+fn same_settings(a: &Balancers, b: &Balancers) -> bool {
+    a.virtual_router_id == b.virtual_router_id
+        && a.advert_interval_milliseconds == b.advert_interval_milliseconds
+        && a.preempt == b.preempt
+        && a.preempt_delay_seconds == b.preempt_delay_seconds
+        && a.interface == b.interface
+        && a.unicast_peers == b.unicast_peers
+        && a.priorities == b.priorities
+}
+
+/// The virtual routers `node` runs for the VirtualServices in `served` (those the balancer
+/// programs, from [`super::desired::resolve`]).
+pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &str) -> DesiredVips {
+    let mut out = DesiredVips::default();
+    let mut list: Vec<&VirtualService> = snapshot
+        .virtual_services
+        .iter()
+        .filter(|vs| served.contains(&object_ref(vs)))
+        .collect();
+    list.sort_by_key(|vs| seniority(vs));
+    // The senior VirtualService of each VIP and of each VRID.
+    let mut by_vip: BTreeMap<Ipv4Addr, &VirtualService> = BTreeMap::new();
+    let mut by_vrid: BTreeMap<i32, &VirtualService> = BTreeMap::new();
+    for vs in list {
+        let me = object_ref(vs);
+        let Ok(vip) = vs.spec.vip.parse::<Ipv4Addr>() else {
+            // resolve() refuses these already; nothing to hold.
+            continue;
+        };
+        let b = &vs.spec.balancers;
+        if let Some(senior) = by_vip.get(&vip) {
+            if !same_settings(&senior.spec.balancers, b) {
+                out.problems.push(format!(
+                    "VirtualService {me}: spec.balancers differs from VirtualService {} on the same VIP {vip}, whose settings hold",
+                    object_ref(senior)
+                ));
+            }
+            let vrid = u8::try_from(senior.spec.balancers.virtual_router_id).ok();
+            match vrid.and_then(|v| out.instances.get_mut(&v)) {
+                Some(spec) => spec.virtual_services.push(me),
+                None => {
+                    if let Some(reason) = out.faults.get(&object_ref(senior)).cloned() {
+                        out.faults.insert(me, reason);
+                    }
+                }
+            }
+            continue;
+        }
+        by_vip.insert(vip, vs);
+        if let Some(senior) = by_vrid.get(&b.virtual_router_id) {
+            if !same_settings(&senior.spec.balancers, b) {
+                out.problems.push(format!(
+                    "VirtualService {me}: VIP {vip} shares VRID {} with VirtualService {}, whose election settings hold",
+                    b.virtual_router_id,
+                    object_ref(senior)
+                ));
+            }
+            if let Some(spec) = u8::try_from(b.virtual_router_id)
+                .ok()
+                .and_then(|v| out.instances.get_mut(&v))
+            {
+                if spec.config.vips.len() >= MAX_VIPS {
+                    out.faults.insert(
+                        me,
+                        format!(
+                            "VRID {} already carries {MAX_VIPS} VIPs, the most one VRRPv3 advertisement can name (RFC 9568 §5.2.5); give this VIP another virtualRouterID",
+                            b.virtual_router_id
+                        ),
+                    );
+                } else {
+                    spec.config.vips.push(vip);
+                    spec.virtual_services.push(me);
+                }
+            }
+            continue;
+        }
+        by_vrid.insert(b.virtual_router_id, vs);
+        let nodes = known_balancers(vs, node);
+        match router_config(b, vip, node, &nodes, Ipv4Addr::UNSPECIFIED) {
+            Ok((config, unicast_peers)) => {
+                out.instances.insert(
+                    config.vrid,
+                    InstanceSpec {
+                        config,
+                        interface: b.interface.clone(),
+                        unicast_peers,
+                        virtual_services: vec![me],
+                    },
+                );
+            }
+            Err(e) => {
+                out.faults.insert(me, format!("VRRP settings refused: {e}"));
+            }
+        }
+    }
+    out
+}
+
+/// The interface that carries `vip` when `spec.balancers.interface` is not given: the one with
+/// an IPv4 address whose subnet contains the VIP (the connected route to the VIP's subnet),
+/// the longest prefix winning, then the name. Host addresses (/32, such as a VIP left by a
+/// crashed Master) and loopback do not count. `addrs` is (interface, address, prefix length).
+pub fn interface_for(vip: Ipv4Addr, addrs: &[(String, Ipv4Addr, u8)]) -> Option<String> {
+    addrs
+        .iter()
+        .filter(|(name, addr, prefix)| {
+            *prefix < 32 && !addr.is_loopback() && name != "lo" && in_subnet(vip, *addr, *prefix)
+        })
+        .max_by(|a, b| a.2.cmp(&b.2).then_with(|| b.0.cmp(&a.0)))
+        .map(|(name, _, _)| name.clone())
+}
+
+fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// One change from the running routers to the desired ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Start a router.
+    Start(InstanceSpec),
+    /// Stop a router gracefully (priority 0 if Master, VIPs removed).
+    Stop(u8),
+    /// Stop, then start with the new settings.
+    Restart(InstanceSpec),
+    /// Tell the running router its new priority (and the VirtualServices it now serves).
+    Update(InstanceSpec),
+}
+
+/// The changes from `running` to `desired`, by VRID: stops first (a VIP leaving one router
+/// before another takes it), then restarts, updates and starts.
+pub fn plan(
+    running: &BTreeMap<u8, InstanceSpec>,
+    desired: &BTreeMap<u8, InstanceSpec>,
+) -> Vec<Change> {
+    let mut stops = Vec::new();
+    let mut rest = Vec::new();
+    for vrid in running.keys().filter(|v| !desired.contains_key(v)) {
+        stops.push(Change::Stop(*vrid));
+    }
+    for (vrid, want) in desired {
+        match running.get(vrid) {
+            None => rest.push(Change::Start(want.clone())),
+            Some(have) if have == want => {}
+            Some(have) if have.same_router(want) => rest.push(Change::Update(want.clone())),
+            Some(_) => rest.push(Change::Restart(want.clone())),
+        }
+    }
+    stops.extend(rest);
+    stops
+}
+
+/// Whether `priority` changed between two specs of one router.
+pub fn priority_changed(have: &InstanceSpec, want: &InstanceSpec) -> Option<Priority> {
+    (have.config.priority != want.config.priority).then_some(want.config.priority)
+}
+
+/// Whether this node forwards for every one of `virtual_services`: each has some port with a
+/// destination in rotation (weight > 0) in the kernel, per the loop's report (`programmed`:
+/// VirtualService → port → destinations). Until then its router stands by at a low priority
+/// (see [`super::owner`]). Pure.
+pub fn forwarding(
+    programmed: &BTreeMap<ObjectRef, BTreeMap<String, u32>>,
+    virtual_services: &[ObjectRef],
+) -> bool {
+    !virtual_services.is_empty()
+        && virtual_services.iter().all(|vs| {
+            programmed
+                .get(vs)
+                .is_some_and(|ports| ports.values().any(|n| *n > 0))
+        })
+}
+
+/// The IPVS connection sync daemons a node wants, as (interface, sync ID) per role.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncWanted {
+    /// The master daemon (sends this node's connections): while some router is Master.
+    pub master: Option<(String, u8)>,
+    /// The backup daemon (receives the Master's connections): while some router is Backup.
+    pub backup: Option<(String, u8)>,
+}
+
+/// The sync daemons for the routers' current roles (VRID → role, interface). The kernel runs
+/// at most one master and one backup daemon per network namespace, while a node may run
+/// several routers, Master of one VIP and Backup of another; so the daemons follow the set:
+/// - one router: sync ID = VRID for both roles (what keepalived's `lvs_sync_daemon` does, and
+///   what the standalone `lvstun-node vrrp` does), so unrelated pairs on a segment ignore each
+///   other;
+/// - several: the master daemon uses the lowest Master VRID and its interface; the backup
+///   daemon uses sync ID 0, which the kernel reads as "accept every sync ID"
+///   (`ip_vs_process_message` checks the ID only when the backup's is non-zero), because
+///   each VIP's Master may be a different peer with its own ID.
+///
+/// Pure.
+pub fn sync_wanted(roles: &BTreeMap<u8, (SyncRole, String)>) -> SyncWanted {
+    let running = roles
+        .values()
+        .filter(|(role, _)| *role != SyncRole::Stopped)
+        .count();
+    let first = |want: SyncRole| {
+        roles
+            .iter()
+            .find(|(_, (role, _))| *role == want)
+            .map(|(vrid, (_, ifname))| (ifname.clone(), *vrid))
+    };
+    SyncWanted {
+        master: first(SyncRole::Master),
+        backup: first(SyncRole::Backup)
+            .map(|(ifname, vrid)| (ifname, if running == 1 { vrid } else { 0 })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Scope;
+
+    fn vs(name: &str, vip: &str, created: &str, balancers: serde_json::Value) -> VirtualService {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lvstun.io/v1alpha1",
+            "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+            "spec": {
+                "vip": vip,
+                "ports": [{"port": 80, "protocol": "TCP"}],
+                "realServerSelector": {"matchLabels": {"app": "www"}},
+                "balancers": balancers,
+            }
+        }))
+        .unwrap()
+    }
+
+    fn b(vrid: i32) -> serde_json::Value {
+        serde_json::json!({
+            "nodeSelector": {},
+            "virtualRouterID": vrid,
+            "advertIntervalMilliseconds": 100,
+            "priorities": [{"nodeName": "lb1", "priority": 200}, {"nodeName": "lb2", "priority": 100}],
+        })
+    }
+
+    fn r(name: &str) -> ObjectRef {
+        ObjectRef {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    fn snap(list: Vec<VirtualService>) -> Snapshot {
+        Snapshot {
+            virtual_services: list,
+            real_servers: vec![],
+            scope: Scope::All,
+        }
+    }
+
+    fn served(names: &[&str]) -> BTreeSet<ObjectRef> {
+        names.iter().map(|n| r(n)).collect()
+    }
+
+    const T0: &str = "2026-11-25T00:00:00Z";
+    const T1: &str = "2026-11-25T01:00:00Z";
+
+    #[test]
+    fn one_router_per_vip_with_the_nodes_priority() {
+        let s = snap(vec![
+            vs("www", "192.0.2.100", T0, b(51)),
+            vs("api", "192.0.2.101", T0, b(52)),
+        ]);
+        let d1 = desired_vips(&s, &served(&["www", "api"]), "lb1");
+        assert_eq!(d1.instances.len(), 2);
+        let www = &d1.instances[&51];
+        assert_eq!(www.config.vips, vec![Ipv4Addr::new(192, 0, 2, 100)]);
+        assert_eq!(www.config.priority.get(), 200);
+        assert_eq!(www.config.adver_int.centis(), 10);
+        assert!(www.config.preempt);
+        assert_eq!(www.config.primary_ip, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(www.interface, None);
+        assert_eq!(www.virtual_services, vec![r("www")]);
+        let d2 = desired_vips(&s, &served(&["www", "api"]), "lb2");
+        assert_eq!(d2.instances[&51].config.priority.get(), 100);
+        assert!(d1.faults.is_empty() && d1.problems.is_empty());
+    }
+
+    #[test]
+    fn only_virtual_services_the_balancer_programs() {
+        // resolve() left "api" out (a conflict, another node's selector, invalid): no VIP.
+        let s = snap(vec![
+            vs("www", "192.0.2.100", T0, b(51)),
+            vs("api", "192.0.2.101", T0, b(52)),
+        ]);
+        let d = desired_vips(&s, &served(&["www"]), "lb1");
+        assert_eq!(d.instances.keys().copied().collect::<Vec<_>>(), vec![51]);
+        assert!(desired_vips(&s, &served(&[]), "lb1").instances.is_empty());
+    }
+
+    #[test]
+    fn a_shared_vip_gets_one_router_and_the_senior_settings() {
+        let mut other = b(60);
+        other["advertIntervalMilliseconds"] = 1000.into();
+        let s = snap(vec![
+            vs("www-https", "192.0.2.100", T1, other),
+            vs("www", "192.0.2.100", T0, b(51)),
+        ]);
+        let d = desired_vips(&s, &served(&["www", "www-https"]), "lb1");
+        assert_eq!(d.instances.len(), 1);
+        let one = &d.instances[&51];
+        assert_eq!(one.config.vips, vec![Ipv4Addr::new(192, 0, 2, 100)]);
+        assert_eq!(one.config.adver_int.centis(), 10, "the senior's interval");
+        assert_eq!(one.virtual_services, vec![r("www"), r("www-https")]);
+        assert_eq!(d.problems.len(), 1, "{:?}", d.problems);
+        assert!(d.problems[0].contains("default/www-https"));
+        // Same settings: no problem.
+        let s = snap(vec![
+            vs("www-https", "192.0.2.100", T1, b(51)),
+            vs("www", "192.0.2.100", T0, b(51)),
+        ]);
+        assert!(
+            desired_vips(&s, &served(&["www", "www-https"]), "lb1")
+                .problems
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn vips_sharing_a_vrid_share_a_router() {
+        let s = snap(vec![
+            vs("www", "192.0.2.100", T0, b(51)),
+            vs("api", "192.0.2.101", T1, b(51)),
+        ]);
+        let d = desired_vips(&s, &served(&["www", "api"]), "lb1");
+        assert_eq!(d.instances.len(), 1);
+        assert_eq!(
+            d.instances[&51].config.vips,
+            vec![Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 101)]
+        );
+        assert_eq!(d.instances[&51].virtual_services, vec![r("www"), r("api")]);
+    }
+
+    #[test]
+    fn refused_settings_are_faults() {
+        let mut bad = b(51);
+        bad["unicastPeers"] = serde_json::json!(["lb2"]);
+        let s = snap(vec![
+            vs("www", "192.0.2.100", T0, bad),
+            vs("www-https", "192.0.2.100", T1, b(51)),
+        ]);
+        let d = desired_vips(&s, &served(&["www", "www-https"]), "lb1");
+        assert!(d.instances.is_empty());
+        assert!(d.faults[&r("www")].contains("unicast peer"), "{d:?}");
+        assert!(d.faults.contains_key(&r("www-https")), "{d:?}");
+    }
+
+    #[test]
+    fn priority_by_node_order_counts_reporting_balancers() {
+        let mut by_order = serde_json::json!({
+            "nodeSelector": {},
+            "virtualRouterID": 51,
+        });
+        let mut www = vs("www", "192.0.2.100", T0, by_order.take());
+        let d = desired_vips(&snap(vec![www.clone()]), &served(&["www"]), "node-b");
+        assert_eq!(d.instances[&51].config.priority.get(), 200, "alone: first");
+        www.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "balancers": [{"node": "node-a", "state": "Master"}, {"node": "node-b", "state": "Backup"}]
+            }))
+            .unwrap(),
+        );
+        let d = desired_vips(&snap(vec![www.clone()]), &served(&["www"]), "node-b");
+        assert_eq!(d.instances[&51].config.priority.get(), 190);
+        assert_eq!(
+            d.instances[&51].config.adver_int.centis(),
+            100,
+            "default 1 s"
+        );
+        let d = desired_vips(&snap(vec![www]), &served(&["www"]), "node-a");
+        assert_eq!(d.instances[&51].config.priority.get(), 200);
+    }
+
+    #[test]
+    fn the_interface_is_the_one_on_the_vips_subnet() {
+        let vip = Ipv4Addr::new(192, 0, 2, 100);
+        let a = |n: &str, ip: [u8; 4], p: u8| (n.to_owned(), Ipv4Addr::from(ip), p);
+        let addrs = vec![
+            a("lo", [127, 0, 0, 1], 8),
+            a("eth1", [198, 51, 100, 1], 24),
+            a("eth0", [192, 0, 2, 11], 24),
+            a("eth0", [192, 0, 2, 100], 32),
+            a("wide", [192, 0, 0, 1], 16),
+        ];
+        assert_eq!(interface_for(vip, &addrs).as_deref(), Some("eth0"));
+        assert_eq!(
+            interface_for(Ipv4Addr::new(192, 0, 9, 9), &addrs).as_deref(),
+            Some("wide")
+        );
+        assert_eq!(interface_for(Ipv4Addr::new(203, 0, 113, 1), &addrs), None);
+        assert_eq!(
+            interface_for(vip, &[a("eth0", [192, 0, 2, 100], 32)]),
+            None,
+            "a left-over VIP is not a subnet"
+        );
+        assert!(in_subnet(vip, Ipv4Addr::new(10, 0, 0, 0), 0));
+    }
+
+    #[test]
+    fn plan_stops_first_updates_priority_and_restarts_the_rest() {
+        let s = snap(vec![
+            vs("www", "192.0.2.100", T0, b(51)),
+            vs("api", "192.0.2.101", T0, b(52)),
+        ]);
+        let have = desired_vips(&s, &served(&["www", "api"]), "lb1").instances;
+        assert!(plan(&have, &have).is_empty(), "nothing changed");
+        let mut want = have.clone();
+        want.remove(&52);
+        let mut www = want[&51].clone();
+        www.config.priority = Priority::new(150).unwrap();
+        want.insert(51, www.clone());
+        let mut db = www.clone();
+        db.config.vrid = 53;
+        db.config.vips = vec![Ipv4Addr::new(192, 0, 2, 102)];
+        want.insert(53, db.clone());
+        assert_eq!(
+            plan(&have, &want),
+            vec![
+                Change::Stop(52),
+                Change::Update(www.clone()),
+                Change::Start(db)
+            ]
+        );
+        assert_eq!(
+            priority_changed(&have[&51], &www).map(Priority::get),
+            Some(150)
+        );
+        let mut moved = www.clone();
+        moved.interface = Some("eth1".into());
+        let want = BTreeMap::from([(51, moved.clone())]);
+        assert_eq!(
+            plan(&have, &want),
+            vec![Change::Stop(52), Change::Restart(moved)]
+        );
+    }
+
+    #[test]
+    fn sync_daemons_follow_the_roles() {
+        let eth0 = || "eth0".to_owned();
+        let none = BTreeMap::new();
+        assert_eq!(sync_wanted(&none), SyncWanted::default());
+        let one = BTreeMap::from([(51, (SyncRole::Master, eth0()))]);
+        assert_eq!(
+            sync_wanted(&one),
+            SyncWanted {
+                master: Some((eth0(), 51)),
+                backup: None
+            }
+        );
+        let one = BTreeMap::from([(51, (SyncRole::Backup, eth0()))]);
+        assert_eq!(sync_wanted(&one).backup, Some((eth0(), 51)));
+        assert_eq!(sync_wanted(&one).master, None);
+        let stopped = BTreeMap::from([(51, (SyncRole::Stopped, eth0()))]);
+        assert_eq!(sync_wanted(&stopped), SyncWanted::default());
+        let two = BTreeMap::from([
+            (52, (SyncRole::Master, eth0())),
+            (51, (SyncRole::Backup, eth0())),
+            (60, (SyncRole::Master, "eth1".to_owned())),
+        ]);
+        assert_eq!(
+            sync_wanted(&two),
+            SyncWanted {
+                master: Some((eth0(), 52)),
+                backup: Some((eth0(), 0)),
+            }
+        );
+    }
+
+    #[test]
+    fn forwarding_needs_a_destination_in_rotation_for_each() {
+        let programmed = BTreeMap::from([
+            (r("www"), BTreeMap::from([("80/TCP".to_owned(), 2u32)])),
+            (
+                r("api"),
+                BTreeMap::from([("80/TCP".to_owned(), 0u32), ("443/TCP".to_owned(), 0)]),
+            ),
+        ]);
+        assert!(forwarding(&programmed, &[r("www")]));
+        assert!(!forwarding(&programmed, &[r("www"), r("api")]));
+        assert!(!forwarding(&programmed, &[r("gone")]));
+        assert!(!forwarding(&programmed, &[]));
+    }
+
+    #[test]
+    fn a_vrid_holds_at_most_255_vips() {
+        let list: Vec<VirtualService> = (0..300)
+            .map(|i| {
+                let vip = format!("10.0.{}.{}", i / 250, 1 + i % 250);
+                vs(&format!("vs{i:03}"), &vip, T0, b(7))
+            })
+            .collect();
+        let names: Vec<String> = (0..300).map(|i| format!("vs{i:03}")).collect();
+        let served: BTreeSet<ObjectRef> = names.iter().map(|n| r(n)).collect();
+        let d = desired_vips(&snap(list), &served, "lb1");
+        assert_eq!(d.instances[&7].config.vips.len(), MAX_VIPS);
+        assert_eq!(d.faults.len(), 300 - MAX_VIPS);
+        assert!(d.faults[&r("vs299")].contains("another virtualRouterID"));
+    }
+}
