@@ -652,11 +652,13 @@ mod tests {
         assert_eq!(b_final.errors, 0);
         assert!(b_final.adverts_accepted >= 4);
         assert!(a_final.adverts_sent > 3);
-        // B's side effects, in order: VIP before sync master, VIP off before sync backup.
+        // B's side effects, in order: any VIP left behind removed at startup, VIP before sync
+        // master, VIP off before sync backup.
         let ops = b_ops.ops();
         assert_eq!(
-            ops[..6],
+            ops[..7],
             [
+                Op::Remove,
                 Op::Sync(SyncRole::Backup),
                 Op::Add,
                 Op::Garp(5),

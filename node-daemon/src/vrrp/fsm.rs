@@ -527,6 +527,11 @@ impl Router {
         }
         self.master_adver_int = self.cfg.adver_int.duration();
         self.master_ip = None;
+        // A VIP may still be on the interface: left by a predecessor that crashed while Master
+        // (SIGKILL, OOM), or by an admin. A Backup that keeps it answers ARP for it, so two
+        // nodes claim the VIP once the new Master announces itself. Removing an absent address
+        // is a no-op, so this is always safe.
+        out.push(Action::RemoveVip);
         out.push(Action::StartSyncBackup);
         let at = now + self.master_down_interval();
         self.set_timer(TimerKind::MasterDown, at, out);
@@ -795,6 +800,7 @@ mod tests {
         assert_eq!(
             a,
             vec![
+                Action::RemoveVip,
                 Action::StartSyncBackup,
                 Action::SetTimer {
                     kind: TimerKind::MasterDown,
@@ -1113,7 +1119,7 @@ mod tests {
         assert_eq!(r.state(), State::Initialize);
         let a = r.handle(Event::InterfaceUp, t + ms(2));
         assert_eq!(r.state(), State::Backup);
-        assert_eq!(a[0], Action::StartSyncBackup);
+        assert_eq!(a[..2], [Action::RemoveVip, Action::StartSyncBackup]);
         // Startup while the link is down waits for the link.
         let mut r = Router::new(cfg()).unwrap();
         r.handle(Event::InterfaceDown, t);
