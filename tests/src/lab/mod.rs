@@ -14,6 +14,7 @@
 //! All I/O here is blocking (processes and files); async callers use `spawn_blocking`.
 //! The pure parsers of the tools' output live in [`parse`].
 
+pub mod cluster;
 pub mod parse;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -254,6 +255,10 @@ pub struct ScenarioOptions {
     pub mgmt_port: Option<u16>,
     /// Keep the guest's kernel console in `console.log` (slower; for debugging boots).
     pub verbose: bool,
+    /// The run's folder, made beforehand with [`new_run_dir`] when the host must see the
+    /// scenario's files while it runs (a host-side driver answering the guest); `None` makes
+    /// a fresh one.
+    pub out_dir: Option<PathBuf>,
 }
 
 /// One finished scenario run: its folder and what the scenario wrote there.
@@ -357,7 +362,10 @@ pub fn run_scenario_with(name: &str, options: &ScenarioOptions) -> Result<LabRun
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| name.to_string());
-    let out_dir = new_run_dir(&stem)?;
+    let out_dir = match &options.out_dir {
+        Some(dir) => dir.clone(),
+        None => new_run_dir(&stem)?,
+    };
 
     let _vm = ONE_VM
         .lock()
@@ -444,7 +452,8 @@ fn read_optional(path: &Path) -> Result<String> {
 }
 
 /// Creates `target/lab-runs/<scenario>-<UTC timestamp>[-N]/`, a new folder for each run.
-fn new_run_dir(scenario: &str) -> Result<PathBuf> {
+/// A fresh folder `target/lab-runs/<scenario>-<UTC stamp>` for one run.
+pub fn new_run_dir(scenario: &str) -> Result<PathBuf> {
     let runs = target_dir().join("lab-runs");
     std::fs::create_dir_all(&runs).map_err(io(format!("creating {}", runs.display())))?;
     let stamp = utc_stamp(SystemTime::now());
