@@ -154,6 +154,12 @@ fn the_recipe_in_a_cluster() {
     // lb1 died holding the VIP, so the address was still on its interface when it came back;
     // its new daemon dropped it as Backup before preempting (no two holders).
     assert_eq!(result("lb1_stale_vip"), "yes", "{out_s}");
+    // Back without a route to the real servers, lb1 forwards nothing: it stays Backup.
+    assert_eq!(
+        result("lb1_without_route"),
+        "backup, VIP stays on lb2",
+        "{out_s}"
+    );
     assert_eq!(
         result("lb1_back_vip"),
         "lb1",

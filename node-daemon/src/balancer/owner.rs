@@ -12,10 +12,13 @@
 //! - Sync daemons: the kernel has one master and one backup daemon per network namespace, and
 //!   a node may run several routers, so the routers' wishes meet in one [`SyncHub`] that runs
 //!   what [`super::vips::sync_wanted`] says.
-//! - A router starts at priority 1 until its VirtualServices have a destination in rotation
-//!   (or [`STARTUP_GRACE`] passed): a restarted balancer whose health checks have not passed
-//!   yet stands by instead of preempting the VIP into an empty table; then it gets its real
-//!   priority (and preempts, if the settings say so).
+//! - A router runs at its configured priority only while its VirtualServices have a destination
+//!   in rotation on this node, and at priority 1 otherwise (what keepalived's tracking does):
+//!   a restarted balancer whose health checks have not passed yet stands by instead of
+//!   preempting the VIP into an empty table, and a Master that loses every real server (its
+//!   route to them gone, say) hands the VIP to a peer that still forwards. When no node
+//!   forwards, all run at 1 and the election still picks one (by address), so a VIP is always
+//!   held; the right node takes it back as soon as its checks pass.
 //! - `--dry-run`: no router runs and no advertisement is sent (a dry-run node advertising a
 //!   higher priority would take the VIP from the real Master); the routers it would run are
 //!   logged and reported.
@@ -31,7 +34,6 @@ use std::time::{Duration, SystemTime};
 use lvstun_crds::v1alpha1::VrrpState;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::desired::{self, ObjectRef};
@@ -46,13 +48,9 @@ use crate::vrrp::fsm::{Priority, State};
 use crate::vrrp::ops::{Interface, KernelOps};
 use crate::vrrp::run::{RunOptions, run_with};
 
-/// Longest time a router waits at priority 1 for its VirtualServices' first healthy
-/// destination before it takes its configured priority anyway (a VIP whose real servers are
-/// all down must still be held by the right node once they come back).
-pub const STARTUP_GRACE: Duration = Duration::from_secs(30);
 /// How often routers that failed to start are retried and readiness is re-checked.
 pub const TICK: Duration = Duration::from_secs(1);
-/// Priority of a router whose node is not ready to forward yet.
+/// Priority of a router whose node has no destination in rotation for its VIPs.
 const NOT_READY_PRIORITY: u8 = 1;
 
 /// One virtual router as reported.
@@ -274,8 +272,6 @@ struct Instance {
     spec: InstanceSpec,
     /// Whether it runs at its configured priority (else at [`NOT_READY_PRIORITY`]).
     ready: bool,
-    /// When it was started (for [`STARTUP_GRACE`]).
-    started: Instant,
     control: mpsc::Sender<Control>,
     task: JoinHandle<Status>,
 }
@@ -422,8 +418,8 @@ impl Supervisor {
             .retain(|vrid, _| wanted.contains(vrid));
     }
 
-    /// Once a second: routers that failed to start are retried; routers waiting at priority 1
-    /// get their priority when their VirtualServices forward (or the grace ended).
+    /// Once a second: routers that failed to start are retried; each router's priority follows
+    /// whether its VirtualServices forward on this node (configured priority, else 1).
     async fn retry_and_ready(&mut self) {
         let missing: Vec<InstanceSpec> = self
             .want
@@ -437,25 +433,36 @@ impl Supervisor {
             }
         }
         let programmed = lock(&self.balancer).programmed.clone();
-        for inst in self.running.values_mut() {
-            if inst.ready {
+        let Ok(not_ready) = Priority::new(NOT_READY_PRIORITY) else {
+            return;
+        };
+        for (vrid, inst) in self.running.iter_mut() {
+            let forwards = vips::forwarding(&programmed, &inst.spec.virtual_services);
+            if forwards == inst.ready {
                 continue;
             }
-            let forwards = vips::forwarding(&programmed, &inst.spec.virtual_services);
-            let grace = inst.started.elapsed() >= STARTUP_GRACE;
-            if forwards || grace {
-                inst.ready = true;
+            inst.ready = forwards;
+            let priority = if forwards {
                 info!(
-                    vrid = inst.spec.vrid(),
+                    vrid,
                     priority = inst.spec.config.priority.get(),
                     forwards,
                     "vrrp: ready to forward, taking the configured priority"
                 );
-                let _ = inst
-                    .control
-                    .send(Control::SetPriority(inst.spec.config.priority))
-                    .await;
+                inst.spec.config.priority
+            } else {
+                warn!(
+                    vrid,
+                    priority = NOT_READY_PRIORITY,
+                    "vrrp: no destination in rotation on this node, standing down to priority 1 \
+                     (a peer that forwards takes the VIP)"
+                );
+                not_ready
+            };
+            if let Some(r) = lock_vips(&self.report).routers.get_mut(vrid) {
+                r.priority = priority.get();
             }
+            let _ = inst.control.send(Control::SetPriority(priority)).await;
         }
     }
 
@@ -537,7 +544,6 @@ impl Supervisor {
                     Instance {
                         spec,
                         ready,
-                        started: Instant::now(),
                         control: running.control,
                         task: running.task,
                     },

@@ -312,6 +312,16 @@ host_phase apiserver-start
 ip -n lb1 link set eth0 up
 lab_result lb1_stale_vip "$(has_vip lb1 && echo yes || echo no)"
 start_node lb1 balancer-lb1c
+# The link came back without lb1's default route (the kernel drops routes through a link that
+# goes down), so lb1 reaches no real server: it must stay at priority 1 and leave the VIP with
+# lb2, which forwards. Then the route returns, as the host's network manager would restore it.
+lab_sleep 10
+if ! has_vip lb1 && has_vip lb2; then
+  lab_result lb1_without_route "backup, VIP stays on lb2"
+else
+  lab_result lb1_without_route "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"
+fi
+ip -n lb1 route replace default via "$LAB_ROUTER_FRONT_IP" dev eth0
 t=$(now_ms)
 deadline=$((t + 60000))
 while (($(now_ms) < deadline)); do
@@ -325,7 +335,8 @@ else
   lab_result lb1_back_vip "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"
 fi
 say ""
-say "== 7. lb1 back: it drops the VIP its crash left behind, then takes it back (preempt) =="
+say "== 7. lb1 back: it drops the VIP its crash left behind; without its route to the web nodes"
+say "   it stands by at priority 1; once the route is back, it takes the VIP back (preempt) =="
 say "   after $(($(now_ms) - t)) ms"
 host_phase lb1-back
 lab_capture final lb1 lb2 web1 web2 client
