@@ -15,7 +15,9 @@
 //! - A router runs at its configured priority only while its VirtualServices have a destination
 //!   in rotation on this node, and at priority 1 otherwise (what keepalived's tracking does):
 //!   a restarted balancer whose health checks have not passed yet stands by instead of
-//!   preempting the VIP into an empty table, and a Master that loses every real server (its
+//!   preempting the VIP into an empty table (its forwarding counts only after its health
+//!   checks' detection time, [`super::vips::InstanceSpec::settle`], since the kernel's weights
+//!   may still be a predecessor's), and a Master that loses every real server (its
 //!   route to them gone, say) hands the VIP to a peer that still forwards. When no node
 //!   forwards, all run at 1 and the election still picks one (by address), so a VIP is always
 //!   held; the right node takes it back as soon as its checks pass.
@@ -34,6 +36,7 @@ use std::time::{Duration, SystemTime};
 use lvstun_crds::v1alpha1::VrrpState;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::desired::{self, ObjectRef};
@@ -272,6 +275,8 @@ struct Instance {
     spec: InstanceSpec,
     /// Whether it runs at its configured priority (else at [`NOT_READY_PRIORITY`]).
     ready: bool,
+    /// When it started: forwarding counts only after [`InstanceSpec::settle`].
+    started: Instant,
     control: mpsc::Sender<Control>,
     task: JoinHandle<Status>,
 }
@@ -437,7 +442,8 @@ impl Supervisor {
             return;
         };
         for (vrid, inst) in self.running.iter_mut() {
-            let forwards = vips::forwarding(&programmed, &inst.spec.virtual_services);
+            let forwards = inst.started.elapsed() >= inst.spec.settle
+                && vips::forwarding(&programmed, &inst.spec.virtual_services);
             if forwards == inst.ready {
                 continue;
             }
@@ -544,6 +550,7 @@ impl Supervisor {
                     Instance {
                         spec,
                         ready,
+                        started: Instant::now(),
                         control: running.control,
                         task: running.task,
                     },
@@ -598,7 +605,10 @@ impl Supervisor {
             .copied()
             .filter(|p| Some(*p) != me)
             .collect();
-        let ready = vips::forwarding(&lock(&self.balancer).programmed, &spec.virtual_services);
+        // Never ready at start (unless nothing needs to settle): the kernel's weights may still
+        // be a predecessor's; the tick raises the priority once this node's checks have spoken.
+        let ready = spec.settle.is_zero()
+            && vips::forwarding(&lock(&self.balancer).programmed, &spec.virtual_services);
         let mut config = spec.config.clone();
         if !ready {
             config.priority = Priority::new(NOT_READY_PRIORITY).map_err(|e| e.to_string())?;

@@ -55,6 +55,22 @@ pub struct InstanceSpec {
     pub unicast_peers: Vec<Ipv4Addr>,
     /// The VirtualServices whose VIPs this router holds (for their status entries).
     pub virtual_services: Vec<ObjectRef>,
+    /// How long a freshly started router waits before its node's forwarding counts: the
+    /// longest detection time of its VirtualServices' health checks (failureThreshold x
+    /// interval + timeout). Until then the weights in the kernel may be a predecessor's, not
+    /// this node's verdicts, and a node that cannot reach its real servers would preempt the
+    /// VIP into a table about to empty.
+    pub settle: std::time::Duration,
+}
+
+/// The health check detection time of `vs` (see [`InstanceSpec::settle`]), at most 10 min.
+pub fn settle_time(vs: &VirtualService) -> std::time::Duration {
+    let hc = &vs.spec.health_check;
+    let secs = |v: i32| u64::try_from(v).unwrap_or(0);
+    let t = secs(hc.failure_threshold)
+        .saturating_mul(secs(hc.interval_seconds))
+        .saturating_add(secs(hc.timeout_seconds));
+    std::time::Duration::from_secs(t.min(600))
 }
 
 impl InstanceSpec {
@@ -158,7 +174,10 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
             }
             let vrid = u8::try_from(senior.spec.balancers.virtual_router_id).ok();
             match vrid.and_then(|v| out.instances.get_mut(&v)) {
-                Some(spec) => spec.virtual_services.push(me),
+                Some(spec) => {
+                    spec.virtual_services.push(me);
+                    spec.settle = spec.settle.max(settle_time(vs));
+                }
                 None => {
                     if let Some(reason) = out.faults.get(&object_ref(senior)).cloned() {
                         out.faults.insert(me, reason);
@@ -191,6 +210,7 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
                 } else {
                     spec.config.vips.push(vip);
                     spec.virtual_services.push(me);
+                    spec.settle = spec.settle.max(settle_time(vs));
                 }
             }
             continue;
@@ -206,6 +226,7 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
                         interface: b.interface.clone(),
                         unicast_peers,
                         virtual_services: vec![me],
+                        settle: settle_time(vs),
                     },
                 );
             }
@@ -350,6 +371,23 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn settle_is_the_health_checks_detection_time() {
+        // The defaults (every 2 s, timeout 1 s, 3 failures... as the CRD defaults them).
+        let mut v = vs("a", "192.0.2.100", "2026-01-01T00:00:00Z", b(51));
+        let hc = &v.spec.health_check;
+        let want =
+            u64::try_from(hc.failure_threshold * hc.interval_seconds + hc.timeout_seconds).unwrap();
+        assert_eq!(settle_time(&v), std::time::Duration::from_secs(want));
+        v.spec.health_check.interval_seconds = 10;
+        v.spec.health_check.failure_threshold = 3;
+        v.spec.health_check.timeout_seconds = 5;
+        assert_eq!(settle_time(&v), std::time::Duration::from_secs(35));
+        v.spec.health_check.interval_seconds = 3600;
+        v.spec.health_check.failure_threshold = 100;
+        assert_eq!(settle_time(&v), std::time::Duration::from_secs(600));
     }
 
     fn b(vrid: i32) -> serde_json::Value {
