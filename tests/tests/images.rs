@@ -65,23 +65,6 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Unpacks an image's layers into `root` with GNU tar (a second implementation of the format:
-/// what our writer produced must be what tar reads).
-fn unpack(layout: &Path, root: &Path) -> images::ReadImage {
-    let image = images::read_layout(layout).unwrap();
-    std::fs::create_dir_all(root).unwrap();
-    for layer in &image.layers {
-        run(Command::new("tar")
-            .arg("--extract")
-            .arg("--numeric-owner")
-            .arg("--file")
-            .arg(layer)
-            .arg("--directory")
-            .arg(root));
-    }
-    image
-}
-
 fn is_root() -> bool {
     // /proc/self belongs to the process's effective uid.
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
@@ -241,7 +224,7 @@ fn binaries_run_from_the_unpacked_root_filesystem_alone() {
         .collect();
     for (spec, (_, written)) in IMAGES.iter().zip(&built) {
         let root = scratch.0.join(format!("rootfs-{}", spec.binary));
-        let image = unpack(&written.layout, &root);
+        let image = images::unpack(&written.layout, &root).unwrap();
         let entry = image.config["config"]["Entrypoint"][0]
             .as_str()
             .unwrap()
