@@ -21,7 +21,7 @@
 //!
 //! I/O: reads the binaries and libraries, runs `ldd`, writes the output folder. The reader half
 //! ([`read_layout`]) parses a layout back (index → manifest → config and layers) and checks every
-//! blob's digest, for the tests.
+//! blob's digest, and [`unpack`] extracts its layers into a root filesystem, for the tests.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -115,6 +115,14 @@ pub enum ImageError {
         /// The entry.
         path: String,
         /// What does not fit.
+        detail: String,
+    },
+    /// `tar` could not extract a layer.
+    #[error("unpacking layer {layer}: {detail}")]
+    Unpack {
+        /// The layer blob.
+        layer: String,
+        /// tar's status and stderr.
         detail: String,
     },
     /// A layout that does not parse or whose blobs do not match their digests.
@@ -604,6 +612,39 @@ pub fn read_layout(dir: &Path) -> Result<ReadImage, ImageError> {
         config,
         layers,
     })
+}
+
+/// Reads the layout at `layout` and extracts its layers, base first, into `root` (created if
+/// missing), as a container runtime would before starting the entrypoint.
+///
+/// Why GNU tar and not our own reader: it is a second implementation of the format, so what
+/// [`RootFs::to_tar`] wrote is proven readable by a tool we did not write. `--numeric-owner`
+/// keeps the layer's 0:0 owners (when run as root) instead of mapping names.
+pub fn unpack(layout: &Path, root: &Path) -> Result<ReadImage, ImageError> {
+    let image = read_layout(layout)?;
+    std::fs::create_dir_all(root).map_err(io(format!("creating {}", root.display())))?;
+    for layer in &image.layers {
+        let out = Command::new("tar")
+            .arg("--extract")
+            .arg("--numeric-owner")
+            .arg("--file")
+            .arg(layer)
+            .arg("--directory")
+            .arg(root)
+            .output()
+            .map_err(io(format!("running tar for {}", layer.display())))?;
+        if !out.status.success() {
+            return Err(ImageError::Unpack {
+                layer: layer.display().to_string(),
+                detail: format!(
+                    "tar exited with {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+    }
+    Ok(image)
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The container images (`lvstun_tests::images`, `./dev images`): built twice from the same
 //! release binaries they are identical to the byte; their layouts parse (index → manifest →
 //! config → layer, every digest checked) by our reader and by skopeo; the binaries start from
-//! the unpacked root filesystem alone (chroot, so nothing of the host's leaks in); and the chart
+//! the unpacked root filesystem alone (chroot, so nothing of the host's leaks in); the node
+//! image's daemon, started from that root filesystem in the lab VM, programs the seed's service
+//! into a real kernel and forwards traffic (`tests/lab/scenarios/image-node.sh`); and the chart
 //! and the operator name exactly these images by default.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns panic on purpose
@@ -13,7 +15,7 @@ use std::process::{Command, Output};
 
 use lvstun_tests::controlplane::{bin_dir as k8s_bin_dir, repo_root};
 use lvstun_tests::images::{self, BIN_DIR, IMAGES, ImageSpec, NONROOT, TAG};
-use lvstun_tests::lab;
+use lvstun_tests::lab::{self, LabRun, ScenarioOptions, parse};
 use serde_json::Value;
 
 /// A fixed epoch (2023-11-14), so the tests do not depend on the environment's.
@@ -63,23 +65,6 @@ fn run(cmd: &mut Command) -> Output {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Unpacks an image's layers into `root` with GNU tar (a second implementation of the format:
-/// what our writer produced must be what tar reads).
-fn unpack(layout: &Path, root: &Path) -> images::ReadImage {
-    let image = images::read_layout(layout).unwrap();
-    std::fs::create_dir_all(root).unwrap();
-    for layer in &image.layers {
-        run(Command::new("tar")
-            .arg("--extract")
-            .arg("--numeric-owner")
-            .arg("--file")
-            .arg(layer)
-            .arg("--directory")
-            .arg(root));
-    }
-    image
 }
 
 fn is_root() -> bool {
@@ -241,7 +226,7 @@ fn binaries_run_from_the_unpacked_root_filesystem_alone() {
         .collect();
     for (spec, (_, written)) in IMAGES.iter().zip(&built) {
         let root = scratch.0.join(format!("rootfs-{}", spec.binary));
-        let image = unpack(&written.layout, &root);
+        let image = images::unpack(&written.layout, &root).unwrap();
         let entry = image.config["config"]["Entrypoint"][0]
             .as_str()
             .unwrap()
@@ -287,6 +272,148 @@ fn binaries_run_from_the_unpacked_root_filesystem_alone() {
             other => panic!("no check for {other}"),
         }
     }
+}
+
+/// The seed's service (deploy/examples/) as `ipvsadm -Sn` prints it, both real servers healthy.
+const SEED_RULES: [&str; 3] = [
+    "-A -t 192.0.2.100:80 -s rr",
+    "-a -t 192.0.2.100:80 -r 198.51.100.10:80 -i -w 1",
+    "-a -t 192.0.2.100:80 -r 198.51.100.130:80 -i -w 1",
+];
+
+fn lab_result<'a>(run: &'a LabRun, key: &str) -> &'a str {
+    run.result(key)
+        .unwrap_or_else(|| panic!("no {key} in {}/results.txt", run.out_dir.display()))
+}
+
+/// The value of `key=` in a log line of the daemon (tracing's `key=value` fields).
+fn field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('"').to_owned())
+}
+
+#[test]
+fn node_image_runs_the_balancer_in_the_lab_from_its_unpacked_root_filesystem() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED node_image_runs_the_balancer_in_the_lab_from_its_unpacked_root_filesystem: \
+             the lab needs root (CI runs ./dev test as root)"
+        );
+        return;
+    }
+    let bins = release_bins();
+    let spec = spec("lvstun-node");
+    let scratch = Scratch::new("lab");
+    let (built, written) = images::build(&spec, &bins, &scratch.0, EPOCH).unwrap();
+    // Unpacked inside the run's folder: the guest sees the host's root read-only and only
+    // that folder read-write, and the scenario mounts /proc and the folder inside the root.
+    let run_dir = lab::new_run_dir("image-node").unwrap();
+    let rootfs = run_dir.join("rootfs");
+    let image = images::unpack(&written.layout, &rootfs).unwrap();
+    assert_eq!(image.digest, built.digest());
+    let entry = image.config["config"]["Entrypoint"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = image.config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap()
+        .to_string();
+    let options = ScenarioOptions {
+        env: vec![
+            ("IMAGE_ROOTFS".into(), rootfs.display().to_string()),
+            ("IMAGE_ENTRYPOINT".into(), entry.clone()),
+            ("IMAGE_PATH".into(), path),
+        ],
+        timeout: Some(std::time::Duration::from_secs(300)),
+        out_dir: Some(run_dir.clone()),
+        ..ScenarioOptions::default()
+    };
+    let run = lab::run_scenario_with("image-node", &options).unwrap();
+    let out = run.out_dir.display().to_string();
+    eprintln!(
+        "[images] {} ({}) in the lab: run folder {out}; vm {:?}s",
+        built.reference,
+        built.digest(),
+        run.timing.get("vm_wall_s")
+    );
+
+    // The process that ran was the image's binary, rooted in the image: its executable and
+    // every file it mapped (the loader and the libraries) come from the unpacked root.
+    assert_eq!(lab_result(&run, "version"), format!("lvstun-node {TAG}"));
+    let exe = rootfs.join(entry.trim_start_matches('/'));
+    assert_eq!(lab_result(&run, "exe"), exe.display().to_string(), "{out}");
+    assert_eq!(lab_result(&run, "root"), rootfs.display().to_string());
+    let maps = run.artifact("maps.txt").unwrap();
+    let mapped: BTreeSet<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/'))
+        .collect();
+    eprintln!("[images] files the daemon mapped: {mapped:#?}");
+    for p in &mapped {
+        assert!(
+            Path::new(p).starts_with(&rootfs),
+            "{p} is not from the image ({out}/maps.txt)"
+        );
+    }
+    for wanted in ["usr/local/bin/lvstun-node", "ld-linux", "libc.so"] {
+        assert!(
+            mapped.iter().any(|p| p.contains(wanted)),
+            "nothing like {wanted} mapped: {mapped:?}"
+        );
+    }
+
+    // What the kernel holds: the seed's service exactly, both real servers healthy.
+    let start = lab_result(&run, "start_pass");
+    eprintln!("[images] first pass: {start}");
+    assert_eq!(field(start, "ops").as_deref(), Some("3"), "{start}");
+    assert_eq!(field(start, "failed").as_deref(), Some("0"), "{start}");
+    let save = run.artifact("save-1.txt").unwrap();
+    let rules: Vec<&str> = save
+        .lines()
+        .filter(|l| l.contains(" 192.0.2.100:"))
+        .collect();
+    assert_eq!(
+        rules.len(),
+        SEED_RULES.len(),
+        "{rules:#?} ({out}/save-1.txt)"
+    );
+    for (got, want) in rules.iter().zip(SEED_RULES) {
+        assert!(
+            *got == want || got.starts_with(&format!("{want} ")),
+            "{got:?} is not {want:?} ({out}/save-1.txt)"
+        );
+    }
+    // /proc inside the root reached lb1's kernel settings; the state folder, the run folder.
+    let sysctl = lab_result(&run, "sysctl_set");
+    assert!(sysctl.contains("set net.ipv4.vs sysctl"), "{sysctl}");
+    assert_eq!(lab_result(&run, "expire_nodest_conn"), "1", "{out}");
+    let owned: Value =
+        serde_json::from_str(&run.artifact("state-lb1/balancer-owned.json").unwrap()).unwrap();
+    assert_eq!(owned["vips"], serde_json::json!(["192.0.2.100"]), "{out}");
+
+    // And it forwards: the client's requests reach both real servers through the VIP.
+    let requests: usize = lab_result(&run, "requests").parse().unwrap();
+    let responses = parse::http_responses(&run.artifact("client-curl.txt").unwrap()).unwrap();
+    assert_eq!(responses.len(), requests, "{out}/client-curl.txt");
+    let nodes: BTreeSet<&str> = responses
+        .iter()
+        .map(|r| r.header("Node").unwrap_or("-"))
+        .collect();
+    assert_eq!(nodes, BTreeSet::from(["www1", "www2"]), "{out}");
+    eprintln!(
+        "[images] programmed and healthy after {} ms; Node headers {nodes:?}",
+        lab_result(&run, "programmed_ms")
+    );
+
+    // The root filesystem is the image, rebuilt by the next run; the evidence stays.
+    std::fs::remove_dir_all(&rootfs).unwrap();
 }
 
 fn spec_ref(binary: &str) -> String {

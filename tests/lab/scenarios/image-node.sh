@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The node image's own binary against a real kernel: `lvstun-node balancer --config` on lb1,
+# started from the unpacked root filesystem of the lvstun/lvstun-node image under chroot (as a
+# container runtime would start the entrypoint), programs the seed's service (deploy/examples/:
+# VIP 192.0.2.100:80 rr, web1 198.51.100.10, web2 198.51.100.130); ipvsadm is the witness and
+# the client's requests reach both web nodes. IPVS only (--vip-owner none, the VIP put on lb1's
+# eth0 by hand, web nodes prepared by hand): the balancer's behaviour is balancer-standalone.sh's
+# subject; this one proves that the image holds everything the daemon needs to do its job.
+#
+# The host (tests/tests/images.rs) builds the image, unpacks its layers into IMAGE_ROOTFS (a
+# folder inside this run's folder, so the guest sees it read-write) and passes the image
+# config's entrypoint and PATH as IMAGE_ENTRYPOINT and IMAGE_PATH. Inside the root filesystem
+# this script mounts what a runtime would: a fresh proc at /proc (the daemon writes
+# /proc/sys/net/ipv4/vs/expire_nodest_conn, resolved in the writer's network namespace) and
+# $LAB_OUT at the same path (a volume: the config file and the state folder keep their paths).
+# The daemon's environment is only the image's PATH and RUST_LOG.
+#
+# Results and artifacts (asserted by tests/tests/images.rs):
+#   version             `--version` of the entrypoint under chroot
+#   exe, root           readlink of /proc/PID/exe and /proc/PID/root of the running daemon
+#   maps.txt            its /proc/PID/maps: every file it mapped (binary, loader, libraries)
+#   start_pass          the daemon's first pass; sysctl_set its log line setting the sysctl;
+#                       expire_nodest_conn the value lb1's kernel holds afterwards
+#   witness-1.txt, save-1.txt   ipvsadm -Ln, and -Sn sorted, once both real servers are at
+#                       weight 1 (their health checks passed)
+#   client-curl.txt     REQUESTS requests from the client to the VIP
+#   state-lb1/balancer-owned.json   the daemon's state, written through the mounted run folder
+set -euo pipefail
+# shellcheck source=tests/lab/topology.sh
+. "$LAB_DIR/topology.sh"
+
+ROOTFS="${IMAGE_ROOTFS:?set by the host: the unpacked image}"
+ENTRY="${IMAGE_ENTRYPOINT:?set by the host: the image entrypoint}"
+IMAGE_PATH="${IMAGE_PATH:-/usr/local/bin:/usr/sbin}"
+REQUESTS="${REQUESTS:-4}"
+CFG="$LAB_OUT/lvstun.yaml"
+STATE="$LAB_OUT/state-lb1"
+CHROOT="$(command -v chroot)"
+[[ -x $ROOTFS$ENTRY ]] || { lab_log "no $ROOTFS$ENTRY (unpack the image first)"; exit 2; }
+
+now_ms() { local t=${EPOCHREALTIME/./}; printf '%s' $((t / 1000)); }
+has_rule() { # RULE-PREFIX: some line of the current ipvsadm -Sn starts with it
+  local l
+  while IFS= read -r l; do
+    [[ $l == "$1"* ]] && return 0
+  done < <(lab_exec lb1 ipvsadm -Sn)
+  return 1
+}
+wait_rule() { # RULE-PREFIX SECS: poll ipvsadm -Sn until the rule shows
+  local deadline=$(($(now_ms) + $2 * 1000))
+  while (($(now_ms) < deadline)); do
+    has_rule "$1" && return 0
+    lab_sleep 0.2
+  done
+  lab_log "timed out after $2 s waiting for rule '$1'"
+  return 1
+}
+log_line() { # NAME GLOB: print the first line of logs/NAME.log matching GLOB
+  local l
+  while IFS= read -r l; do
+    # shellcheck disable=SC2053 # a glob on purpose
+    [[ $l == $2 ]] && { printf '%s' "$l"; return 0; }
+  done <"$LAB_OUT/logs/$1.log"
+  return 1
+}
+
+lab_modules ip_vs ip_vs_rr ipip # ipip first: every namespace made after it gets a tunl0
+lab_topology_up
+for ns in web1 web2; do
+  ip -n "$ns" -batch - <<EOF
+addr add $LAB_VIP/32 dev tunl0
+link set tunl0 up
+EOF
+  lab_sysctl "$ns" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+    net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0 \
+    net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+    net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2
+done
+lab_web_start web1 www1
+lab_web_start web2 www2
+ip -n lb1 addr add "$LAB_VIP/32" dev eth0
+{
+  cat "$LAB_REPO/deploy/examples/virtualservice.yaml"
+  echo "---"
+  cat "$LAB_REPO/deploy/examples/realservers.yaml"
+} >"$CFG"
+
+# --- the image's root filesystem, as a runtime prepares it ---------------------------------------
+# The mounts are made in the guest's mount namespace before `ip netns exec`, whose private copy
+# of that namespace inherits them.
+mkdir -p "$ROOTFS/proc" "$ROOTFS$LAB_OUT"
+mount -t proc proc "$ROOTFS/proc"
+mount --bind "$LAB_OUT" "$ROOTFS$LAB_OUT"
+lab_result version "$(env -i "$CHROOT" "$ROOTFS" "$ENTRY" --version)"
+
+# --- 1. programmed --------------------------------------------------------------------------------
+t0=$(now_ms)
+lab_bg lb1 balancer env -i RUST_LOG=info "PATH=$IMAGE_PATH" "$CHROOT" "$ROOTFS" "$ENTRY" \
+  balancer --config "$CFG" --node-name lb1 --state-dir "$STATE" --health-port 9101 \
+  --health-address 127.0.0.1 --vip-owner none
+# ip netns exec, env and chroot each exec the next: the pid lab_bg saw is the daemon's.
+pid="${LAB_BG_PIDS[balancer]}"
+lab_wait_log balancer '*reconciled trigger=start*' 60
+lab_result start_pass "$(log_line balancer '*reconciled trigger=start*')"
+lab_result sysctl_set "$(log_line balancer '*net.ipv4.vs sysctl*' || echo none)"
+lab_result exe "$(readlink "/proc/$pid/exe")"
+lab_result root "$(readlink "/proc/$pid/root")"
+lab_artifact maps.txt cat "/proc/$pid/maps"
+wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
+wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1" 30
+lab_result programmed_ms $(($(now_ms) - t0))
+lab_artifact witness-1.txt lab_exec lb1 ipvsadm -Ln
+lab_exec lb1 ipvsadm -Sn | sort >"$LAB_OUT/save-1.txt"
+lab_result expire_nodest_conn "$(lab_exec lb1 cat /proc/sys/net/ipv4/vs/expire_nodest_conn)"
+
+# --- 2. traffic -----------------------------------------------------------------------------------
+urls=()
+for ((i = 0; i < REQUESTS; i++)); do urls+=("http://$LAB_VIP/"); done
+lab_artifact client-curl.txt lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 \
+  -H 'Connection: close' "${urls[@]}"
+lab_result requests "$REQUESTS"
+
+# --- the daemon stops cleanly; the mounts go with it ----------------------------------------------
+lab_stop balancer
+umount "$ROOTFS$LAB_OUT" "$ROOTFS/proc"
+lab_log "done"
