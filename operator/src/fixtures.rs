@@ -61,6 +61,7 @@ pub fn vs(
                 advert_interval_milliseconds: 1000,
                 preempt: true,
                 preempt_delay_seconds: None,
+                missed_advertisements: 3,
                 priorities: vec![],
                 unicast_peers: vec![],
             },

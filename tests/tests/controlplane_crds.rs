@@ -77,6 +77,8 @@ fn examples_are_accepted_defaulted_and_printed() {
     assert_eq!(hc["intervalSeconds"], 2, "{hc}");
     assert_eq!(vs["spec"]["tunnel"]["type"], "ipip");
     assert_eq!(vs["spec"]["balancers"]["preempt"], true);
+    // RFC 9568's Master_Down_Interval: three missed advertisements.
+    assert_eq!(vs["spec"]["balancers"]["missedAdvertisements"], 3);
 
     // Printer columns, through the short names and the category.
     let table = cp
@@ -342,6 +344,34 @@ fn bad_inputs() -> Vec<Bad> {
             &[
                 "spec.balancers.advertIntervalMilliseconds",
                 "less than or equal to 40000",
+            ],
+        ),
+        b(
+            "missed-0",
+            vs_with(
+                "missed-0",
+                ok_vip,
+                VS_OK_PORTS,
+                "",
+                &format!("{VS_OK_REST}    missedAdvertisements: 0\n"),
+            ),
+            &[
+                "spec.balancers.missedAdvertisements",
+                "greater than or equal to 1",
+            ],
+        ),
+        b(
+            "missed-11",
+            vs_with(
+                "missed-11",
+                ok_vip,
+                VS_OK_PORTS,
+                "",
+                &format!("{VS_OK_REST}    missedAdvertisements: 11\n"),
+            ),
+            &[
+                "spec.balancers.missedAdvertisements",
+                "less than or equal to 10",
             ],
         ),
         b(

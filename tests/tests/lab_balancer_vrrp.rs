@@ -8,8 +8,9 @@
 //! programming the service (ipvsadm witness) with the sync daemons master/backup; after lb1
 //! dies hard lb2 holds the VIP and the client's entry moves to lb2's MAC within
 //! Master_Down_Interval plus a margin; lb1 back preempts; a SIGTERM of the Master hands over
-//! within about Skew_Time. The outage of each event is measured from the one load process's
-//! stamps and printed.
+//! within about Skew_Time; an upload in flight through lb1 when it died completes through lb2
+//! (rr + connection sync: lb2 held its entry, to the same real server, before the crash). The
+//! outage of each event is measured from the one load process's stamps and printed.
 //!
 //! Needs root and the lab's packages (see `tests/lab/setup.sh`).
 //! Run: `cargo test -p lvstun-tests --test lab_balancer_vrrp -- --nocapture`
@@ -100,6 +101,29 @@ fn failures(stamps: &[Stamp], from: f64, until: f64) -> usize {
         .iter()
         .filter(|s| !s.ok && s.send_ms >= from && s.send_ms < until)
         .count()
+}
+
+/// The upload's client port range, `first-last` as recorded.
+fn upload_ports(range: &str) -> std::ops::RangeInclusive<u16> {
+    let (a, b) = range.split_once('-').unwrap();
+    a.parse().unwrap()..=b.parse().unwrap()
+}
+
+/// The one entry of the upload (client port in `ports`) in the connection table `file`.
+fn upload_entry(
+    run: &LabRun,
+    file: &str,
+    ports: &std::ops::RangeInclusive<u16>,
+) -> parse::IpvsConn {
+    let out = run.out_dir.display();
+    let table = run.artifact(file).unwrap();
+    let found: Vec<parse::IpvsConn> = parse::ipvs_conns(&table)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.source_port().is_some_and(|p| ports.contains(&p)))
+        .collect();
+    assert_eq!(found.len(), 1, "upload entries in {out}/{file}: {found:?}");
+    found.into_iter().next().unwrap()
 }
 
 /// RFC 9568 §6.1 Master_Down_Interval of lb2 (priority 100): 3 × interval + Skew_Time,
@@ -270,18 +294,31 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
         "the load ended before the graceful stop ({out})"
     );
 
-    // rr + connection sync: an upload in flight through lb1 when it died. Printed, not asserted:
-    // lab_vrrp.rs records the same known gap for `lvstun-node vrrp` (the synced entry on the
-    // Backup does not carry a mid-stream upload under rr in TUN mode).
+    // rr + connection sync: an upload in flight through lb1 when it died. Before the crash
+    // lb2, Backup, already held the upload's entry (its own client port range) bound to the
+    // real server lb1 chose: the sync daemon carried it, so survival is not sloppy_tcp's luck
+    // (which, under rr, would pick the same one of two servers half the time).
+    for lb in ["lb1", "lb2"] {
+        assert_eq!(text(&run, &format!("sloppy_tcp.{lb}")), "1", "{lb} ({out})");
+    }
+    let ports = upload_ports(text(&run, "upload_ports"));
+    let on_lb1 = upload_entry(&run, "conns-lb1-master.txt", &ports);
+    let on_lb2 = upload_entry(&run, "conns-lb2-backup.txt", &ports);
+    eprintln!("[lab_balancer_vrrp] upload entry: lb1 (Master) {on_lb1:?}, lb2 (Backup) {on_lb2:?}");
+    assert_eq!(on_lb1.state, "ESTABLISHED", "{out}");
+    assert_eq!(
+        (&on_lb2.source, &on_lb2.destination),
+        (&on_lb1.source, &on_lb1.destination),
+        "lb2's synced entry is the upload's, to the same real server ({out})"
+    );
     let bytes = text(&run, "upload_bytes");
     let survival = text(&run, "survival.rr");
-    if survival == format!("0 200 {bytes}") {
-        eprintln!("[lab_balancer_vrrp] rr + sync: the {bytes}-byte upload survived the crash");
-    } else {
-        eprintln!(
-            "[lab_balancer_vrrp] KNOWN GAP: rr + sync: upload across the crash ended as \"{survival}\" (curl exit, http code, bytes counted of {bytes}) ({out})"
-        );
-    }
+    eprintln!("[lab_balancer_vrrp] rr + sync: upload across the crash: {survival} (of {bytes})");
+    assert_eq!(
+        survival,
+        format!("0 200 {bytes}"),
+        "rr + sync: curl exit, http code, bytes the server counted ({out})"
+    );
 
     // 6. The VirtualService leaves the file: the Master stops its router gracefully, the VIP
     //    and the sync daemons go, and the metrics no longer list the VIP.

@@ -358,6 +358,15 @@ pub struct Balancers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub preempt_delay_seconds: Option<i32>,
+    /// Advertisements a Backup must miss before it takes the VIP over (1..10, default 3):
+    /// Master_Down_Interval = missedAdvertisements × advertisement interval + Skew_Time.
+    /// 3 is the factor RFC 9568 fixes; on a lossy segment a larger value trades a slower
+    /// takeover for fewer spurious ones (with independent loss p, a spurious takeover needs
+    /// this many losses in a row, about p^n per interval). Beyond 10 a longer interval says
+    /// the same with less traffic.
+    #[serde(default = "default_missed_advertisements")]
+    #[schemars(range(min = 1, max = 10))]
+    pub missed_advertisements: i32,
     /// Per-node priority overrides (1..254). Other nodes get priorities by node name order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
@@ -372,6 +381,10 @@ pub struct Balancers {
 
 fn default_advert_interval() -> i32 {
     1000
+}
+/// RFC 9568 §6.1: Master_Down_Interval is three advertisement intervals plus Skew_Time.
+fn default_missed_advertisements() -> i32 {
+    3
 }
 fn default_true() -> bool {
     true

@@ -388,8 +388,8 @@ fn log_sysctls(outcomes: Vec<sysctl::Outcome>) {
                 from = ?c.current,
                 to = c.wanted,
                 hint,
-                "cannot set net.ipv4.vs sysctl: a client reusing a source port may be sent to a \
-                 real server that failed its health check"
+                "cannot set net.ipv4.vs sysctl: {}",
+                sysctl::consequence(c.name)
             ),
         }
     }

@@ -140,6 +140,7 @@ fn same_settings(a: &Balancers, b: &Balancers) -> bool {
         && a.advert_interval_milliseconds == b.advert_interval_milliseconds
         && a.preempt == b.preempt
         && a.preempt_delay_seconds == b.preempt_delay_seconds
+        && a.missed_advertisements == b.missed_advertisements
         && a.interface == b.interface
         && a.unicast_peers == b.unicast_peers
         && a.priorities == b.priorities

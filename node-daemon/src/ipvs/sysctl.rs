@@ -12,6 +12,17 @@
 //! Established connections to a quiesced server are not touched: they drain. ldirectord's
 //! documentation gives the same advice for its `quiescent = yes` (our health model).
 //!
+//! Why `sloppy_tcp = 1`: after a failover the new Master sees the middle of every connection
+//! the old one forwarded, and by default IPVS creates an entry only from a SYN: any other
+//! packet of a flow it has no entry for is delivered to the balancer's own stack, which owns
+//! the VIP now and answers with a reset. With `sloppy_tcp = 1` such a packet is scheduled like
+//! a SYN (`ip_vs_in_hook` → `tcp_conn_schedule`, `net/netfilter/ipvs/ip_vs_proto_tcp.c`). With
+//! `mh` every balancer holding the same destinations in the same order picks the same real
+//! server for it, so the flow survives without any shared state; with other schedulers the
+//! entry the connection sync daemon carried is found first, and the setting only matters for
+//! a flow the sync missed (a reset from a real server instead of one from the balancer). The
+//! kernel documents it for this use ("useful for LVS directors in active/active failover").
+//!
 //! The values are per network namespace. In a pod with host networking `/proc/sys` is writable
 //! only when the container is privileged; otherwise the write fails and the daemon says what to
 //! set on the host instead. It keeps running: forwarding works without the setting, only the
@@ -22,8 +33,22 @@ use std::path::{Path, PathBuf};
 /// Where the kernel shows the IPVS sysctls of this network namespace.
 pub const PROC_DIR: &str = "/proc/sys/net/ipv4/vs";
 
-/// The settings lvstun wants, as (name, value).
-pub const WANTED: &[(&str, u32)] = &[("expire_nodest_conn", 1)];
+/// The settings lvstun wants, as (name, value); the module comment says why each.
+pub const WANTED: &[(&str, u32)] = &[("expire_nodest_conn", 1), ("sloppy_tcp", 1)];
+
+/// What goes wrong while setting `name` cannot be made (for the warning a refused write
+/// logs).
+pub fn consequence(name: &str) -> &'static str {
+    match name {
+        "expire_nodest_conn" => {
+            "a client reusing a source port may be sent to a real server that failed its health check"
+        }
+        "sloppy_tcp" => {
+            "after a failover, connections the sync daemon did not carry are reset (with mh too)"
+        }
+        _ => "forwarding works, but not as lvstun intends",
+    }
+}
 
 /// One setting to change: its name, the value read, the value wanted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,12 +127,31 @@ mod tests {
         assert!(changes(|_| Some(1)).is_empty());
         assert_eq!(
             changes(|_| Some(0)),
-            vec![Change {
-                name: "expire_nodest_conn",
-                current: Some(0),
-                wanted: 1
-            }]
+            vec![
+                Change {
+                    name: "expire_nodest_conn",
+                    current: Some(0),
+                    wanted: 1
+                },
+                Change {
+                    name: "sloppy_tcp",
+                    current: Some(0),
+                    wanted: 1
+                }
+            ]
         );
+        // Only the one that differs.
+        let one = changes(|name| Some(u32::from(name == "expire_nodest_conn")));
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].name, "sloppy_tcp");
+        // Every wanted setting has its own warning.
+        for (name, _) in WANTED {
+            assert_ne!(
+                consequence(name),
+                consequence("unknown"),
+                "{name} has no consequence"
+            );
+        }
         // Unreadable (ip_vs not loaded yet, or no /proc): still wanted, current unknown.
         assert_eq!(changes(|_| None)[0].current, None);
     }
@@ -117,8 +161,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lvstun-sysctl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("expire_nodest_conn"), "0\n").unwrap();
+        std::fs::write(dir.join("sloppy_tcp"), "1\n").unwrap();
         let out = ensure(&dir, true);
-        assert!(matches!(&out[..], [Outcome::WouldSet(c)] if c.current == Some(0)));
+        assert!(
+            matches!(&out[..], [Outcome::WouldSet(c)] if c.name == "expire_nodest_conn" && c.current == Some(0))
+        );
         assert_eq!(
             std::fs::read_to_string(dir.join("expire_nodest_conn")).unwrap(),
             "0\n"
@@ -127,6 +174,13 @@ mod tests {
         assert!(matches!(&out[..], [Outcome::Set(c)] if c.wanted == 1));
         assert_eq!(
             std::fs::read_to_string(dir.join("expire_nodest_conn")).unwrap(),
+            "1\n"
+        );
+        std::fs::write(dir.join("sloppy_tcp"), "0\n").unwrap();
+        let out = ensure(&dir, false);
+        assert!(matches!(&out[..], [Outcome::Set(c)] if c.name == "sloppy_tcp"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("sloppy_tcp")).unwrap(),
             "1\n"
         );
         assert!(ensure(&dir, false).is_empty());

@@ -74,8 +74,9 @@ pub fn priority_for(
 }
 
 /// The virtual router of one VIP on this node, from the VirtualService's `spec.balancers`
-/// (RFC 9568 §6.1 parameters: VRID, priority, Advertisement_Interval, Preempt_Mode), and the
-/// unicast peers to advertise to (empty = multicast). Pure.
+/// (RFC 9568 §6.1 parameters: VRID, priority, Advertisement_Interval, Preempt_Mode; and the
+/// number of missed advertisements that makes Master_Down_Interval, RFC 9568's fixed 3 by
+/// default), and the unicast peers to advertise to (empty = multicast). Pure.
 pub fn router_config(
     balancers: &Balancers,
     vip: Ipv4Addr,
@@ -100,11 +101,17 @@ pub fn router_config(
             value: i64::from(balancers.preempt_delay_seconds.unwrap_or(0)),
         }
     })?;
+    let missed =
+        u8::try_from(balancers.missed_advertisements).map_err(|_| SettingsError::OutOfRange {
+            field: "spec.balancers.missedAdvertisements",
+            value: i64::from(balancers.missed_advertisements),
+        })?;
     let mut cfg = RouterConfig::new(vrid, primary_ip, vec![vip]);
     cfg.priority = priority_for(node, balancer_nodes, &balancers.priorities)?;
     cfg.adver_int = AdverInterval::from_millis(interval_ms)?;
     cfg.preempt = balancers.preempt;
     cfg.preempt_delay = Duration::from_secs(delay_s);
+    cfg.missed_adverts = missed;
     cfg.validate()?;
     let peers = balancers
         .unicast_peers
@@ -297,8 +304,34 @@ mod tests {
         assert_eq!(cfg.adver_int.centis(), 10);
         assert!(!cfg.preempt);
         assert_eq!(cfg.preempt_delay, Duration::from_secs(5));
+        // Not given: RFC 9568's factor 3.
+        assert_eq!(cfg.missed_adverts, 3);
         assert_eq!(cfg.vips, vec![vip]);
         assert_eq!(peers, vec![Ipv4Addr::new(192, 0, 2, 11)]);
+    }
+
+    /// `missedAdvertisements` reaches the state machine: 5 at 100 ms from priority 190 gives
+    /// Master_Down_Interval = 5 × 100 ms + (256 − 190)/256 × 100 ms = 525.78125 ms.
+    #[test]
+    fn missed_advertisements_sets_master_down_interval() {
+        let vip = Ipv4Addr::new(192, 0, 2, 100);
+        let me = Ipv4Addr::new(192, 0, 2, 12);
+        let mut b = balancers();
+        b.missed_advertisements = 5;
+        let (cfg, _) = router_config(&b, vip, "lb2", &names(&["lb1", "lb2"]), me).unwrap();
+        assert_eq!(cfg.missed_adverts, 5);
+        let router = Router::new(cfg).unwrap();
+        assert_eq!(
+            router.master_down_interval(),
+            Duration::from_nanos(525_781_250)
+        );
+        // The default keeps the RFC's interval: 3 × 100 ms + 25.78125 ms.
+        let (cfg, _) =
+            router_config(&balancers(), vip, "lb2", &names(&["lb1", "lb2"]), me).unwrap();
+        assert_eq!(
+            Router::new(cfg).unwrap().master_down_interval(),
+            Duration::from_nanos(325_781_250)
+        );
     }
 
     #[test]
@@ -315,6 +348,14 @@ mod tests {
         let mut b = balancers();
         b.advert_interval_milliseconds = 105;
         assert!(router_config(&b, vip, "lb1", &nodes, me).is_err());
+        for bad in [0, -1, 256] {
+            let mut b = balancers();
+            b.missed_advertisements = bad;
+            assert!(
+                router_config(&b, vip, "lb1", &nodes, me).is_err(),
+                "missedAdvertisements {bad}"
+            );
+        }
         let mut b = balancers();
         b.unicast_peers = vec!["lb2".into()];
         assert!(matches!(

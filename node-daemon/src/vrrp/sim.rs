@@ -672,6 +672,14 @@ mod tests {
             let heal = secs(8) + Duration::from_micros(phase.next() % 100_000);
             s.run_until(heal);
             s.heal();
+            // Exactly one Master, the best, one interval (plus a round trip) after the heal...
+            s.run_until(heal + bound);
+            assert_eq!(
+                s.masters(),
+                vec![0],
+                "trial {trial}: one interval after heal"
+            );
+            // ...and it stays so.
             s.run_until(heal + secs(2));
             assert_eq!(s.masters(), vec![0]);
             let ended = split

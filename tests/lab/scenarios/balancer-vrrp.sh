@@ -25,7 +25,10 @@
 # carried lb1's connections), both daemons' /metrics, and an upload of UPLOAD_BYTES at
 # UPLOAD_RATE started through lb1 before the crash (rr + the daemons' connection sync; the
 # client->server stream is the one that crosses the balancer): its outcome is recorded as
-# survival.rr = "<curl exit> <http code> <bytes the server counted>" (upload-conns-*.txt).
+# survival.rr = "<curl exit> <http code> <bytes the server counted>" (upload-conns-*.txt). The
+# upload leaves from client ports UPLOAD_PORTS (below the ephemeral range, so no short request
+# of the load shares them) so that its entry can be found in both balancers' tables; sloppy_tcp.lbN
+# is the net.ipv4.vs.sloppy_tcp each daemon set.
 set -euo pipefail
 # shellcheck source=tests/lab/topology.sh
 . "$LAB_DIR/topology.sh"
@@ -38,6 +41,7 @@ ADVERT_MS="${ADVERT_MS:-100}"
 LOAD_S="${LOAD_S:-75}"
 UPLOAD_BYTES="${UPLOAD_BYTES:-2000000}"
 UPLOAD_RATE="${UPLOAD_RATE:-250k}"
+UPLOAD_PORTS="${UPLOAD_PORTS:-30100-30149}"
 CFG="$LAB_OUT/lvstun.yaml"
 for bin in "$NODE" "$LOAD"; do
   [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
@@ -127,6 +131,35 @@ metrics() { # NS TAG
   lab_artifact "metrics-$1-$2.txt" lab_exec "$1" curl -sS --max-time 5 http://127.0.0.1:9101/metrics
 }
 
+# synced NS FIRST LAST: NS's IPVS connection table has an ESTABLISHED entry from a client port
+# in FIRST..LAST (the upload's, carried there by the sync daemon).
+synced() {
+  local line
+  while IFS= read -r line; do
+    if [[ $line =~ ^TCP\ .*\ ESTABLISHED\ +[0-9.]+:([0-9]+)\ +$LAB_VIP:80\  ]] &&
+      ((BASH_REMATCH[1] >= $2 && BASH_REMATCH[1] <= $3)); then
+      return 0
+    fi
+  done < <(lab_exec "$1" ipvsadm -Lnc)
+  return 1
+}
+# wait_synced NS FIRST LAST SECS: waits (bounded) until `synced` holds; prints the ms waited.
+# The kernel's master sync daemon sends a connection at its third packet but flushes a
+# half-full buffer only after two seconds (IPVS_SYNC_FLUSH_TIME), checked once a second: a
+# lone connection reaches the Backup 2-3 s after it opened.
+wait_synced() {
+  local start=${EPOCHREALTIME/./} deadline=$((${EPOCHREALTIME/./} + $4 * 1000000))
+  while ((${EPOCHREALTIME/./} < deadline)); do
+    if synced "$1" "$2" "$3"; then
+      printf '%s' $(((${EPOCHREALTIME/./} - start) / 1000))
+      return 0
+    fi
+    lab_sleep 0.2
+  done
+  printf 'timeout'
+  return 1
+}
+
 lab_modules ip_vs ip_vs_rr ipip # ipip first: every namespace made after it gets a tunl0
 lab_topology_up
 for ns in web1 web2; do
@@ -171,6 +204,7 @@ lab_result neigh.steady "$(vip_mac steady)"
 for lb in lb1 lb2; do
   lab_artifact "witness-$lb.txt" lab_exec "$lb" ipvsadm -Ln
   lab_artifact "sync-$lb.txt" lab_exec "$lb" ipvsadm -L --daemon
+  lab_result "sloppy_tcp.$lb" "$(lab_exec "$lb" cat /proc/sys/net/ipv4/vs/sloppy_tcp)"
   lab_artifact "addr-$lb-steady.txt" ip -n "$lb" -4 -o addr show dev eth0
   metrics "$lb" steady
 done
@@ -180,10 +214,14 @@ lab_bg client load "$LOAD" --url "http://$LAB_VIP/" --interval-ms 10 --workers 4
   --duration-s "$LOAD_S" --connect-timeout-ms 100 --timeout-ms 1000 --out "$LAB_OUT/load.txt"
 head -c "$UPLOAD_BYTES" /dev/zero >"$LAB_OUT/upload.bin"
 lab_result upload_bytes "$UPLOAD_BYTES"
+lab_result upload_ports "$UPLOAD_PORTS"
 lab_bg client upload curl -sS --max-time 40 --connect-timeout 5 --limit-rate "$UPLOAD_RATE" \
+  --local-port "$UPLOAD_PORTS" \
   -H 'Expect:' -H 'Connection: close' --data-binary "@$LAB_OUT/upload.bin" \
   -w '\ncurl: code=%{http_code} size_upload=%{size_upload}\n' "http://$LAB_VIP/upload"
 lab_sleep 3
+# lb1 dies only once lb2 holds the upload's entry (bounded; see wait_synced).
+lab_result sync_wait_ms "$(wait_synced lb2 "${UPLOAD_PORTS%-*}" "${UPLOAD_PORTS#*-}" 15 || true)"
 # Connections lb1 scheduled, as lb2 knows them from the sync daemon while it is Backup.
 lab_artifact conns-lb2-backup.txt lab_exec lb2 ipvsadm -Lnc
 lab_artifact conns-lb1-master.txt lab_exec lb1 ipvsadm -Lnc

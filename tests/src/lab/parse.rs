@@ -198,9 +198,76 @@ pub fn link_address(link: &serde_json::Value) -> Option<String> {
     )
 }
 
+/// One line of `ipvsadm -Lnc` (the connection table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpvsConn {
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+    /// Time left, as printed (`mm:ss`).
+    pub expire: String,
+    /// IPVS state, e.g. `ESTABLISHED`, `FIN_WAIT`.
+    pub state: String,
+    /// Client `address:port`.
+    pub source: String,
+    /// VIP `address:port`.
+    pub virtual_addr: String,
+    /// Real server `address:port`.
+    pub destination: String,
+}
+
+impl IpvsConn {
+    /// The client's port.
+    pub fn source_port(&self) -> Option<u16> {
+        self.source.rsplit_once(':')?.1.parse().ok()
+    }
+}
+
+/// Parses `ipvsadm -Lnc`: the header lines are skipped, every other line must have the six
+/// columns.
+pub fn ipvs_conns(text: &str) -> Result<Vec<IpvsConn>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.is_empty() || line.starts_with("IPVS connection entries") || f[0] == "pro" {
+            continue;
+        }
+        let [protocol, expire, state, source, virtual_addr, destination] = f[..] else {
+            return Err(format!("line {}: expected 6 columns: {line:?}", n + 1));
+        };
+        out.push(IpvsConn {
+            protocol: protocol.to_owned(),
+            expire: expire.to_owned(),
+            state: state.to_owned(),
+            source: source.to_owned(),
+            virtual_addr: virtual_addr.to_owned(),
+            destination: destination.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Captured in the lab (balancer-vrrp, lb2 as Backup: the entries came from the sync
+    /// daemon).
+    #[test]
+    fn ipvs_conns_parses_the_connection_table() {
+        let text = "IPVS connection entries\n\
+                    pro expire state       source             virtual            destination\n\
+                    TCP 14:59  ESTABLISHED 192.0.2.10:30100   192.0.2.100:80     198.51.100.130:80\n\
+                    TCP 01:58  FIN_WAIT    192.0.2.10:49834   192.0.2.100:80     198.51.100.10:80\n";
+        let conns = ipvs_conns(text).unwrap();
+        assert_eq!(conns.len(), 2);
+        assert_eq!(conns[0].state, "ESTABLISHED");
+        assert_eq!(conns[0].source_port(), Some(30100));
+        assert_eq!(conns[0].virtual_addr, "192.0.2.100:80");
+        assert_eq!(conns[0].destination, "198.51.100.130:80");
+        assert_eq!(conns[1].expire, "01:58");
+        assert_eq!(ipvs_conns("IPVS connection entries\n").unwrap(), vec![]);
+        assert!(ipvs_conns("TCP 14:59 ESTABLISHED\n").is_err());
+    }
 
     #[test]
     fn key_values_keep_repeats_in_order() {
