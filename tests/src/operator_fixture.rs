@@ -99,8 +99,9 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-/// `GET path` on 127.0.0.1:port: the status code and body, or `None` if nothing answers.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+/// `GET path` on 127.0.0.1:port: the whole response (status line, headers, body), or `None`
+/// if nothing answers.
+pub fn http_get_raw(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -110,6 +111,12 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// `GET path` on 127.0.0.1:port: the status code and body, or `None` if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let buf = http_get_raw(port, path)?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
     let body = buf
         .split_once("\r\n\r\n")
@@ -524,4 +531,57 @@ pub fn delete_namespace(cp: &ControlPlane, ns: &str) {
             "--timeout=120s",
         ]),
     );
+}
+
+/// A child process (a daemon under test) killed and reaped when dropped, so a failing test
+/// leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The CRDs from `deploy/crds` applied (server-side) and Established.
+pub fn ensure_crds(cp: &ControlPlane) {
+    cp.run(
+        "kubectl apply -f deploy/crds",
+        cp.kubectl()
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(repo_root().join("deploy/crds")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    cp.run(
+        "kubectl wait crds",
+        cp.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/virtualservices.lvstun.io",
+            "crd/realservers.lvstun.io",
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `limit` with `what`
+/// (the async twin of [`wait_for`], for tests that read through a kube client).
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -10,29 +10,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use kube::Api;
 use lvstun_crds::v1alpha1::{RealServer, VirtualService};
-use lvstun_tests::controlplane::{ControlPlane, repo_root, unique_namespace};
+use lvstun_tests::controlplane::{ControlPlane, unique_namespace};
 use lvstun_tests::lab;
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use lvstun_tests::operator_fixture::{
+    KillOnDrop, ensure_crds, eventually, free_port, http_get_raw,
+};
 
 /// A loopback web server (the lab's fixture) on `addr`:0; returns it and its port.
-fn web(addr: &str, name: &str) -> (Proc, u16) {
+fn web(addr: &str, name: &str) -> (KillOnDrop, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lvstun-lab-web"))
         .args(["--listen", &format!("{addr}:0"), "--name", name])
         .stdout(Stdio::piped())
@@ -50,64 +42,7 @@ fn web(addr: &str, name: &str) -> (Proc, u16) {
         .and_then(|a| a.rsplit(':').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {line:?}"));
-    (Proc(child), port)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn ensure_crds(cp: &ControlPlane) {
-    cp.run(
-        "kubectl apply -f deploy/crds",
-        cp.kubectl()
-            .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(repo_root().join("deploy/crds")),
-    )
-    .unwrap();
-    cp.run(
-        "kubectl wait crds",
-        cp.kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/virtualservices.lvstun.io",
-            "crd/realservers.lvstun.io",
-        ]),
-    )
-    .unwrap();
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, or panics after `limit` with `what`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    (KillOnDrop(child), port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +116,7 @@ spec: {{address: 127.0.0.3, port: {port2}}}
     let state = PathBuf::from(cp.dir()).join(format!("balancer-state-{ns}"));
     let log_path = PathBuf::from(cp.dir()).join(format!("balancer-{ns}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
-    let daemon = Proc(
+    let daemon = KillOnDrop(
         Command::new(lab::bin_dir().join("lvstun-node"))
             .args([
                 "balancer".to_string(),
@@ -280,7 +215,7 @@ spec: {{address: 127.0.0.3, port: {port2}}}
     .await;
 
     // 5. Its own view: /readyz and the operations it would have sent.
-    let readyz = http_get(health_port, "/readyz");
+    let readyz = http_get_raw(health_port, "/readyz").unwrap_or_default();
     assert!(
         readyz.contains("ready: 1 services, 2 destinations"),
         "{readyz}"

@@ -19,11 +19,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
@@ -31,75 +29,10 @@ use kube::api::{Patch, PatchParams};
 use lvstun_crds::v1alpha1::RealServer;
 use lvstun_tests::controlplane::{ControlPlane, repo_root, unique_namespace};
 use lvstun_tests::lab;
-use lvstun_tests::operator_fixture::Install;
+use lvstun_tests::operator_fixture::{
+    Install, KillOnDrop, ensure_crds, eventually, free_port, http_get_raw,
+};
 use serde_json::json;
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn ensure_crds(cp: &ControlPlane) {
-    cp.run(
-        "kubectl apply -f deploy/crds",
-        cp.kubectl()
-            .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(repo_root().join("deploy/crds")),
-    )
-    .unwrap();
-    cp.run(
-        "kubectl wait crds",
-        cp.kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/virtualservices.lvstun.io",
-            "crd/realservers.lvstun.io",
-        ]),
-    )
-    .unwrap();
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, or panics after `limit` with `what`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn condition(rs: &RealServer, kind: &str) -> Option<Condition> {
     rs.status
@@ -231,7 +164,7 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     let state = PathBuf::from(cp.dir()).join(format!("web-state-{ns}"));
     let log_path = PathBuf::from(cp.dir()).join(format!("web-{ns}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
-    let daemon = Proc(
+    let daemon = KillOnDrop(
         Command::new(lab::bin_dir().join("lvstun-node"))
             .args([
                 "web".to_string(),
@@ -357,8 +290,12 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     .await;
 
     // 5. Its own endpoint: alive, and /readyz carries the same verdict.
-    assert!(http_get(health_port, "/healthz").contains("200 OK"));
-    let readyz = http_get(health_port, "/readyz");
+    assert!(
+        http_get_raw(health_port, "/healthz")
+            .unwrap_or_default()
+            .contains("200 OK")
+    );
+    let readyz = http_get_raw(health_port, "/readyz").unwrap_or_default();
     assert!(readyz.contains(&tunnel.reason), "{readyz}");
 
     // 6. web1 moves to another node: this node withdraws its condition; the others stay.
