@@ -14,12 +14,23 @@
 //!   real server by another never leaves the service with none in between.
 //! - Removing a whole service is one `DelService`: the kernel removes its
 //!   destinations with it.
+//! - For a scheduler that walks the destination list to build its lookup
+//!   table (`mh`, `sh`, `dh`), the list is kept in one canonical order
+//!   (descending keys, what programming from empty gives) on every balancer, or the same flow hashes to
+//!   different real servers on two balancers and a failover breaks it. The
+//!   kernel only ever inserts at the head of the list, so a destination that
+//!   belongs further back is deleted and at once re-added (`DelDest` right
+//!   before its `NewDest`, in one batch): the kernel takes the deleted
+//!   destination back from its trash with its connections, so flows on it go
+//!   on (only a packet that meets the microseconds between the two is lost,
+//!   and TCP sends it again). This is the one exception to "never delete and
+//!   re-add", and it touches only the destinations that are out of place.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use crate::ipvs::model::{DestConfig, DestKey, Op, ServiceKey, Table};
+use crate::ipvs::model::{DestConfig, DestKey, Op, ServiceEntry, ServiceKey, Table};
 
 /// The VIPs whose services lvstun manages on this node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -136,19 +147,35 @@ fn visit(actual: &Table, desired: &Table, owned: &OwnedVips, emit: &mut dyn FnMu
     let empty = BTreeMap::new();
     for (key, want) in wanted() {
         let service = *key;
-        let have = actual.service(key).map_or(&empty, |h| &h.dests);
-        merge(&want.dests, have, |dest, w, h| {
-            if let (Some(config), None) = (w, h) {
+        let have_entry = actual.service(key);
+        let have = have_entry.map_or(&empty, |h| &h.dests);
+        // From which key up the destinations must be (re)added to put the list in order.
+        let readd_from = have_entry.and_then(|h| reorder_from(h, want));
+        let readd = |dest: &DestKey| readd_from.is_some_and(|from| *dest >= from);
+        // Additions in ascending key order: each lands at the head of the kernel's list.
+        merge(&want.dests, have, |dest, w, h| match (w, h) {
+            (Some(config), None) => emit(Op::NewDest {
+                service,
+                dest: *dest,
+                config: *config,
+            }),
+            (Some(config), Some(_)) if readd(dest) => {
+                emit(Op::DelDest {
+                    service,
+                    dest: *dest,
+                });
                 emit(Op::NewDest {
                     service,
                     dest: *dest,
                     config: *config,
                 });
             }
+            _ => {}
         });
         merge(&want.dests, have, |dest, w, h| {
             if let (Some(config), Some(current)) = (w, h)
                 && config != current
+                && !readd(dest)
             {
                 emit(Op::SetDest {
                     service,
@@ -172,6 +199,48 @@ fn visit(actual: &Table, desired: &Table, owned: &OwnedVips, emit: &mut dyn FnMu
             emit(Op::DelService { key: *key });
         }
     }
+}
+
+/// How many destinations `ops` moves into place in a list (a `DelDest` followed at once by the
+/// same destination's `NewDest`): reported in the log so that a person sees why a serving
+/// destination was deleted.
+pub fn moved(ops: &[Op]) -> usize {
+    ops.windows(2)
+        .filter(|pair| {
+            matches!(pair, [Op::DelDest { service: s1, dest: d1 }, Op::NewDest { service: s2, dest: d2, .. }] if s1 == s2 && d1 == d2)
+        })
+        .count()
+}
+
+/// For a service whose scheduler follows the kernel's list order, the smallest destination
+/// key from which every wanted destination must be (re)added so that the list ends in the
+/// canonical order (descending keys); `None` when it already will, when the scheduler does not
+/// care, or when the kernel's order is not known (then nothing is moved on a guess).
+///
+/// Re-added destinations go to the head, so the ones left in place form the tail of the
+/// canonical list: the smallest wanted keys, which must already sit in the kernel's list in
+/// descending order (unwanted destinations between them go and change nothing). The longest
+/// such run of smallest keys stays; everything above it is re-added, the fewest moves there are.
+fn reorder_from(have: &ServiceEntry, want: &ServiceEntry) -> Option<DestKey> {
+    if !want.config.scheduler.follows_list_order() {
+        return None;
+    }
+    let order = have.order.as_ref()?;
+    let position: HashMap<&DestKey, usize> =
+        order.iter().enumerate().map(|(i, d)| (d, i)).collect();
+    let mut before = usize::MAX;
+    let in_place = want
+        .dests
+        .keys()
+        .take_while(|w| match position.get(w) {
+            Some(&at) if at < before => {
+                before = at;
+                true
+            }
+            _ => false,
+        })
+        .count();
+    want.dests.keys().nth(in_place).copied()
 }
 
 #[cfg(test)]
@@ -338,6 +407,177 @@ mod tests {
         assert_eq!(apply(&Table::new(), &ops), base());
     }
 
+    // ---- list order for hashing schedulers ------------------------------
+
+    /// A table as the kernel would hold it after `adds` (in that order) on one mh (or
+    /// `scheduler`) service: the model records the kernel's list order.
+    fn kernel(scheduler: Scheduler, adds: &[u8]) -> Table {
+        let mut t = Table::new();
+        let mut ops = vec![Op::NewService {
+            key: svc(10, 80),
+            config: ServiceConfig::new(scheduler),
+        }];
+        ops.extend(adds.iter().map(|d| Op::NewDest {
+            service: svc(10, 80),
+            dest: dest(*d),
+            config: weight(1),
+        }));
+        for op in &ops {
+            t.apply(op).unwrap();
+        }
+        t
+    }
+
+    fn wanted(scheduler: Scheduler, dests: &[u8]) -> Table {
+        let mut t = Table::new();
+        t.upsert_service(svc(10, 80), ServiceConfig::new(scheduler));
+        for d in dests {
+            t.upsert_dest(&svc(10, 80), dest(*d), weight(1));
+        }
+        t
+    }
+
+    /// The kernel's list of the test service, first to last, as real-server last octets.
+    fn list(t: &Table) -> Vec<u8> {
+        let order = t.service(&svc(10, 80)).unwrap().order.as_ref().unwrap();
+        order
+            .iter()
+            .map(|d| match d.address {
+                IpAddr::V4(a) => a.octets()[3],
+                IpAddr::V6(_) => unreachable!(),
+            })
+            .collect()
+    }
+
+    fn readd(d: u8, w: u32) -> [Op; 2] {
+        [
+            Op::DelDest {
+                service: svc(10, 80),
+                dest: dest(d),
+            },
+            Op::NewDest {
+                service: svc(10, 80),
+                dest: dest(d),
+                config: weight(w),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_model_inserts_at_the_head_like_the_kernel() {
+        // ipvsadm -a .12, then -a .11: `ipvsadm -Ln` lists .11 first.
+        assert_eq!(list(&kernel(Scheduler::MH, &[12, 11])), vec![11, 12]);
+        // From empty the planner adds in ascending order: descending list, the canonical one.
+        let ops = plan(
+            &Table::new(),
+            &wanted(Scheduler::MH, &[11, 12, 13]),
+            &owned(&[10]),
+        );
+        assert_eq!(list(&apply(&Table::new(), &ops)), vec![13, 12, 11]);
+    }
+
+    #[test]
+    fn mh_destination_out_of_place_is_moved_alone() {
+        let actual = kernel(Scheduler::MH, &[12, 11]);
+        let desired = wanted(Scheduler::MH, &[11, 12]);
+        let ops = plan(&actual, &desired, &owned(&[10]));
+        assert_eq!(ops, readd(12, 1).to_vec());
+        assert_eq!(moved(&ops), 1);
+        let after = apply(&actual, &ops);
+        assert_eq!(list(&after), vec![12, 11]);
+        assert!(plan(&after, &desired, &owned(&[10])).is_empty());
+    }
+
+    #[test]
+    fn order_is_left_alone_where_the_scheduler_does_not_hash_the_list() {
+        for scheduler in [Scheduler::RR, Scheduler::WRR] {
+            let actual = kernel(scheduler, &[12, 11]);
+            assert!(plan(&actual, &wanted(scheduler, &[11, 12]), &owned(&[10])).is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_order_moves_nothing() {
+        // Built by upserts: no kernel order recorded, so nothing is moved on a guess.
+        let mut actual = wanted(Scheduler::MH, &[12, 11]);
+        actual.upsert_dest(&svc(10, 80), dest(13), weight(1));
+        assert!(
+            plan(
+                &actual,
+                &wanted(Scheduler::MH, &[11, 12, 13]),
+                &owned(&[10])
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_new_highest_key_lands_in_place() {
+        let actual = kernel(Scheduler::MH, &[11, 12]);
+        let ops = plan(
+            &actual,
+            &wanted(Scheduler::MH, &[11, 12, 13]),
+            &owned(&[10]),
+        );
+        assert!(matches!(&ops[..], [Op::NewDest { dest: d, .. }] if *d == dest(13)));
+        assert_eq!(list(&apply(&actual, &ops)), vec![13, 12, 11]);
+    }
+
+    #[test]
+    fn a_new_lowest_key_readds_everything_above_it() {
+        let actual = kernel(Scheduler::MH, &[11, 12]);
+        let desired = wanted(Scheduler::MH, &[10, 11, 12]);
+        let ops = plan(&actual, &desired, &owned(&[10]));
+        let mut expected = vec![Op::NewDest {
+            service: svc(10, 80),
+            dest: dest(10),
+            config: weight(1),
+        }];
+        expected.extend(readd(11, 1));
+        expected.extend(readd(12, 1));
+        assert_eq!(ops, expected);
+        assert_eq!(moved(&ops), 2);
+        assert_eq!(list(&apply(&actual, &ops)), vec![12, 11, 10]);
+    }
+
+    #[test]
+    fn unwanted_destinations_between_do_not_count() {
+        // The kernel's list [13, 11, 14, 12]; .14 is no longer wanted. Only .11, the smallest
+        // key, can stay: .12 sits behind it instead of before. .12 and .13 are re-added.
+        let actual = kernel(Scheduler::SH, &[12, 14, 11, 13]);
+        assert_eq!(list(&actual), vec![13, 11, 14, 12]);
+        let desired = wanted(Scheduler::SH, &[11, 12, 13]);
+        let ops = plan(&actual, &desired, &owned(&[10]));
+        let mut expected = readd(12, 1).to_vec();
+        expected.extend(readd(13, 1));
+        expected.push(Op::DelDest {
+            service: svc(10, 80),
+            dest: dest(14),
+        });
+        assert_eq!(ops, expected);
+        let after = apply(&actual, &ops);
+        assert_eq!(list(&after), vec![13, 12, 11]);
+        assert!(plan(&after, &desired, &owned(&[10])).is_empty());
+    }
+
+    #[test]
+    fn switching_to_mh_puts_the_list_in_order_and_readds_with_the_wanted_config() {
+        let actual = kernel(Scheduler::RR, &[12, 11]);
+        let mut desired = wanted(Scheduler::MH, &[11, 12]);
+        desired.upsert_dest(&svc(10, 80), dest(12), weight(3));
+        let ops = plan(&actual, &desired, &owned(&[10]));
+        let mut expected = vec![Op::SetService {
+            key: svc(10, 80),
+            config: ServiceConfig::new(Scheduler::MH),
+        }];
+        // The re-added destination carries its new weight: no separate SetDest.
+        expected.extend(readd(12, 3));
+        assert_eq!(ops, expected);
+        let after = apply(&actual, &ops);
+        assert_eq!(after, desired);
+        assert_eq!(list(&after), vec![12, 11]);
+    }
+
     // ---- property tests -------------------------------------------------
 
     fn arb_dest_config() -> impl Strategy<Value = DestConfig> {
@@ -385,6 +625,34 @@ mod tests {
         )
     }
 
+    /// Like [`arb_table`], but built the way the kernel's table grows (operations applied from
+    /// empty, destinations added in a random order), so that each service records a list order.
+    fn arb_kernel_table() -> impl Strategy<Value = Table> {
+        let service =
+            (1u8..5, prop::bool::ANY).prop_map(|(v, tls)| svc(v, if tls { 443 } else { 80 }));
+        let dests = prop::collection::btree_map((1u8..6).prop_map(dest), arb_dest_config(), 0..5)
+            .prop_map(|m| m.into_iter().collect::<Vec<_>>())
+            .prop_shuffle();
+        prop::collection::btree_map(service, (arb_service_config(), dests), 0..5).prop_map(
+            |services: BTreeMap<ServiceKey, (ServiceConfig, Vec<(DestKey, DestConfig)>)>| {
+                let mut table = Table::new();
+                for (key, (config, dests)) in services {
+                    table.apply(&Op::NewService { key, config }).unwrap();
+                    for (dest, config) in dests {
+                        table
+                            .apply(&Op::NewDest {
+                                service: key,
+                                dest,
+                                config,
+                            })
+                            .unwrap();
+                    }
+                }
+                table
+            },
+        )
+    }
+
     fn restricted(
         table: &Table,
         keep: impl Fn(&ServiceKey) -> bool,
@@ -399,7 +667,7 @@ mod tests {
     proptest! {
         #[test]
         fn plan_reaches_desired_and_is_idempotent(
-            actual in arb_table(),
+            actual in prop_oneof![arb_table(), arb_kernel_table()],
             desired in arb_table(),
             owned_mask in 0u8..16,
         ) {
@@ -423,8 +691,13 @@ mod tests {
             prop_assert!(plan(&after, &desired, &owned).is_empty());
             // No operation touches a foreign service.
             prop_assert!(ops.iter().all(|op| owned.owns(op.service())));
-            // Nothing is deleted and re-created.
-            for op in &ops {
+            // Nothing is deleted and re-created, except a destination moved into place in the
+            // list of a hashing scheduler: its DelDest is followed at once by its NewDest.
+            let hashing = |key: &ServiceKey| {
+                desired.service(key).is_some_and(|e| e.config.scheduler.follows_list_order())
+            };
+            let mut readded = BTreeSet::new();
+            for (i, op) in ops.iter().enumerate() {
                 if let Op::DelService { key } = op {
                     let recreated = ops
                         .iter()
@@ -436,18 +709,36 @@ mod tests {
                     let recreated = ops.iter().any(|o| {
                         matches!(o, Op::NewDest { service: s, dest: d, .. } if s == service && d == dest)
                     });
-                    prop_assert!(!recreated);
+                    if recreated {
+                        prop_assert!(hashing(service), "{op} re-added under {:?}", desired.service(service));
+                        let next_is_readd = matches!(
+                            ops.get(i + 1),
+                            Some(Op::NewDest { service: s, dest: d, .. }) if s == service && d == dest
+                        );
+                        prop_assert!(next_is_readd, "{op} not followed by its re-add");
+                        readded.insert((*service, *dest));
+                    }
                 }
             }
-            // Only changed destinations are edited: one SetDest per changed config.
+            // The list of every hashing service whose order is known ends canonical: keys
+            // descending.
+            for (key, entry) in after.services().filter(|(k, _)| owned.owns(k) && hashing(k)) {
+                if let Some(order) = &entry.order {
+                    let canonical: Vec<DestKey> = entry.dests.keys().rev().copied().collect();
+                    prop_assert_eq!(order.iter().copied().collect::<Vec<_>>(), canonical, "{}", key);
+                }
+            }
+            // Only changed destinations are edited: one SetDest per changed config that was
+            // not re-added with it.
             let expected_set_dests: usize = desired
                 .services()
                 .filter(|(k, _)| owned.owns(k))
-                .filter_map(|(k, want)| actual.service(k).map(|have| (want, have)))
-                .map(|(want, have)| {
+                .filter_map(|(k, want)| actual.service(k).map(|have| (k, want, have)))
+                .map(|(k, want, have)| {
                     want.dests
                         .iter()
                         .filter(|(d, c)| have.dests.get(d).is_some_and(|h| h != *c))
+                        .filter(|(d, _)| !readded.contains(&(*k, **d)))
                         .count()
                 })
                 .sum();

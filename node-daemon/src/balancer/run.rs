@@ -390,11 +390,22 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             .filter(|op| matches!(op, Op::NewService { .. }))
             .map(op_service)
             .collect();
+        // A destination moved into place in a hashing scheduler's list is deleted and re-added:
+        // if the re-add is held back, the delete must wait with it, or a serving destination
+        // would be taken away for nothing.
+        let held_adds: HashSet<(ServiceKey, DestKey)> = holding
+            .iter()
+            .filter_map(|op| match op {
+                Op::NewDest { service, dest, .. } => Some((*service, *dest)),
+                _ => None,
+            })
+            .collect();
         planned.into_iter().partition(|op| {
             let held = holding.contains(op);
             // Destinations of a service the kernel would not create can only fail.
             let orphan = matches!(op, Op::NewDest { .. }) && blocked.contains(&op_service(op));
-            !held && !orphan
+            let move_held = matches!(op, Op::DelDest { service, dest } if held_adds.contains(&(*service, *dest)));
+            !held && !orphan && !move_held
         })
     }
 
@@ -533,6 +544,13 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             } else {
                 debug!(op = %op, "ipvs");
             }
+        }
+        let moved = plan::moved(&ops);
+        if moved > 0 {
+            info!(
+                moved,
+                "destinations moved into the canonical list order of a hashing scheduler (deleted and re-added at once: connections stay)"
+            );
         }
         info!(
             trigger = %trigger.as_str(),

@@ -412,9 +412,9 @@ impl IpvsTable for IpvsHandle {
     async fn read(&self) -> Result<Table, Error> {
         let mut table = Table::new();
         for service in self.list_services().await? {
-            table.upsert_service(service.key, service.config);
+            table.insert_read_service(service.key, service.config);
             for dest in self.list_destinations(&service.key).await? {
-                table.upsert_dest(&service.key, dest.key, dest.config);
+                table.push_read_dest(&service.key, dest.key, dest.config);
             }
         }
         Ok(table)

@@ -8,7 +8,7 @@
 //! "different entry" (add/remove). Values are validated once, when they enter
 //! the model; the wire layer never sees an invalid one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU16;
@@ -137,6 +137,9 @@ impl Scheduler {
     /// Maglev hashing, for several balancers sharing one VIP.
     #[cfg(test)]
     pub const MH: Scheduler = Scheduler("mh");
+    /// Source hashing.
+    #[cfg(test)]
+    pub const SH: Scheduler = Scheduler("sh");
 
     /// Validates a scheduler name (`rr`, `wrr`, `lc`, `wlc`, `lblc`, `lblcr`,
     /// `dh`, `sh`, `sed`, `nq`, `fo`, `ovf`, `mh`, `twos`).
@@ -157,6 +160,20 @@ impl Scheduler {
     /// The kernel's name for this scheduler.
     pub fn name(self) -> &'static str {
         self.0
+    }
+
+    /// Whether the kernel builds this scheduler's lookup table by walking the service's
+    /// destination list in order, so that two balancers with the same destinations but
+    /// another list order send the same flow to different real servers: `mh` (Maglev: the
+    /// first destination in the list wins a contested slot), `sh` and `dh` (buckets dealt out
+    /// round the list). For these lvstun keeps the list in one canonical order on every
+    /// balancer, which is what lets a new Master continue the old one's flows without shared
+    /// state: destinations by descending key. Programming from empty adds them in ascending
+    /// key order and the kernel inserts each at the head, which gives exactly this; a real
+    /// server added later with the highest key also lands in place, so the common case of a
+    /// new server with a higher address needs no reordering (see `balancer::plan`).
+    pub fn follows_list_order(self) -> bool {
+        matches!(self.0, "mh" | "sh" | "dh")
     }
 }
 
@@ -785,12 +802,28 @@ impl fmt::Display for Op {
 }
 
 /// A service's configuration and destinations, as held in a [`Table`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two entries are equal when their configuration and destinations are: the list order is an
+/// observation about one kernel, not part of what is wanted.
+#[derive(Clone, Debug, Eq)]
 pub struct ServiceEntry {
     /// The service's configuration.
     pub config: ServiceConfig,
     /// Its destinations.
     pub dests: BTreeMap<DestKey, DestConfig>,
+    /// The kernel's destination list, first to last (the order a dump returns them), when this
+    /// entry mirrors a kernel: read from one ([`Table::push_read_dest`]) or built by applying
+    /// operations from empty ([`Table::apply`], which inserts new destinations at the head of
+    /// the list as the kernel's `list_add_rcu` does). `None` for a wanted table, which has no
+    /// order of its own. Hashing schedulers depend on it
+    /// ([`Scheduler::follows_list_order`]).
+    pub order: Option<VecDeque<DestKey>>,
+}
+
+impl PartialEq for ServiceEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config && self.dests == other.dests
+    }
 }
 
 /// A whole IPVS table without counters: what the kernel holds or what lvstun
@@ -815,7 +848,45 @@ impl Table {
             .or_insert_with(|| ServiceEntry {
                 config,
                 dests: BTreeMap::new(),
+                order: None,
             });
+    }
+
+    /// Adds a service read from the kernel: like [`Table::upsert_service`], but the entry
+    /// records the kernel's list order from here on (its destinations follow through
+    /// [`Table::push_read_dest`]).
+    pub fn insert_read_service(&mut self, key: ServiceKey, config: ServiceConfig) {
+        self.services.insert(
+            key,
+            ServiceEntry {
+                config,
+                dests: BTreeMap::new(),
+                order: Some(VecDeque::new()),
+            },
+        );
+    }
+
+    /// Adds a destination read from the kernel, in the order the dump returned it: it goes at
+    /// the tail of the service's recorded list order. `false` when the service is not in the
+    /// table.
+    pub fn push_read_dest(
+        &mut self,
+        service: &ServiceKey,
+        dest: DestKey,
+        config: DestConfig,
+    ) -> bool {
+        match self.services.get_mut(service) {
+            Some(entry) => {
+                if entry.dests.insert(dest, config).is_none() {
+                    entry
+                        .order
+                        .get_or_insert_with(VecDeque::new)
+                        .push_back(dest);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// Adds or replaces a destination of an existing service; `false` when
@@ -863,7 +934,14 @@ impl Table {
                 if self.services.contains_key(key) {
                     return Err(Errno::EEXIST);
                 }
-                self.upsert_service(*key, *config);
+                self.services.insert(
+                    *key,
+                    ServiceEntry {
+                        config: *config,
+                        dests: BTreeMap::new(),
+                        order: Some(VecDeque::new()),
+                    },
+                );
             }
             Op::SetService { key, config } => {
                 self.services.get_mut(key).ok_or(Errno::ESRCH)?.config = *config;
@@ -881,6 +959,10 @@ impl Table {
                     return Err(Errno::EEXIST);
                 }
                 entry.dests.insert(*dest, *config);
+                // The kernel's __ip_vs_update_dest: list_add_rcu, at the head.
+                if let Some(order) = entry.order.as_mut() {
+                    order.push_front(*dest);
+                }
             }
             Op::SetDest {
                 service,
@@ -893,6 +975,9 @@ impl Table {
             Op::DelDest { service, dest } => {
                 let entry = self.services.get_mut(service).ok_or(Errno::ESRCH)?;
                 entry.dests.remove(dest).ok_or(Errno::ENOENT)?;
+                if let Some(order) = entry.order.as_mut() {
+                    order.retain(|d| d != dest);
+                }
             }
         }
         Ok(())
