@@ -25,13 +25,21 @@
 //! (default and cap 100000) requests; each connect and each response has a timeout. Traffic
 //! goes only to the one address in `--url`, which must be an IP literal (no name lookups).
 //!
+//! With `--sources FIRST-LAST` (IPv4 addresses the client namespace holds, at most 256) it
+//! sends exactly one request from each source address instead, in order, and prints
+//! `source.<address>=<node>` for each (`-` when it failed): which real server the balancer
+//! picked for each client. A hashing scheduler (`mh`, `sh`) hashes the source address, so two
+//! balancers that agree send every source to the same node. The stamps then carry the source
+//! as a last column.
+//!
 //! Usage: `lvstun-lab-load --url http://192.0.2.100/ [--interval-ms 10] [--duration-s 10]
-//! [--connect-timeout-ms 200] [--timeout-ms 1000] [--max-requests N] [--workers N] [--out FILE]`
+//! [--connect-timeout-ms 200] [--timeout-ms 1000] [--max-requests N] [--workers N] [--out FILE]
+//! [--sources FIRST-LAST]`
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -40,6 +48,8 @@ use anyhow::{Context, bail};
 const MAX_RESPONSE: usize = 64 * 1024;
 /// Hard cap on requests, whatever the flags say.
 const MAX_REQUESTS: u64 = 100_000;
+/// Hard cap on `--sources`.
+const MAX_SOURCES: u32 = 256;
 
 struct Args {
     addr: SocketAddr,
@@ -52,6 +62,22 @@ struct Args {
     max_requests: u64,
     workers: u32,
     out: Option<String>,
+    /// One request from each of these addresses, instead of a timed run.
+    sources: Vec<Ipv4Addr>,
+}
+
+/// Parses `FIRST-LAST` (IPv4, FIRST <= LAST, at most [`MAX_SOURCES`] addresses).
+fn parse_sources(text: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let (a, b) = text
+        .split_once('-')
+        .context("--sources wants FIRST-LAST, e.g. 192.0.2.64-192.0.2.127")?;
+    let first: Ipv4Addr = a.parse().with_context(|| format!("--sources: {a:?}"))?;
+    let last: Ipv4Addr = b.parse().with_context(|| format!("--sources: {b:?}"))?;
+    let (first, last) = (u32::from(first), u32::from(last));
+    if last < first || last - first >= MAX_SOURCES {
+        bail!("--sources must name 1..={MAX_SOURCES} addresses, first <= last");
+    }
+    Ok((first..=last).map(Ipv4Addr::from).collect())
 }
 
 /// Splits `http://IP[:PORT]/PATH` into address, Host header and path. Only IP literals: the
@@ -85,6 +111,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     let mut max_requests = MAX_REQUESTS;
     let mut out = None;
     let mut workers = 1u64;
+    let mut sources = Vec::new();
     let mut it = args;
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -102,6 +129,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--max-requests" => max_requests = num()?,
             "--out" => out = Some(value.clone()),
             "--workers" => workers = num()?,
+            "--sources" => sources = parse_sources(&value)?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -126,6 +154,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         max_requests: max_requests.min(MAX_REQUESTS),
         workers: u32::try_from(workers).unwrap_or(1),
         out,
+        sources,
     })
 }
 
@@ -162,13 +191,28 @@ fn error_token(stage: &str, err: &std::io::Error) -> String {
     format!("{stage}:{:?}", err.kind()).to_lowercase()
 }
 
-fn request(args: &Args) -> Outcome {
+/// A TCP connection to `addr`, from `source` when given (bound before connecting).
+fn connect(
+    addr: &SocketAddr,
+    source: Option<Ipv4Addr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect_timeout(addr, timeout);
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(IpAddr::V4(source), 0).into())?;
+    socket.connect_timeout(&(*addr).into(), timeout)?;
+    Ok(socket.into())
+}
+
+fn request(args: &Args, source: Option<Ipv4Addr>) -> Outcome {
     let fail = |error: String| Outcome {
         status: 0,
         node: None,
         error: Some(error),
     };
-    let mut stream = match TcpStream::connect_timeout(&args.addr, args.connect_timeout) {
+    let mut stream = match connect(&args.addr, source, args.connect_timeout) {
         Ok(s) => s,
         Err(e) => return fail(error_token("connect", &e)),
     };
@@ -214,6 +258,8 @@ struct Stamp {
     send: Duration,
     latency: Duration,
     outcome: Outcome,
+    /// The source address it was sent from, with `--sources`.
+    source: Option<Ipv4Addr>,
 }
 
 /// What the summary says. Pure, from the stamps.
@@ -272,15 +318,36 @@ fn sender(args: &Args, start: Instant, first: Instant, budget: u64) -> Vec<Stamp
             std::thread::sleep(next - now);
         }
         let sent = Instant::now();
-        let outcome = request(args);
+        let outcome = request(args, None);
         stamps.push(Stamp {
             send: sent - start,
             latency: sent.elapsed(),
             outcome,
+            source: None,
         });
         // The next request is due one interval after this one was sent; a slow request is not
         // followed by a burst to catch up.
         next = (sent + args.interval).max(Instant::now());
+    }
+    stamps
+}
+
+/// With `--sources`: worker `index` of `workers` sends one request from every `workers`-th
+/// source, starting at its index; bounded by the duration like a timed run.
+fn source_sender(args: &Args, start: Instant, index: usize, workers: usize) -> Vec<Stamp> {
+    let mut stamps = Vec::new();
+    for source in args.sources.iter().skip(index).step_by(workers) {
+        if start.elapsed() >= args.duration {
+            break;
+        }
+        let sent = Instant::now();
+        let outcome = request(args, Some(*source));
+        stamps.push(Stamp {
+            send: sent - start,
+            latency: sent.elapsed(),
+            outcome,
+            source: Some(*source),
+        });
     }
     stamps
 }
@@ -302,7 +369,14 @@ fn main() -> anyhow::Result<()> {
             .map(|i| {
                 let args = &args;
                 let offset = args.interval * i / args.workers;
-                scope.spawn(move || sender(args, start, start + offset, budget))
+                let workers = args.workers as usize;
+                scope.spawn(move || {
+                    if args.sources.is_empty() {
+                        sender(args, start, start + offset, budget)
+                    } else {
+                        source_sender(args, start, i as usize, workers)
+                    }
+                })
             })
             .collect();
         handles
@@ -314,9 +388,9 @@ fn main() -> anyhow::Result<()> {
     let total = start.elapsed();
 
     if let Some(path) = &args.out {
-        let mut text = String::from("# seq send_ms status node latency_ms error\n");
+        let mut text = String::from("# seq send_ms status node latency_ms error [source]\n");
         for (i, st) in stamps.iter().enumerate() {
-            let _ = writeln!(
+            let _ = write!(
                 text,
                 "{i} {} {} {} {} {}",
                 ms(st.send),
@@ -325,6 +399,12 @@ fn main() -> anyhow::Result<()> {
                 ms(st.latency),
                 st.outcome.error.as_deref().unwrap_or("-"),
             );
+            match st.source {
+                Some(source) => {
+                    let _ = writeln!(text, " {source}");
+                }
+                None => text.push('\n'),
+            }
         }
         std::fs::write(path, text).with_context(|| format!("writing {path}"))?;
     }
@@ -344,6 +424,17 @@ fn main() -> anyhow::Result<()> {
     }
     for (node, count) in &s.per_node {
         let _ = writeln!(out, "node.{node}={count}");
+    }
+    let mut by_source: Vec<&Stamp> = stamps.iter().filter(|st| st.source.is_some()).collect();
+    by_source.sort_by_key(|st| st.source);
+    for st in by_source {
+        let node = match (&st.outcome.status, &st.outcome.node) {
+            (200, Some(node)) => node.as_str(),
+            _ => "-",
+        };
+        if let Some(source) = st.source {
+            let _ = writeln!(out, "source.{source}={node}");
+        }
     }
     print!("{out}");
     std::io::stdout().flush()?;
@@ -384,6 +475,7 @@ mod tests {
                 node: Some(node.into()),
                 error: None,
             },
+            source: None,
         }
     }
 
@@ -409,6 +501,18 @@ mod tests {
         assert_eq!(s.per_node.get("a"), Some(&2));
         let none = summarize(&[st(0, 0, "-")], Duration::from_secs(3));
         assert_eq!(none.longest_gap, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn sources_are_a_bounded_ipv4_range() {
+        let s = parse_sources("192.0.2.64-192.0.2.66").unwrap();
+        assert_eq!(
+            s,
+            ["192.0.2.64", "192.0.2.65", "192.0.2.66"].map(|a| a.parse::<Ipv4Addr>().unwrap())
+        );
+        assert!(parse_sources("192.0.2.66-192.0.2.64").is_err());
+        assert!(parse_sources("192.0.2.0-192.0.3.0").is_err());
+        assert!(parse_sources("192.0.2.1").is_err());
     }
 
     #[test]
