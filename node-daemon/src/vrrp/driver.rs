@@ -671,6 +671,182 @@ mod tests {
         drop(net);
     }
 
+    /// `n` network namespaces on one segment: a bridge in a hub namespace (the host's own
+    /// namespace is never touched), one veth per member (`vr0` inside, `p<i>` on the bridge).
+    /// Deleted on drop (also on panic).
+    struct Segment {
+        hub: String,
+        members: Vec<String>,
+    }
+
+    impl Segment {
+        fn new(tag: &str, addrs: &[&str]) -> Self {
+            let pid = std::process::id();
+            let hub = format!("lv{tag}{pid}h");
+            let members: Vec<String> = (0..addrs.len())
+                .map(|i| format!("lv{tag}{pid}{i}"))
+                .collect();
+            let me = Self { hub, members };
+            Netns::ip(&["netns", "add", &me.hub]);
+            Netns::ip(&["-n", &me.hub, "link", "add", "br0", "type", "bridge"]);
+            Netns::ip(&["-n", &me.hub, "link", "set", "br0", "up"]);
+            for (i, (ns, addr)) in me.members.iter().zip(addrs).enumerate() {
+                let port = format!("p{i}");
+                Netns::ip(&["netns", "add", ns]);
+                Netns::ip(&[
+                    "-n", &me.hub, "link", "add", &port, "type", "veth", "peer", "name", "vr0",
+                    "netns", ns,
+                ]);
+                Netns::ip(&["-n", &me.hub, "link", "set", &port, "master", "br0", "up"]);
+                Netns::ip(&["-n", ns, "addr", "add", addr, "dev", "vr0"]);
+                Netns::ip(&["-n", ns, "link", "set", "lo", "up"]);
+                Netns::ip(&["-n", ns, "link", "set", "vr0", "up"]);
+            }
+            me
+        }
+
+        /// Cuts member `i` off the segment or joins it again: its port leaves the bridge (or
+        /// comes back) while every link stays up, as when a switch between them fails. (A link
+        /// taken down instead would queue the member's advertisements and deliver them the
+        /// moment it came back, which is not what a partition does.)
+        fn connect(&self, i: usize, joined: bool) {
+            let port = format!("p{i}");
+            if joined {
+                Netns::ip(&["-n", &self.hub, "link", "set", &port, "master", "br0"]);
+            } else {
+                Netns::ip(&["-n", &self.hub, "link", "set", &port, "nomaster"]);
+            }
+        }
+
+        fn sockets(&self, i: usize, primary: Ipv4Addr) -> Sockets {
+            let path = format!("/var/run/netns/{}", self.members[i]);
+            std::thread::spawn(move || {
+                let ns = File::open(path).unwrap();
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                Sockets::open("vr0", primary, true).unwrap()
+            })
+            .join()
+            .unwrap()
+        }
+    }
+
+    impl Drop for Segment {
+        fn drop(&mut self) {
+            for ns in self.members.iter().chain([&self.hub]) {
+                let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+    }
+
+    /// Three routers on one segment (RFC 5798 allows any number): exactly one Master, the
+    /// others Backup; a partition makes a second Master (split brain), and once it heals the
+    /// lower-priority Master steps down on the first advertisement it hears, within one
+    /// advertisement interval; then crashes and a graceful stop hand the VIP down the
+    /// priorities, and the lowest router never claims it while a higher one is alive.
+    #[tokio::test]
+    async fn three_drivers_on_one_segment_and_a_healed_partition() {
+        if !nix::unistd::geteuid().is_root() {
+            println!(
+                "SKIPPED three_drivers_on_one_segment_and_a_healed_partition: needs root for ip netns and raw sockets"
+            );
+            return;
+        }
+        const ADVERT_MS: u64 = 200;
+        let ips = [
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(192, 0, 2, 3),
+        ];
+        let vip = Ipv4Addr::new(192, 0, 2, 100);
+        let seg = Segment::new("v3", &["192.0.2.1/24", "192.0.2.2/24", "192.0.2.3/24"]);
+        let spawn = |i: usize, prio: u8| {
+            let mut cfg = RouterConfig::new(52, ips[i], vec![vip]);
+            cfg.priority = Priority::new(prio).unwrap();
+            cfg.adver_int = AdverInterval::from_millis(ADVERT_MS).unwrap();
+            let ops = Recording::default();
+            let (driver, status) = Driver::new(
+                Router::new(cfg).unwrap(),
+                seg.sockets(i, ips[i]),
+                vec![],
+                ops.clone(),
+            )
+            .unwrap();
+            let (ctl, ctl_rx) = mpsc::channel(4);
+            let task = tokio::spawn(driver.run(ctl_rx));
+            (ops, status, ctl, task)
+        };
+        let limit = Duration::from_secs(5);
+
+        // The highest priority starts first, so no start-up takeover is in the way.
+        let (_ops1, mut s1, _ctl1, task1) = spawn(0, 200);
+        wait_for(&mut s1, State::Master, limit).await;
+        let (_ops2, mut s2, ctl2, task2) = spawn(1, 150);
+        let (ops3, mut s3, ctl3, task3) = spawn(2, 100);
+        wait_for(&mut s2, State::Backup, limit).await;
+        wait_for(&mut s3, State::Backup, limit).await;
+        tokio::time::sleep(Duration::from_millis(4 * ADVERT_MS)).await;
+        let masters = |s: [&watch::Receiver<Status>; 3]| {
+            s.iter()
+                .filter(|r| r.borrow().state == State::Master)
+                .count()
+        };
+        assert_eq!(masters([&s1, &s2, &s3]), 1);
+        assert_eq!(s2.borrow().master, Some(ips[0]));
+        assert_eq!(s3.borrow().master, Some(ips[0]));
+
+        // Partition: router 1 is cut off and keeps running as Master; router 2 takes over
+        // for the others, router 3 follows router 2.
+        seg.connect(0, false);
+        wait_for(&mut s2, State::Master, limit).await;
+        tokio::time::sleep(Duration::from_millis(3 * ADVERT_MS)).await;
+        assert_eq!(
+            s1.borrow().state,
+            State::Master,
+            "the cut-off router stays Master"
+        );
+        assert_eq!(s3.borrow().state, State::Backup);
+        assert_eq!(s3.borrow().master, Some(ips[1]));
+        assert_eq!(masters([&s1, &s2, &s3]), 2, "split brain while partitioned");
+
+        // Heal: router 2 hears router 1 (higher priority) and steps down.
+        seg.connect(0, true);
+        let healed = wait_for(&mut s2, State::Backup, limit).await;
+        println!(
+            "driver: split brain ended {healed:?} after the partition healed (advertisement interval {ADVERT_MS} ms)"
+        );
+        // One interval for router 1's next advertisement, plus the port coming up and
+        // scheduling on a shared machine.
+        assert!(
+            healed <= Duration::from_millis(ADVERT_MS + 200),
+            "split brain lasted {healed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2 * ADVERT_MS)).await;
+        assert_eq!(masters([&s1, &s2, &s3]), 1);
+        assert_eq!(s1.borrow().state, State::Master);
+        assert_eq!(s3.borrow().master, Some(ips[0]));
+
+        // Router 1 crashes: router 2 (next priority) takes over, router 3 stays Backup.
+        task1.abort();
+        wait_for(&mut s2, State::Master, limit).await;
+        tokio::time::sleep(Duration::from_millis(3 * ADVERT_MS)).await;
+        assert_eq!(s3.borrow().state, State::Backup);
+        assert_eq!(s3.borrow().master, Some(ips[1]));
+        // Until now router 3 never held the VIP.
+        assert!(!ops3.ops().contains(&Op::Add), "{:?}", ops3.ops());
+
+        // Router 2 stops gracefully (priority 0): router 3 takes over after its Skew_Time
+        // (156/256 × 200 ms = 122 ms) instead of its Master_Down_Interval.
+        ctl2.send(Control::Shutdown).await.unwrap();
+        let took = wait_for(&mut s3, State::Master, limit).await;
+        println!("driver: graceful takeover by the third router after {took:?} (Skew_Time 122 ms)");
+        assert!(took <= Duration::from_millis(122 + 150), "{took:?}");
+        assert_eq!(task2.await.unwrap().state, State::Initialize);
+        ctl3.send(Control::Shutdown).await.unwrap();
+        let last = task3.await.unwrap();
+        assert_eq!(last.errors, 0, "{last:?}");
+        drop(seg);
+    }
+
     /// keepalived (Debian's) running VRRPv3, as a child process in its own namespace.
     struct Keepalived {
         /// `None` once waited for.
