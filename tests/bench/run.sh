@@ -2,18 +2,23 @@
 # lvstun's benchmarks, at full size, printed as one report (see tests/bench/README.md).
 #
 # Usage: tests/bench/run.sh [--services N] [--dests N] [--targets N] [--seconds S]
-#                           [--skip-vm] [--skip-health]
+#                           [--vrrp-runs N] [--skip-vm] [--skip-health] [--skip-vrrp]
 #   --services/--dests  size of the IPVS set in the lab VM (default 1000 x 100)
 #   --targets/--seconds health checker CPU on the host (default 500 targets for 20 s)
+#   --vrrp-runs         failover runs, each lvstun and keepalived at 1 s and 100 ms (default 3)
 #
-# Two parts:
+# Three parts:
 #   1. in the lab VM (Debian's kernel under qemu): tests/lab/scenarios/balancer-bench.sh
 #      programs SERVICES x DESTS from empty with lvstun's applier and with ipvsadm -R, changes
 #      1 % of the destinations with both, re-applies with nothing to change, then runs the
 #      balancer daemon at that size (first pass, convergence, the 1 % change, a no-op resync,
 #      peak RSS);
 #   2. on the host: the health checker with TARGETS real servers (loopback listeners on
-#      127.0.x.y) checked every second, its CPU time measured over SECONDS.
+#      127.0.x.y) checked every second, its CPU time measured over SECONDS;
+#   3. in the lab VM: VIP failover (tests/lab/scenarios/vrrp-failover.sh) VRRP_RUNS times: the
+#      client-observed outage when the Master dies hard, lvstun and keepalived side by side at
+#      advertisement intervals of 1 s and 100 ms; min / median / max of each and the ratio of
+#      medians (one long-lived load process, a request every 10 ms, each stamped).
 # Not part of the test suite (shared machines are noisy); ./dev bench runs it. Needs root.
 set -euo pipefail
 
@@ -23,17 +28,21 @@ services=1000
 dests=100
 targets=500
 seconds=20
+vrrp_runs=3
 run_vm=1
 run_health=1
+run_vrrp=1
 while (($#)); do
   case "$1" in
     --services) services="$2"; shift 2 ;;
     --dests) dests="$2"; shift 2 ;;
     --targets) targets="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
+    --vrrp-runs) vrrp_runs="$2"; shift 2 ;;
+    --skip-vrrp) run_vrrp=0; shift ;;
     --skip-vm) run_vm=0; shift ;;
     --skip-health) run_health=0; shift ;;
-    -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -42,7 +51,10 @@ target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 log "building release binaries"
-cargo build --release -q -p lvstun-node -p lvstun-tests --bin lvstun-node --bin lvstun-lab-web
+cargo build --release -q -p lvstun-node -p lvstun-tests --bin lvstun-node --bin lvstun-lab-web \
+  --bin lvstun-lab-load
+[[ $vrrp_runs =~ ^[0-9]+$ ]] && ((vrrp_runs >= 1 && vrrp_runs <= 20)) ||
+  { echo "bench: --vrrp-runs must be 1..20" >&2; exit 2; }
 
 declare -A R=()
 num() { printf '%s' "${R[$1]:-?}"; }
@@ -80,6 +92,31 @@ if ((run_health)); then
     cargo test --release -q -p lvstun-node --bin lvstun-node -- --ignored --nocapture \
     --exact health::checker::bench::health_cpu_with_many_targets 2>/dev/null)
 fi
+
+declare -A V=() # outage_ms.<impl>-<advert> -> space-separated samples
+if ((run_vrrp)); then
+  for ((run = 1; run <= vrrp_runs; run++)); do
+    stamp="$(date -u +%Y%m%d-%H%M%S)"
+    out="$target_dir/bench-runs/vrrp-$stamp-$run"
+    mkdir -p "$out"
+    log "lab VM: VIP failover run $run of $vrrp_runs, lvstun and keepalived at 1 s and 100 ms (results in $out)"
+    if ! LVSTUN_LAB_BIN="$target_dir/release" bash tests/lab/run-guest.sh --timeout 900 \
+      --env VRRP_PREEMPT_CHECKS=0 "$out" vrrp-failover; then
+      log "run $run failed (see $out); its samples are left out"
+      continue
+    fi
+    while IFS= read -r line; do
+      [[ $line == outage_ms.*=* ]] && V[${line%%=*}]+="${line#*=} "
+    done <"$out/results.txt"
+  done
+fi
+# stats SAMPLES...: "min median max n" (median of an even count: the mean of the middle two).
+stats() {
+  (($#)) || { echo "? ? ? 0"; return; }
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.0f %.0f %.0f %d\n", v[1], m, v[NR], NR }'
+}
 
 echo
 echo "lvstun benchmark report ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(uname -r) host)"
@@ -138,4 +175,32 @@ health checker on the host ($(num health_targets) loopback real servers, HTTP GE
   CPU of the whole test process       $(num health_process_cpu_percent) % (includes the $(num health_targets) listeners)
   $(verdict "$(awk -v c="$cpu" 'BEGIN { print (c != "?" && c < 100) ? 0 : 1 }')" "reported, % of one core: $cpu")
 EOF
+fi
+if ((run_vrrp)); then
+  cat <<EOF
+
+VIP failover in the lab VM (Debian 6.1 kernel under TCG), lb1 killed hard (link down, SIGKILL),
+client-observed outage = longest gap between two successful requests (one load process, a
+request every 10 ms from 4 senders); ${vrrp_runs} run(s), each with a fresh pair
+                   lvstun (min / median / max)    keepalived (min / median / max)    ratio of medians
+EOF
+  declare -A MED=()
+  for adv in 1000 100; do
+    # shellcheck disable=SC2086 # the samples are words on purpose
+    read -r lmin lmed lmax ln <<<"$(stats ${V[outage_ms.lvstun-$adv]:-})"
+    # shellcheck disable=SC2086
+    read -r kmin kmed kmax kn <<<"$(stats ${V[outage_ms.keepalived-$adv]:-})"
+    MED[l$adv]=$lmed
+    MED[k$adv]=$kmed
+    printf '  advert %4s ms   %5s / %5s / %5s ms (n=%s)    %5s / %5s / %5s ms (n=%s)    %s\n' \
+      "$adv" "$lmin" "$lmed" "$lmax" "$ln" "$kmin" "$kmed" "$kmax" "$kn" "$(ratio "$lmed" "$kmed")"
+  done
+  echo
+  echo "targets"
+  for adv in 1000 100; do
+    ok=$(awk -v l="${MED[l$adv]}" -v k="${MED[k$adv]}" 'BEGIN { print (l != "?" && k != "?" && l + 0 <= k + 0) ? 0 : 1 }')
+    echo "  $(verdict "$ok" "at $adv ms no worse than keepalived (medians): ${MED[l$adv]} ms vs ${MED[k$adv]} ms")"
+  done
+  ok=$(awk -v l="${MED[l100]}" 'BEGIN { print (l != "?" && l + 0 < 500) ? 0 : 1 }')
+  echo "  $(verdict "$ok" "at 100 ms under 500 ms of outage (median): ${MED[l100]} ms")"
 fi
