@@ -32,6 +32,8 @@
 #   lab_wait_log NAME PATTERN SECS wait until $LAB_OUT/logs/NAME.log has a line matching the
 #                                  glob PATTERN (fails after SECS)
 #   lab_wait_tcp NS ADDR PORT SECS wait until a TCP connect from NS to ADDR:PORT succeeds
+#   lab_web_prepare NS...          a web node prepared by hand as the classic recipe does it:
+#                                  the VIP on tunl0, rp_filter off, no ARP for the VIP
 #   lab_web_start NS NAME [LISTEN] start the lvstun-lab-web fixture (default 0.0.0.0:80) and
 #                                  wait until it listens
 #   lab_mac NS IFACE               print the interface's MAC
@@ -239,6 +241,23 @@ lab_wait_tcp() {
   done
   lab_log "timed out after ${secs}s waiting for $addr:$port to accept in $ns"
   return 1
+}
+
+lab_web_prepare() {
+  local ns
+  for ns in "$@"; do
+    ip -n "$ns" -batch - <<EOF
+addr add $LAB_VIP/32 dev tunl0
+link set tunl0 up
+EOF
+    # tunl0 receives the client's packets (source 192.0.2.10) although the route back to the
+    # client leaves by eth0: reverse-path filtering must be off there and in "all" (the kernel
+    # applies the maximum of the two). The VIP must never be announced nor answered for by ARP.
+    lab_sysctl "$ns" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+      net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0 \
+      net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+      net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2
+  done
 }
 
 lab_web_start() {

@@ -29,33 +29,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use lvstun_tests::lab::{self, LabRun, parse};
 
 const WEB1: &str = "198.51.100.10:80";
 const WEB2: &str = "198.51.100.130:80";
 const SOURCES: usize = 32;
-
-fn run_or_reuse(scenario: &str) -> LabRun {
-    let var = format!(
-        "LVSTUN_LAB_REUSE_{}",
-        scenario.to_uppercase().replace('-', "_")
-    );
-    if let Some(dir) = std::env::var_os(&var) {
-        let out_dir = PathBuf::from(dir);
-        let results = std::fs::read_to_string(out_dir.join("results.txt")).unwrap();
-        eprintln!("[lab_balancer_mh] {var}: re-reading {}", out_dir.display());
-        return LabRun {
-            scenario: scenario.to_owned(),
-            out_dir,
-            results: parse::key_values(&results),
-            timing: Default::default(),
-            wall: Default::default(),
-        };
-    }
-    lab::run_scenario(scenario, &[]).unwrap()
-}
 
 fn text<'a>(run: &'a LabRun, key: &str) -> &'a str {
     run.result(key)
@@ -114,7 +93,7 @@ fn hashing_schedulers_send_each_client_to_the_same_real_server_on_every_balancer
         ("lvstun-tests", "lvstun-lab-load"),
     ])
     .unwrap();
-    let run = run_or_reuse("balancer-mh");
+    let run = lab::run_or_reuse("balancer-mh").unwrap();
     let schedulers: Vec<String> = text(&run, "schedulers")
         .split_whitespace()
         .map(str::to_owned)

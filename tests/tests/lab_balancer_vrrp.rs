@@ -19,35 +19,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use lvstun_tests::lab::{self, LabRun, parse};
 
 const VIP: &str = "192.0.2.100";
 const REQUESTS: usize = 6;
-
-fn run_or_reuse(scenario: &str) -> LabRun {
-    let var = format!(
-        "LVSTUN_LAB_REUSE_{}",
-        scenario.to_uppercase().replace('-', "_")
-    );
-    if let Some(dir) = std::env::var_os(&var) {
-        let out_dir = PathBuf::from(dir);
-        let results = std::fs::read_to_string(out_dir.join("results.txt")).unwrap();
-        eprintln!(
-            "[lab_balancer_vrrp] {var}: re-reading {}",
-            out_dir.display()
-        );
-        return LabRun {
-            scenario: scenario.to_owned(),
-            out_dir,
-            results: parse::key_values(&results),
-            timing: Default::default(),
-            wall: Default::default(),
-        };
-    }
-    lab::run_scenario(scenario, &[]).unwrap()
-}
 
 fn text<'a>(run: &'a LabRun, key: &str) -> &'a str {
     run.result(key)
@@ -140,7 +116,7 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
         ("lvstun-tests", "lvstun-lab-web"),
     ])
     .unwrap();
-    let run = run_or_reuse("balancer-vrrp");
+    let run = lab::run_or_reuse("balancer-vrrp").unwrap();
     let out = run.out_dir.display().to_string();
     eprintln!(
         "[lab_balancer_vrrp] run folder {out}; wall {:.1}s, vm {:?}s",

@@ -17,32 +17,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-
 use lvstun_tests::lab::{self, LabRun, parse};
-
-/// Runs `scenario` in the VM, or, when `LVSTUN_LAB_REUSE_<NAME>` (e.g.
-/// `LVSTUN_LAB_REUSE_VRRP_FAILOVER`) names a finished run folder, re-reads that run instead:
-/// the assertions can then be re-checked on recorded output without a 3-minute VM boot.
-fn run_or_reuse(scenario: &str) -> LabRun {
-    let var = format!(
-        "LVSTUN_LAB_REUSE_{}",
-        scenario.to_uppercase().replace('-', "_")
-    );
-    if let Some(dir) = std::env::var_os(&var) {
-        let out_dir = PathBuf::from(dir);
-        let results = std::fs::read_to_string(out_dir.join("results.txt")).unwrap();
-        eprintln!("[lab_vrrp] {var}: re-reading {}", out_dir.display());
-        return LabRun {
-            scenario: scenario.to_owned(),
-            out_dir,
-            results: parse::key_values(&results),
-            timing: Default::default(),
-            wall: Default::default(),
-        };
-    }
-    lab::run_scenario(scenario, &[]).unwrap()
-}
 
 /// RFC 9568 §6.1 Master_Down_Interval of lb2 (priority 150) in ms:
 /// 3 × interval + (256 − 150) × interval / 256.
@@ -95,7 +70,7 @@ fn vip_moves_with_vrrp_and_the_client_outage_is_the_takeover() {
         ("lvstun-tests", "lvstun-lab-load"),
     ])
     .unwrap();
-    let run = run_or_reuse("vrrp-failover");
+    let run = lab::run_or_reuse("vrrp-failover").unwrap();
     let out = run.out_dir.display().to_string();
     eprintln!(
         "[lab_vrrp] run folder {out}; wall {:.1}s, vm {:?}s",
@@ -257,7 +232,7 @@ fn upload_entry(run: &LabRun, mode: &str, file: &str) -> Option<parse::IpvsConn>
 #[test]
 fn connections_survive_failover_with_mh_and_with_connection_sync() {
     lab::ensure_built_bins(&[("lvstun-node", "lvstun-node")]).unwrap();
-    let run = run_or_reuse("vrrp-survival");
+    let run = lab::run_or_reuse("vrrp-survival").unwrap();
     let out = run.out_dir.display().to_string();
     let bytes = text(&run, "upload_bytes").to_owned();
     for mode in ["mh", "rr"] {

@@ -510,6 +510,19 @@ mod tests {
         }
     }
 
+    /// Opens the VRRP sockets on `vr0` inside namespace `ns` from a helper thread (`setns`
+    /// changes only the calling thread; a socket stays in the namespace it was created in).
+    fn sockets_in(ns: &str, primary: Ipv4Addr) -> Sockets {
+        let path = format!("/var/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let ns = File::open(path).unwrap();
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            Sockets::open("vr0", primary, true).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
     /// Two network namespaces joined by a veth pair, deleted on drop (also on panic).
     struct Netns {
         names: [String; 2],
@@ -545,17 +558,8 @@ mod tests {
             me
         }
 
-        /// Opens the VRRP sockets inside namespace `i` from a helper thread (`setns` changes
-        /// only the calling thread; a socket stays in the namespace it was created in).
         fn sockets(&self, i: usize, primary: Ipv4Addr) -> Sockets {
-            let path = format!("/var/run/netns/{}", self.names[i]);
-            std::thread::spawn(move || {
-                let ns = File::open(path).unwrap();
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                Sockets::open("vr0", primary, true).unwrap()
-            })
-            .join()
-            .unwrap()
+            sockets_in(&self.names[i], primary)
         }
     }
 
@@ -719,14 +723,7 @@ mod tests {
         }
 
         fn sockets(&self, i: usize, primary: Ipv4Addr) -> Sockets {
-            let path = format!("/var/run/netns/{}", self.members[i]);
-            std::thread::spawn(move || {
-                let ns = File::open(path).unwrap();
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                Sockets::open("vr0", primary, true).unwrap()
-            })
-            .join()
-            .unwrap()
+            sockets_in(&self.members[i], primary)
         }
     }
 

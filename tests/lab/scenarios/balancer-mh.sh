@@ -147,16 +147,7 @@ established() {
 
 lab_modules ip_vs ip_vs_mh ipip # ipip first: every namespace made after it gets a tunl0
 lab_topology_up
-for ns in web1 web2; do
-  ip -n "$ns" -batch - <<EOF
-addr add $LAB_VIP/32 dev tunl0
-link set tunl0 up
-EOF
-  lab_sysctl "$ns" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-    net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0 \
-    net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
-    net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2
-done
+lab_web_prepare web1 web2
 for ((i = 128; i <= 191; i++)); do
   printf 'addr add 192.0.2.%s/24 dev eth0\n' "$i"
 done | ip -n client -batch -

@@ -72,16 +72,7 @@ wait_synced() {
 
 lab_modules ip_vs ip_vs_rr ip_vs_mh ipip
 lab_topology_up
-for ns in web1 web2; do
-  ip -n "$ns" -batch - <<EOF
-addr add $LAB_VIP/32 dev tunl0
-link set tunl0 up
-EOF
-  lab_sysctl "$ns" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-    net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0 \
-    net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
-    net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2
-done
+lab_web_prepare web1 web2
 lab_web_start web1 www1
 lab_web_start web2 www2
 head -c "$BYTES" /dev/zero >"$LAB_OUT/upload.bin"

@@ -315,6 +315,34 @@ impl LabRun {
     }
 }
 
+/// Runs `scenario` in the VM ([`run_scenario`] without extra environment), or, when
+/// `LVSTUN_LAB_REUSE_<NAME>` (the scenario's name in capitals, `-` as `_`, e.g.
+/// `LVSTUN_LAB_REUSE_VRRP_FAILOVER`) names a finished run folder, re-reads that run instead:
+/// a test's assertions can then be re-checked on recorded output without booting the VM.
+pub fn run_or_reuse(scenario: &str) -> Result<LabRun> {
+    let var = format!(
+        "LVSTUN_LAB_REUSE_{}",
+        scenario.to_uppercase().replace('-', "_")
+    );
+    let Some(dir) = std::env::var_os(&var) else {
+        return run_scenario(scenario, &[]);
+    };
+    let out_dir = PathBuf::from(dir);
+    let path = out_dir.join("results.txt");
+    let results = std::fs::read_to_string(&path).map_err(|source| LabError::Io {
+        what: format!("{var}: reading {}", path.display()),
+        source,
+    })?;
+    eprintln!("[lab] {var}: re-reading {}", out_dir.display());
+    Ok(LabRun {
+        scenario: scenario.to_owned(),
+        out_dir,
+        results: parse::key_values(&results),
+        timing: BTreeMap::new(),
+        wall: Duration::ZERO,
+    })
+}
+
 /// Where a scenario's script is: a bare name is `tests/lab/scenarios/<name>.sh`; a name ending
 /// in `.sh` is a path, relative to the repository unless absolute (so a component can keep a
 /// scenario beside its code, e.g. `node-daemon/lab/some-scenario.sh`).
