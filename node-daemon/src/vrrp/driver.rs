@@ -709,17 +709,24 @@ mod tests {
             me
         }
 
-        /// Cuts member `i` off the segment or joins it again: its port leaves the bridge (or
-        /// comes back) while every link stays up, as when a switch between them fails. (A link
-        /// taken down instead would queue the member's advertisements and deliver them the
-        /// moment it came back, which is not what a partition does.)
+        /// Cuts member `i` off the segment or joins it again: its bridge port is disabled (the
+        /// bridge drops what it receives there and sends nothing out of it) or forwarding
+        /// again, while every link stays up, as when a switch between them fails. (A link taken
+        /// down, or a port leaving the bridge, would drop the member's carrier: its
+        /// advertisements would wait in its queue and arrive the moment it came back, which is
+        /// not what a partition does.)
         fn connect(&self, i: usize, joined: bool) {
             let port = format!("p{i}");
-            if joined {
-                Netns::ip(&["-n", &self.hub, "link", "set", &port, "master", "br0"]);
-            } else {
-                Netns::ip(&["-n", &self.hub, "link", "set", &port, "nomaster"]);
-            }
+            let state = if joined { "3" } else { "0" };
+            let out = Command::new("bridge")
+                .args(["-n", &self.hub, "link", "set", "dev", &port, "state", state])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "bridge: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
 
         fn sockets(&self, i: usize, primary: Ipv4Addr) -> Sockets {
@@ -806,6 +813,10 @@ mod tests {
         assert_eq!(masters([&s1, &s2, &s3]), 2, "split brain while partitioned");
 
         // Heal: router 2 hears router 1 (higher priority) and steps down.
+        // Off the routers' advertisement phase: router 2's timer started when it became
+        // Master, as did the sleep above, so healing on the beat would time its advertisement
+        // and router 1's immediate answer (RFC 9568 §6.4.3), not the wait for either.
+        tokio::time::sleep(Duration::from_millis(ADVERT_MS * 45 / 100)).await;
         seg.connect(0, true);
         let healed = wait_for(&mut s2, State::Backup, limit).await;
         println!(
