@@ -108,6 +108,11 @@ if ((run_vrrp)); then
     while IFS= read -r line; do
       [[ $line == outage_ms.*=* ]] && V[${line%%=*}]+="${line#*=} "
     done <"$out/results.txt"
+    # The load's resolution: the median gap between two successful requests' send times.
+    for stamps in "$out"/load-*.txt; do
+      V[resolution]+="$(awk '!/^#/ && $3 == 200 { if (p != "") print $2 - p; p = $2 }' "$stamps" |
+        sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int(NR / 2) + 1] }') "
+    done
   done
 fi
 # stats SAMPLES...: "min median max n" (median of an even count: the mean of the middle two).
@@ -195,11 +200,15 @@ EOF
     printf '  advert %4s ms   %5s / %5s / %5s ms (n=%s)    %5s / %5s / %5s ms (n=%s)    %s\n' \
       "$adv" "$lmin" "$lmed" "$lmax" "$ln" "$kmin" "$kmed" "$kmax" "$kn" "$(ratio "$lmed" "$kmed")"
   done
+  # shellcheck disable=SC2086
+  read -r _ res _ _ <<<"$(stats ${V[resolution]:-})"
+  echo "  the load's resolution (median gap between two successes, over every run): $res ms"
   echo
   echo "targets"
   for adv in 1000 100; do
-    ok=$(awk -v l="${MED[l$adv]}" -v k="${MED[k$adv]}" 'BEGIN { print (l != "?" && k != "?" && l + 0 <= k + 0) ? 0 : 1 }')
-    echo "  $(verdict "$ok" "at $adv ms no worse than keepalived (medians): ${MED[l$adv]} ms vs ${MED[k$adv]} ms")"
+    # No worse = not later by more than the measurement can tell apart.
+    ok=$(awk -v l="${MED[l$adv]}" -v k="${MED[k$adv]}" -v r="$res" 'BEGIN { print (l != "?" && k != "?" && r != "?" && l + 0 <= k + r) ? 0 : 1 }')
+    echo "  $(verdict "$ok" "at $adv ms no worse than keepalived (medians, within the $res ms resolution): ${MED[l$adv]} ms vs ${MED[k$adv]} ms")"
   done
   ok=$(awk -v l="${MED[l100]}" 'BEGIN { print (l != "?" && l + 0 < 500) ? 0 : 1 }')
   echo "  $(verdict "$ok" "at 100 ms under 500 ms of outage (median): ${MED[l100]} ms")"
