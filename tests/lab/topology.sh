@@ -32,6 +32,12 @@
 #   lab_wait_log NAME PATTERN SECS wait until $LAB_OUT/logs/NAME.log has a line matching the
 #                                  glob PATTERN (fails after SECS)
 #   lab_wait_tcp NS ADDR PORT SECS wait until a TCP connect from NS to ADDR:PORT succeeds
+#   lab_now_ms                     wall clock in ms since the epoch (no fork)
+#   lab_count_lines NAME GLOB      how many lines of $LAB_OUT/logs/NAME.log match GLOB (0 when
+#                                  there is no such log yet)
+#   lab_wait_count NAME GLOB N SECS  wait until N lines of logs/NAME.log match GLOB
+#   lab_neigh PHASE                the client's neighbour entry for the VIP as neigh-PHASE.json
+#   lab_vip_mac PHASE              the MAC in neigh-PHASE.json (`none` without one)
 #   lab_web_prepare NS...          a web node prepared by hand as the classic recipe does it:
 #                                  the VIP on tunl0, rp_filter off, no ARP for the VIP
 #   lab_web_start NS NAME [LISTEN] start the lvstun-lab-web fixture (default 0.0.0.0:80) and
@@ -241,6 +247,45 @@ lab_wait_tcp() {
   done
   lab_log "timed out after ${secs}s waiting for $addr:$port to accept in $ns"
   return 1
+}
+
+lab_now_ms() {
+  local t=${EPOCHREALTIME/./}
+  printf '%s' $((t / 1000))
+}
+
+lab_count_lines() {
+  local l n=0 file="$LAB_OUT/logs/$1.log"
+  [[ -f $file ]] || { printf '0'; return; }
+  while IFS= read -r l; do
+    # shellcheck disable=SC2053 # a glob on purpose
+    [[ $l == $2 ]] && n=$((n + 1))
+  done <"$file"
+  printf '%s' "$n"
+}
+
+lab_wait_count() {
+  local deadline=$(($(lab_now_ms) + $4 * 1000))
+  while (($(lab_now_ms) < deadline)); do
+    (($(lab_count_lines "$1" "$2") >= $3)) && return 0
+    lab_sleep 0.05
+  done
+  lab_log "timed out after $4 s waiting for $3 lines '$2' in $1"
+  return 1
+}
+
+lab_neigh() {
+  lab_artifact "neigh-$1.json" ip -n client -j neigh show "$LAB_VIP"
+}
+
+lab_vip_mac() {
+  local json
+  json="$(<"$LAB_OUT/neigh-$1.json")"
+  if [[ $json =~ \"lladdr\":\"([0-9a-f:]+)\" ]]; then
+    printf '%s' "${BASH_REMATCH[1]}"
+  else
+    printf none
+  fi
 }
 
 lab_web_prepare() {

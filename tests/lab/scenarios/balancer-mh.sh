@@ -49,8 +49,6 @@ for bin in "$NODE" "$LOAD"; do
   [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
 done
 
-now_ms() { local t=${EPOCHREALTIME/./}; printf '%s' $((t / 1000)); }
-
 # write_config FILE REALSERVER...: the seed's VirtualService with scheduler $SCHED, and the
 # named RealServers of the seed's examples.
 write_config() {
@@ -89,8 +87,8 @@ weights() {
   printf '%s' "$n"
 }
 wait_weights() { # NS N SECS: wait until N destinations are in rotation
-  local deadline=$(($(now_ms) + $3 * 1000))
-  while (($(now_ms) < deadline)); do
+  local deadline=$(($(lab_now_ms) + $3 * 1000))
+  while (($(lab_now_ms) < deadline)); do
     (($(weights "$1") >= $2)) && return 0
     lab_sleep 0.2
   done
@@ -175,10 +173,10 @@ for SCHED in $SCHEDULERS; do
   upload "move-$SCHED" "$LAB_CLIENT_IP"
   lab_sleep 2
   lab_artifact "conns-$SCHED-lb1-move.txt" lab_exec lb1 ipvsadm -Lnc
-  MOVE_MS=$(now_ms)
+  MOVE_MS=$(lab_now_ms)
   write_config "$CFG1" web1 web2
   lab_wait_log "lb1-$SCHED" '*moved into the canonical list order*' 30
-  lab_result "$SCHED.move_ms" $(($(now_ms) - MOVE_MS))
+  lab_result "$SCHED.move_ms" $(($(lab_now_ms) - MOVE_MS))
   wait_weights lb1 2 60
   witness lb1 lb1
   upload_result "move-$SCHED"
@@ -210,10 +208,10 @@ EOF
   for ((i = 0; i < UPLOADS; i++)); do
     upload "failover-$SCHED-$i" "192.0.2.$((SOURCES_FIRST + i))"
   done
-  deadline=$(($(now_ms) + 30000))
+  deadline=$(($(lab_now_ms) + 30000))
   for ((i = 0; i < UPLOADS; i++)); do
     until established lb1 "192.0.2.$((SOURCES_FIRST + i))"; do
-      (($(now_ms) < deadline)) || { lab_log "upload $i never established on lb1"; break; }
+      (($(lab_now_ms) < deadline)) || { lab_log "upload $i never established on lb1"; break; }
       lab_sleep 0.2
     done
   done
@@ -228,9 +226,9 @@ EOF
   # --- 5. steady: lb1's next full read plans nothing ---------------------------------------------
   # The daemon reads the kernel back in full every 5 s here (--resync 5, trigger=resync); after
   # the move that read must find the list in order.
-  deadline=$(($(now_ms) + 20000))
+  deadline=$(($(lab_now_ms) + 20000))
   resync=""
-  while (($(now_ms) < deadline)); do
+  while (($(lab_now_ms) < deadline)); do
     seen=0
     while IFS= read -r line; do
       [[ $line == *'moved into the canonical list order'* ]] && seen=$((seen + 1))

@@ -45,7 +45,6 @@ for bin in "$NODE" "$LOAD"; do
   [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
 done
 
-now_ms() { local t=${EPOCHREALTIME/./}; printf '%s' $((t / 1000)); }
 witness() { # N: ipvsadm -Ln as witness-N.txt, ipvsadm -Sn sorted as save-N.txt
   lab_artifact "witness-$1.txt" lab_exec lb1 ipvsadm -Ln
   lab_exec lb1 ipvsadm -Sn | sort >"$LAB_OUT/save-$1.txt"
@@ -58,8 +57,8 @@ has_rule() { # RULE-PREFIX: some line of the current ipvsadm -Sn starts with it
   return 1
 }
 wait_rule() { # RULE-PREFIX SECS: poll ipvsadm -Sn until the rule shows
-  local deadline=$(($(now_ms) + $2 * 1000))
-  while (($(now_ms) < deadline)); do
+  local deadline=$(($(lab_now_ms) + $2 * 1000))
+  while (($(lab_now_ms) < deadline)); do
     has_rule "$1" && return 0
     lab_sleep 0.2
   done
@@ -74,29 +73,12 @@ log_line() { # NAME GLOB: print the first line of logs/NAME.log matching GLOB
   done <"$LAB_OUT/logs/$1.log"
   return 1
 }
-count_lines() { # NAME GLOB: number of lines of logs/NAME.log matching GLOB
-  local l n=0
-  while IFS= read -r l; do
-    # shellcheck disable=SC2053
-    [[ $l == $2 ]] && n=$((n + 1))
-  done <"$LAB_OUT/logs/$1.log"
-  printf '%s' "$n"
-}
 last_source_pass() { # NAME: the last source pass's line
   local l found=""
   while IFS= read -r l; do
     [[ $l == *'reconciled trigger=source'* ]] && found="$l"
   done <"$LAB_OUT/logs/$1.log"
   printf '%s' "$found"
-}
-wait_count() { # NAME GLOB N SECS: wait until N lines of logs/NAME.log match GLOB
-  local deadline=$(($(now_ms) + $4 * 1000))
-  while (($(now_ms) < deadline)); do
-    (($(count_lines "$1" "$2") >= $3)) && return 0
-    lab_sleep 0.2
-  done
-  lab_log "timed out after $4 s waiting for $3 lines '$2' in $1"
-  return 1
 }
 write_config() { # WEB2_WEIGHT [EXTRA-DOC]: the seed's objects, web2's weight as given, plus
   # EXTRA-DOC; written by rename, as editors do
@@ -129,13 +111,13 @@ lab_exec lb1 ipvsadm -a -t "$FOREIGN:443" -r "$LAB_WEB1_IP:443" -g -w 4
 
 # --- 1. programmed ----------------------------------------------------------------------------
 write_config 1
-t0=$(now_ms)
+t0=$(lab_now_ms)
 start_daemon balancer-1
 lab_wait_log balancer-1 '*reconciled trigger=start*' 60
 lab_result start_pass "$(log_line balancer-1 '*reconciled trigger=start*')"
 wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
 wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1" 30
-lab_result programmed_ms $(($(now_ms) - t0))
+lab_result programmed_ms $(($(lab_now_ms) - t0))
 witness 1
 
 # --- 2. traffic --------------------------------------------------------------------------------
@@ -167,7 +149,7 @@ lab_bg client load-restart "$LOAD" --url "http://$LAB_VIP/" --interval-ms 50 \
   --out "$LAB_OUT/load-restart.txt"
 lab_sleep 3
 lab_stop balancer-1
-lab_result stop_ms "$(now_ms)"
+lab_result stop_ms "$(lab_now_ms)"
 witness 3
 start_daemon balancer-2
 lab_wait_log balancer-2 '*reconciled trigger=start*' 60
@@ -182,9 +164,9 @@ witness 4
 
 # --- 6. web1 down, then up ----------------------------------------------------------------------
 lab_stop www1
-t_down=$(now_ms)
+t_down=$(lab_now_ms)
 wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 0" 30
-lab_result down_ms $(($(now_ms) - t_down))
+lab_result down_ms $(($(lab_now_ms) - t_down))
 lab_result down_event "$(log_line balancer-2 '*health: unhealthy*' || echo none)"
 witness 5
 urls=()
@@ -211,10 +193,10 @@ for port in "${reuse[@]}"; do
   lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 --local-port "$port" \
     -H 'Connection: close' "http://$LAB_VIP/" >>"$LAB_OUT/client-curl-reuse.txt" 2>&1 || true
 done
-t_up=$(now_ms)
+t_up=$(lab_now_ms)
 lab_web_start web1 www1
 wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
-lab_result up_ms $(($(now_ms) - t_up))
+lab_result up_ms $(($(lab_now_ms) - t_up))
 witness 6
 
 # --- 7. a destination the kernel refuses ------------------------------------------------------------
@@ -227,17 +209,17 @@ metadata:
 spec:
   address: 192.0.2.255"
 write_config 2 "$WEB3"
-wait_count balancer-2 '*reconciled trigger=source*' 1 30
+lab_wait_count balancer-2 '*reconciled trigger=source*' 1 30
 lab_result refuse_pass "$(log_line balancer-2 '*reconciled trigger=source*')"
 lab_result refused_log "$(log_line balancer-2 '*kernel refused*' || echo none)"
 write_config 1 "$WEB3"
-wait_count balancer-2 '*reconciled trigger=source*' 2 30
+lab_wait_count balancer-2 '*reconciled trigger=source*' 2 30
 lab_result held_pass "$(last_source_pass balancer-2)"
 witness 7
 
 # --- the daemon's own view -----------------------------------------------------------------------
 lab_artifact readyz.txt lab_exec lb1 curl -sS --max-time 5 http://127.0.0.1:9101/readyz
 lab_artifact metrics.txt lab_exec lb1 curl -sS --max-time 5 http://127.0.0.1:9101/metrics
-lab_result health_passes "$(count_lines balancer-2 '*reconciled trigger=health*')"
+lab_result health_passes "$(lab_count_lines balancer-2 '*reconciled trigger=health*')"
 lab_capture final lb1
 lab_log "done"

@@ -47,26 +47,6 @@ for bin in "$NODE" "$LOAD"; do
   [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
 done
 
-now_ms() { local t=${EPOCHREALTIME/./}; printf '%s' $((t / 1000)); }
-
-count_lines() { # NAME GLOB: number of lines of logs/NAME.log matching GLOB
-  local l n=0 file="$LAB_OUT/logs/$1.log"
-  [[ -f $file ]] || { printf '0'; return; }
-  while IFS= read -r l; do
-    # shellcheck disable=SC2053 # a glob on purpose
-    [[ $l == $2 ]] && n=$((n + 1))
-  done <"$file"
-  printf '%s' "$n"
-}
-wait_count() { # NAME GLOB N SECS: wait until N lines of logs/NAME.log match GLOB
-  local deadline=$(($(now_ms) + $4 * 1000))
-  while (($(now_ms) < deadline)); do
-    (($(count_lines "$1" "$2") >= $3)) && return 0
-    lab_sleep 0.05
-  done
-  lab_log "timed out after $4 s waiting for $3 lines '$2' in $1"
-  return 1
-}
 # became NAME STATE MIN_MS: unix_ms of the first "vip ownership changed ... to=STATE" line of
 # logs/NAME.log stamped at or after MIN_MS (the daemon logs its wall clock in unix_ms).
 became() {
@@ -81,9 +61,9 @@ became() {
   return 1
 }
 wait_ready() { # NAME: the daemon's router runs at its configured priority (it forwards)
-  local deadline=$(($(now_ms) + 60000))
-  while (($(now_ms) < deadline)); do
-    (($(count_lines "$1" '*ready to forward*') + $(count_lines "$1" '*router started*ready=true*') > 0)) &&
+  local deadline=$(($(lab_now_ms) + 60000))
+  while (($(lab_now_ms) < deadline)); do
+    (($(lab_count_lines "$1" '*ready to forward*') + $(lab_count_lines "$1" '*router started*ready=true*') > 0)) &&
       return 0
     lab_sleep 0.1
   done
@@ -94,12 +74,6 @@ has_vip() { # NS: the VIP is on NS's eth0
   local out
   out="$(ip -n "$1" -4 -o addr show dev eth0)"
   [[ $out == *" $LAB_VIP/32 "* ]]
-}
-neigh() { lab_artifact "neigh-$1.json" ip -n client -j neigh show "$LAB_VIP"; }
-vip_mac() { # PHASE: the client's neighbour MAC for the VIP in neigh-PHASE.json
-  local json
-  json="$(<"$LAB_OUT/neigh-$1.json")"
-  [[ $json =~ \"lladdr\":\"([0-9a-f:]+)\" ]] && printf '%s' "${BASH_REMATCH[1]}" || printf none
 }
 write_config() {
   local vs
@@ -173,25 +147,25 @@ lab_result advert_ms "$ADVERT_MS"
 write_config
 
 # --- 1. steady --------------------------------------------------------------------------------
-t0=$(now_ms)
+t0=$(lab_now_ms)
 start_daemon lb1 lb1-a
 lab_wait_log lb1-a '*vip ownership changed*to=Master*' 60
 wait_ready lb1-a
 start_daemon lb2 lb2
 lab_wait_log lb2 '*vip ownership changed*to=Backup*' 60
 wait_ready lb2
-lab_result steady_ms $(($(now_ms) - t0))
+lab_result steady_ms $(($(lab_now_ms) - t0))
 lab_sleep 1
 lab_result steady.lb1_vip "$(has_vip lb1 && echo yes || echo no)"
 lab_result steady.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
-lab_result steady.lb1_master_lines "$(count_lines lb1-a '*vip ownership changed*to=Master*')"
-lab_result steady.lb2_master_lines "$(count_lines lb2 '*vip ownership changed*to=Master*')"
+lab_result steady.lb1_master_lines "$(lab_count_lines lb1-a '*vip ownership changed*to=Master*')"
+lab_result steady.lb2_master_lines "$(lab_count_lines lb2 '*vip ownership changed*to=Master*')"
 urls=()
 for ((i = 0; i < REQUESTS; i++)); do urls+=("http://$LAB_VIP/"); done
 lab_artifact client-curl.txt lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 \
   -H 'Connection: close' "${urls[@]}"
-neigh steady
-lab_result neigh.steady "$(vip_mac steady)"
+lab_neigh steady
+lab_result neigh.steady "$(lab_vip_mac steady)"
 for lb in lb1 lb2; do
   lab_artifact "witness-$lb.txt" lab_exec "$lb" ipvsadm -Ln
   lab_artifact "sync-$lb.txt" lab_exec "$lb" ipvsadm -L --daemon
@@ -219,16 +193,16 @@ lab_artifact conns-lb1-master.txt lab_exec lb1 ipvsadm -Lnc
 
 # --- 3. lb1 dies hard -------------------------------------------------------------------------------
 ip -n lb1 link set eth0 down
-KILL_MS=$(now_ms)
+KILL_MS=$(lab_now_ms)
 kill -KILL "${LAB_BG_PIDS[lb1-a]}" 2>/dev/null || true
 lab_stop lb1-a
 lab_result kill_ms "$KILL_MS"
-wait_count lb2 '*vip ownership changed*to=Master*' 1 20
+lab_wait_count lb2 '*vip ownership changed*to=Master*' 1 20
 lab_result takeover_ms $(($(became lb2 Master "$KILL_MS") - KILL_MS))
 lab_sleep 1
 lab_result crash.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
-neigh crash
-lab_result neigh.crash "$(vip_mac crash)"
+lab_neigh crash
+lab_result neigh.crash "$(lab_vip_mac crash)"
 metrics lb2 crash
 # The upload that was in flight through lb1.
 lab_wait_log upload 'curl: code=*' 60 || true
@@ -248,31 +222,31 @@ lab_result survival.rr "$crc ${code:-none} ${body:-none}"
 
 # --- 4. lb1 returns and preempts ---------------------------------------------------------------------
 lb1_up
-BACK_MS=$(now_ms)
+BACK_MS=$(lab_now_ms)
 lab_result back_ms "$BACK_MS"
 start_daemon lb1 lb1-b
 lab_wait_log lb1-b '*vip ownership changed*to=Master*' 60
 lab_result preempt_ms $(($(became lb1-b Master "$BACK_MS") - BACK_MS))
-wait_count lb2 '*vip ownership changed*to=Backup*' 2 20
+lab_wait_count lb2 '*vip ownership changed*to=Backup*' 2 20
 lab_sleep 1
 lab_result preempt.lb1_vip "$(has_vip lb1 && echo yes || echo no)"
 lab_result preempt.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
-neigh preempt
-lab_result neigh.preempt "$(vip_mac preempt)"
+lab_neigh preempt
+lab_result neigh.preempt "$(lab_vip_mac preempt)"
 lab_sleep 2
 
 # --- 5. graceful stop of the Master ------------------------------------------------------------------
-TERM_MS=$(now_ms)
+TERM_MS=$(lab_now_ms)
 lab_result term_ms "$TERM_MS"
 lab_stop lb1-b
-lab_result term_done_ms "$(now_ms)"
-wait_count lb2 '*vip ownership changed*to=Master*' 2 20
+lab_result term_done_ms "$(lab_now_ms)"
+lab_wait_count lb2 '*vip ownership changed*to=Master*' 2 20
 lab_result graceful_takeover_ms $(($(became lb2 Master "$TERM_MS") - TERM_MS))
 lab_result graceful.lb1_vip "$(has_vip lb1 && echo yes || echo no)"
-lab_result graceful.owner_stopped "$(count_lines lb1-b '*vip ownership stopped*')"
+lab_result graceful.owner_stopped "$(lab_count_lines lb1-b '*vip ownership stopped*')"
 lab_artifact addr-lb1-graceful.txt ip -n lb1 -4 -o addr show dev eth0
-neigh graceful
-lab_result neigh.graceful "$(vip_mac graceful)"
+lab_neigh graceful
+lab_result neigh.graceful "$(lab_vip_mac graceful)"
 
 lab_wait_log load 'longest_gap_ms=*' $((LOAD_S + 60))
 while IFS= read -r line; do
@@ -286,11 +260,11 @@ metrics lb2 final
 # --- 6. the VirtualService is withdrawn ----------------------------------------------------------
 cp "$REPO/deploy/examples/realservers.yaml" "$CFG.new"
 mv "$CFG.new" "$CFG"
-WITHDRAW_MS=$(now_ms)
-wait_count lb2 '*vrrp: router stopped*' 1 30
-lab_result withdrawn.ms $(($(now_ms) - WITHDRAW_MS))
+WITHDRAW_MS=$(lab_now_ms)
+lab_wait_count lb2 '*vrrp: router stopped*' 1 30
+lab_result withdrawn.ms $(($(lab_now_ms) - WITHDRAW_MS))
 lab_result withdrawn.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
-lab_result withdrawn.to_initialize "$(count_lines lb2 '*vip ownership changed*from=Master to=Initialize*')"
+lab_result withdrawn.to_initialize "$(lab_count_lines lb2 '*vip ownership changed*from=Master to=Initialize*')"
 lab_artifact witness-lb2-final.txt lab_exec lb2 ipvsadm -Ln
 lab_artifact sync-lb2-final.txt lab_exec lb2 ipvsadm -L --daemon
 metrics lb2 withdrawn

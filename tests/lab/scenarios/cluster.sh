@@ -32,8 +32,6 @@ for f in "$NODE" "$LOAD" "$LAUNCH/lb1.args" "$LAUNCH/web1.args"; do
   [[ -e $f ]] || { lab_log "missing $f"; exit 2; }
 done
 
-now_ms() { local t=${EPOCHREALTIME/./}; printf '%s' $((t / 1000)); }
-
 # The walkthrough `lvstun-lab demo` prints (the host adds `kubectl get` at checkpoints).
 DEMO="$LAB_OUT/demo.txt"
 say() { printf '%s\n' "$*" >>"$DEMO"; lab_log "$*"; }
@@ -68,9 +66,9 @@ host_phase() {
   local name="$1" secs="${2:-400}" deadline
   : >"$LAB_OUT/phase/$name"
   lab_log "checkpoint $name: waiting for the host"
-  deadline=$(($(now_ms) + secs * 1000))
+  deadline=$(($(lab_now_ms) + secs * 1000))
   while [[ ! -e $LAB_OUT/ack/$name ]]; do
-    (($(now_ms) < deadline)) || { lab_log "the host never answered $name"; return 1; }
+    (($(lab_now_ms) < deadline)) || { lab_log "the host never answered $name"; return 1; }
     lab_sleep 0.25
   done
   lab_log "checkpoint $name: answered"
@@ -116,8 +114,8 @@ has_rule() { # NS RULE-PREFIX: some line of ipvsadm -Sn in NS starts with it
   return 1
 }
 wait_rule() { # NS RULE-PREFIX SECS
-  local deadline=$(($(now_ms) + $3 * 1000))
-  while (($(now_ms) < deadline)); do
+  local deadline=$(($(lab_now_ms) + $3 * 1000))
+  while (($(lab_now_ms) < deadline)); do
     has_rule "$1" "$2" && return 0
     lab_sleep 0.2
   done
@@ -128,8 +126,8 @@ has_vip() { # NS: the VIP is on NS's eth0
   [[ $(ip -n "$1" -4 -o addr show dev eth0) == *" $LAB_VIP/32 "* ]]
 }
 wait_vip() { # NS SECS: wait until NS holds the VIP
-  local deadline=$(($(now_ms) + $2 * 1000))
-  while (($(now_ms) < deadline)); do
+  local deadline=$(($(lab_now_ms) + $2 * 1000))
+  while (($(lab_now_ms) < deadline)); do
     has_vip "$1" && return 0
     lab_sleep 0.2
   done
@@ -138,12 +136,6 @@ wait_vip() { # NS SECS: wait until NS holds the VIP
 }
 rule() { # WEB-IP WEIGHT: the tunnel destination's line in ipvsadm -Sn
   printf -- '-a -t %s:80 -r %s:80 -i -w %s' "$LAB_VIP" "$1" "$2"
-}
-neigh() { lab_artifact "neigh-$1.json" ip -n client -j neigh show "$LAB_VIP"; }
-vip_mac() {
-  local json
-  json="$(<"$LAB_OUT/neigh-$1.json")"
-  [[ $json =~ \"lladdr\":\"([0-9a-f:]+)\" ]] && echo "${BASH_REMATCH[1]}" || echo none
 }
 curl_vip() { # N ARTIFACT: N requests to the VIP from the client, one curl process
   local urls=() i
@@ -194,17 +186,17 @@ start_node web2 web-web2
 start_node lb1 balancer-lb1
 lab_sleep 2 # lb1 first: it wins the first election without a start-up race
 start_node lb2 balancer-lb2
-t0=$(now_ms)
+t0=$(lab_now_ms)
 wait_vip lb1 120
 wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 120
 wait_rule lb1 "$(rule "$LAB_WEB2_IP" 1)" 60
 wait_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" 60
-lab_result ready_ms $(($(now_ms) - t0))
+lab_result ready_ms $(($(lab_now_ms) - t0))
 has_vip lb2 && { lab_log "both balancers hold the VIP"; exit 1; }
 lab_artifact witness-lb1.txt lab_exec lb1 ipvsadm -Ln
 lab_artifact witness-lb2.txt lab_exec lb2 ipvsadm -Ln
 say ""
-say "== 1. the pods are up: lb1 won the VRRP election and holds the VIP ($(($(now_ms) - t0)) ms) =="
+say "== 1. the pods are up: lb1 won the VRRP election and holds the VIP ($(($(lab_now_ms) - t0)) ms) =="
 host_phase steady
 
 # --- scenarios 2 and 3: round robin, direct server return, ARP --------------------------------
@@ -216,8 +208,8 @@ for ((i = 0; i < 30; i++)); do
   lab_sleep 0.2
 done
 lab_artifact lb1-ipvs-stats.txt lab_exec lb1 ipvsadm -Ln --stats --exact
-neigh steady
-lab_result vip_mac "$(vip_mac steady)"
+lab_neigh steady
+lab_result vip_mac "$(lab_vip_mac steady)"
 say ""
 say "== 2. round robin through ipip tunnels, replies straight from the web nodes =="
 show "ipvsadm -L -n   (on lb1: Tunnel forwarding, OutPkts stay 0 under direct server return)" \
@@ -230,22 +222,22 @@ show "ip neigh show 192.0.2.100   (on the client: lb1's MAC $(lab_mac lb1 eth0),
 
 # --- scenario 4: health -------------------------------------------------------------------------
 lab_stop www1
-t=$(now_ms)
+t=$(lab_now_ms)
 wait_rule lb1 "$(rule "$LAB_WEB1_IP" 0)" 30
-lab_result down_ms $(($(now_ms) - t))
+lab_result down_ms $(($(lab_now_ms) - t))
 say ""
 say "== 3. web1's web server stopped: the health check (GET /healthcheck.html, every 2 s) =="
-say "   took web1 out of rotation after $(($(now_ms) - t)) ms (weight 0; existing connections finish)"
+say "   took web1 out of rotation after $(($(lab_now_ms) - t)) ms (weight 0; existing connections finish)"
 show "ipvsadm -L -n   (on lb1)" lab_exec lb1 ipvsadm -L -n
 host_phase web1-down
 curl_vip 4 client-curl-down.txt
 show "for i in 1 2 3 4; do curl -si http://192.0.2.100/ | grep Node; done" \
   node_headers client-curl-down.txt
-t=$(now_ms)
+t=$(lab_now_ms)
 lab_web_start web1 www1
 wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 30
-lab_result up_ms $(($(now_ms) - t))
-say "   started again: back in rotation after $(($(now_ms) - t)) ms"
+lab_result up_ms $(($(lab_now_ms) - t))
+say "   started again: back in rotation after $(($(lab_now_ms) - t)) ms"
 host_phase web1-up
 
 # --- scenario 6: restarts under a bounded steady load -------------------------------------------
@@ -287,15 +279,15 @@ say "   web2 stopped and started: weight 0 then 1 again, decided by lb1 alone"
 
 load_start fo 20
 lab_sleep 3
-neigh before-failover
+lab_neigh before-failover
 ip -n lb1 link set eth0 down
 pid="${LAB_BG_PIDS[balancer-lb1b]}"
 kill -KILL "$pid" 2>/dev/null || true
 lab_stop balancer-lb1b
 wait_vip lb2 30
 load_end fo failover 60
-neigh after-failover
-lab_result failover_vip_mac "$(vip_mac after-failover)"
+lab_neigh after-failover
+lab_result failover_vip_mac "$(lab_vip_mac after-failover)"
 lab_artifact witness-failover-lb2.txt lab_exec lb2 ipvsadm -Ln
 say "   lb1 killed (SIGKILL, link down): lb2 took the VIP; client outage measured by one load"
 say "   process: $(load_line failover)"
@@ -322,22 +314,22 @@ else
   lab_result lb1_without_route "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"
 fi
 ip -n lb1 route replace default via "$LAB_ROUTER_FRONT_IP" dev eth0
-t=$(now_ms)
+t=$(lab_now_ms)
 deadline=$((t + 60000))
-while (($(now_ms) < deadline)); do
+while (($(lab_now_ms) < deadline)); do
   has_vip lb1 && ! has_vip lb2 && break
   lab_sleep 0.2
 done
 if has_vip lb1 && ! has_vip lb2; then
   lab_result lb1_back_vip lb1
-  lab_result lb1_back_ms $(($(now_ms) - t))
+  lab_result lb1_back_ms $(($(lab_now_ms) - t))
 else
   lab_result lb1_back_vip "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"
 fi
 say ""
 say "== 7. lb1 back: it drops the VIP its crash left behind; without its route to the web nodes"
 say "   it stands by at priority 1; once the route is back, it takes the VIP back (preempt) =="
-say "   after $(($(now_ms) - t)) ms"
+say "   after $(($(lab_now_ms) - t)) ms"
 host_phase lb1-back
 lab_capture final lb1 lb2 web1 web2 client
 lab_log "done"

@@ -38,7 +38,6 @@ STATE="$LAB_OUT/state-lb1"
 CHROOT="$(command -v chroot)"
 [[ -x $ROOTFS$ENTRY ]] || { lab_log "no $ROOTFS$ENTRY (unpack the image first)"; exit 2; }
 
-now_ms() { local t=${EPOCHREALTIME/./}; printf '%s' $((t / 1000)); }
 has_rule() { # RULE-PREFIX: some line of the current ipvsadm -Sn starts with it
   local l
   while IFS= read -r l; do
@@ -47,8 +46,8 @@ has_rule() { # RULE-PREFIX: some line of the current ipvsadm -Sn starts with it
   return 1
 }
 wait_rule() { # RULE-PREFIX SECS: poll ipvsadm -Sn until the rule shows
-  local deadline=$(($(now_ms) + $2 * 1000))
-  while (($(now_ms) < deadline)); do
+  local deadline=$(($(lab_now_ms) + $2 * 1000))
+  while (($(lab_now_ms) < deadline)); do
     has_rule "$1" && return 0
     lab_sleep 0.2
   done
@@ -85,7 +84,7 @@ mount --bind "$LAB_OUT" "$ROOTFS$LAB_OUT"
 lab_result version "$(env -i "$CHROOT" "$ROOTFS" "$ENTRY" --version)"
 
 # --- 1. programmed --------------------------------------------------------------------------------
-t0=$(now_ms)
+t0=$(lab_now_ms)
 lab_bg lb1 balancer env -i RUST_LOG=info "PATH=$IMAGE_PATH" "$CHROOT" "$ROOTFS" "$ENTRY" \
   balancer --config "$CFG" --node-name lb1 --state-dir "$STATE" --health-port 9101 \
   --health-address 127.0.0.1 --vip-owner none
@@ -99,7 +98,7 @@ lab_result root "$(readlink "/proc/$pid/root")"
 lab_artifact maps.txt cat "/proc/$pid/maps"
 wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
 wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1" 30
-lab_result programmed_ms $(($(now_ms) - t0))
+lab_result programmed_ms $(($(lab_now_ms) - t0))
 lab_artifact witness-1.txt lab_exec lb1 ipvsadm -Ln
 lab_exec lb1 ipvsadm -Sn | sort >"$LAB_OUT/save-1.txt"
 lab_result expire_nodest_conn "$(lab_exec lb1 cat /proc/sys/net/ipv4/vs/expire_nodest_conn)"

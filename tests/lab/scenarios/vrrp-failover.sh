@@ -51,30 +51,6 @@ MAC_LB2="$(lab_mac lb2 eth0)"
 lab_result mac.lb1 "$MAC_LB1"
 lab_result mac.lb2 "$MAC_LB2"
 
-now_ms() { local t="${EPOCHREALTIME/./}"; echo "$((t / 1000))"; }
-
-# count_lines NAME PATTERN: how many lines of logs/NAME.log match the glob PATTERN.
-count_lines() {
-  local file="$LAB_OUT/logs/$1.log" n=0 line
-  [[ -f $file ]] || { echo 0; return; }
-  while IFS= read -r line; do
-    # shellcheck disable=SC2053 # PATTERN is a glob on purpose
-    [[ $line == $2 ]] && n=$((n + 1))
-  done <"$file"
-  echo "$n"
-}
-
-# wait_count NAME PATTERN N SECS: wait until N lines match (bounded).
-wait_count() {
-  local i rounds=$(($4 * 20))
-  for ((i = 0; i < rounds; i++)); do
-    (($(count_lines "$1" "$2") >= $3)) && return 0
-    lab_sleep 0.05
-  done
-  lab_log "timed out after $4 s waiting for $3 x '$2' in $1"
-  return 1
-}
-
 # master_after NAME MIN_MS: unix_ms of the first "state":"Master" line of logs/NAME.log at or
 # after MIN_MS (the daemon prints its wall clock on every line).
 master_after() {
@@ -137,21 +113,12 @@ EOF
 hard_kill() {
   local name="$1" impl="$2" pid="${LAB_BG_PIDS[$1]}"
   ip -n lb1 link set eth0 down
-  KILL_MS="$(now_ms)"
+  KILL_MS="$(lab_now_ms)"
   kill -KILL "$pid" 2>/dev/null || true
   if [[ $impl == keepalived && -f $LAB_OUT/keepalived/$name/vrrp.pid ]]; then
     kill -KILL "$(<"$LAB_OUT/keepalived/$name/vrrp.pid")" 2>/dev/null || true
   fi
   lab_stop "$name"
-}
-
-neigh() { lab_artifact "neigh-$1.json" ip -n client -j neigh show "$LAB_VIP"; }
-
-# vip_mac PHASE: the client's neighbour MAC for the VIP from neigh-PHASE.json.
-vip_mac() {
-  local json
-  json="$(<"$LAB_OUT/neigh-$1.json")"
-  [[ $json =~ \"lladdr\":\"([0-9a-f:]+)\" ]] && echo "${BASH_REMATCH[1]}" || echo none
 }
 
 reset_lbs() {
@@ -182,7 +149,7 @@ measure() {
   lab_bg client "load-$tag" "$LOAD" --url "http://$LAB_VIP/" --interval-ms 10 --workers 4 \
     --duration-s "$dur" --connect-timeout-ms 100 --timeout-ms 1000 --out "$LAB_OUT/load-$tag.txt"
   lab_sleep 1.5
-  neigh "before-$tag"
+  lab_neigh "before-$tag"
   hard_kill "lb1-$tag" "$impl"
   lab_result kill_ms."$tag" "$KILL_MS"
   if [[ $impl == lvstun ]]; then
@@ -194,9 +161,9 @@ measure() {
     lab_wait_log "lb2-$tag" '*Entering MASTER STATE*' 20
   fi
   lab_wait_log "load-$tag" 'longest_gap_ms=*' $((dur + 30))
-  neigh "after-$tag"
-  lab_result neigh.before."$tag" "$(vip_mac "before-$tag")"
-  lab_result neigh.after."$tag" "$(vip_mac "after-$tag")"
+  lab_neigh "after-$tag"
+  lab_result neigh.before."$tag" "$(lab_vip_mac "before-$tag")"
+  lab_result neigh.after."$tag" "$(lab_vip_mac "after-$tag")"
   local line key
   while IFS= read -r line; do
     key="${line%%=*}"
@@ -218,17 +185,17 @@ preempt_and_graceful() {
   # 1. lb1 returns (preempt is the default): it takes the VIP back, lb2 steps down.
   start_lvstun lb1-back lb1 200 "$adv"
   lab_wait_log lb1-back '*"state":"Master"*' 20
-  wait_count lb2-lvstun-100 '*"state":"Backup"*' 2 10
+  lab_wait_count lb2-lvstun-100 '*"state":"Backup"*' 2 10
   lab_exec client curl -sS --max-time 5 --connect-timeout 2 -o /dev/null "http://$LAB_VIP/"
-  neigh preempt
+  lab_neigh preempt
   lab_result preempt_back yes
-  lab_result neigh.preempt "$(vip_mac preempt)"
+  lab_result neigh.preempt "$(lab_vip_mac preempt)"
   # 2. Graceful stop of the Master: priority 0, lb2 takes over after Skew_Time.
   lab_sleep 0.5
   local term_ms master_ms
-  term_ms="$(now_ms)"
+  term_ms="$(lab_now_ms)"
   lab_stop lb1-back
-  wait_count lb2-lvstun-100 '*"state":"Master"*' 2 10
+  lab_wait_count lb2-lvstun-100 '*"state":"Master"*' 2 10
   master_ms="$(master_after lb2-lvstun-100 "$term_ms")"
   lab_result graceful_takeover_ms "$((master_ms - term_ms))"
   # The stopped Master removed its VIP and said goodbye with priority 0.
@@ -237,15 +204,15 @@ preempt_and_graceful() {
   start_lvstun lb1-nopreempt lb1 200 "$adv" --no-preempt
   lab_wait_log lb1-nopreempt '*"state":"Backup"*' 10
   lab_sleep 2
-  if (($(count_lines lb1-nopreempt '*"state":"Master"*') == 0)) &&
-    (($(count_lines lb2-lvstun-100 '*"state":"Backup"*') == 2)); then
+  if (($(lab_count_lines lb1-nopreempt '*"state":"Master"*') == 0)) &&
+    (($(lab_count_lines lb2-lvstun-100 '*"state":"Backup"*') == 2)); then
     lab_result no_preempt_stays_backup yes
   else
     lab_result no_preempt_stays_backup no
   fi
   lab_exec client curl -sS --max-time 5 --connect-timeout 2 -o /dev/null "http://$LAB_VIP/"
-  neigh nopreempt
-  lab_result neigh.nopreempt "$(vip_mac nopreempt)"
+  lab_neigh nopreempt
+  lab_result neigh.nopreempt "$(lab_vip_mac nopreempt)"
   lab_artifact lb2-sync-daemons.txt lab_exec lb2 ipvsadm -L --daemon
   lab_stop lb1-nopreempt
 }
