@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the upstream Kubernetes binaries the tests run against (etcd, kube-apiserver,
-# kube-controller-manager, kubectl, helm) from Go modules at pinned versions, and caches them
-# under ${LVSTUN_CACHE:-~/.cache/lvstun}. A second run finds the binaries and does nothing.
+# kube-controller-manager, kube-scheduler, kubectl, helm; kubelet and kube-proxy for the pod
+# lab's nodes; containerd and its runc shim as their container runtime) from Go modules at
+# pinned versions, and caches them under ${LVSTUN_CACHE:-~/.cache/lvstun}. A second run finds
+# the binaries and does nothing.
 #
 # Each upstream project gets its own wrapper module so their dependency versions never mix.
 # Prints the bin directory on the last line of stdout.
@@ -10,6 +12,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.10}"
 
 CACHE="${LVSTUN_CACHE:-$HOME/.cache/lvstun}"
 export GOMODCACHE="$CACHE/go/mod"
@@ -25,10 +28,10 @@ log() { echo "[controlplane/build] $*" >&2; }
 
 build_k8s() {
   local out="$BIN/k8s-$K8S_VERSION"
-  if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kubectl" ]]; then
-    return
-  fi
-  log "building kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION (first time: tens of minutes)"
+  local b have=1
+  for b in "${K8S_BINS[@]}"; do [[ -x "$out/$b" ]] || have=0; done
+  ((have)) && return
+  log "building ${K8S_BINS[*]} $K8S_VERSION (first time: tens of minutes)"
   local dir="$SRC/k8s-$K8S_VERSION"
   mkdir -p "$dir"
   # The release's own go.mod names its staging modules (k8s.io/X => ./staging/src/k8s.io/X);
@@ -56,7 +59,10 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
@@ -67,10 +73,10 @@ GO
   done
   (cd "$dir" && go mod tidy -e >/dev/null 2>&1 || true)
   mkdir -p "$out.tmp"
-  (cd "$dir" && go build -trimpath -tags tools -ldflags "$ld" -o "$out.tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kubectl)
+  local pkgs=()
+  for b in "${K8S_BINS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  # One go build for all six: the packages they share compile once.
+  (cd "$dir" && go build -trimpath -tags tools -ldflags "$ld" -o "$out.tmp/" "${pkgs[@]}")
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
@@ -131,16 +137,58 @@ GO
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# containerd 2.x and its runc shim: the pod lab's container runtime (runc itself is Debian's).
+build_containerd() {
+  local out="$BIN/containerd-$CONTAINERD_VERSION"
+  [[ -x "$out/containerd" && -x "$out/containerd-shim-runc-v2" && -x "$out/ctr" ]] && return
+  log "building containerd $CONTAINERD_VERSION"
+  local dir="$SRC/containerd-$CONTAINERD_VERSION"
+  mkdir -p "$dir"
+  cat > "$dir/go.mod" <<GOMOD
+module lvstun.local/containerd-build
+
+go 1.25.0
+
+require github.com/containerd/containerd/v2 $CONTAINERD_VERSION
+GOMOD
+  cat > "$dir/tools.go" <<'GO'
+//go:build tools
+
+// Package tools pins the upstream commands this module builds.
+package tools
+
+import (
+	_ "github.com/containerd/containerd/v2/cmd/containerd"
+	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
+	_ "github.com/containerd/containerd/v2/cmd/ctr"
+)
+GO
+  local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  (cd "$dir" && go mod tidy -e >/dev/null 2>&1 || true)
+  mkdir -p "$out.tmp"
+  # No cgo: the btrfs snapshotter needs it and the lab uses overlayfs.
+  (cd "$dir" && go build -trimpath -tags "tools no_btrfs" -ldflags "$ld" -o "$out.tmp/" \
+      github.com/containerd/containerd/v2/cmd/containerd \
+      github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+      github.com/containerd/containerd/v2/cmd/ctr)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 build_etcd
 build_helm
 build_k8s
+build_containerd
 
 # One folder with stable names, so tests need no version knowledge.
 mkdir -p "$BIN/current"
 ln -sf "../etcd-$ETCD_VERSION/etcd" "$BIN/current/etcd"
 ln -sf "../helm-$HELM_VERSION/helm" "$BIN/current/helm"
-for b in kube-apiserver kube-controller-manager kubectl; do
+for b in "${K8S_BINS[@]}"; do
   ln -sf "../k8s-$K8S_VERSION/$b" "$BIN/current/$b"
+done
+for b in containerd containerd-shim-runc-v2 ctr; do
+  ln -sf "../containerd-$CONTAINERD_VERSION/$b" "$BIN/current/$b"
 done
 log "ready in $BIN/current"
 echo "$BIN/current"

@@ -38,7 +38,10 @@ apt_update_once() {
 # --- 1. Debian packages --------------------------------------------------------------------
 # iputils-arping: the web-daemon scenario asks for the VIP by ARP on the web segments.
 # skopeo: an independent reader of the OCI images `./dev images` writes (tests/tests/images.rs).
-packages=(qemu-system-x86 kmod socat ipvsadm iproute2 nftables curl busybox-static python3-venv iputils-arping keepalived openssl skopeo)
+# runc, containernetworking-plugins, iptables, conntrack: the pod lab's nodes (containerd runs
+# Debian's runc; the pods' network is Debian's CNI bridge; kube-proxy programs iptables).
+# shellcheck: the lab's shell is linted by `./dev test`.
+packages=(qemu-system-x86 kmod socat ipvsadm iproute2 nftables curl busybox-static python3-venv iputils-arping keepalived openssl skopeo runc containernetworking-plugins iptables conntrack shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   if [[ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" != installed ]]; then

@@ -3,6 +3,11 @@
 //! built from upstream Go modules by `tests/controlplane/build.sh` and started on 127.0.0.1 with
 //! free ports and a data directory of its own.
 //!
+//! [`ControlPlane::start_for_nodes`] starts one that real kubelets can join (the pod lab): Node
+//! authorization and NodeRestriction, a token per node and one for kube-proxy, kube-scheduler,
+//! the controllers that Ready nodes and ServiceAccount tokens in pods need, and the `kubernetes`
+//! Service's endpoint at the lab's management address.
+//!
 //! Does I/O: spawns processes, writes files under `target/controlplane/`. Every process runs
 //! under a small watchdog that stops it when the test process goes away, so a panicking test (or
 //! a `static` fixture whose destructor never runs) leaves nothing behind.
@@ -75,7 +80,13 @@ pub fn bin_dir() -> Result<PathBuf, ControlPlaneError> {
         "etcd",
         "kube-apiserver",
         "kube-controller-manager",
+        "kube-scheduler",
         "kubectl",
+        "kubelet",
+        "kube-proxy",
+        "containerd",
+        "containerd-shim-runc-v2",
+        "ctr",
         "helm",
     ];
     if needed.iter().all(|b| dir.join(b).exists()) {
@@ -119,6 +130,20 @@ kill $child 2>/dev/null; wait $child"#;
 /// The admin identity's bearer token (member of `system:masters`).
 const ADMIN_TOKEN: &str = "lvstun-test-admin-token";
 
+/// kube-proxy's bearer token (user `system:kube-proxy`, bound by the default
+/// `system:node-proxier` ClusterRoleBinding).
+const KUBE_PROXY_TOKEN: &str = "lvstun-test-kube-proxy-token";
+
+/// What the nodes of the pod lab need from the control plane.
+#[derive(Clone, Debug, Default)]
+pub struct NodeAccess {
+    /// Node names that get a kubelet identity (`system:node:NAME` in `system:nodes`).
+    pub nodes: Vec<String>,
+    /// The address (and port) at which the nodes reach the API server; the server's
+    /// certificate names it and the `kubernetes` Service's endpoint points at it.
+    pub advertise: (String, u16),
+}
+
 /// A running control plane. Dropping it stops every process it started.
 pub struct ControlPlane {
     dir: PathBuf,
@@ -127,6 +152,7 @@ pub struct ControlPlane {
     etcd_port: u16,
     kubeconfig: PathBuf,
     processes: Mutex<Vec<(String, Child)>>,
+    nodes: Option<NodeAccess>,
 }
 
 static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
@@ -143,6 +169,16 @@ impl ControlPlane {
     /// Start etcd, kube-apiserver and kube-controller-manager on free loopback ports, and wait
     /// until the API server is ready.
     pub fn start() -> Result<ControlPlane, ControlPlaneError> {
+        Self::start_with(None)
+    }
+
+    /// A control plane that real kubelets can join (see the module comment); its processes
+    /// end with the test process.
+    pub fn start_for_nodes(access: NodeAccess) -> Result<ControlPlane, ControlPlaneError> {
+        Self::start_with(Some(access))
+    }
+
+    fn start_with(nodes: Option<NodeAccess>) -> Result<ControlPlane, ControlPlaneError> {
         let bin = bin_dir()?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -159,13 +195,39 @@ impl ControlPlane {
             dir,
             bin,
             processes: Mutex::new(Vec::new()),
+            nodes,
         };
         cp.write_files()?;
         cp.start_etcd()?;
         cp.start_apiserver()?;
         cp.wait_ready(Duration::from_secs(120))?;
         cp.start_controller_manager()?;
+        if cp.nodes.is_some() {
+            cp.start_scheduler()?;
+            cp.publish_kubernetes_endpoint()?;
+        }
         Ok(cp)
+    }
+
+    /// The bearer token of node `name`'s kubelet (`system:node:NAME`).
+    pub fn node_token(name: &str) -> String {
+        format!("lvstun-test-node-{name}-token")
+    }
+
+    /// kube-proxy's bearer token.
+    pub fn kube_proxy_token() -> &'static str {
+        KUBE_PROXY_TOKEN
+    }
+
+    /// The admin's bearer token.
+    pub fn admin_token() -> &'static str {
+        ADMIN_TOKEN
+    }
+
+    /// The API server's self-signed certificate bundle (leaf and its CA): what kubelets and pods
+    /// verify the server with.
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.dir.join("certs/apiserver.crt")
     }
 
     fn write_files(&self) -> Result<(), ControlPlaneError> {
@@ -185,11 +247,17 @@ impl ControlPlane {
             .output()
             .map_err(io("running openssl rsa"))?;
         self.check("openssl rsa -pubout", &out)?;
-        std::fs::write(
-            self.dir.join("tokens.csv"),
-            format!("{ADMIN_TOKEN},lvstun-admin,lvstun-admin,\"system:masters\"\n"),
-        )
-        .map_err(io("writing tokens.csv"))?;
+        let mut tokens = format!("{ADMIN_TOKEN},lvstun-admin,lvstun-admin,\"system:masters\"\n");
+        if let Some(access) = &self.nodes {
+            for node in &access.nodes {
+                tokens.push_str(&format!(
+                    "{},system:node:{node},node-{node},\"system:nodes\"\n",
+                    Self::node_token(node)
+                ));
+            }
+            tokens.push_str(&format!("{KUBE_PROXY_TOKEN},system:kube-proxy,kube-proxy\n"));
+        }
+        std::fs::write(self.dir.join("tokens.csv"), tokens).map_err(io("writing tokens.csv"))?;
         std::fs::write(
             &self.kubeconfig,
             self.kubeconfig_text("lvstun-admin", ADMIN_TOKEN),
@@ -263,14 +331,19 @@ impl ControlPlane {
     /// Start (or restart, after [`ControlPlane::stop`] of `kube-apiserver`) the API server.
     pub fn start_apiserver(&self) -> Result<(), ControlPlaneError> {
         let d = |f: &str| self.dir.join(f).display().to_string();
-        let args = vec![
+        let (advertise, authorization) = match &self.nodes {
+            // The certificate kube-apiserver makes for itself names the advertise address.
+            Some(access) => (access.advertise.0.as_str(), "Node,RBAC"),
+            None => ("127.0.0.1", "RBAC"),
+        };
+        let mut args = vec![
             format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
             "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
+            format!("--advertise-address={advertise}"),
             format!("--secure-port={}", self.api_port),
             format!("--cert-dir={}", d("certs")),
             "--service-cluster-ip-range=10.96.0.0/24".into(),
-            "--authorization-mode=RBAC".into(),
+            format!("--authorization-mode={authorization}"),
             format!("--token-auth-file={}", d("tokens.csv")),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", d("sa.pub")),
@@ -280,11 +353,22 @@ impl ControlPlane {
             "--endpoint-reconciler-type=none".into(),
             "--v=1".into(),
         ];
+        if self.nodes.is_some() {
+            args.push("--enable-admission-plugins=NodeRestriction".into());
+        }
         self.spawn("kube-apiserver", &self.bin.join("kube-apiserver"), &args)
     }
 
     fn start_controller_manager(&self) -> Result<(), ControlPlaneError> {
-        let args = vec![
+        let mut controllers = String::from(
+            "garbagecollector,daemonset,deployment,replicaset,namespace,serviceaccount,serviceaccount-token",
+        );
+        if self.nodes.is_some() {
+            // Pods with a ServiceAccount token need the kube-root-ca.crt ConfigMap; Nodes need
+            // their lifecycle (taints, eviction) and finished pods their collection.
+            controllers.push_str(",root-ca-cert-publisher,endpointslice,nodelifecycle,podgc");
+        }
+        let mut args = vec![
             format!("--kubeconfig={}", self.kubeconfig.display()),
             format!("--authentication-kubeconfig={}", self.kubeconfig.display()),
             format!("--authorization-kubeconfig={}", self.kubeconfig.display()),
@@ -292,7 +376,7 @@ impl ControlPlane {
                 "--service-account-private-key-file={}",
                 self.dir.join("sa.key").display()
             ),
-            "--controllers=garbagecollector,daemonset,deployment,replicaset,namespace,serviceaccount,serviceaccount-token".into(),
+            format!("--controllers={controllers}"),
             "--leader-elect=false".into(),
             "--use-service-account-credentials=false".into(),
             "--bind-address=127.0.0.1".into(),
@@ -300,11 +384,43 @@ impl ControlPlane {
             "--concurrent-gc-syncs=5".into(),
             "--v=1".into(),
         ];
+        if self.nodes.is_some() {
+            args.push(format!("--root-ca-file={}", self.ca_bundle().display()));
+        }
         self.spawn(
             "kube-controller-manager",
             &self.bin.join("kube-controller-manager"),
             &args,
         )
+    }
+
+    /// kube-scheduler: the DaemonSet controller only sets node affinity; the scheduler binds.
+    fn start_scheduler(&self) -> Result<(), ControlPlaneError> {
+        let args = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--authentication-kubeconfig={}", self.kubeconfig.display()),
+            format!("--authorization-kubeconfig={}", self.kubeconfig.display()),
+            "--leader-elect=false".into(),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", free_port()?),
+            "--v=1".into(),
+        ];
+        self.spawn("kube-scheduler", &self.bin.join("kube-scheduler"), &args)
+    }
+
+    /// The `kubernetes` Service's endpoint at the nodes' address of the API server (the
+    /// reconciler is off: it would publish the loopback address the server binds).
+    fn publish_kubernetes_endpoint(&self) -> Result<(), ControlPlaneError> {
+        let Some(access) = &self.nodes else {
+            return Ok(());
+        };
+        let (addr, port) = &access.advertise;
+        let yaml = format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: kubernetes\n  namespace: default\n  labels:\n    kubernetes.io/service-name: kubernetes\n    endpointslice.kubernetes.io/managed-by: lvstun-lab\naddressType: IPv4\nendpoints:\n- addresses: [\"{addr}\"]\n  conditions: {{ready: true}}\nports:\n- name: https\n  port: {port}\n  protocol: TCP\n"
+        );
+        let out = self.kubectl_apply_stdin(&yaml, "default")?;
+        self.check("publishing the kubernetes EndpointSlice", &out)?;
+        Ok(())
     }
 
     /// Stop one of the processes by name (`etcd`, `kube-apiserver`, `kube-controller-manager`),
