@@ -255,7 +255,9 @@ impl ControlPlane {
                     Self::node_token(node)
                 ));
             }
-            tokens.push_str(&format!("{KUBE_PROXY_TOKEN},system:kube-proxy,kube-proxy\n"));
+            tokens.push_str(&format!(
+                "{KUBE_PROXY_TOKEN},system:kube-proxy,kube-proxy\n"
+            ));
         }
         std::fs::write(self.dir.join("tokens.csv"), tokens).map_err(io("writing tokens.csv"))?;
         std::fs::write(
