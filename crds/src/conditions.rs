@@ -8,7 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 /// VirtualService: exactly one balancer holds the VIP.
 pub const VIP_ACTIVE: &str = "VIPActive";
-/// VirtualService: serving, but some real servers are unhealthy or not tunnel-ready.
+/// VirtualService: serving, but some real servers are unhealthy or not tunnel-ready, or a
+/// balancer could not make a kernel setting lvstun wants (reason `KernelSettingRefused`).
 pub const DEGRADED: &str = "Degraded";
 /// VirtualService: another VirtualService already claims this VIP:port:protocol.
 pub const CONFLICT: &str = "Conflict";

@@ -6,6 +6,7 @@
 //! fails when a committed file is stale.
 
 pub mod conditions;
+pub mod kernel_settings;
 pub mod reference;
 pub mod v1alpha1;
 

@@ -12,6 +12,11 @@
 //! gratuitous ARP over raw sockets) with every other capability dropped, not privileged, a
 //! read-only root filesystem, and a toleration for every taint, as node agents such as kube-proxy
 //! have, because the set of nodes is decided by node affinity alone.
+//!
+//! The balancer pod also gets the node's `/proc/sys/net/ipv4/vs` mounted outside `/proc` (the
+//! runtime keeps the container's `/proc/sys` read-only and refuses mounts inside `/proc`), and
+//! an init container, `balancer prepare` with no capability at all, that loads `ip_vs` so that
+//! directory exists when the balancer container starts (ADR 0005).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +42,15 @@ pub const HASH_ANNOTATION: &str = "lvstun.io/config-hash";
 /// Where the daemons record what they changed on the host (`lvstun-node --state-dir` default),
 /// mounted from the host.
 pub const STATE_DIR: &str = "/run/lvstun";
+/// The node's IPVS sysctls, mounted into the balancer container at [`IPVS_SYSCTL_MOUNT`].
+pub const IPVS_SYSCTL_HOST_DIR: &str = lvstun_crds::kernel_settings::HOST_DIR;
+/// Where the balancer container sees the node's IPVS sysctls (`--ipvs-sysctl-dir`): outside
+/// `/proc`, where the runtime allows the mount and leaves it writable.
+pub const IPVS_SYSCTL_MOUNT: &str = "/host/proc/sys/net/ipv4/vs";
+/// Name of the volume and of the mount of [`IPVS_SYSCTL_HOST_DIR`].
+pub const IPVS_SYSCTL_VOLUME: &str = "ipvs-sysctl";
+/// Name of the balancer pod's init container, which runs `lvstun-node balancer prepare`.
+pub const PREPARE_CONTAINER: &str = "prepare";
 /// `app.kubernetes.io/managed-by` value on everything the operator creates.
 pub const MANAGED_BY: &str = "lvstun-operator";
 /// Label naming the operator installation (its lease name) that owns an object, so two
@@ -269,12 +283,67 @@ fn quantity(s: &str) -> Quantity {
 /// that side by `the_operators_arguments_parse` in `node-daemon/src/balancer/daemon.rs` and
 /// `node-daemon/src/web/mod.rs`: change those with this).
 pub fn node_args(cfg: &NodeDaemonConfig, role: Role) -> Vec<String> {
-    vec![
+    let mut args = vec![
         role.as_str().to_string(),
         "--node-name=$(NODE_NAME)".to_string(),
         format!("--health-port={}", cfg.role(role).health_port),
         format!("--log-format={}", cfg.log_format),
-    ]
+    ];
+    if role == Role::Balancer {
+        args.push(format!("--ipvs-sysctl-dir={IPVS_SYSCTL_MOUNT}"));
+    }
+    args
+}
+
+/// The arguments of the balancer pod's init container (pinned on the daemon's side by
+/// `prepare_takes_no_arguments` in `node-daemon/src/balancer/daemon.rs`).
+pub fn prepare_args() -> Vec<String> {
+    vec![Role::Balancer.as_str().to_string(), "prepare".to_string()]
+}
+
+/// Not privileged, no privilege escalation, read-only root, root user, every capability
+/// dropped and `add` added back: the one security context of every lvstun container.
+fn security_context(add: &[&str]) -> SecurityContext {
+    SecurityContext {
+        privileged: Some(false),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        // Capabilities added to a container reach a non-root process only through file
+        // capabilities, which a read-only, minimal image should not depend on; root with
+        // everything but two capabilities dropped is the smaller grant.
+        run_as_user: Some(0),
+        run_as_non_root: Some(false),
+        capabilities: Some(Capabilities {
+            add: (!add.is_empty()).then(|| add.iter().map(|c| (*c).to_string()).collect()),
+            drop: Some(vec!["ALL".into()]),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The balancer pod's init container: `lvstun-node balancer prepare` loads `ip_vs` (asking the
+/// kernel for the IPVS generic netlink family autoloads it) so that the node's
+/// `/proc/sys/net/ipv4/vs`, which the balancer container mounts, exists before that container
+/// is created. The request is not admin-only and the kernel loads the module itself, so it runs
+/// with no capability.
+fn prepare_container(cfg: &NodeDaemonConfig) -> Container {
+    Container {
+        name: PREPARE_CONTAINER.into(),
+        image: Some(cfg.image.clone()),
+        image_pull_policy: Some(cfg.image_pull_policy.clone()),
+        args: Some(prepare_args()),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), quantity("10m")),
+                ("memory".into(), quantity("16Mi")),
+            ])),
+            limits: Some(BTreeMap::from([("memory".into(), quantity("64Mi"))])),
+            ..Default::default()
+        }),
+        security_context: Some(security_context(&[])),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {
@@ -342,36 +411,76 @@ fn container(cfg: &NodeDaemonConfig, role: Role) -> Container {
             limits: Some(BTreeMap::from([("memory".into(), quantity(memory_limit))])),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            privileged: Some(false),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            // Capabilities added to a container reach a non-root process only through file
-            // capabilities, which a read-only, minimal image should not depend on; root with
-            // everything but two capabilities dropped is the smaller grant.
-            run_as_user: Some(0),
-            run_as_non_root: Some(false),
-            capabilities: Some(Capabilities {
-                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
-                drop: Some(vec!["ALL".into()]),
-            }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "state".into(),
-                mount_path: STATE_DIR.into(),
-                ..Default::default()
-            },
-        ]),
+        security_context: Some(security_context(&["NET_ADMIN", "NET_RAW"])),
+        volume_mounts: Some(volume_mounts(role)),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     }
+}
+
+fn volume_mounts(role: Role) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "state".into(),
+            mount_path: STATE_DIR.into(),
+            ..Default::default()
+        },
+    ];
+    if role == Role::Balancer {
+        // Writable: a bind of the node's procfs directory, where NET_ADMIN over the node's
+        // network namespace (hostNetwork) is what the kernel asks for a write.
+        mounts.push(VolumeMount {
+            name: IPVS_SYSCTL_VOLUME.into(),
+            mount_path: IPVS_SYSCTL_MOUNT.into(),
+            ..Default::default()
+        });
+    }
+    mounts
+}
+
+fn volumes(role: Role) -> Vec<Volume> {
+    let mut volumes = vec![
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(quantity("16Mi")),
+            }),
+            ..Default::default()
+        },
+        // What the daemon changed in the kernel outlives the pod (an update
+        // replaces the pod, the VIPs and IPVS services stay), so the record of
+        // it must too; the host's /run is cleared on reboot, like the kernel.
+        Volume {
+            name: "state".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: STATE_DIR.into(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Default::default()
+        },
+    ];
+    if role == Role::Balancer {
+        volumes.push(Volume {
+            name: IPVS_SYSCTL_VOLUME.into(),
+            host_path: Some(HostPathVolumeSource {
+                path: IPVS_SYSCTL_HOST_DIR.into(),
+                // No type on purpose: the kubelet checks a type (`Directory`) when it sets up
+                // the pod's volumes, before any init container runs, so on a node where
+                // ip_vs is not loaded yet the pod would wait for a directory only its own init
+                // container creates. Untyped, the source is resolved when the balancer
+                // container is created, after `prepare` loaded ip_vs (ADR 0005).
+                type_: None,
+            }),
+            ..Default::default()
+        });
+    }
+    volumes
 }
 
 fn daemonset(
@@ -434,28 +543,9 @@ fn daemonset(
                         }),
                         ..Default::default()
                     }),
+                    init_containers: (role == Role::Balancer).then(|| vec![prepare_container(cfg)]),
                     containers: vec![container(cfg, role)],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource {
-                                medium: Some("Memory".into()),
-                                size_limit: Some(quantity("16Mi")),
-                            }),
-                            ..Default::default()
-                        },
-                        // What the daemon changed in the kernel outlives the pod (an update
-                        // replaces the pod, the VIPs and IPVS services stay), so the record of
-                        // it must too; the host's /run is cleared on reboot, like the kernel.
-                        Volume {
-                            name: "state".into(),
-                            host_path: Some(HostPathVolumeSource {
-                                path: STATE_DIR.into(),
-                                type_: Some("DirectoryOrCreate".into()),
-                            }),
-                            ..Default::default()
-                        },
-                    ]),
+                    volumes: Some(volumes(role)),
                     ..Default::default()
                 }),
             },
@@ -671,15 +761,16 @@ mod tests {
                 Some("Exists")
             );
             let c = &p.containers[0];
-            assert_eq!(
-                c.args.as_ref().unwrap(),
-                &vec![
-                    role.as_str().to_string(),
-                    "--node-name=$(NODE_NAME)".to_string(),
-                    format!("--health-port={port}"),
-                    "--log-format=json".to_string()
-                ]
-            );
+            let mut want = vec![
+                role.as_str().to_string(),
+                "--node-name=$(NODE_NAME)".to_string(),
+                format!("--health-port={port}"),
+                "--log-format=json".to_string(),
+            ];
+            if role == Role::Balancer {
+                want.push("--ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs".to_string());
+            }
+            assert_eq!(c.args.as_ref().unwrap(), &want);
             let sc = c.security_context.as_ref().unwrap();
             assert_eq!(sc.privileged, Some(false));
             assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -746,6 +837,105 @@ mod tests {
             assert!(res.requests.as_ref().unwrap().contains_key("memory"));
             assert!(res.limits.as_ref().unwrap().contains_key("memory"));
         }
+    }
+
+    #[test]
+    fn the_balancer_writes_the_nodes_ipvs_sysctls_through_a_mount_outside_proc() {
+        let mut r = rs("web1", "198.51.100.10");
+        r.spec.node_name = Some("n1".into());
+        let out = build(&[www()], &[r]);
+        let p = pod(out[&Role::Balancer].as_ref().unwrap());
+
+        // The volume: the node's /proc/sys/net/ipv4/vs, untyped so the kubelet does not check
+        // it before the init container has loaded ip_vs.
+        let volume = p
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == IPVS_SYSCTL_VOLUME)
+            .unwrap();
+        let host_path = volume.host_path.as_ref().unwrap();
+        assert_eq!(host_path.path, "/proc/sys/net/ipv4/vs");
+        assert_eq!(
+            host_path.type_, None,
+            "a type is checked before init containers run"
+        );
+
+        // The mount: writable, outside /proc (runc refuses mounts inside /proc), and the same
+        // path the daemon is told with --ipvs-sysctl-dir.
+        let c = &p.containers[0];
+        let mount = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == IPVS_SYSCTL_VOLUME)
+            .unwrap();
+        assert_eq!(mount.mount_path, "/host/proc/sys/net/ipv4/vs");
+        assert!(!mount.mount_path.starts_with("/proc/"));
+        assert_ne!(mount.read_only, Some(true));
+        assert!(
+            c.args
+                .as_ref()
+                .unwrap()
+                .contains(&format!("--ipvs-sysctl-dir={}", mount.mount_path))
+        );
+
+        // The init container: `balancer prepare`, same image, nothing privileged, no capability.
+        let init = p.init_containers.as_ref().unwrap();
+        assert_eq!(init.len(), 1);
+        let prep = &init[0];
+        assert_eq!(prep.name, "prepare");
+        assert_eq!(prep.image, c.image);
+        assert_eq!(
+            prep.args.as_ref().unwrap(),
+            &vec!["balancer".to_string(), "prepare".to_string()]
+        );
+        assert!(prep.volume_mounts.is_none(), "it mounts nothing");
+        let sc = prep.security_context.as_ref().unwrap();
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            caps.add, None,
+            "resolving a genetlink family needs no capability"
+        );
+
+        // Nothing in either pod is privileged, and only the balancer mounts the sysctls.
+        for role in Role::ALL {
+            let p = pod(out[&role].as_ref().unwrap());
+            for c in p
+                .containers
+                .iter()
+                .chain(p.init_containers.iter().flatten())
+            {
+                let sc = c.security_context.as_ref().unwrap();
+                assert_eq!(sc.privileged, Some(false), "{role:?} {}", c.name);
+                assert_eq!(sc.allow_privilege_escalation, Some(false));
+            }
+            assert_eq!(p.host_pid, None);
+            assert_eq!(p.host_ipc, None);
+        }
+        let web = pod(out[&Role::Web].as_ref().unwrap());
+        assert!(web.init_containers.is_none());
+        assert!(
+            web.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.name != IPVS_SYSCTL_VOLUME)
+        );
+        assert!(
+            !web.containers[0]
+                .args
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|a| a.starts_with("--ipvs-sysctl-dir"))
+        );
     }
 
     #[test]

@@ -165,6 +165,9 @@ pub struct Memo {
     pub applied: HashMap<String, (String, Option<i64>)>,
     /// Consecutive failures per object, for the retry back-off.
     pub failures: HashMap<String, u32>,
+    /// Per VirtualService, the (node, sysctl) refusals already announced by an Event. Kept in
+    /// memory only: a new leader announces a refusal that still stands once more (ADR 0005).
+    pub kernel_announced: HashMap<ObjectKey, BTreeSet<(String, String)>>,
 }
 
 /// Shared by every reconcile of one leadership term.

@@ -96,6 +96,7 @@ pub fn report(vs: &mut VirtualService, node: &str, state: VrrpState) {
         last_transition_time: None,
         programmed_destinations: BTreeMap::new(),
         message: None,
+        refused_kernel_settings: Vec::new(),
     });
 }
 

@@ -151,6 +151,22 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
             ctx.publish(&regarding, n).await;
         }
     }
+    // A balancer's refused kernel setting: one Event per node when it first shows (the
+    // condition carries it as long as it lasts).
+    let announced: BTreeSet<(String, String)> =
+        fold.kernel_refusals.iter().map(|r| r.key()).collect();
+    let before = ctx
+        .memo()
+        .kernel_announced
+        .insert(key.clone(), announced)
+        .unwrap_or_default();
+    let kernel_notices = status::kernel_notices(&before, &fold.kernel_refusals);
+    if !kernel_notices.is_empty() {
+        let regarding = vs.object_ref(&());
+        for n in &kernel_notices {
+            ctx.publish(&regarding, n).await;
+        }
+    }
     let labels = VsLabels {
         namespace: key.namespace.clone(),
         name: key.name.clone(),

@@ -1,7 +1,8 @@
 //! Folding what the daemons report into the status people read: `Ready`, `VIPActive`, `Degraded`
 //! and `Conflict` on a VirtualService, with `activeBalancer` and the healthy/total counts that
 //! `kubectl get lvsvc` prints; `Healthy` on a RealServer. Also the Events that go with a
-//! transition (a new Master, a split brain, a conflict, a server down or up).
+//! transition (a new Master, a split brain, a conflict, a server down or up, a kernel setting a
+//! balancer could not make).
 //!
 //! Pure: inputs are the objects as read plus the clock reading `now`; the output is the desired
 //! operator-owned part of the status, whether it differs from the previous one (so the caller
@@ -21,8 +22,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use lvstun_crds::conditions::{
     CONFLICT, DEGRADED, HEALTHY, READY, TUNNEL_READY, VIP_ACTIVE, set_condition,
 };
+use lvstun_crds::kernel_settings;
 use lvstun_crds::v1alpha1::{
-    BalancerStatus, RealServer, RealServerStatus, VirtualService, VirtualServiceStatus, VrrpState,
+    BalancerStatus, KernelSettingRefusal, RealServer, RealServerStatus, RefusedKernelSetting,
+    VirtualService, VirtualServiceStatus, VrrpState,
 };
 
 use crate::validate::{ObjectKey, Verdict};
@@ -180,6 +183,100 @@ pub fn election(vs: &VirtualService, live: &BTreeSet<String>, now: &Time) -> Ele
     }
 }
 
+/// `Degraded` reason when a balancer could not make a kernel setting lvstun wants.
+pub const KERNEL_SETTING_REFUSED: &str = "KernelSettingRefused";
+
+/// A kernel setting a live balancer node reports it could not make.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelRefusal {
+    /// The balancer node.
+    pub node: String,
+    /// What it could not set, and why.
+    pub setting: RefusedKernelSetting,
+}
+
+impl KernelRefusal {
+    /// What identifies it across folds: node and sysctl.
+    pub fn key(&self) -> (String, String) {
+        (self.node.clone(), self.setting.name.clone())
+    }
+}
+
+/// The kernel settings the live selected balancers of `vs` could not make, sorted by node and
+/// name. Entries of other nodes are ignored for the same reason as in [`election`]: they do
+/// not serve this VIP now.
+pub fn kernel_refusals(vs: &VirtualService, live: &BTreeSet<String>) -> Vec<KernelRefusal> {
+    let mut out: Vec<KernelRefusal> = vs
+        .status
+        .iter()
+        .flat_map(|s| s.balancers.iter())
+        .filter(|b| live.contains(&b.node))
+        .flat_map(|b| {
+            b.refused_kernel_settings
+                .iter()
+                .map(|setting| KernelRefusal {
+                    node: b.node.clone(),
+                    setting: setting.clone(),
+                })
+        })
+        .collect();
+    out.sort();
+    out.dedup_by(|a, b| a.key() == b.key());
+    out
+}
+
+/// For people: one sentence per refused setting and reason, naming the nodes, the sysctl and
+/// its value, what goes wrong without it and how to fix it.
+pub fn kernel_refusal_message(refusals: &[KernelRefusal]) -> String {
+    // Refusals of one sysctl for one reason read as one sentence naming every node.
+    type Group<'a> = ((&'a str, i64, KernelSettingRefusal), Vec<String>);
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    for r in refusals {
+        let key = (r.setting.name.as_str(), r.setting.wanted, r.setting.reason);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, nodes)) => nodes.push(r.node.clone()),
+            None => groups.push((key, vec![r.node.clone()])),
+        }
+    }
+    groups
+        .iter()
+        .map(|((name, wanted, reason), nodes)| {
+            format!(
+                "{} cannot set {name}={wanted} ({}): {}; fix: {}",
+                list(nodes),
+                reason.as_str(),
+                kernel_settings::consequence(name),
+                kernel_settings::fix(name, *wanted, *reason)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Warning Events for refusals not announced before (`announced` holds their
+/// [`KernelRefusal::key`]s): one per node, so each names what that node must fix.
+pub fn kernel_notices(
+    announced: &BTreeSet<(String, String)>,
+    refusals: &[KernelRefusal],
+) -> Vec<Notice> {
+    let fresh: Vec<&KernelRefusal> = refusals
+        .iter()
+        .filter(|r| !announced.contains(&r.key()))
+        .collect();
+    let nodes: BTreeSet<&str> = fresh.iter().map(|r| r.node.as_str()).collect();
+    nodes
+        .into_iter()
+        .map(|node| {
+            let of_node: Vec<KernelRefusal> = fresh
+                .iter()
+                .filter(|r| r.node == node)
+                .map(|r| (*r).clone())
+                .collect();
+            warning(KERNEL_SETTING_REFUSED, kernel_refusal_message(&of_node))
+        })
+        .collect()
+}
+
 /// One real server's state as some observer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -303,6 +400,8 @@ pub struct VsFold {
     pub master_changed: bool,
     /// Fold again at this time even if nothing changes (an overlap of Masters expires).
     pub recheck: Option<Timestamp>,
+    /// The kernel settings the live balancers could not make (for [`kernel_notices`]).
+    pub kernel_refusals: Vec<KernelRefusal>,
 }
 
 struct VsConditions {
@@ -322,6 +421,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
     let mut healthy = 0usize;
     let mut active = None;
     let mut recheck = None;
+    let mut refusals = Vec::new();
 
     let c = match view.verdict {
         Verdict::Invalid(problems) => {
@@ -451,6 +551,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
                 }
             }
             bad.sort();
+            refusals = kernel_refusals(vs, live);
             let degraded = if total == 0 {
                 (
                     "True",
@@ -473,6 +574,21 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
                     "AllHealthy",
                     format!("{healthy} of {total} real servers healthy"),
                 )
+            };
+            // A refused kernel setting degrades a service that forwards (see ADR 0005); real
+            // servers that do not serve cost more, so their reason stays first when both hold.
+            let degraded = match (degraded, refusals.is_empty()) {
+                (d, true) => d,
+                ((_, "AllHealthy", _), false) => (
+                    "True",
+                    KERNEL_SETTING_REFUSED,
+                    kernel_refusal_message(&refusals),
+                ),
+                ((status, reason, msg), false) => (
+                    status,
+                    reason,
+                    format!("{msg}; also {}", kernel_refusal_message(&refusals)),
+                ),
             };
             let ready = if vip_active.0 != "True" {
                 (false, vip_active.1, vip_active.2.clone())
@@ -563,6 +679,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
         notices,
         master_changed,
         recheck,
+        kernel_refusals: refusals,
     }
 }
 
@@ -639,7 +756,11 @@ fn vs_notices(
         ));
     }
     let (old_d, new_d) = (st(old, DEGRADED), st(new, DEGRADED));
-    if is_true(&new_d) && !is_true(&old_d) {
+    // A refused kernel setting has its own Event per node (`kernel_notices`).
+    let kernel_only = new_d
+        .as_ref()
+        .is_some_and(|(_, r, _)| r == KERNEL_SETTING_REFUSED);
+    if is_true(&new_d) && !is_true(&old_d) && !kernel_only {
         let msg = new_d
             .as_ref()
             .map(|(_, _, m)| m.clone())
@@ -648,7 +769,7 @@ fn vs_notices(
     } else if is_true(&old_d) && new_d.as_ref().is_some_and(|(s, _, _)| s == "False") {
         out.push(normal(
             "Recovered",
-            "all selected real servers are healthy again".into(),
+            format!("VIP {vip} is no longer degraded: every selected real server is healthy and every balancer holds its kernel settings"),
         ));
     }
     let (old_r, new_r) = (st(old, READY), st(new, READY));
@@ -864,6 +985,200 @@ mod tests {
             )]
         );
         assert!(out.master_changed);
+    }
+
+    /// `node`'s report (already added) says it could not set `name` for `reason`.
+    fn refuse(vs: &mut VirtualService, node: &str, name: &str, reason: KernelSettingRefusal) {
+        let entry = vs
+            .status
+            .as_mut()
+            .unwrap()
+            .balancers
+            .iter_mut()
+            .find(|b| b.node == node)
+            .unwrap();
+        entry.refused_kernel_settings.push(RefusedKernelSetting {
+            name: name.into(),
+            wanted: 1,
+            current: Some(0),
+            reason,
+        });
+    }
+
+    #[test]
+    fn a_refused_kernel_setting_degrades_a_serving_service_naming_node_sysctl_consequence_and_fix()
+    {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Backup);
+        for node in ["lb1", "lb2"] {
+            refuse(
+                &mut v,
+                node,
+                "net.ipv4.vs.sloppy_tcp",
+                KernelSettingRefusal::ReadOnly,
+            );
+        }
+        let (a, b) = (
+            good_rs("web1", "198.51.100.10", "lb1"),
+            good_rs("web2", "198.51.100.130", "lb1"),
+        );
+        let out = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            None,
+            10,
+        );
+        let s = &out.status;
+        // It still forwards: Ready stays True.
+        assert_eq!(
+            (
+                cond(s, READY).status.as_str(),
+                cond(s, READY).reason.as_str()
+            ),
+            ("True", "Serving")
+        );
+        let d = cond(s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", KERNEL_SETTING_REFUSED)
+        );
+        assert!(
+            d.message
+                .starts_with("lb1, lb2 cannot set net.ipv4.vs.sloppy_tcp=1 (ReadOnly): "),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message
+                .contains(kernel_settings::consequence("sloppy_tcp")),
+            "names the consequence: {}",
+            d.message
+        );
+        assert!(
+            d.message.contains("--ipvs-sysctl-dir")
+                && d.message
+                    .contains("set net.ipv4.vs.sloppy_tcp=1 on the node"),
+            "names the fix: {}",
+            d.message
+        );
+        assert_eq!(out.kernel_refusals.len(), 2);
+        assert!(
+            out.notices.iter().all(|n| n.reason != "Degraded"),
+            "the refusal has its own Event: {:?}",
+            out.notices
+        );
+
+        // Fixed on both nodes: no longer degraded, and that is an Event.
+        let mut fixed = www();
+        report(&mut fixed, "lb1", VrrpState::Master);
+        report(&mut fixed, "lb2", VrrpState::Backup);
+        let later = fold(
+            &fixed,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            Some(s),
+            20,
+        );
+        assert_eq!(cond(&later.status, DEGRADED).status, "False");
+        assert!(later.kernel_refusals.is_empty());
+        assert!(later.notices.iter().any(|n| n.reason == "Recovered"));
+    }
+
+    #[test]
+    fn unhealthy_servers_keep_their_reason_and_the_refusal_joins_the_message() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        refuse(
+            &mut v,
+            "lb1",
+            "net.ipv4.vs.expire_nodest_conn",
+            KernelSettingRefusal::NotFound,
+        );
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let mut b = rs("web2", "198.51.100.130");
+        check(&mut b, "lb1", false);
+        tunnel(&mut b, true);
+        let out = fold(&v, &Verdict::Owner, &nodes(&["lb1"]), &[&a, &b], None, 10);
+        let d = cond(&out.status, DEGRADED);
+        assert_eq!(d.reason, "RealServersUnhealthy");
+        assert!(
+            d.message
+                .contains("; also lb1 cannot set net.ipv4.vs.expire_nodest_conn=1 (NotFound)"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn refusals_of_nodes_that_do_not_serve_the_vip_are_ignored() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "old", VrrpState::Backup);
+        refuse(
+            &mut v,
+            "old",
+            "net.ipv4.vs.sloppy_tcp",
+            KernelSettingRefusal::ReadOnly,
+        );
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let out = fold(&v, &Verdict::Owner, &nodes(&["lb1"]), &[&a], None, 10);
+        assert_eq!(cond(&out.status, DEGRADED).reason, "AllHealthy");
+        assert!(out.kernel_refusals.is_empty());
+    }
+
+    #[test]
+    fn each_refusal_is_announced_once_per_node() {
+        let r = |node: &str, name: &str| KernelRefusal {
+            node: node.into(),
+            setting: RefusedKernelSetting {
+                name: name.into(),
+                wanted: 1,
+                current: None,
+                reason: KernelSettingRefusal::ReadOnly,
+            },
+        };
+        let now = vec![
+            r("lb1", "net.ipv4.vs.expire_nodest_conn"),
+            r("lb1", "net.ipv4.vs.sloppy_tcp"),
+            r("lb2", "net.ipv4.vs.sloppy_tcp"),
+        ];
+        let first = kernel_notices(&BTreeSet::new(), &now);
+        assert_eq!(first.len(), 2, "one Event per node");
+        assert!(
+            first
+                .iter()
+                .all(|n| n.severity == Severity::Warning && n.reason == KERNEL_SETTING_REFUSED)
+        );
+        assert!(
+            first[0]
+                .note
+                .starts_with("lb1 cannot set net.ipv4.vs.expire_nodest_conn=1")
+        );
+        assert!(
+            first[0]
+                .note
+                .contains("; lb1 cannot set net.ipv4.vs.sloppy_tcp=1")
+        );
+        assert!(
+            first[1]
+                .note
+                .starts_with("lb2 cannot set net.ipv4.vs.sloppy_tcp=1")
+        );
+        let announced: BTreeSet<(String, String)> = now.iter().map(KernelRefusal::key).collect();
+        assert!(kernel_notices(&announced, &now).is_empty(), "nothing new");
+        let mut more = now.clone();
+        more.push(r("lb2", "net.ipv4.vs.expire_nodest_conn"));
+        let again = kernel_notices(&announced, &more);
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            again[0].note.split(" (").next(),
+            Some("lb2 cannot set net.ipv4.vs.expire_nodest_conn=1"),
+            "only the new one"
+        );
     }
 
     #[test]

@@ -336,8 +336,19 @@ async fn daemonsets_follow_the_crs_and_a_restart_changes_nothing() {
             "balancer",
             "--node-name=$(NODE_NAME)",
             "--health-port=9781",
-            "--log-format=json"
+            "--log-format=json",
+            "--ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs"
         ])
+    );
+    // ip_vs is loaded by an init container with no capability before the balancer container
+    // mounts the node's /proc/sys/net/ipv4/vs (ADR 0005).
+    assert_eq!(
+        pod["initContainers"][0]["args"],
+        json!(["balancer", "prepare"])
+    );
+    assert_eq!(
+        pod["initContainers"][0]["securityContext"]["capabilities"],
+        json!({"drop": ["ALL"]})
     );
     assert_eq!(
         c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],

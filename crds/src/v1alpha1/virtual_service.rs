@@ -451,6 +451,57 @@ pub struct BalancerStatus {
     /// Human-readable detail (errors while programming, etc.).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Kernel settings this node wants but could not make (the `net.ipv4.vs` sysctls); empty
+    /// when every one holds its wanted value. The operator turns a non-empty list into
+    /// `Degraded=True` with reason `KernelSettingRefused`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub refused_kernel_settings: Vec<RefusedKernelSetting>,
+}
+
+/// A kernel setting a balancer could not make on its node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedKernelSetting {
+    /// The sysctl's full name, e.g. `net.ipv4.vs.sloppy_tcp`.
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    /// The value lvstun wants.
+    pub wanted: i64,
+    /// The value the node holds now; absent when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<i64>,
+    /// Why the write failed, decided from the error number.
+    pub reason: KernelSettingRefusal,
+}
+
+/// Why a kernel setting could not be made (a fixed set, so it can label a metric).
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum KernelSettingRefusal {
+    /// The sysctl is on a read-only mount (EROFS): a container's `/proc/sys`.
+    ReadOnly,
+    /// The kernel refused the write (EACCES, EPERM): no `CAP_NET_ADMIN` over the node's
+    /// network namespace.
+    PermissionDenied,
+    /// The sysctl does not exist (ENOENT): `ip_vs` is not loaded, or the directory the daemon
+    /// was given is not the kernel's.
+    NotFound,
+    /// Any other error; the balancer's log has it.
+    Other,
+}
+
+impl KernelSettingRefusal {
+    /// The reason as written in the API and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelSettingRefusal::ReadOnly => "ReadOnly",
+            KernelSettingRefusal::PermissionDenied => "PermissionDenied",
+            KernelSettingRefusal::NotFound => "NotFound",
+            KernelSettingRefusal::Other => "Other",
+        }
+    }
 }
 
 /// VRRP states (RFC 5798 section 6.4) plus `Fault` for a node that cannot take part.

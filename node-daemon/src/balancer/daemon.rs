@@ -4,7 +4,9 @@
 //! ```text
 //! lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR]
 //!                      [--health-port PORT] [--health-address IP] [--log-format text|json]
-//!                      [--resync SECONDS] [--vip-owner vrrp|none] [--dry-run]
+//!                      [--resync SECONDS] [--vip-owner vrrp|none] [--ipvs-sysctl-dir DIR]
+//!                      [--dry-run]
+//! lvstun-node balancer prepare
 //! ```
 //!
 //! - `--config FILE`: standalone mode, the objects come from the file (every VirtualService in
@@ -21,6 +23,17 @@
 //!   announcing them), and this daemon only programs IPVS; its status entries then say
 //!   `Initialize`. Running `lvstun-node vrrp` or keepalived for the same VRID beside a `vrrp`
 //!   balancer would make two routers on one node: choose one.
+//! - `--ipvs-sysctl-dir` (default `/proc/sys/net/ipv4/vs`): where the daemon reads and writes
+//!   the IPVS sysctls ([`sysctl`]). In a pod `/proc/sys` is read-only, so the operator's
+//!   DaemonSet mounts the node's `/proc/sys/net/ipv4/vs` at
+//!   `/host/proc/sys/net/ipv4/vs` and passes that (ADR 0005). The settings are checked at start
+//!   and every `--resync`; what cannot be set is logged when it starts or changes, shown in the
+//!   status entries (`refusedKernelSettings`) and in `lvstun_balancer_sysctl_refused`.
+//! - `prepare`: run as the balancer pod's init container: makes the kernel load `ip_vs` (by
+//!   resolving the IPVS generic netlink family, which autoloads the module) and checks that
+//!   `/proc/sys/net/ipv4/vs` exists, so the main container's mount of it has a source. It needs
+//!   no capability; it exits 0 when the directory is there, non-zero (with the reason) when the
+//!   kernel has no IPVS.
 //! - `--dry-run`: everything but the kernel: the plan is applied to an in-memory table that
 //!   starts empty, and the log lists every operation that would have been sent (the owned-VIPs
 //!   record is not written). In a cluster, status entries are still written (marked by the
@@ -47,13 +60,14 @@ use tracing::{error, info, warn};
 
 use super::desired::ObjectRef;
 use super::owner::{self, lock_vips};
-use super::run::{Balancer, DryRun, Options};
+use super::run::{Balancer, DryRun, Options, SharedReport, lock};
 use super::{http, report, state};
 use crate::error::Error;
 use crate::health::checker::Checker;
 use crate::ipvs::handle::{self, IpvsHandle};
 use crate::ipvs::sysctl;
 use crate::source::{Snapshot, cluster, file};
+use lvstun_crds::kernel_settings;
 
 /// Name of the runtime's worker threads (health checks run there).
 pub const RUNTIME_THREAD: &str = "lvstun-rt";
@@ -64,7 +78,7 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR] \
 [--health-port PORT] [--health-address IP] [--log-format text|json] [--resync SECONDS] \
-[--vip-owner vrrp|none] [--dry-run]";
+[--vip-owner vrrp|none] [--ipvs-sysctl-dir DIR] [--dry-run] | lvstun-node balancer prepare";
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +117,8 @@ pub struct Args {
     pub dry_run: bool,
     /// Who holds the VIPs.
     pub vip_owner: VipOwnerMode,
+    /// Where the IPVS sysctls are read and written.
+    pub ipvs_sysctl_dir: PathBuf,
 }
 
 fn usage(detail: impl std::fmt::Display) -> Error {
@@ -120,6 +136,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, Error> {
         resync: Duration::from_secs(30),
         dry_run: false,
         vip_owner: VipOwnerMode::Vrrp,
+        ipvs_sysctl_dir: PathBuf::from(sysctl::PROC_DIR),
     };
     let mut health_port: Option<u16> = None;
     let mut health_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -185,6 +202,17 @@ pub fn parse_args(args: &[String]) -> Result<Args, Error> {
                     _ => return Err(Error::invalid("--vip-owner", v, "expected vrrp or none")),
                 };
             }
+            "--ipvs-sysctl-dir" => {
+                let v = value()?;
+                if !v.starts_with('/') {
+                    return Err(Error::invalid(
+                        "--ipvs-sysctl-dir",
+                        v,
+                        "expected an absolute path",
+                    ));
+                }
+                out.ipvs_sysctl_dir = PathBuf::from(v);
+            }
             "--dry-run" if inline.is_none() => out.dry_run = true,
             other => return Err(usage(format!("unknown argument {other}"))),
         }
@@ -223,6 +251,14 @@ pub fn main(args: &[String]) -> Result<ExitCode, Error> {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("usage: {USAGE}");
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some((first, rest)) = args.split_first()
+        && first == "prepare"
+    {
+        if let Some(extra) = rest.first() {
+            return Err(usage(format!("prepare takes no argument, got {extra}")));
+        }
+        return prepare();
     }
     let args = parse_args(args)?;
     init_logging(args.log_format);
@@ -276,7 +312,7 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
     };
     let report = if args.dry_run {
         info!("dry run: the kernel's IPVS table is not touched; operations are only logged");
-        log_sysctls(sysctl::ensure(Path::new(sysctl::PROC_DIR), true));
+        log_sysctls(&sysctl::ensure(&args.ipvs_sysctl_dir, true), true);
         let balancer = Balancer::new(DryRun::default(), checker, options, owned.clone());
         let report = balancer.report();
         (report, Runner::DryRun(balancer))
@@ -284,10 +320,14 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         let (connection, raw) = handle::new_connection()?;
         tokio::spawn(connection);
         let ipvs = IpvsHandle::resolve(raw).await?;
-        // Resolving the family loaded ip_vs, so its sysctls exist now.
-        log_sysctls(sysctl::ensure(Path::new(sysctl::PROC_DIR), false));
         let balancer = Balancer::new(ipvs, checker, options, owned.clone());
         let report = balancer.report();
+        // Resolving the family loaded ip_vs, so its sysctls exist now.
+        tokio::spawn(keep_sysctls(
+            args.ipvs_sysctl_dir.clone(),
+            report.clone(),
+            args.resync,
+        ));
         (report, Runner::Kernel(balancer))
     };
     let (report, runner) = report;
@@ -367,8 +407,60 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Says what became of each IPVS sysctl lvstun wants (see [`sysctl`]).
-fn log_sysctls(outcomes: Vec<sysctl::Outcome>) {
+/// `lvstun-node balancer prepare` (the balancer pod's init container): loads `ip_vs` by
+/// resolving its generic netlink family and checks that the IPVS sysctls appeared. Why a
+/// separate step: the balancer container mounts the node's `/proc/sys/net/ipv4/vs`, which
+/// exists only once `ip_vs` is loaded, and a container whose mount source is missing does not
+/// start; an init container runs before it (ADR 0005). The family request needs no capability
+/// (nlctrl's GETFAMILY is not admin-only; the kernel loads the module itself).
+fn prepare() -> Result<ExitCode, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (connection, raw) = handle::new_connection()?;
+        let connection = tokio::spawn(connection);
+        let resolved = IpvsHandle::resolve(raw).await;
+        connection.abort();
+        resolved.map(|_| ())
+    })?;
+    let dir = Path::new(sysctl::PROC_DIR);
+    if !dir.is_dir() {
+        return Err(Error::File {
+            path: dir.display().to_string(),
+            detail: "the IPVS family answered but its sysctls are missing (a kernel without \
+                     CONFIG_SYSCTL, or a network namespace that hides them)"
+                .into(),
+        });
+    }
+    println!("ip_vs is loaded: {} is present", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps the IPVS sysctls at lvstun's values: at start, then every `period`, so a value someone
+/// reset is repaired and a refusal fixed on the host clears. Publishes the refused ones in the
+/// report (status entries, `/metrics`); logs a refusal when it starts or changes, not every
+/// period. Reading and writing two small `/proc` files is quick enough for the runtime's thread.
+async fn keep_sysctls(dir: PathBuf, report: SharedReport, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
+    loop {
+        tick.tick().await;
+        let outcomes = sysctl::ensure(&dir, false);
+        let now = sysctl::refused(&outcomes);
+        let before = std::mem::replace(&mut lock(&report).refused_kernel_settings, now.clone());
+        log_sysctls(&outcomes, first || before != now);
+        if !before.is_empty() && now.is_empty() {
+            info!(dir = %dir.display(), "every net.ipv4.vs sysctl now holds lvstun's value");
+        }
+        first = false;
+    }
+}
+
+/// Says what became of each IPVS sysctl lvstun wants (see [`sysctl`]); refusals only when
+/// `refusals` (they repeat every period until fixed).
+fn log_sysctls(outcomes: &[sysctl::Outcome], refusals: bool) {
     for outcome in outcomes {
         match outcome {
             sysctl::Outcome::Set(c) => info!(
@@ -383,14 +475,17 @@ fn log_sysctls(outcomes: Vec<sysctl::Outcome>) {
                 to = c.wanted,
                 "dry run: would set net.ipv4.vs sysctl"
             ),
-            sysctl::Outcome::Refused(c, hint) => warn!(
+            sysctl::Outcome::Refused(c, reason, detail) if refusals => warn!(
                 sysctl = c.name,
                 from = ?c.current,
                 to = c.wanted,
-                hint,
+                reason = reason.as_str(),
+                detail,
+                fix = kernel_settings::fix(c.name, i64::from(c.wanted), *reason),
                 "cannot set net.ipv4.vs sysctl: {}",
                 sysctl::consequence(c.name)
             ),
+            sysctl::Outcome::Refused(..) => {}
         }
     }
 }
@@ -413,9 +508,13 @@ mod tests {
     fn the_operators_arguments_parse() {
         // Exactly what operator/src/build.rs `node_args` gives the balancer DaemonSet.
         let a = parse_args(&args(
-            "--node-name=node-a --health-port=9101 --log-format=json",
+            "--node-name=node-a --health-port=9101 --log-format=json --ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs",
         ))
         .unwrap();
+        assert_eq!(
+            a.ipvs_sysctl_dir,
+            PathBuf::from("/host/proc/sys/net/ipv4/vs")
+        );
         assert_eq!(a.node_name.as_deref(), Some("node-a"));
         assert_eq!(a.health, Some("0.0.0.0:9101".parse().unwrap()));
         assert_eq!(a.log_format, LogFormat::Json);
@@ -436,6 +535,11 @@ mod tests {
         assert_eq!(a.resync, Duration::from_secs(5));
         assert_eq!(a.log_format, LogFormat::Text);
         assert_eq!(
+            a.ipvs_sysctl_dir,
+            PathBuf::from("/proc/sys/net/ipv4/vs"),
+            "a standalone host writes its own /proc/sys"
+        );
+        assert_eq!(
             a.vip_owner,
             VipOwnerMode::Vrrp,
             "VRRP unless told otherwise"
@@ -444,6 +548,15 @@ mod tests {
         assert_eq!(a.vip_owner, VipOwnerMode::None);
         let a = parse_args(&args("--vip-owner=vrrp")).unwrap();
         assert_eq!(a.vip_owner, VipOwnerMode::Vrrp);
+    }
+
+    #[test]
+    fn prepare_takes_no_arguments() {
+        // Refused before any I/O: the init container's arguments are exactly `balancer prepare`.
+        assert!(matches!(
+            main(&args("prepare --bogus")),
+            Err(Error::Usage(_))
+        ));
     }
 
     #[test]
@@ -457,6 +570,8 @@ mod tests {
             "--node-name=",
             "--dry-run=yes",
             "--vip-owner bgp",
+            "--ipvs-sysctl-dir",
+            "--ipvs-sysctl-dir=relative/vs",
             "--bogus",
             "stray",
         ] {

@@ -1,7 +1,7 @@
 //! The balancer's local HTTP endpoint (`--health-port`): `/healthz` (the loop is turning),
 //! `/readyz` (a pass has read and programmed the kernel's table), `/metrics` (Prometheus text:
-//! passes, IPVS writes and refusals, services, destinations, health checks, and per VIP the
-//! VRRP state and its transitions). The answers are pure functions of the [`Report`] and the
+//! passes, IPVS writes and refusals, services, destinations, health checks, the IPVS sysctls
+//! that could not be set, and per VIP the VRRP state and its transitions). The answers are pure functions of the [`Report`] and the
 //! [`VipsReport`]; [`bind`] does the I/O.
 
 use std::fmt::Write as _;
@@ -12,6 +12,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use lvstun_crds::kernel_settings;
 use lvstun_crds::v1alpha1::VrrpState;
 
 use super::owner::{RouterReport, SharedVips, VipsReport, lock_vips};
@@ -146,8 +147,30 @@ pub fn metrics_answer(report: &Report, vips: &VipsReport) -> String {
         "Health checks completed.",
         report.checks_run,
     );
+    sysctl_metrics(&mut out, report);
     vrrp_metrics(&mut out, vips);
     out
+}
+
+/// `lvstun_balancer_sysctl_refused{name}`: 1 while a wanted IPVS sysctl could not be set, 0
+/// otherwise. One series per wanted sysctl, always present (so an alert can say `== 1` and
+/// an absent series means an old daemon); the label is the sysctl's name from the fixed list,
+/// never error text. Why it was refused is in the status entry and the log.
+fn sysctl_metrics(out: &mut String, report: &Report) {
+    let name = "lvstun_balancer_sysctl_refused";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 while the IPVS sysctl could not be set to lvstun's value on this node."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (short, _) in kernel_settings::WANTED {
+        let full = kernel_settings::full_name(short);
+        let refused = report
+            .refused_kernel_settings
+            .iter()
+            .any(|r| r.name == full);
+        let _ = writeln!(out, "{name}{{name=\"{full}\"}} {}", u8::from(refused));
+    }
 }
 
 /// The number `lvstun_vrrp_state` gives a state (a gauge, so alerts can say `== 2`).
@@ -316,5 +339,46 @@ mod tests {
         assert!(m.contains("\nlvstun_balancer_last_pass_ops 0\n"), "{m}");
         assert!(m.contains("\nlvstun_balancer_destinations 2\n"), "{m}");
         assert!(m.contains("\nlvstun_balancer_ready 0\n"), "{m}");
+        // Nothing refused: every wanted sysctl has its series, at 0.
+        assert!(
+            m.contains("\nlvstun_balancer_sysctl_refused{name=\"net.ipv4.vs.sloppy_tcp\"} 0\n"),
+            "{m}"
+        );
+        assert!(m.contains(
+            "\nlvstun_balancer_sysctl_refused{name=\"net.ipv4.vs.expire_nodest_conn\"} 0\n"
+        ));
+    }
+
+    #[test]
+    fn a_refused_sysctl_is_a_gauge_at_one_named_by_the_sysctl() {
+        let r = Report {
+            refused_kernel_settings: vec![lvstun_crds::v1alpha1::RefusedKernelSetting {
+                name: "net.ipv4.vs.sloppy_tcp".into(),
+                wanted: 1,
+                current: Some(0),
+                reason: lvstun_crds::v1alpha1::KernelSettingRefusal::ReadOnly,
+            }],
+            ..Report::default()
+        };
+        let m = metrics_answer(&r, &VipsReport::default());
+        assert!(
+            m.contains("# TYPE lvstun_balancer_sysctl_refused gauge\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("\nlvstun_balancer_sysctl_refused{name=\"net.ipv4.vs.sloppy_tcp\"} 1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "\nlvstun_balancer_sysctl_refused{name=\"net.ipv4.vs.expire_nodest_conn\"} 0\n"
+            ),
+            "{m}"
+        );
+        assert_eq!(
+            m.matches("lvstun_balancer_sysctl_refused{").count(),
+            2,
+            "one series per wanted sysctl, no reason label"
+        );
     }
 }

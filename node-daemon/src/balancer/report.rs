@@ -1,6 +1,6 @@
 //! In a cluster, what this balancer tells the API: its own entry in each served
 //! `VirtualService.status.balancers[]` (keyed by node: VRRP state, destinations in rotation per
-//! port, refusals) and in each checked `RealServer.status.checks[]` (keyed by balancer: healthy,
+//! port, refusals, the kernel settings it could not make) and in each checked `RealServer.status.checks[]` (keyed by balancer: healthy,
 //! consecutive failures, last check, last transition, why the last check failed).
 //!
 //! Both lists are list-maps, so each balancer server-side-applies only its own entry, with
@@ -21,7 +21,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use lvstun_crds::v1alpha1::{BalancerStatus, CheckStatus, RealServer, VirtualService};
+use lvstun_crds::v1alpha1::{
+    BalancerStatus, CheckStatus, RealServer, RefusedKernelSetting, VirtualService,
+};
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -47,13 +49,16 @@ fn time(t: SystemTime) -> Option<Time> {
 
 /// This node's `status.balancers[]` entry for each VirtualService it programs, with the VIP
 /// ownership `ownership` says for it (VRRP state, priority, last transition).
-/// `note`, when given, leads every entry's message (a dry run says so).
+/// `note`, when given, leads every entry's message (a dry run says so). `refused` are the
+/// node's kernel settings it could not make: node-wide, so every entry carries them (each
+/// VirtualService this node serves is served without them).
 pub fn balancer_entries(
     node: &str,
     ownership: &dyn Fn(&ObjectRef) -> Ownership,
     programmed: &BTreeMap<ObjectRef, BTreeMap<String, u32>>,
     messages: &BTreeMap<ObjectRef, String>,
     note: Option<&str>,
+    refused: &[RefusedKernelSetting],
 ) -> BTreeMap<ObjectRef, BalancerStatus> {
     programmed
         .iter()
@@ -77,6 +82,7 @@ pub fn balancer_entries(
                     (Some(n), None) => Some(n.to_owned()),
                     (None, m) => m,
                 },
+                refused_kernel_settings: refused.to_vec(),
             };
             (vs.clone(), entry)
         })
@@ -208,6 +214,7 @@ pub async fn run(
                     &r.programmed,
                     &r.messages,
                     note.as_deref(),
+                    &r.refused_kernel_settings,
                 ),
                 check_entries(&node, &r.real_server_checks, &statuses.snapshot()),
             )
@@ -276,7 +283,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::health::state::{TargetState, Thresholds};
-    use lvstun_crds::v1alpha1::VrrpState;
+    use lvstun_crds::v1alpha1::{KernelSettingRefusal, VrrpState};
 
     fn r(name: &str) -> ObjectRef {
         ObjectRef {
@@ -319,7 +326,7 @@ mod tests {
             last_transition: Some(at),
             message: None,
         };
-        let e = balancer_entries("lb1", &master, &programmed, &messages, None);
+        let e = balancer_entries("lb1", &master, &programmed, &messages, None, &[]);
         let entry = &e[&r("www")];
         assert_eq!(entry.node, "lb1");
         assert_eq!(entry.state, VrrpState::Master);
@@ -336,7 +343,7 @@ mod tests {
             last_transition: None,
             message: Some("VRRP settings refused".into()),
         };
-        let e = balancer_entries("lb1", &fault, &programmed, &messages, None);
+        let e = balancer_entries("lb1", &fault, &programmed, &messages, None, &[]);
         assert_eq!(e[&r("www")].state, VrrpState::Fault);
         assert_eq!(
             e[&r("www")].message.as_deref(),
@@ -348,8 +355,48 @@ mod tests {
             last_transition: None,
             message: None,
         };
-        let dry = balancer_entries("lb1", &init, &programmed, &BTreeMap::new(), Some("dry run"));
+        let dry = balancer_entries(
+            "lb1",
+            &init,
+            &programmed,
+            &BTreeMap::new(),
+            Some("dry run"),
+            &[],
+        );
         assert_eq!(dry[&r("www")].message.as_deref(), Some("dry run"));
+        assert!(
+            dry[&r("www")].refused_kernel_settings.is_empty(),
+            "nothing refused, nothing listed"
+        );
+    }
+
+    #[test]
+    fn every_entry_carries_the_nodes_refused_kernel_settings() {
+        let programmed = BTreeMap::from([
+            (r("www"), BTreeMap::from([("80/TCP".to_string(), 2u32)])),
+            (r("api"), BTreeMap::from([("443/TCP".to_string(), 1u32)])),
+        ]);
+        let init = |_: &ObjectRef| Ownership {
+            state: VrrpState::Backup,
+            priority: None,
+            last_transition: None,
+            message: None,
+        };
+        let refused = [RefusedKernelSetting {
+            name: "net.ipv4.vs.sloppy_tcp".into(),
+            wanted: 1,
+            current: Some(0),
+            reason: KernelSettingRefusal::ReadOnly,
+        }];
+        let e = balancer_entries("lb1", &init, &programmed, &BTreeMap::new(), None, &refused);
+        for vs in ["www", "api"] {
+            assert_eq!(e[&r(vs)].refused_kernel_settings, refused, "{vs}");
+        }
+        let json = serde_json::to_value(&e[&r("www")]).unwrap();
+        assert_eq!(
+            json["refusedKernelSettings"][0],
+            json!({"name": "net.ipv4.vs.sloppy_tcp", "wanted": 1, "current": 0, "reason": "ReadOnly"})
+        );
     }
 
     #[test]

@@ -178,6 +178,9 @@ pub struct Report {
     pub checks_run: u64,
     /// Health check targets.
     pub targets: usize,
+    /// The IPVS sysctls this node could not set (see [`crate::ipvs::sysctl`]), sorted; written
+    /// by the daemon's sysctl task, read by `/metrics` and the status entries.
+    pub refused_kernel_settings: Vec<lvstun_crds::v1alpha1::RefusedKernelSetting>,
 }
 
 /// The shared report.

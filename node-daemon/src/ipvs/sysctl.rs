@@ -1,6 +1,8 @@
 //! The IPVS sysctls (`net.ipv4.vs.*`) a tunnelling balancer needs, which the generic netlink
-//! family cannot set: deciding which to change is pure ([`changes`]); reading and writing
-//! `/proc/sys/net/ipv4/vs/` is the thin applier ([`ensure`]).
+//! family cannot set: deciding which to change and what a refusal means is pure ([`changes`],
+//! [`refusal_of`], [`refused`]); reading and writing the sysctl directory is the thin applier
+//! ([`ensure`]). The names, values, consequences and fixes are shared with the operator
+//! ([`lvstun_crds::kernel_settings`]).
 //!
 //! Why `expire_nodest_conn = 1`: in TUN mode IPVS sees only the client's half of a connection,
 //! so an entry stays in FIN_WAIT for two minutes after the connection ends. A client that
@@ -23,31 +25,26 @@
 //! a flow the sync missed (a reset from a real server instead of one from the balancer). The
 //! kernel documents it for this use ("useful for LVS directors in active/active failover").
 //!
-//! The values are per network namespace. In a pod with host networking `/proc/sys` is writable
-//! only when the container is privileged; otherwise the write fails and the daemon says what to
-//! set on the host instead. It keeps running: forwarding works without the setting, only the
-//! port-reuse case above misbehaves.
+//! The values are per network namespace. A container runtime mounts `/proc/sys` read-only in
+//! every unprivileged container, so a balancer pod writes them through the node's
+//! `/proc/sys/net/ipv4/vs` mounted elsewhere (`--ipvs-sysctl-dir`, see ADR 0005); a write that
+//! still fails is reported, not fatal: in the daemon's log, in its status entry (the operator
+//! folds it into `Degraded`) and as `lvstun_balancer_sysctl_refused`. Forwarding works without
+//! the settings; only the cases above misbehave.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
-/// Where the kernel shows the IPVS sysctls of this network namespace.
-pub const PROC_DIR: &str = "/proc/sys/net/ipv4/vs";
+use lvstun_crds::kernel_settings::{self, WANTED};
+use lvstun_crds::v1alpha1::{KernelSettingRefusal, RefusedKernelSetting};
 
-/// The settings lvstun wants, as (name, value); the module comment says why each.
-pub const WANTED: &[(&str, u32)] = &[("expire_nodest_conn", 1), ("sloppy_tcp", 1)];
+/// Where the kernel shows the IPVS sysctls of this network namespace.
+pub const PROC_DIR: &str = kernel_settings::HOST_DIR;
 
 /// What goes wrong while setting `name` cannot be made (for the warning a refused write
 /// logs).
 pub fn consequence(name: &str) -> &'static str {
-    match name {
-        "expire_nodest_conn" => {
-            "a client reusing a source port may be sent to a real server that failed its health check"
-        }
-        "sloppy_tcp" => {
-            "after a failover, connections the sync daemon did not carry are reset (with mh too)"
-        }
-        _ => "forwarding works, but not as lvstun intends",
-    }
+    kernel_settings::consequence(name)
 }
 
 /// One setting to change: its name, the value read, the value wanted.
@@ -76,6 +73,17 @@ pub fn changes(read: impl Fn(&str) -> Option<u32>) -> Vec<Change> {
         .collect()
 }
 
+/// Why a write failed, by the error's kind (which the standard library derives from the
+/// errno), never by its text.
+pub fn refusal_of(kind: io::ErrorKind) -> KernelSettingRefusal {
+    match kind {
+        io::ErrorKind::ReadOnlyFilesystem => KernelSettingRefusal::ReadOnly,
+        io::ErrorKind::PermissionDenied => KernelSettingRefusal::PermissionDenied,
+        io::ErrorKind::NotFound => KernelSettingRefusal::NotFound,
+        _ => KernelSettingRefusal::Other,
+    }
+}
+
 /// What happened to one setting.
 #[derive(Debug)]
 pub enum Outcome {
@@ -83,8 +91,35 @@ pub enum Outcome {
     Set(Change),
     /// Left alone because this is a dry run.
     WouldSet(Change),
-    /// The kernel (or a read-only `/proc/sys`) refused; the string says how to fix it.
-    Refused(Change, String),
+    /// The kernel (or a read-only `/proc/sys`) refused: why, and the error for the log.
+    Refused(Change, KernelSettingRefusal, String),
+}
+
+/// The refused settings among `outcomes`, as the status entry and the metric carry them
+/// (sorted by name, so an unchanged situation compares equal).
+pub fn refused(outcomes: &[Outcome]) -> Vec<RefusedKernelSetting> {
+    let mut out: Vec<RefusedKernelSetting> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Refused(c, reason, _) => Some(RefusedKernelSetting {
+                name: kernel_settings::full_name(c.name),
+                wanted: i64::from(c.wanted),
+                current: c.current.map(i64::from),
+                reason: *reason,
+            }),
+            Outcome::Set(_) | Outcome::WouldSet(_) => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Writes `value` to an existing file: a sysctl is never created, so a `--ipvs-sysctl-dir`
+/// that is not the kernel's (an empty folder) fails as `NotFound` instead of collecting files.
+fn write_existing(path: &Path, value: u32) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.write_all(format!("{value}\n").as_bytes())
 }
 
 /// Reads the settings under `dir` and writes those that differ; `dry_run` only reports.
@@ -101,17 +136,11 @@ pub fn ensure(dir: &Path, dry_run: bool) -> Vec<Outcome> {
             if dry_run {
                 return Outcome::WouldSet(change);
             }
-            match std::fs::write(path(change.name), format!("{}\n", change.wanted)) {
+            match write_existing(&path(change.name), change.wanted) {
                 Ok(()) => Outcome::Set(change),
                 Err(e) => {
-                    let hint = format!(
-                        "writing {}: {e}; set net.ipv4.vs.{}={} on the host (a file in \
-                         /etc/sysctl.d/ after ip_vs is loaded) or run the balancer privileged",
-                        path(change.name).display(),
-                        change.name,
-                        change.wanted
-                    );
-                    Outcome::Refused(change, hint)
+                    let detail = format!("writing {}: {e}", path(change.name).display());
+                    Outcome::Refused(change, refusal_of(e.kind()), detail)
                 }
             }
         })
@@ -185,5 +214,79 @@ mod tests {
         );
         assert!(ensure(&dir, false).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+        // The directory is gone (ip_vs not loaded, or no mount): refused as NotFound, and
+        // reported with its full name, the wanted value and no current value.
+        let out = ensure(&dir, false);
+        let list = refused(&out);
+        assert_eq!(
+            list.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["net.ipv4.vs.expire_nodest_conn", "net.ipv4.vs.sloppy_tcp"]
+        );
+        assert!(
+            list.iter()
+                .all(|r| r.reason == KernelSettingRefusal::NotFound
+                    && r.current.is_none()
+                    && r.wanted == 1)
+        );
+    }
+
+    #[test]
+    fn a_folder_that_is_not_the_kernels_is_not_filled() {
+        let dir = std::env::temp_dir().join(format!("lvstun-sysctl-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = ensure(&dir, false);
+        assert!(
+            refused(&out)
+                .iter()
+                .all(|r| r.reason == KernelSettingRefusal::NotFound)
+        );
+        assert_eq!(refused(&out).len(), WANTED.len());
+        assert!(
+            !dir.join("sloppy_tcp").exists(),
+            "no sysctl file is created"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refusals_are_decided_by_error_kind() {
+        // What a container's read-only /proc/sys answers (EROFS).
+        let erofs = io::Error::from_raw_os_error(30);
+        assert_eq!(refusal_of(erofs.kind()), KernelSettingRefusal::ReadOnly);
+        // EACCES and EPERM: no CAP_NET_ADMIN over the namespace.
+        for errno in [13, 1] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert_eq!(refusal_of(e.kind()), KernelSettingRefusal::PermissionDenied);
+        }
+        let enoent = io::Error::from_raw_os_error(2);
+        assert_eq!(refusal_of(enoent.kind()), KernelSettingRefusal::NotFound);
+        let einval = io::Error::from_raw_os_error(22);
+        assert_eq!(refusal_of(einval.kind()), KernelSettingRefusal::Other);
+    }
+
+    #[test]
+    fn only_refusals_are_listed_sorted() {
+        let change = |name| Change {
+            name,
+            current: Some(0),
+            wanted: 1,
+        };
+        let out = vec![
+            Outcome::Refused(
+                change("sloppy_tcp"),
+                KernelSettingRefusal::ReadOnly,
+                "x".into(),
+            ),
+            Outcome::Set(change("a")),
+            Outcome::Refused(
+                change("expire_nodest_conn"),
+                KernelSettingRefusal::ReadOnly,
+                "x".into(),
+            ),
+        ];
+        let list = refused(&out);
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].name, "net.ipv4.vs.expire_nodest_conn");
+        assert_eq!(list[1].current, Some(0));
     }
 }
