@@ -17,6 +17,11 @@ pub const CONFLICT: &str = "Conflict";
 pub const HEALTHY: &str = "Healthy";
 /// RealServer: the web daemon on that host has prepared tunnel decapsulation and the VIPs.
 pub const TUNNEL_READY: &str = "TunnelReady";
+/// Reason of the `TunnelReady=Unknown` the operator writes on a RealServer without
+/// `spec.nodeName`: no web daemon runs for a host outside the cluster, so nobody else could say
+/// anything, and an absent condition would read as "not reported yet" forever. Named here so the
+/// operator (writer) and anyone reading the condition agree on it.
+pub const OUTSIDE_CLUSTER: &str = "OutsideCluster";
 
 /// Set `new` in `conditions`, keeping the old `lastTransitionTime` when the status did not
 /// change. Returns whether anything visible changed (status, reason, message, generation), so

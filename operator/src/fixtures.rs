@@ -100,7 +100,8 @@ pub fn report(vs: &mut VirtualService, node: &str, state: VrrpState) {
     });
 }
 
-/// A RealServer `ns/<name>` labelled `app=www`.
+/// A RealServer `ns/<name>` labelled `app=www`, with no `spec.nodeName` (a host outside the
+/// cluster).
 pub fn rs(name: &str, address: &str) -> RealServer {
     let mut r = RealServer::new(
         name,
@@ -144,9 +145,17 @@ pub fn tunnel(rs: &mut RealServer, ready: bool) {
     });
 }
 
-/// A healthy, tunnel-ready real server as seen by `balancer`.
-pub fn good_rs(name: &str, address: &str, balancer: &str) -> RealServer {
+/// A RealServer `ns/<name>` labelled `app=www` on cluster node `node-<name>`: a web daemon
+/// reports its `TunnelReady`.
+pub fn node_rs(name: &str, address: &str) -> RealServer {
     let mut r = rs(name, address);
+    r.spec.node_name = Some(format!("node-{name}"));
+    r
+}
+
+/// A healthy, tunnel-ready real server on a cluster node, as seen by `balancer`.
+pub fn good_rs(name: &str, address: &str, balancer: &str) -> RealServer {
+    let mut r = node_rs(name, address);
     check(&mut r, balancer, true);
     tunnel(&mut r, true);
     r

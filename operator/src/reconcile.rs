@@ -16,7 +16,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use lvstun_crds::conditions::HEALTHY;
 use lvstun_crds::v1alpha1::{RealServer, RealServerStatus, VirtualService, VirtualServiceStatus};
 
 use crate::apply;
@@ -43,14 +42,15 @@ pub fn owned_vs_status(status: Option<&VirtualServiceStatus>) -> VirtualServiceS
     s
 }
 
-/// The operator-owned part of a RealServer status.
+/// The operator-owned part of a RealServer status: `Healthy`, and the `TunnelReady` it writes
+/// for a host outside the cluster (never the web daemon's, see `status::operator_owned`).
 pub fn owned_rs_status(status: Option<&RealServerStatus>) -> RealServerStatus {
     RealServerStatus {
         observed_generation: None,
         conditions: status
             .iter()
             .flat_map(|s| s.conditions.iter())
-            .filter(|c| c.type_ == HEALTHY)
+            .filter(|c| status::operator_owned(c))
             .cloned()
             .collect(),
         checks: Vec::new(),
@@ -343,7 +343,7 @@ fn count(ctx: &Context, role: Role, action: &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{check, report, rs, tunnel, www};
+    use crate::fixtures::{check, node_rs, report, rs, tunnel, www};
     use lvstun_crds::v1alpha1::VrrpState;
 
     #[test]
@@ -352,14 +352,32 @@ mod tests {
         report(&mut v, "lb1", VrrpState::Master);
         let s = owned_vs_status(v.status.as_ref());
         assert!(s.balancers.is_empty());
-        let mut r = rs("web1", "198.51.100.10");
+        let mut r = node_rs("web1", "198.51.100.10");
         check(&mut r, "lb1", true);
         tunnel(&mut r, true);
         let s = owned_rs_status(r.status.as_ref());
         assert!(s.checks.is_empty());
         assert!(
             s.conditions.is_empty(),
-            "TunnelReady belongs to the web daemon"
+            "the web daemon's TunnelReady is not the operator's"
+        );
+    }
+
+    #[test]
+    fn the_operators_outside_cluster_tunnel_ready_is_its_own() {
+        let r = rs("web1", "198.51.100.10");
+        let fold = status::fold_real_server(&RsView {
+            rs: &r,
+            selected_by: &[],
+            previous: None,
+            now: now(),
+        });
+        let mut written = r.clone();
+        written.status = Some(fold.status.clone());
+        assert_eq!(
+            owned_rs_status(written.status.as_ref()),
+            fold.status,
+            "read back, what the operator wrote is its previous status: no rewrite"
         );
     }
 

@@ -2,7 +2,8 @@
 //! and `Conflict` on a VirtualService, with `activeBalancer` and the healthy/total counts that
 //! `kubectl get lvsvc` prints; `Healthy` on a RealServer. Also the Events that go with a
 //! transition (a new Master, a split brain, a conflict, a server down or up, a kernel setting a
-//! balancer could not make).
+//! balancer could not make). On a RealServer without `spec.nodeName` (a host outside the
+//! cluster) also its `TunnelReady`, which no web daemon is there to report.
 //!
 //! Pure: inputs are the objects as read plus the clock reading `now`; the output is the desired
 //! operator-owned part of the status, whether it differs from the previous one (so the caller
@@ -12,15 +13,20 @@
 //! - VirtualService: the operator owns `observedGeneration`, the four conditions,
 //!   `activeBalancer`, `healthyRealServers`, `totalRealServers`, `healthySummary`; each balancer
 //!   daemon owns its own `balancers[node=<its node>]` entry.
-//! - RealServer: the operator owns the `Healthy` condition; the web daemon owns `TunnelReady`;
-//!   each balancer daemon owns its `checks[balancer=<its node>]` entry.
+//! - RealServer: the operator owns the `Healthy` condition; the web daemon on `spec.nodeName`
+//!   owns `TunnelReady` (`node-daemon/src/web/report.rs`, which writes only on RealServers naming
+//!   its node); on a RealServer with no `spec.nodeName` the operator owns `TunnelReady` instead
+//!   (status `Unknown`, reason [`OUTSIDE_CLUSTER`]). Which of the two writes it follows from
+//!   the spec alone, so they never apply the same field: when `spec.nodeName` appears, the
+//!   operator's apply leaves `TunnelReady` out, which releases it for the web daemon. Each
+//!   balancer daemon owns its `checks[balancer=<its node>]` entry.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use lvstun_crds::conditions::{
-    CONFLICT, DEGRADED, HEALTHY, READY, TUNNEL_READY, VIP_ACTIVE, set_condition,
+    CONFLICT, DEGRADED, HEALTHY, OUTSIDE_CLUSTER, READY, TUNNEL_READY, VIP_ACTIVE, set_condition,
 };
 use lvstun_crds::kernel_settings;
 use lvstun_crds::v1alpha1::{
@@ -339,8 +345,16 @@ pub fn server_health(
         .unwrap_or(Health::Healthy)
 }
 
-/// The web daemon's `TunnelReady` report.
+/// What `TunnelReady` adds to whether `rs` serves. A cluster node (`spec.nodeName` set) needs
+/// its web daemon's `TunnelReady=True`: until that daemon has prepared the node, tunneled packets
+/// may not be decapsulated. A host outside the cluster (no `spec.nodeName`) was prepared by
+/// `lvstun-node web --config` and no web daemon reports on it, so it adds nothing: the
+/// balancers' health checks alone judge it, as they do when they give it weight
+/// (`node-daemon/src/balancer/desired.rs`).
 pub fn tunnel_ready(rs: &RealServer) -> Health {
+    if !in_cluster(rs) {
+        return Health::Healthy;
+    }
     match rs
         .status
         .iter()
@@ -355,6 +369,23 @@ pub fn tunnel_ready(rs: &RealServer) -> Health {
                 .to_string(),
         ),
     }
+}
+
+/// Whether a web daemon reports on `rs`: the operator runs one only on the node `spec.nodeName`
+/// names.
+pub fn in_cluster(rs: &RealServer) -> bool {
+    rs.spec.node_name.is_some()
+}
+
+/// The message of the operator's `TunnelReady` on a host outside the cluster: says why nothing
+/// better is known and who judges the server instead.
+pub const OUTSIDE_CLUSTER_MESSAGE: &str = "no spec.nodeName: this host is outside the cluster, prepared by `lvstun-node web --config`; no web daemon reports on it, so the balancers' health checks alone judge it";
+
+/// Whether the operator wrote this RealServer condition: `Healthy`, or the `TunnelReady` it
+/// writes for a host outside the cluster (told apart from the web daemon's by its reason). The
+/// web daemon's `TunnelReady` is not the operator's and must never be carried into its writes.
+pub fn operator_owned(c: &Condition) -> bool {
+    c.type_ == HEALTHY || (c.type_ == TUNNEL_READY && c.reason == OUTSIDE_CLUSTER)
 }
 
 /// A list of names for a message, cut after [`LIST_LIMIT`].
@@ -801,7 +832,8 @@ pub struct RsView<'a> {
 /// What [`fold_real_server`] decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RsFold {
-    /// The operator-owned status fields (only the `Healthy` condition).
+    /// The operator-owned status fields: the `Healthy` condition, and `TunnelReady` when the
+    /// server is outside the cluster.
     pub status: RealServerStatus,
     /// Whether it differs from the previous one.
     pub changed: bool,
@@ -811,6 +843,8 @@ pub struct RsFold {
 
 /// `Healthy` of one RealServer: what the active balancer of every VirtualService that selects
 /// it reports in `checks[]`. Unhealthy anywhere wins over not-yet-known, which wins over healthy.
+/// Without `spec.nodeName` also `TunnelReady=Unknown` ([`OUTSIDE_CLUSTER`]); with it, an
+/// earlier such condition is dropped (the apply then releases it to the web daemon).
 pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
     let rs = view.rs;
     let name = rs.metadata.name.clone().unwrap_or_default();
@@ -877,8 +911,13 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
         .iter()
         .find(|c| c.type_ == HEALTHY)
         .cloned();
-    let mut conditions: Vec<Condition> = old.iter().cloned().collect();
-    let changed = set_condition(
+    let mut conditions: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|c| operator_owned(c))
+        .cloned()
+        .collect();
+    let mut changed = set_condition(
         &mut conditions,
         Condition {
             type_: HEALTHY.into(),
@@ -889,6 +928,23 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
             last_transition_time: view.now.clone(),
         },
     );
+    if in_cluster(rs) {
+        let before = conditions.len();
+        conditions.retain(|c| c.type_ != TUNNEL_READY);
+        changed |= conditions.len() != before;
+    } else {
+        changed |= set_condition(
+            &mut conditions,
+            Condition {
+                type_: TUNNEL_READY.into(),
+                status: "Unknown".into(),
+                reason: OUTSIDE_CLUSTER.into(),
+                message: OUTSIDE_CLUSTER_MESSAGE.into(),
+                observed_generation: rs.metadata.generation,
+                last_transition_time: view.now.clone(),
+            },
+        );
+    }
     let old_status = old.map(|c| c.status).unwrap_or_default();
     let mut notices = Vec::new();
     let who = format!("{name} ({})", rs.spec.address);
@@ -911,7 +967,7 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{check, good_rs, report, report_at, rs, t, tunnel, vs, www};
+    use crate::fixtures::{check, good_rs, node_rs, report, report_at, rs, t, tunnel, vs, www};
     use crate::validate::ClaimKey;
     use lvstun_crds::v1alpha1::Protocol;
 
@@ -1349,13 +1405,13 @@ mod tests {
         let mut v = www();
         report(&mut v, "lb1", VrrpState::Master);
         let ok = good_rs("web1", "198.51.100.10", "lb1");
-        let mut down = rs("web2", "198.51.100.130");
+        let mut down = node_rs("web2", "198.51.100.130");
         check(&mut down, "lb1", false);
         tunnel(&mut down, true);
-        let mut no_tunnel = rs("web3", "198.51.100.131");
+        let mut no_tunnel = node_rs("web3", "198.51.100.131");
         check(&mut no_tunnel, "lb1", true);
         tunnel(&mut no_tunnel, false);
-        let mut unchecked = rs("web4", "198.51.100.132");
+        let mut unchecked = node_rs("web4", "198.51.100.132");
         tunnel(&mut unchecked, true);
         let out = fold(
             &v,
@@ -1389,6 +1445,133 @@ mod tests {
             d.message
         );
         assert!(out.notices.iter().any(|n| n.reason == "Degraded"));
+    }
+
+    /// Where `TunnelReady` comes from decides whether it gates serving: a host outside the
+    /// cluster (the shipped `deploy/examples/realservers.yaml`) is judged by the balancers'
+    /// checks alone; a cluster node still waits for its web daemon.
+    #[test]
+    fn outside_the_cluster_the_checks_alone_judge_a_server() {
+        struct Row {
+            case: &'static str,
+            node_name: Option<&'static str>,
+            check_passes: bool,
+            web_daemon_says: Option<bool>,
+            counted_healthy: bool,
+            why_not: &'static str,
+        }
+        let rows = [
+            Row {
+                case: "outside the cluster, checks pass",
+                node_name: None,
+                check_passes: true,
+                web_daemon_says: None,
+                counted_healthy: true,
+                why_not: "",
+            },
+            Row {
+                case: "outside the cluster, check fails",
+                node_name: None,
+                check_passes: false,
+                web_daemon_says: None,
+                counted_healthy: false,
+                why_not: "health check failed on lb1: GET /healthcheck.html: connection refused (3 consecutive failures)",
+            },
+            Row {
+                case: "cluster node, no report from its web daemon yet",
+                node_name: Some("node-a"),
+                check_passes: true,
+                web_daemon_says: None,
+                counted_healthy: false,
+                why_not: "its web daemon has not reported TunnelReady yet",
+            },
+            Row {
+                case: "cluster node, its web daemon says ready",
+                node_name: Some("node-a"),
+                check_passes: true,
+                web_daemon_says: Some(true),
+                counted_healthy: true,
+                why_not: "",
+            },
+        ];
+        for row in rows {
+            let mut v = www();
+            report(&mut v, "lb1", VrrpState::Master);
+            report(&mut v, "lb2", VrrpState::Backup);
+            let mut r = rs("web1", "198.51.100.10");
+            r.spec.node_name = row.node_name.map(String::from);
+            check(&mut r, "lb1", row.check_passes);
+            check(&mut r, "lb2", row.check_passes);
+            if let Some(ready) = row.web_daemon_says {
+                tunnel(&mut r, ready);
+            }
+            let out = fold(
+                &v,
+                &Verdict::Owner,
+                &nodes(&["lb1", "lb2"]),
+                &[&r],
+                None,
+                10,
+            );
+            let s = &out.status;
+            let ready = cond(s, READY);
+            if row.counted_healthy {
+                assert_eq!(s.healthy_real_servers, Some(1), "{}", row.case);
+                assert_eq!(s.healthy_summary.as_deref(), Some("1/1"), "{}", row.case);
+                assert_eq!(
+                    (ready.status.as_str(), ready.reason.as_str()),
+                    ("True", "Serving"),
+                    "{}",
+                    row.case
+                );
+                assert_eq!(cond(s, DEGRADED).status, "False", "{}", row.case);
+            } else {
+                assert_eq!(s.healthy_real_servers, Some(0), "{}", row.case);
+                assert_eq!(
+                    (ready.status.as_str(), ready.reason.as_str()),
+                    ("False", "NoHealthyRealServers"),
+                    "{}",
+                    row.case
+                );
+                assert_eq!(
+                    ready.message,
+                    format!(
+                        "none of the 1 real servers is healthy and tunnel-ready: web1 ({})",
+                        row.why_not
+                    ),
+                    "{}",
+                    row.case
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_examples_outside_the_cluster_serve_two_of_two() {
+        // deploy/examples/realservers.yaml: web1 and web2 without nodeName, both balancers'
+        // checks passing, no web daemon anywhere.
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Backup);
+        let mut a = rs("web1", "198.51.100.10");
+        let mut b = rs("web2", "198.51.100.130");
+        for r in [&mut a, &mut b] {
+            check(r, "lb1", true);
+            check(r, "lb2", true);
+        }
+        let out = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            None,
+            10,
+        );
+        assert_eq!(out.status.healthy_summary.as_deref(), Some("2/2"));
+        assert_eq!(
+            cond(&out.status, READY).message,
+            "VIP 192.0.2.100 served by lb1 with 2 of 2 real servers"
+        );
     }
 
     #[test]
@@ -1611,6 +1794,68 @@ mod tests {
         assert_eq!(again.notices[0].reason, "ServerUp");
         let steady = rs_fold(&r, &by, Some(&again.status));
         assert!(!steady.changed && steady.notices.is_empty());
+    }
+
+    fn tunnel_ready_of(s: &RealServerStatus) -> Option<&Condition> {
+        s.conditions.iter().find(|c| c.type_ == TUNNEL_READY)
+    }
+
+    #[test]
+    fn outside_the_cluster_the_operator_says_tunnel_ready_unknown_and_why() {
+        let by = [(www_key(), Some("lb1".to_string()))];
+        let mut r = rs("web1", "198.51.100.10");
+        check(&mut r, "lb1", true);
+        let first = rs_fold(&r, &by, None);
+        assert!(first.changed);
+        let c = tunnel_ready_of(&first.status).expect("TunnelReady written");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", OUTSIDE_CLUSTER)
+        );
+        assert_eq!(
+            c.message,
+            "no spec.nodeName: this host is outside the cluster, prepared by `lvstun-node web --config`; no web daemon reports on it, so the balancers' health checks alone judge it"
+        );
+        assert_eq!(c.observed_generation, Some(1));
+        assert_eq!(healthy(&first.status).status, "True");
+        let again = rs_fold(&r, &by, Some(&first.status));
+        assert!(!again.changed, "written once, not on every resync");
+    }
+
+    #[test]
+    fn a_cluster_node_gets_no_tunnel_ready_from_the_operator_and_an_old_one_is_released() {
+        let by = [(www_key(), Some("lb1".to_string()))];
+        let mut outside = rs("web1", "198.51.100.10");
+        check(&mut outside, "lb1", true);
+        let before = rs_fold(&outside, &by, None);
+        // spec.nodeName set later: the operator's TunnelReady goes, the web daemon's comes.
+        let mut inside = outside.clone();
+        inside.spec.node_name = Some("node-a".into());
+        let after = rs_fold(&inside, &by, Some(&before.status));
+        assert!(after.changed, "the apply without TunnelReady releases it");
+        assert_eq!(tunnel_ready_of(&after.status), None);
+        assert_eq!(healthy(&after.status).status, "True");
+        let fresh = rs_fold(&inside, &by, None);
+        assert_eq!(
+            tunnel_ready_of(&fresh.status),
+            None,
+            "the web daemon's to write"
+        );
+    }
+
+    #[test]
+    fn the_web_daemons_tunnel_ready_is_never_the_operators() {
+        let mut c = Condition {
+            type_: TUNNEL_READY.into(),
+            status: "True".into(),
+            reason: "Ready".into(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: t(1),
+        };
+        assert!(!operator_owned(&c));
+        c.reason = OUTSIDE_CLUSTER.into();
+        assert!(operator_owned(&c));
     }
 
     #[test]

@@ -151,7 +151,36 @@ pub struct Install {
 impl Install {
     /// `helm install` (with extra `--set` values) and a token for the operator's ServiceAccount.
     pub fn new(cp: &'static ControlPlane, prefix: &str, sets: &[&str]) -> Install {
+        Install::into_labelled_namespace(cp, prefix, sets, &[])
+    }
+
+    /// Like [`Install::new`], into a namespace created beforehand with these labels, as the
+    /// install steps tell users to do (helm's `--create-namespace` cannot label it): what Pod
+    /// Security Admission enforces there is decided by the labels before anything is installed.
+    pub fn into_labelled_namespace(
+        cp: &'static ControlPlane,
+        prefix: &str,
+        sets: &[&str],
+        labels: &[(&str, &str)],
+    ) -> Install {
         let namespace = unique_namespace(prefix);
+        if !labels.is_empty() {
+            let labels: String = labels
+                .iter()
+                .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+                .collect();
+            let yaml = format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n  labels:\n{labels}"
+            );
+            let out = cp
+                .kubectl_apply_stdin(&yaml, "default")
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let release = format!(
             "lvstun-{}",
             namespace.rsplit('-').take(2).collect::<Vec<_>>().join("-")

@@ -612,8 +612,8 @@ async fn report_check(client: &kube::Client, ns: &str, rs: &str, node: &str, hea
     .unwrap();
 }
 
-/// What a web daemon writes: `TunnelReady` on its RealServer.
-async fn report_tunnel(client: &kube::Client, ns: &str, rs: &str) {
+/// What the web daemon on `node` writes: `TunnelReady` on a RealServer naming that node.
+async fn report_tunnel(client: &kube::Client, ns: &str, rs: &str, node: &str) {
     let api: Api<RealServer> = Api::namespaced(client.clone(), ns);
     let body = json!({
         "apiVersion": "lvstun.io/v1alpha1", "kind": "RealServer",
@@ -624,7 +624,7 @@ async fn report_tunnel(client: &kube::Client, ns: &str, rs: &str) {
     });
     api.patch_status(
         rs,
-        &PatchParams::apply("lvstun-node-web"),
+        &PatchParams::apply(&format!("lvstun-node-web/{node}")),
         &Patch::Apply(body),
     )
     .await
@@ -661,14 +661,15 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
     let client = cp.client().await.unwrap();
     wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
 
-    // The daemons report: lb1 Master, lb2 Backup, both servers pass on both, tunnels ready.
+    // The daemons report: lb1 Master, lb2 Backup, both servers pass on both. The example
+    // servers name no node: they are outside the cluster, no web daemon reports on them, and
+    // the balancers' checks alone decide.
     report_vrrp(&client, &ns, "lb1", "Master", LONG_AGO).await;
     report_vrrp(&client, &ns, "lb2", "Backup", LONG_AGO).await;
     for rs in ["web1", "web2"] {
         for lb in ["lb1", "lb2"] {
             report_check(&client, &ns, rs, lb, true).await;
         }
-        report_tunnel(&client, &ns, rs).await;
     }
     let (table, _) = wait_for("kubectl get lvsvc: lb1, 2/2, True", LONG, || {
         let (table, row) = lvsvc_row(cp, &ns);
@@ -696,16 +697,35 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
         Some(2),
         "the daemons' entries survive the operator's writes"
     );
-    let rs_table = wait_for("kubectl get lvsrs: Healthy True", LONG, || {
-        let t = kubectl(cp, &["get", "lvsrs", "-n", &ns]);
-        (t.lines()
-            .skip(1)
-            .filter(|l| l.split_whitespace().nth(3) == Some("True"))
-            .count()
-            == 2)
-            .then_some(t)
-    });
+    // NAME ADDRESS WEIGHT HEALTHY TUNNELREADY AGE: healthy, and TunnelReady Unknown (the
+    // operator's word for a host outside the cluster).
+    let rs_table = wait_for(
+        "kubectl get lvsrs: Healthy True, TunnelReady Unknown",
+        LONG,
+        || {
+            let t = kubectl(cp, &["get", "lvsrs", "-n", &ns]);
+            (t.lines()
+                .skip(1)
+                .filter(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.get(3..5) == Some(&["True", "Unknown"][..])
+                })
+                .count()
+                == 2)
+                .then_some(t)
+        },
+    );
     println!("{rs_table}");
+    let web1 = get_json(cp, &["lvsrs", "web1"], &ns).unwrap();
+    let (status, reason, message) = condition(&web1, "TunnelReady").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "OutsideCluster")
+    );
+    assert!(
+        message.starts_with("no spec.nodeName: this host is outside the cluster"),
+        "{message}"
+    );
     wait_event(cp, &ns, "NewMaster", "lb1 now holds VIP 192.0.2.100");
 
     // Failover: lb1 dies (its entry still says Master: a dead daemon cannot say otherwise) and
@@ -749,14 +769,47 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
     let rs = wait_condition(cp, &["lvsrs", "web2"], &ns, "Healthy", "False");
     assert_eq!(condition(&rs, "Healthy").unwrap().1, "CheckFailed");
     assert_eq!(
-        condition(&rs, "TunnelReady").unwrap().0,
-        "True",
-        "the web daemon's condition is left alone"
+        condition(&rs, "TunnelReady").unwrap().1,
+        "OutsideCluster",
+        "TunnelReady is not about health checks"
     );
     wait_event(cp, &ns, "ServerDown", "web2 (198.51.100.130) is down");
     report_check(&client, &ns, "web2", "lb2", true).await;
     wait_event(cp, &ns, "ServerUp", "web2 (198.51.100.130) is up again");
     wait_condition(cp, &["lvsvc", "www"], &ns, "Degraded", "False");
+
+    // web1 becomes a cluster node: the operator releases its TunnelReady, and web1 serves only
+    // once the web daemon on that node (simulated) says TunnelReady=True.
+    kubectl(
+        cp,
+        &[
+            "patch",
+            "lvsrs",
+            "web1",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"nodeName":"node-web1"}}"#,
+        ],
+    );
+    wait_for("the operator to release web1's TunnelReady", LONG, || {
+        let rs = get_json(cp, &["lvsrs", "web1"], &ns)?;
+        condition(&rs, "TunnelReady").is_none().then_some(())
+    });
+    let vs = wait_for("Healthy 1/2 until web1's web daemon reports", LONG, || {
+        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
+        (vs["status"]["healthyRealServers"] == 1).then_some(vs)
+    });
+    let (_, _, msg) = condition(&vs, "Degraded").unwrap();
+    assert!(
+        msg.contains("web1 (its web daemon has not reported TunnelReady yet)"),
+        "{msg}"
+    );
+    report_tunnel(&client, &ns, "web1", "node-web1").await;
+    wait_for("Healthy 2/2 with web1's tunnel ready", LONG, || {
+        (lvsvc_row(cp, &ns).1.get(5).map(String::as_str) == Some("2/2")).then_some(())
+    });
 
     // Split brain: lb1 comes back still believing it is Master, and both keep saying so for
     // longer than the grace (simulated by timestamps from long ago). Reported loudly.

@@ -1,7 +1,8 @@
 //! The `RealServer` kind: one host that terminates the tunnel and answers clients directly.
 //!
 //! Its status carries what the balancers saw (`Healthy`, `checks[]`, one entry per balancer) and
-//! what the web daemon on that host reported (`TunnelReady`).
+//! what the web daemon on that host reported (`TunnelReady`); a host outside the cluster has no
+//! web daemon, so there the operator says `TunnelReady=Unknown` (`OutsideCluster`).
 
 // kube-derive's `printcolumn(...)` repeats `type_ = "string"` per column by design; clippy reads
 // the repeats as duplicated attributes.
@@ -78,7 +79,9 @@ pub struct RealServerStatus {
     /// The generation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Healthy` (as seen by the active balancer) and `TunnelReady` (from the web daemon).
+    /// `Healthy` (as seen by the active balancer) and `TunnelReady` (from the web daemon on
+    /// `spec.nodeName`; without a nodeName, `Unknown` with reason `OutsideCluster` from the
+    /// operator, and the health checks alone decide).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -21,8 +21,9 @@
 //! - A real server that is draining, reported not `TunnelReady` (condition `False`), or
 //!   unhealthy keeps its destination with weight 0: existing connections finish, new ones go
 //!   elsewhere. Only leaving the selection (or the RealServer being deleted) removes it. A
-//!   RealServer without any `TunnelReady` condition (a host outside the cluster, with no web
-//!   daemon reporting) is gated by health checks alone.
+//!   RealServer without a `TunnelReady=False` (a host outside the cluster, with no web daemon
+//!   reporting, carries none or the operator's `Unknown`/`OutsideCluster`) is gated by health
+//!   checks alone.
 //! - Health checks are keyed by everything that defines them (address, port, path, Host,
 //!   expectations, timing, thresholds). Two VirtualServices that select the same real server
 //!   with the same check share one check and one verdict instead of probing the server twice;
