@@ -585,7 +585,7 @@ mod tests {
         NodeDaemonConfig {
             namespace: "lvstun-system".into(),
             instance: "lvstun-operator".into(),
-            image: "lvstun/lvstun-node:0.1.0".into(),
+            image: "localhost/lvstun/lvstun-node:0.1.0".into(),
             image_pull_policy: "IfNotPresent".into(),
             log_format: "json".into(),
             balancer: RoleConfig {

@@ -8,8 +8,12 @@ use crate::build::{NodeDaemonConfig, RoleConfig};
 use crate::error::Error;
 use crate::leader::LeaseConfig;
 
-/// The `lvstun-node` image of the same version as this operator.
-pub const DEFAULT_NODE_IMAGE: &str = concat!("lvstun/lvstun-node:", env!("CARGO_PKG_VERSION"));
+/// The `lvstun-node` image of the same version as this operator, under the name `./dev images`
+/// writes into its archive and the chart renders by default. Fully qualified with the registry
+/// host `localhost` (the convention for locally built images): a short name would be
+/// normalized to `docker.io/...`, a public repository this project does not publish to.
+pub const DEFAULT_NODE_IMAGE: &str =
+    concat!("localhost/lvstun/lvstun-node:", env!("CARGO_PKG_VERSION"));
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -184,7 +188,7 @@ mod tests {
     fn parse(extra: &[&str]) -> Result<Cli, clap::Error> {
         let mut args = vec![
             "lvstun-operator",
-            "--node-image=lvstun/lvstun-node:0.1.0",
+            "--node-image=localhost/lvstun/lvstun-node:0.1.0",
             "--node-image-pull-policy=IfNotPresent",
             "--balancer-service-account=lvstun-balancer",
             "--web-service-account=lvstun-web",
@@ -221,7 +225,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             cli.node_daemons().unwrap().image,
-            format!("lvstun/lvstun-node:{}", env!("CARGO_PKG_VERSION"))
+            format!("localhost/lvstun/lvstun-node:{}", env!("CARGO_PKG_VERSION"))
         );
     }
 

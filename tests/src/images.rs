@@ -17,9 +17,20 @@
 //!
 //! The result per binary is an OCI image layout folder and the same folder as one tar (for
 //! `ctr images import` or `skopeo copy oci-archive:...`), both named after the image the helm
-//! chart expects (`lvstun/lvstun-operator`, `lvstun/lvstun-node`, tag = the workspace version).
+//! chart expects (`localhost/lvstun/lvstun-operator`, `localhost/lvstun/lvstun-node`, tag = the
+//! workspace version). The name is fully qualified on purpose: `ctr images import` keeps the
+//! name written in the archive (`io.containerd.image.name`) as it is, while the kubelet asks for
+//! the normalized name, so a short `lvstun/lvstun-node:0.1.0` would be imported under a name
+//! the kubelet never asks for (it asks for `docker.io/lvstun/lvstun-node:0.1.0`). `localhost` is
+//! the convention for locally built images: every runtime reads it as a registry host, so no
+//! public registry is ever asked for an image this project does not publish there.
 //!
-//! I/O: reads the binaries and libraries, runs `ldd`, writes the output folder. The reader half
+//! [`PAUSE`] is the one image not of our own: the pod sandbox ("pause") image that containerd
+//! starts for every pod, built from upstream's own `build/pause/linux/pause.c` in the Kubernetes
+//! Go module (see [`build_pause`]), because a lab without a registry cannot pull it.
+//!
+//! I/O: reads the binaries and libraries, runs `ldd`, writes the output folder; for the pause
+//! image also `go mod download` (when the module is not cached yet) and `gcc`. The reader half
 //! ([`read_layout`]) parses a layout back (index → manifest → config and layers) and checks every
 //! blob's digest, and [`unpack`] extracts its layers into a root filesystem, for the tests.
 
@@ -35,16 +46,39 @@ pub const TAG: &str = env!("CARGO_PKG_VERSION");
 /// The uid and gid the operator runs as (the chart's `runAsUser`/`runAsGroup`).
 pub const NONROOT: u32 = 65532;
 
-/// Where the binary sits in the image.
+/// Where our binaries sit in the image.
 pub const BIN_DIR: &str = "usr/local/bin";
+
+/// The Kubernetes release whose `build/pause` sources the pause image is compiled from: the
+/// same release `tests/controlplane/build.sh` builds the control plane and kubelets from.
+pub const KUBERNETES_VERSION: &str = "v1.35.4";
+
+/// The pause image's repository: upstream's, so the runtime's default needs no change.
+pub const PAUSE_REPOSITORY: &str = "registry.k8s.io/pause";
+
+/// The pause release: `TAG` in `build/pause/Makefile` of [`KUBERNETES_VERSION`] (checked when
+/// building, see [`pause_source`]).
+pub const PAUSE_TAG: &str = "3.10.1";
+
+/// The sandbox image containerd v2.2.10 uses when its config names none
+/// (`DefaultSandboxImage` in `internal/cri/config/config.go`, the default of
+/// `pinned_images.sandbox`). The pause image carries exactly this name, so importing it is all
+/// a containerd with a default config needs: nothing is pulled and no config changes.
+pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
 
 /// One image to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageSpec {
-    /// The release binary (file name in the cargo target folder) and the image's entrypoint.
+    /// The binary (file name in the folder it is built into); also names the layout folder and
+    /// the archive.
     pub binary: &'static str,
-    /// Repository as the chart's values name it (`image.repository`, `nodeImage.repository`).
+    /// Where the binary sits in the image (relative to `/`); the entrypoint.
+    pub path: &'static str,
+    /// Fully qualified repository (registry host included), as the chart's values name it
+    /// (`image.repository`, `nodeImage.repository`).
     pub repository: &'static str,
+    /// The tag: the workspace version for our images.
+    pub tag: &'static str,
     /// uid (and gid) of the process, recorded as the config's `User`.
     pub user: u32,
     /// Other host programs the binary runs, copied to the same path with their libraries.
@@ -52,9 +86,20 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
-    /// `repository:tag`, the reference the chart renders by default.
+    /// `repository:tag`, the reference the chart renders by default and the name the archive
+    /// carries for `ctr images import`.
     pub fn reference(&self) -> String {
-        format!("{}:{TAG}", self.repository)
+        format!("{}:{}", self.repository, self.tag)
+    }
+
+    /// The entrypoint: the absolute path of the binary in the image.
+    pub fn entrypoint(&self) -> String {
+        format!("/{}", self.path)
+    }
+
+    /// File name of the archive [`write_image`] writes: `<binary>-<tag>.oci.tar`.
+    pub fn archive_name(&self) -> String {
+        format!("{}-{}.oci.tar", self.binary, self.tag)
     }
 }
 
@@ -66,17 +111,33 @@ impl ImageSpec {
 pub const IMAGES: [ImageSpec; 2] = [
     ImageSpec {
         binary: "lvstun-operator",
-        repository: "lvstun/lvstun-operator",
+        path: "usr/local/bin/lvstun-operator",
+        repository: "localhost/lvstun/lvstun-operator",
+        tag: TAG,
         user: NONROOT,
         programs: &[],
     },
     ImageSpec {
         binary: "lvstun-node",
-        repository: "lvstun/lvstun-node",
+        path: "usr/local/bin/lvstun-node",
+        repository: "localhost/lvstun/lvstun-node",
+        tag: TAG,
         user: 0,
         programs: &["/usr/sbin/nft"],
     },
 ];
+
+/// The pod sandbox image, laid out as upstream's `build/pause/Dockerfile` does: the static
+/// binary at `/pause` as the entrypoint, user 65535:65535. Not one of [`IMAGES`]: it is a
+/// fixture for clusters without a registry (the lab's kubelets), built by [`build_pause`].
+pub const PAUSE: ImageSpec = ImageSpec {
+    binary: "pause",
+    path: "pause",
+    repository: PAUSE_REPOSITORY,
+    tag: PAUSE_TAG,
+    user: 65535,
+    programs: &[],
+};
 
 /// Media types (OCI image spec v1.1).
 pub mod media {
@@ -123,6 +184,23 @@ pub enum ImageError {
         /// The layer blob.
         layer: String,
         /// tar's status and stderr.
+        detail: String,
+    },
+    /// The Kubernetes module holding the pause source could not be downloaded or is not the
+    /// release expected.
+    #[error("pause source (k8s.io/kubernetes@{version}): {detail}")]
+    PauseSource {
+        /// The module version asked for.
+        version: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// `gcc` could not compile the pause binary.
+    #[error("compiling {source_file}: {detail}")]
+    Compile {
+        /// The C file.
+        source_file: String,
+        /// gcc's status and stderr.
         detail: String,
     },
     /// A layout that does not parse or whose blobs do not match their digests.
@@ -343,7 +421,7 @@ pub fn root_fs(spec: &ImageSpec, bin_dir: &Path) -> Result<RootFs, ImageError> {
     let mut fs = RootFs::default();
     fs.dir("tmp", 0o1777);
     fs.dir("etc", 0o755);
-    let mut programs = vec![(binary.clone(), format!("{BIN_DIR}/{}", spec.binary))];
+    let mut programs = vec![(binary.clone(), spec.path.to_string())];
     programs.extend(
         spec.programs
             .iter()
@@ -419,12 +497,12 @@ pub fn assemble(spec: &ImageSpec, fs: &RootFs, mtime: u64) -> Result<Image, Imag
         "os": "linux",
         "config": {
             "User": user,
-            "Entrypoint": [format!("/{BIN_DIR}/{}", spec.binary)],
+            "Entrypoint": [spec.entrypoint()],
             "Env": ["PATH=/usr/local/bin:/usr/sbin"],
             "WorkingDir": "/",
             "Labels": {
                 "org.opencontainers.image.title": spec.binary,
-                "org.opencontainers.image.version": TAG,
+                "org.opencontainers.image.version": spec.tag,
             },
         },
         "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
@@ -436,14 +514,17 @@ pub fn assemble(spec: &ImageSpec, fs: &RootFs, mtime: u64) -> Result<Image, Imag
         "layers": [descriptor(media::LAYER_TAR, &layer)],
         "annotations": {
             "org.opencontainers.image.title": spec.binary,
-            "org.opencontainers.image.version": TAG,
+            "org.opencontainers.image.version": spec.tag,
         },
     }));
     let mut m = descriptor(media::MANIFEST, &manifest);
-    // `ref.name` is the tag within the layout (skopeo's `oci:DIR:TAG`); containerd's import
-    // names the image after `io.containerd.image.name`.
+    // `ref.name` is the tag within the layout (skopeo's `oci:DIR:TAG`). containerd's import
+    // (`ctr images import`, both its transfer-service and `--local` paths) names the image after
+    // `io.containerd.image.name` when present, unchanged, and only falls back to `ref.name`
+    // (prefixed with `--base-name` or `import-<date>`) without it; so the fully qualified name
+    // goes there and the tag stays usable by skopeo.
     m["annotations"] = json!({
-        "org.opencontainers.image.ref.name": TAG,
+        "org.opencontainers.image.ref.name": spec.tag,
         "io.containerd.image.name": spec.reference(),
     });
     let index = to_json(&json!({
@@ -507,7 +588,7 @@ pub fn write_image(
         }
         .map_err(io(format!("writing {}", target.display())))?;
     }
-    let archive = out.join(format!("{}-{TAG}.oci.tar", spec.binary));
+    let archive = out.join(spec.archive_name());
     std::fs::write(&archive, files.to_tar(mtime)?)
         .map_err(io(format!("writing {}", archive.display())))?;
     Ok(Written { layout, archive })
@@ -525,6 +606,141 @@ pub fn build(
     std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
     let written = write_image(spec, &image, out, mtime)?;
     Ok((image, written))
+}
+
+/// The Go module cache the project's Go builds share (`tests/controlplane/build.sh` sets
+/// `GOMODCACHE` to the same folder), so the Kubernetes module is downloaded once.
+pub fn go_mod_cache() -> PathBuf {
+    crate::controlplane::cache_dir().join("go/mod")
+}
+
+fn pause_err(detail: impl Into<String>) -> ImageError {
+    ImageError::PauseSource {
+        version: KUBERNETES_VERSION.into(),
+        detail: detail.into(),
+    }
+}
+
+/// Where `pause.c` lives inside the Kubernetes module.
+pub const PAUSE_SOURCE: &str = "build/pause/linux/pause.c";
+
+/// `build/pause/linux/pause.c` of k8s.io/kubernetes@[`KUBERNETES_VERSION`] in `gomodcache`,
+/// downloaded with `go mod download` (through the Go module proxy, like every Go build of the
+/// project) when that module is not there yet.
+///
+/// Why the Go module and not a copy in this repository: it is upstream's own source at a
+/// pinned release, checksummed by the Go module system (`go.sum` database), and the control
+/// plane build needs the same module anyway. The release's `build/pause/Makefile` must name
+/// [`PAUSE_TAG`], so the image is really the pause that its name says.
+pub fn pause_source(gomodcache: &Path) -> Result<PathBuf, ImageError> {
+    let mut module = gomodcache.join(format!("k8s.io/kubernetes@{KUBERNETES_VERSION}"));
+    if !module.join(PAUSE_SOURCE).is_file() {
+        let out = Command::new("go")
+            .args(["mod", "download", "-json"])
+            .arg(format!("k8s.io/kubernetes@{KUBERNETES_VERSION}"))
+            .env("GOMODCACHE", gomodcache)
+            .env("GOFLAGS", "-modcacherw")
+            .env("GOTOOLCHAIN", "local")
+            // Outside any module, so no go.mod around changes what is resolved.
+            .current_dir(std::env::temp_dir())
+            .output()
+            .map_err(io("running go mod download (is Go installed?)"))?;
+        let info: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if !out.status.success() || info.get("Error").is_some() {
+            return Err(pause_err(format!(
+                "go mod download exited with {}: {} {}",
+                out.status,
+                info["Error"].as_str().unwrap_or_default(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        module = info["Dir"]
+            .as_str()
+            .map(PathBuf::from)
+            .ok_or_else(|| pause_err("go mod download printed no Dir"))?;
+    }
+    let source = module.join(PAUSE_SOURCE);
+    if !source.is_file() {
+        return Err(pause_err(format!(
+            "no {PAUSE_SOURCE} in {}",
+            module.display()
+        )));
+    }
+    let makefile = read(&module.join("build/pause/Makefile"))?;
+    let tag = makefile_tag(&String::from_utf8_lossy(&makefile));
+    if tag.as_deref() != Some(PAUSE_TAG) {
+        return Err(pause_err(format!(
+            "build/pause/Makefile has TAG {tag:?}, expected {PAUSE_TAG}"
+        )));
+    }
+    Ok(source)
+}
+
+/// The `TAG ?= X` default of upstream's `build/pause/Makefile`.
+pub fn makefile_tag(makefile: &str) -> Option<String> {
+    makefile.lines().find_map(|l| {
+        let (name, value) = l.split_once("?=")?;
+        (name.trim() == "TAG").then(|| value.trim().to_string())
+    })
+}
+
+/// The `VERSION` macro the binary is compiled with (`pause -v` prints `pause.c <it>`):
+/// upstream's Makefile passes `v$(TAG)-$(REV)` with `REV` from `git describe`; the module has
+/// no git history, so `REV` is the release the source comes from.
+pub fn pause_version() -> String {
+    format!("v{PAUSE_TAG}-{KUBERNETES_VERSION}")
+}
+
+/// Compiles `source` (upstream's `pause.c`) into `<build_dir>/pause` with upstream's flags:
+/// `-Os -Wall -Werror -static`, glibc linked in, so the image needs no library and no loader.
+///
+/// gcc runs in the source's folder and is given the bare file name, so no path of this machine
+/// reaches the binary (the symbol table's file symbol): the same compiler and libc give the
+/// same bytes, hence the same image digest.
+pub fn compile_pause(source: &Path, build_dir: &Path) -> Result<PathBuf, ImageError> {
+    let compile_err = |detail: String| ImageError::Compile {
+        source_file: source.display().to_string(),
+        detail,
+    };
+    let (Some(dir), Some(file)) = (source.parent(), source.file_name()) else {
+        return Err(compile_err("not a file path".into()));
+    };
+    std::fs::create_dir_all(build_dir).map_err(io(format!("creating {}", build_dir.display())))?;
+    let build_dir = build_dir
+        .canonicalize()
+        .map_err(io(format!("resolving {}", build_dir.display())))?;
+    let binary = build_dir.join(PAUSE.binary);
+    let out = Command::new("gcc")
+        .args(["-Os", "-Wall", "-Werror", "-static"])
+        .arg(format!("-DVERSION={}", pause_version()))
+        .arg("-o")
+        .arg(&binary)
+        .arg(file)
+        .current_dir(dir)
+        .output()
+        .map_err(io("running gcc (is it installed, with the static libc.a?)"))?;
+    if !out.status.success() {
+        return Err(compile_err(format!(
+            "gcc exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(binary)
+}
+
+/// Builds the [`PAUSE`] image into `out` (layout `<out>/pause/`, archive
+/// `<out>/pause-<tag>.oci.tar`, named [`SANDBOX_IMAGE`]): finds or downloads upstream's source
+/// in `gomodcache`, compiles it into `<out>/.pause-build/`, and packages it like our images.
+pub fn build_pause(
+    gomodcache: &Path,
+    out: &Path,
+    mtime: u64,
+) -> Result<(Image, Written), ImageError> {
+    let source = pause_source(gomodcache)?;
+    let build_dir = out.join(".pause-build");
+    compile_pause(&source, &build_dir)?;
+    build(&PAUSE, &build_dir, out, mtime)
 }
 
 /// `SOURCE_DATE_EPOCH` (the reproducible-builds convention), or 0 when unset. A value that is
@@ -723,7 +939,7 @@ mod tests {
         assert_eq!(index["manifests"][0]["digest"], img.digest());
         assert_eq!(
             index["manifests"][0]["annotations"]["io.containerd.image.name"],
-            format!("lvstun/lvstun-node:{TAG}")
+            format!("localhost/lvstun/lvstun-node:{TAG}")
         );
         let manifest: Value = serde_json::from_slice(&img.manifest).unwrap();
         assert_eq!(manifest["config"]["digest"], digest(&img.config));
@@ -735,6 +951,42 @@ mod tests {
         // Same input, same bytes; another epoch, another layer.
         assert_eq!(assemble(&spec, &fs, 0).unwrap().digest(), img.digest());
         assert_ne!(assemble(&spec, &fs, 1).unwrap().digest(), img.digest());
+    }
+
+    #[test]
+    fn every_image_is_named_fully_qualified_and_the_pause_image_as_containerds_default() {
+        assert_eq!(
+            IMAGES.map(|s| s.reference()),
+            [
+                format!("localhost/lvstun/lvstun-operator:{TAG}"),
+                format!("localhost/lvstun/lvstun-node:{TAG}"),
+            ]
+        );
+        for spec in IMAGES {
+            assert_eq!(spec.path, format!("{BIN_DIR}/{}", spec.binary));
+            assert_eq!(
+                spec.archive_name(),
+                format!("{}-{TAG}.oci.tar", spec.binary)
+            );
+        }
+        assert_eq!(PAUSE.reference(), SANDBOX_IMAGE);
+        assert_eq!(PAUSE.entrypoint(), "/pause");
+        assert_eq!(PAUSE.archive_name(), "pause-3.10.1.oci.tar");
+        assert_eq!(pause_version(), "v3.10.1-v1.35.4");
+        // What the archive tells `ctr images import` to call it.
+        let img = assemble(&PAUSE, &RootFs::default(), 0).unwrap();
+        let index: Value = serde_json::from_slice(&img.index).unwrap();
+        let annotations = &index["manifests"][0]["annotations"];
+        assert_eq!(annotations["io.containerd.image.name"], SANDBOX_IMAGE);
+        assert_eq!(annotations["org.opencontainers.image.ref.name"], PAUSE_TAG);
+    }
+
+    #[test]
+    fn the_pause_makefiles_tag_default_is_read() {
+        let makefile = "REGISTRY ?= staging-k8s.gcr.io\nIMAGE = $(REGISTRY)/pause\n\n\
+                        TAG ?= 3.10.1\nREV = $(shell git describe)\n";
+        assert_eq!(makefile_tag(makefile).as_deref(), Some("3.10.1"));
+        assert_eq!(makefile_tag("IMAGE_TAG ?= 1\n"), None);
     }
 
     #[test]

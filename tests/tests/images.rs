@@ -3,8 +3,11 @@
 //! config → layer, every digest checked) by our reader and by skopeo; the binaries start from
 //! the unpacked root filesystem alone (chroot, so nothing of the host's leaks in); the node
 //! image's daemon, started from that root filesystem in the lab VM, programs the seed's service
-//! into a real kernel and forwards traffic (`tests/lab/scenarios/image-node.sh`); and the chart
-//! and the operator name exactly these images by default.
+//! into a real kernel and forwards traffic (`tests/lab/scenarios/image-node.sh`); the chart and
+//! the operator name exactly these images by default, and each archive carries exactly that
+//! fully qualified name for `ctr images import`. The pause image is upstream's `pause.c`,
+//! compiled static, named as containerd's default sandbox image, and behaves as upstream's:
+//! it runs from its unpacked root filesystem alone and exits 0 on SIGTERM and SIGINT.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns panic on purpose
 
@@ -14,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use lvstun_tests::controlplane::{bin_dir as k8s_bin_dir, repo_root};
-use lvstun_tests::images::{self, BIN_DIR, IMAGES, ImageSpec, NONROOT, TAG};
+use lvstun_tests::images::{
+    self, BIN_DIR, IMAGES, ImageSpec, KUBERNETES_VERSION, NONROOT, PAUSE, SANDBOX_IMAGE, TAG,
+};
 use lvstun_tests::lab::{self, LabRun, ScenarioOptions, parse};
 use serde_json::Value;
 
@@ -414,6 +419,243 @@ fn node_image_runs_the_balancer_in_the_lab_from_its_unpacked_root_filesystem() {
 
     // The root filesystem is the image, rebuilt by the next run; the evidence stays.
     std::fs::remove_dir_all(&rootfs).unwrap();
+}
+
+/// `index.json` of an `.oci.tar`, read by GNU tar (not by our own code).
+fn archive_index(archive: &Path) -> Value {
+    let out = run(Command::new("tar")
+        .args(["--extract", "--to-stdout", "--file"])
+        .arg(archive)
+        .arg("index.json"));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn each_archive_names_its_image_fully_qualified_as_the_chart_references_it() {
+    let bins = release_bins();
+    let scratch = Scratch::new("names");
+    assert_eq!(
+        spec_ref("lvstun-operator"),
+        format!("localhost/lvstun/lvstun-operator:{TAG}")
+    );
+    assert_eq!(
+        spec_ref("lvstun-node"),
+        format!("localhost/lvstun/lvstun-node:{TAG}")
+    );
+    for spec in &IMAGES {
+        let (_, written) = images::build(spec, &bins, &scratch.0, EPOCH).unwrap();
+        assert_eq!(
+            written.archive,
+            scratch.0.join(format!("{}-{TAG}.oci.tar", spec.binary))
+        );
+        let index = archive_index(&written.archive);
+        let annotations = &index["manifests"][0]["annotations"];
+        // The name containerd's import stores, unchanged; the kubelet asks for this very name
+        // because a reference with a registry host is already normalized.
+        assert_eq!(
+            annotations["io.containerd.image.name"],
+            spec.reference(),
+            "{}",
+            written.archive.display()
+        );
+        assert_eq!(annotations["org.opencontainers.image.ref.name"], TAG);
+    }
+}
+
+/// Builds the pause image into `out` from upstream's source (downloading the Kubernetes module
+/// into the project's Go module cache if needed).
+fn pause_image(out: &Path) -> (images::Image, images::Written) {
+    images::build_pause(&images::go_mod_cache(), out, EPOCH).unwrap()
+}
+
+/// Where the Go module cache holds `module@version`, downloaded there if missing.
+fn go_module_dir(module: &str) -> PathBuf {
+    let out = run(Command::new("go")
+        .args(["mod", "download", "-json", module])
+        .env("GOMODCACHE", images::go_mod_cache())
+        .env("GOFLAGS", "-modcacherw")
+        .env("GOTOOLCHAIN", "local")
+        .current_dir(std::env::temp_dir()));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    PathBuf::from(info["Dir"].as_str().unwrap())
+}
+
+#[test]
+fn pause_image_is_upstreams_static_pause_named_as_containerds_default_sandbox_image() {
+    // The release the pause comes from is the one the control plane and kubelets are built from.
+    let build_sh =
+        std::fs::read_to_string(repo_root().join("tests/controlplane/build.sh")).unwrap();
+    assert!(
+        build_sh.contains(&format!(
+            "K8S_VERSION=\"${{K8S_VERSION:-{KUBERNETES_VERSION}}}\""
+        )),
+        "tests/controlplane/build.sh does not default to {KUBERNETES_VERSION}"
+    );
+    // containerd v2.2.10 (the lab's runtime) names this sandbox image when its config is empty.
+    let containerd = go_module_dir("github.com/containerd/containerd/v2@v2.2.10");
+    let config = std::fs::read_to_string(containerd.join("internal/cri/config/config.go")).unwrap();
+    assert!(
+        config.contains(&format!("DefaultSandboxImage = \"{SANDBOX_IMAGE}\"")),
+        "containerd v2.2.10's DefaultSandboxImage is not {SANDBOX_IMAGE}"
+    );
+
+    let scratch = Scratch::new("pause");
+    let (a, written) = pause_image(&scratch.0.join("a"));
+    assert_eq!(a.reference, "registry.k8s.io/pause:3.10.1");
+    assert_eq!(written.archive, scratch.0.join("a/pause-3.10.1.oci.tar"));
+    let index = archive_index(&written.archive);
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        SANDBOX_IMAGE
+    );
+    // Compiled and packaged again elsewhere: the same bytes (no path or time of this build in it).
+    let (b, _) = pause_image(&scratch.0.join("b"));
+    assert_eq!(a.digest(), b.digest());
+
+    // Laid out as upstream's build/pause/Dockerfile: /pause, user 65535, nothing else to run.
+    let image = images::read_layout(&written.layout).unwrap();
+    assert_eq!(image.digest, a.digest());
+    assert_eq!(image.tag, "3.10.1");
+    assert_eq!(image.config["config"]["User"], "65535:65535");
+    assert_eq!(
+        image.config["config"]["Entrypoint"],
+        serde_json::json!(["/pause"])
+    );
+    let listing = stdout(&run(Command::new("tar")
+        .args(["--list", "--verbose", "--file"])
+        .arg(&image.layers[0])));
+    let files: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(files, ["pause"], "{listing}");
+    // Static: no interpreter, no library (the image has none to offer).
+    let binary = written.layout.parent().unwrap().join(".pause-build/pause");
+    assert_eq!(
+        images::shared_libraries(&binary).unwrap(),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(
+        program_header_types(&std::fs::read(&binary).unwrap())
+            .iter()
+            .filter(|&&t| t == PT_INTERP)
+            .count(),
+        0,
+        "the pause binary asks for a dynamic loader"
+    );
+    eprintln!("{}  {}  {} bytes", a.reference, a.digest(), a.size());
+}
+
+/// `PT_INTERP`: the program header naming the dynamic loader; a static binary has none.
+const PT_INTERP: u32 = 3;
+
+/// The `p_type` of every program header of a little-endian ELF64 file.
+fn program_header_types(elf: &[u8]) -> Vec<u32> {
+    assert_eq!(
+        &elf[..6],
+        b"\x7fELF\x02\x01",
+        "not a little-endian ELF64 file"
+    );
+    let u16_at = |o: usize| usize::from(u16::from_le_bytes([elf[o], elf[o + 1]]));
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    assert!(count > 0, "no program headers");
+    (0..count)
+        .map(|i| {
+            let at = phoff + i * size;
+            u32::from_le_bytes(elf[at..at + 4].try_into().unwrap())
+        })
+        .collect()
+}
+
+/// Bit of `signal` in a `/proc/PID/status` signal mask (`SigCgt`: handlers installed).
+fn catches(pid: u32, signal: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+#[test]
+fn pause_runs_from_its_unpacked_root_filesystem_and_exits_on_sigterm_and_sigint() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED pause_runs_from_its_unpacked_root_filesystem_and_exits_on_sigterm_and_sigint: \
+             chroot needs root (CI runs ./dev test as root)"
+        );
+        return;
+    }
+    let scratch = Scratch::new("pause-run");
+    let (_, written) = pause_image(&scratch.0.join("out"));
+    let root = scratch.0.join("rootfs");
+    let image = images::unpack(&written.layout, &root).unwrap();
+    let entry = image.config["config"]["Entrypoint"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(entry, PAUSE.entrypoint());
+    let chroot = || {
+        let mut c = Command::new(which("chroot").unwrap());
+        c.arg(format!("--userspec={0}:{0}", PAUSE.user))
+            .arg(&root)
+            .arg(&entry)
+            .env_clear();
+        c
+    };
+    // Upstream's version switch: the source and the VERSION macro upstream's Makefile passes.
+    let version = stdout(&run(chroot().arg("-v")));
+    assert_eq!(
+        version.trim(),
+        format!("pause.c {}", images::pause_version())
+    );
+
+    // SIGTERM (what a runtime sends to stop a sandbox) and SIGINT: a clean exit 0 with
+    // upstream's message; and until then it keeps running.
+    for (signal, name, text) in [(15, "TERM", "Terminated"), (2, "INT", "Interrupt")] {
+        let mut child = chroot()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // chroot execs pause in the same process: wait for pause's handlers, so the signal
+        // cannot reach chroot (or pause before it installed them) instead.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !catches(pid, signal) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pause never installed its handlers"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pause exited by itself"
+        );
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(
+            exe,
+            root.join("pause"),
+            "the running program is the image's"
+        );
+        run(Command::new("kill").args([format!("-{name}"), pid.to_string()]));
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "SIG{name}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Not pid 1 here, so upstream's warning comes first.
+        assert!(
+            stderr.contains("Warning: pause should be the first process"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("Shutting down, got signal: {text}")),
+            "SIG{name}: {stderr}"
+        );
+    }
 }
 
 fn spec_ref(binary: &str) -> String {

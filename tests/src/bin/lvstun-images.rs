@@ -1,12 +1,16 @@
 //! `lvstun-images`: builds the OCI images of the release binaries (see `lvstun_tests::images`)
-//! and prints each image's reference, digest and size. `./dev images` builds the binaries and
-//! runs this.
+//! and prints each image's reference, digest, size, layout folder and archive. `./dev images`
+//! builds the binaries and runs this.
 //!
 //! ```text
-//! lvstun-images [--bin-dir DIR] [--out DIR]
+//! lvstun-images [--bin-dir DIR] [--out DIR] [--pause]
 //! ```
 //! `--bin-dir`: where the release binaries are (default `$CARGO_TARGET_DIR/release`, else
 //! `target/release`); `--out`: where the layouts go (default `${LVSTUN_CACHE:-~/.cache/lvstun}/images`).
+//! `--pause`: build only the pod sandbox image `registry.k8s.io/pause:3.10.1` instead, compiled
+//! with gcc from upstream's source in the Kubernetes Go module (needs gcc, glibc's static libc
+//! and, unless the module is cached, Go and the module proxy); a fixture for clusters that
+//! cannot pull it, such as the lab's kubelets.
 //! The layer mtimes come from `SOURCE_DATE_EPOCH` (0 when unset).
 
 use std::path::PathBuf;
@@ -15,7 +19,7 @@ use std::process::ExitCode;
 use lvstun_tests::controlplane::{cache_dir, repo_root};
 use lvstun_tests::images::{self, IMAGES};
 
-const USAGE: &str = "usage: lvstun-images [--bin-dir DIR] [--out DIR]";
+const USAGE: &str = "usage: lvstun-images [--bin-dir DIR] [--out DIR] [--pause]";
 
 fn main() -> ExitCode {
     match run() {
@@ -33,12 +37,14 @@ fn run() -> Result<(), String> {
         .unwrap_or_else(|| repo_root().join("target"))
         .join("release");
     let mut out = cache_dir().join("images");
+    let mut pause = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
             "--bin-dir" => bin_dir = PathBuf::from(value()?),
             "--out" => out = PathBuf::from(value()?),
+            "--pause" => pause = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -47,16 +53,28 @@ fn run() -> Result<(), String> {
         }
     }
     let epoch = images::source_date_epoch()?;
+    if pause {
+        let (image, written) =
+            images::build_pause(&images::go_mod_cache(), &out, epoch).map_err(|e| e.to_string())?;
+        print(&image, &written);
+        return Ok(());
+    }
     for spec in &IMAGES {
         let (image, written) =
             images::build(spec, &bin_dir, &out, epoch).map_err(|e| e.to_string())?;
-        println!(
-            "{}  {}  {:.1} MB  {}",
-            image.reference,
-            image.digest(),
-            image.size() as f64 / 1e6,
-            written.layout.display()
-        );
+        print(&image, &written);
     }
     Ok(())
+}
+
+/// One line per image: what to import or push, and where it is.
+fn print(image: &images::Image, written: &images::Written) {
+    println!(
+        "{}  {}  {:.1} MB  {}  {}",
+        image.reference,
+        image.digest(),
+        image.size() as f64 / 1e6,
+        written.layout.display(),
+        written.archive.display()
+    );
 }
