@@ -1,21 +1,21 @@
 //! `lvstun-lab demo`: the README's main job. Starts a local control plane (etcd,
-//! kube-apiserver, kube-controller-manager), `helm install`s lvstun, runs the operator, applies
-//! the example VirtualService and RealServers, then boots the lab VM (a real kernel with IPVS and
-//! ipip) where the node daemons run as the operator's DaemonSets say, and prints the classic
-//! LVS-TUN walkthrough: the IPVS table, alternating `Node:` headers, `kubectl get lvsvc,lvsrs`,
-//! a web server stopped, a balancer killed with the outage measured.
+//! kube-apiserver, kube-controller-manager, kube-scheduler) that real kubelets join, builds the
+//! images (operator, node daemon, pause), boots the lab VM (a real kernel with IPVS and ipip)
+//! where lb1, lb2 and web1 are Kubernetes nodes (containerd, kubelet, kube-proxy), installs the
+//! chart exactly as the README says (`helm install`, node labels, `kubectl apply -f
+//! deploy/examples/`), and prints the classic LVS-TUN walkthrough as the pods carry it: the IPVS
+//! table, alternating `Node:` headers, `kubectl get lvsvc,lvsrs`, a web server stopped and
+//! started, the Master's balancer pod deleted with the client's outage measured.
 //!
-//! It is the same run as `tests/tests/lab_cluster.rs` (both use `lab::cluster`), so what the
-//! demo shows is what the test proves.
+//! It is the same run as `tests/tests/lab_pods.rs` (both use `lab::pods`), so what the demo
+//! shows is what the test proves.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lvstun_tests::controlplane::ControlPlane;
-use lvstun_tests::lab::{self, cluster::Host};
-use lvstun_tests::operator_fixture::operator_binary;
+use lvstun_tests::lab::{self, pods::Images, pods::PodHost};
 
 fn banner(step: &str) {
     println!("\n==================== {step} ====================");
@@ -42,31 +42,40 @@ fn demo() -> Result<(), String> {
     let started = Instant::now();
     lab::ensure_built_bins(&[
         ("lvstun-node", "lvstun-node"),
+        ("lvstun-operator", "lvstun-operator"),
         ("lvstun-tests", "lvstun-lab-web"),
         ("lvstun-tests", "lvstun-lab-load"),
     ])
     .map_err(|e| e.to_string())?;
-    let operator_bin = operator_binary(true).map_err(|e| e.to_string())?;
 
-    banner("1/3 control plane: etcd + kube-apiserver + kube-controller-manager on 127.0.0.1");
-    let cp = ControlPlane::shared().map_err(|e| e.to_string())?;
+    banner("1/3 images (lvstun-operator, lvstun-node, pause) and the control plane on 127.0.0.1");
+    let images = Images::build(&lab::bin_dir(), &lab::target_dir().join("lab-images"))
+        .map_err(|e| e.to_string())?;
+    for archive in &images.archives {
+        println!("image archive {}", archive.display());
+    }
+    let mut host = PodHost::prepare(images).map_err(|e| e.to_string())?;
+    host.verbose = true;
     println!(
         "API server {} (logs in {})",
-        cp.server_url(),
-        cp.dir().display()
+        host.control_plane().server_url(),
+        host.control_plane().dir().display()
     );
 
-    banner("2/3 helm install lvstun, the operator, Nodes lb1 lb2 web1 web2, deploy/examples/");
-    let mut host = Host::prepare(cp, operator_bin).map_err(|e| e.to_string())?;
-    host.verbose = true;
-    println!("$ helm install lvstun deploy/helm/lvstun   (CRDs, RBAC, the operator's Deployment)");
+    banner("2/3 the lab VM: nodes lb1 lb2 web1 join; then, as the README says:");
+    println!("$ kubectl create namespace lvstun-system");
     println!(
-        "$ kubectl label node lb1 lb2 lvstun.io/balancer=true; kubectl apply -n {} -f deploy/examples/",
-        host.ns
+        "$ kubectl label namespace lvstun-system pod-security.kubernetes.io/enforce=privileged"
     );
-    println!("the operator made the balancer and web DaemonSets; their pods run in the VM");
+    println!("$ helm install lvstun deploy/helm/lvstun -n lvstun-system");
+    println!(
+        "$ kubectl label node lb1 lvstun.io/balancer=true; kubectl label node lb2 lvstun.io/balancer=true"
+    );
+    println!(
+        "$ kubectl apply -f deploy/examples/; kubectl patch realserver web1 --type=merge -p '{{\"spec\":{{\"nodeName\":\"web1\"}}}}'"
+    );
 
-    banner("3/3 the lab VM: the recipe on a real kernel (software emulation: a few minutes)");
+    banner("3/3 the walkthrough (software emulation: several minutes)");
     let done = Arc::new(AtomicBool::new(false));
     let ticker = {
         let done = done.clone();
@@ -76,14 +85,14 @@ fn demo() -> Result<(), String> {
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(250));
                 let s = t0.elapsed().as_secs();
-                if s >= last + 20 {
+                if s >= last + 30 {
                     last = s;
                     println!("  ... VM running, {s} s");
                 }
             }
         })
     };
-    let run = host.run(Duration::from_secs(1200));
+    let run = host.run(Duration::from_secs(1800));
     done.store(true, Ordering::Relaxed);
     let _ = ticker.join();
     let run = run.map_err(|e| e.to_string())?;

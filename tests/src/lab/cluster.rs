@@ -46,7 +46,7 @@ pub const CHECKPOINTS: &[&str] = &[
 const STATUS_WAIT: Duration = Duration::from_secs(90);
 
 /// Polls `f` every 500 ms until it returns `Some`, at most `limit`; `None` on timeout.
-fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {

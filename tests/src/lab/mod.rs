@@ -16,6 +16,7 @@
 
 pub mod cluster;
 pub mod parse;
+pub mod pods;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -259,6 +260,8 @@ pub struct ScenarioOptions {
     /// scenario's files while it runs (a host-side driver answering the guest); `None` makes
     /// a fresh one.
     pub out_dir: Option<PathBuf>,
+    /// Guest memory (qemu's syntax, e.g. `3G`); `None` means run-guest.sh's default.
+    pub memory: Option<String>,
 }
 
 /// One finished scenario run: its folder and what the scenario wrote there.
@@ -412,6 +415,9 @@ pub fn run_scenario_with(name: &str, options: &ScenarioOptions) -> Result<LabRun
     }
     if options.verbose {
         cmd.arg("--verbose");
+    }
+    if let Some(memory) = &options.memory {
+        cmd.env("LVSTUN_LAB_MEMORY", memory);
     }
     for (key, value) in &options.env {
         cmd.args(["--env", &format!("{key}={value}")]);

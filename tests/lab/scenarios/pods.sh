@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# The seed's walkthrough through real pods (driven by tests/tests/lab_pods.rs on the host, which
+# runs the control plane, `helm install`s the chart as the README says, labels the nodes,
+# applies deploy/examples/ and answers each checkpoint).
+#
+# Nodes: lb1 and lb2 (balancers) and web1 (the in-cluster real server) each run containerd,
+# kubelet and kube-proxy in their own network namespace (tests/lab/nodes.sh), with the images
+# `./dev images` built imported; every lvstun process in them is a container of a pod the
+# operator's DaemonSets (or the chart's Deployment) made. web2 stays outside the cluster, "in
+# another data center": `lvstun-node web --config` prepares it, as deploy/examples/ says.
+#
+# Checkpoints (phase/NAME, then wait for ack/NAME):
+#   nodes          kubelets started; the host waits for Ready Nodes, then installs (helm,
+#                  labels, examples, web1's nodeName) and waits for the pods to run
+#   steady         the balancer pods programmed IPVS, lb1 holds the VIP
+#   web1-down/-up  web1's web server stopped / started
+#   delete-master  the host deletes lb1's balancer pod while a load runs
+#   master-back    the DaemonSet's new pod on lb1 took the VIP back
+# results.txt: nodes_ready_ms, pods_ready_ms, vip_mac, lb*_mac, down_ms, up_ms,
+#   sysctl.NODE.NAME, failover.*, failover_vip_mac, back_ms, portreuse.*.
+set -euo pipefail
+# shellcheck source=tests/lab/topology.sh
+. "$LAB_DIR/topology.sh"
+# shellcheck source=tests/lab/nodes.sh
+. "$LAB_DIR/nodes.sh"
+
+NODE="$LAB_BIN/lvstun-node"
+LOAD="$LAB_BIN/lvstun-lab-load"
+for f in "$NODE" "$LOAD"; do
+  [[ -x $f ]] || { lab_log "missing $f"; exit 2; }
+done
+
+DEMO="$LAB_OUT/demo.txt"
+say() { printf '%s\n' "$*" >>"$DEMO"; lab_log "$*"; }
+show() { # TITLE CMD...
+  local title="$1"
+  shift
+  printf '\n$ %s\n' "$title" >>"$DEMO"
+  "$@" >>"$DEMO" 2>&1 || true
+}
+node_headers() { # ARTIFACT: the Node: lines of a curl -i artifact
+  local line
+  while IFS= read -r line; do
+    [[ $line == Node:* ]] && printf '%s\n' "${line%$'\r'}"
+  done <"$LAB_OUT/$1"
+  return 0
+}
+load_line() { # PREFIX
+  local line r="" o="" f="" g=""
+  while IFS= read -r line; do
+    case "$line" in
+      "$1.requests="*) r="${line#*=}" ;;
+      "$1.ok="*) o="${line#*=}" ;;
+      "$1.failures="*) f="${line#*=}" ;;
+      "$1.longest_gap_ms="*) g="${line#*=}" ;;
+    esac
+  done <"$LAB_OUT/results.txt"
+  printf '%s requests, %s ok, %s failed, longest gap between answers %s ms' "$r" "$o" "$f" "$g"
+}
+host_phase() { # NAME [SECS]
+  local name="$1" secs="${2:-600}" deadline
+  : >"$LAB_OUT/phase/$name"
+  lab_log "checkpoint $name: waiting for the host"
+  deadline=$(($(lab_now_ms) + secs * 1000))
+  while [[ ! -e $LAB_OUT/ack/$name ]]; do
+    (($(lab_now_ms) < deadline)) || { lab_log "the host never answered $name"; return 1; }
+    lab_sleep 0.5
+  done
+  [[ $(<"$LAB_OUT/ack/$name") == ok ]] || { lab_log "the host refused $name: $(<"$LAB_OUT/ack/$name")"; return 1; }
+  lab_log "checkpoint $name: answered"
+}
+has_rule() { # NS RULE-PREFIX
+  local l
+  while IFS= read -r l; do
+    [[ $l == "$2"* ]] && return 0
+  done < <(lab_exec "$1" ipvsadm -Sn 2>/dev/null)
+  return 1
+}
+wait_rule() { # NS RULE-PREFIX SECS
+  local deadline=$(($(lab_now_ms) + $3 * 1000))
+  while (($(lab_now_ms) < deadline)); do
+    has_rule "$1" "$2" && return 0
+    lab_sleep 0.3
+  done
+  lab_log "timed out after $3 s waiting for rule '$2' in $1"
+  return 1
+}
+has_vip() { [[ $(ip -n "$1" -4 -o addr show dev eth0) == *" $LAB_VIP/32 "* ]]; }
+wait_vip() { # NS SECS
+  local deadline=$(($(lab_now_ms) + $2 * 1000))
+  while (($(lab_now_ms) < deadline)); do
+    has_vip "$1" && return 0
+    lab_sleep 0.1
+  done
+  lab_log "timed out after $2 s waiting for the VIP on $1"
+  return 1
+}
+rule() { printf -- '-a -t %s:80 -r %s:80 -i -w %s' "$LAB_VIP" "$1" "$2"; }
+curl_vip() { # N ARTIFACT
+  local urls=() i
+  for ((i = 0; i < $1; i++)); do urls+=("http://$LAB_VIP/"); done
+  lab_artifact "$2" lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 \
+    -H 'Connection: close' "${urls[@]}"
+}
+load_start() { # TAG SECS
+  lab_bg client "load-$1" "$LOAD" --url "http://$LAB_VIP/" --interval-ms 50 \
+    --duration-s "$2" --connect-timeout-ms 3000 --timeout-ms 5000 --out "$LAB_OUT/load-$1.txt"
+}
+load_end() { # TAG PREFIX SECS
+  local line key
+  lab_wait_log "load-$1" 'longest_gap_ms=*' "$3"
+  while IFS= read -r line; do
+    key="${line%%=*}"
+    case "$key" in
+      requests | ok | failures | longest_gap_ms) lab_result "$2.$key" "${line#*=}" ;;
+    esac
+  done <"$LAB_OUT/logs/load-$1.log"
+  lab_stop "load-$1"
+}
+
+say "lvstun walkthrough through real pods: the classic LVS-TUN recipe on a real kernel (Debian"
+say "6.1 under qemu). lb1, lb2 and web1 are Kubernetes nodes (containerd, kubelet, kube-proxy in"
+say "each node's network namespace) joined to the control plane on the host; the operator and"
+say "the node daemons run as pods of the images ./dev images built. web2 is outside the cluster,"
+say "in another subnet, prepared by lvstun-node web --config. VIP 192.0.2.100:80, rr, ipip."
+lab_modules ip_vs ip_vs_rr ipip
+lab_topology_up
+lab_mgmt_up
+lab_nodes_prepare
+t0=$(lab_now_ms)
+lab_nodes_up "lb1:$LAB_LB1_IP" "lb2:$LAB_LB2_IP" "web1:$LAB_WEB1_IP"
+lab_result nodes_started_ms $(($(lab_now_ms) - t0))
+for ns in lb1 lb2 web1 web2; do lab_result "${ns}_mac" "$(lab_mac "$ns" eth0)"; done
+
+# The application on both real servers, and web2's own preparation (outside the cluster).
+lab_web_start web1 www1
+lab_web_start web2 www2
+cat >"$LAB_OUT/web2-config.yaml" <<EOF
+$(<"$LAB_REPO/deploy/examples/virtualservice.yaml")
+---
+$(<"$LAB_REPO/deploy/examples/realservers.yaml")
+EOF
+lab_bg web2 web-web2 "$NODE" web --config "$LAB_OUT/web2-config.yaml" --real-server web2 \
+  --state-dir "$LAB_OUT/state-web2" --health-port 9100
+lab_wait_log web-web2 "*reconciled: writes=* ready=true*" 120
+
+say ""
+say "== 1. three nodes joined; helm install, node labels, kubectl apply -f deploy/examples/ =="
+host_phase nodes 900
+lab_result pods_ready_ms $(($(lab_now_ms) - t0))
+
+wait_vip lb1 300
+wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 180
+wait_rule lb1 "$(rule "$LAB_WEB2_IP" 1)" 60
+wait_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" 60
+lab_result steady_ms $(($(lab_now_ms) - t0))
+has_vip lb2 && { lab_log "both balancers hold the VIP"; exit 1; }
+for ns in lb1 lb2; do
+  for s in expire_nodest_conn sloppy_tcp; do
+    lab_result "sysctl.$ns.$s" "$(lab_exec "$ns" cat "/proc/sys/net/ipv4/vs/$s")"
+  done
+done
+say "   the balancer pods programmed IPVS and lb1 holds the VIP, $(($(lab_now_ms) - t0)) ms after the kubelets started"
+show "sysctl net.ipv4.vs.expire_nodest_conn net.ipv4.vs.sloppy_tcp   (on lb1, set by the balancer pod)" \
+  lab_exec lb1 sysctl net.ipv4.vs.expire_nodest_conn net.ipv4.vs.sloppy_tcp
+host_phase steady
+
+# --- round robin, direct server return, ARP -----------------------------------------------------
+curl_vip 6 client-curl.txt
+for ((i = 0; i < 30; i++)); do
+  stats="$(lab_exec lb1 ipvsadm -Ln --stats --exact -t "$LAB_VIP:80")"
+  [[ $stats =~ $LAB_VIP:80[[:space:]]+([0-9]+) ]] && ((BASH_REMATCH[1] >= 6)) && break
+  lab_sleep 0.2
+done
+lab_artifact lb1-ipvs-stats.txt lab_exec lb1 ipvsadm -Ln --stats --exact
+lab_neigh steady
+lab_result vip_mac "$(lab_vip_mac steady)"
+say ""
+say "== 2. round robin through ipip tunnels, replies straight from the web nodes =="
+show "ipvsadm -L -n   (on lb1)" lab_exec lb1 ipvsadm -L -n
+show "ipvsadm -L -n --stats   (on lb1: OutPkts stay 0 under direct server return)" \
+  lab_exec lb1 ipvsadm -L -n --stats
+show "for i in 1 2 3 4 5 6; do curl -si http://192.0.2.100/ | grep Node; done" \
+  node_headers client-curl.txt
+show "ip neigh show 192.0.2.100   (on the client: lb1's MAC $(lab_mac lb1 eth0))" \
+  lab_exec client ip neigh show "$LAB_VIP"
+
+# --- health, and a client port reused while its old entry points at the stopped server -------------
+# In TUN mode IPVS sees only the client's half of a connection, so its entry stays (FIN_WAIT) for
+# two minutes after the connection ends. A SYN from the same client port then matches it; only
+# with expire_nodest_conn=1 (set by the balancer pod) does the kernel reschedule it away from a
+# real server at weight 0 instead of sending it to the dead one.
+reuse_port=""
+for port in 40001 40002 40003 40004; do
+  lab_artifact "portreuse-$port-before.txt" lab_exec client curl -sS -i --max-time 10 \
+    --connect-timeout 5 --local-port "$port" -H 'Connection: close' "http://$LAB_VIP/" || true
+  if [[ $(node_headers "portreuse-$port-before.txt") == "Node: www1" ]]; then
+    reuse_port=$port
+    break
+  fi
+done
+lab_result portreuse.port "${reuse_port:-none}"
+lab_stop www1
+t=$(lab_now_ms)
+wait_rule lb1 "$(rule "$LAB_WEB1_IP" 0)" 30
+lab_result down_ms $(($(lab_now_ms) - t))
+say ""
+say "== 3. web1's web server stopped: out of rotation after $(($(lab_now_ms) - t)) ms (weight 0) =="
+show "ipvsadm -L -n   (on lb1)" lab_exec lb1 ipvsadm -L -n
+if [[ -n $reuse_port ]]; then
+  lab_artifact lb1-conns-portreuse.txt lab_exec lb1 ipvsadm -Lnc
+  lab_artifact portreuse-after.txt lab_exec client curl -sS -i --max-time 10 \
+    --connect-timeout 5 --local-port "$reuse_port" -H 'Connection: close' "http://$LAB_VIP/" || true
+  after="$(node_headers portreuse-after.txt)"
+  lab_result portreuse.after "${after:-no answer}"
+  say "   a new connection from client port $reuse_port, whose old entry still names web1: answered by ${after:-nobody}"
+fi
+host_phase web1-down
+curl_vip 4 client-curl-down.txt
+show "for i in 1 2 3 4; do curl -si http://192.0.2.100/ | grep Node; done" \
+  node_headers client-curl-down.txt
+t=$(lab_now_ms)
+lab_web_start web1 www1
+wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 30
+lab_result up_ms $(($(lab_now_ms) - t))
+say "   started again: back in rotation after $(($(lab_now_ms) - t)) ms"
+host_phase web1-up
+
+# --- the Master's pod deleted ------------------------------------------------------------------------
+load_start fo 40
+lab_sleep 3
+lab_neigh before-failover
+t=$(lab_now_ms)
+host_phase delete-master
+wait_vip lb2 60
+failover_ms=$(($(lab_now_ms) - t))
+lab_result failover_ms "$failover_ms"
+lab_neigh after-failover
+lab_result failover_vip_mac "$(lab_vip_mac after-failover)"
+# The DaemonSet starts a new pod on lb1; it takes the VIP back (preempt) once it forwards.
+t=$(lab_now_ms)
+wait_vip lb1 240
+lab_result back_ms $(($(lab_now_ms) - t))
+load_end fo failover 120
+say ""
+say "== 4. lb1's balancer pod deleted (kubectl delete pod) under a steady load: lb2 took the VIP"
+say "   $failover_ms ms after the delete; the DaemonSet's new pod on lb1 took it back after it"
+say "   programmed its table. Client outage measured by one load process: $(load_line failover)"
+host_phase master-back
+lab_capture final lb1 lb2 web1 web2 client
+lab_log "done"

@@ -1,0 +1,596 @@
+//! The pod lab's host side: a control plane that real kubelets join (Node authorization, a token
+//! per node, kube-scheduler), the chart installed exactly as the README says, and answers to the
+//! checkpoints of `tests/lab/scenarios/pods.sh`, whose nodes (lb1, lb2, web1) run containerd,
+//! kubelet and kube-proxy inside the VM and the lvstun images as pods. Shared by
+//! `tests/tests/lab_pods.rs` (the proof) and `lvstun-lab demo` (the README's walkthrough).
+//!
+//! At each checkpoint the host looks at the API (Nodes, Pods, status conditions, `kubectl get`)
+//! or acts on it (installs, deletes a pod); what it saw goes into [`Findings`], and an
+//! expectation the API did not meet is a failure there, not a panic, so the VM always runs to
+//! its end and leaves its logs. A checkpoint whose preparation failed is answered with the
+//! reason instead of `ok`, and the guest stops.
+//!
+//! Does I/O: the control plane's processes, `kubectl`, `helm`, files in the run folder, the VM.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::cluster::{Findings, condition, poll};
+use super::{LabError, LabRun, Result, ScenarioOptions, new_run_dir, run_scenario_with};
+use crate::controlplane::{ControlPlane, NodeAccess, repo_root};
+use crate::operator_fixture::get_json;
+
+/// The lab hosts that are Kubernetes nodes; web2 stays outside the cluster.
+pub const NODES: &[&str] = &["lb1", "lb2", "web1"];
+
+/// The nodes that may be balancers (labelled as the README says).
+pub const BALANCER_NODES: &[&str] = &["lb1", "lb2"];
+
+/// Every checkpoint `pods.sh` stops at, in order.
+pub const CHECKPOINTS: &[&str] = &[
+    "nodes",
+    "steady",
+    "web1-down",
+    "web1-up",
+    "delete-master",
+    "master-back",
+];
+
+/// The release namespace and name, as in the README.
+pub const RELEASE_NAMESPACE: &str = "lvstun-system";
+/// The helm release name, as in the README.
+pub const RELEASE: &str = "lvstun";
+/// Where the example objects go (the README applies them without a namespace).
+pub const EXAMPLES_NAMESPACE: &str = "default";
+
+/// The address at which nodes reach the API server inside the guest (on each node
+/// namespace's loopback, relayed to the management link), and its port.
+pub const API_ADDRESS: (&str, u16) = ("203.0.113.100", 6443);
+
+/// How long the host waits for the API to show what the guest just did.
+const STATUS_WAIT: Duration = Duration::from_secs(120);
+/// How long nodes and pods may take to start under emulation.
+const START_WAIT: Duration = Duration::from_secs(600);
+
+/// The image archives the nodes import (fully qualified names inside) and the pause image's
+/// name (the sandbox image containerd is configured with).
+#[derive(Clone, Debug)]
+pub struct Images {
+    /// `*.oci.tar` archives.
+    pub archives: Vec<PathBuf>,
+    /// The sandbox image's name, as written in its archive.
+    pub pause: String,
+}
+
+impl Images {
+    /// Builds the operator and node images from the release binaries in `bin_dir`, and the
+    /// pause image, into `out` (replacing what was there), with the layer mtimes of
+    /// `SOURCE_DATE_EPOCH` as `./dev images` does.
+    pub fn build(bin_dir: &Path, out: &Path) -> Result<Images> {
+        let image_err = |e: crate::images::ImageError| LabError::Setup(e.to_string());
+        let mtime = crate::images::source_date_epoch().map_err(LabError::Setup)?;
+        let mut archives = Vec::new();
+        for spec in &crate::images::IMAGES {
+            let (_, written) =
+                crate::images::build(spec, bin_dir, out, mtime).map_err(image_err)?;
+            archives.push(written.archive);
+        }
+        let gomodcache = crate::controlplane::cache_dir().join("go/mod");
+        let (_, pause) = crate::images::build_pause(&gomodcache, out, mtime).map_err(image_err)?;
+        archives.push(pause.archive);
+        Ok(Images {
+            archives,
+            pause: crate::images::SANDBOX_IMAGE.to_owned(),
+        })
+    }
+}
+
+/// The host side of one pod lab run.
+pub struct PodHost {
+    cp: ControlPlane,
+    /// The run's folder (made before the VM boots, so both sides see it).
+    pub out: PathBuf,
+    /// What the checkpoints showed.
+    pub findings: Findings,
+    /// Print notes as they come (the demo does).
+    pub verbose: bool,
+    images: Images,
+    /// UID of lb1's balancer pod before it was deleted.
+    deleted_pod: Option<String>,
+    /// When each checkpoint was answered, since [`PodHost::prepare`].
+    pub timings: BTreeMap<String, Duration>,
+    started: Instant,
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| LabError::Io {
+        what: format!("writing {}", path.display()),
+        source: e,
+    })
+}
+
+impl PodHost {
+    /// Starts the control plane for the lab's nodes and writes what the nodes need (tokens, the
+    /// API server's CA, the image archives) into a new run folder.
+    pub fn prepare(images: Images) -> Result<PodHost> {
+        let access = NodeAccess {
+            nodes: NODES.iter().map(|n| (*n).to_owned()).collect(),
+            advertise: (API_ADDRESS.0.to_owned(), API_ADDRESS.1),
+        };
+        let cp =
+            ControlPlane::start_for_nodes(access).map_err(|e| LabError::Setup(e.to_string()))?;
+        let out = new_run_dir("pods")?;
+        let nodes = out.join("nodes");
+        let image_dir = out.join("images");
+        for dir in [&nodes, &image_dir, &out.join("phase"), &out.join("ack")] {
+            std::fs::create_dir_all(dir).map_err(|e| LabError::Io {
+                what: format!("creating {}", dir.display()),
+                source: e,
+            })?;
+        }
+        for node in NODES {
+            write(
+                &nodes.join(format!("{node}.token")),
+                &ControlPlane::node_token(node),
+            )?;
+        }
+        write(
+            &nodes.join("kube-proxy.token"),
+            ControlPlane::kube_proxy_token(),
+        )?;
+        let ca = std::fs::read_to_string(cp.ca_bundle()).map_err(|e| LabError::Io {
+            what: format!("reading {}", cp.ca_bundle().display()),
+            source: e,
+        })?;
+        write(&nodes.join("ca.crt"), &ca)?;
+        for archive in &images.archives {
+            let name = archive.file_name().ok_or_else(|| {
+                LabError::Setup(format!("{} has no file name", archive.display()))
+            })?;
+            std::os::unix::fs::symlink(archive, image_dir.join(name)).map_err(|e| {
+                LabError::Io {
+                    what: format!("linking {}", archive.display()),
+                    source: e,
+                }
+            })?;
+        }
+        Ok(PodHost {
+            cp,
+            out,
+            findings: Findings::default(),
+            verbose: false,
+            images,
+            deleted_pod: None,
+            timings: BTreeMap::new(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The control plane (for tests that look further).
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.cp
+    }
+
+    /// Boots the VM on `pods.sh` and answers its checkpoints until it ends.
+    pub fn run(&mut self, timeout: Duration) -> Result<LabRun> {
+        let api_port: u16 = self
+            .cp
+            .server_url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| LabError::Setup("no port in the API server's URL".into()))?;
+        let k8s_bin = self.cp.bin().to_path_buf();
+        let options = ScenarioOptions {
+            mgmt_port: Some(api_port),
+            timeout: Some(timeout),
+            out_dir: Some(self.out.clone()),
+            memory: Some("3G".into()),
+            env: vec![
+                ("LAB_K8S_BIN".into(), k8s_bin.display().to_string()),
+                (
+                    "LAB_IMAGES".into(),
+                    self.out.join("images").display().to_string(),
+                ),
+                ("LAB_PAUSE_IMAGE".into(), self.images.pause.clone()),
+            ],
+            ..ScenarioOptions::default()
+        };
+        let vm = std::thread::spawn(move || run_scenario_with("pods", &options));
+        while !vm.is_finished() {
+            let mut phases: Vec<(SystemTime, String)> = std::fs::read_dir(self.out.join("phase"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter_map(|e| {
+                            let name = e.file_name().to_string_lossy().into_owned();
+                            let t = e.metadata().ok()?.modified().ok()?;
+                            Some((t, name))
+                        })
+                        .filter(|(_, n)| !self.findings.answered.contains(n))
+                        .collect()
+                })
+                .unwrap_or_default();
+            phases.sort();
+            for (_, phase) in phases {
+                self.note(format!("guest checkpoint {phase}"));
+                let answer = match self.answer(&phase) {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => {
+                        self.fail(format!("{phase}: {e}"));
+                        format!("refused: {e}")
+                    }
+                };
+                self.timings.insert(phase.clone(), self.started.elapsed());
+                write(&self.out.join("ack").join(&phase), &answer)?;
+                self.findings.answered.push(phase);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        vm.join()
+            .map_err(|_| LabError::Setup("the VM thread panicked".into()))?
+    }
+
+    fn kubectl(&self, what: &str, args: &[&str]) -> std::result::Result<String, String> {
+        self.cp
+            .run(what, self.cp.kubectl().args(args))
+            .map_err(|e| e.to_string())
+    }
+
+    fn note(&mut self, s: String) {
+        if self.verbose {
+            println!("  [host] {s}");
+        } else {
+            eprintln!("[lab_pods] {s}");
+        }
+        self.findings.notes.push(s);
+    }
+
+    fn fail(&mut self, s: String) {
+        eprintln!("[lab_pods] FAILED: {s}");
+        self.findings.failures.push(s);
+    }
+
+    fn vs(&self) -> Option<serde_json::Value> {
+        get_json(&self.cp, &["virtualservice", "www"], EXAMPLES_NAMESPACE)
+    }
+
+    fn rs(&self, name: &str) -> Option<serde_json::Value> {
+        get_json(&self.cp, &["realserver", name], EXAMPLES_NAMESPACE)
+    }
+
+    /// Nodes whose Ready condition is True.
+    fn ready_nodes(&self) -> Vec<String> {
+        let Some(list) = get_json(&self.cp, &["nodes"], "default") else {
+            return Vec::new();
+        };
+        list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|n| condition(n, "Ready").as_deref() == Some("True"))
+                    .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The release's pods: (name, node, component, phase, ready, uid).
+    fn pods(&self) -> Vec<PodRow> {
+        let Some(list) = get_json(&self.cp, &["pods"], RELEASE_NAMESPACE) else {
+            return Vec::new();
+        };
+        list["items"]
+            .as_array()
+            .map(|items| items.iter().map(PodRow::from_json).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until a Ready pod of `component` runs on each of `nodes`.
+    fn wait_pods(&mut self, component: &str, nodes: &[&str]) -> std::result::Result<(), String> {
+        let t0 = Instant::now();
+        // No nodes named: one Ready pod anywhere.
+        let ok = poll(START_WAIT, || {
+            let pods = self.pods();
+            let on = |n: &str| {
+                pods.iter()
+                    .any(|p| p.component == component && p.ready && (n.is_empty() || p.node == n))
+            };
+            let all = if nodes.is_empty() {
+                on("")
+            } else {
+                nodes.iter().all(|n| on(n))
+            };
+            all.then_some(())
+        });
+        if ok.is_none() {
+            return Err(format!(
+                "no Ready {component} pod on each of {nodes:?} within {START_WAIT:?}; pods: {:?}",
+                self.pods()
+            ));
+        }
+        self.note(format!(
+            "{component} pods Ready on {nodes:?} after {} ms",
+            t0.elapsed().as_millis()
+        ));
+        Ok(())
+    }
+
+    /// Waits until `want` holds for the VirtualService; a failure naming `what` otherwise.
+    fn expect_vs(&mut self, what: &str, want: impl Fn(&serde_json::Value) -> bool) {
+        let t0 = Instant::now();
+        if poll(STATUS_WAIT, || self.vs().filter(|v| want(v))).is_some() {
+            self.note(format!(
+                "{what}: seen after {} ms",
+                t0.elapsed().as_millis()
+            ));
+        } else {
+            let last = self
+                .vs()
+                .map(|v| v["status"].to_string())
+                .unwrap_or_default();
+            self.fail(format!(
+                "{what}: not seen within {STATUS_WAIT:?}; last status {last}"
+            ));
+        }
+    }
+
+    /// Waits until RealServer `name` has condition `kind` = `status`.
+    fn expect_rs(&mut self, name: &str, kind: &str, status: &str) {
+        let t0 = Instant::now();
+        let want = Some(status.to_owned());
+        if poll(STATUS_WAIT, || {
+            self.rs(name).filter(|r| condition(r, kind) == want)
+        })
+        .is_some()
+        {
+            self.note(format!(
+                "RealServer {name} {kind}={status}: seen after {} ms",
+                t0.elapsed().as_millis()
+            ));
+        } else {
+            let last = self
+                .rs(name)
+                .map(|v| v["status"].to_string())
+                .unwrap_or_default();
+            self.fail(format!(
+                "RealServer {name} {kind}={status} not seen within {STATUS_WAIT:?}; last status {last}"
+            ));
+        }
+    }
+
+    /// `kubectl get` as a person types it: saved, and added to the walkthrough.
+    fn kubectl_get(&mut self, label: &str, args: &[&str]) {
+        let title = format!("kubectl {}", args.join(" "));
+        let text = self.kubectl(&title, args).unwrap_or_else(|e| e);
+        let _ = std::fs::write(self.out.join(format!("kubectl-{label}.txt")), &text);
+        if let Ok(mut demo) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.out.join("demo.txt"))
+        {
+            let _ = write!(demo, "\n$ {title}\n{text}");
+        }
+        self.note(format!("{title} ({label}):\n{text}"));
+    }
+
+    /// The README's install, step by step, as a person types it.
+    fn install(&mut self) -> std::result::Result<(), String> {
+        let chart = repo_root().join("deploy/helm/lvstun");
+        let examples = repo_root().join("deploy/examples");
+        self.kubectl(
+            "kubectl create namespace",
+            &["create", "namespace", RELEASE_NAMESPACE],
+        )?;
+        self.kubectl(
+            "kubectl label namespace",
+            &[
+                "label",
+                "namespace",
+                RELEASE_NAMESPACE,
+                "pod-security.kubernetes.io/enforce=privileged",
+            ],
+        )?;
+        let chart_s = chart.display().to_string();
+        self.cp
+            .run(
+                "helm install",
+                self.cp
+                    .helm()
+                    .args(["install", RELEASE, &chart_s, "-n", RELEASE_NAMESPACE]),
+            )
+            .map_err(|e| e.to_string())?;
+        for node in BALANCER_NODES {
+            self.kubectl(
+                "kubectl label node",
+                &["label", "node", node, "lvstun.io/balancer=true"],
+            )?;
+        }
+        let examples_s = examples.display().to_string();
+        self.kubectl("kubectl apply examples", &["apply", "-f", &examples_s])?;
+        // web1 is a node of the cluster: its RealServer names it, so the web DaemonSet runs
+        // there. web2 stays outside (no nodeName), prepared by `lvstun-node web --config`.
+        self.kubectl(
+            "kubectl patch realserver nodeName",
+            &[
+                "patch",
+                "realserver",
+                "web1",
+                "--type=merge",
+                "-p",
+                "{\"spec\":{\"nodeName\":\"web1\"}}",
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn lb1_balancer_pod(&self) -> Option<PodRow> {
+        self.pods()
+            .into_iter()
+            .find(|p| p.component == "balancer" && p.node == "lb1")
+    }
+
+    fn active_is(v: &serde_json::Value, node: &str) -> bool {
+        v["status"]["activeBalancer"] == node
+    }
+
+    /// One checkpoint of the guest (see [`CHECKPOINTS`]).
+    pub fn answer(&mut self, phase: &str) -> std::result::Result<(), String> {
+        match phase {
+            "nodes" => {
+                let t0 = Instant::now();
+                let ready = poll(START_WAIT, || {
+                    let ready = self.ready_nodes();
+                    NODES
+                        .iter()
+                        .all(|n| ready.iter().any(|r| r == n))
+                        .then_some(ready)
+                });
+                if ready.is_none() {
+                    return Err(format!(
+                        "nodes not Ready within {START_WAIT:?}: {:?}",
+                        self.ready_nodes()
+                    ));
+                }
+                self.note(format!(
+                    "nodes {NODES:?} Ready after {} ms",
+                    t0.elapsed().as_millis()
+                ));
+                self.kubectl_get("nodes", &["get", "nodes", "-o", "wide"]);
+                self.install()?;
+                self.wait_pods("operator", &[])?;
+                self.wait_pods("balancer", BALANCER_NODES)?;
+                self.wait_pods("web", &["web1"])?;
+                self.kubectl_get(
+                    "pods",
+                    &["get", "pods", "-n", RELEASE_NAMESPACE, "-o", "wide"],
+                );
+                Ok(())
+            }
+            "steady" => {
+                self.expect_vs("lvsvc www Ready, active lb1, healthy 2/2", |v| {
+                    condition(v, "Ready").as_deref() == Some("True")
+                        && Self::active_is(v, "lb1")
+                        && v["status"]["healthyRealServers"] == 2
+                        && v["status"]["totalRealServers"] == 2
+                });
+                for rs in ["web1", "web2"] {
+                    self.expect_rs(rs, "Healthy", "True");
+                }
+                // web1's web pod reports its tunnel; web2 is outside the cluster: no web daemon
+                // reports on it, the operator says so, and the balancers' checks alone count.
+                self.expect_rs("web1", "TunnelReady", "True");
+                self.expect_rs("web2", "TunnelReady", "Unknown");
+                let reason = self.rs("web2").and_then(|r| {
+                    r["status"]["conditions"].as_array().and_then(|cs| {
+                        cs.iter()
+                            .find(|c| c["type"] == "TunnelReady")
+                            .and_then(|c| c["reason"].as_str().map(str::to_owned))
+                    })
+                });
+                if reason.as_deref() != Some("OutsideCluster") {
+                    self.fail(format!(
+                        "web2 TunnelReady reason {reason:?}, want OutsideCluster"
+                    ));
+                }
+                self.kubectl_get("steady", &["get", "lvsvc,lvsrs"]);
+                Ok(())
+            }
+            "web1-down" => {
+                self.expect_rs("web1", "Healthy", "False");
+                self.expect_vs("lvsvc www healthy 1/2", |v| {
+                    v["status"]["healthyRealServers"] == 1
+                });
+                self.kubectl_get("web1-down", &["get", "lvsvc,lvsrs"]);
+                Ok(())
+            }
+            "web1-up" => {
+                self.expect_rs("web1", "Healthy", "True");
+                self.expect_vs("lvsvc www healthy 2/2 again", |v| {
+                    v["status"]["healthyRealServers"] == 2
+                });
+                Ok(())
+            }
+            "delete-master" => {
+                let pod = self
+                    .lb1_balancer_pod()
+                    .ok_or_else(|| "no balancer pod on lb1".to_owned())?;
+                self.kubectl(
+                    "kubectl delete pod",
+                    &[
+                        "delete",
+                        "pod",
+                        "-n",
+                        RELEASE_NAMESPACE,
+                        &pod.name,
+                        "--wait=false",
+                    ],
+                )?;
+                self.note(format!(
+                    "deleted lb1's balancer pod {} (uid {})",
+                    pod.name, pod.uid
+                ));
+                self.deleted_pod = Some(pod.uid);
+                Ok(())
+            }
+            "master-back" => {
+                let old = self.deleted_pod.clone().unwrap_or_default();
+                let t0 = Instant::now();
+                let new = poll(START_WAIT, || {
+                    self.lb1_balancer_pod().filter(|p| p.uid != old && p.ready)
+                });
+                match new {
+                    Some(p) => self.note(format!(
+                        "the DaemonSet's new balancer pod on lb1: {} (uid {}), Ready after {} ms",
+                        p.name,
+                        p.uid,
+                        t0.elapsed().as_millis()
+                    )),
+                    None => self.fail("no new Ready balancer pod on lb1".into()),
+                }
+                self.expect_vs("active lb1 again", |v| Self::active_is(v, "lb1"));
+                self.kubectl_get(
+                    "pods-final",
+                    &["get", "pods", "-n", RELEASE_NAMESPACE, "-o", "wide"],
+                );
+                self.kubectl_get("final", &["get", "lvsvc,lvsrs"]);
+                Ok(())
+            }
+            other => Err(format!("unknown checkpoint {other:?} from the guest")),
+        }
+    }
+}
+
+/// One pod of the release, as the host sees it.
+#[derive(Clone, Debug)]
+pub struct PodRow {
+    /// Pod name.
+    pub name: String,
+    /// Node it is bound to (empty while Pending).
+    pub node: String,
+    /// Its `app.kubernetes.io/component` label.
+    pub component: String,
+    /// Its phase.
+    pub phase: String,
+    /// Whether its Ready condition is True.
+    pub ready: bool,
+    /// Its UID.
+    pub uid: String,
+}
+
+impl PodRow {
+    fn from_json(p: &serde_json::Value) -> PodRow {
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        PodRow {
+            name: s(&p["metadata"]["name"]),
+            node: s(&p["spec"]["nodeName"]),
+            component: s(&p["metadata"]["labels"]["app.kubernetes.io/component"]),
+            phase: s(&p["status"]["phase"]),
+            ready: condition(p, "Ready").as_deref() == Some("True"),
+            uid: s(&p["metadata"]["uid"]),
+        }
+    }
+}

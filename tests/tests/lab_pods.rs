@@ -1,0 +1,185 @@
+//! The seed's walkthrough through real pods (issue 12): a control plane on this host that real
+//! kubelets join; in the lab VM, lb1, lb2 and web1 are Kubernetes nodes (containerd, kubelet and
+//! kube-proxy in each node's network namespace) that import the images built here (the pause
+//! image included: nothing is pulled); the chart is installed as the README says (namespace
+//! labelled for Pod Security, `helm install`, node labels, `kubectl apply -f deploy/examples/`),
+//! and the operator and both node daemons run as pods of those images. web2 stays outside the
+//! cluster, prepared by `lvstun-node web --config`.
+//!
+//! The guest script (`tests/lab/scenarios/pods.sh`) drives the data plane; the host
+//! (`lvstun_tests::lab::pods`) answers its checkpoints from the API. Checked: round robin with
+//! direct server return, ARP for the VIP, a web server stopped and started, the IPVS sysctls in
+//! force in the nodes' namespace, the Master's pod deleted under load (the VIP moves to lb2 and
+//! back to the DaemonSet's new pod on lb1), and `kubectl get lvsvc,lvsrs` true at each step.
+//!
+//! Run: `cargo test -p lvstun-tests --test lab_pods -- --nocapture`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use lvstun_tests::lab::pods::{CHECKPOINTS, Images, PodHost};
+use lvstun_tests::lab::{self, parse};
+
+#[test]
+fn the_walkthrough_through_pods() {
+    lab::ensure_built_bins(&[
+        ("lvstun-node", "lvstun-node"),
+        ("lvstun-operator", "lvstun-operator"),
+        ("lvstun-tests", "lvstun-lab-web"),
+        ("lvstun-tests", "lvstun-lab-load"),
+    ])
+    .unwrap();
+    let started = Instant::now();
+    let image_dir = lab::target_dir().join("lab-images");
+    let built = Images::build(&lab::bin_dir(), &image_dir).unwrap();
+    let mut host = PodHost::prepare(built).unwrap();
+    let out = host.out.clone();
+    let out_s = out.display().to_string();
+    eprintln!(
+        "[lab_pods] images and control plane ready in {} ms; run folder {out_s}",
+        started.elapsed().as_millis()
+    );
+    let run = host.run(Duration::from_secs(1800));
+    let findings = std::mem::take(&mut host.findings);
+    let run = match run {
+        Ok(run) => run,
+        Err(e) => panic!(
+            "the VM scenario failed: {e}\nwhat the host saw:\n{}\nfailures:\n{}",
+            findings.notes.join("\n"),
+            findings.failures.join("\n")
+        ),
+    };
+    let result = |key: &str| -> String {
+        run.result(key)
+            .unwrap_or_else(|| panic!("no {key} in {out_s}/results.txt"))
+            .to_owned()
+    };
+    let num = |key: &str| -> f64 {
+        result(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number ({out_s})"))
+    };
+    eprintln!(
+        "[lab_pods] nodes started in {} ms; pods ready {} ms and data plane steady {} ms after the kubelets started; VM wall {:?} s",
+        result("nodes_started_ms"),
+        result("pods_ready_ms"),
+        result("steady_ms"),
+        run.timing.get("vm_wall_s")
+    );
+    for (phase, at) in &host.timings {
+        eprintln!(
+            "[lab_pods] checkpoint {phase} answered at {} s",
+            at.as_secs()
+        );
+    }
+
+    assert_eq!(
+        findings.answered, CHECKPOINTS,
+        "checkpoints reached and answered ({out_s})"
+    );
+
+    // Round robin and direct server return, through the balancer pods.
+    let nodes: Vec<String> = parse::http_responses(&run.artifact("client-curl.txt").unwrap())
+        .unwrap()
+        .iter()
+        .map(|r| r.header("Node").unwrap_or("-").to_owned())
+        .collect();
+    eprintln!("[lab_pods] Node headers: {nodes:?}");
+    assert_eq!(nodes.len(), 6, "{out_s}/client-curl.txt");
+    for pair in nodes.windows(2) {
+        assert_ne!(pair[0], pair[1], "round robin alternates: {nodes:?}");
+    }
+    let stats = parse::ipvs_stats(&run.artifact("lb1-ipvs-stats.txt").unwrap()).unwrap();
+    let service = stats
+        .iter()
+        .find(|s| s.protocol == "TCP" && s.address == "192.0.2.100:80")
+        .unwrap_or_else(|| panic!("no VIP service in {out_s}/lb1-ipvs-stats.txt"));
+    assert!(service.counters.in_pkts > 0, "{out_s}");
+    assert_eq!(
+        service.counters.out_pkts, 0,
+        "direct server return: OutPkts 0"
+    );
+    assert_eq!(
+        result("vip_mac"),
+        result("lb1_mac"),
+        "ARP for the VIP ({out_s})"
+    );
+
+    // The IPVS sysctls the balancer pods set are in force in the nodes' namespaces.
+    for node in ["lb1", "lb2"] {
+        for name in ["expire_nodest_conn", "sloppy_tcp"] {
+            assert_eq!(
+                result(&format!("sysctl.{node}.{name}")),
+                "1",
+                "net.ipv4.vs.{name} on {node}, set by its balancer pod ({out_s})"
+            );
+        }
+    }
+
+    // Health.
+    let down = num("down_ms");
+    eprintln!(
+        "[lab_pods] web1 stopped -> weight 0 after {down} ms; back after {} ms",
+        result("up_ms")
+    );
+    assert!(down <= 8000.0, "detection took {down} ms ({out_s})");
+    let down_nodes: Vec<String> =
+        parse::http_responses(&run.artifact("client-curl-down.txt").unwrap())
+            .unwrap()
+            .iter()
+            .map(|r| r.header("Node").unwrap_or("-").to_owned())
+            .collect();
+    assert_eq!(down_nodes, ["www2"; 4], "{out_s}/client-curl-down.txt");
+
+    // A client port reused while IPVS still holds its entry to the stopped web1 goes to web2:
+    // expire_nodest_conn in force (without it the SYN goes to web1 and is reset).
+    assert_ne!(
+        result("portreuse.port"),
+        "none",
+        "no client port reached www1 ({out_s})"
+    );
+    assert_eq!(
+        result("portreuse.after"),
+        "Node: www2",
+        "the reused client port reached a live server ({out_s}/lb1-conns-portreuse.txt)"
+    );
+
+    // The Master's pod deleted under load: lb2 takes the VIP, lb1's new pod takes it back.
+    let failures = num("failover.failures");
+    let gap = num("failover.longest_gap_ms");
+    eprintln!(
+        "[lab_pods] lb1's balancer pod deleted: VIP on lb2 after {} ms, back on lb1 after {} ms more; load {} requests, {failures} failed, longest gap {gap} ms",
+        result("failover_ms"),
+        result("back_ms"),
+        result("failover.requests")
+    );
+    assert_eq!(
+        result("failover_vip_mac"),
+        result("lb2_mac"),
+        "ARP moved to lb2 ({out_s})"
+    );
+    assert!(num("failover.ok") > 0.0, "{out_s}");
+    assert_eq!(
+        failures, 0.0,
+        "a graceful pod deletion drops no request ({out_s})"
+    );
+
+    let demo = run.artifact("demo.txt").unwrap();
+    for part in [
+        "ipvsadm -L -n",
+        "Node: www1",
+        "kubectl get lvsvc,lvsrs",
+        "kubectl get pods",
+    ] {
+        assert!(
+            demo.contains(part),
+            "the walkthrough lacks {part:?}:\n{demo}"
+        );
+    }
+    assert!(
+        findings.failures.is_empty(),
+        "the API did not show what the data plane did:\n{}\n({out_s})",
+        findings.failures.join("\n")
+    );
+}
