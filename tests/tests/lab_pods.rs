@@ -165,6 +165,33 @@ fn the_walkthrough_through_pods() {
         "a graceful pod deletion drops no request ({out_s})"
     );
 
+    // With the API server stopped: health checks still act, and lb2 takes the VIP when lb1's
+    // data link goes down; lb1 takes it back once its link and route return.
+    assert_eq!(
+        result("apiserver_down_health"),
+        "weight 0 then 1",
+        "{out_s}"
+    );
+    assert_eq!(
+        result("linkdown_vip_mac"),
+        result("lb2_mac"),
+        "ARP moved to lb2 ({out_s})"
+    );
+    let outage = num("linkdown.longest_gap_ms");
+    eprintln!(
+        "[lab_pods] lb1's link down with the API server stopped: VIP on lb2 after {} ms; load {} requests, {} failed, longest gap {outage} ms",
+        result("linkdown_ms"),
+        result("linkdown.requests"),
+        result("linkdown.failures")
+    );
+    assert!(num("linkdown.ok") > 0.0, "{out_s}");
+    assert!(outage < 10_000.0, "outage {outage} ms ({out_s})");
+    assert_eq!(
+        result("lb1_back_vip"),
+        "lb1",
+        "preempt after lb1 returns ({out_s})"
+    );
+
     let demo = run.artifact("demo.txt").unwrap();
     for part in [
         "ipvsadm -L -n",

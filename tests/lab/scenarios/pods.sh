@@ -16,8 +16,13 @@
 #   web1-down/-up  web1's web server stopped / started
 #   delete-master  the host deletes lb1's balancer pod while a load runs
 #   master-back    the DaemonSet's new pod on lb1 took the VIP back
+#   apiserver-stop the host stops kube-apiserver; health checks act without it, and lb1's data
+#                  link goes down under load: lb2 takes over
+#   apiserver-start the host starts it again; status catches up (active lb2)
+#   lb1-back       lb1's link and route are back: it takes the VIP back
 # results.txt: nodes_ready_ms, pods_ready_ms, vip_mac, lb*_mac, down_ms, up_ms,
-#   sysctl.NODE.NAME, failover.*, failover_vip_mac, back_ms, portreuse.*.
+#   sysctl.NODE.NAME, failover.*, failover_vip_mac, back_ms, portreuse.*, apiserver_down_health,
+#   linkdown.*, linkdown_vip_mac, lb1_back_vip.
 set -euo pipefail
 # shellcheck source=tests/lab/topology.sh
 . "$LAB_DIR/topology.sh"
@@ -247,5 +252,49 @@ say "== 4. lb1's balancer pod deleted (kubectl delete pod) under a steady load: 
 say "   $failover_ms ms after the delete; the DaemonSet's new pod on lb1 took it back after it"
 say "   programmed its table. Client outage measured by one load process: $(load_line failover)"
 host_phase master-back
+
+# --- the API server stopped: the data plane does not need it ---------------------------------------
+host_phase apiserver-stop
+lab_stop www2
+wait_rule lb1 "$(rule "$LAB_WEB2_IP" 0)" 30
+lab_web_start web2 www2
+wait_rule lb1 "$(rule "$LAB_WEB2_IP" 1)" 30
+lab_result apiserver_down_health "weight 0 then 1"
+say ""
+say "== 5. kube-apiserver stopped on the host: web2 stopped and started, weight 0 then 1 again,"
+say "   decided by the balancer pods alone =="
+load_start ld 25
+lab_sleep 3
+ip -n lb1 link set eth0 down
+t=$(lab_now_ms)
+wait_vip lb2 30
+lab_result linkdown_ms $(($(lab_now_ms) - t))
+load_end ld linkdown 60
+lab_neigh after-linkdown
+lab_result linkdown_vip_mac "$(lab_vip_mac after-linkdown)"
+say "   lb1's data link down under load: lb2 took the VIP after $(($(lab_now_ms) - t)) ms;"
+say "   $(load_line linkdown)"
+show "ipvsadm -L -n   (on lb2)" lab_exec lb2 ipvsadm -L -n
+host_phase apiserver-start
+# The link comes back without lb1's default route (the kernel drops routes through a link that
+# goes down): lb1 reaches no real server and stays Backup until the route is restored.
+ip -n lb1 link set eth0 up
+lab_sleep 5
+ip -n lb1 route replace default via "$LAB_ROUTER_FRONT_IP" dev eth0
+t=$(lab_now_ms)
+deadline=$((t + 90000))
+while (($(lab_now_ms) < deadline)); do
+  has_vip lb1 && ! has_vip lb2 && break
+  lab_sleep 0.2
+done
+if has_vip lb1 && ! has_vip lb2; then
+  lab_result lb1_back_vip lb1
+else
+  lab_result lb1_back_vip "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"
+fi
+say ""
+say "== 6. kube-apiserver back, status caught up; lb1's link and route back: it took the VIP back"
+say "   after $(($(lab_now_ms) - t)) ms =="
+host_phase lb1-back
 lab_capture final lb1 lb2 web1 web2 client
 lab_log "done"

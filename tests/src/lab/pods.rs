@@ -553,9 +553,39 @@ impl PodHost {
                 }
                 self.expect_vs("active lb1 again", |v| Self::active_is(v, "lb1"));
                 self.kubectl_get(
-                    "pods-final",
+                    "pods-after-delete",
                     &["get", "pods", "-n", RELEASE_NAMESPACE, "-o", "wide"],
                 );
+                self.kubectl_get("master-back", &["get", "lvsvc,lvsrs"]);
+                Ok(())
+            }
+            "apiserver-stop" => {
+                self.cp.stop("kube-apiserver");
+                self.note("kube-apiserver stopped".into());
+                Ok(())
+            }
+            "apiserver-start" => {
+                let t0 = Instant::now();
+                self.cp
+                    .start_apiserver()
+                    .and_then(|()| self.cp.wait_ready(Duration::from_secs(120)))
+                    .map_err(|e| format!("kube-apiserver did not come back: {e}"))?;
+                self.note(format!(
+                    "kube-apiserver started again, ready in {} ms",
+                    t0.elapsed().as_millis()
+                ));
+                self.expect_vs("status caught up: active lb2", |v| {
+                    Self::active_is(v, "lb2")
+                });
+                self.kubectl_get("after-apiserver", &["get", "lvsvc,lvsrs"]);
+                Ok(())
+            }
+            "lb1-back" => {
+                self.expect_vs("lvsvc www Ready, active lb1, healthy 2/2 again", |v| {
+                    condition(v, "Ready").as_deref() == Some("True")
+                        && Self::active_is(v, "lb1")
+                        && v["status"]["healthyRealServers"] == 2
+                });
                 self.kubectl_get("final", &["get", "lvsvc,lvsrs"]);
                 Ok(())
             }
