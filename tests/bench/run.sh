@@ -53,8 +53,10 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 log "building release binaries"
 cargo build --release -q -p lvstun-node -p lvstun-tests --bin lvstun-node --bin lvstun-lab-web \
   --bin lvstun-lab-load
-[[ $vrrp_runs =~ ^[0-9]+$ ]] && ((vrrp_runs >= 1 && vrrp_runs <= 20)) ||
-  { echo "bench: --vrrp-runs must be 1..20" >&2; exit 2; }
+if ! [[ $vrrp_runs =~ ^[0-9]+$ ]] || ((vrrp_runs < 1 || vrrp_runs > 20)); then
+  echo "bench: --vrrp-runs must be 1..20" >&2
+  exit 2
+fi
 
 declare -A R=()
 num() { printf '%s' "${R[$1]:-?}"; }

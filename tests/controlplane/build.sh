@@ -71,7 +71,7 @@ GO
     ld="$ld -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  (cd "$dir" && go mod tidy -e >/dev/null 2>&1 || true)
+  (cd "$dir" && { go mod tidy -e >/dev/null 2>&1 || true; })
   mkdir -p "$out.tmp"
   local pkgs=()
   for b in "${K8S_BINS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
@@ -131,7 +131,7 @@ package tools
 import _ "helm.sh/helm/v3/cmd/helm"
 GO
   local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-  (cd "$dir" && go mod tidy -e >/dev/null 2>&1 || true)
+  (cd "$dir" && { go mod tidy -e >/dev/null 2>&1 || true; })
   mkdir -p "$out.tmp"
   (cd "$dir" && go build -trimpath -tags tools -ldflags "$ld" -o "$out.tmp/helm" helm.sh/helm/v3/cmd/helm)
   rm -rf "$out" && mv "$out.tmp" "$out"
@@ -164,7 +164,7 @@ import (
 )
 GO
   local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
-  (cd "$dir" && go mod tidy -e >/dev/null 2>&1 || true)
+  (cd "$dir" && { go mod tidy -e >/dev/null 2>&1 || true; })
   mkdir -p "$out.tmp"
   # No cgo: the btrfs snapshotter needs it and the lab uses overlayfs.
   (cd "$dir" && go build -trimpath -tags "tools no_btrfs" -ldflags "$ld" -o "$out.tmp/" \

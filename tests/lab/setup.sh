@@ -40,7 +40,7 @@ apt_update_once() {
 # skopeo: an independent reader of the OCI images `./dev images` writes (tests/tests/images.rs).
 # runc, containernetworking-plugins, iptables, conntrack: the pod lab's nodes (containerd runs
 # Debian's runc; the pods' network is Debian's CNI bridge; kube-proxy programs iptables).
-# shellcheck: the lab's shell is linted by `./dev test`.
+# ShellCheck lints the lab's shell in `./dev test`.
 packages=(qemu-system-x86 kmod socat ipvsadm iproute2 nftables curl busybox-static python3-venv iputils-arping keepalived openssl skopeo runc containernetworking-plugins iptables conntrack shellcheck)
 missing=()
 for p in "${packages[@]}"; do
