@@ -10,7 +10,10 @@
 //! Master_Down_Interval plus a margin; lb1 back preempts; a SIGTERM of the Master hands over
 //! within about Skew_Time; an upload in flight through lb1 when it died completes through lb2
 //! (rr + connection sync: lb2 held its entry, to the same real server, before the crash). The
-//! outage of each event is measured from the one load process's stamps and printed.
+//! outage of each event is measured from the one load process's stamps and printed. Then
+//! (issue 13) only lb1's daemon is killed, its node and link alive: the VIP, held with a kernel
+//! lifetime, leaves lb1 by itself within the stated bound (lifetime + 1 s + lifetime / 8 after
+//! the last renewal), never before lb2 holds it, and from then on exactly one node holds it.
 //!
 //! Needs root and the lab's packages (see `tests/lab/setup.sh`).
 //! Run: `cargo test -p lvstun-tests --test lab_balancer_vrrp -- --nocapture`
@@ -106,6 +109,18 @@ fn upload_entry(
 /// Skew_Time = (256 − 100) × interval / 256.
 fn master_down_ms(advert_ms: f64) -> f64 {
     3.0 * advert_ms + (256.0 - 100.0) * advert_ms / 256.0
+}
+
+/// The VIP's kernel lifetime in seconds at `advert_ms` with 3 missed advertisements, as
+/// `node-daemon/src/vrrp/lifetime.rs` states it: max(2 s, 2 × (3 + 1) × interval), rounded up.
+fn vip_lifetime_s(advert_ms: f64) -> f64 {
+    (2.0 * 4.0 * advert_ms / 1000.0).ceil().max(2.0)
+}
+
+/// The latest the kernel removes a VIP after its last renewal (`VipLifetime::bound`): the
+/// lifetime, the second `check_lifetime` may wait between runs, the timer wheel's eighth.
+fn vip_bound_ms(lifetime_s: f64) -> f64 {
+    lifetime_s * 1000.0 + 1000.0 + lifetime_s * 1000.0 / 8.0
 }
 
 #[test]
@@ -296,7 +311,61 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
         "rr + sync: curl exit, http code, bytes the server counted ({out})"
     );
 
-    // 6. The VirtualService leaves the file: the Master stops its router gracefully, the VIP
+    // 6. lb1's daemon killed, its node alive: the VIP dies with it, after lb2 holds it.
+    let lifetime = num(&run, "killed.lifetime_s");
+    assert_eq!(lifetime, vip_lifetime_s(advert), "{out}/logs/lb1-c.log");
+    let held = run.artifact("addr-lb1-killed.txt").unwrap();
+    let line = held
+        .lines()
+        .find(|l| l.contains(&format!(" {VIP}/32 ")))
+        .unwrap_or_else(|| panic!("the Master holds the VIP: {held} ({out})"));
+    assert!(
+        line.contains("valid_lft") && !line.contains("forever"),
+        "the VIP has a lifetime: {line} ({out})"
+    );
+    let killed_takeover = num(&run, "killed.takeover_ms");
+    let gone = num(&run, "killed.lb1_gone_ms");
+    let bound = vip_bound_ms(lifetime);
+    let sample_ms = 100.0;
+    let two = num(&run, "killed.two_holders");
+    eprintln!(
+        "[lab_balancer_vrrp] daemon killed: lb2 Master after {killed_takeover} ms, lb1's VIP gone after {gone} ms          (lifetime {lifetime} s, bound {bound} ms), {two} of {} samples with two holders, {} with none",
+        text(&run, "killed.samples"),
+        text(&run, "killed.no_holder")
+    );
+    assert!(
+        killed_takeover <= mdi + 300.0,
+        "takeover {killed_takeover} ms ({out})"
+    );
+    // The bound counts from the last renewal, at most a quarter lifetime before the kill;
+    // one sample period and the time to run `ip` twice are the measurement's own slack.
+    assert!(
+        gone <= bound + sample_ms + 200.0,
+        "lb1's VIP outlived its daemon by {gone} ms, bound {bound} ms ({out}/holders.txt)"
+    );
+    assert!(
+        gone >= killed_takeover,
+        "lb1's VIP left ({gone} ms) before lb2 held it ({killed_takeover} ms) ({out}/holders.txt)"
+    );
+    assert_eq!(
+        num(&run, "killed.no_holder"),
+        0.0,
+        "a sample without a holder ({out}/holders.txt)"
+    );
+    let holders = run.artifact("holders.txt").unwrap();
+    for l in holders.lines() {
+        let f: Vec<f64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        if f[0] >= gone {
+            assert_eq!(
+                (f[1], f[2]),
+                (0.0, 1.0),
+                "once lb1's VIP is gone only lb2 holds it: {l} ({out}/holders.txt)"
+            );
+        }
+    }
+    assert_eq!(text(&run, "killed.lb2_vip"), "yes", "{out}");
+
+    // 7. The VirtualService leaves the file: the Master stops its router gracefully, the VIP
     //    and the sync daemons go, and the metrics no longer list the VIP.
     assert_eq!(text(&run, "withdrawn.lb2_vip"), "no", "{out}");
     assert_eq!(

@@ -14,7 +14,9 @@
 //!   serves the VirtualServices whose `spec.balancers.nodeSelector` matches its node's labels.
 //! - `--node-name`: this node (default: `$NODE_NAME`, as the DaemonSet sets it from the
 //!   downward API; standalone: the host name).
-//! - `--state-dir` (default `/run/lvstun`): where the owned VIPs are recorded.
+//! - `--state-dir` (default `/run/lvstun`): where the owned VIPs are recorded
+//!   (`balancer-owned.json`), and the VIP addresses the VRRP routers put on interfaces
+//!   (`balancer-addresses.json`, removed at the next start).
 //! - `--health-port`: serve `/healthz`, `/readyz`, `/metrics` on `--health-address`
 //!   (default `0.0.0.0`: with host networking the kubelet probes the node's address).
 //! - `--resync` (default 30): seconds between full passes that repair drift.
@@ -333,12 +335,18 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
     let (report, runner) = report;
     // VIP ownership: one VRRP router per VIP this node programs, from the same snapshots.
     let owner = match args.vip_owner {
-        VipOwnerMode::Vrrp => Some(owner::start(
-            source.clone(),
-            report.clone(),
-            node.clone(),
-            args.dry_run,
-        )),
+        VipOwnerMode::Vrrp => {
+            // What an earlier run left goes first (a dry run changes nothing).
+            let held =
+                owner::remove_held((!args.dry_run).then_some(args.state_dir.as_path())).await;
+            Some(owner::start(
+                source.clone(),
+                report.clone(),
+                node.clone(),
+                args.dry_run,
+                held,
+            ))
+        }
         VipOwnerMode::None => {
             info!("--vip-owner none: the VIPs are held by something else; IPVS only");
             None

@@ -4,8 +4,10 @@
 //! `status.balancers[]` and `/metrics`. Does I/O (sockets, rtnetlink, IPVS generic netlink,
 //! `getifaddrs`); every decision is made by the pure functions of [`super::vips`].
 //!
-//! - Becoming Master: the router adds the VIP /32 to its interface, sends gratuitous ARPs (a
-//!   burst, then repeats), then switches the IPVS connection sync daemon to master. Leaving
+//! - Becoming Master: the router adds the VIP /32 to its interface, with a kernel lifetime it
+//!   renews while Master (`vrrp/lifetime.rs`: the VIP dies with this process), sends
+//!   gratuitous ARPs (a burst, then repeats), then switches the IPVS connection sync daemon to
+//!   master. Leaving
 //!   Master: the VIP goes first, then sync goes to backup ([`crate::vrrp::driver`] orders the
 //!   actions). The IPVS services stay programmed on every balancer, Backup too, so a takeover
 //!   only moves the address.
@@ -26,10 +28,15 @@
 //!   logged and reported.
 //! - Shutdown ([`VipOwner::shutdown`], on SIGTERM): every router sends priority 0 if Master
 //!   (RFC 9568 §6.4.3) and removes its VIP, so a Backup takes over after Skew_Time.
+//! - The addresses the routers add are recorded in the state folder
+//!   ([`super::state::HeldVips`], shared as a [`HeldBook`]) before they are added, and
+//!   forgotten once removed; [`remove_held`] removes what an earlier run left, at start, before
+//!   any router runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -41,13 +48,17 @@ use tracing::{error, info, warn};
 
 use super::desired::{self, ObjectRef};
 use super::run::{SharedReport, lock};
+use super::state::{self, HeldVips};
 use super::vips::{self, Change, InstanceSpec, SyncWanted};
 use crate::error::{Errno, Error};
 use crate::ipvs::handle::{IpvsHandle, new_connection};
 use crate::ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
+use crate::net::Host;
+use crate::net::addr::{Addr, Addrs};
 use crate::source::Snapshot;
 use crate::vrrp::driver::{Control, Status, SyncRole, VipOps};
 use crate::vrrp::fsm::{Priority, State};
+use crate::vrrp::lifetime::VipLifetime;
 use crate::vrrp::ops::{Interface, KernelOps};
 use crate::vrrp::run::{RunOptions, run_with};
 
@@ -224,21 +235,136 @@ impl SyncHub {
     }
 }
 
+/// The record of the VIP addresses the routers put on interfaces, shared by every router,
+/// and the folder it is written to (`None`: kept in memory only).
+#[derive(Clone, Default)]
+pub struct HeldBook(Arc<Mutex<Book>>);
+
+#[derive(Default)]
+struct Book {
+    dir: Option<PathBuf>,
+    held: HeldVips,
+}
+
+impl HeldBook {
+    /// A book over `held`, written to `dir`.
+    pub fn new(dir: Option<PathBuf>, held: HeldVips) -> Self {
+        Self(Arc::new(Mutex::new(Book { dir, held })))
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records `vips` on `interface`, writing the file when that is news. A failed write is
+    /// logged and the VIP still added: holding it matters more than the record, and its
+    /// lifetime removes it anyway should this process die.
+    fn claim(&self, interface: &str, vips: &[Ipv4Addr]) {
+        let mut book = self.book();
+        if book.held.claim(interface, vips) {
+            book.write();
+        }
+    }
+
+    /// Forgets `vips` on `interface` (removed), writing the file when that changed it.
+    fn release(&self, interface: &str, vips: &[Ipv4Addr]) {
+        let mut book = self.book();
+        if book.held.release(interface, vips) {
+            book.write();
+        }
+    }
+}
+
+impl Book {
+    fn write(&self) {
+        if let Some(dir) = &self.dir
+            && let Err(e) = state::save_held(dir, &self.held)
+        {
+            error!("{e}; the record of VIP addresses is behind the kernel");
+        }
+    }
+}
+
+/// At start, before any router runs: removes the VIP addresses an earlier run of this daemon
+/// recorded in `dir` (none of them is held by this process yet; a router that becomes Master
+/// adds its own again), and returns the book of what is left (addresses whose removal failed,
+/// kept to be tried at the next start). An address already gone (`EADDRNOTAVAIL`: its
+/// lifetime ran out) or on an interface that is gone counts as removed. `None`: no record.
+pub async fn remove_held(dir: Option<&Path>) -> HeldBook {
+    let Some(dir) = dir else {
+        return HeldBook::default();
+    };
+    let mut held = match state::load_held(dir) {
+        Ok(held) => held,
+        Err(e) => {
+            error!("{e}; starting without the record of VIP addresses (it will be rewritten)");
+            HeldVips::default()
+        }
+    };
+    if !held.is_empty() {
+        match Host::open("nft") {
+            Ok(mut host) => {
+                for h in held.clone().iter() {
+                    let gone = match nix::net::if_::if_nametoindex(h.interface.as_str()) {
+                        Err(_) => true,
+                        Ok(index) => {
+                            let addr = Addr {
+                                index,
+                                address: h.vip,
+                                prefix_len: 32,
+                            };
+                            match host.del_addr(addr).await {
+                                Ok(()) => {
+                                    info!(vip = %h.vip, interface = %h.interface, "vrrp: removed a VIP an earlier run left");
+                                    true
+                                }
+                                Err(e) if e.errno() == Some(Errno::EADDRNOTAVAIL) => true,
+                                Err(e) => {
+                                    error!(vip = %h.vip, interface = %h.interface, "vrrp: a VIP an earlier run left could not be removed: {e}");
+                                    false
+                                }
+                            }
+                        }
+                    };
+                    if gone {
+                        held.release(&h.interface, &[h.vip]);
+                    }
+                }
+            }
+            Err(e) => error!("vrrp: cannot remove the VIPs an earlier run left: {e}"),
+        }
+    }
+    let book = HeldBook::new(Some(dir.to_owned()), held);
+    book.book().write();
+    book
+}
+
 /// The real side effects of one router in the balancer: VIP and gratuitous ARP through
-/// [`KernelOps`], sync daemons through the node's [`SyncHub`].
+/// [`KernelOps`] (each added VIP recorded in the [`HeldBook`] first), sync daemons through the
+/// node's [`SyncHub`].
 struct BalancerOps {
     inner: KernelOps,
     hub: SyncHub,
+    held: HeldBook,
     vrid: u8,
     ifname: String,
 }
 
 impl VipOps for BalancerOps {
-    async fn add_vips(&mut self, vips: &[Ipv4Addr]) -> io::Result<()> {
-        self.inner.add_vips(vips).await
+    async fn add_vips(&mut self, vips: &[Ipv4Addr], lifetime: VipLifetime) -> io::Result<()> {
+        self.held.claim(&self.ifname, vips);
+        self.inner.add_vips(vips, lifetime).await
+    }
+    async fn refresh_vips(&mut self, vips: &[Ipv4Addr], lifetime: VipLifetime) -> io::Result<()> {
+        // Recorded when added; a renewal that brings back a vanished VIP is on the same line.
+        self.inner.refresh_vips(vips, lifetime).await
     }
     async fn remove_vips(&mut self, vips: &[Ipv4Addr]) -> io::Result<()> {
-        self.inner.remove_vips(vips).await
+        self.inner.remove_vips(vips).await?;
+        self.held.release(&self.ifname, vips);
+        Ok(())
     }
     async fn send_garp(&mut self, vips: &[Ipv4Addr], count: u8) -> io::Result<()> {
         self.inner.send_garp(vips, count).await
@@ -296,6 +422,7 @@ pub fn start(
     balancer: SharedReport,
     node: String,
     dry_run: bool,
+    held: HeldBook,
 ) -> VipOwner {
     let report = SharedVips::default();
     let (stop, stop_rx) = oneshot::channel();
@@ -305,6 +432,7 @@ pub fn start(
         balancer,
         report: report.clone(),
         hub: SyncHub::default(),
+        held,
         running: BTreeMap::new(),
         want: BTreeMap::new(),
     };
@@ -333,6 +461,7 @@ struct Supervisor {
     balancer: SharedReport,
     report: SharedVips,
     hub: SyncHub,
+    held: HeldBook,
     running: BTreeMap<u8, Instance>,
     /// The routers wanted by the last snapshot.
     want: BTreeMap<u8, InstanceSpec>,
@@ -619,16 +748,27 @@ impl Supervisor {
             ..RunOptions::default()
         };
         let hub = self.hub.clone();
+        let held = self.held.clone();
         let vrid = spec.vrid();
         let name = ifname.clone();
+        let lifetime = VipLifetime::for_router(config.adver_int, config.missed_adverts);
         let running = run_with(config, &ifname, options, move |inner| BalancerOps {
             inner,
             hub,
+            held,
             vrid,
             ifname: name,
         })
         .await
         .map_err(|e| e.to_string())?;
+        info!(
+            vrid,
+            vip_lifetime_s = lifetime.secs(),
+            refresh_ms = lifetime.refresh().as_millis(),
+            earliest_ms = lifetime.earliest_after_death().as_millis(),
+            bound_ms = lifetime.bound().as_millis(),
+            "vrrp: VIPs are held with a kernel lifetime, renewed while Master"
+        );
         Ok((ifname, running, ready))
     }
 

@@ -9,10 +9,18 @@
 //! between leaves a VIP claimed that was perhaps never programmed, which is harmless; the
 //! reverse would leak a service) and atomically (temporary file, then rename).
 //!
-//! The [`load`] and [`save`] functions do file I/O; nothing else here does.
+//! `STATE_DIR/balancer-addresses.json` records the VIP addresses the VRRP routers put on
+//! interfaces ([`HeldVips`]), for the same reason: a daemon that starts again removes exactly
+//! those (a router of a VirtualService deleted meanwhile would never remove its VIP itself),
+//! and no address it did not add. Written before an address is added, and after one is
+//! removed. A separate file, so that a daemon of an earlier version, which refuses unknown
+//! fields in `balancer-owned.json`, can still read that one.
+//!
+//! The [`load`], [`save`], [`load_held`] and [`save_held`] functions do file I/O; nothing else
+//! here does.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -56,16 +64,91 @@ pub fn load(dir: &Path) -> Result<OwnedVips, Error> {
 
 /// Writes the owned VIPs atomically, creating the folder if needed.
 pub fn save(dir: &Path, vips: &OwnedVips) -> Result<(), Error> {
-    let file = path(dir);
-    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
     let on_disk = OnDisk {
         vips: vips.iter().copied().collect(),
     };
+    write_atomically(dir, FILE, &on_disk)
+}
+
+/// Writes `value` as `dir/name` through a temporary file and a rename.
+fn write_atomically(dir: &Path, name: &str, value: &impl Serialize) -> Result<(), Error> {
+    let file = dir.join(name);
+    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
     let text =
-        serde_json::to_string_pretty(&on_disk).map_err(|e| Error::decode("balancer state", e))?;
-    let tmp = dir.join(format!(".{FILE}.tmp"));
+        serde_json::to_string_pretty(value).map_err(|e| Error::decode("balancer state", e))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, text + "\n").map_err(|e| file_error(&tmp, e))?;
     std::fs::rename(&tmp, &file).map_err(|e| file_error(&file, e))
+}
+
+/// The file of the VIP addresses on interfaces, inside the state folder.
+pub const HELD_FILE: &str = "balancer-addresses.json";
+
+/// One VIP address a router put on an interface (by name: an index does not survive the
+/// interface being made again).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldVip {
+    /// The interface.
+    pub interface: String,
+    /// The VIP, as /32.
+    pub vip: Ipv4Addr,
+}
+
+/// The VIP addresses lvstun has put on interfaces and not yet removed. Pure.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldVips {
+    addresses: BTreeSet<HeldVip>,
+}
+
+impl HeldVips {
+    /// Records `vips` on `interface`; whether that changed the record (then it is written
+    /// before the addresses are added).
+    pub fn claim(&mut self, interface: &str, vips: &[Ipv4Addr]) -> bool {
+        let mut changed = false;
+        for vip in vips {
+            changed |= self.addresses.insert(HeldVip {
+                interface: interface.to_owned(),
+                vip: *vip,
+            });
+        }
+        changed
+    }
+
+    /// Forgets `vips` on `interface` (removed from the kernel); whether that changed the record.
+    pub fn release(&mut self, interface: &str, vips: &[Ipv4Addr]) -> bool {
+        let before = self.addresses.len();
+        self.addresses
+            .retain(|h| h.interface != interface || !vips.contains(&h.vip));
+        self.addresses.len() != before
+    }
+
+    /// Every recorded address.
+    pub fn iter(&self) -> impl Iterator<Item = &HeldVip> {
+        self.addresses.iter()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.addresses.is_empty()
+    }
+}
+
+/// Reads the recorded VIP addresses; a missing file holds none (first start, or a daemon of an
+/// earlier version: its addresses, without a lifetime, are removed by each router's start).
+pub fn load_held(dir: &Path) -> Result<HeldVips, Error> {
+    let file = dir.join(HELD_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| file_error(&file, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HeldVips::default()),
+        Err(e) => Err(file_error(&file, e)),
+    }
+}
+
+/// Writes the recorded VIP addresses atomically.
+pub fn save_held(dir: &Path, held: &HeldVips) -> Result<(), Error> {
+    write_atomically(dir, HELD_FILE, held)
 }
 
 #[cfg(test)]
@@ -91,6 +174,38 @@ mod tests {
             load(&dir).is_err(),
             "a corrupt file is an error, not an empty claim"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn held_vips_claim_release_and_round_trip() {
+        let a = Ipv4Addr::new(192, 0, 2, 100);
+        let b = Ipv4Addr::new(192, 0, 2, 101);
+        let mut held = HeldVips::default();
+        assert!(
+            held.claim("eth0", &[a, b]),
+            "new addresses change the record"
+        );
+        assert!(!held.claim("eth0", &[a]), "a renewal writes nothing");
+        assert!(
+            held.claim("eth1", &[a]),
+            "the same VIP on another interface is another"
+        );
+        assert!(held.release("eth0", &[a]));
+        assert!(!held.release("eth0", &[a]), "already forgotten");
+        let left: Vec<(&str, Ipv4Addr)> =
+            held.iter().map(|h| (h.interface.as_str(), h.vip)).collect();
+        assert_eq!(left, vec![("eth0", b), ("eth1", a)]);
+
+        let dir = std::env::temp_dir().join(format!("lvstun-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(load_held(&dir).unwrap().is_empty(), "no file, nothing held");
+        save_held(&dir, &held).unwrap();
+        assert_eq!(load_held(&dir).unwrap(), held);
+        let text = std::fs::read_to_string(dir.join(HELD_FILE)).unwrap();
+        assert!(text.contains("\"interface\": \"eth1\""), "{text}");
+        std::fs::write(dir.join(HELD_FILE), "{\"addresses\": [{\"vip\": \"x\"}]}").unwrap();
+        assert!(load_held(&dir).is_err(), "a corrupt record is an error");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -29,6 +29,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::driver::{Control, Status, SyncRole, VipOps};
 use super::fsm::{AdverInterval, ConfigError, Priority, RouterConfig};
+use super::lifetime::VipLifetime;
 use super::packet::ChecksumForm;
 use super::run::{RunError, RunOptions, Running, run_with};
 
@@ -182,10 +183,17 @@ fn print_line(mut value: serde_json::Value) -> io::Result<()> {
 }
 
 impl<V: VipOps> VipOps for Logged<V> {
-    async fn add_vips(&mut self, vips: &[Ipv4Addr]) -> io::Result<()> {
-        print_line(json!({"action": "add_vip", "vips": vips}))?;
+    async fn add_vips(&mut self, vips: &[Ipv4Addr], lifetime: VipLifetime) -> io::Result<()> {
+        print_line(json!({"action": "add_vip", "vips": vips, "lifetime_s": lifetime.secs()}))?;
         match &mut self.inner {
-            Some(ops) => Self::outcome("add_vip", ops.add_vips(vips).await),
+            Some(ops) => Self::outcome("add_vip", ops.add_vips(vips, lifetime).await),
+            None => Ok(()),
+        }
+    }
+    async fn refresh_vips(&mut self, vips: &[Ipv4Addr], lifetime: VipLifetime) -> io::Result<()> {
+        // Not printed (several a second at short intervals); a failure is.
+        match &mut self.inner {
+            Some(ops) => Self::outcome("refresh_vip", ops.refresh_vips(vips, lifetime).await),
             None => Ok(()),
         }
     }

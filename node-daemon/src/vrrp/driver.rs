@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::fsm::{Action, Event, Priority, Router, State, TimerKind};
+use super::lifetime::VipLifetime;
 use super::packet::{ChecksumForm, IPPROTO_VRRP, ReceiveFilter, VRRP_MULTICAST_V4, VRRP_TTL};
 
 /// What the IPVS connection sync daemon should be doing.
@@ -44,8 +45,22 @@ pub enum SyncRole {
 /// netlink/IPVS code, so the driver can be tested with a recording fake and the real
 /// implementation can live where the rtnetlink code lives.
 pub trait VipOps: Send {
-    /// Add the VIPs to the interface.
-    fn add_vips(&mut self, vips: &[Ipv4Addr]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Add the VIPs to the interface for `lifetime`: the kernel removes them by itself unless
+    /// they are renewed ([`VipOps::refresh_vips`]) in time, so they never outlive this process
+    /// by much.
+    fn add_vips(
+        &mut self,
+        vips: &[Ipv4Addr],
+        lifetime: VipLifetime,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+    /// Renew the VIPs' lifetime. In the kernel this is the same request as an add (create or
+    /// replace), so a VIP that vanished meanwhile is put back; kept apart so that the log and
+    /// the tests can tell a renewal from a takeover.
+    fn refresh_vips(
+        &mut self,
+        vips: &[Ipv4Addr],
+        lifetime: VipLifetime,
+    ) -> impl Future<Output = io::Result<()>> + Send;
     /// Remove the VIPs from the interface.
     fn remove_vips(&mut self, vips: &[Ipv4Addr]) -> impl Future<Output = io::Result<()>> + Send;
     /// Send `count` gratuitous ARPs for each VIP.
@@ -308,7 +323,14 @@ impl<V: VipOps> Driver<V> {
                 }
                 result
             }
-            Action::AddVip => self.ops.add_vips(&vips).await,
+            Action::AddVip => {
+                let lifetime = self.router.vip_lifetime();
+                self.ops.add_vips(&vips, lifetime).await
+            }
+            Action::RefreshVip => {
+                let lifetime = self.router.vip_lifetime();
+                self.ops.refresh_vips(&vips, lifetime).await
+            }
             Action::RemoveVip => self.ops.remove_vips(&vips).await,
             Action::SendGratuitousArp { count } => self.ops.send_garp(&vips, count).await,
             Action::StartSyncMaster => self.ops.set_sync(SyncRole::Master).await,
@@ -473,6 +495,7 @@ mod tests {
     #[derive(Debug, Clone, PartialEq, Eq)]
     enum Op {
         Add,
+        Refresh,
         Remove,
         Garp(u8),
         Sync(SyncRole),
@@ -492,8 +515,19 @@ mod tests {
     }
 
     impl VipOps for Recording {
-        fn add_vips(&mut self, _: &[Ipv4Addr]) -> impl Future<Output = io::Result<()>> + Send {
+        fn add_vips(
+            &mut self,
+            _: &[Ipv4Addr],
+            _: VipLifetime,
+        ) -> impl Future<Output = io::Result<()>> + Send {
             self.push(Op::Add)
+        }
+        fn refresh_vips(
+            &mut self,
+            _: &[Ipv4Addr],
+            _: VipLifetime,
+        ) -> impl Future<Output = io::Result<()>> + Send {
+            self.push(Op::Refresh)
         }
         fn remove_vips(&mut self, _: &[Ipv4Addr]) -> impl Future<Output = io::Result<()>> + Send {
             self.push(Op::Remove)
@@ -657,8 +691,13 @@ mod tests {
         assert!(b_final.adverts_accepted >= 4);
         assert!(a_final.adverts_sent > 3);
         // B's side effects, in order: any VIP left behind removed at startup, VIP before sync
-        // master, VIP off before sync backup.
-        let ops = b_ops.ops();
+        // master, VIP off before sync backup. (Renewals of the VIP's lifetime, every 500 ms
+        // while Master, depend on how long each spell lasted and are left out.)
+        let ops: Vec<Op> = b_ops
+            .ops()
+            .into_iter()
+            .filter(|op| *op != Op::Refresh)
+            .collect();
         assert_eq!(
             ops[..7],
             [

@@ -22,10 +22,14 @@
 //!   disagree: on leaving Master `RemoveVip` comes before the sync daemon is switched; on
 //!   becoming Master the VIP is in place before the first advertisement can make another router
 //!   step down.
+//! - The VIP is added with a finite kernel lifetime and renewed while Master
+//!   ([`Action::RefreshVip`] every [`VipLifetime::refresh`], on the [`TimerKind::VipRefresh`]
+//!   timer), so that it dies with the process that claimed it (see `lifetime.rs`).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use super::lifetime::VipLifetime;
 use super::packet::{Advertisement, MAX_ADVER_INT_CS, PacketError};
 
 /// A configured priority: 1..=254 (RFC 9568 §5.2.4). 255 is reserved to the address owner,
@@ -248,6 +252,9 @@ pub enum TimerKind {
     Adver,
     /// Master: fires when the next gratuitous ARP repeat is due.
     Garp,
+    /// Master: fires when the VIPs' kernel lifetime is due for renewal (not in the RFC: see
+    /// [`VipLifetime`]).
+    VipRefresh,
 }
 
 impl TimerKind {
@@ -256,6 +263,7 @@ impl TimerKind {
             TimerKind::MasterDown => 0,
             TimerKind::Adver => 1,
             TimerKind::Garp => 2,
+            TimerKind::VipRefresh => 3,
         }
     }
 
@@ -265,6 +273,7 @@ impl TimerKind {
             TimerKind::MasterDown => Event::MasterDownTimerFired,
             TimerKind::Adver => Event::AdverTimerFired,
             TimerKind::Garp => Event::GarpTimerFired,
+            TimerKind::VipRefresh => Event::VipRefreshTimerFired,
         }
     }
 }
@@ -291,6 +300,8 @@ pub enum Event {
     AdverTimerFired,
     /// The [`TimerKind::Garp`] timer fired.
     GarpTimerFired,
+    /// The [`TimerKind::VipRefresh`] timer fired.
+    VipRefreshTimerFired,
     /// This node's priority changed (e.g. its real servers became unhealthy); the new value is
     /// advertised at once when Master.
     PriorityChanged(Priority),
@@ -309,8 +320,12 @@ pub enum Action {
         /// Priority field to send.
         priority: u8,
     },
-    /// Put the VIPs on the interface.
+    /// Put the VIPs on the interface, with the kernel lifetime [`Router::vip_lifetime`].
     AddVip,
+    /// Renew the VIPs' kernel lifetime (the same request as [`Action::AddVip`]: an address
+    /// that vanished meanwhile comes back). A renewal that fails is not retried early: the
+    /// lifetime covers three missed renewals.
+    RefreshVip,
     /// Take the VIPs off the interface.
     RemoveVip,
     /// Send this many gratuitous ARPs for each VIP.
@@ -358,10 +373,11 @@ pub struct Router {
     /// RFC 9568 §6.1 Master_Adver_Interval: learned from the Master's advertisements in Backup
     /// (a v3 change from v2, where every router had to be configured alike).
     master_adver_int: Duration,
-    deadlines: [Option<Instant>; 3],
+    deadlines: [Option<Instant>; 4],
     garp_left: u8,
     preempt_hold_until: Option<Instant>,
     master_ip: Option<Ipv4Addr>,
+    vip_lifetime: VipLifetime,
 }
 
 impl Router {
@@ -379,12 +395,13 @@ impl Router {
         Ok(Self {
             priority: cfg.priority,
             master_adver_int: cfg.adver_int.duration(),
+            vip_lifetime: VipLifetime::for_router(cfg.adver_int, cfg.missed_adverts),
             template,
             cfg,
             state: State::Initialize,
             enabled: false,
             link_up: true,
-            deadlines: [None; 3],
+            deadlines: [None; 4],
             garp_left: 0,
             preempt_hold_until: None,
             master_ip: None,
@@ -404,6 +421,12 @@ impl Router {
     /// The configuration.
     pub fn config(&self) -> &RouterConfig {
         &self.cfg
+    }
+
+    /// The kernel lifetime of the VIPs while Master, and how often it is renewed: from the
+    /// advertisement interval and `missed_adverts`, fixed for the router's life.
+    pub fn vip_lifetime(&self) -> VipLifetime {
+        self.vip_lifetime
     }
 
     /// The advertisement to put on the wire for an [`Action::SendAdvert`].
@@ -499,6 +522,13 @@ impl Router {
                         let at = now + self.cfg.garp.repeat_interval;
                         self.set_timer(TimerKind::Garp, at, &mut out);
                     }
+                }
+            }
+            Event::VipRefreshTimerFired => {
+                if self.state == State::Master && self.due(TimerKind::VipRefresh, now, &mut out) {
+                    out.push(Action::RefreshVip);
+                    let at = now + self.vip_lifetime.refresh();
+                    self.set_timer(TimerKind::VipRefresh, at, &mut out);
                 }
             }
             Event::PriorityChanged(priority) => {
@@ -662,6 +692,8 @@ impl Router {
             let at = now + self.cfg.garp.repeat_interval;
             self.set_timer(TimerKind::Garp, at, out);
         }
+        let at = now + self.vip_lifetime.refresh();
+        self.set_timer(TimerKind::VipRefresh, at, out);
         self.transition(State::Master, out);
     }
 
@@ -670,6 +702,7 @@ impl Router {
     fn leave_master(&mut self, out: &mut Vec<Action>) {
         self.cancel_timer(TimerKind::Adver, out);
         self.cancel_timer(TimerKind::Garp, out);
+        self.cancel_timer(TimerKind::VipRefresh, out);
         self.garp_left = 0;
         out.push(Action::RemoveVip);
     }
@@ -836,6 +869,11 @@ mod tests {
                     kind: TimerKind::Garp,
                     at: t + ms(1000)
                 },
+                // 1 s adverts: the VIP lives 8 s and is renewed every 2 s.
+                Action::SetTimer {
+                    kind: TimerKind::VipRefresh,
+                    at: t + ms(2000)
+                },
                 Action::StateChanged {
                     from: State::Backup,
                     to: State::Master
@@ -843,6 +881,48 @@ mod tests {
             ]
         );
         assert_eq!(r.observed_master(), Some(ME));
+    }
+
+    /// The VIP's kernel lifetime is renewed every quarter lifetime while Master, and never
+    /// outside Master: a renewal timer that fires early is re-armed, one that outlived the
+    /// Master state does nothing.
+    #[test]
+    fn master_renews_the_vip_lifetime_on_its_own_timer() {
+        let (mut r, t) = master();
+        let lifetime = r.vip_lifetime();
+        assert_eq!((lifetime.secs(), lifetime.refresh()), (8, ms(2000)));
+        let due = r.deadline(TimerKind::VipRefresh).unwrap();
+        assert_eq!(due, t + ms(2000));
+        assert_eq!(
+            r.handle(Event::VipRefreshTimerFired, t + ms(1500)),
+            vec![Action::SetTimer {
+                kind: TimerKind::VipRefresh,
+                at: due
+            }],
+            "early: re-armed, nothing sent"
+        );
+        assert_eq!(
+            r.handle(Event::VipRefreshTimerFired, due),
+            vec![
+                Action::RefreshVip,
+                Action::SetTimer {
+                    kind: TimerKind::VipRefresh,
+                    at: due + ms(2000)
+                }
+            ]
+        );
+        // The advertisements go on beside it, unchanged.
+        let adver = r.deadline(TimerKind::Adver).unwrap();
+        assert!(
+            !r.handle(Event::AdverTimerFired, adver)
+                .contains(&Action::RefreshVip)
+        );
+        // Stepping down cancels it; a late fire then does nothing.
+        let next = r.deadline(TimerKind::VipRefresh).unwrap();
+        r.handle(rx(HIGHER_IP, 200), due + ms(10));
+        assert_eq!(r.state(), State::Backup);
+        assert_eq!(r.deadline(TimerKind::VipRefresh), None);
+        assert_eq!(r.handle(Event::VipRefreshTimerFired, next), vec![]);
     }
 
     #[test]
@@ -966,6 +1046,9 @@ mod tests {
                 Action::CancelTimer {
                     kind: TimerKind::Garp
                 },
+                Action::CancelTimer {
+                    kind: TimerKind::VipRefresh
+                },
                 Action::RemoveVip,
                 Action::StartSyncBackup,
                 Action::SetTimer {
@@ -1059,6 +1142,9 @@ mod tests {
                 },
                 Action::CancelTimer {
                     kind: TimerKind::Garp
+                },
+                Action::CancelTimer {
+                    kind: TimerKind::VipRefresh
                 },
                 Action::RemoveVip,
                 Action::SendAdvert { priority: 0 },

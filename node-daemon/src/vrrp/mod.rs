@@ -3,6 +3,7 @@
 //!
 //! - `packet`: the advertisement on the wire and the receive checks (pure).
 //! - `fsm`: the state machine, `handle(event, now) -> actions` (pure: no sockets, no clocks).
+//! - `lifetime`: how long a VIP outlives its owner in the kernel, and its renewal (pure).
 //! - `sim` (tests only): a deterministic network simulator that proves the timing claims.
 //! - `driver`: the tokio task that owns the raw sockets and the timers and applies the actions
 //!   through the `VipOps` seam (VIP, gratuitous ARP, IPVS sync daemon): the only part that
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod driver;
 pub mod fsm;
+pub mod lifetime;
 pub mod ops;
 pub mod packet;
 pub mod run;

@@ -63,6 +63,8 @@ struct Node {
     alive: bool,
     group: u8,
     holds_vip: bool,
+    /// When the VIP was last added or renewed: the kernel deletes it a lifetime later.
+    renewed: Duration,
     sync: SyncRole,
     timers: BTreeMap<TimerKind, Instant>,
 }
@@ -78,6 +80,8 @@ enum Item {
         from: usize,
         bytes: Vec<u8>,
     },
+    /// The kernel's address lifetime check, for a node whose daemon died holding the VIP.
+    VipExpiry { node: usize },
 }
 
 struct Entry {
@@ -126,6 +130,8 @@ pub(crate) struct Sim {
     pub(crate) max_loss_streak: u32,
     streaks: BTreeMap<(usize, usize), u32>,
     pub(crate) garps: u64,
+    /// VIP lifetime renewals ([`Action::RefreshVip`]) applied.
+    pub(crate) refreshes: u64,
 }
 
 impl Sim {
@@ -139,6 +145,7 @@ impl Sim {
                 alive: false,
                 group: 0,
                 holds_vip: false,
+                renewed: Duration::ZERO,
                 sync: SyncRole::Stopped,
                 timers: BTreeMap::new(),
             })
@@ -160,6 +167,7 @@ impl Sim {
             max_loss_streak: 0,
             streaks: BTreeMap::new(),
             garps: 0,
+            refreshes: 0,
         }
     }
 
@@ -188,6 +196,17 @@ impl Sim {
         if self.nodes[i].holds_vip {
             self.nodes[i].holds_vip = false;
             self.vip_log.push((self.now, i, false));
+        }
+    }
+
+    /// The daemon dies without a word (SIGKILL) while the node's kernel lives on: the VIP stays
+    /// until its kernel lifetime, counted from its last renewal, runs out (modelled at exactly
+    /// the lifetime: the kernel's own check adds up to `VipLifetime::bound` − lifetime).
+    pub(crate) fn crash_daemon(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+        if self.nodes[i].holds_vip {
+            let at = self.nodes[i].renewed + self.nodes[i].router.vip_lifetime().duration();
+            self.push(at, Item::VipExpiry { node: i });
         }
     }
 
@@ -290,6 +309,12 @@ impl Sim {
                         Err(reason) => *self.drops.entry(reason.label()).or_default() += 1,
                     }
                 }
+                Item::VipExpiry { node } => {
+                    if !self.nodes[node].alive && self.nodes[node].holds_vip {
+                        self.nodes[node].holds_vip = false;
+                        self.vip_log.push((self.now, node, false));
+                    }
+                }
             }
         }
         self.now = until;
@@ -351,7 +376,16 @@ impl Sim {
             Action::AddVip => {
                 assert!(!self.nodes[i].holds_vip, "node {i}: AddVip twice");
                 self.nodes[i].holds_vip = true;
+                self.nodes[i].renewed = self.now;
                 self.vip_log.push((self.now, i, true));
+            }
+            Action::RefreshVip => {
+                assert!(
+                    self.nodes[i].holds_vip,
+                    "node {i}: RefreshVip without the VIP"
+                );
+                self.nodes[i].renewed = self.now;
+                self.refreshes += 1;
             }
             Action::RemoveVip => {
                 self.nodes[i].holds_vip = false;
@@ -624,6 +658,44 @@ mod tests {
                 .map(|t| t.at - crash)
                 .unwrap();
             assert!(first <= bound, "trial {trial}: {first:?}");
+            assert_eq!(s.masters(), vec![1]);
+        }
+    }
+
+    /// A daemon killed while Master, its node and kernel alive (issue 13): the renewals stop,
+    /// the Backup takes over after its Master_Down_Interval, and the kernel drops the old
+    /// Master's VIP a lifetime after its last renewal. Whatever the crash's phase against the
+    /// renewals: never a moment without a holder (the old node keeps answering until the new
+    /// one does), two holders for less than the lifetime, and the Master renewed its VIP every
+    /// quarter lifetime while it lived.
+    #[test]
+    fn a_killed_daemons_vip_expires_after_the_takeover() {
+        let mut phase = XorShift(4242);
+        for trial in 0..50 {
+            let mut s = sim(trial + 500, &[200, 150, 100], 0.0);
+            let lifetime = s.router(0).vip_lifetime();
+            assert_eq!(lifetime.secs(), 2, "100 ms adverts");
+            s.start_all();
+            let crash = secs(5) + Duration::from_micros(phase.next() % 500_000);
+            s.run_until(crash);
+            let became = s.entered(0, State::Master, Duration::ZERO).unwrap();
+            // Renewed every 500 ms since it became Master.
+            let want = ((crash - became).as_millis() / lifetime.refresh().as_millis()) as u64;
+            assert_eq!(s.refreshes, want, "trial {trial}");
+            s.crash_daemon(0);
+            s.run_until(crash + secs(5));
+            let took = s.entered(1, State::Master, crash).unwrap() - crash;
+            let (gap, overlap) = s.vip_gap_and_overlap(crash, crash + secs(5));
+            assert_eq!(
+                gap,
+                Duration::ZERO,
+                "trial {trial}: a moment without a holder"
+            );
+            assert!(
+                overlap + took <= lifetime.duration()
+                    && overlap + took >= lifetime.earliest_after_death(),
+                "trial {trial}: takeover {took:?}, two holders for {overlap:?}"
+            );
             assert_eq!(s.masters(), vec![1]);
         }
     }

@@ -19,7 +19,14 @@
 #                it takes its priority 200 and preempts (preempt_ms), lb2 steps down
 #   5 graceful   SIGTERM to lb1's daemon (term_ms): priority 0, VIP removed, lb2 Master after
 #                about Skew_Time (graceful_takeover_ms); lb1 no longer has the VIP
-#   6 withdrawn  the VirtualService leaves the file (only the RealServers stay): lb2, Master, stops
+#   6 killed     (after the load) lb1's daemon starts again and preempts; then only the daemon
+#                is killed with SIGKILL, lb1's node and link alive (issue 13): from the kill, both
+#                balancers' addresses are sampled every SAMPLE_MS for the VIP's lifetime (from
+#                lb1's log) + 3 s (holders.txt: "t_ms lb1 lb2", t from the kill, 1 = holds
+#                the VIP); killed.* = the lifetime, lb2's takeover, when lb1's VIP was gone, and
+#                how many samples had two holders / none (addr-lb1-killed.txt: the VIP as the
+#                Master holds it, with its lifetime)
+#   7 withdrawn  the VirtualService leaves the file (only the RealServers stay): lb2, Master, stops
 #                its router gracefully and the VIP leaves lb2 (withdrawn.*)
 # Also: lb2's connection table while it was Backup (conns-lb2-backup.txt: the sync daemon
 # carried lb1's connections), both daemons' /metrics, and an upload of UPLOAD_BYTES at
@@ -42,6 +49,7 @@ LOAD_S="${LOAD_S:-75}"
 UPLOAD_BYTES="${UPLOAD_BYTES:-2000000}"
 UPLOAD_RATE="${UPLOAD_RATE:-250k}"
 UPLOAD_PORTS="${UPLOAD_PORTS:-30100-30149}"
+SAMPLE_MS="${SAMPLE_MS:-100}"
 CFG="$LAB_OUT/lvstun.yaml"
 for bin in "$NODE" "$LOAD"; do
   [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
@@ -257,7 +265,44 @@ while IFS= read -r line; do
 done <"$LAB_OUT/logs/load.log"
 metrics lb2 final
 
-# --- 6. the VirtualService is withdrawn ----------------------------------------------------------
+# --- 6. lb1's daemon is killed, its node alive: the VIP dies with it -------------------------------
+start_daemon lb1 lb1-c
+lab_wait_log lb1-c '*vip ownership changed*to=Master*' 60
+lab_wait_count lb2 '*vip ownership changed*to=Backup*' 3 20
+lab_sleep 1
+lab_artifact addr-lb1-killed.txt ip -n lb1 -4 -o addr show dev eth0
+lifetime_s=""
+while IFS= read -r line; do
+  [[ $line =~ vip_lifetime_s=([0-9]+) ]] && lifetime_s="${BASH_REMATCH[1]}"
+done <"$LAB_OUT/logs/lb1-c.log"
+lab_result killed.lifetime_s "${lifetime_s:-none}"
+KILLED_MS=$(lab_now_ms)
+kill -KILL "${LAB_BG_PIDS[lb1-c]}" 2>/dev/null || true
+lab_result killed.kill_ms "$KILLED_MS"
+samples=0 both=0 none=0 gone_ms=none
+until_ms=$((KILLED_MS + (${lifetime_s:-10} + 3) * 1000))
+: >"$LAB_OUT/holders.txt"
+while (($(lab_now_ms) < until_ms)); do
+  t=$(($(lab_now_ms) - KILLED_MS))
+  h1=0 h2=0
+  has_vip lb1 && h1=1
+  has_vip lb2 && h2=1
+  printf '%s %s %s\n' "$t" "$h1" "$h2" >>"$LAB_OUT/holders.txt"
+  samples=$((samples + 1))
+  ((h1 && h2)) && both=$((both + 1))
+  ((h1 || h2)) || none=$((none + 1))
+  [[ $gone_ms == none ]] && ((!h1)) && gone_ms=$t
+  lab_sleep "$((SAMPLE_MS / 1000)).$(printf '%03d' $((SAMPLE_MS % 1000)))"
+done
+lab_stop lb1-c
+lab_result killed.samples "$samples"
+lab_result killed.two_holders "$both"
+lab_result killed.no_holder "$none"
+lab_result killed.lb1_gone_ms "$gone_ms"
+lab_result killed.takeover_ms $(($(became lb2 Master "$KILLED_MS") - KILLED_MS))
+lab_result killed.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
+
+# --- 7. the VirtualService is withdrawn ----------------------------------------------------------
 cp "$REPO/deploy/examples/realservers.yaml" "$CFG.new"
 mv "$CFG.new" "$CFG"
 WITHDRAW_MS=$(lab_now_ms)

@@ -299,8 +299,10 @@ say "== 6. kube-apiserver started again: status catches up =="
 host_phase apiserver-start
 
 # --- scenario 5, the return: lb1 comes back and preempts ------------------------------------------
-# lb1 died holding the VIP, so its address is still on eth0 when the link comes back; the new
-# daemon starts as Backup and must drop it, then preempt once it is ready to forward.
+# lb1 died holding the VIP; the address had a kernel lifetime its dead daemon no longer renewed,
+# so the kernel removed it (ADR 0002, "A VIP dies with its owner": at most lifetime + 1 s +
+# lifetime/8 after the kill, 10 s at 1 s adverts; the load and the API server phase took longer).
+# The new daemon starts as Backup, then preempts once it is ready to forward.
 ip -n lb1 link set eth0 up
 lab_result lb1_stale_vip "$(has_vip lb1 && echo yes || echo no)"
 start_node lb1 balancer-lb1c
@@ -327,7 +329,7 @@ else
   lab_result lb1_back_vip "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"
 fi
 say ""
-say "== 7. lb1 back: it drops the VIP its crash left behind; without its route to the web nodes"
+say "== 7. lb1 back: the VIP its crash left expired on its own; without its route to the web nodes"
 say "   it stands by at priority 1; once the route is back, it takes the VIP back (preempt) =="
 say "   after $(($(lab_now_ms) - t)) ms"
 host_phase lb1-back

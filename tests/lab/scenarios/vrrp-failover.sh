@@ -109,7 +109,8 @@ EOF
 }
 
 # hard_kill NAME IMPL: lb1 dies: its link goes down (no more traffic, no more adverts), then
-# the daemon is killed with SIGKILL (no priority 0, VIP left behind as after a crash).
+# the daemon is killed with SIGKILL (no priority 0, VIP left behind as after a crash: for
+# keepalived until removed, for lvstun until its kernel lifetime runs out).
 hard_kill() {
   local name="$1" impl="$2" pid="${LAB_BG_PIDS[$1]}"
   ip -n lb1 link set eth0 down
