@@ -165,6 +165,18 @@ fn the_walkthrough_through_pods() {
         "a graceful pod deletion drops no request ({out_s})"
     );
 
+    // The web pod and the operator's pods deleted under load: nothing dropped.
+    for what in ["restart_web", "restart_operator"] {
+        let requests = num(&format!("{what}.requests"));
+        let failures = num(&format!("{what}.failures"));
+        eprintln!(
+            "[lab_pods] {what}: {requests} requests, {failures} failed, longest gap {} ms",
+            result(&format!("{what}.longest_gap_ms"))
+        );
+        assert!(requests >= 20.0, "{what}: too few requests ({out_s})");
+        assert_eq!(failures, 0.0, "{what} dropped requests ({out_s})");
+    }
+
     // With the API server stopped: health checks still act, and lb2 takes the VIP when lb1's
     // data link goes down; lb1 takes it back once its link and route return.
     assert_eq!(

@@ -16,13 +16,15 @@
 #   web1-down/-up  web1's web server stopped / started
 #   delete-master  the host deletes lb1's balancer pod while a load runs
 #   master-back    the DaemonSet's new pod on lb1 took the VIP back
+#   delete-web     the host deletes web1's web pod under load and waits for its successor
+#   delete-operator  the host deletes the operator's pods under load and waits for successors
 #   apiserver-stop the host stops kube-apiserver; health checks act without it, and lb1's data
 #                  link goes down under load: lb2 takes over
 #   apiserver-start the host starts it again; status catches up (active lb2)
 #   lb1-back       lb1's link and route are back: it takes the VIP back
 # results.txt: nodes_ready_ms, pods_ready_ms, vip_mac, lb*_mac, down_ms, up_ms,
 #   sysctl.NODE.NAME, failover.*, failover_vip_mac, back_ms, portreuse.*, apiserver_down_health,
-#   linkdown.*, linkdown_vip_mac, lb1_back_vip.
+#   linkdown.*, linkdown_vip_mac, lb1_back_vip, restart_web.*, restart_operator.*.
 set -euo pipefail
 # shellcheck source=tests/lab/topology.sh
 . "$LAB_DIR/topology.sh"
@@ -253,6 +255,20 @@ say "   $failover_ms ms after the delete; the DaemonSet's new pod on lb1 took it
 say "   programmed its table. Client outage measured by one load process: $(load_line failover)"
 host_phase master-back
 
+# --- the web pod and the operator's pods deleted under load ----------------------------------------
+load_start rw 40
+lab_sleep 3
+host_phase delete-web
+load_end rw restart_web 120
+load_start ro 40
+lab_sleep 3
+host_phase delete-operator
+load_end ro restart_operator 120
+say ""
+say "== 5. pods deleted under a steady load (a request every 50 ms from the client) =="
+say "   web1's web pod (the DaemonSet starts a new one, which adopts web1's state): $(load_line restart_web)"
+say "   the operator's pods (the Deployment starts new ones; a new leader takes over): $(load_line restart_operator)"
+
 # --- the API server stopped: the data plane does not need it ---------------------------------------
 host_phase apiserver-stop
 lab_stop www2
@@ -261,7 +277,7 @@ lab_web_start web2 www2
 wait_rule lb1 "$(rule "$LAB_WEB2_IP" 1)" 30
 lab_result apiserver_down_health "weight 0 then 1"
 say ""
-say "== 5. kube-apiserver stopped on the host: web2 stopped and started, weight 0 then 1 again,"
+say "== 6. kube-apiserver stopped on the host: web2 stopped and started, weight 0 then 1 again,"
 say "   decided by the balancer pods alone =="
 load_start ld 25
 lab_sleep 3
@@ -293,7 +309,7 @@ else
   lab_result lb1_back_vip "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"
 fi
 say ""
-say "== 6. kube-apiserver back, status caught up; lb1's link and route back: it took the VIP back"
+say "== 7. kube-apiserver back, status caught up; lb1's link and route back: it took the VIP back"
 say "   after $(($(lab_now_ms) - t)) ms =="
 host_phase lb1-back
 lab_capture final lb1 lb2 web1 web2 client

@@ -427,6 +427,51 @@ impl PodHost {
         Ok(())
     }
 
+    /// Deletes `old` (pods of `component`) and waits until as many Ready pods of it run, none
+    /// of them an old one.
+    fn replace_pods(&mut self, component: &str, old: &[PodRow]) -> std::result::Result<(), String> {
+        if old.is_empty() {
+            return Err(format!("no {component} pod to delete"));
+        }
+        let t0 = Instant::now();
+        for pod in old {
+            self.kubectl(
+                "kubectl delete pod",
+                &[
+                    "delete",
+                    "pod",
+                    "-n",
+                    RELEASE_NAMESPACE,
+                    &pod.name,
+                    "--wait=false",
+                ],
+            )?;
+        }
+        let uids: Vec<&str> = old.iter().map(|p| p.uid.as_str()).collect();
+        let fresh = poll(START_WAIT, || {
+            let new: Vec<PodRow> = self
+                .pods()
+                .into_iter()
+                .filter(|p| p.component == component && p.ready && !uids.contains(&p.uid.as_str()))
+                .collect();
+            (new.len() >= old.len()).then_some(new)
+        });
+        match fresh {
+            Some(new) => {
+                let names: Vec<&str> = new.iter().map(|p| p.name.as_str()).collect();
+                self.note(format!(
+                    "{component} pods deleted; successors {names:?} Ready after {} ms",
+                    t0.elapsed().as_millis()
+                ));
+                Ok(())
+            }
+            None => Err(format!(
+                "no Ready successor of the {component} pods within {START_WAIT:?}: {:?}",
+                self.pods()
+            )),
+        }
+    }
+
     fn lb1_balancer_pod(&self) -> Option<PodRow> {
         self.pods()
             .into_iter()
@@ -558,6 +603,22 @@ impl PodHost {
                 );
                 self.kubectl_get("master-back", &["get", "lvsvc,lvsrs"]);
                 Ok(())
+            }
+            "delete-web" => {
+                let old: Vec<PodRow> = self
+                    .pods()
+                    .into_iter()
+                    .filter(|p| p.component == "web")
+                    .collect();
+                self.replace_pods("web", &old)
+            }
+            "delete-operator" => {
+                let old: Vec<PodRow> = self
+                    .pods()
+                    .into_iter()
+                    .filter(|p| p.component == "operator")
+                    .collect();
+                self.replace_pods("operator", &old)
             }
             "apiserver-stop" => {
                 self.cp.stop("kube-apiserver");
