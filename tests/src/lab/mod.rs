@@ -14,7 +14,6 @@
 //! All I/O here is blocking (processes and files); async callers use `spawn_blocking`.
 //! The pure parsers of the tools' output live in [`parse`].
 
-pub mod cluster;
 pub mod parse;
 pub mod pods;
 

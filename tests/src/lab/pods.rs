@@ -18,7 +18,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::cluster::{Findings, condition, poll};
 use super::{LabError, LabRun, Result, ScenarioOptions, new_run_dir, run_scenario_with};
 use crate::controlplane::{ControlPlane, NodeAccess, repo_root};
 use crate::operator_fixture::get_json;
@@ -37,6 +36,11 @@ pub const CHECKPOINTS: &[&str] = &[
     "web1-up",
     "delete-master",
     "master-back",
+    "delete-web",
+    "delete-operator",
+    "apiserver-stop",
+    "apiserver-start",
+    "lb1-back",
 ];
 
 /// The release namespace and name, as in the README.
@@ -54,6 +58,41 @@ pub const API_ADDRESS: (&str, u16) = ("203.0.113.100", 6443);
 const STATUS_WAIT: Duration = Duration::from_secs(120);
 /// How long nodes and pods may take to start under emulation.
 const START_WAIT: Duration = Duration::from_secs(600);
+
+/// Polls `f` every 500 ms until it returns `Some`, at most `limit`; `None` on timeout.
+pub(crate) fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The `status` of condition `kind` in an object's `status.conditions`.
+pub fn condition(obj: &serde_json::Value, kind: &str) -> Option<String> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str())
+        .map(str::to_owned)
+}
+
+/// What the host saw at the checkpoints.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Checkpoints answered, in order.
+    pub answered: Vec<String>,
+    /// What was seen, with timings.
+    pub notes: Vec<String>,
+    /// Expectations the API did not meet in time.
+    pub failures: Vec<String>,
+}
 
 /// The image archives the nodes import (fully qualified names inside) and the pause image's
 /// name (the sandbox image containerd is configured with).
