@@ -198,6 +198,12 @@ fn the_walkthrough_through_pods() {
     );
     assert!(num("linkdown.ok") > 0.0, "{out_s}");
     assert!(outage < 10_000.0, "outage {outage} ms ({out_s})");
+    // Back without its route to the real servers, lb1 forwards nothing: it stays Backup.
+    assert_eq!(
+        result("lb1_without_route"),
+        "backup, VIP stays on lb2",
+        "{out_s}"
+    );
     assert_eq!(
         result("lb1_back_vip"),
         "lb1",

@@ -420,6 +420,11 @@ impl PodHost {
     fn install(&mut self) -> std::result::Result<(), String> {
         let chart = repo_root().join("deploy/helm/lvstun");
         let examples = repo_root().join("deploy/examples");
+        let crds = repo_root().join("deploy/crds").display().to_string();
+        self.kubectl(
+            "kubectl apply --server-side CRDs",
+            &["apply", "--server-side", "-f", &crds],
+        )?;
         self.kubectl(
             "kubectl create namespace",
             &["create", "namespace", RELEASE_NAMESPACE],
@@ -431,6 +436,8 @@ impl PodHost {
                 "namespace",
                 RELEASE_NAMESPACE,
                 "pod-security.kubernetes.io/enforce=privileged",
+                "pod-security.kubernetes.io/audit=privileged",
+                "pod-security.kubernetes.io/warn=privileged",
             ],
         )?;
         let chart_s = chart.display().to_string();
