@@ -313,7 +313,7 @@ mod tests {
             r#"--balancer-node-selector={"role":"lb","zone":"a"}"#,
             "--web-node-selector={}",
             r#"--balancer-tolerations=[{"key":"dedicated","operator":"Equal","value":"lb","effect":"NoSchedule"}]"#,
-            r#"--web-tolerations=[{"operator":"Exists"}]"#,
+            r#"--web-tolerations=[{"operator":"Exists","effect":"NoExecute","tolerationSeconds":60}]"#,
         ])
         .unwrap()
         .node_daemons()
@@ -325,6 +325,7 @@ mod tests {
             Some("dedicated")
         );
         assert_eq!(cfg.web.tolerations[0].operator.as_deref(), Some("Exists"));
+        assert_eq!(cfg.web.tolerations[0].toleration_seconds, Some(60));
     }
 
     #[test]
