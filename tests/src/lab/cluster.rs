@@ -27,8 +27,8 @@ use crate::operator_fixture::{Guard, Install, Operator, get_json};
 pub const NODES: &[(&str, &[(&str, &str)])] = &[
     ("lb1", &[("lvstun.io/balancer", "true")]),
     ("lb2", &[("lvstun.io/balancer", "true")]),
-    ("web1", &[]),
-    ("web2", &[]),
+    ("web1", &[("lvstun.io/web", "true")]),
+    ("web2", &[("lvstun.io/web", "true")]),
 ];
 
 /// Every checkpoint `cluster.sh` stops at, in order.
