@@ -22,6 +22,11 @@ pub const TUNNEL_READY: &str = "TunnelReady";
 /// anything, and an absent condition would read as "not reported yet" forever. Named here so the
 /// operator (writer) and anyone reading the condition agree on it.
 pub const OUTSIDE_CLUSTER: &str = "OutsideCluster";
+/// Reason of the `TunnelReady=Unknown` the operator writes on a RealServer whose
+/// `spec.nodeName` names a node that runs no web daemon (it lacks the chart's web label, or no
+/// such node exists): the condition its web daemon would write will never come, and the
+/// message says which label to add (ADR 0007). Released to the web daemon once the node runs one.
+pub const NO_WEB_DAEMON: &str = "NoWebDaemon";
 
 /// Set `new` in `conditions`, keeping the old `lastTransitionTime` when the status did not
 /// change. Returns whether anything visible changed (status, reason, message, generation), so

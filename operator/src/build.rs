@@ -1,41 +1,40 @@
-//! The two node DaemonSets as data: the balancer DaemonSet runs `lvstun-node balancer` on exactly
-//! the nodes that some VirtualService's `spec.balancers.nodeSelector` selects; the web DaemonSet
-//! runs `lvstun-node web` on exactly the nodes that some RealServer names in `spec.nodeName`.
+//! The two node DaemonSets as data: the balancer DaemonSet runs `lvstun-node balancer` and the
+//! web DaemonSet runs `lvstun-node web` on the nodes matching the role's node selector from the
+//! chart's values (by default `lvstun.io/balancer: "true"` and `lvstun.io/web: "true"`), with
+//! the role's tolerations from the chart. The admin decides which nodes run these root-level
+//! agents, not a tenant's CR, and no CR change ever touches a pod template (ADR 0007).
 //!
-//! Pure: the same CRs give byte-identical objects (sorted terms, sorted names), so re-applying
-//! them is a no-op for the API server and `metadata.generation` only moves when something real
-//! changed. The objects carry a hash of themselves so the applier can skip unchanged ones
-//! without a request.
+//! Pure: the same configuration gives byte-identical objects, so re-applying them is a no-op for
+//! the API server and `metadata.generation` only moves when the configuration changed (an
+//! operator upgrade or new chart values). The objects carry a hash of themselves so the
+//! applier can skip unchanged ones without a request.
 //!
 //! The pods get what the daemons need and nothing more: host networking (they program the
 //! node's own network stack), `NET_ADMIN` and `NET_RAW` (IPVS and addresses over netlink, VRRP and
 //! gratuitous ARP over raw sockets) with every other capability dropped, not privileged, a
-//! read-only root filesystem, and a toleration for every taint, as node agents such as kube-proxy
-//! have, because the set of nodes is decided by node affinity alone.
+//! read-only root filesystem.
 //!
 //! The balancer pod also gets the node's `/proc/sys/net/ipv4/vs` mounted outside `/proc` (the
 //! runtime keeps the container's `/proc/sys` read-only and refuses mounts inside `/proc`), and
 //! an init container, `balancer prepare` with no capability at all, that loads `ip_vs` so that
 //! directory exists when the balancer container starts (ADR 0005).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, HostPathVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Toleration, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use lvstun_crds::v1alpha1::{RealServer, VirtualService};
 
 use crate::error::Error;
-use crate::validate::{self, ObjectKey, Verdict};
 
 /// Annotation holding [`config_hash`] of the applied object.
 pub const HASH_ANNOTATION: &str = "lvstun.io/config-hash";
@@ -80,7 +79,7 @@ impl Role {
 }
 
 /// How one role's DaemonSet is named and run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoleConfig {
     /// DaemonSet name (by default the role's ServiceAccount name, `<fullname>-balancer` /
     /// `<fullname>-web`, as the chart names everything after its fullname).
@@ -89,10 +88,17 @@ pub struct RoleConfig {
     pub service_account: String,
     /// Port of the daemon's `/healthz` and `/readyz` (on the host network).
     pub health_port: i32,
+    /// The pods' `nodeSelector`: the nodes the admin chose for this role (chart value
+    /// `<role>.nodeSelector`). Empty: every node.
+    pub node_selector: BTreeMap<String, String>,
+    /// The pods' tolerations (chart value `<role>.tolerations`), in the order given. The
+    /// DaemonSet controller adds the node-condition tolerations (not-ready, unreachable,
+    /// pressure, unschedulable) to every daemon pod itself.
+    pub tolerations: Vec<Toleration>,
 }
 
 /// Everything about the node DaemonSets that comes from the operator's command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeDaemonConfig {
     /// Namespace of the DaemonSets (the operator's own).
     pub namespace: String,
@@ -120,130 +126,33 @@ impl NodeDaemonConfig {
     }
 }
 
-/// Where each role must run, derived from the CRs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Placement {
-    /// Canonical node selector terms of the balancer nodes (one per distinct selector; a
-    /// selector that selects every node is kept as an empty term list). Empty: no balancer.
-    pub balancer_terms: BTreeSet<Vec<Requirement>>,
-    /// Nodes named by RealServers. Empty: no web DaemonSet.
-    pub web_nodes: BTreeSet<String>,
+/// The desired DaemonSet of each role. Both always exist while the operator runs, and each
+/// depends on the operator's configuration alone (the chart's values), never on a
+/// VirtualService or RealServer: a CR change then never changes a pod template, so it never
+/// makes the DaemonSet controller replace a pod, and never costs a balancer Master a failover
+/// (ADR 0007). Which VIPs and RealServers concern a node is decided by the daemon on it.
+pub fn daemonsets(cfg: &NodeDaemonConfig) -> Result<BTreeMap<Role, DaemonSet>, Error> {
+    Role::ALL
+        .iter()
+        .map(|role| Ok((*role, daemonset(cfg, *role)?)))
+        .collect()
 }
 
-/// One node selector requirement in canonical, comparable form: key, operator, sorted values.
-pub type Requirement = (String, String, Vec<String>);
-
-/// Canonical form of a label selector as node selector requirements (`matchLabels` become `In`
-/// with one value), sorted and without duplicates, so equal selectors give equal terms.
-pub fn requirements(sel: &LabelSelector) -> Vec<Requirement> {
-    let mut reqs: BTreeSet<Requirement> = BTreeSet::new();
-    for (k, v) in sel.match_labels.iter().flatten() {
-        reqs.insert((k.clone(), "In".into(), vec![v.clone()]));
-    }
-    for e in sel.match_expressions.iter().flatten() {
-        let mut values = e.values.clone().unwrap_or_default();
-        values.sort();
-        values.dedup();
-        reqs.insert((e.key.clone(), e.operator.clone(), values));
-    }
-    reqs.into_iter().collect()
+/// Whether a node with these labels runs the daemon of a role: it matches the role's
+/// chart-configured node selector (every pair present with that value; an empty selector
+/// matches every node), as the DaemonSet's `nodeSelector` decides for the scheduler.
+pub fn runs_daemon(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Where the daemons must run: the balancer nodes of every VirtualService that owns its claims
-/// (a conflicting or invalid one is programmed nowhere, so it places no pod either), and every
-/// node a RealServer names (a name that cannot be a node is skipped: it would make the API
-/// refuse the whole DaemonSet).
-pub fn placement<'a>(
-    virtual_services: impl IntoIterator<Item = &'a VirtualService>,
-    verdicts: &BTreeMap<ObjectKey, Verdict>,
-    real_servers: impl IntoIterator<Item = &'a RealServer>,
-) -> Placement {
-    let balancer_terms = virtual_services
-        .into_iter()
-        .filter(|vs| verdicts.get(&ObjectKey::of(*vs)) == Some(&Verdict::Owner))
-        .map(|vs| requirements(&vs.spec.balancers.node_selector))
-        .collect();
-    let web_nodes = real_servers
-        .into_iter()
-        .filter(|rs| rs.metadata.deletion_timestamp.is_none())
-        .filter_map(|rs| rs.spec.node_name.clone())
-        .filter(|n| validate::is_dns_subdomain(n))
-        .collect();
-    Placement {
-        balancer_terms,
-        web_nodes,
-    }
-}
-
-/// The desired DaemonSet of each role; `None` means no CR needs it and it must not exist.
-pub fn daemonsets(
-    cfg: &NodeDaemonConfig,
-    placement: &Placement,
-) -> Result<BTreeMap<Role, Option<DaemonSet>>, Error> {
-    let mut out = BTreeMap::new();
-    let balancer = match balancer_affinity(&placement.balancer_terms) {
-        None => None,
-        Some(terms) => Some(daemonset(cfg, Role::Balancer, terms)?),
-    };
-    out.insert(Role::Balancer, balancer);
-    let web = match web_affinity(&placement.web_nodes) {
-        None => None,
-        Some(terms) => Some(daemonset(cfg, Role::Web, Some(terms))?),
-    };
-    out.insert(Role::Web, web);
-    Ok(out)
-}
-
-/// Required node affinity of the balancer pods: one term per distinct selector (the API ORs
-/// terms and ANDs the requirements inside one). `None`: no balancer needed at all;
-/// `Some(None)`: some selector selects every node, so there is no affinity.
-fn balancer_affinity(terms: &BTreeSet<Vec<Requirement>>) -> Option<Option<Vec<NodeSelectorTerm>>> {
-    if terms.is_empty() {
-        return None;
-    }
-    if terms.iter().any(Vec::is_empty) {
-        // An empty node selector term matches nothing, while an empty label selector matches
-        // everything: the only faithful rendering is no affinity.
-        return Some(None);
-    }
-    Some(Some(
-        terms
-            .iter()
-            .map(|reqs| NodeSelectorTerm {
-                match_expressions: Some(
-                    reqs.iter()
-                        .map(|(key, operator, values)| NodeSelectorRequirement {
-                            key: key.clone(),
-                            operator: operator.clone(),
-                            values: (!values.is_empty()).then(|| values.clone()),
-                        })
-                        .collect(),
-                ),
-                match_fields: None,
-            })
-            .collect(),
-    ))
-}
-
-/// Required node affinity of the web pods: one `matchFields metadata.name In [node]` term per
-/// node, because the API allows exactly one value in a field requirement.
-fn web_affinity(nodes: &BTreeSet<String>) -> Option<Vec<NodeSelectorTerm>> {
-    if nodes.is_empty() {
-        return None;
-    }
-    Some(
-        nodes
-            .iter()
-            .map(|n| NodeSelectorTerm {
-                match_expressions: None,
-                match_fields: Some(vec![NodeSelectorRequirement {
-                    key: "metadata.name".into(),
-                    operator: "In".into(),
-                    values: Some(vec![n.clone()]),
-                }]),
-            })
-            .collect(),
-    )
+/// The labels a node must carry to run a role's daemon, as `kubectl label node` takes them
+/// (`key=value`, space separated): the fix a condition or Event gives for a node that lacks them.
+pub fn label_arguments(selector: &BTreeMap<String, String>) -> String {
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Labels of the DaemonSet's pods that select them (immutable once created: keep them few).
@@ -483,21 +392,9 @@ fn volumes(role: Role) -> Vec<Volume> {
     volumes
 }
 
-fn daemonset(
-    cfg: &NodeDaemonConfig,
-    role: Role,
-    terms: Option<Vec<NodeSelectorTerm>>,
-) -> Result<DaemonSet, Error> {
+fn daemonset(cfg: &NodeDaemonConfig, role: Role) -> Result<DaemonSet, Error> {
     let labels = labels(cfg, role);
-    let affinity = terms.map(|node_selector_terms| Affinity {
-        node_affinity: Some(NodeAffinity {
-            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                node_selector_terms,
-            }),
-            preferred_during_scheduling_ignored_during_execution: None,
-        }),
-        ..Default::default()
-    });
+    let rc = cfg.role(role);
     let mut ds = DaemonSet {
         metadata: ObjectMeta {
             name: Some(cfg.role(role).daemonset_name.clone()),
@@ -524,18 +421,15 @@ fn daemonset(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(cfg.role(role).service_account.clone()),
+                    service_account_name: Some(rc.service_account.clone()),
                     automount_service_account_token: Some(true),
                     host_network: Some(true),
                     dns_policy: Some("ClusterFirstWithHostNet".into()),
                     // Long enough for a balancer to send its VRRP priority-0 advertisement and
                     // let the backup take over before the process goes.
                     termination_grace_period_seconds: Some(10),
-                    tolerations: Some(vec![Toleration {
-                        operator: Some("Exists".into()),
-                        ..Default::default()
-                    }]),
-                    affinity,
+                    node_selector: (!rc.node_selector.is_empty()).then(|| rc.node_selector.clone()),
+                    tolerations: (!rc.tolerations.is_empty()).then(|| rc.tolerations.clone()),
                     security_context: Some(PodSecurityContext {
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),
@@ -576,10 +470,6 @@ pub fn config_hash(ds: &DaemonSet) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{match_labels, rs, vs, www};
-    use crate::validate::resolve;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-    use lvstun_crds::v1alpha1::Protocol;
 
     fn cfg() -> NodeDaemonConfig {
         NodeDaemonConfig {
@@ -592,159 +482,108 @@ mod tests {
                 daemonset_name: "lvstun-balancer".into(),
                 service_account: "lvstun-balancer".into(),
                 health_port: 9781,
+                node_selector: BTreeMap::from([("lvstun.io/balancer".into(), "true".into())]),
+                tolerations: Vec::new(),
             },
             web: RoleConfig {
                 daemonset_name: "lvstun-web".into(),
                 service_account: "lvstun-web".into(),
                 health_port: 9782,
+                node_selector: BTreeMap::from([("lvstun.io/web".into(), "true".into())]),
+                tolerations: Vec::new(),
             },
         }
     }
 
-    fn build(vss: &[VirtualService], rss: &[RealServer]) -> BTreeMap<Role, Option<DaemonSet>> {
-        let verdicts = resolve(vss);
-        daemonsets(&cfg(), &placement(vss, &verdicts, rss)).unwrap()
-    }
-
-    fn terms(ds: &DaemonSet) -> Vec<NodeSelectorTerm> {
-        ds.spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .affinity
-            .as_ref()
-            .unwrap()
-            .node_affinity
-            .as_ref()
-            .unwrap()
-            .required_during_scheduling_ignored_during_execution
-            .as_ref()
-            .unwrap()
-            .node_selector_terms
-            .clone()
+    fn build() -> BTreeMap<Role, DaemonSet> {
+        daemonsets(&cfg()).unwrap()
     }
 
     fn pod(ds: &DaemonSet) -> &PodSpec {
         ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
     }
 
-    #[test]
-    fn nothing_needed_means_no_daemonsets() {
-        let out = build(&[], &[rs("web1", "198.51.100.10")]);
-        assert_eq!(out[&Role::Balancer], None);
-        assert_eq!(
-            out[&Role::Web],
-            None,
-            "a RealServer without nodeName needs no web pod"
-        );
-    }
-
-    #[test]
-    fn balancer_terms_one_per_distinct_selector_ored() {
-        let a = www();
-        let mut b = vs("other", "b", 200, "192.0.2.7", &[(80, Protocol::Tcp)]);
-        b.spec.balancers.node_selector = match_labels(&[("lvstun.io/balancer", "true")]); // same as a
-        let mut c = vs("other", "c", 300, "192.0.2.8", &[(80, Protocol::Tcp)]);
-        c.spec.balancers.node_selector = LabelSelector {
-            match_labels: Some([("zone".to_string(), "b".to_string())].into()),
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "role".into(),
-                operator: "NotIn".into(),
-                values: Some(vec!["x".into(), "a".into()]),
-            }]),
-        };
-        let out = build(&[a, b, c], &[]);
-        let ds = out[&Role::Balancer].as_ref().unwrap();
-        let t = terms(ds);
-        assert_eq!(t.len(), 2, "{t:#?}");
-        let first = t[0].match_expressions.as_ref().unwrap();
-        assert_eq!(first[0].key, "lvstun.io/balancer");
-        assert_eq!(first[0].operator, "In");
-        assert_eq!(first[0].values, Some(vec!["true".to_string()]));
-        let second = t[1].match_expressions.as_ref().unwrap();
-        assert_eq!(second.len(), 2);
-        assert_eq!(
-            (second[0].key.as_str(), second[0].operator.as_str()),
-            ("role", "NotIn")
-        );
-        assert_eq!(
-            second[0].values,
-            Some(vec!["a".to_string(), "x".to_string()]),
-            "values sorted"
-        );
-        assert_eq!(
-            (second[1].key.as_str(), second[1].operator.as_str()),
-            ("zone", "In")
-        );
-        assert_eq!(out[&Role::Web], None);
-    }
-
-    #[test]
-    fn a_conflicting_virtual_service_places_no_balancer() {
-        let a = www();
-        let mut loser = vs("ns", "late", 200, "192.0.2.100", &[(80, Protocol::Tcp)]);
-        loser.spec.balancers.node_selector = match_labels(&[("only-loser", "true")]);
-        let out = build(&[a, loser], &[]);
-        let t = terms(out[&Role::Balancer].as_ref().unwrap());
-        assert_eq!(t.len(), 1);
-        assert_eq!(
-            t[0].match_expressions.as_ref().unwrap()[0].key,
-            "lvstun.io/balancer"
-        );
-    }
-
-    #[test]
-    fn empty_node_selector_means_every_node_so_no_affinity() {
-        let mut a = www();
-        a.spec.balancers.node_selector = LabelSelector::default();
-        let out = build(
-            &[a, vs("x", "y", 5, "192.0.2.5", &[(80, Protocol::Tcp)])],
-            &[],
-        );
-        let ds = out[&Role::Balancer].as_ref().unwrap();
-        assert_eq!(pod(ds).affinity, None);
-    }
-
-    #[test]
-    fn web_runs_on_named_nodes_one_match_fields_term_each() {
-        let mut a = rs("web1", "198.51.100.10");
-        a.spec.node_name = Some("node-b".into());
-        let mut b = rs("web2", "198.51.100.11");
-        b.spec.node_name = Some("node-a".into());
-        let mut c = rs("web3", "198.51.100.12");
-        c.spec.node_name = Some("node-a".into());
-        let mut bad = rs("web4", "198.51.100.13");
-        bad.spec.node_name = Some("Not A Node".into());
-        let out = build(&[], &[a, b, c, bad]);
-        let ds = out[&Role::Web].as_ref().unwrap();
-        let t = terms(ds);
-        let names: Vec<_> = t
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
             .iter()
-            .map(|t| {
-                let f = &t.match_fields.as_ref().unwrap()[0];
-                assert_eq!(
-                    (f.key.as_str(), f.operator.as_str()),
-                    ("metadata.name", "In")
-                );
-                f.values.as_ref().unwrap().clone()
-            })
-            .collect();
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn both_daemonsets_exist_on_the_nodes_the_chart_names_without_affinity() {
+        let out = build();
+        assert_eq!(out.keys().copied().collect::<Vec<_>>(), Role::ALL.to_vec());
+        for (role, label) in [
+            (Role::Balancer, "lvstun.io/balancer"),
+            (Role::Web, "lvstun.io/web"),
+        ] {
+            let p = pod(&out[&role]);
+            assert_eq!(
+                p.node_selector,
+                Some(labels(&[(label, "true")])),
+                "{role:?} runs where the admin's label is"
+            );
+            assert_eq!(p.affinity, None, "{role:?}: nothing derived from the CRs");
+            assert_eq!(
+                p.tolerations, None,
+                "{role:?}: no toleration unless the chart gives one"
+            );
+        }
+    }
+
+    #[test]
+    fn the_charts_tolerations_and_an_empty_selector_reach_the_pods() {
+        let mut c = cfg();
+        let dedicated = Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("lb".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        };
+        c.balancer.tolerations = vec![dedicated.clone()];
+        c.web.node_selector.clear();
+        let out = daemonsets(&c).unwrap();
         assert_eq!(
-            names,
-            vec![vec!["node-a".to_string()], vec!["node-b".to_string()]]
+            pod(&out[&Role::Balancer]).tolerations,
+            Some(vec![dedicated])
         );
+        assert_eq!(pod(&out[&Role::Web]).tolerations, None);
+        assert_eq!(
+            pod(&out[&Role::Web]).node_selector,
+            None,
+            "an empty selector: every node"
+        );
+    }
+
+    #[test]
+    fn a_node_runs_a_daemon_when_it_carries_every_label_of_the_selector() {
+        let sel = labels(&[("lvstun.io/balancer", "true"), ("zone", "a")]);
+        assert!(runs_daemon(
+            &sel,
+            &labels(&[("lvstun.io/balancer", "true"), ("zone", "a"), ("x", "y")])
+        ));
+        assert!(!runs_daemon(
+            &sel,
+            &labels(&[("lvstun.io/balancer", "true")])
+        ));
+        assert!(!runs_daemon(
+            &sel,
+            &labels(&[("lvstun.io/balancer", "false"), ("zone", "a")])
+        ));
+        assert!(
+            runs_daemon(&BTreeMap::new(), &BTreeMap::new()),
+            "an empty selector matches every node"
+        );
+        assert_eq!(label_arguments(&sel), "lvstun.io/balancer=true zone=a");
     }
 
     #[test]
     fn pods_are_least_privilege_host_network_with_probes_and_args() {
-        let mut r = rs("web1", "198.51.100.10");
-        r.spec.node_name = Some("n1".into());
-        let out = build(&[www()], &[r]);
+        let out = build();
         for (role, port) in [(Role::Balancer, 9781), (Role::Web, 9782)] {
-            let ds = out[&role].as_ref().unwrap();
+            let ds = &out[&role];
             assert_eq!(ds.metadata.namespace.as_deref(), Some("lvstun-system"));
             let labels = ds.metadata.labels.as_ref().unwrap();
             assert_eq!(labels["app.kubernetes.io/managed-by"], "lvstun-operator");
@@ -755,10 +594,6 @@ mod tests {
             assert_eq!(
                 p.service_account_name.as_deref(),
                 Some(cfg().role(role).service_account.as_str())
-            );
-            assert_eq!(
-                p.tolerations.as_ref().unwrap()[0].operator.as_deref(),
-                Some("Exists")
             );
             let c = &p.containers[0];
             let mut want = vec![
@@ -841,10 +676,8 @@ mod tests {
 
     #[test]
     fn the_balancer_writes_the_nodes_ipvs_sysctls_through_a_mount_outside_proc() {
-        let mut r = rs("web1", "198.51.100.10");
-        r.spec.node_name = Some("n1".into());
-        let out = build(&[www()], &[r]);
-        let p = pod(out[&Role::Balancer].as_ref().unwrap());
+        let out = build();
+        let p = pod(&out[&Role::Balancer]);
 
         // The volume: the node's /proc/sys/net/ipv4/vs, untyped so the kubelet does not check
         // it before the init container has loaded ip_vs.
@@ -906,7 +739,7 @@ mod tests {
 
         // Nothing in either pod is privileged, and only the balancer mounts the sysctls.
         for role in Role::ALL {
-            let p = pod(out[&role].as_ref().unwrap());
+            let p = pod(&out[&role]);
             for c in p
                 .containers
                 .iter()
@@ -919,7 +752,7 @@ mod tests {
             assert_eq!(p.host_pid, None);
             assert_eq!(p.host_ipc, None);
         }
-        let web = pod(out[&Role::Web].as_ref().unwrap());
+        let web = pod(&out[&Role::Web]);
         assert!(web.init_containers.is_none());
         assert!(
             web.volumes
@@ -939,19 +772,27 @@ mod tests {
     }
 
     #[test]
-    fn same_input_same_bytes_and_hash_tracks_content() {
-        let a = build(&[www()], &[]);
-        let b = build(&[www()], &[]);
-        let ds_a = a[&Role::Balancer].as_ref().unwrap();
+    fn same_configuration_same_bytes_and_hash_tracks_content() {
+        let a = build();
+        let b = build();
+        let ds_a = &a[&Role::Balancer];
         assert_eq!(
             serde_json::to_string(ds_a).unwrap(),
-            serde_json::to_string(b[&Role::Balancer].as_ref().unwrap()).unwrap()
+            serde_json::to_string(&b[&Role::Balancer]).unwrap()
         );
-        let mut other = www();
-        other.spec.balancers.node_selector = match_labels(&[("zone", "x")]);
-        let c = build(&[other], &[]);
+        let mut other = cfg();
+        other
+            .balancer
+            .node_selector
+            .insert("zone".into(), "x".into());
+        let c = daemonsets(&other).unwrap();
         let h = |d: &DaemonSet| d.metadata.annotations.as_ref().unwrap()[HASH_ANNOTATION].clone();
-        assert_ne!(h(ds_a), h(c[&Role::Balancer].as_ref().unwrap()));
+        assert_ne!(h(ds_a), h(&c[&Role::Balancer]));
+        assert_eq!(
+            h(&a[&Role::Web]),
+            h(&c[&Role::Web]),
+            "the web DaemonSet does not depend on the balancer's selector"
+        );
         assert_eq!(h(ds_a).len(), 16);
     }
 }

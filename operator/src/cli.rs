@@ -2,11 +2,74 @@
 //!
 //! No I/O: parsing and turning the flags into the typed configuration the other modules take.
 
+use std::collections::BTreeMap;
+
 use clap::{Parser, ValueEnum};
+use k8s_openapi::api::core::v1::Toleration;
 
 use crate::build::{NodeDaemonConfig, RoleConfig};
 use crate::error::Error;
 use crate::leader::LeaseConfig;
+use crate::validate::{check_label_key, check_label_value};
+
+/// The balancer pods' node selector when none is given: the label the README tells admins to
+/// put on the nodes that may hold a VIP.
+pub const DEFAULT_BALANCER_NODE_SELECTOR: &str = r#"{"lvstun.io/balancer":"true"}"#;
+/// The web pods' node selector when none is given: the label the README tells admins to put on
+/// the nodes that are real servers.
+pub const DEFAULT_WEB_NODE_SELECTOR: &str = r#"{"lvstun.io/web":"true"}"#;
+
+/// A DaemonSet's node selector as the chart passes it: a JSON object of label key to value
+/// (`toJson` of the chart value), parsed and checked once here so that a typo is refused at
+/// start with the flag named rather than by the API server at every apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSelectorArg(pub BTreeMap<String, String>);
+
+fn parse_node_selector(s: &str) -> Result<NodeSelectorArg, String> {
+    let map: BTreeMap<String, String> = serde_json::from_str(s)
+        .map_err(|e| format!("not a JSON object of label key to value: {e}"))?;
+    for (k, v) in &map {
+        check_label_key(k).map_err(|why| format!("label key {k:?} {why}"))?;
+        check_label_value(v).map_err(|why| format!("label value {v:?} of {k:?} {why}"))?;
+    }
+    Ok(NodeSelectorArg(map))
+}
+
+/// A DaemonSet's tolerations as the chart passes them: a JSON list of Kubernetes tolerations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TolerationsArg(pub Vec<Toleration>);
+
+fn parse_tolerations(s: &str) -> Result<TolerationsArg, String> {
+    let list: Vec<Toleration> =
+        serde_json::from_str(s).map_err(|e| format!("not a JSON list of tolerations: {e}"))?;
+    for t in &list {
+        let op = t.operator.as_deref().unwrap_or("Equal");
+        match op {
+            "Exists" if t.value.as_deref().is_some_and(|v| !v.is_empty()) => {
+                return Err(format!("toleration {t:?}: operator Exists takes no value"));
+            }
+            "Exists" | "Equal" => {}
+            other => {
+                return Err(format!(
+                    "toleration operator {other:?} is neither Exists nor Equal"
+                ));
+            }
+        }
+        if op == "Equal" && t.key.as_deref().unwrap_or_default().is_empty() {
+            return Err(format!(
+                "toleration {t:?}: an empty key is allowed only with operator Exists"
+            ));
+        }
+        if let Some(e) = t.effect.as_deref()
+            && !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e)
+        {
+            return Err(format!(
+                "toleration effect {e:?} is none of NoSchedule, PreferNoSchedule, NoExecute"
+            ));
+        }
+    }
+    Ok(TolerationsArg(list))
+}
 
 /// The `lvstun-node` image of the same version as this operator, under the name `./dev images`
 /// writes into its archive and the chart renders by default. Fully qualified with the registry
@@ -59,8 +122,9 @@ impl PullPolicy {
     }
 }
 
-/// `lvstun-operator`: shapes the balancer and web DaemonSets from VirtualService and RealServer
-/// objects and folds the node daemons' reports into their status. A flag given twice takes its
+/// `lvstun-operator`: keeps the balancer and web DaemonSets as its flags say (never as the CRs
+/// say, ADR 0007) and folds the node daemons' reports into the VirtualService and RealServer
+/// status. A flag given twice takes its
 /// last value, so the chart's `extraArgs` can override the built-in ones.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "lvstun-operator", version, args_override_self = true)]
@@ -93,6 +157,21 @@ pub struct Cli {
     /// Health port of the web daemon (on the host network).
     #[arg(long, default_value_t = 9782, value_parser = clap::value_parser!(i32).range(1..=65535))]
     pub web_health_port: i32,
+    /// Node selector of the balancer pods, a JSON object of label key to value (chart value
+    /// `balancer.nodeSelector`): the nodes the admin chose to run balancer daemons. `{}`: every
+    /// node.
+    #[arg(long, default_value = DEFAULT_BALANCER_NODE_SELECTOR, value_parser = parse_node_selector)]
+    pub balancer_node_selector: NodeSelectorArg,
+    /// Node selector of the web pods, a JSON object of label key to value (chart value
+    /// `web.nodeSelector`): the cluster nodes that are real servers. `{}`: every node.
+    #[arg(long, default_value = DEFAULT_WEB_NODE_SELECTOR, value_parser = parse_node_selector)]
+    pub web_node_selector: NodeSelectorArg,
+    /// Tolerations of the balancer pods, a JSON list (chart value `balancer.tolerations`).
+    #[arg(long, default_value = "[]", value_parser = parse_tolerations)]
+    pub balancer_tolerations: TolerationsArg,
+    /// Tolerations of the web pods, a JSON list (chart value `web.tolerations`).
+    #[arg(long, default_value = "[]", value_parser = parse_tolerations)]
+    pub web_tolerations: TolerationsArg,
     /// Name of the leader-election Lease in the operator's namespace.
     #[arg(long)]
     pub lease_name: String,
@@ -136,6 +215,8 @@ impl Cli {
                     .unwrap_or_else(|| self.balancer_service_account.clone()),
                 service_account: self.balancer_service_account.clone(),
                 health_port: self.balancer_health_port,
+                node_selector: self.balancer_node_selector.0.clone(),
+                tolerations: self.balancer_tolerations.0.clone(),
             },
             web: RoleConfig {
                 daemonset_name: self
@@ -144,6 +225,8 @@ impl Cli {
                     .unwrap_or_else(|| self.web_service_account.clone()),
                 service_account: self.web_service_account.clone(),
                 health_port: self.web_health_port,
+                node_selector: self.web_node_selector.0.clone(),
+                tolerations: self.web_tolerations.0.clone(),
             },
         };
         if cfg.balancer.daemonset_name == cfg.web.daemonset_name {
@@ -210,6 +293,77 @@ mod tests {
         assert_eq!(cfg.web.service_account, "lvstun-web");
         assert_eq!(cfg.log_format, "json");
         assert_eq!(cli.lease().duration_seconds, 10);
+    }
+
+    #[test]
+    fn the_daemons_run_on_the_labelled_nodes_unless_the_chart_says_otherwise() {
+        let cfg = parse(&[]).unwrap().node_daemons().unwrap();
+        assert_eq!(
+            cfg.balancer.node_selector,
+            BTreeMap::from([("lvstun.io/balancer".to_string(), "true".to_string())]),
+            "the label the README tells admins to set"
+        );
+        assert_eq!(
+            cfg.web.node_selector,
+            BTreeMap::from([("lvstun.io/web".to_string(), "true".to_string())])
+        );
+        assert!(cfg.balancer.tolerations.is_empty() && cfg.web.tolerations.is_empty());
+
+        let cfg = parse(&[
+            r#"--balancer-node-selector={"role":"lb","zone":"a"}"#,
+            "--web-node-selector={}",
+            r#"--balancer-tolerations=[{"key":"dedicated","operator":"Equal","value":"lb","effect":"NoSchedule"}]"#,
+            r#"--web-tolerations=[{"operator":"Exists","effect":"NoExecute","tolerationSeconds":60}]"#,
+        ])
+        .unwrap()
+        .node_daemons()
+        .unwrap();
+        assert_eq!(cfg.balancer.node_selector.len(), 2);
+        assert!(cfg.web.node_selector.is_empty(), "{{}}: every node");
+        assert_eq!(
+            cfg.balancer.tolerations[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert_eq!(cfg.web.tolerations[0].operator.as_deref(), Some("Exists"));
+        assert_eq!(cfg.web.tolerations[0].toleration_seconds, Some(60));
+    }
+
+    #[test]
+    fn bad_selectors_and_tolerations_are_refused_with_the_flag_named() {
+        for (arg, flag) in [
+            (
+                "--balancer-node-selector=lvstun.io/balancer=true",
+                "--balancer-node-selector",
+            ),
+            (
+                r#"--web-node-selector={"bad key!":"x"}"#,
+                "--web-node-selector",
+            ),
+            (
+                r#"--web-node-selector={"k":"not a value"}"#,
+                "--web-node-selector",
+            ),
+            (
+                r#"--balancer-tolerations={"operator":"Exists"}"#,
+                "--balancer-tolerations",
+            ),
+            (
+                r#"--web-tolerations=[{"operator":"Maybe"}]"#,
+                "--web-tolerations",
+            ),
+            (
+                r#"--web-tolerations=[{"operator":"Exists","value":"x"}]"#,
+                "--web-tolerations",
+            ),
+            (r#"--web-tolerations=[{"value":"x"}]"#, "--web-tolerations"),
+            (
+                r#"--web-tolerations=[{"operator":"Exists","effect":"Never"}]"#,
+                "--web-tolerations",
+            ),
+        ] {
+            let e = parse(&[arg]).unwrap_err().to_string();
+            assert!(e.contains(flag), "{arg}: {e}");
+        }
     }
 
     #[test]

@@ -5,18 +5,18 @@
 //! Why one reflector per kind feeding several consumers (kube's `unstable-runtime` API:
 //! `for_stream`, `reconcile_on`): what the operator decides for one object depends on others (a
 //! VirtualService on its RealServers, its nodes and every VirtualService with the same VIP; a
-//! RealServer on the VirtualServices that select it; the DaemonSets on everything), so each
+//! RealServer on the VirtualServices that select it and on its Node), so each
 //! consumer must see the same cache, and a second watch per kind would double the API load and
 //! the memory of the largest caches.
 //!
 //! Triggers (each computed from the cache and from what the operator remembers of the previous
 //! state, so that an object that *stopped* matching is revisited too):
 //! - a VirtualService changes → itself, the VirtualServices sharing its old or new VIP (their
-//!   conflict verdict may change), the DaemonSets;
-//! - a RealServer changes → itself, the VirtualServices that select it now or did before, the
-//!   DaemonSets;
+//!   conflict verdict may change);
+//! - a RealServer changes → itself, the VirtualServices that select it now or did before;
 //! - a Node's labels or readiness change → the VirtualServices whose balancer selector matched
-//!   before or after;
+//!   before or after; a Node's labels change, or it comes or goes → the RealServers naming it
+//!   (whether a web daemon runs there);
 //! - a VirtualService's election or selection changes → the RealServers it selects (from the
 //!   VirtualService reconcile);
 //! - a DaemonSet changes (edited, deleted) → the DaemonSets.
@@ -45,7 +45,7 @@ use crate::build::{self, NodeDaemonConfig};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::reconcile;
-use crate::status::{BalancerNodes, Notice, Severity};
+use crate::status::{BalancerNodes, Notice, Severity, WebNode};
 use crate::validate::{self, ObjectKey};
 
 /// Every object is reconciled again this often, whatever happens: a safety net for missed
@@ -123,20 +123,30 @@ impl Stores {
         }
     }
 
-    /// The nodes a VirtualService's `spec.balancers.nodeSelector` selects now, and which of them
-    /// are alive.
-    pub fn balancer_nodes(&self, vs: &VirtualService) -> BalancerNodes {
-        let mut out = BalancerNodes::default();
-        for n in self
+    /// The nodes a VirtualService's `spec.balancers.nodeSelector` selects now, which of them run
+    /// no balancer daemon (`daemon_selector`: the balancer DaemonSet's node selector), and
+    /// which of the others are alive.
+    pub fn balancer_nodes(
+        &self,
+        vs: &VirtualService,
+        daemon_selector: &BTreeMap<String, String>,
+    ) -> BalancerNodes {
+        let nodes = self
             .nodes
-            .state_filter(|n| validate::selects(&vs.spec.balancers.node_selector, n.labels()))
-        {
-            if node_alive(&n) {
-                out.live.insert(n.name_any());
-            }
-            out.selected.insert(n.name_any());
-        }
-        out
+            .state_filter(|n| validate::selects(&vs.spec.balancers.node_selector, n.labels()));
+        BalancerNodes::classify(
+            nodes
+                .iter()
+                .map(|n| (n.name_any(), n.labels(), node_alive(n))),
+            daemon_selector,
+        )
+    }
+
+    /// Whether a web daemon runs on `node` (`daemon_selector`: the web DaemonSet's node
+    /// selector).
+    pub fn web_node(&self, node: &str, daemon_selector: &BTreeMap<String, String>) -> WebNode {
+        let n = self.nodes.get(&ObjectRef::new(node));
+        WebNode::of(node, n.as_ref().map(|n| n.labels()), daemon_selector)
     }
 }
 
@@ -168,6 +178,9 @@ pub struct Memo {
     /// Per VirtualService, the (node, sysctl) refusals already announced by an Event. Kept in
     /// memory only: a new leader announces a refusal that still stands once more (ADR 0005).
     pub kernel_announced: HashMap<ObjectKey, BTreeSet<(String, String)>>,
+    /// Per VirtualService, the selected nodes without the balancer label already announced by
+    /// an Event (memory only, like `kernel_announced`).
+    pub unlabelled_announced: HashMap<ObjectKey, BTreeSet<String>>,
 }
 
 /// Shared by every reconcile of one leadership term.
@@ -341,16 +354,20 @@ impl NodeHook {
         ctx: &Context,
         vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
     ) {
-        let (old, new) = match ev {
+        let (name, old, new) = match ev {
             Ok(Event::Apply(n) | Event::InitApply(n)) => {
                 let new = (n.labels().clone(), node_alive(n));
                 let old = self.seen.insert(n.name_any(), new.clone());
                 if old.as_ref() == Some(&new) {
                     return;
                 }
-                (old.map(|o| o.0), Some(new.0))
+                (n.name_any(), old.map(|o| o.0), Some(new.0))
             }
-            Ok(Event::Delete(n)) => (self.seen.remove(&n.name_any()).map(|o| o.0), None),
+            Ok(Event::Delete(n)) => (
+                n.name_any(),
+                self.seen.remove(&n.name_any()).map(|o| o.0),
+                None,
+            ),
             Ok(Event::InitDone) => {
                 self.listed = true;
                 ctx.mark_listed(LISTED_NODES);
@@ -373,6 +390,17 @@ impl NodeHook {
         {
             let _ = vs_tx.unbounded_send(ObjectRef::from_obj(vs.as_ref()));
         }
+        // The RealServers naming the node: whether a web daemon runs there may have changed.
+        if old != new {
+            let naming: Vec<ObjectKey> = ctx
+                .stores
+                .real_servers
+                .state_filter(|r| r.spec.node_name.as_deref() == Some(name.as_str()))
+                .iter()
+                .map(|r| ObjectKey::of(r.as_ref()))
+                .collect();
+            ctx.trigger_real_servers(naming.iter());
+        }
     }
 }
 
@@ -390,7 +418,6 @@ impl VsHook {
         ctx: &Context,
         vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
     ) {
-        ctx.fleet.notify_one();
         let (key, vips) = match ev {
             Ok(Event::Apply(vs) | Event::InitApply(vs)) => {
                 let key = ObjectKey::of(vs);
@@ -406,6 +433,8 @@ impl VsHook {
                 let gone = {
                     let mut memo = ctx.memo();
                     memo.vs_written.remove(&key);
+                    memo.kernel_announced.remove(&key);
+                    memo.unlabelled_announced.remove(&key);
                     memo.rs_inputs.remove(&key)
                 };
                 // Its RealServers are no longer selected by it.
@@ -447,7 +476,6 @@ impl RsHook {
         ctx: &Context,
         vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
     ) {
-        ctx.fleet.notify_one();
         let (rs, deleted) = match ev {
             Ok(Event::Apply(rs) | Event::InitApply(rs)) => (rs, false),
             Ok(Event::Delete(rs)) => (rs, true),

@@ -1,13 +1,13 @@
 //! `lvstun-operator`: watches VirtualService and RealServer objects (and Nodes, and the
-//! DaemonSets it owns), shapes the balancer and web DaemonSets that run `lvstun-node` on the
-//! right nodes, and folds the node daemons' reports into the status people read with
-//! `kubectl get lvsvc,lvsrs`.
+//! DaemonSets it owns), keeps the balancer and web DaemonSets that run `lvstun-node` on the
+//! nodes the chart's values name, and folds the node daemons' reports into the status people
+//! read with `kubectl get lvsvc,lvsrs`.
 //!
 //! Modules: [`run`] → `leader` (the Lease), `metrics` (/metrics, /healthz, /readyz) and
 //! `controller` (watches, caches, triggers, the [`controller::Context`]) → `reconcile` (one pass
 //! per object, in phases) → `validate`, `build`, `status` (pure, where the unit tests are) and
 //! `apply` (the only module that writes). Decisions that shape the whole are recorded in
-//! `docs/adr/0001-daemonset-ownership.md`.
+//! `docs/adr/0001-daemonset-ownership.md` and `docs/adr/0007-daemonset-placement-by-chart.md`.
 
 pub mod apply;
 pub mod build;

@@ -4,7 +4,8 @@
 //! - [`virtual_service`]: the verdict (conflict, invalid spec), the selected nodes and real
 //!   servers, and the folded status of one VirtualService.
 //! - [`real_server`]: the `Healthy` condition of one RealServer.
-//! - [`daemonsets`]: the two node DaemonSets, from every CR at once (they are shared by all).
+//! - [`daemonsets`]: the two node DaemonSets, from the operator's configuration alone (they are
+//!   shared by all CRs and never change with them, ADR 0007).
 //!
 //! I/O: reads the reflector caches in [`Context`], writes through `apply`, publishes Events.
 
@@ -23,7 +24,7 @@ use crate::build::{self, HASH_ANNOTATION, Role};
 use crate::controller::{Context, RESYNC, RsInputs};
 use crate::error::Error;
 use crate::metrics::{DaemonSetLabels, KindLabels, VsLabels};
-use crate::status::{self, BalancerNodes, RsView, VS_CONDITIONS, VsView};
+use crate::status::{self, BalancerNodes, RsView, VS_CONDITIONS, VsView, WebNode};
 use crate::validate::{self, ObjectKey, Verdict};
 
 /// The clock, in whole seconds: the API stores condition times with second precision, so a
@@ -106,7 +107,8 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
     let verdict = validate::verdict_of(vs, peers.iter().map(AsRef::as_ref));
     let valid = !matches!(verdict, Verdict::Invalid(_));
     let balancer_nodes = if valid {
-        ctx.stores.balancer_nodes(vs)
+        ctx.stores
+            .balancer_nodes(vs, &ctx.config.balancer.node_selector)
     } else {
         BalancerNodes::default()
     };
@@ -125,10 +127,12 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
     // Fold + compare.
     let previous = previous_vs(ctx, vs);
     let now = now();
+    let daemon_label = build::label_arguments(&ctx.config.balancer.node_selector);
     let fold = status::fold_virtual_service(&VsView {
         vs,
         verdict: &verdict,
         balancer_nodes: &balancer_nodes,
+        daemon_label: &daemon_label,
         real_servers: &selected,
         previous: Some(&previous),
         now: now.clone(),
@@ -166,6 +170,16 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
         for n in &kernel_notices {
             ctx.publish(&regarding, n).await;
         }
+    }
+    // Selected nodes without the balancer label: one Event when a node first shows (the
+    // condition carries them as long as they last).
+    let before = ctx
+        .memo()
+        .unlabelled_announced
+        .insert(key.clone(), fold.unlabelled.clone())
+        .unwrap_or_default();
+    if let Some(n) = status::unlabelled_notice(&before, &fold.unlabelled, &daemon_label) {
+        ctx.publish(&vs.object_ref(&()), &n).await;
     }
     let labels = VsLabels {
         namespace: key.namespace.clone(),
@@ -227,16 +241,23 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
         if validate::verdict_of(vs, peers.iter().map(AsRef::as_ref)) != Verdict::Owner {
             continue;
         }
-        let active = status::election(vs, &ctx.stores.balancer_nodes(vs).live, &now)
-            .holder()
-            .map(String::from);
+        let live = ctx
+            .stores
+            .balancer_nodes(vs, &ctx.config.balancer.node_selector)
+            .live;
+        let active = status::election(vs, &live, &now).holder().map(String::from);
         selected_by.push((ObjectKey::of(vs.as_ref()), active));
     }
     selected_by.sort();
+    let web_node = match rs.spec.node_name.as_deref() {
+        Some(node) => ctx.stores.web_node(node, &ctx.config.web.node_selector),
+        None => WebNode::Runs,
+    };
     let previous = previous_rs(ctx, rs);
     let fold = status::fold_real_server(&RsView {
         rs,
         selected_by: &selected_by,
+        web_node: &web_node,
         previous: Some(&previous),
         now,
     });
@@ -257,63 +278,43 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
     Ok(Action::requeue(RESYNC))
 }
 
-/// Reconcile the node DaemonSets from every VirtualService and RealServer: apply what is
-/// needed and changed, delete what no CR needs.
+/// Reconcile the node DaemonSets: both exist, as the operator's configuration says, whatever
+/// the CRs are (ADR 0007); apply one only when it differs from what was last applied.
 pub async fn daemonsets(ctx: &Context) -> Result<(), Error> {
-    // Deciding on a partial cache could delete a DaemonSet that live VIPs depend on.
+    // The comparison reads the DaemonSet cache, which must be complete: a partial one would
+    // re-apply (harmless) or miss a DaemonSet under an old name (not deleted until the next pass).
     ctx.stores.ready().await?;
-    let virtual_services = ctx.stores.virtual_services.state();
-    let real_servers = ctx.stores.real_servers.state();
-    let verdicts = validate::resolve(virtual_services.iter().map(AsRef::as_ref));
-    let placement = build::placement(
-        virtual_services.iter().map(AsRef::as_ref),
-        &verdicts,
-        real_servers.iter().map(AsRef::as_ref),
-    );
-    let desired = build::daemonsets(&ctx.config, &placement)?;
+    let desired = build::daemonsets(&ctx.config)?;
     let namespace = ctx.config.namespace.clone();
-    for (role, want) in desired {
+    for (role, ds) in desired {
         let name = ctx.config.role(role).daemonset_name.clone();
         let current = ctx
             .stores
             .daemonsets
             .get(&ObjectRef::new(&name).within(&namespace));
-        match want {
-            Some(ds) => {
-                let hash = ds
-                    .annotations()
-                    .get(HASH_ANNOTATION)
-                    .cloned()
-                    .unwrap_or_default();
-                let up_to_date = current.as_ref().is_some_and(|c| {
-                    c.annotations().get(HASH_ANNOTATION) == Some(&hash)
-                        && ctx.memo().applied.get(&name)
-                            == Some(&(hash.clone(), c.metadata.generation))
-                });
-                if up_to_date {
-                    continue;
-                }
-                let stored = apply::daemonset(&ctx.client, &ds).await?;
-                ctx.memo()
-                    .applied
-                    .insert(name.clone(), (hash, stored.metadata.generation));
-                count(ctx, role, "apply");
-                tracing::info!(
-                    role = role.as_str(),
-                    daemonset = %name,
-                    generation = stored.metadata.generation,
-                    "applied DaemonSet"
-                );
-            }
-            None => {
-                if current.is_some() {
-                    apply::delete_daemonset(&ctx.client, &namespace, &name).await?;
-                    ctx.memo().applied.remove(&name);
-                    count(ctx, role, "delete");
-                    tracing::info!(role = role.as_str(), daemonset = %name, "deleted DaemonSet: no VirtualService or RealServer needs it");
-                }
-            }
+        let hash = ds
+            .annotations()
+            .get(HASH_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
+        let up_to_date = current.as_ref().is_some_and(|c| {
+            c.annotations().get(HASH_ANNOTATION) == Some(&hash)
+                && ctx.memo().applied.get(&name) == Some(&(hash.clone(), c.metadata.generation))
+        });
+        if up_to_date {
+            continue;
         }
+        let stored = apply::daemonset(&ctx.client, &ds).await?;
+        ctx.memo()
+            .applied
+            .insert(name.clone(), (hash, stored.metadata.generation));
+        count(ctx, role, "apply");
+        tracing::info!(
+            role = role.as_str(),
+            daemonset = %name,
+            generation = stored.metadata.generation,
+            "applied DaemonSet"
+        );
     }
     // This installation's DaemonSets under a name it no longer uses (after a rename).
     let names: BTreeSet<String> = Role::ALL
@@ -369,6 +370,7 @@ mod tests {
         let fold = status::fold_real_server(&RsView {
             rs: &r,
             selected_by: &[],
+            web_node: &WebNode::Runs,
             previous: None,
             now: now(),
         });

@@ -2,8 +2,9 @@
 //! and `Conflict` on a VirtualService, with `activeBalancer` and the healthy/total counts that
 //! `kubectl get lvsvc` prints; `Healthy` on a RealServer. Also the Events that go with a
 //! transition (a new Master, a split brain, a conflict, a server down or up, a kernel setting a
-//! balancer could not make). On a RealServer without `spec.nodeName` (a host outside the
-//! cluster) also its `TunnelReady`, which no web daemon is there to report.
+//! balancer could not make, selected nodes that run no balancer daemon). On a RealServer
+//! without `spec.nodeName` (a host outside the cluster), or naming a node without the web label,
+//! also its `TunnelReady`, which no web daemon is there to report.
 //!
 //! Pure: inputs are the objects as read plus the clock reading `now`; the output is the desired
 //! operator-owned part of the status, whether it differs from the previous one (so the caller
@@ -16,17 +17,22 @@
 //! - RealServer: the operator owns the `Healthy` condition; the web daemon on `spec.nodeName`
 //!   owns `TunnelReady` (`node-daemon/src/web/report.rs`, which writes only on RealServers naming
 //!   its node); on a RealServer with no `spec.nodeName` the operator owns `TunnelReady` instead
-//!   (status `Unknown`, reason [`OUTSIDE_CLUSTER`]). Which of the two writes it follows from
-//!   the spec alone, so they never apply the same field: when `spec.nodeName` appears, the
-//!   operator's apply leaves `TunnelReady` out, which releases it for the web daemon. Each
-//!   balancer daemon owns its `checks[balancer=<its node>]` entry.
+//!   (status `Unknown`, reason [`OUTSIDE_CLUSTER`]), and on one naming a node that runs no web
+//!   daemon (reason [`NO_WEB_DAEMON`]). Which of the two writes it follows from the spec and the
+//!   node's labels: when the node runs a web daemon, the operator's apply leaves `TunnelReady`
+//!   out, which releases it for the web daemon (which writes with force, so a daemon that starts
+//!   before the operator has seen the label still wins). Each balancer daemon owns its
+//!   `checks[balancer=<its node>]` entry.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeMap;
+
 use lvstun_crds::conditions::{
-    CONFLICT, DEGRADED, HEALTHY, OUTSIDE_CLUSTER, READY, TUNNEL_READY, VIP_ACTIVE, set_condition,
+    CONFLICT, DEGRADED, HEALTHY, NO_WEB_DAEMON, OUTSIDE_CLUSTER, READY, TUNNEL_READY, VIP_ACTIVE,
+    set_condition,
 };
 use lvstun_crds::kernel_settings;
 use lvstun_crds::v1alpha1::{
@@ -34,6 +40,7 @@ use lvstun_crds::v1alpha1::{
     VirtualService, VirtualServiceStatus, VrrpState,
 };
 
+use crate::build::{label_arguments, runs_daemon};
 use crate::validate::{ObjectKey, Verdict};
 
 /// The VirtualService conditions the operator writes.
@@ -115,25 +122,90 @@ impl Election {
     }
 }
 
-/// The nodes a VirtualService's `spec.balancers.nodeSelector` selects, and which of them are
-/// alive (not reported NotReady by the node controller).
+/// The nodes a VirtualService's `spec.balancers.nodeSelector` selects, which of them run no
+/// balancer daemon, and which of those that do are alive (not reported NotReady by the node
+/// controller).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BalancerNodes {
     /// Selected nodes.
     pub selected: BTreeSet<String>,
-    /// Selected nodes that are not known to be down.
+    /// Selected nodes that run a balancer daemon and are not known to be down: the only ones
+    /// whose reports count.
     pub live: BTreeSet<String>,
+    /// Selected nodes without the chart's balancer label: the balancer DaemonSet does not run
+    /// there (ADR 0007), so they can never hold the VIP, and a report they still carry is stale.
+    pub unlabelled: BTreeSet<String>,
 }
 
 impl BalancerNodes {
-    /// All selected nodes are alive.
+    /// All selected nodes are alive and run a balancer daemon.
     pub fn all_live(names: &[&str]) -> Self {
         let selected: BTreeSet<String> = names.iter().map(|s| s.to_string()).collect();
         BalancerNodes {
             live: selected.clone(),
             selected,
+            unlabelled: BTreeSet::new(),
         }
     }
+
+    /// Sorts the selected nodes by what the operator sees of each: `(name, labels, alive)`.
+    /// `daemon_selector` is the balancer DaemonSet's node selector (the chart's).
+    pub fn classify<'a>(
+        selected: impl IntoIterator<Item = (String, &'a BTreeMap<String, String>, bool)>,
+        daemon_selector: &BTreeMap<String, String>,
+    ) -> Self {
+        let mut out = BalancerNodes::default();
+        for (name, labels, alive) in selected {
+            if !runs_daemon(daemon_selector, labels) {
+                out.unlabelled.insert(name.clone());
+            } else if alive {
+                out.live.insert(name.clone());
+            }
+            out.selected.insert(name);
+        }
+        out
+    }
+}
+
+/// Reason (`VIPActive`, `Ready`) when every node a VirtualService selects lacks the balancer
+/// label, so no balancer daemon runs for it anywhere.
+pub const NO_BALANCER_DAEMON: &str = "NoBalancerDaemon";
+/// Reason (`Degraded`, and the Event) when some selected nodes lack the balancer label.
+pub const BALANCER_NODES_UNLABELLED: &str = "BalancerNodesUnlabelled";
+
+/// The fix as a command: `kubectl label node <nodes> <labels>`, naming the nodes when they are
+/// few enough to type.
+fn label_command(nodes: &[String], label: &str) -> String {
+    let who = if nodes.len() <= LIST_LIMIT {
+        nodes.join(" ")
+    } else {
+        "<node>...".to_string()
+    };
+    format!("kubectl label node {who} {label}")
+}
+
+/// For people: which selected nodes run no balancer daemon, why, and the label to add. `label`
+/// is the chart's balancer node selector as `kubectl label` takes it.
+pub fn unlabelled_message(nodes: &BTreeSet<String>, label: &str) -> String {
+    let names: Vec<String> = nodes.iter().cloned().collect();
+    format!(
+        "spec.balancers.nodeSelector selects {} without the label {label}, so no balancer daemon runs there (the balancer DaemonSet runs only on nodes labelled {label}); to use them as balancers: {}",
+        list(&names),
+        label_command(&names, label)
+    )
+}
+
+/// A warning Event for selected nodes without the balancer label not announced before
+/// (`announced`): the condition carries them as long as they last; the Event says once when a
+/// node starts to lack the label.
+pub fn unlabelled_notice(
+    announced: &BTreeSet<String>,
+    unlabelled: &BTreeSet<String>,
+    label: &str,
+) -> Option<Notice> {
+    let fresh: BTreeSet<String> = unlabelled.difference(announced).cloned().collect();
+    (!fresh.is_empty())
+        .then(|| warning(BALANCER_NODES_UNLABELLED, unlabelled_message(&fresh, label)))
 }
 
 /// The election as the live selected balancer nodes report it at `now`. Other entries are stale
@@ -371,8 +443,8 @@ pub fn tunnel_ready(rs: &RealServer) -> Health {
     }
 }
 
-/// Whether a web daemon reports on `rs`: the operator runs one only on the node `spec.nodeName`
-/// names.
+/// Whether `rs` is a cluster node (`spec.nodeName`), whose web daemon reports on it (when the
+/// node carries the web label, see [`WebNode`]).
 pub fn in_cluster(rs: &RealServer) -> bool {
     rs.spec.node_name.is_some()
 }
@@ -382,10 +454,72 @@ pub fn in_cluster(rs: &RealServer) -> bool {
 pub const OUTSIDE_CLUSTER_MESSAGE: &str = "no spec.nodeName: this host is outside the cluster, prepared by `lvstun-node web --config`; no web daemon reports on it, so the balancers' health checks alone judge it";
 
 /// Whether the operator wrote this RealServer condition: `Healthy`, or the `TunnelReady` it
-/// writes for a host outside the cluster (told apart from the web daemon's by its reason). The
-/// web daemon's `TunnelReady` is not the operator's and must never be carried into its writes.
+/// writes where no web daemon reports (a host outside the cluster, a node without the web
+/// label), told apart from the web daemon's by its reason. The web daemon's `TunnelReady` is
+/// not the operator's and must never be carried into its writes.
 pub fn operator_owned(c: &Condition) -> bool {
-    c.type_ == HEALTHY || (c.type_ == TUNNEL_READY && c.reason == OUTSIDE_CLUSTER)
+    c.type_ == HEALTHY
+        || (c.type_ == TUNNEL_READY && (c.reason == OUTSIDE_CLUSTER || c.reason == NO_WEB_DAEMON))
+}
+
+/// Whether a web daemon runs on the node a RealServer's `spec.nodeName` names, as the operator
+/// sees the Nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebNode {
+    /// The node carries the chart's web label (or the RealServer names no node): a web daemon
+    /// runs there, or none is needed.
+    Runs,
+    /// The node exists but lacks the web label: the web DaemonSet does not run there.
+    Unlabelled {
+        /// The node.
+        node: String,
+        /// The chart's web node selector as `kubectl label` takes it.
+        label: String,
+    },
+    /// No node has that name (yet).
+    Missing {
+        /// The name `spec.nodeName` gives.
+        node: String,
+        /// The chart's web node selector as `kubectl label` takes it.
+        label: String,
+    },
+}
+
+impl WebNode {
+    /// `labels`: the named node's labels, `None` when there is no such node; `daemon_selector`:
+    /// the web DaemonSet's node selector (the chart's).
+    pub fn of(
+        node: &str,
+        labels: Option<&BTreeMap<String, String>>,
+        daemon_selector: &BTreeMap<String, String>,
+    ) -> Self {
+        let label = label_arguments(daemon_selector);
+        match labels {
+            _ if daemon_selector.is_empty() => WebNode::Runs,
+            None => WebNode::Missing {
+                node: node.into(),
+                label,
+            },
+            Some(l) if runs_daemon(daemon_selector, l) => WebNode::Runs,
+            Some(_) => WebNode::Unlabelled {
+                node: node.into(),
+                label,
+            },
+        }
+    }
+
+    /// The operator's `TunnelReady` message when no web daemon runs there: why, and the fix.
+    fn message(&self) -> Option<String> {
+        match self {
+            WebNode::Runs => None,
+            WebNode::Unlabelled { node, label } => Some(format!(
+                "node {node} lacks the label {label}, so the web DaemonSet does not run there and no web daemon will ever report TunnelReady for it; fix: kubectl label node {node} {label}"
+            )),
+            WebNode::Missing { node, label } => Some(format!(
+                "spec.nodeName names {node}, but there is no node {node} in the cluster, so no web daemon will report TunnelReady for it; fix spec.nodeName, or once the node has joined: kubectl label node {node} {label}"
+            )),
+        }
+    }
 }
 
 /// A list of names for a message, cut after [`LIST_LIMIT`].
@@ -410,6 +544,9 @@ pub struct VsView<'a> {
     pub verdict: &'a Verdict,
     /// Nodes its `spec.balancers.nodeSelector` selects now, and which of them are alive.
     pub balancer_nodes: &'a BalancerNodes,
+    /// The chart's balancer node selector as `kubectl label` takes it, for the fix of
+    /// [`BalancerNodes::unlabelled`].
+    pub daemon_label: &'a str,
     /// RealServers its `spec.realServerSelector` selects now.
     pub real_servers: &'a [&'a RealServer],
     /// The operator-owned status as last written (or as read, when nothing was written since).
@@ -433,6 +570,9 @@ pub struct VsFold {
     pub recheck: Option<Timestamp>,
     /// The kernel settings the live balancers could not make (for [`kernel_notices`]).
     pub kernel_refusals: Vec<KernelRefusal>,
+    /// Selected nodes without the balancer label (for [`unlabelled_notice`]); empty unless the
+    /// VirtualService owns its claims.
+    pub unlabelled: BTreeSet<String>,
 }
 
 struct VsConditions {
@@ -453,6 +593,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
     let mut active = None;
     let mut recheck = None;
     let mut refusals = Vec::new();
+    let mut unlabelled = BTreeSet::new();
 
     let c = match view.verdict {
         Verdict::Invalid(problems) => {
@@ -503,10 +644,13 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
             let conflict = ("False", "NoConflict", format!("owns {}", claims.join(", ")));
             let no_nodes = view.balancer_nodes.selected.is_empty();
             let live = &view.balancer_nodes.live;
+            unlabelled.clone_from(&view.balancer_nodes.unlabelled);
+            let no_daemon = !no_nodes && unlabelled == view.balancer_nodes.selected;
             let down: Vec<String> = view
                 .balancer_nodes
                 .selected
-                .difference(live)
+                .iter()
+                .filter(|n| !live.contains(*n) && !unlabelled.contains(*n))
                 .cloned()
                 .collect();
             let down_note = if down.is_empty() {
@@ -516,6 +660,12 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
             };
             let vip_active = if no_nodes {
                 ("False", "NoBalancerNodes", no_nodes_message(vs))
+            } else if no_daemon {
+                (
+                    "False",
+                    NO_BALANCER_DAEMON,
+                    unlabelled_message(&unlabelled, view.daemon_label),
+                )
             } else {
                 match election(vs, live, &view.now) {
                     Election::Master(m) => {
@@ -621,6 +771,24 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
                     format!("{msg}; also {}", kernel_refusal_message(&refusals)),
                 ),
             };
+            // Selected nodes that run no daemon: the VIP has fewer balancers than the selector
+            // promises (when it has none at all, VIPActive says so first).
+            let degraded = match (degraded, unlabelled.is_empty()) {
+                (d, true) => d,
+                ((_, "AllHealthy", _), false) => (
+                    "True",
+                    BALANCER_NODES_UNLABELLED,
+                    unlabelled_message(&unlabelled, view.daemon_label),
+                ),
+                ((status, reason, msg), false) => (
+                    status,
+                    reason,
+                    format!(
+                        "{msg}; also {}",
+                        unlabelled_message(&unlabelled, view.daemon_label)
+                    ),
+                ),
+            };
             let ready = if vip_active.0 != "True" {
                 (false, vip_active.1, vip_active.2.clone())
             } else if total == 0 {
@@ -711,6 +879,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
         master_changed,
         recheck,
         kernel_refusals: refusals,
+        unlabelled,
     }
 }
 
@@ -787,11 +956,12 @@ fn vs_notices(
         ));
     }
     let (old_d, new_d) = (st(old, DEGRADED), st(new, DEGRADED));
-    // A refused kernel setting has its own Event per node (`kernel_notices`).
-    let kernel_only = new_d
+    // A refused kernel setting has its own Event per node (`kernel_notices`), an unlabelled
+    // node its own too (`unlabelled_notice`).
+    let own_event = new_d
         .as_ref()
-        .is_some_and(|(_, r, _)| r == KERNEL_SETTING_REFUSED);
-    if is_true(&new_d) && !is_true(&old_d) && !kernel_only {
+        .is_some_and(|(_, r, _)| r == KERNEL_SETTING_REFUSED || r == BALANCER_NODES_UNLABELLED);
+    if is_true(&new_d) && !is_true(&old_d) && !own_event {
         let msg = new_d
             .as_ref()
             .map(|(_, _, m)| m.clone())
@@ -823,6 +993,8 @@ pub struct RsView<'a> {
     pub rs: &'a RealServer,
     /// The VirtualServices (owning their claims) that select it, each with its active balancer.
     pub selected_by: &'a [(ObjectKey, Option<String>)],
+    /// Whether a web daemon runs on its `spec.nodeName` (ignored without one).
+    pub web_node: &'a WebNode,
     /// The operator-owned status as last written (or as read).
     pub previous: Option<&'a RealServerStatus>,
     /// The clock.
@@ -843,8 +1015,10 @@ pub struct RsFold {
 
 /// `Healthy` of one RealServer: what the active balancer of every VirtualService that selects
 /// it reports in `checks[]`. Unhealthy anywhere wins over not-yet-known, which wins over healthy.
-/// Without `spec.nodeName` also `TunnelReady=Unknown` ([`OUTSIDE_CLUSTER`]); with it, an
-/// earlier such condition is dropped (the apply then releases it to the web daemon).
+/// Without `spec.nodeName` also `TunnelReady=Unknown` ([`OUTSIDE_CLUSTER`]); with it on a node
+/// that runs no web daemon, `TunnelReady=Unknown` ([`NO_WEB_DAEMON`]) saying which label to add;
+/// on a node that runs one, an earlier such condition is dropped (the apply then releases it to
+/// the web daemon).
 pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
     let rs = view.rs;
     let name = rs.metadata.name.clone().unwrap_or_default();
@@ -928,7 +1102,28 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
             last_transition_time: view.now.clone(),
         },
     );
-    if in_cluster(rs) {
+    let old_tunnel = conditions
+        .iter()
+        .find(|c| c.type_ == TUNNEL_READY)
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    let no_daemon = if in_cluster(rs) {
+        view.web_node.message()
+    } else {
+        None
+    };
+    if let Some(why) = &no_daemon {
+        changed |= set_condition(
+            &mut conditions,
+            Condition {
+                type_: TUNNEL_READY.into(),
+                status: "Unknown".into(),
+                reason: NO_WEB_DAEMON.into(),
+                message: why.clone(),
+                observed_generation: rs.metadata.generation,
+                last_transition_time: view.now.clone(),
+            },
+        );
+    } else if in_cluster(rs) {
         let before = conditions.len();
         conditions.retain(|c| c.type_ != TUNNEL_READY);
         changed |= conditions.len() != before;
@@ -948,6 +1143,11 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
     let old_status = old.map(|c| c.status).unwrap_or_default();
     let mut notices = Vec::new();
     let who = format!("{name} ({})", rs.spec.address);
+    if let Some(why) = no_daemon
+        && old_tunnel != Some((NO_WEB_DAEMON.to_string(), why.clone()))
+    {
+        notices.push(warning(NO_WEB_DAEMON, format!("{who}: {why}")));
+    }
     if status == "False" && old_status != "False" {
         notices.push(warning("ServerDown", format!("{who} is down: {message}")));
     } else if status == "True" && old_status == "False" {
@@ -991,10 +1191,126 @@ mod tests {
             vs,
             verdict,
             balancer_nodes: n,
+            daemon_label: LABEL,
             real_servers: rss,
             previous: prev,
             now: t(now),
         })
+    }
+
+    /// The chart's default balancer node selector, as `kubectl label` takes it.
+    const LABEL: &str = "lvstun.io/balancer=true";
+
+    fn node_labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// lb1 and lb2 carry the balancer label, `bare` lacks it; all alive.
+    fn nodes_with_bare(bare: &[&str]) -> BalancerNodes {
+        let labelled = node_labels(&[("lvstun.io/balancer", "true")]);
+        let none = BTreeMap::new();
+        let mut all: Vec<(String, &BTreeMap<String, String>, bool)> = vec![
+            ("lb1".into(), &labelled, true),
+            ("lb2".into(), &labelled, true),
+        ];
+        all.extend(bare.iter().map(|n| (n.to_string(), &none, true)));
+        BalancerNodes::classify(all, &node_labels(&[("lvstun.io/balancer", "true")]))
+    }
+
+    #[test]
+    fn selected_nodes_without_the_balancer_label_degrade_and_name_the_fix() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Backup);
+        // A stale Master report from a node that lost its label (its daemon is gone).
+        report(&mut v, "lb3", VrrpState::Master);
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let n = nodes_with_bare(&["lb3"]);
+        assert_eq!(n.live, BTreeSet::from(["lb1".into(), "lb2".into()]));
+        assert_eq!(n.unlabelled, BTreeSet::from(["lb3".to_string()]));
+        let out = fold(&v, &Verdict::Owner, &n, &[&a], None, 10);
+        let vip = cond(&out.status, VIP_ACTIVE);
+        assert_eq!(
+            (vip.status.as_str(), vip.message.as_str()),
+            ("True", "lb1 holds VIP 192.0.2.100"),
+            "the unlabelled node's stale Master report does not count"
+        );
+        let d = cond(&out.status, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "BalancerNodesUnlabelled")
+        );
+        assert_eq!(
+            d.message,
+            "spec.balancers.nodeSelector selects lb3 without the label lvstun.io/balancer=true, so no balancer daemon runs there (the balancer DaemonSet runs only on nodes labelled lvstun.io/balancer=true); to use them as balancers: kubectl label node lb3 lvstun.io/balancer=true"
+        );
+        assert_eq!(cond(&out.status, READY).status, "True", "it still serves");
+        assert_eq!(out.unlabelled, BTreeSet::from(["lb3".to_string()]));
+        assert!(
+            out.notices.iter().all(|n| n.reason != "Degraded"),
+            "its own Event, not a generic Degraded one: {:?}",
+            out.notices
+        );
+    }
+
+    #[test]
+    fn no_selected_node_with_the_balancer_label_means_no_balancer_daemon() {
+        let v = www();
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let none = BTreeMap::new();
+        let n = BalancerNodes::classify(
+            [
+                ("x1".to_string(), &none, true),
+                ("x2".to_string(), &none, false),
+            ],
+            &node_labels(&[("lvstun.io/balancer", "true")]),
+        );
+        let out = fold(&v, &Verdict::Owner, &n, &[&a], None, 10);
+        let vip = cond(&out.status, VIP_ACTIVE);
+        assert_eq!(
+            (vip.status.as_str(), vip.reason.as_str()),
+            ("False", "NoBalancerDaemon")
+        );
+        assert!(
+            vip.message
+                .ends_with("kubectl label node x1 x2 lvstun.io/balancer=true"),
+            "{}",
+            vip.message
+        );
+        let ready = cond(&out.status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NoBalancerDaemon")
+        );
+        assert!(
+            !vip.message.contains("not Ready"),
+            "a node without the label is not reported as down: {}",
+            vip.message
+        );
+    }
+
+    #[test]
+    fn an_unlabelled_node_is_announced_once_when_it_first_shows() {
+        let first = BTreeSet::from(["lb3".to_string()]);
+        let n = unlabelled_notice(&BTreeSet::new(), &first, LABEL).unwrap();
+        assert_eq!(n.reason, "BalancerNodesUnlabelled");
+        assert_eq!(n.severity, Severity::Warning);
+        assert!(
+            n.note
+                .contains("kubectl label node lb3 lvstun.io/balancer=true")
+        );
+        assert_eq!(unlabelled_notice(&first, &first, LABEL), None);
+        let more = BTreeSet::from(["lb3".to_string(), "lb4".to_string()]);
+        let n = unlabelled_notice(&first, &more, LABEL).unwrap();
+        assert!(
+            n.note.contains("selects lb4 "),
+            "only the new one: {}",
+            n.note
+        );
+        assert_eq!(unlabelled_notice(&more, &BTreeSet::new(), LABEL), None);
     }
 
     #[test]
@@ -1750,12 +2066,83 @@ mod tests {
         by: &[(ObjectKey, Option<String>)],
         prev: Option<&RealServerStatus>,
     ) -> RsFold {
+        rs_fold_on(r, by, prev, &WebNode::Runs)
+    }
+
+    fn rs_fold_on(
+        r: &RealServer,
+        by: &[(ObjectKey, Option<String>)],
+        prev: Option<&RealServerStatus>,
+        web_node: &WebNode,
+    ) -> RsFold {
         fold_real_server(&RsView {
             rs: r,
             selected_by: by,
+            web_node,
             previous: prev,
             now: t(10),
         })
+    }
+
+    #[test]
+    fn a_node_without_the_web_label_gets_tunnel_ready_unknown_with_the_fix_until_labelled() {
+        let by = [(www_key(), Some("lb1".to_string()))];
+        let mut r = node_rs("web1", "198.51.100.10");
+        check(&mut r, "lb1", true);
+        let web = node_labels(&[("lvstun.io/web", "true")]);
+        let bare = WebNode::of("node-a", Some(&BTreeMap::new()), &web);
+        let first = rs_fold_on(&r, &by, None, &bare);
+        let c = tunnel_ready_of(&first.status).expect("the operator says why");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "NoWebDaemon")
+        );
+        assert_eq!(
+            c.message,
+            "node node-a lacks the label lvstun.io/web=true, so the web DaemonSet does not run there and no web daemon will ever report TunnelReady for it; fix: kubectl label node node-a lvstun.io/web=true"
+        );
+        assert!(operator_owned(c));
+        let events: Vec<_> = first.notices.iter().map(|n| n.reason).collect();
+        assert_eq!(events, vec!["NoWebDaemon"]);
+
+        let again = rs_fold_on(&r, &by, Some(&first.status), &bare);
+        assert!(!again.changed && again.notices.is_empty(), "said once");
+
+        // Labelled: the operator's condition goes, releasing it to the web daemon.
+        let labelled = WebNode::of("node-a", Some(&web), &web);
+        assert_eq!(labelled, WebNode::Runs);
+        let after = rs_fold_on(&r, &by, Some(&first.status), &labelled);
+        assert!(after.changed);
+        assert_eq!(tunnel_ready_of(&after.status), None);
+        assert!(after.notices.is_empty());
+    }
+
+    #[test]
+    fn a_node_name_no_node_has_is_said_so() {
+        let web = node_labels(&[("lvstun.io/web", "true")]);
+        let missing = WebNode::of("node-z", None, &web);
+        let r = node_rs("web1", "198.51.100.10");
+        let out = rs_fold_on(&r, &[], None, &missing);
+        let c = tunnel_ready_of(&out.status).unwrap();
+        assert_eq!(c.reason, "NoWebDaemon");
+        assert!(
+            c.message
+                .starts_with("spec.nodeName names node-z, but there is no node node-z"),
+            "{}",
+            c.message
+        );
+        assert_eq!(
+            WebNode::of("node-z", None, &BTreeMap::new()),
+            WebNode::Runs,
+            "an empty web selector runs the daemon everywhere: nothing to say"
+        );
+        // Outside the cluster, the node verdict does not matter.
+        let outside = rs("web2", "198.51.100.11");
+        let out = rs_fold_on(&outside, &[], None, &missing);
+        assert_eq!(
+            tunnel_ready_of(&out.status).unwrap().reason,
+            OUTSIDE_CLUSTER
+        );
     }
 
     fn healthy(s: &RealServerStatus) -> &Condition {
@@ -1855,6 +2242,8 @@ mod tests {
         };
         assert!(!operator_owned(&c));
         c.reason = OUTSIDE_CLUSTER.into();
+        assert!(operator_owned(&c));
+        c.reason = NO_WEB_DAEMON.into();
         assert!(operator_owned(&c));
     }
 

@@ -224,7 +224,8 @@ pub fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
-fn check_label_key(key: &str) -> Result<(), &'static str> {
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name part.
+pub(crate) fn check_label_key(key: &str) -> Result<(), &'static str> {
     match key.split_once('/') {
         Some((prefix, name)) => {
             if !is_dns_subdomain(prefix) {
@@ -236,7 +237,8 @@ fn check_label_key(key: &str) -> Result<(), &'static str> {
     }
 }
 
-fn check_label_value(value: &str) -> Result<(), &'static str> {
+/// A label value: empty, or a name part.
+pub(crate) fn check_label_value(value: &str) -> Result<(), &'static str> {
     if value.is_empty() {
         Ok(())
     } else {

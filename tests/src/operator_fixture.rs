@@ -467,7 +467,8 @@ impl Drop for Operator {
     }
 }
 
-/// Create (or update) a Node with these labels and mark it Ready, as a kubelet would.
+/// Create (or update) a Node with these labels and mark it Ready, as a kubelet (and the node
+/// lifecycle controller) would.
 pub fn node(cp: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
     let labels: String = labels
         .iter()
@@ -485,6 +486,22 @@ pub fn node(cp: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
         String::from_utf8_lossy(&out.stderr)
     );
     node_ready(cp, name, true);
+    // The API server taints every new Node `node.kubernetes.io/not-ready:NoSchedule`
+    // (TaintNodesByCondition) and the node lifecycle controller lifts the taint once the node
+    // is Ready. This control plane runs no lifecycle controller, so do what it would: the
+    // DaemonSets tolerate no such taint unless the chart says so (ADR 0007).
+    cp.run(
+        "kubectl patch node taints",
+        cp.kubectl().args([
+            "patch",
+            "node",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"taints":null}}"#,
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Set a Node's `Ready` condition, as its kubelet (True) or the node controller after losing

@@ -94,7 +94,8 @@ fn daemonset_pods_are_refused_under_baseline_and_created_under_privileged() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The VirtualService selects psa-lb1: the operator builds the balancer DaemonSet.
+    // The operator keeps the balancer DaemonSet whatever the CRs say; psa-lb1 carries the
+    // chart's balancer label, so the DaemonSet controller tries to put a pod there (ADR 0007).
     let balancer = format!("{}-balancer", install.release);
     let ds = wait_for("the balancer DaemonSet", LONG, || {
         get_json(cp, &["daemonset", &balancer], &dsns)

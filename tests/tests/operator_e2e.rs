@@ -1,7 +1,8 @@
 //! The operator binary against a real control plane (kube-apiserver, etcd,
 //! kube-controller-manager), installed with the chart and running as its own ServiceAccount with
-//! the chart's exact arguments: RBAC, DaemonSets and their Pods, conflicts, status folding from
-//! simulated daemon reports, leader handover, and a restart that changes nothing.
+//! the chart's exact arguments: RBAC, DaemonSets and their Pods (placed by the chart's labels,
+//! untouched by CR churn), conflicts, status folding from simulated daemon reports, leader
+//! handover, and a restart that changes nothing.
 //!
 //! The operator watches every namespace, so two operators in one control plane would see each
 //! other's objects; the tests in this file therefore run one at a time (a lock), each with its
@@ -123,14 +124,6 @@ fn wait_event(cp: &ControlPlane, ns: &str, reason: &str, needle: &str) -> String
 
 fn pod_spec(ds: &Value) -> &Value {
     &ds["spec"]["template"]["spec"]
-}
-
-/// The node-affinity terms of a DaemonSet, as JSON.
-fn terms(ds: &Value) -> Vec<Value> {
-    pod_spec(ds)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// The nodes the DaemonSet controller made Pods for (each Pod carries a matchFields term naming
@@ -261,8 +254,23 @@ async fn rbac_is_enough_and_no_more() {
     println!("RBAC of {sa}: everything needed, no secrets, no pods/exec, DaemonSets only in {ns}");
 }
 
+/// The pod templates of both DaemonSets, and their generations: what must not move with the CRs.
+fn templates(cp: &ControlPlane, dsns: &str, names: &[&str]) -> Vec<(Value, Value)> {
+    names
+        .iter()
+        .map(|n| {
+            let ds = get_json(cp, &["daemonset", n], dsns)
+                .unwrap_or_else(|| panic!("DaemonSet {n} is gone"));
+            (
+                ds["spec"]["template"].clone(),
+                ds["metadata"]["generation"].clone(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn daemonsets_follow_the_crs_and_a_restart_changes_nothing() {
+async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
     let _serial = SERIAL.lock().await;
     let cp = cp();
     let bin = operator_binary(false).unwrap();
@@ -272,35 +280,18 @@ async fn daemonsets_follow_the_crs_and_a_restart_changes_nothing() {
     let dsns = install.namespace.clone();
     guard.node("lb1", &[("lvstun.io/balancer", "true")]);
     guard.node("lb2", &[("lvstun.io/balancer", "true")]);
-    guard.node("web-node-1", &[]);
+    guard.node("web-node-1", &[("lvstun.io/web", "true")]);
     guard.node("web-node-2", &[]);
+    guard.node("zone-b-node", &[("zone", "b")]);
     guard.node("other-node", &[("lvstun.io/balancer", "false")]);
     let mut op = install.start(&bin, "op-0");
     wait_leader(&op);
     assert_eq!(op.get("/healthz").map(|r| r.0), Some(200));
-
-    apply(cp, &example("virtualservice.yaml"), &ns);
-    apply(cp, &example("realservers.yaml"), &ns);
-    for (rs, n) in [("web1", "web-node-1"), ("web2", "web-node-2")] {
-        kubectl(
-            cp,
-            &[
-                "patch",
-                "lvsrs",
-                rs,
-                "-n",
-                &ns,
-                "--type=merge",
-                "-p",
-                &format!(r#"{{"spec":{{"nodeName":"{n}"}}}}"#),
-            ],
-        );
-    }
     let balancer = format!("{}-balancer", install.release);
     let web = format!("{}-web", install.release);
 
-    // The balancer DaemonSet: on the nodes the VirtualService selects, least privilege.
-    let ds = wait_for("the balancer DaemonSet", LONG, || {
+    // Both DaemonSets exist before any CR: the admin's labels place them (ADR 0007).
+    let ds = wait_for("the balancer DaemonSet, with no CR at all", LONG, || {
         get_json(cp, &["daemonset", &balancer], &dsns)
     });
     assert_eq!(
@@ -311,16 +302,22 @@ async fn daemonsets_follow_the_crs_and_a_restart_changes_nothing() {
         ds["metadata"]["ownerReferences"].is_null(),
         "shared by all namespaces: no owner (ADR 0001)"
     );
-    assert_eq!(
-        terms(&ds),
-        vec![
-            json!({"matchExpressions": [{"key": "lvstun.io/balancer", "operator": "In", "values": ["true"]}]})
-        ]
-    );
     let pod = pod_spec(&ds);
+    assert_eq!(
+        pod["nodeSelector"],
+        json!({"lvstun.io/balancer": "true"}),
+        "the chart's balancer.nodeSelector, passed as --balancer-node-selector"
+    );
+    assert!(
+        pod["affinity"].is_null(),
+        "nothing derived from the CRs: {pod}"
+    );
+    assert!(
+        pod["tolerations"].is_null(),
+        "the chart's default: no toleration of ours"
+    );
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(pod["serviceAccountName"], balancer.as_str());
-    assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
     let c = &pod["containers"][0];
     assert_eq!(
         c["image"],
@@ -380,17 +377,14 @@ async fn daemonsets_follow_the_crs_and_a_restart_changes_nothing() {
             && c["resources"]["limits"]["memory"].is_string()
     );
 
-    // The web DaemonSet: one matchFields term per named node.
-    let ds = wait_for("the web DaemonSet with both nodes", LONG, || {
-        get_json(cp, &["daemonset", &web], &dsns).filter(|d| terms(d).len() == 2)
+    let ds = wait_for("the web DaemonSet, with no CR at all", LONG, || {
+        get_json(cp, &["daemonset", &web], &dsns)
     });
     assert_eq!(
-        terms(&ds),
-        vec![
-            json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["web-node-1"]}]}),
-            json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["web-node-2"]}]}),
-        ]
+        pod_spec(&ds)["nodeSelector"],
+        json!({"lvstun.io/web": "true"})
     );
+    assert!(pod_spec(&ds)["affinity"].is_null());
     assert_eq!(
         pod_spec(&ds)["containers"][0]["args"],
         json!([
@@ -401,23 +395,137 @@ async fn daemonsets_follow_the_crs_and_a_restart_changes_nothing() {
         ])
     );
 
-    // kube-controller-manager's DaemonSet controller made Pods exactly there (Pending: no kubelet).
+    // kube-controller-manager's DaemonSet controller made Pods exactly on the labelled nodes
+    // (Pending: no kubelet).
     wait_for("balancer pods on lb1 and lb2", LONG, || {
         (pod_nodes(cp, &dsns, "balancer") == set(["lb1", "lb2"])).then_some(())
     });
-    wait_for("web pods on web-node-1 and web-node-2", LONG, || {
-        (pod_nodes(cp, &dsns, "web") == set(["web-node-1", "web-node-2"])).then_some(())
+    wait_for("a web pod on web-node-1", LONG, || {
+        (pod_nodes(cp, &dsns, "web") == set(["web-node-1"])).then_some(())
     });
+    let names = [balancer.as_str(), web.as_str()];
+    let before = templates(cp, &dsns, &names);
+
+    // Churn: a VirtualService, its RealServers on a labelled and an unlabelled node.
+    apply(cp, &example("virtualservice.yaml"), &ns);
+    apply(cp, &example("realservers.yaml"), &ns);
+    for (rs, n) in [("web1", "web-node-1"), ("web2", "web-node-2")] {
+        kubectl(
+            cp,
+            &[
+                "patch",
+                "lvsrs",
+                rs,
+                "-n",
+                &ns,
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"spec":{{"nodeName":"{n}"}}}}"#),
+            ],
+        );
+    }
+    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
+    // web-node-2 lacks the web label: no web daemon will report, and the RealServer says so.
+    let web2 = wait_for("web2 to say its node runs no web daemon", LONG, || {
+        let o = get_json(cp, &["lvsrs", "web2"], &ns)?;
+        (condition(&o, "TunnelReady")?.1 == "NoWebDaemon").then_some(o)
+    });
+    let (status, _, msg) = condition(&web2, "TunnelReady").unwrap();
+    assert_eq!(status, "Unknown");
+    assert!(
+        msg.ends_with("fix: kubectl label node web-node-2 lvstun.io/web=true"),
+        "{msg}"
+    );
+    wait_event(
+        cp,
+        &ns,
+        "NoWebDaemon",
+        "kubectl label node web-node-2 lvstun.io/web=true",
+    );
+    let web1 = get_json(cp, &["lvsrs", "web1"], &ns).unwrap();
+    assert_eq!(
+        condition(&web1, "TunnelReady"),
+        None,
+        "web-node-1 runs a web daemon: TunnelReady is its to write"
+    );
+
+    // A second VirtualService with a new selector, whose only node lacks the balancer label.
+    let zone_b = example("virtualservice.yaml")
+        .replace("name: www", "name: zone-b")
+        .replace("192.0.2.100", "192.0.2.150")
+        .replace("virtualRouterID: 51", "virtualRouterID: 52")
+        .replace("lvstun.io/balancer: \"true\"", "zone: b");
+    apply(cp, &zone_b, &ns);
+    let z = wait_for("zone-b to say no balancer daemon runs for it", LONG, || {
+        let o = get_json(cp, &["lvsvc", "zone-b"], &ns)?;
+        (condition(&o, "VIPActive")?.1 == "NoBalancerDaemon").then_some(o)
+    });
+    let (_, _, msg) = condition(&z, "VIPActive").unwrap();
+    assert!(
+        msg.contains("selects zone-b-node without the label lvstun.io/balancer=true")
+            && msg.ends_with("kubectl label node zone-b-node lvstun.io/balancer=true"),
+        "{msg}"
+    );
+    wait_event(
+        cp,
+        &ns,
+        "BalancerNodesUnlabelled",
+        "kubectl label node zone-b-node lvstun.io/balancer=true",
+    );
+    // A third one that turns Conflict (same VIP:port as www, newer).
+    std::thread::sleep(Duration::from_millis(1100));
+    let late = example("virtualservice.yaml")
+        .replace("name: www", "name: late")
+        .replace("lvstun.io/balancer: \"true\"", "zone: late");
+    apply(cp, &late, &ns);
+    wait_condition(cp, &["lvsvc", "late"], &ns, "Conflict", "True");
+    // One deleted, and a RealServer moved to a new node.
+    kubectl(cp, &["delete", "lvsvc", "zone-b", "-n", &ns]);
+    kubectl(
+        cp,
+        &[
+            "patch",
+            "lvsrs",
+            "web1",
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"nodeName":"other-node"}}"#,
+        ],
+    );
+    wait_for("web1 to say other-node runs no web daemon", LONG, || {
+        let o = get_json(cp, &["lvsrs", "web1"], &ns)?;
+        condition(&o, "TunnelReady")?
+            .2
+            .contains("other-node")
+            .then_some(())
+    });
+    settle(&op);
+    assert_eq!(
+        templates(cp, &dsns, &names),
+        before,
+        "a CR change moved a DaemonSet's pod template or generation"
+    );
+    let m = op.metrics();
+    for role in ["balancer", "web"] {
+        assert_eq!(
+            metric(
+                &m,
+                &format!(
+                    "lvstun_operator_daemonset_changes_total{{role=\"{role}\",action=\"apply\"}}"
+                )
+            ),
+            Some(1.0),
+            "{role}: applied once, at start: {m}"
+        );
+    }
     println!(
-        "balancer pods on {:?}, web pods on {:?}",
-        pod_nodes(cp, &dsns, "balancer"),
-        pod_nodes(cp, &dsns, "web")
+        "CR churn: both DaemonSets' templates unchanged, generations {:?}",
+        before.iter().map(|(_, g)| g).collect::<Vec<_>>()
     );
 
     // Restart: the new replica finds everything right and writes nothing.
-    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
-    wait_condition(cp, &["lvsrs", "web2"], &ns, "Healthy", "Unknown");
-    settle(&op);
     let generation = |name: &str| {
         get_json(cp, &["daemonset", name], &dsns).map(|d| d["metadata"]["generation"].clone())
     };
@@ -439,7 +547,7 @@ async fn daemonsets_follow_the_crs_and_a_restart_changes_nothing() {
                 )
                 .unwrap_or(0.0)
             };
-            (n("daemonsets") >= 1.0 && n("virtualservice") >= 1.0 && n("realserver") >= 2.0)
+            (n("daemonsets") >= 1.0 && n("virtualservice") >= 2.0 && n("realserver") >= 2.0)
                 .then_some(())
         },
     );
@@ -460,29 +568,31 @@ async fn daemonsets_follow_the_crs_and_a_restart_changes_nothing() {
     );
     println!("restart: DaemonSet generations {before:?} unchanged, 0 status writes");
 
-    // Deleting the VirtualService removes the balancer DaemonSet; the RealServers keep the web one.
-    kubectl(cp, &["delete", "lvsvc", "www", "-n", &ns]);
-    wait_for("the balancer DaemonSet to go", LONG, || {
-        get_json(cp, &["daemonset", &balancer], &dsns)
-            .is_none()
-            .then_some(())
-    });
-    assert!(get_json(cp, &["daemonset", &web], &dsns).is_some());
+    // Every CR gone: the DaemonSets stay as they are (deleting them on the last CR and
+    // creating them on the next would be churn too).
+    let kept = templates(cp, &dsns, &names);
+    kubectl(cp, &["delete", "lvsvc", "--all", "-n", &ns]);
     kubectl(cp, &["delete", "lvsrs", "--all", "-n", &ns]);
-    wait_for("the web DaemonSet to go", LONG, || {
-        get_json(cp, &["daemonset", &web], &dsns)
-            .is_none()
-            .then_some(())
-    });
-    let m = op.metrics();
-    assert!(
-        metric(
-            &m,
-            "lvstun_operator_daemonset_changes_total{role=\"balancer\",action=\"delete\"}"
-        ) >= Some(1.0),
-        "{m}"
+    settle(&op);
+    assert_eq!(
+        templates(cp, &dsns, &names),
+        kept,
+        "deleting every CR changed a DaemonSet"
     );
-    println!("deleting the VirtualService and RealServers removed both DaemonSets");
+    assert_eq!(
+        (generation(&balancer), generation(&web)),
+        before,
+        "deleting every CR touched a DaemonSet"
+    );
+    assert_eq!(
+        metric(
+            &op.metrics(),
+            "lvstun_operator_daemonset_changes_total{role=\"balancer\",action=\"delete\"}"
+        )
+        .unwrap_or(0.0),
+        0.0
+    );
+    println!("every CR deleted: both DaemonSets still there, generations {before:?}");
 }
 
 #[tokio::test]
@@ -525,18 +635,11 @@ async fn a_second_virtual_service_on_the_same_vip_port_gets_conflict() {
     wait_event(cp, &ns_b, "Conflict", &format!("{ns_a}/www"));
     println!("www-b: Conflict=True: {msg}");
 
-    // The first keeps working: still the owner, and only its balancers are placed.
+    // The first keeps working: still the owner. The conflicting one is not judged further: its
+    // node lb3, which lacks the balancer label, is not reported while it is in conflict.
     let a = get_json(cp, &["lvsvc", "www"], &ns_a).unwrap();
     assert_eq!(condition(&a, "Conflict").unwrap().0, "False");
-    let ds = wait_for("the balancer DaemonSet", LONG, || {
-        get_json(cp, &["daemonset", &balancer], &dsns)
-    });
-    assert_eq!(
-        terms(&ds).len(),
-        1,
-        "the conflicting VirtualService placed balancers: {:?}",
-        terms(&ds)
-    );
+    assert!(events(cp, &ns_b, "BalancerNodesUnlabelled").is_empty());
 
     // Bad input only the operator can see is reported on its object; nothing crashes.
     let bad = example("virtualservice.yaml")
@@ -559,11 +662,21 @@ async fn a_second_virtual_service_on_the_same_vip_port_gets_conflict() {
     kubectl(cp, &["delete", "lvsvc", "www", "-n", &ns_a]);
     wait_condition(cp, &["lvsvc", "www-b"], &ns_b, "Conflict", "False");
     wait_event(cp, &ns_b, "ConflictResolved", "192.0.2.100");
-    wait_for("the balancer DaemonSet to follow www-b", LONG, || {
-        let ds = get_json(cp, &["daemonset", &balancer], &dsns)?;
-        (terms(&ds) == vec![json!({"matchExpressions": [{"key": "team-b", "operator": "In", "values": ["true"]}]})])
-            .then_some(())
-    });
+    // Its only node lb3 lacks the balancer label (the DaemonSet does not follow the CRs, ADR
+    // 0007): it says so, with the label to add.
+    let b = wait_condition(cp, &["lvsvc", "www-b"], &ns_b, "VIPActive", "False");
+    assert_eq!(condition(&b, "VIPActive").unwrap().1, "NoBalancerDaemon");
+    wait_event(
+        cp,
+        &ns_b,
+        "BalancerNodesUnlabelled",
+        "kubectl label node lb3 lvstun.io/balancer=true",
+    );
+    let ds = get_json(cp, &["daemonset", &balancer], &dsns).unwrap();
+    assert_eq!(
+        pod_spec(&ds)["nodeSelector"],
+        json!({"lvstun.io/balancer": "true"})
+    );
     assert!(op.is_leader(), "the operator must survive bad input");
 }
 
@@ -654,6 +767,8 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
     let ns = guard.namespace("op-status-crs");
     guard.node("lb1", &[("lvstun.io/balancer", "true")]);
     guard.node("lb2", &[("lvstun.io/balancer", "true")]);
+    // The node web1 moves to later: labelled, so a web daemon runs there (ADR 0007).
+    guard.node("node-web1", &[("lvstun.io/web", "true")]);
     let op = install.start(&bin, "op-0");
     wait_leader(&op);
     apply(cp, &example("virtualservice.yaml"), &ns);

@@ -61,7 +61,9 @@ pub struct RealServerSpec {
     /// Drain: weight 0, existing connections finish.
     #[serde(default)]
     pub drain: bool,
-    /// The cluster node this server is, if any: the web DaemonSet then prepares that node.
+    /// The cluster node this server is, if any: the web daemon on that node prepares it (the
+    /// node must carry the web label the admin chose, chart value `web.nodeSelector`, default
+    /// `lvstun.io/web=true`; otherwise `TunnelReady` says `NoWebDaemon`).
     /// Without it the host is outside the cluster and runs `lvstun-node web --config` itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]

@@ -333,7 +333,9 @@ pub struct TcpCheck {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Balancers {
-    /// Nodes whose labels match run a balancer for this VIP.
+    /// Nodes whose labels match run a balancer for this VIP. Only nodes that also carry the
+    /// balancer label the admin chose (chart value `balancer.nodeSelector`, default
+    /// `lvstun.io/balancer=true`) run the balancer daemon; others are reported in `Degraded`.
     pub node_selector: LabelSelector,
     /// Interface that carries the VIP; defaults to the interface that routes to the VIP's subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]

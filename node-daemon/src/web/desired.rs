@@ -271,6 +271,10 @@ pub fn served(objects: &Objects, identity: &Identity) -> Served {
         .filter(|rs| is_me(rs, identity))
         .collect();
     let chosen: Vec<&RealServer> = match (identity, mine.as_slice()) {
+        // A cluster node no RealServer names: the web DaemonSet runs on every node with the
+        // web label, whether or not a RealServer names it yet (ADR 0007), so this is normal,
+        // not a problem: nothing to hold, and the daemon idles.
+        (Identity::Node(_), []) => return out,
         (_, []) => {
             out.problems
                 .push(Problem::RealServerNotFound(identity.to_string()));

@@ -87,6 +87,14 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         if let Some(p) = served.problems.first() {
             return Readiness::not(reason_of(p), p.to_string());
         }
+        if served.real_servers.is_empty() {
+            // A labelled node no RealServer names (yet): idle and ready, so its pod reads Ready.
+            return Readiness {
+                ready: true,
+                reason: "NoRealServer",
+                message: "no RealServer names this node: nothing to prepare".into(),
+            };
+        }
         return Readiness {
             ready: true,
             reason: "NoVirtualService",
@@ -235,5 +243,27 @@ mod tests {
         );
         assert_eq!(c.observed_generation, Some(3));
         assert_eq!(FIELD_MANAGER, "lvstun-node-web");
+    }
+
+    /// The web DaemonSet runs on every node with the web label (ADR 0007): on one that no
+    /// RealServer names, the daemon holds nothing and its pod reads Ready.
+    #[test]
+    fn a_node_no_real_server_names_is_ready_and_idle() {
+        use super::super::desired::{Options, desired};
+        use crate::net::arp_guard::GuardState;
+        use crate::net::devconf::DevConf;
+        let served = Served::default();
+        let observed = Observed {
+            links: vec![],
+            addrs: vec![],
+            default_route_interfaces: vec![],
+            all: DevConf::default(),
+            nft: Ok(GuardState::default()),
+        };
+        let want = desired(&served, &Options::default(), &observed);
+        assert!(!want.active(), "nothing to hold");
+        let r = readiness(&served, &want, &observed, None);
+        assert!(r.ready, "{r:?}");
+        assert_eq!(r.reason, "NoRealServer");
     }
 }

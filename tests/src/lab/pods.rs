@@ -455,10 +455,16 @@ impl PodHost {
                 &["label", "node", node, "lvstun.io/balancer=true"],
             )?;
         }
+        // The web DaemonSet runs only on nodes with the web label (ADR 0007).
+        self.kubectl(
+            "kubectl label node",
+            &["label", "node", "web1", "lvstun.io/web=true"],
+        )?;
         let examples_s = examples.display().to_string();
         self.kubectl("kubectl apply examples", &["apply", "-f", &examples_s])?;
-        // web1 is a node of the cluster: its RealServer names it, so the web DaemonSet runs
-        // there. web2 stays outside (no nodeName), prepared by `lvstun-node web --config`.
+        // web1 is a node of the cluster: labelled above, so the web DaemonSet runs there, and
+        // its RealServer names it. web2 stays outside (no nodeName), prepared by
+        // `lvstun-node web --config`.
         self.kubectl(
             "kubectl patch realserver nodeName",
             &[

@@ -70,3 +70,15 @@ chart's appVersion. Call as (include "lvstun.imageRef" (list .Values.image .Char
 {{- printf "%s:%s" $img.repository (default $appVersion $img.tag) -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+A node selector as `kubectl label node` takes it: "key=value" pairs, space separated, sorted
+("(every node)" when empty).
+*/}}
+{{- define "lvstun.labelArgs" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- if $pairs -}}{{ join " " $pairs }}{{- else -}}(every node){{- end -}}
+{{- end -}}
