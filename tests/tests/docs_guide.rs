@@ -200,6 +200,7 @@ fn reasons_and_metrics_in_troubleshooting_are_the_codes_own() {
     let text = read("docs/troubleshooting.md");
     let sources: String = [
         "crds/src/conditions.rs",
+        "crds/src/v1alpha1/virtual_service.rs",
         "node-daemon/src/web/status.rs",
         "operator/src/status.rs",
         "operator/src/apply.rs",
