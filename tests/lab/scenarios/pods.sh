@@ -284,11 +284,12 @@ lab_sleep 3
 ip -n lb1 link set eth0 down
 t=$(lab_now_ms)
 wait_vip lb2 30
-lab_result linkdown_ms $(($(lab_now_ms) - t))
+linkdown_ms=$(($(lab_now_ms) - t))
+lab_result linkdown_ms "$linkdown_ms"
 load_end ld linkdown 60
 lab_neigh after-linkdown
 lab_result linkdown_vip_mac "$(lab_vip_mac after-linkdown)"
-say "   lb1's data link down under load: lb2 took the VIP after $(($(lab_now_ms) - t)) ms;"
+say "   lb1's data link down under load: lb2 took the VIP after $linkdown_ms ms;"
 say "   $(load_line linkdown)"
 show "ipvsadm -L -n   (on lb2)" lab_exec lb2 ipvsadm -L -n
 host_phase apiserver-start
