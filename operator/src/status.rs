@@ -1179,6 +1179,23 @@ mod tests {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
     }
 
+    /// The recipe's fold: owner of its VIP, balancers lb1 and lb2, two real servers that pass
+    /// on lb1 and report TunnelReady.
+    fn fold_recipe(v: &VirtualService) -> VsFold {
+        let (a, b) = (
+            good_rs("web1", "198.51.100.10", "lb1"),
+            good_rs("web2", "198.51.100.130", "lb1"),
+        );
+        fold(
+            v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            None,
+            10,
+        )
+    }
+
     fn fold(
         vs: &VirtualService,
         verdict: &Verdict,
@@ -1318,18 +1335,7 @@ mod tests {
         let mut v = www();
         report(&mut v, "lb1", VrrpState::Master);
         report(&mut v, "lb2", VrrpState::Backup);
-        let (a, b) = (
-            good_rs("web1", "198.51.100.10", "lb1"),
-            good_rs("web2", "198.51.100.130", "lb1"),
-        );
-        let out = fold(
-            &v,
-            &Verdict::Owner,
-            &nodes(&["lb1", "lb2"]),
-            &[&a, &b],
-            None,
-            10,
-        );
+        let out = fold_recipe(&v);
         let s = &out.status;
         assert!(out.changed);
         assert_eq!(s.active_balancer.as_deref(), Some("lb1"));
@@ -1391,18 +1397,7 @@ mod tests {
                 KernelSettingRefusal::ReadOnly,
             );
         }
-        let (a, b) = (
-            good_rs("web1", "198.51.100.10", "lb1"),
-            good_rs("web2", "198.51.100.130", "lb1"),
-        );
-        let out = fold(
-            &v,
-            &Verdict::Owner,
-            &nodes(&["lb1", "lb2"]),
-            &[&a, &b],
-            None,
-            10,
-        );
+        let out = fold_recipe(&v);
         let s = &out.status;
         // It still forwards: Ready stays True.
         assert_eq!(
@@ -1447,6 +1442,10 @@ mod tests {
         let mut fixed = www();
         report(&mut fixed, "lb1", VrrpState::Master);
         report(&mut fixed, "lb2", VrrpState::Backup);
+        let (a, b) = (
+            good_rs("web1", "198.51.100.10", "lb1"),
+            good_rs("web2", "198.51.100.130", "lb1"),
+        );
         let later = fold(
             &fixed,
             &Verdict::Owner,

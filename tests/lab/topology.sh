@@ -36,6 +36,8 @@
 #   lab_count_lines NAME GLOB      how many lines of $LAB_OUT/logs/NAME.log match GLOB (0 when
 #                                  there is no such log yet)
 #   lab_wait_count NAME GLOB N SECS  wait until N lines of logs/NAME.log match GLOB
+#   lab_wait_until SECS STEP WHAT CMD...  run CMD every STEP s until it succeeds; after SECS
+#                                  log that WHAT never came and fail
 #   lab_neigh PHASE                the client's neighbour entry for the VIP as neigh-PHASE.json
 #   lab_vip_mac PHASE              the MAC in neigh-PHASE.json (`none` without one)
 #   lab_web_prepare NS...          a web node prepared by hand as the classic recipe does it:
@@ -262,6 +264,18 @@ lab_count_lines() {
     [[ $l == $2 ]] && n=$((n + 1))
   done <"$file"
   printf '%s' "$n"
+}
+
+lab_wait_until() {
+  local secs="$1" step="$2" what="$3" deadline
+  shift 3
+  deadline=$(($(lab_now_ms) + secs * 1000))
+  while (($(lab_now_ms) < deadline)); do
+    "$@" && return 0
+    lab_sleep "$step"
+  done
+  lab_log "timed out after $secs s waiting for $what"
+  return 1
 }
 
 lab_wait_count() {

@@ -455,6 +455,11 @@ impl ControlPlane {
         ))
     }
 
+    /// The API server's loopback port.
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
     /// `https://127.0.0.1:<port>`.
     pub fn server_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.api_port)

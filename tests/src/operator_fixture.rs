@@ -165,20 +165,12 @@ impl Install {
     ) -> Install {
         let namespace = unique_namespace(prefix);
         if !labels.is_empty() {
-            let labels: String = labels
-                .iter()
-                .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
-                .collect();
-            let yaml = format!(
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n  labels:\n{labels}"
-            );
-            let out = cp
-                .kubectl_apply_stdin(&yaml, "default")
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            apply_or_panic(
+                cp,
+                &format!(
+                    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n  labels:\n{}",
+                    label_lines(labels)
+                ),
             );
         }
         let release = format!(
@@ -467,23 +459,35 @@ impl Drop for Operator {
     }
 }
 
-/// Create (or update) a Node with these labels and mark it Ready, as a kubelet (and the node
-/// lifecycle controller) would.
-pub fn node(cp: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
-    let labels: String = labels
+/// `metadata.labels` entries at YAML indentation 4, one per line.
+fn label_lines(labels: &[(&str, &str)]) -> String {
+    labels
         .iter()
         .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
-        .collect();
-    let yaml = format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/hostname: {name}\n{labels}"
-    );
+        .collect()
+}
+
+/// `kubectl apply` of `yaml` as the admin; panics with kubectl's stderr when refused.
+fn apply_or_panic(cp: &ControlPlane, yaml: &str) {
     let out = cp
-        .kubectl_apply_stdin(&yaml, "default")
+        .kubectl_apply_stdin(yaml, "default")
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Create (or update) a Node with these labels and mark it Ready, as a kubelet (and the node
+/// lifecycle controller) would.
+pub fn node(cp: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
+    apply_or_panic(
+        cp,
+        &format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/hostname: {name}\n{}",
+            label_lines(labels)
+        ),
     );
     node_ready(cp, name, true);
     // The API server taints every new Node `node.kubernetes.io/not-ready:NoSchedule`

@@ -52,6 +52,15 @@ fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Points RealServer `rs` at cluster node `node` (`spec.nodeName`).
+fn set_node_name(cp: &ControlPlane, ns: &str, rs: &str, node: &str) {
+    let patch = format!(r#"{{"spec":{{"nodeName":"{node}"}}}}"#);
+    kubectl(
+        cp,
+        &["patch", "lvsrs", rs, "-n", ns, "--type=merge", "-p", &patch],
+    );
+}
+
 fn wait_leader(op: &Operator) {
     wait_for(&format!("{} to lead", op.name), LONG, || {
         op.is_leader().then_some(())
@@ -481,19 +490,7 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
     wait_condition(cp, &["lvsvc", "late"], &ns, "Conflict", "True");
     // One deleted, and a RealServer moved to a new node.
     kubectl(cp, &["delete", "lvsvc", "zone-b", "-n", &ns]);
-    kubectl(
-        cp,
-        &[
-            "patch",
-            "lvsrs",
-            "web1",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"nodeName":"other-node"}}"#,
-        ],
-    );
+    set_node_name(cp, &ns, "web1", "other-node");
     wait_for("web1 to say other-node runs no web daemon", LONG, || {
         let o = get_json(cp, &["lvsrs", "web1"], &ns)?;
         condition(&o, "TunnelReady")?
@@ -895,19 +892,7 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
 
     // web1 becomes a cluster node: the operator releases its TunnelReady, and web1 serves only
     // once the web daemon on that node (simulated) says TunnelReady=True.
-    kubectl(
-        cp,
-        &[
-            "patch",
-            "lvsrs",
-            "web1",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"nodeName":"node-web1"}}"#,
-        ],
-    );
+    set_node_name(cp, &ns, "web1", "node-web1");
     wait_for("the operator to release web1's TunnelReady", LONG, || {
         let rs = get_json(cp, &["lvsrs", "web1"], &ns)?;
         condition(&rs, "TunnelReady").is_none().then_some(())

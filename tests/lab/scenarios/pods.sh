@@ -84,24 +84,13 @@ has_rule() { # NS RULE-PREFIX
   return 1
 }
 wait_rule() { # NS RULE-PREFIX SECS
-  local deadline=$(($(lab_now_ms) + $3 * 1000))
-  while (($(lab_now_ms) < deadline)); do
-    has_rule "$1" "$2" && return 0
-    lab_sleep 0.3
-  done
-  lab_log "timed out after $3 s waiting for rule '$2' in $1"
-  return 1
+  lab_wait_until "$3" 0.3 "rule '$2' in $1" has_rule "$1" "$2"
 }
 has_vip() { [[ $(ip -n "$1" -4 -o addr show dev eth0) == *" $LAB_VIP/32 "* ]]; }
 wait_vip() { # NS SECS
-  local deadline=$(($(lab_now_ms) + $2 * 1000))
-  while (($(lab_now_ms) < deadline)); do
-    has_vip "$1" && return 0
-    lab_sleep 0.1
-  done
-  lab_log "timed out after $2 s waiting for the VIP on $1"
-  return 1
+  lab_wait_until "$2" 0.1 "the VIP on $1" has_vip "$1"
 }
+vip_only_on() { has_vip "$1" && ! has_vip "$2"; } # NS OTHER
 rule() { printf -- '-a -t %s:80 -r %s:80 -i -w %s' "$LAB_VIP" "$1" "$2"; }
 curl_vip() { # N ARTIFACT
   local urls=() i
@@ -297,19 +286,14 @@ host_phase apiserver-start
 # goes down): lb1 reaches no real server and stays Backup until the route is restored.
 ip -n lb1 link set eth0 up
 lab_sleep 8
-if ! has_vip lb1 && has_vip lb2; then
+if vip_only_on lb2 lb1; then
   lab_result lb1_without_route "backup, VIP stays on lb2"
 else
   lab_result lb1_without_route "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"
 fi
 ip -n lb1 route replace default via "$LAB_ROUTER_FRONT_IP" dev eth0
 t=$(lab_now_ms)
-deadline=$((t + 90000))
-while (($(lab_now_ms) < deadline)); do
-  has_vip lb1 && ! has_vip lb2 && break
-  lab_sleep 0.2
-done
-if has_vip lb1 && ! has_vip lb2; then
+if lab_wait_until 90 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2; then
   lab_result lb1_back_vip lb1
 else
   lab_result lb1_back_vip "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"

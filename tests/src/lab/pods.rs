@@ -73,14 +73,20 @@ pub(crate) fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Opti
     }
 }
 
-/// The `status` of condition `kind` in an object's `status.conditions`.
-pub fn condition(obj: &serde_json::Value, kind: &str) -> Option<String> {
+/// Field `field` (`status`, `reason`, ...) of condition `kind` in an object's
+/// `status.conditions`.
+pub fn condition_field(obj: &serde_json::Value, kind: &str, field: &str) -> Option<String> {
     obj["status"]["conditions"]
         .as_array()?
         .iter()
         .find(|c| c["type"] == kind)
-        .and_then(|c| c["status"].as_str())
+        .and_then(|c| c[field].as_str())
         .map(str::to_owned)
+}
+
+/// The `status` of condition `kind` in an object's `status.conditions`.
+pub fn condition(obj: &serde_json::Value, kind: &str) -> Option<String> {
+    condition_field(obj, kind, "status")
 }
 
 /// What the host saw at the checkpoints.
@@ -215,13 +221,7 @@ impl PodHost {
 
     /// Boots the VM on `pods.sh` and answers its checkpoints until it ends.
     pub fn run(&mut self, timeout: Duration) -> Result<LabRun> {
-        let api_port: u16 = self
-            .cp
-            .server_url()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| LabError::Setup("no port in the API server's URL".into()))?;
+        let api_port = self.cp.api_port();
         let k8s_bin = self.cp.bin().to_path_buf();
         let options = ScenarioOptions {
             mgmt_port: Some(api_port),
@@ -328,15 +328,39 @@ impl PodHost {
             .unwrap_or_default()
     }
 
+    /// The release's pods of one `app.kubernetes.io/component`.
+    fn pods_of(&self, component: &str) -> Vec<PodRow> {
+        self.pods()
+            .into_iter()
+            .filter(|p| p.component == component)
+            .collect()
+    }
+
+    /// `kubectl delete pod NAME --wait=false` in the release namespace.
+    fn delete_pod(&self, name: &str) -> std::result::Result<(), String> {
+        self.kubectl(
+            "kubectl delete pod",
+            &[
+                "delete",
+                "pod",
+                "-n",
+                RELEASE_NAMESPACE,
+                name,
+                "--wait=false",
+            ],
+        )
+        .map(drop)
+    }
+
     /// Waits until a Ready pod of `component` runs on each of `nodes`.
     fn wait_pods(&mut self, component: &str, nodes: &[&str]) -> std::result::Result<(), String> {
         let t0 = Instant::now();
         // No nodes named: one Ready pod anywhere.
         let ok = poll(START_WAIT, || {
-            let pods = self.pods();
+            let pods = self.pods_of(component);
             let on = |n: &str| {
                 pods.iter()
-                    .any(|p| p.component == component && p.ready && (n.is_empty() || p.node == n))
+                    .any(|p| p.ready && (n.is_empty() || p.node == n))
             };
             let all = if nodes.is_empty() {
                 on("")
@@ -479,32 +503,23 @@ impl PodHost {
         Ok(())
     }
 
-    /// Deletes `old` (pods of `component`) and waits until as many Ready pods of it run, none
-    /// of them an old one.
-    fn replace_pods(&mut self, component: &str, old: &[PodRow]) -> std::result::Result<(), String> {
+    /// Deletes the pods of `component` and waits until as many Ready pods of it run, none of
+    /// them an old one.
+    fn replace_pods(&mut self, component: &str) -> std::result::Result<(), String> {
+        let old = self.pods_of(component);
         if old.is_empty() {
             return Err(format!("no {component} pod to delete"));
         }
         let t0 = Instant::now();
-        for pod in old {
-            self.kubectl(
-                "kubectl delete pod",
-                &[
-                    "delete",
-                    "pod",
-                    "-n",
-                    RELEASE_NAMESPACE,
-                    &pod.name,
-                    "--wait=false",
-                ],
-            )?;
+        for pod in &old {
+            self.delete_pod(&pod.name)?;
         }
         let uids: Vec<&str> = old.iter().map(|p| p.uid.as_str()).collect();
         let fresh = poll(START_WAIT, || {
             let new: Vec<PodRow> = self
-                .pods()
+                .pods_of(component)
                 .into_iter()
-                .filter(|p| p.component == component && p.ready && !uids.contains(&p.uid.as_str()))
+                .filter(|p| p.ready && !uids.contains(&p.uid.as_str()))
                 .collect();
             (new.len() >= old.len()).then_some(new)
         });
@@ -525,9 +540,9 @@ impl PodHost {
     }
 
     fn lb1_balancer_pod(&self) -> Option<PodRow> {
-        self.pods()
+        self.pods_of("balancer")
             .into_iter()
-            .find(|p| p.component == "balancer" && p.node == "lb1")
+            .find(|p| p.node == "lb1")
     }
 
     fn active_is(v: &serde_json::Value, node: &str) -> bool {
@@ -581,13 +596,9 @@ impl PodHost {
                 // reports on it, the operator says so, and the balancers' checks alone count.
                 self.expect_rs("web1", "TunnelReady", "True");
                 self.expect_rs("web2", "TunnelReady", "Unknown");
-                let reason = self.rs("web2").and_then(|r| {
-                    r["status"]["conditions"].as_array().and_then(|cs| {
-                        cs.iter()
-                            .find(|c| c["type"] == "TunnelReady")
-                            .and_then(|c| c["reason"].as_str().map(str::to_owned))
-                    })
-                });
+                let reason = self
+                    .rs("web2")
+                    .and_then(|r| condition_field(&r, "TunnelReady", "reason"));
                 if reason.as_deref() != Some("OutsideCluster") {
                     self.fail(format!(
                         "web2 TunnelReady reason {reason:?}, want OutsideCluster"
@@ -615,17 +626,7 @@ impl PodHost {
                 let pod = self
                     .lb1_balancer_pod()
                     .ok_or_else(|| "no balancer pod on lb1".to_owned())?;
-                self.kubectl(
-                    "kubectl delete pod",
-                    &[
-                        "delete",
-                        "pod",
-                        "-n",
-                        RELEASE_NAMESPACE,
-                        &pod.name,
-                        "--wait=false",
-                    ],
-                )?;
+                self.delete_pod(&pod.name)?;
                 self.note(format!(
                     "deleted lb1's balancer pod {} (uid {})",
                     pod.name, pod.uid
@@ -656,22 +657,8 @@ impl PodHost {
                 self.kubectl_get("master-back", &["get", "lvsvc,lvsrs"]);
                 Ok(())
             }
-            "delete-web" => {
-                let old: Vec<PodRow> = self
-                    .pods()
-                    .into_iter()
-                    .filter(|p| p.component == "web")
-                    .collect();
-                self.replace_pods("web", &old)
-            }
-            "delete-operator" => {
-                let old: Vec<PodRow> = self
-                    .pods()
-                    .into_iter()
-                    .filter(|p| p.component == "operator")
-                    .collect();
-                self.replace_pods("operator", &old)
-            }
+            "delete-web" => self.replace_pods("web"),
+            "delete-operator" => self.replace_pods("operator"),
             "apiserver-stop" => {
                 self.cp.stop("kube-apiserver");
                 self.note("kube-apiserver stopped".into());
