@@ -210,6 +210,12 @@ lab_nodes_up() {
   lab_log "images imported on every node"
   for spec in "$@"; do
     lab_node_kubelet "${spec%%:*}" "${spec#*:}"
+    # kubelet binds its device-plugin socket at a fixed path (/var/lib/kubelet/device-plugins,
+    # not under --root-dir), the same for every node of this guest: two kubelets starting at
+    # once race for it and the loser exits ("Failed to start ContainerManager ... address
+    # already in use"). The next one starts once this one has registered its Node.
+    lab_wait_log "kubelet-${spec%%:*}" '*Successfully registered node*' 120 ||
+      lab_log "kubelet on ${spec%%:*} has not registered its Node"
   done
 }
 
