@@ -13,6 +13,10 @@
 //!
 //! Timers are the `SetTimer`/`CancelTimer` actions of the state machine, kept as deadlines and
 //! slept on with `tokio::time`, so tests can pause time. `now` is taken from `tokio::time`.
+//! Received datagrams come before timers: a ready socket wins over an expired timer, and a
+//! timer about to fire first drains the socket, so a process that stalls past
+//! Master_Down_Interval reads the Master's queued advertisement (which re-arms the timer)
+//! instead of taking over from a live Master.
 //! Netlink (VIP addresses) and the IPVS sync daemon belong to other modules: they come in
 //! through [`VipOps`], whose failures are logged and counted, never fatal.
 
@@ -161,6 +165,11 @@ impl Sockets {
     }
 }
 
+/// At most this many datagrams are read in one drain before the due timers fire. The default
+/// receive buffer (`net.core.rmem_default`, 208 KiB) holds a few hundred VRRP datagrams, so
+/// this empties any real queue, and only bounds the drain when a flood keeps refilling it.
+const DRAIN_LIMIT: usize = 1024;
+
 /// One virtual router's task.
 pub struct Driver<V: VipOps> {
     router: Router,
@@ -224,6 +233,12 @@ impl<V: VipOps> Driver<V> {
 
     /// Runs the virtual router until [`Control::Shutdown`] (or the control channel closes,
     /// which counts as a shutdown). Returns the final status.
+    ///
+    /// What has arrived is read before a timer is acted on: the socket is preferred over the
+    /// timer when both are ready, and a due timer first drains the receive socket
+    /// ([`Driver::due_timers`]). Otherwise a process that stalls past Master_Down_Interval
+    /// (scheduling, a busy host, an emulated CPU) would wake up to its expired timer and take
+    /// over from a Master whose advertisement sits unread in its queue.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Status {
         self.event(Event::Startup).await;
         let mut buf = vec![0u8; 65_536];
@@ -240,31 +255,79 @@ impl<V: VipOps> Driver<V> {
                     Some(Control::InterfaceDown) => self.event(Event::InterfaceDown).await,
                     Some(Control::InterfaceUp) => self.event(Event::InterfaceUp).await,
                 },
-                _ = sleep_until_opt(next) => self.fire_due_timers().await,
-                got = recv(&self.rx, &mut buf) => match got {
-                    Ok(len) => self.packet(buf.get(..len).unwrap_or_default()).await,
-                    Err(err) => {
-                        tracing::warn!(%err, "vrrp: receive failed");
-                        self.status.errors += 1;
+                got = recv(&self.rx, &mut buf) => {
+                    match got {
+                        Ok(len) => self.packet(buf.get(..len).unwrap_or_default()).await,
+                        Err(err) => self.receive_failed(&err),
                     }
-                },
+                    // A socket that never empties (a flood) must not starve the timers: they
+                    // get their turn here too, after the rest of the queue.
+                    self.due_timers(&mut buf).await;
+                }
+                _ = sleep_until_opt(next) => self.due_timers(&mut buf).await,
             }
         }
         self.publish();
         self.status
     }
 
+    /// Acts on the timers that are due, after reading every datagram already queued on the
+    /// receive socket: an advertisement from the Master re-arms Master_Down_Timer (RFC 9568
+    /// §6.4.2), so which timers are due is decided only after the queue is empty. Does nothing
+    /// (and reads nothing) when no timer is due.
+    async fn due_timers(&mut self, buf: &mut [u8]) {
+        let now = Instant::now().into_std();
+        if !self.timers.values().any(|at| *at <= now) {
+            return;
+        }
+        self.drain(buf).await;
+        self.fire_due_timers().await;
+    }
+
+    /// Feeds every datagram queued on the receive socket to the state machine, without
+    /// waiting, up to [`DRAIN_LIMIT`].
+    ///
+    /// Reads the socket itself (it is non-blocking) rather than through
+    /// `AsyncFd::try_io`: `try_io` does not even try while the reactor has not yet seen the
+    /// socket become readable, and a datagram that arrived during a stall, after the reactor's
+    /// last look, is exactly the one to read here. Reading past the reactor's back is safe:
+    /// the readiness it keeps is only a hint, cleared by [`recv`] when a read would block.
+    async fn drain(&mut self, buf: &mut [u8]) {
+        for _ in 0..DRAIN_LIMIT {
+            let mut socket: &Socket = self.rx.get_ref();
+            match socket.read(buf) {
+                Ok(len) => self.packet(buf.get(..len).unwrap_or_default()).await,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    self.receive_failed(&err);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn receive_failed(&mut self, err: &io::Error) {
+        tracing::warn!(%err, "vrrp: receive failed");
+        self.status.errors += 1;
+    }
+
+    /// Fires the timers due now, earliest first. Each is checked again just before it fires:
+    /// the event of an earlier one may have cancelled or moved it.
     async fn fire_due_timers(&mut self) {
         let now = Instant::now().into_std();
-        let due: Vec<TimerKind> = self
+        let mut due: Vec<(std::time::Instant, TimerKind)> = self
             .timers
             .iter()
             .filter(|(_, at)| **at <= now)
-            .map(|(k, _)| *k)
+            .map(|(k, at)| (*at, *k))
             .collect();
-        for kind in due {
-            self.timers.remove(&kind);
-            self.event(kind.fired()).await;
+        due.sort_unstable();
+        for (_, kind) in due {
+            if self.timers.get(&kind).is_some_and(|at| *at <= now) {
+                self.timers.remove(&kind);
+                self.event(kind.fired()).await;
+            }
         }
     }
 
@@ -436,11 +499,13 @@ pub fn split_ipv4(datagram: &[u8]) -> Option<(u8, Ipv4Addr, Ipv4Addr, &[u8])> {
 #[cfg(test)]
 mod tests {
     use std::fs::File;
+    use std::os::unix::net::UnixDatagram;
     use std::process::Command;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use super::super::fsm::{AdverInterval, RouterConfig};
+    use super::super::packet::Advertisement;
     use super::*;
 
     #[test]
@@ -614,6 +679,151 @@ mod tests {
             panic!("not {state:?} within {limit:?}: {:?}", *rx.borrow());
         }
         start.elapsed()
+    }
+
+    /// Stand-in sockets for tests of the receive path that need neither root nor a network:
+    /// the receive socket is one end of a Unix datagram pair, and what the test writes to the
+    /// other end ([`ip_datagram`]) is read as a raw IPv4 socket would return it. Sending fails
+    /// (an IPv4 destination on a Unix socket), which only a Master tries.
+    fn paired_sockets() -> (Sockets, UnixDatagram) {
+        let (rx, peer) = UnixDatagram::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UnixDatagram::unbound().unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let sockets = Sockets {
+            rx: Socket::from(rx),
+            tx: Socket::from(tx),
+        };
+        (sockets, peer)
+    }
+
+    /// An advertisement from `src` to 224.0.0.18 behind the IPv4 header a raw socket hands
+    /// over (TTL 255, protocol 112).
+    fn ip_datagram(advert: &Advertisement, src: Ipv4Addr) -> Vec<u8> {
+        let message = advert.encode(src, VRRP_MULTICAST_V4);
+        let total = u16::try_from(20 + message.len()).unwrap().to_be_bytes();
+        let mut d = vec![
+            0x45,
+            0xc0,
+            total[0],
+            total[1],
+            0,
+            0,
+            0,
+            0,
+            VRRP_TTL,
+            IPPROTO_VRRP,
+        ];
+        d.extend_from_slice(&[0, 0]);
+        d.extend_from_slice(&src.octets());
+        d.extend_from_slice(&VRRP_MULTICAST_V4.octets());
+        d.extend_from_slice(&message);
+        d
+    }
+
+    const STALL_MASTER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const STALL_BACKUP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const STALL_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
+    /// A Backup at priority 100, 100 ms, on [`paired_sockets`]: Master_Down_Interval
+    /// 3 × 100 ms + 156/256 × 100 ms = 360.9 ms.
+    fn stall_backup() -> (
+        Driver<Recording>,
+        watch::Receiver<Status>,
+        UnixDatagram,
+        Recording,
+    ) {
+        let mut cfg = RouterConfig::new(51, STALL_BACKUP, vec![STALL_VIP]);
+        cfg.priority = Priority::new(100).unwrap();
+        cfg.adver_int = AdverInterval::from_millis(100).unwrap();
+        let router = Router::new(cfg).unwrap();
+        assert_eq!(
+            router.master_down_interval(),
+            Duration::from_nanos(360_937_500)
+        );
+        let (sockets, peer) = paired_sockets();
+        let ops = Recording::default();
+        let (driver, status) = Driver::new(router, sockets, vec![], ops.clone()).unwrap();
+        (driver, status, peer, ops)
+    }
+
+    /// The Master's advertisement (priority 200, 100 ms) as it sits in the Backup's queue.
+    fn master_advert() -> Vec<u8> {
+        let advert = Advertisement::new(51, 200, 10, vec![STALL_VIP]).unwrap();
+        ip_datagram(&advert, STALL_MASTER)
+    }
+
+    /// The lab's spurious takeovers: a Backup whose process stalls past Master_Down_Interval
+    /// while the Master's advertisement waits in its socket. When it runs again, both the
+    /// socket and the expired timer are ready; it must read the advertisement (which re-arms
+    /// Master_Down_Timer) and stay Backup, never holding the VIP. Time is paused: the
+    /// advertisement is queued, then the clock jumps past the deadline before the driver
+    /// runs, which is what a stalled process finds when it wakes.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_backup_reads_the_queued_advert_before_its_timer() {
+        let (driver, mut status, peer, ops) = stall_backup();
+        let (_ctl, ctl_rx) = mpsc::channel(4);
+        let task = tokio::spawn(driver.run(ctl_rx));
+        wait_for(&mut status, State::Backup, Duration::from_secs(1)).await;
+
+        // The advertisement arrives 300 ms into the stall, the process wakes at 400 ms.
+        tokio::time::advance(Duration::from_millis(300)).await;
+        peer.send(&master_advert()).unwrap();
+        // `advance` does not yield to the driver before the clock has moved (it yields once
+        // after): the driver first runs with the timer expired and the datagram queued.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let woke = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        {
+            let s = status.borrow();
+            assert_eq!(s.state, State::Backup, "{s:?}");
+            assert_eq!(s.master, Some(STALL_MASTER), "{s:?}");
+            assert_eq!(s.adverts_accepted, 1, "{s:?}");
+            assert_eq!(s.transitions, 1, "only Initialize -> Backup: {s:?}");
+        }
+        assert!(!ops.ops().contains(&Op::Add), "{:?}", ops.ops());
+
+        // The advertisement re-armed Master_Down_Timer when it was read: with the Master
+        // silent from now on, the Backup takes over one Master_Down_Interval after that.
+        wait_for(&mut status, State::Master, Duration::from_secs(2)).await;
+        let took = woke.elapsed();
+        assert!(
+            took >= Duration::from_nanos(360_937_500) && took <= Duration::from_millis(362),
+            "{took:?}"
+        );
+        task.abort();
+    }
+
+    /// The timer path on its own: when a timer is due and the driver has not looked at the
+    /// socket (the reactor may not even know it became readable), the queued datagrams are
+    /// read first, and a timer they re-armed does not fire.
+    #[tokio::test(start_paused = true)]
+    async fn due_timers_drain_the_socket_before_firing() {
+        let (mut driver, status, peer, ops) = stall_backup();
+        driver.event(Event::Startup).await;
+        assert_eq!(status.borrow().state, State::Backup);
+        // Two datagrams queued: the Master's, and one for another virtual router.
+        peer.send(&master_advert()).unwrap();
+        let other = Advertisement::new(52, 200, 10, vec![STALL_VIP]).unwrap();
+        peer.send(&ip_datagram(&other, STALL_MASTER)).unwrap();
+        tokio::time::advance(Duration::from_millis(400)).await;
+
+        let mut buf = vec![0u8; 65_536];
+        driver.due_timers(&mut buf).await;
+        let s = status.borrow().clone();
+        assert_eq!(s.state, State::Backup, "{s:?}");
+        assert_eq!(s.adverts_accepted, 1, "{s:?}");
+        assert_eq!(s.drops.get("other_vrid"), Some(&1), "{s:?}");
+        assert!(!ops.ops().contains(&Op::Add), "{:?}", ops.ops());
+        // Both were read: nothing is left in the queue.
+        let mut socket: &Socket = driver.rx.get_ref();
+        let err = socket.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+
+        // Past the re-armed deadline with nothing queued, the timer fires.
+        tokio::time::advance(Duration::from_millis(400)).await;
+        driver.due_timers(&mut buf).await;
+        assert_eq!(status.borrow().state, State::Master);
     }
 
     /// The driver on real raw sockets, in two network namespaces joined by a veth: election,
