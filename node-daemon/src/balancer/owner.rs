@@ -4,6 +4,11 @@
 //! `status.balancers[]` and `/metrics`. Does I/O (sockets, rtnetlink, IPVS generic netlink,
 //! `getifaddrs`); every decision is made by the pure functions of [`super::vips`].
 //!
+//! The supervisor runs on the daemon's runtime, the routers on the VRRP thread
+//! ([`crate::vrrp::thread`]), where a burst of health checks or IPVS work cannot delay them;
+//! they talk through channels. `BalancerOps` runs on the VRRP thread too, so the
+//! [`SyncHub`]'s IPVS connection, opened by the first router that switches sync, lives there.
+//!
 //! - Becoming Master: the router adds the VIP /32 to its interface, with a kernel lifetime it
 //!   renews while Master (`vrrp/lifetime.rs`: the VIP dies with this process), sends
 //!   gratuitous ARPs (a burst, then repeats), then switches the IPVS connection sync daemon to
@@ -194,6 +199,7 @@ impl SyncHub {
         }
         if hub.ipvs.is_none() {
             let (conn, handle) = new_connection()?;
+            // On the runtime of the router calling: the VRRP thread's.
             tokio::spawn(conn);
             hub.ipvs = Some(IpvsHandle::resolve(handle).await?);
         }

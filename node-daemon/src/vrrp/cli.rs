@@ -1,7 +1,9 @@
 //! `lvstun-node vrrp ...`: a hidden command for the lab that runs one VRRPv3 virtual router on
 //! a real interface as a full VIP owner: the real driver with the real side effects
 //! ([`KernelOps`]: the VIP /32 on the interface, gratuitous ARP, the IPVS connection sync
-//! daemon with sync ID = VRID), through [`run_with`], the same path the balancer role takes.
+//! daemon with sync ID = VRID), through [`run_with`], the same path the balancer role takes:
+//! the router runs on the VRRP thread (`vrrp::thread`), this command's own runtime only
+//! handles signals and prints status changes.
 //! Every decision and side effect is printed as one JSON line on stdout, with `t_ms` since
 //! start and `unix_ms` (wall clock, comparable across processes of one host), so takeover
 //! times can be read off the output. `--dry-run` prints the side effects without doing them
@@ -244,7 +246,7 @@ async fn execute(args: Args) -> Result<ExitCode, CliError> {
         checksum: args.checksum,
     };
     let dry_run = args.dry_run;
-    let running = run_with(args.config, &args.interface, options, |ops| Logged {
+    let running = run_with(args.config, &args.interface, options, move |ops| Logged {
         inner: (!dry_run).then_some(ops),
     })
     .await?;

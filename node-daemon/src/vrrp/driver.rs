@@ -1,6 +1,7 @@
 //! The VRRP driver: the only part of `vrrp` that does I/O. One tokio task per virtual router
 //! owns two raw IPv4 sockets for protocol 112, the state machine's timers, and a [`VipOps`]
-//! seam through which the VIP, gratuitous ARP and the IPVS sync daemon are changed.
+//! seam through which the VIP, gratuitous ARP and the IPVS sync daemon are changed. The task
+//! runs wherever it is spawned; `run::run_with` spawns it on the VRRP thread (`thread`).
 //!
 //! Sockets (what keepalived does too, `open_vrrp_socket`/`open_vrrp_send_socket`):
 //! - receive: unbound (a raw socket bound to an address only sees packets *to* that address,
@@ -187,7 +188,8 @@ pub struct Driver<V: VipOps> {
 
 impl<V: VipOps> Driver<V> {
     /// Builds the driver (no I/O beyond registering the sockets with the runtime; must be
-    /// called inside a tokio runtime). `unicast_peers` empty = multicast.
+    /// called inside the tokio runtime that will run [`Driver::run`], whose reactor then
+    /// reports the sockets' readiness). `unicast_peers` empty = multicast.
     pub fn new(
         router: Router,
         sockets: Sockets,

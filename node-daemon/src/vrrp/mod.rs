@@ -10,9 +10,12 @@
 //!   does I/O.
 //! - `ops`: the real `VipOps` (VIP over rtnetlink, gratuitous ARP on an `AF_PACKET` socket,
 //!   IPVS sync daemon switching): I/O.
-//! - `run`: `run_with`, one virtual router with the real ops as a task (what the balancer role
-//!   calls, `balancer::owner`), and the pure `priority_for`/`router_config` from a
-//!   VirtualService's settings.
+//! - `run`: `run_with`, one virtual router with the real ops as a task on the VRRP thread (what
+//!   the balancer role calls, `balancer::owner`), and the pure `priority_for`/`router_config`
+//!   from a VirtualService's settings.
+//! - `thread`: the VRRP thread, one OS thread with its own tokio runtime where every router of
+//!   the process runs, so that a busy main runtime cannot delay advertisements or their
+//!   reading.
 //! - `cli`: `lvstun-node vrrp ...`, a hidden lab command that runs the driver on a real
 //!   interface and prints its decisions (for interop proofs against keepalived).
 
@@ -25,3 +28,4 @@ pub mod packet;
 pub mod run;
 #[cfg(test)]
 mod sim;
+pub mod thread;

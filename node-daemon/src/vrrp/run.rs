@@ -1,9 +1,12 @@
-//! One virtual router with the real side effects, as a task: [`run_with`] is what the balancer
-//! role's VIP ownership (`balancer::owner`) calls per VRID, and what `lvstun-node vrrp` runs.
-//! Also the pure mapping from a VirtualService's `spec.balancers` to a [`RouterConfig`]:
-//! [`priority_for`] and [`router_config`].
+//! One virtual router with the real side effects, as a task on the VRRP thread: [`run_with`] is
+//! what the balancer role's VIP ownership (`balancer::owner`) calls per VRID, and what
+//! `lvstun-node vrrp` runs. Also the pure mapping from a VirtualService's `spec.balancers` to a
+//! [`RouterConfig`]: [`priority_for`] and [`router_config`].
 //!
-//! `run_with` does I/O (interface lookup, sockets, netlink); the two mapping functions do none.
+//! `run_with` does I/O (interface lookup, sockets, netlink), all of it on the VRRP thread
+//! (`vrrp::thread`: a thread and a runtime of its own, so that the health checks, the IPVS
+//! passes and the watchers on the main runtime cannot delay an advertisement); the caller gets
+//! channels and a `JoinHandle`, which work from any runtime. The two mapping functions do none.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -17,6 +20,7 @@ use super::driver::{Control, Driver, Sockets, Status, VipOps};
 use super::fsm::{AdverInterval, ConfigError, Priority, Router, RouterConfig};
 use super::ops::{Interface, KernelOps};
 use super::packet::ChecksumForm;
+use super::thread;
 
 /// Priority of the first balancer in node-name order when no override is given.
 pub const TOP_PRIORITY: u8 = 200;
@@ -147,8 +151,9 @@ impl Default for RunOptions {
 /// A running virtual router.
 #[derive(Debug)]
 pub struct Running {
-    /// The driver task; ends after [`Control::Shutdown`] (or when `control` is dropped) with
-    /// the final status, after a Master has sent priority 0 and removed its VIPs.
+    /// The driver task, on the VRRP thread (it can be awaited or aborted from any runtime);
+    /// ends after [`Control::Shutdown`] (or when `control` is dropped) with the final status,
+    /// after a Master has sent priority 0 and removed its VIPs.
     pub task: JoinHandle<Status>,
     /// State, Master, counters; changes on every event.
     pub status: watch::Receiver<Status>,
@@ -176,20 +181,47 @@ pub enum RunError {
     /// The interface has no IPv4 address to advertise from.
     #[error("interface {0} has no IPv4 address to send VRRP advertisements from")]
     NoAddress(String),
+    /// The VRRP thread could not be started, or the router's setup on it panicked.
+    #[error("VRRP thread: {0}")]
+    Thread(io::Error),
 }
 
 /// Starts one virtual router on `interface` with the real side effects ([`KernelOps`], wrapped
 /// by `wrap`: the balancer routes IPVS sync through its node-wide hub, the lab command logs
-/// each effect) and returns at once. `config.primary_ip` 0.0.0.0 means "the interface's first
-/// IPv4 address".
+/// each effect) and returns once it runs. `config.primary_ip` 0.0.0.0 means "the interface's
+/// first IPv4 address".
 ///
-/// Before the task starts, the VIPs are removed from the interface (idempotent): a daemon
-/// that crashed as Master left them there, and a Backup must not answer for them; the
-/// state machine adds them again when it becomes Master. Must be called inside a tokio
-/// runtime, in the interface's network namespace, with CAP_NET_ADMIN and CAP_NET_RAW.
+/// Everything happens on the VRRP thread ([`thread`]), where the router then runs: the
+/// interface lookup, the sockets, the netlink connections of [`KernelOps`] and of whatever
+/// `wrap` opens later from the driver, and the driver task. Before the task starts, the VIPs
+/// are removed from the interface (idempotent): a daemon that crashed as Master left them
+/// there, and a Backup must not answer for them; the state machine adds them again when it
+/// becomes Master. Must be called inside a tokio runtime (any: only channels cross), in the
+/// process's network namespace (the VRRP thread's), with CAP_NET_ADMIN and CAP_NET_RAW.
 pub async fn run_with<V, F>(
-    mut config: RouterConfig,
+    config: RouterConfig,
     interface: &str,
+    options: RunOptions,
+    wrap: F,
+) -> Result<Running, RunError>
+where
+    V: VipOps + 'static,
+    F: FnOnce(KernelOps) -> V + Send + 'static,
+{
+    let vrrp = thread::handle().map_err(RunError::Thread)?;
+    let setup = start(config, interface.to_owned(), options, wrap);
+    // Dropping this future leaves the setup to finish; the `Running` it returns is dropped,
+    // and with its control channel the router shuts down.
+    vrrp.spawn(setup)
+        .await
+        .map_err(|e| RunError::Thread(io::Error::other(e)))?
+}
+
+/// [`run_with`]'s setup, run as a task on the VRRP thread, so that every socket is registered
+/// with that thread's reactor and every connection task and the driver are spawned there.
+async fn start<V, F>(
+    mut config: RouterConfig,
+    interface: String,
     options: RunOptions,
     wrap: F,
 ) -> Result<Running, RunError>
@@ -201,17 +233,17 @@ where
         let what = format!("{what} {interface}");
         move |source| RunError::Io { what, source }
     };
-    let iface = Interface::lookup(interface).map_err(io_err("look up interface"))?;
+    let iface = Interface::lookup(&interface).map_err(io_err("look up interface"))?;
     if config.primary_ip.is_unspecified() {
         config.primary_ip = iface
             .primary_ip
-            .ok_or_else(|| RunError::NoAddress(interface.to_owned()))?;
+            .ok_or_else(|| RunError::NoAddress(interface.clone()))?;
     }
     let vrid = config.vrid;
     let vips = config.vips.clone();
     let router = Router::new(config)?;
     let sockets = Sockets::open(
-        interface,
+        &interface,
         router.config().primary_ip,
         options.unicast_peers.is_empty(),
     )

@@ -1,0 +1,120 @@
+//! The VRRP thread: one OS thread, `lvstun-vrrp`, with its own current-thread tokio runtime,
+//! on which every virtual router of the process runs: its driver task, its sockets, and the
+//! netlink connections of its [`VipOps`](super::driver::VipOps). Does I/O (starts a thread).
+//!
+//! Why a thread of its own: a Backup takes over when the Master's advertisements stop arriving
+//! for Master_Down_Interval (361 ms at 100 ms, priority 100), and a Master must send each one
+//! on time. On the daemon's multi-thread runtime the routers shared the workers with the
+//! health checks (hundreds of targets), the IPVS passes and the Kubernetes watchers, and a
+//! burst there delayed advertisements or their reading: in the lab, a Master's advertisements
+//! arrived up to 308 ms apart and a Backup took over from it 15 times. A thread of its own is
+//! scheduled by the kernel apart from all that. Its priority is not raised (nice, SCHED_FIFO):
+//! that needs CAP_SYS_NICE, which the pods do not have. One thread serves every router of the
+//! process: a router's work is a few microseconds per advertisement, and its netlink calls are
+//! awaited, not blocked on.
+//!
+//! Why a router is set up on this thread and not handed over: a tokio I/O object belongs to the
+//! reactor of the runtime it was registered in, and only that runtime reports its readiness.
+//! The raw sockets, and the rtnetlink and IPVS connections (whose tasks are spawned where they
+//! are opened), must therefore be opened inside this runtime, or a busy main runtime would
+//! delay them again; `run::run_with` runs its whole setup as a task here. Only channels cross
+//! between the runtimes (`mpsc` for control, `watch` for status, the task's `JoinHandle`),
+//! and those work from any runtime.
+//!
+//! The thread is started by the first router and inherits that thread's network namespace (a
+//! namespace is per thread); the daemon never changes namespace, so it is the process's. It
+//! runs until the process exits.
+
+use std::io;
+use std::sync::{Mutex, PoisonError, mpsc};
+
+use tokio::runtime::{Builder, Handle};
+
+/// The name of the thread, as `ps -T`, `top -H` and `/proc/PID/task/*/comm` show it.
+pub const THREAD_NAME: &str = "lvstun-vrrp";
+
+/// The runtime of the VRRP thread, once started.
+static RUNTIME: Mutex<Option<Handle>> = Mutex::new(None);
+
+/// The VRRP thread's runtime, to spawn on; the thread is started on first use. That first call
+/// waits (blocking, briefly) for the new thread to build its runtime.
+pub fn handle() -> io::Result<Handle> {
+    let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = slot.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = start()?;
+    *slot = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Starts the thread. The runtime is built on the thread itself, so a failure to build it is
+/// reported here without a runtime ever being dropped inside an async context.
+fn start() -> io::Result<Handle> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(THREAD_NAME.to_owned())
+        .spawn(move || {
+            let runtime = match Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    let _ = tx.send(Err(err));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(runtime.handle().clone()));
+            // A current-thread runtime runs its tasks only while something blocks on it.
+            runtime.block_on(std::future::pending::<()>());
+        })?;
+    rx.recv()
+        .map_err(|_| io::Error::other("the VRRP thread ended before its runtime started"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn whoami() -> (Option<String>, std::thread::ThreadId) {
+        let me = std::thread::current();
+        (me.name().map(str::to_owned), me.id())
+    }
+
+    /// Every router runs on the same named thread, which is not the caller's.
+    #[tokio::test]
+    async fn one_named_thread_for_all_routers() {
+        let first = handle().unwrap().spawn(async { whoami() }).await.unwrap();
+        let second = handle().unwrap().spawn(async { whoami() }).await.unwrap();
+        assert_eq!(first.0.as_deref(), Some(THREAD_NAME));
+        assert_eq!(first, second);
+        assert_ne!(first.1, std::thread::current().id());
+    }
+
+    /// What runs on the VRRP thread keeps its time while the caller's runtime is stuck: a
+    /// 10 ms tick keeps ticking while the caller's only thread is blocked for 300 ms (what a
+    /// burst of work on the main runtime does to a task that shares it).
+    #[tokio::test]
+    async fn its_timers_run_while_the_callers_runtime_is_blocked() {
+        let ticks = Arc::new(AtomicU32::new(0));
+        let counter = ticks.clone();
+        let task = handle().unwrap().spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(10));
+            // Missed ticks are skipped, not caught up in a burst: a stall shows in the count.
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = ticks.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(300));
+        let during = ticks.load(Ordering::Relaxed) - before;
+        task.abort();
+        // 30 on an idle machine; a loaded test host may lose some, never most.
+        assert!(during >= 15, "{during} ticks in 300 ms");
+    }
+}
