@@ -27,15 +27,24 @@
 //!   higher priority would take the VIP from the real Master); the routers it would run are
 //!   logged and reported.
 //! - Shutdown ([`VipOwner::shutdown`], on SIGTERM): every router sends priority 0 if Master
-//!   (RFC 9568 §6.4.3) and removes its VIP, so a Backup takes over after Skew_Time.
+//!   (RFC 9568 §6.4.3) and removes its VIP, so a Backup takes over after Skew_Time. The IPVS
+//!   backup sync daemon is left running (the master one stops), as the IPVS table is left.
 //! - Failback keeps every flow (an upgrade restarts each node in turn, and the restarted node,
 //!   if it has the higher priority, takes the VIP back): the node that takes the VIP must hold
 //!   the connection entries of the Master it takes it from, or packets of a flow it does not
 //!   know are scheduled afresh (`sloppy_tcp`) and, under `rr`/`wrr`/`lc`, may go to another
 //!   real server, which resets them. Nothing at start flushes or zeroes the connection table
-//!   (the IPVS side only reads and plans, ADR 0004). The entries come from connection sync:
-//!   the router's Startup asks for the backup daemon before it can be Master (RFC 9568
-//!   §6.4.1: Backup first; `vrrp::fsm`). And a router takes its configured priority, hence
+//!   (the IPVS side only reads and plans, ADR 0004). The entries come from connection sync,
+//!   and the kernel's sync threads outlive this process: a leaving daemon's routers keep the
+//!   backup daemon ([`vips::sync_role_on`]), so it goes on receiving the new Master's
+//!   connections while no balancer runs here; the next process lists the daemons and adopts
+//!   those started as it starts them ([`vips::sync_adoptable`]) instead of stopping and
+//!   restarting them (before, every start stopped both, and connections opened while the
+//!   node was away reached it only when their packet count next hit `sync_period`, 50); a
+//!   process with no router to run stops what an earlier one left ([`SyncHub`]'s `tidy`).
+//!   The router's Startup asks for the backup daemon before it can be Master anyway (RFC 9568
+//!   §6.4.1: Backup first; `vrrp::fsm`), so a restart from an older version, which stopped
+//!   it on exit, starts it again at once. And a router takes its configured priority, hence
 //!   may preempt, only once the backup daemon has run for [`vips::SYNC_WARMUP`] (the Master's
 //!   longest flush delay) and its health checks have settled ([`vips::stand_by`]); `/readyz`
 //!   waits for the same, so the DaemonSet's rolling update does not stop the other node's pod
@@ -192,8 +201,12 @@ struct HubState {
     ipvs: Option<IpvsHandle>,
     roles: BTreeMap<u8, (SyncRole, String)>,
     /// What the kernel runs as far as we know; `None` = unknown (start, or after a failure):
-    /// then both roles are stopped and started again.
+    /// then the kernel's daemons are listed, those started as this daemon starts them are
+    /// adopted ([`vips::sync_adoptable`]), and the rest are stopped and started again.
     applied: Option<SyncWanted>,
+    /// The whole daemon is leaving (SIGTERM): a router that stops keeps the backup daemon
+    /// ([`vips::sync_role_on`]).
+    leaving: bool,
     /// Since when the backup daemon runs as it is (started, or adopted, by this process).
     backup_since: Option<Instant>,
     /// The last change of the daemons failed.
@@ -206,6 +219,7 @@ impl SyncHub {
     /// the old Master's table before it sends its own.
     async fn set(&self, vrid: u8, role: SyncRole, ifname: &str) -> Result<(), Error> {
         let mut hub = self.0.lock().await;
+        let role = vips::sync_role_on(role, hub.leaving);
         if role == SyncRole::Stopped {
             hub.roles.remove(&vrid);
         } else {
@@ -215,6 +229,32 @@ impl SyncHub {
         let result = hub.apply(want).await;
         hub.failed = result.is_err();
         result
+    }
+
+    /// From now on, a router that stops keeps the backup daemon running (see
+    /// [`vips::sync_role_on`]): called once the daemon is leaving, before its routers stop.
+    async fn leave(&self) {
+        self.0.lock().await.leaving = true;
+    }
+
+    /// At start, when this node runs no router: stops the daemons an earlier run left behind
+    /// (see [`vips::sync_role_on`]), which no router would otherwise ever touch. Only daemons
+    /// shaped as this daemon starts them ([`vips::sync_adoptable`]); others are left alone.
+    /// Does nothing once a router has asked for a role.
+    async fn tidy(&self) -> Result<(), Error> {
+        let mut hub = self.0.lock().await;
+        if !hub.roles.is_empty() || hub.applied.is_some() {
+            return Ok(());
+        }
+        let daemons = hub.ipvs().await?.list_sync_daemons().await?;
+        let Some(found) = vips::sync_adoptable(&daemons) else {
+            return Ok(());
+        };
+        if found != SyncWanted::default() {
+            info!(master = ?found.master, backup = ?found.backup, "ipvs sync daemons an earlier run left, stopped: this node runs no VRRP router");
+        }
+        hub.applied = Some(found);
+        hub.apply(SyncWanted::default()).await
     }
 
     /// What the backup daemon has done so far, for [`vips::stand_by`] (the router's own state
@@ -230,6 +270,18 @@ impl SyncHub {
 }
 
 impl HubState {
+    /// The IPVS handle, opened on first use.
+    async fn ipvs(&mut self) -> Result<&IpvsHandle, Error> {
+        match &mut self.ipvs {
+            Some(ipvs) => Ok(ipvs),
+            slot => {
+                let (conn, handle) = new_connection()?;
+                tokio::spawn(conn);
+                Ok(slot.insert(IpvsHandle::resolve(handle).await?))
+            }
+        }
+    }
+
     /// Brings the kernel's daemons to `want`.
     async fn apply(&mut self, want: SyncWanted) -> Result<(), Error> {
         let known = self.applied.take();
@@ -237,15 +289,25 @@ impl HubState {
             self.applied = Some(want);
             return Ok(());
         }
-        if self.ipvs.is_none() {
-            let (conn, handle) = new_connection()?;
-            tokio::spawn(conn);
-            self.ipvs = Some(IpvsHandle::resolve(handle).await?);
-        }
-        let Some(ipvs) = &self.ipvs else {
-            return Ok(());
+        let ipvs = self.ipvs().await?;
+        let have = match known {
+            Some(have) => Some(have),
+            None => match ipvs.list_sync_daemons().await {
+                Ok(daemons) => {
+                    let adopted = vips::sync_adoptable(&daemons);
+                    if let Some(a) = &adopted
+                        && (a.master.is_some() || a.backup.is_some())
+                    {
+                        info!(master = ?a.master, backup = ?a.backup, "ipvs sync daemons found running, kept where still wanted");
+                    }
+                    adopted
+                }
+                Err(e) => {
+                    warn!("cannot list the ipvs sync daemons, restarting them: {e}");
+                    None
+                }
+            },
         };
-        let have = known;
         let pairs = [
             (
                 IpvsSyncRole::Master,
@@ -538,7 +600,14 @@ impl Supervisor {
                 let snapshot = source.borrow_and_update().clone();
                 self.desire(&snapshot);
                 self.converge().await;
-                lock_vips(&self.report).starting = false;
+                let first = std::mem::replace(&mut lock_vips(&self.report).starting, false);
+                if first
+                    && !self.dry_run
+                    && self.running.is_empty()
+                    && let Err(e) = self.hub.tidy().await
+                {
+                    warn!("cannot stop the ipvs sync daemons an earlier run left: {e}");
+                }
             } else {
                 self.retry_and_ready().await;
             }
@@ -877,6 +946,8 @@ impl Supervisor {
     }
 
     async fn stop_all(&mut self) {
+        // The routers' last sync switch keeps the backup daemon (see `vips::sync_role_on`).
+        self.hub.leave().await;
         let vrids: Vec<u8> = self.running.keys().copied().collect();
         // Tell every router first, then wait: the priority-0 advertisements go out together.
         for vrid in &vrids {
