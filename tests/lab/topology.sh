@@ -45,6 +45,19 @@
 #   lab_web_start NS NAME [LISTEN] start the lvstun-lab-web fixture (default 0.0.0.0:80) and
 #                                  wait until it listens
 #   lab_mac NS IFACE               print the interface's MAC
+#   lab_upload_start NAME RATE FILE [CURL-ARG...]  a rate-limited POST of FILE to the VIP from
+#                                  the client in the background (logs/upload-NAME.log)
+#   lab_upload_result NAME         sets LAB_UPLOAD_RESULT to "<curl exit> <http code> <bytes the
+#                                  server counted>" once the upload ended (bounded)
+#   lab_vip_watch_start TAG NS...  witnesses of who holds the VIP, with no polling: `ip -ts
+#                                  monitor address` on each NS's eth0 (logs/vipwatch-TAG-NS.log,
+#                                  after a first line `initial <addresses>`) and `ip -ts monitor
+#                                  neigh` on the client (logs/vipwatch-TAG-client.log)
+#   lab_vip_watch_stop TAG NS...   stop them
+#   lab_node_snapshot NS FILE      what lvstun may change on a node, in a form that compares
+#                                  exactly (addresses and links but the CNI's, routes, IPVS
+#                                  services and sync daemons, nft tables but iptables-nft's,
+#                                  the conf and IPVS sysctls)
 #   lab_capture LABEL [NS...]      save addresses, routes, neighbours, links, IPVS, nft ruleset
 #                                  and key sysctls per namespace under $LAB_OUT/capture/LABEL/
 #   lab_mgmt_up                    bring up the management link (needs run-guest.sh
@@ -370,6 +383,97 @@ EOF
         fi' 2>&1
     } >"$dir/$ns.txt" 2>&1 || true
   done
+}
+
+lab_upload_start() {
+  local name="$1" rate="$2" file="$3"
+  shift 3
+  lab_bg client "upload-$name" curl -sS --max-time 240 --connect-timeout 5 "$@" \
+    --limit-rate "$rate" -H 'Expect:' -H 'Connection: close' --data-binary "@$file" \
+    -w '\ncurl: code=%{http_code} size_upload=%{size_upload}\n' "http://$LAB_VIP/upload"
+}
+
+# Not in a subshell: `wait` needs the parent.
+lab_upload_result() {
+  local crc=none body="" code="" line pid="${LAB_BG_PIDS[upload-$1]:-}"
+  lab_wait_log "upload-$1" 'curl: code=*' 250 || true
+  if [[ -n $pid ]]; then
+    wait "$pid" && crc=0 || crc=$?
+    unset "LAB_BG_PIDS[upload-$1]"
+  fi
+  while IFS= read -r line; do
+    [[ $line =~ ^curl:\ code=([0-9]+) ]] && code="${BASH_REMATCH[1]}"
+    [[ $line =~ ^[0-9]+$ ]] && body="$line"
+  done <"$LAB_OUT/logs/upload-$1.log"
+  # shellcheck disable=SC2034 # read by the scenario that sourced this file
+  LAB_UPLOAD_RESULT="$crc ${code:-none} ${body:-none}"
+}
+
+# Under TCG a process costs a good fraction of a second, so sampling `ip addr` every 100 ms is
+# out of reach; the kernel's own notifications (RTM_NEWADDR/RTM_DELADDR, timestamped by `ip
+# -ts`) say every change, renewals of the VIP's lifetime included, the moment it happens.
+lab_vip_watch_start() {
+  local tag="$1" ns
+  shift
+  for ns in "$@"; do
+    lab_bg "$ns" "vipwatch-$tag-$ns" ip -ts monitor address dev eth0
+  done
+  lab_bg client "vipwatch-$tag-client" ip -ts monitor neigh dev eth0
+  # The state the events start from, written after the monitors listen (a change in between
+  # shows twice, which the fold tolerates: an add of a present address changes nothing).
+  lab_sleep 0.5
+  for ns in "$@"; do
+    lab_result "vipwatch.$tag.$ns.initial" "$(ip -n "$ns" -4 -o addr show dev eth0 | grep -c " $LAB_VIP/32 " || true)"
+  done
+}
+
+lab_vip_watch_stop() {
+  local tag="$1" ns
+  shift
+  lab_result "vipwatch.$tag.end_ms" "$(lab_now_ms)"
+  for ns in "$@" client; do
+    lab_stop "vipwatch-$tag-$ns"
+  done
+}
+
+lab_node_snapshot() {
+  local ns="$1" file="$2" dev devs=()
+  while read -r _ dev _; do
+    dev="${dev%:}"
+    dev="${dev%@*}"
+    # The CNI's bridge and the pods' veths are the container runtime's, not lvstun's.
+    [[ $dev == cni0 || $dev == veth* ]] || devs+=("$dev")
+  done < <(ip -n "$ns" -o link show)
+  {
+    # A device that has been up once keeps its default qdisc (noqueue for tunl0) where one
+    # never up shows noop; nothing but unloading ipip gets tunl0 back to noop, so the qdisc
+    # name is left out.
+    for dev in "${devs[@]}"; do
+      echo "### ip -d addr show dev $dev"
+      ip -n "$ns" -d addr show dev "$dev" | sed -E '1s/ qdisc (noop|noqueue) / qdisc - /'
+    done
+    echo "### ip route show table all (but the CNI's)"
+    ip -n "$ns" route show table all | grep -v -e ' cni0' -e ' veth' || true
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    ip netns exec "$ns" bash -c '
+      echo "### ipvsadm -Ln"; ipvsadm -Ln
+      echo "### ipvsadm -L --daemon"; ipvsadm -L --daemon
+      # iptables (nft backend) keeps its tables under the names of the iptables tables;
+      # kube-proxy rewrites them as Services come and go.
+      echo "### nft tables but iptables-nft'"'"'s (kube-proxy'"'"'s)"
+      nft list tables | while read -r _ family name; do
+        case "$family $name" in
+          "ip filter" | "ip nat" | "ip mangle" | "ip raw" | "ip security") continue ;;
+          "ip6 filter" | "ip6 nat" | "ip6 mangle" | "ip6 raw" | "ip6 security") continue ;;
+        esac
+        nft list table "$family" "$name"
+      done
+      echo "### sysctl"
+      for f in /proc/sys/net/ipv4/vs/* /proc/sys/net/ipv4/conf/*/rp_filter                /proc/sys/net/ipv4/conf/*/arp_ignore /proc/sys/net/ipv4/conf/*/arp_announce; do
+        case "$f" in */conf/cni0/* | */conf/veth*) continue ;; esac
+        [[ -r $f ]] && echo "${f#/proc/sys/} = $(<"$f")"
+      done' 2>&1
+  } >"$file" 2>&1
 }
 
 lab_mgmt_up() {

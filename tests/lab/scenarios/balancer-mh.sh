@@ -114,25 +114,7 @@ map() {
 }
 # upload NAME SOURCE: a rate-limited upload from SOURCE in the background (logs/upload-NAME).
 upload() {
-  lab_bg client "upload-$1" curl -sS --max-time 90 --connect-timeout 5 --interface "$2" \
-    --limit-rate "$UPLOAD_RATE" -H 'Expect:' -H 'Connection: close' \
-    --data-binary "@$LAB_OUT/upload.bin" \
-    -w '\ncurl: code=%{http_code} size_upload=%{size_upload}\n' "http://$LAB_VIP/upload"
-}
-# upload_result NAME: sets UPLOAD_RESULT to "<curl exit> <http code> <bytes the server
-# counted>" once the upload ended (bounded). Not in a subshell: `wait` needs the parent.
-upload_result() {
-  local crc=none body="" code="" line pid="${LAB_BG_PIDS[upload-$1]:-}"
-  lab_wait_log "upload-$1" 'curl: code=*' 100 || true
-  if [[ -n $pid ]]; then
-    wait "$pid" && crc=0 || crc=$?
-    unset "LAB_BG_PIDS[upload-$1]"
-  fi
-  while IFS= read -r line; do
-    [[ $line =~ ^curl:\ code=([0-9]+) ]] && code="${BASH_REMATCH[1]}"
-    [[ $line =~ ^[0-9]+$ ]] && body="$line"
-  done <"$LAB_OUT/logs/upload-$1.log"
-  UPLOAD_RESULT="$crc ${code:-none} ${body:-none}"
+  lab_upload_start "$1" "$UPLOAD_RATE" "$LAB_OUT/upload.bin" --interface "$2"
 }
 # established NS SOURCE: NS's connection table has an ESTABLISHED entry from SOURCE to the VIP.
 established() {
@@ -179,8 +161,8 @@ for SCHED in $SCHEDULERS; do
   lab_result "$SCHED.move_ms" $(($(lab_now_ms) - MOVE_MS))
   wait_weights lb1 2 60
   witness lb1 lb1
-  upload_result "move-$SCHED"
-  lab_result "$SCHED.survival.move" "$UPLOAD_RESULT"
+  lab_upload_result "move-$SCHED"
+  lab_result "$SCHED.survival.move" "$LAB_UPLOAD_RESULT"
 
   # --- 2. control: lb2 in lb1's history order, by hand ---------------------------------------
   lab_sysctl lb2 net.ipv4.vs.sloppy_tcp=1
@@ -219,8 +201,8 @@ EOF
   lab_artifact "conns-$SCHED-lb2-before-failover.txt" lab_exec lb2 ipvsadm -Lnc
   vip_to lb2
   for ((i = 0; i < UPLOADS; i++)); do
-    upload_result "failover-$SCHED-$i"
-    lab_result "$SCHED.survival.failover.192.0.2.$((SOURCES_FIRST + i))" "$UPLOAD_RESULT"
+    lab_upload_result "failover-$SCHED-$i"
+    lab_result "$SCHED.survival.failover.192.0.2.$((SOURCES_FIRST + i))" "$LAB_UPLOAD_RESULT"
   done
 
   # --- 5. steady: lb1's next full read plans nothing ---------------------------------------------

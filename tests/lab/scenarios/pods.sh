@@ -22,9 +22,21 @@
 #                  link goes down under load: lb2 takes over
 #   apiserver-start the host starts it again; status catches up (active lb2)
 #   lb1-back       lb1's link and route are back: it takes the VIP back
+# With LAB_LIFECYCLE=1 (the test; the demo stops above) the lifecycle follows, each part under
+# a load, with the VIP's holders witnessed by the kernel's address notifications:
+#   churn          the host creates, conflicts and deletes objects; daemon pods must not change
+#   fast-adverts   the host sets www's adverts to 100 ms; then a CPU hog on both balancers,
+#                  lb1's data link down and back, and 60 s of lb1 and lb2 cut off from each other
+#   upgrade        the host runs `helm upgrade` to the second image version; an upload runs
+#                  across it
+#   delete-realserver / deselect-lb2 / uninstall   the host deletes web1's RealServer, removes
+#                  lb2's balancer label, runs `helm uninstall`; each node must then look as in
+#                  the snapshot taken before the install
 # results.txt: nodes_ready_ms, pods_ready_ms, vip_mac, lb*_mac, down_ms, up_ms,
 #   sysctl.NODE.NAME, failover.*, failover_vip_mac, back_ms, portreuse.*, apiserver_down_health,
-#   linkdown.*, linkdown_vip_mac, lb1_back_vip, restart_web.*, restart_operator.*.
+#   linkdown.*, linkdown_vip_mac, lb1_back_vip, restart_web.*, restart_operator.*; lifecycle:
+#   vipwatch.TAG.*, churn.*, starve.*, nicdown_ms, nicdown.*, bounce.*, bounce_vip_mac,
+#   upgrade.*, upgrade.upload, teardown.*.
 set -euo pipefail
 # shellcheck source=tests/lab/topology.sh
 . "$LAB_DIR/topology.sh"
@@ -91,6 +103,7 @@ wait_vip() { # NS SECS
   lab_wait_until "$2" 0.1 "the VIP on $1" has_vip "$1"
 }
 vip_only_on() { has_vip "$1" && ! has_vip "$2"; } # NS OTHER
+not_vip() { ! has_vip "$1"; }
 rule() { printf -- '-a -t %s:80 -r %s:80 -i -w %s' "$LAB_VIP" "$1" "$2"; }
 curl_vip() { # N ARTIFACT
   local urls=() i
@@ -98,9 +111,12 @@ curl_vip() { # N ARTIFACT
   lab_artifact "$2" lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 \
     -H 'Connection: close' "${urls[@]}"
 }
-load_start() { # TAG SECS
+load_start() { # TAG SECS [STOP-FILE]
+  local stop=()
+  [[ -z ${3:-} ]] || stop=(--stop-file "$3")
   lab_bg client "load-$1" "$LOAD" --url "http://$LAB_VIP/" --interval-ms 50 \
-    --duration-s "$2" --connect-timeout-ms 3000 --timeout-ms 5000 --out "$LAB_OUT/load-$1.txt"
+    --duration-s "$2" --connect-timeout-ms 3000 --timeout-ms 5000 --out "$LAB_OUT/load-$1.txt" \
+    "${stop[@]}"
 }
 load_end() { # TAG PREFIX SECS
   local line key
@@ -112,6 +128,228 @@ load_end() { # TAG PREFIX SECS
     esac
   done <"$LAB_OUT/logs/load-$1.log"
   lab_stop "load-$1"
+}
+
+# --- the lifecycle (LAB_LIFECYCLE=1, the test; the demo stops at the walkthrough) -------------
+# Each part runs a load through it and witnesses who holds the VIP from the kernel's own
+# address notifications (lab_vip_watch_*), which the host side folds into transitions.
+watch_start() { lab_vip_watch_start "$1" lb1 lb2; }
+watch_stop() { lab_vip_watch_stop "$1" lb1 lb2; }
+# same_as_before NS: NS's snapshot equals the one taken before the install (diff in
+# snapshot/NS-diff.txt).
+same_as_before() {
+  lab_node_snapshot "$1" "$LAB_OUT/snapshot/$1-after.txt"
+  diff -u "$LAB_OUT/snapshot/$1-before.txt" "$LAB_OUT/snapshot/$1-after.txt" \
+    >"$LAB_OUT/snapshot/$1-diff.txt"
+}
+# teardown_result NS KEY: waits (bounded) until NS is as before; KEY=same or differs.
+teardown_result() {
+  if lab_wait_until 120 2 "$1 as before the install" same_as_before "$1"; then
+    lab_result "$2" same
+  else
+    lab_result "$2" differs
+  fi
+  cp "$LAB_OUT/snapshot/$1-diff.txt" "$LAB_OUT/snapshot/$2.diff"
+}
+# balancer_pids NS: the pids of the balancer container's main process in NS (`lvstun-node
+# balancer`, not its `prepare` init container), read from /proc without forking.
+balancer_pids() {
+  local pid args
+  for pid in $(ip netns pids "$1"); do
+    [[ -r /proc/$pid/cmdline ]] || continue
+    mapfile -d '' args <"/proc/$pid/cmdline" 2>/dev/null || continue
+    [[ ${args[0]##*/} == lvstun-node && ${args[1]:-} == balancer && ${args[2]:-} != prepare ]] &&
+      printf '%s\n' "$pid"
+  done
+  return 0
+}
+# new_balancer NS OLD-PIDS: a balancer process runs in NS that is none of OLD-PIDS.
+new_balancer() {
+  local pid
+  for pid in $(balancer_pids "$1"); do
+    [[ " $2 " == *" $pid "* ]] || return 0
+  done
+  return 1
+}
+hog_start() { # SECS: two busy loops in each balancer's namespace (the VM has 2 vCPUs)
+  local ns i
+  for ns in lb1 lb2; do
+    for i in 1 2; do
+      lab_bg "$ns" "hog-$ns-$i" timeout "$1" bash -c 'while :; do :; done'
+    done
+  done
+}
+hog_stop() {
+  local ns i
+  for ns in lb1 lb2; do for i in 1 2; do lab_stop "hog-$ns-$i"; done; done
+}
+lifecycle() {
+  say ""
+  say "== 8. CR churn under load: a VirtualService with a new selector, one deleted, a RealServer"
+  say "   on a new node, one in Conflict: no daemon pod restarts, no VIP moves =="
+  watch_start churn
+  load_start churn 60 "$LAB_OUT/stop-churn"
+  lab_sleep 3
+  host_phase churn 300
+  lab_sleep 3
+  : >"$LAB_OUT/stop-churn"
+  load_end churn churn 120
+  watch_stop churn
+  say "   $(load_line churn)"
+
+  say ""
+  say "== 9. adverts every 100 ms, and a CPU hog on both balancers for 30 s under load =="
+  host_phase fast-adverts
+  lab_sleep 5
+  watch_start starve
+  load_start starve 40
+  lab_sleep 3
+  hog_start 30
+  lab_sleep 31
+  hog_stop
+  load_end starve starve 120
+  watch_stop starve
+  say "   $(load_line starve)"
+
+  say ""
+  say "== 10. lb1's data link down under load, the API server and its pod fine; then back =="
+  watch_start nicdown
+  load_start nicdown 60 "$LAB_OUT/stop-nicdown"
+  lab_sleep 3
+  ip -n lb1 link set eth0 down
+  t=$(lab_now_ms)
+  wait_vip lb2 30
+  nicdown_ms=$(($(lab_now_ms) - t))
+  lab_result nicdown_ms "$nicdown_ms"
+  lab_sleep 3
+  ip -n lb1 link set eth0 up
+  ip -n lb1 route replace default via "$LAB_ROUTER_FRONT_IP" dev eth0
+  lab_wait_until 90 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2 || true
+  lab_sleep 3
+  : >"$LAB_OUT/stop-nicdown"
+  load_end nicdown nicdown 120
+  watch_stop nicdown
+  say "   VIP on lb2 $nicdown_ms ms after the link went down, back on lb1 once it returned;"
+  say "   $(load_line nicdown)"
+
+  say ""
+  say "== 11. the balancers cut off from each other for 60 s (bridge ports isolated: each still"
+  say "   reaches the client and the router), then healed =="
+  watch_start bounce
+  lab_neigh before-bounce
+  load_start bounce 100 "$LAB_OUT/stop-bounce"
+  lab_sleep 3
+  bridge link set dev fr-lb1 isolated on
+  bridge link set dev fr-lb2 isolated on
+  lab_sleep 60
+  bridge link set dev fr-lb1 isolated off
+  bridge link set dev fr-lb2 isolated off
+  t=$(lab_now_ms)
+  if lab_wait_until 30 0.2 "the VIP on lb1 alone after the heal" vip_only_on lb1 lb2; then
+    lab_result bounce.heal_ms $(($(lab_now_ms) - t))
+  else
+    lab_result bounce.heal_ms none
+  fi
+  lab_sleep 10
+  lab_neigh after-bounce
+  lab_result bounce_vip_mac "$(lab_vip_mac after-bounce)"
+  : >"$LAB_OUT/stop-bounce"
+  load_end bounce bounce 120
+  watch_stop bounce
+  say "   one holder (lb1) again after the heal; $(load_line bounce)"
+
+  say ""
+  say "== 12. both balancer processes killed at once (kill -9): both cold-start together =="
+  watch_start cold
+  load_start cold 200 "$LAB_OUT/stop-cold"
+  lab_sleep 3
+  local old1 old2 t1="" t2="" i
+  old1="$(balancer_pids lb1)"
+  old2="$(balancer_pids lb2)"
+  if [[ -z $old1 || -z $old2 ]]; then
+    lab_log "no balancer process found: lb1 '$old1' lb2 '$old2'"
+    return 1
+  fi
+  # shellcheck disable=SC2086 # one pid per word
+  kill -KILL $old1 $old2
+  t=$(lab_now_ms)
+  for ((i = 0; i < 1800 && (${#t1} == 0 || ${#t2} == 0); i++)); do
+    [[ -z $t1 ]] && new_balancer lb1 "$old1" && t1=$(lab_now_ms)
+    [[ -z $t2 ]] && new_balancer lb2 "$old2" && t2=$(lab_now_ms)
+    lab_sleep 0.1
+  done
+  lab_result cold.lb1_restart_ms $((${t1:-0} - t))
+  lab_result cold.lb2_restart_ms $((${t2:-0} - t))
+  if lab_wait_until 180 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2; then
+    lab_result cold.one_holder_ms $(($(lab_now_ms) - t))
+  else
+    lab_result cold.one_holder_ms none
+  fi
+  lab_sleep 5
+  : >"$LAB_OUT/stop-cold"
+  load_end cold cold 120
+  watch_stop cold
+  say "   new processes $((${t1:-0} - t)) ms (lb1) and $((${t2:-0} - t)) ms (lb2) after the kill;"
+  say "   $(load_line cold)"
+
+  say ""
+  say "== 13. lb1's balancer process killed again (kill -9; the kubelet now waits its back-off"
+  say "   before the restart): lb2 takes over, lb1's VIP goes by its own lifetime =="
+  watch_start crash
+  load_start crash 200 "$LAB_OUT/stop-crash"
+  lab_sleep 3
+  old1="$(balancer_pids lb1)"
+  # shellcheck disable=SC2086 # one pid per word
+  kill -KILL $old1
+  t=$(lab_now_ms)
+  wait_vip lb2 30
+  local takeover stale
+  takeover=$(($(lab_now_ms) - t))
+  lab_result crash.takeover_ms "$takeover"
+  lab_wait_until 30 0.1 "lb1's VIP gone" not_vip lb1 || true
+  stale=$(($(lab_now_ms) - t))
+  lab_result crash.stale_vip_ms "$stale"
+  if lab_wait_until 180 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2; then
+    lab_result crash.back_ms $(($(lab_now_ms) - t))
+  else
+    lab_result crash.back_ms none
+  fi
+  lab_sleep 3
+  : >"$LAB_OUT/stop-crash"
+  load_end crash crash 120
+  watch_stop crash
+  say "   lb2 held the VIP $takeover ms after the kill; lb1's copy went after $stale ms;"
+  say "   $(load_line crash)"
+
+  say ""
+  say "== 14. helm upgrade to a second image version under load, an upload running across it =="
+  head -c 1200000 /dev/urandom >"$LAB_OUT/upload.bin"
+  watch_start upgrade
+  load_start upgrade 480 "$LAB_OUT/stop-upgrade"
+  lab_upload_start upgrade 8k "$LAB_OUT/upload.bin"
+  lab_sleep 3
+  host_phase upgrade 600
+  lab_upload_result upgrade
+  lab_result upgrade.upload "$LAB_UPLOAD_RESULT"
+  lab_sleep 3
+  : >"$LAB_OUT/stop-upgrade"
+  load_end upgrade upgrade 120
+  watch_stop upgrade
+  say "   $(load_line upgrade); the upload: $LAB_UPLOAD_RESULT (curl exit, HTTP code, bytes)"
+
+  say ""
+  say "== 15. lvstun leaves each node as it found it: web1's RealServer deleted, lb2 unlabelled,"
+  say "   then helm uninstall =="
+  host_phase delete-realserver
+  teardown_result web1 teardown.realserver.web1
+  host_phase deselect-lb2
+  teardown_result lb2 teardown.deselect.lb2
+  host_phase uninstall 600
+  teardown_result lb1 teardown.uninstall.lb1
+  local ns
+  for ns in lb2 web1; do teardown_result "$ns" "teardown.uninstall.$ns"; done
+  say "   web1 after its RealServer was deleted, lb2 after it was unlabelled, every node after"
+  say "   helm uninstall: compared with the snapshot taken before the install (snapshot/)"
 }
 
 say "lvstun walkthrough through real pods: the classic LVS-TUN recipe on a real kernel (Debian"
@@ -139,6 +377,14 @@ EOF
 lab_bg web2 web-web2 "$NODE" web --config "$LAB_OUT/web2-config.yaml" --real-server web2 \
   --state-dir "$LAB_OUT/state-web2" --health-port 9100
 lab_wait_log web-web2 "*reconciled: writes=* ready=true*" 120
+
+# What every node looks like before lvstun is installed: each must look so again once lvstun
+# is gone from it (the lifecycle part, at the end).
+LIFECYCLE="${LAB_LIFECYCLE:-0}"
+if [[ $LIFECYCLE == 1 ]]; then
+  mkdir -p "$LAB_OUT/snapshot"
+  for ns in lb1 lb2 web1; do lab_node_snapshot "$ns" "$LAB_OUT/snapshot/$ns-before.txt"; done
+fi
 
 say ""
 say "== 1. three nodes joined; helm install, node labels, kubectl apply -f deploy/examples/ =="
@@ -302,5 +548,6 @@ say ""
 say "== 7. kube-apiserver back, status caught up; lb1's link and route back: it took the VIP back"
 say "   after $(($(lab_now_ms) - t)) ms =="
 host_phase lb1-back
+[[ $LIFECYCLE == 1 ]] && lifecycle
 lab_capture final lb1 lb2 web1 web2 client
 lab_log "done"

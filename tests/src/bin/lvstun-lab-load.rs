@@ -34,7 +34,8 @@
 //!
 //! Usage: `lvstun-lab-load --url http://192.0.2.100/ [--interval-ms 10] [--duration-s 10]
 //! [--connect-timeout-ms 200] [--timeout-ms 1000] [--max-requests N] [--workers N] [--out FILE]
-//! [--sources FIRST-LAST]`
+//! [--sources FIRST-LAST] [--stop-file PATH]` (`--stop-file`: a timed run also ends once PATH
+//! exists)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -64,6 +65,10 @@ struct Args {
     out: Option<String>,
     /// One request from each of these addresses, instead of a timed run.
     sources: Vec<Ipv4Addr>,
+    /// A timed run also ends once this file exists: a scenario whose phase lasts as long as
+    /// something outside it takes (a rolling upgrade) ends the load when the phase ends,
+    /// still bounded by the duration.
+    stop_file: Option<std::path::PathBuf>,
 }
 
 /// Parses `FIRST-LAST` (IPv4, FIRST <= LAST, at most [`MAX_SOURCES`] addresses).
@@ -112,6 +117,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     let mut out = None;
     let mut workers = 1u64;
     let mut sources = Vec::new();
+    let mut stop_file = None;
     let mut it = args;
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -130,6 +136,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--out" => out = Some(value.clone()),
             "--workers" => workers = num()?,
             "--sources" => sources = parse_sources(&value)?,
+            "--stop-file" => stop_file = Some(std::path::PathBuf::from(&value)),
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -155,6 +162,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         workers: u32::try_from(workers).unwrap_or(1),
         out,
         sources,
+        stop_file,
     })
 }
 
@@ -313,6 +321,13 @@ fn sender(args: &Args, start: Instant, first: Instant, budget: u64) -> Vec<Stamp
     let mut stamps = Vec::new();
     let mut next = first;
     while (stamps.len() as u64) < budget && start.elapsed() < args.duration {
+        if args
+            .stop_file
+            .as_deref()
+            .is_some_and(std::path::Path::exists)
+        {
+            break;
+        }
         let now = Instant::now();
         if next > now {
             std::thread::sleep(next - now);
@@ -525,5 +540,12 @@ mod tests {
         assert_eq!(ok.interval, Duration::from_millis(10));
         assert_eq!(ok.workers, 1);
         assert!(a("--url http://192.0.2.100/ --workers 17").is_err());
+        assert_eq!(ok.stop_file, None);
+        let stop = a("--url http://192.0.2.100/ --duration-s 600 --stop-file /tmp/x").unwrap();
+        assert_eq!(
+            stop.stop_file.as_deref(),
+            Some(std::path::Path::new("/tmp/x"))
+        );
+        assert_eq!(stop.duration, Duration::from_secs(600));
     }
 }

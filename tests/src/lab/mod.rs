@@ -16,6 +16,7 @@
 
 pub mod parse;
 pub mod pods;
+pub mod vipwatch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

@@ -18,6 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::vipwatch::{Holders, fold, parse_events};
 use super::{LabError, LabRun, Result, ScenarioOptions, new_run_dir, run_scenario_with};
 use crate::controlplane::{ControlPlane, NodeAccess, repo_root};
 use crate::operator_fixture::get_json;
@@ -42,6 +43,71 @@ pub const CHECKPOINTS: &[&str] = &[
     "apiserver-start",
     "lb1-back",
 ];
+
+/// The checkpoints of the lifecycle part `pods.sh` runs after the walkthrough when the host
+/// asks for it ([`PodHost::lifecycle`]): CR churn, adverts every 100 ms (then a CPU hog),
+/// `helm upgrade` to a second image version, a RealServer deleted, a node unlabelled,
+/// `helm uninstall`.
+pub const LIFECYCLE_CHECKPOINTS: &[&str] = &[
+    "churn",
+    "fast-adverts",
+    "upgrade",
+    "delete-realserver",
+    "deselect-lb2",
+    "uninstall",
+];
+
+/// The objects the churn checkpoint applies: a VirtualService whose balancer selector is new
+/// (lb2 alone, by hostname), a RealServer on a node that runs no web daemon, and a
+/// VirtualService that claims www's VIP and port (newer, so it is the one in Conflict).
+const CHURN_OBJECTS: &str = r#"apiVersion: lvstun.io/v1alpha1
+kind: VirtualService
+metadata:
+  name: churn-new
+spec:
+  vip: 192.0.2.101
+  ports:
+    - port: 8080
+      protocol: TCP
+  scheduler: rr
+  realServerSelector:
+    matchLabels:
+      app: churn
+  balancers:
+    nodeSelector:
+      matchLabels:
+        kubernetes.io/hostname: lb2
+    virtualRouterID: 61
+---
+apiVersion: lvstun.io/v1alpha1
+kind: RealServer
+metadata:
+  name: churn-web3
+  labels:
+    app: churn
+spec:
+  address: 198.51.100.20
+  nodeName: lb2
+---
+apiVersion: lvstun.io/v1alpha1
+kind: VirtualService
+metadata:
+  name: churn-conflict
+spec:
+  vip: 192.0.2.100
+  ports:
+    - port: 80
+      protocol: TCP
+  scheduler: rr
+  realServerSelector:
+    matchLabels:
+      app: www
+  balancers:
+    nodeSelector:
+      matchLabels:
+        lvstun.io/balancer: "true"
+    virtualRouterID: 52
+"#;
 
 /// The release namespace and name, as in the README.
 pub const RELEASE_NAMESPACE: &str = "lvstun-system";
@@ -115,13 +181,28 @@ impl Images {
     /// pause image, into `out` (replacing what was there), with the layer mtimes of
     /// `SOURCE_DATE_EPOCH` as `./dev images` does.
     pub fn build(bin_dir: &Path, out: &Path) -> Result<Images> {
+        Self::build_tags(bin_dir, out, None)
+    }
+
+    /// As [`Images::build`], and the operator and node images once more under `extra_tag`: a
+    /// second version for `helm upgrade` to move to (the tag is in the image's config, so the
+    /// digests differ).
+    pub fn build_with_upgrade(bin_dir: &Path, out: &Path, extra_tag: &str) -> Result<Images> {
+        crate::images::check_tag(extra_tag).map_err(LabError::Setup)?;
+        Self::build_tags(bin_dir, out, Some(extra_tag))
+    }
+
+    fn build_tags(bin_dir: &Path, out: &Path, extra_tag: Option<&str>) -> Result<Images> {
         let image_err = |e: crate::images::ImageError| LabError::Setup(e.to_string());
         let mtime = crate::images::source_date_epoch().map_err(LabError::Setup)?;
         let mut archives = Vec::new();
         for spec in &crate::images::IMAGES {
-            let (_, written) =
-                crate::images::build(spec, bin_dir, out, mtime).map_err(image_err)?;
-            archives.push(written.archive);
+            let tags = std::iter::once(spec.tag).chain(extra_tag);
+            for tag in tags {
+                let (_, written) = crate::images::build(&spec.with_tag(tag), bin_dir, out, mtime)
+                    .map_err(image_err)?;
+                archives.push(written.archive);
+            }
         }
         let gomodcache = crate::controlplane::cache_dir().join("go/mod");
         let (_, pause) = crate::images::build_pause(&gomodcache, out, mtime).map_err(image_err)?;
@@ -145,6 +226,8 @@ pub struct PodHost {
     images: Images,
     /// UID of lb1's balancer pod before it was deleted.
     deleted_pod: Option<String>,
+    /// The image tag `helm upgrade` moves to, when the lifecycle part runs.
+    lifecycle: Option<String>,
     /// When each checkpoint was answered, since [`PodHost::prepare`].
     pub timings: BTreeMap<String, Duration>,
     started: Instant,
@@ -209,9 +292,25 @@ impl PodHost {
             verbose: false,
             images,
             deleted_pod: None,
+            lifecycle: None,
             timings: BTreeMap::new(),
             started: Instant::now(),
         })
+    }
+
+    /// Runs the lifecycle part after the walkthrough, upgrading to the images tagged
+    /// `upgrade_tag` (which must be among the archives the nodes import).
+    pub fn lifecycle(&mut self, upgrade_tag: &str) {
+        self.lifecycle = Some(upgrade_tag.to_owned());
+    }
+
+    /// Every checkpoint this run stops at, in order.
+    pub fn checkpoints(&self) -> Vec<&'static str> {
+        let mut all = CHECKPOINTS.to_vec();
+        if self.lifecycle.is_some() {
+            all.extend_from_slice(LIFECYCLE_CHECKPOINTS);
+        }
+        all
     }
 
     /// The control plane (for tests that look further).
@@ -235,6 +334,10 @@ impl PodHost {
                     self.out.join("images").display().to_string(),
                 ),
                 ("LAB_PAUSE_IMAGE".into(), self.images.pause.clone()),
+                (
+                    "LAB_LIFECYCLE".into(),
+                    if self.lifecycle.is_some() { "1" } else { "0" }.into(),
+                ),
             ],
             ..ScenarioOptions::default()
         };
@@ -539,6 +642,216 @@ impl PodHost {
         }
     }
 
+    /// The daemon pods (balancer and web): name -> (uid, restarts).
+    fn daemon_pods(&self) -> BTreeMap<String, (String, u64)> {
+        self.pods()
+            .into_iter()
+            .filter(|p| p.component == "balancer" || p.component == "web")
+            .map(|p| (p.name, (p.uid, p.restarts)))
+            .collect()
+    }
+
+    /// The release's DaemonSets: name -> metadata.generation (a new pod template is a new
+    /// generation).
+    fn daemonset_generations(&self) -> BTreeMap<String, i64> {
+        let Some(list) = get_json(&self.cp, &["daemonsets"], RELEASE_NAMESPACE) else {
+            return BTreeMap::new();
+        };
+        list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|d| {
+                        Some((
+                            d["metadata"]["name"].as_str()?.to_owned(),
+                            d["metadata"]["generation"].as_i64()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn vs_named(&self, name: &str) -> Option<serde_json::Value> {
+        get_json(&self.cp, &["virtualservice", name], EXAMPLES_NAMESPACE)
+    }
+
+    /// Waits until `want` holds for VirtualService `name`; a failure naming `what` otherwise.
+    fn expect_named(&mut self, name: &str, what: &str, want: impl Fn(&serde_json::Value) -> bool) {
+        let t0 = Instant::now();
+        if poll(STATUS_WAIT, || self.vs_named(name).filter(|v| want(v))).is_some() {
+            self.note(format!(
+                "{what}: seen after {} ms",
+                t0.elapsed().as_millis()
+            ));
+        } else {
+            let last = self
+                .vs_named(name)
+                .map(|v| v["status"].to_string())
+                .unwrap_or_default();
+            self.fail(format!(
+                "{what}: not seen within {STATUS_WAIT:?}; last status {last}"
+            ));
+        }
+    }
+
+    /// The churn checkpoint: objects created, one turned Conflict, one deleted, and the daemon
+    /// pods and their templates untouched by all of it (ADR 0007).
+    fn churn(&mut self) -> std::result::Result<(), String> {
+        let pods_before = self.daemon_pods();
+        let generations_before = self.daemonset_generations();
+        if pods_before.len() != 3 {
+            return Err(format!(
+                "want 3 daemon pods before the churn, got {pods_before:?}"
+            ));
+        }
+        let file = self.out.join("churn.yaml");
+        write(&file, CHURN_OBJECTS).map_err(|e| e.to_string())?;
+        let file_s = file.display().to_string();
+        self.kubectl("kubectl apply churn objects", &["apply", "-f", &file_s])?;
+        self.expect_named("churn-conflict", "churn-conflict in Conflict", |v| {
+            condition(v, "Conflict").as_deref() == Some("True")
+        });
+        self.expect_named("churn-new", "churn-new has a status", |v| {
+            v["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty())
+        });
+        self.kubectl_get("churn", &["get", "lvsvc,lvsrs"]);
+        self.kubectl(
+            "kubectl delete churn-new",
+            &["delete", "virtualservice", "churn-new", "--wait=true"],
+        )?;
+        self.kubectl(
+            "kubectl delete churn objects",
+            &[
+                "delete",
+                "virtualservice/churn-conflict",
+                "realserver/churn-web3",
+                "--wait=true",
+            ],
+        )?;
+        // Time for a daemon restart to show, had the churn caused one.
+        std::thread::sleep(Duration::from_secs(5));
+        let pods_after = self.daemon_pods();
+        let generations_after = self.daemonset_generations();
+        self.note(format!(
+            "after the churn: daemon pods {pods_after:?}, DaemonSet generations {generations_after:?}"
+        ));
+        if pods_after != pods_before {
+            self.fail(format!(
+                "the churn touched daemon pods: before {pods_before:?}, after {pods_after:?}"
+            ));
+        }
+        if generations_after != generations_before {
+            self.fail(format!(
+                "the churn changed a DaemonSet: before {generations_before:?}, after {generations_after:?}"
+            ));
+        }
+        self.expect_vs("www Ready, active lb1 after the churn", |v| {
+            condition(v, "Ready").as_deref() == Some("True") && Self::active_is(v, "lb1")
+        });
+        Ok(())
+    }
+
+    /// The upgrade checkpoint: `helm upgrade` to `tag` (operator and node images), then every
+    /// pod of the release replaced by one of the new images and Ready, and www served by lb1.
+    fn upgrade(&mut self, tag: &str) -> std::result::Result<(), String> {
+        let chart = repo_root().join("deploy/helm/lvstun").display().to_string();
+        let t0 = Instant::now();
+        let image_tag = format!("image.tag={tag}");
+        let node_tag = format!("nodeImage.tag={tag}");
+        self.cp
+            .run(
+                "helm upgrade",
+                self.cp.helm().args([
+                    "upgrade",
+                    RELEASE,
+                    &chart,
+                    "-n",
+                    RELEASE_NAMESPACE,
+                    "--reuse-values",
+                    "--set",
+                    &image_tag,
+                    "--set",
+                    &node_tag,
+                ]),
+            )
+            .map_err(|e| e.to_string())?;
+        self.note(format!(
+            "helm upgrade to {tag} returned after {} ms",
+            t0.elapsed().as_millis()
+        ));
+        let suffix = format!(":{tag}");
+        let done = poll(START_WAIT, || {
+            let pods = self.pods();
+            let new = |component: &str, want: usize| {
+                let of: Vec<&PodRow> = pods.iter().filter(|p| p.component == component).collect();
+                of.len() == want && of.iter().all(|p| p.ready && p.image.ends_with(&suffix))
+            };
+            (new("operator", 2) && new("balancer", 2) && new("web", 1)).then_some(())
+        });
+        if done.is_none() {
+            return Err(format!(
+                "the release's pods did not all move to {tag} within {START_WAIT:?}: {:?}",
+                self.pods()
+            ));
+        }
+        self.note(format!(
+            "every pod runs {tag} and is Ready, {} ms after helm upgrade",
+            t0.elapsed().as_millis()
+        ));
+        self.expect_vs("www Ready, active lb1 after the upgrade", |v| {
+            condition(v, "Ready").as_deref() == Some("True") && Self::active_is(v, "lb1")
+        });
+        self.kubectl_get(
+            "pods-upgraded",
+            &["get", "pods", "-n", RELEASE_NAMESPACE, "-o", "wide"],
+        );
+        Ok(())
+    }
+
+    /// The uninstall checkpoint: `helm uninstall` as the README says, then nothing of the
+    /// release left running: no pod, no DaemonSet, no Lease in its namespace.
+    fn uninstall(&mut self) -> std::result::Result<(), String> {
+        let t0 = Instant::now();
+        self.cp
+            .run(
+                "helm uninstall",
+                self.cp
+                    .helm()
+                    .args(["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"]),
+            )
+            .map_err(|e| e.to_string())?;
+        self.note(format!(
+            "helm uninstall returned after {} ms",
+            t0.elapsed().as_millis()
+        ));
+        let gone = poll(START_WAIT, || {
+            let left = |kind: &str| {
+                get_json(&self.cp, &[kind], RELEASE_NAMESPACE)
+                    .and_then(|l| l["items"].as_array().map(Vec::len))
+                    .unwrap_or(0)
+            };
+            (left("pods") == 0 && left("daemonsets") == 0 && left("leases") == 0).then_some(())
+        });
+        if gone.is_none() {
+            self.fail(format!(
+                "after helm uninstall the release namespace still holds: pods {:?}, daemonsets {:?}, leases {:?}",
+                self.pods(),
+                self.daemonset_generations(),
+                get_json(&self.cp, &["leases"], RELEASE_NAMESPACE).map(|l| l["items"].to_string())
+            ));
+        } else {
+            self.note(format!(
+                "no pod, DaemonSet or Lease left in {RELEASE_NAMESPACE}, {} ms after helm uninstall",
+                t0.elapsed().as_millis()
+            ));
+        }
+        Ok(())
+    }
+
     fn lb1_balancer_pod(&self) -> Option<PodRow> {
         self.pods_of("balancer")
             .into_iter()
@@ -689,6 +1002,57 @@ impl PodHost {
                 self.kubectl_get("final", &["get", "lvsvc,lvsrs"]);
                 Ok(())
             }
+            "churn" => self.churn(),
+            "fast-adverts" => {
+                self.kubectl(
+                    "kubectl patch www advertIntervalMilliseconds",
+                    &[
+                        "patch",
+                        "virtualservice",
+                        "www",
+                        "--type=merge",
+                        "-p",
+                        "{\"spec\":{\"balancers\":{\"advertIntervalMilliseconds\":100}}}",
+                    ],
+                )?;
+                self.expect_vs("www Ready, active lb1 at 100 ms adverts", |v| {
+                    condition(v, "Ready").as_deref() == Some("True") && Self::active_is(v, "lb1")
+                });
+                Ok(())
+            }
+            "upgrade" => {
+                let tag = self.lifecycle.clone().ok_or_else(|| {
+                    "no upgrade tag: the host did not ask for the lifecycle".to_owned()
+                })?;
+                self.upgrade(&tag)
+            }
+            "delete-realserver" => {
+                self.kubectl(
+                    "kubectl delete realserver web1",
+                    &["delete", "realserver", "web1", "--wait=true"],
+                )?;
+                self.note("RealServer web1 deleted; web1's web pod keeps running".into());
+                Ok(())
+            }
+            "deselect-lb2" => {
+                self.kubectl(
+                    "kubectl label node lb2 lvstun.io/balancer-",
+                    &["label", "node", "lb2", "lvstun.io/balancer-"],
+                )?;
+                let t0 = Instant::now();
+                let gone = poll(START_WAIT, || {
+                    (!self.pods_of("balancer").iter().any(|p| p.node == "lb2")).then_some(())
+                });
+                match gone {
+                    Some(()) => self.note(format!(
+                        "lb2 unlabelled: its balancer pod gone after {} ms",
+                        t0.elapsed().as_millis()
+                    )),
+                    None => self.fail("lb2's balancer pod still there after unlabelling".into()),
+                }
+                Ok(())
+            }
+            "uninstall" => self.uninstall(),
             other => Err(format!("unknown checkpoint {other:?} from the guest")),
         }
     }
@@ -709,6 +1073,10 @@ pub struct PodRow {
     pub ready: bool,
     /// Its UID.
     pub uid: String,
+    /// Its (first) container's image.
+    pub image: String,
+    /// Restarts of its containers, summed.
+    pub restarts: u64,
 }
 
 impl PodRow {
@@ -721,6 +1089,37 @@ impl PodRow {
             phase: s(&p["status"]["phase"]),
             ready: condition(p, "Ready").as_deref() == Some("True"),
             uid: s(&p["metadata"]["uid"]),
+            image: s(&p["spec"]["containers"][0]["image"]),
+            restarts: p["status"]["containerStatuses"]
+                .as_array()
+                .map(|c| c.iter().filter_map(|c| c["restartCount"].as_u64()).sum())
+                .unwrap_or(0),
         }
     }
+}
+
+/// Who held the VIP during the watch `tag` of a pod lab run (`lab_vip_watch_start TAG lb1
+/// lb2`): the balancers' address notifications folded into a [`Holders`] timeline.
+pub fn vip_holders(run: &LabRun, tag: &str) -> Result<Holders> {
+    let vip = "192.0.2.100";
+    let mut initial = BTreeMap::new();
+    let mut events = Vec::new();
+    for node in BALANCER_NODES {
+        let key = format!("vipwatch.{tag}.{node}.initial");
+        let held = run.result(&key).ok_or_else(|| LabError::Artifact {
+            path: run.path("results.txt"),
+            detail: format!("no {key}"),
+        })?;
+        initial.insert((*node).to_owned(), held != "0");
+        let log = run.artifact(&format!("logs/vipwatch-{tag}-{node}.log"))?;
+        events.extend(parse_events(node, &log, vip));
+    }
+    let end_us = run
+        .result(&format!("vipwatch.{tag}.end_ms"))
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .map_or_else(
+            || events.iter().map(|e| e.at_us).max().unwrap_or(0),
+            |ms| ms * 1000,
+        );
+    Ok(fold(&initial, &events, end_us))
 }
