@@ -39,7 +39,11 @@ const POLL: Duration = Duration::from_secs(1);
 /// tear their nodes down, and its Lease) after stopping the operator. Run by the chart's
 /// pre-delete hook.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "lvstun-operator uninstall", version)]
+#[command(
+    name = "lvstun-operator uninstall",
+    bin_name = "lvstun-operator uninstall",
+    version
+)]
 pub struct UninstallArgs {
     /// The release namespace (the operator's, where its DaemonSets and Lease live).
     #[arg(long, env = "POD_NAMESPACE")]
