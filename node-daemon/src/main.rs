@@ -3,6 +3,7 @@
 mod balancer;
 mod cli;
 mod error;
+mod exit;
 mod health;
 mod ipvs;
 mod net;

@@ -201,8 +201,18 @@ pub fn node_args(cfg: &NodeDaemonConfig, role: Role) -> Vec<String> {
     if role == Role::Balancer {
         args.push(format!("--ipvs-sysctl-dir={IPVS_SYSCTL_MOUNT}"));
     }
+    // At SIGTERM the daemon reads its own DaemonSet (in $POD_NAMESPACE) and Node to tell a
+    // restart (keep the node as it is) from its end on this node (tear down), ADR 0008.
+    args.push(format!("--daemonset={}", cfg.role(role).daemonset_name));
     args
 }
+
+/// Seconds a daemon pod has between SIGTERM and SIGKILL. What it does in that time (ADR 0008):
+/// the VRRP handover (at most 5 s, `SHUTDOWN_LIMIT` in the balancer) and, at the same time, the
+/// exit decision (at most 3 s of API reads); then, when tearing down, a few netlink requests
+/// (one per lvstun IPVS service, batched: well under a second for a thousand), one `nft` run
+/// and a few small file writes. About 6 s in the worst case; 30 leaves room for a slow node.
+pub const TERMINATION_GRACE_SECONDS: i64 = 30;
 
 /// The arguments of the balancer pod's init container (pinned on the daemon's side by
 /// `prepare_takes_no_arguments` in `node-daemon/src/balancer/daemon.rs`).
@@ -417,14 +427,6 @@ const BALANCER_READINESS_PERIOD: i32 = 1;
 /// either way the VIP goes to a ready node.)
 const BALANCER_MIN_READY_SECONDS: i32 = 5;
 
-/// `terminationGracePeriodSeconds` of both DaemonSets: the time between SIGTERM and SIGKILL.
-/// On SIGTERM the balancer hands its VIPs over first (priority 0, VIP removed: milliseconds,
-/// but it waits at most `SHUTDOWN_LIMIT`, 5 s, in node-daemon/src/balancer/daemon.rs, for a
-/// stuck netlink answer), then stops its loop at once; twice that limit leaves the rest of the
-/// stop its own 5 s. The handover itself does not need the process: the Backup takes over
-/// after Skew_Time whether or not this process is still alive, and the IPVS table and backup
-/// sync daemon stay in the kernel.
-const TERMINATION_GRACE_SECONDS: i64 = 10;
 
 fn daemonset(cfg: &NodeDaemonConfig, role: Role) -> Result<DaemonSet, Error> {
     let labels = labels(cfg, role);
@@ -461,6 +463,8 @@ fn daemonset(cfg: &NodeDaemonConfig, role: Role) -> Result<DaemonSet, Error> {
                     automount_service_account_token: Some(true),
                     host_network: Some(true),
                     dns_policy: Some("ClusterFirstWithHostNet".into()),
+                    // Long enough for a balancer to hand its VIPs over (VRRP priority 0) and,
+                    // when the daemon leaves the node for good, to tear down (ADR 0008).
                     termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     node_selector: (!rc.node_selector.is_empty()).then(|| rc.node_selector.clone()),
                     tolerations: (!rc.tolerations.is_empty()).then(|| rc.tolerations.clone()),
@@ -639,7 +643,12 @@ mod tests {
             if role == Role::Balancer {
                 want.push("--ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs".to_string());
             }
+            want.push(format!(
+                "--daemonset={}",
+                ds.metadata.name.as_ref().unwrap()
+            ));
             assert_eq!(c.args.as_ref().unwrap(), &want);
+            assert_eq!(p.termination_grace_period_seconds, Some(30));
             let sc = c.security_context.as_ref().unwrap();
             assert_eq!(sc.privileged, Some(false));
             assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -651,6 +660,19 @@ mod tests {
             );
             assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
             let env = c.env.as_ref().unwrap();
+            // The daemon looks its DaemonSet up in its own namespace at SIGTERM (ADR 0008).
+            assert_eq!(env[1].name, "POD_NAMESPACE");
+            assert_eq!(
+                env[1]
+                    .value_from
+                    .as_ref()
+                    .unwrap()
+                    .field_ref
+                    .as_ref()
+                    .unwrap()
+                    .field_path,
+                "metadata.namespace"
+            );
             assert_eq!(env[0].name, "NODE_NAME");
             assert_eq!(
                 env[0]

@@ -78,6 +78,26 @@ pub enum Error {
     #[error("leader election: {0}")]
     Lease(#[source] Box<kube_lease_manager::LeaseManagerError>),
 
+    /// A request of `lvstun-operator uninstall` failed (scaling the operator, deleting a
+    /// DaemonSet or the Lease, listing what is left).
+    #[error("{what}: {source}")]
+    Request {
+        /// The request, as a person reads it.
+        what: String,
+        /// What the API server said.
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// `lvstun-operator uninstall` ran out of time; the message names what is left.
+    #[error("uninstall timed out after {seconds} s; left: {left}")]
+    UninstallTimeout {
+        /// The `--timeout`.
+        seconds: u64,
+        /// What still exists.
+        left: String,
+    },
+
     /// A socket or other local resource failed (the metrics listener).
     #[error("{what}: {source}")]
     Io {
@@ -101,13 +121,15 @@ impl Error {
             Error::Status { .. } => "StatusWriteFailed",
             Error::Serialize { .. } => "Serialization",
             Error::Lease(_) => "LeaderElection",
+            Error::Request { .. } => "ApiRequest",
+            Error::UninstallTimeout { .. } => "UninstallTimeout",
             Error::Io { .. } => "Io",
         }
     }
 
     /// Every category, so the error metric can be pre-registered at zero (alerts on `rate()` then
     /// work from the first error on).
-    pub const CATEGORIES: [&'static str; 9] = [
+    pub const CATEGORIES: [&'static str; 11] = [
         "Config",
         "KubeClient",
         "CacheNotReady",
@@ -116,6 +138,8 @@ impl Error {
         "StatusWriteFailed",
         "Serialization",
         "LeaderElection",
+        "ApiRequest",
+        "UninstallTimeout",
         "Io",
     ];
 }
@@ -136,6 +160,10 @@ mod tests {
             Error::Io {
                 what: "x".into(),
                 source: std::io::Error::other("x"),
+            },
+            Error::UninstallTimeout {
+                seconds: 1,
+                left: "x".into(),
             },
         ];
         for e in errors {

@@ -8,6 +8,7 @@
 //! per object, in phases) → `validate`, `build`, `status` (pure, where the unit tests are) and
 //! `apply` (the only module that writes). Decisions that shape the whole are recorded in
 //! `docs/adr/0001-daemonset-ownership.md` and `docs/adr/0007-daemonset-placement-by-chart.md`.
+//! [`uninstall`] is the chart's pre-delete hook (`lvstun-operator uninstall`, ADR 0008).
 
 pub mod apply;
 pub mod build;
@@ -20,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
+pub mod uninstall;
 pub mod validate;
 
 use std::sync::Arc;

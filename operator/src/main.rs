@@ -1,10 +1,12 @@
-//! `lvstun-operator` entry point: parse flags, set up logging, run (see the library's docs).
+//! `lvstun-operator` entry point: parse flags, set up logging, run (see the library's docs);
+//! `lvstun-operator uninstall ...` runs [`lvstun_operator::uninstall`] instead.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use lvstun_operator::Cli;
 use lvstun_operator::cli::LogFormat;
+use lvstun_operator::uninstall::UninstallArgs;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat) {
@@ -24,6 +26,21 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `lvstun-operator uninstall ...`: the chart's pre-delete hook (ADR 0008). A word, not a
+    // flag, before the operator's own flags are parsed: those are required and mean nothing to
+    // it.
+    if std::env::args().nth(1).as_deref() == Some("uninstall") {
+        let args = UninstallArgs::parse_from(std::env::args().skip(1));
+        init_logging(args.log_format);
+        return match uninstall(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("uninstall: FAILED: {e}");
+                tracing::error!(category = e.category(), error = %e, "lvstun-operator uninstall failed");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match lvstun_operator::run(cli).await {
@@ -33,4 +50,11 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn uninstall(args: &UninstallArgs) -> Result<(), lvstun_operator::Error> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| lvstun_operator::Error::Client(Box::new(e)))?;
+    lvstun_operator::uninstall::run(client, args).await
 }

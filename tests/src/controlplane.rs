@@ -367,8 +367,9 @@ impl ControlPlane {
         );
         if self.nodes.is_some() {
             // Pods with a ServiceAccount token need the kube-root-ca.crt ConfigMap; Nodes need
-            // their lifecycle (taints, eviction) and finished pods their collection.
-            controllers.push_str(",root-ca-cert-publisher,endpointslice,nodelifecycle,podgc");
+            // their lifecycle (taints, eviction) and finished pods their collection; `helm
+            // uninstall`'s pre-delete hook is a Job.
+            controllers.push_str(",root-ca-cert-publisher,endpointslice,nodelifecycle,podgc,job");
         }
         let mut args = vec![
             format!("--kubeconfig={}", self.kubeconfig.display()),

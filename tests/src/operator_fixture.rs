@@ -245,13 +245,21 @@ impl Install {
     }
 
     /// `helm uninstall` and delete the namespace, waiting until both are gone (also done on drop,
-    /// so a failing test cleans up too).
+    /// so a failing test cleans up too). `--no-hooks`: this control plane runs no Job controller
+    /// and no kubelet, so the chart's pre-delete Job would never run (helm would wait for it
+    /// until its timeout); deleting the namespace removes what it would (the DaemonSets, the
+    /// Lease). `controlplane_helm.rs` runs the hook's command itself.
     fn uninstall(&self) {
         let _ = self.cp.run(
             "helm uninstall",
-            self.cp
-                .helm()
-                .args(["uninstall", &self.release, "-n", &self.namespace, "--wait"]),
+            self.cp.helm().args([
+                "uninstall",
+                &self.release,
+                "-n",
+                &self.namespace,
+                "--wait",
+                "--no-hooks",
+            ]),
         );
         let _ = self.cp.run(
             "kubectl delete namespace",

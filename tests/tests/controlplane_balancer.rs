@@ -4,7 +4,9 @@
 //! kernel has no IPVS (the kernel side is proven in the lab VM), watches the VirtualServices
 //! and RealServers, selects by its Node's labels, health-checks the real servers (loopback
 //! listeners), and server-side-applies its own entries in `status.balancers[]` and
-//! `status.checks[]`; a real server that stops answering shows up in both.
+//! `status.checks[]`; a real server that stops answering shows up in both. At SIGTERM it asks
+//! for its DaemonSet (`--daemonset`, here one that does not exist) and decides to tear down,
+//! which a dry run only logs (ADR 0008).
 //!
 //! Run: `cargo test -p lvstun-tests --test controlplane_balancer -- --nocapture`.
 
@@ -123,11 +125,13 @@ spec: {{address: 127.0.0.3, port: {port2}}}
                 format!("--node-name={node}"),
                 format!("--health-port={health_port}"),
                 "--log-format=json".to_string(),
+                format!("--daemonset=lvstun-balancer-{ns}"),
                 "--health-address=127.0.0.1".to_string(),
                 "--dry-run".to_string(),
                 format!("--state-dir={}", state.display()),
             ])
             .env("KUBECONFIG", cp.kubeconfig())
+            .env("POD_NAMESPACE", &ns)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -225,6 +229,22 @@ spec: {{address: 127.0.0.3, port: {port2}}}
     assert!(
         !log.contains("192.0.2.101"),
         "the other VirtualService is not programmed"
+    );
+
+    // 6. SIGTERM: the DaemonSet named by --daemonset does not exist, so the daemon is leaving
+    //    this node for good; a dry run has nothing to remove.
+    let mut daemon = daemon;
+    cp.run(
+        "kill -TERM",
+        Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]),
+    )
+    .unwrap();
+    assert!(daemon.0.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("teardown: the DaemonSet is gone"), "{log}");
+    assert!(
+        log.contains("dry run: teardown: nothing was programmed"),
+        "{log}"
     );
     drop(daemon);
     let _ = cp.run(

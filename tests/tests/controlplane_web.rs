@@ -9,7 +9,10 @@
 //! manager (`lvstun-node-web/<node>`), leaving the operator's `Healthy` condition and the
 //! balancer's `checks[]` entry exactly as they were; an edit of the VirtualService's VIP reaches
 //! its desired state at once; a RealServer moved to another node gets its condition withdrawn;
-//! and the web ServiceAccount can do what the daemon needs and not more.
+//! at SIGTERM it reads its DaemonSet and Node (`--daemonset`, `$POD_NAMESPACE`) and keeps the
+//! node configured while the DaemonSet still selects it, tears down once the node lost its label
+//! or the DaemonSet is gone (ADR 0008); and the web ServiceAccount can do what the daemon needs
+//! and not more.
 //!
 //! The node name is unique to the run (`node-a-<namespace>`) rather than a bare `node-a`: the
 //! daemon watches RealServers in every namespace, and other tests on the shared control plane
@@ -30,7 +33,7 @@ use lvstun_crds::v1alpha1::RealServer;
 use lvstun_tests::controlplane::{ControlPlane, repo_root, unique_namespace};
 use lvstun_tests::lab;
 use lvstun_tests::operator_fixture::{
-    Install, KillOnDrop, ensure_crds, eventually, free_port, http_get_raw,
+    Guard, Install, KillOnDrop, ensure_crds, eventually, free_port, http_get_raw, wait_for,
 };
 use serde_json::json;
 
@@ -150,6 +153,24 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     )
     .unwrap();
 
+    // The node, labelled for the web role, and the web DaemonSet as the operator names it (its
+    // pods stay Pending here: no kubelet): what the daemon asks about at SIGTERM.
+    let mut guard = Guard::new(cp);
+    guard.node(&node, &[("lvstun.io/web", "true")]);
+    let daemonset = format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {web_sa}\nspec:\n  selector:\n    \
+         matchLabels: {{app: {web_sa}}}\n  template:\n    metadata:\n      labels: {{app: {web_sa}}}\n    \
+         spec:\n      nodeSelector: {{lvstun.io/web: \"true\"}}\n      containers: [{{name: web, image: localhost/none}}]\n"
+    );
+    let out = cp
+        .kubectl_apply_stdin(&daemonset, &install.namespace)
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let client = cp.client().await.unwrap();
     let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
     other_writers(&rss, "web1").await;
@@ -162,27 +183,47 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     // a private state folder and the health endpoint on loopback only.
     let health_port = free_port();
     let state = PathBuf::from(cp.dir()).join(format!("web-state-{ns}"));
-    let log_path = PathBuf::from(cp.dir()).join(format!("web-{ns}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let daemon = KillOnDrop(
-        Command::new(lab::bin_dir().join("lvstun-node"))
-            .args([
-                "web".to_string(),
-                format!("--node-name={node}"),
-                format!("--health-port={health_port}"),
-                "--log-format=json".to_string(),
-                "--health-address=127.0.0.1".to_string(),
-                "--dry-run".to_string(),
-                format!("--state-dir={}", state.display()),
-            ])
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("NODE_NAME")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    eprintln!("[controlplane_web] daemon log: {}", log_path.display());
+    let start = |tag: &str| -> (KillOnDrop, PathBuf) {
+        let log_path = PathBuf::from(cp.dir()).join(format!("web-{ns}{tag}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let daemon = KillOnDrop(
+            Command::new(lab::bin_dir().join("lvstun-node"))
+                .args([
+                    "web".to_string(),
+                    format!("--node-name={node}"),
+                    format!("--health-port={health_port}"),
+                    "--log-format=json".to_string(),
+                    format!("--daemonset={web_sa}"),
+                    "--health-address=127.0.0.1".to_string(),
+                    "--dry-run".to_string(),
+                    format!("--state-dir={}", state.display()),
+                ])
+                .env("KUBECONFIG", &kubeconfig)
+                .env("POD_NAMESPACE", &install.namespace)
+                .env_remove("NODE_NAME")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        eprintln!("[controlplane_web] daemon log: {}", log_path.display());
+        (daemon, log_path)
+    };
+    // SIGTERM once the daemon listens for it; its log after it exited.
+    let terminate = |mut daemon: KillOnDrop, log_path: &PathBuf| -> String {
+        wait_for("the daemon to start", Duration::from_secs(60), || {
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            log.contains("web daemon started in cluster mode")
+                .then_some(())
+        });
+        let pid = daemon.0.id().to_string();
+        cp.run("kill -TERM", Command::new("kill").args(["-TERM", &pid]))
+            .unwrap();
+        let status = daemon.0.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        std::fs::read_to_string(log_path).unwrap()
+    };
+    let (daemon, log_path) = start("");
     let manager = format!("lvstun-node-web/{node}");
 
     // 1. TunnelReady on web1, said to be a dry run, written by the node's field manager.
@@ -323,9 +364,44 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     .await;
     assert_eq!(condition(&moved, "Healthy").unwrap(), healthy_before);
     assert_eq!(moved.status.as_ref().unwrap().checks, checks_before);
-    drop(daemon);
 
-    // 7. The web ServiceAccount's RBAC: what the daemon needs, and not more.
+    // 7. SIGTERM while the DaemonSet still selects the node: a restart, the node is kept.
+    let log = terminate(daemon, &log_path);
+    assert!(
+        log.contains("keep: the DaemonSet still selects this node (a restart)"),
+        "{log}"
+    );
+    assert!(!log.contains("teardown:"), "{log}");
+
+    // 8. The node loses its label (the DaemonSet controller would delete the pod): teardown.
+    cp.run(
+        "kubectl label node",
+        cp.kubectl()
+            .args(["label", "node", &node, "lvstun.io/web-"]),
+    )
+    .unwrap();
+    let (daemon, log_path) = start("-deselected");
+    let log = terminate(daemon, &log_path);
+    assert!(
+        log.contains(
+            "teardown: the DaemonSet no longer selects this node (it lacks lvstun.io/web=true)"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("stopping: dry run"), "{log}");
+
+    // 9. The DaemonSet is gone: teardown too.
+    cp.run(
+        "kubectl delete daemonset",
+        cp.kubectl()
+            .args(["delete", "daemonset", &web_sa, "-n", &install.namespace]),
+    )
+    .unwrap();
+    let (daemon, log_path) = start("-gone");
+    let log = terminate(daemon, &log_path);
+    assert!(log.contains("teardown: the DaemonSet is gone"), "{log}");
+
+    // 10. The web ServiceAccount's RBAC: what the daemon needs, and not more.
     let can = |verb: &str, resource: &str| -> bool {
         let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
         let mut cmd = cp.kubectl();
@@ -345,6 +421,7 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
         ("list", "virtualservices.lvstun.io"),
         ("watch", "virtualservices.lvstun.io"),
         ("patch", "realservers.lvstun.io/status"),
+        ("get", "nodes"),
     ] {
         assert!(
             can(verb, resource),
@@ -358,12 +435,31 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
         ("patch", "virtualservices.lvstun.io/status"),
         ("patch", "virtualservices.lvstun.io"),
         ("get", "secrets"),
-        ("get", "nodes"),
+        ("list", "nodes"),
+        ("patch", "nodes"),
         ("list", "pods"),
     ] {
         assert!(
             !can(verb, resource),
             "the web daemon must not {verb} {resource}"
+        );
+    }
+    // Its own DaemonSet, read only, and no other.
+    let can_ds = |verb: &str, name: &str| -> bool {
+        let mut cmd = cp.kubectl();
+        cmd.args(["auth", "can-i", verb, &format!("daemonsets/{name}")])
+            .args([format!("--as={sa}"), format!("-n={}", install.namespace)]);
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).trim() == "yes"
+    };
+    assert!(can_ds("get", &web_sa));
+    for (verb, name) in [
+        ("get", format!("{}-balancer", install.release)),
+        ("delete", web_sa.clone()),
+        ("patch", web_sa.clone()),
+    ] {
+        assert!(
+            !can_ds(verb, &name),
+            "the web daemon must not {verb} daemonset {name}"
         );
     }
 
@@ -372,5 +468,6 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
         cp.kubectl()
             .args(["delete", "namespace", &ns, "--wait=false"]),
     );
+    drop(guard);
     drop(install);
 }

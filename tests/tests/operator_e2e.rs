@@ -343,7 +343,8 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
             "--node-name=$(NODE_NAME)",
             "--health-port=9781",
             "--log-format=json",
-            "--ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs"
+            "--ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs",
+            format!("--daemonset={balancer}")
         ])
     );
     // ip_vs is loaded by an init container with no capability before the balancer container
@@ -400,7 +401,8 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
             "web",
             "--node-name=$(NODE_NAME)",
             "--health-port=9782",
-            "--log-format=json"
+            "--log-format=json",
+            format!("--daemonset={web}")
         ])
     );
 

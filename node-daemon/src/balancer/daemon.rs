@@ -5,8 +5,9 @@
 //! lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR]
 //!                      [--health-port PORT] [--health-address IP] [--log-format text|json]
 //!                      [--resync SECONDS] [--vip-owner vrrp|none] [--ipvs-sysctl-dir DIR]
-//!                      [--dry-run]
+//!                      [--daemonset NAME] [--dry-run]
 //! lvstun-node balancer prepare
+//! lvstun-node balancer cleanup [--state-dir DIR] [--ipvs-sysctl-dir DIR] [--log-format text|json]
 //! ```
 //!
 //! - `--config FILE`: standalone mode, the objects come from the file (every VirtualService in
@@ -36,6 +37,15 @@
 //!   `/proc/sys/net/ipv4/vs` exists, so the main container's mount of it has a source. It needs
 //!   no capability; it exits 0 when the directory is there, non-zero (with the reason) when the
 //!   kernel has no IPVS.
+//! - `--daemonset NAME` (in a cluster): this daemon's DaemonSet, in `$POD_NAMESPACE`. At
+//!   SIGTERM the daemon reads it and its Node to decide whether the pod is being replaced
+//!   (keep the node as it is) or the daemon is leaving this node for good (tear down), see
+//!   [`crate::exit`] and ADR 0008. Without it, the node is always kept.
+//! - `cleanup`: undo by hand what the records in `--state-dir` say a balancer put in this
+//!   node's kernel (the teardown, [`super::teardown`], without a VRRP handover): for a node
+//!   whose daemon was stopped without tearing down (the API could not answer, `helm uninstall
+//!   --no-hooks`). Run it only where no lvstun balancer runs any more. Exit 0 when everything
+//!   was undone.
 //! - `--dry-run`: everything but the kernel: the plan is applied to an in-memory table that
 //!   starts empty, and the log lists every operation that would have been sent (the owned-VIPs
 //!   record is not written). In a cluster, status entries are still written (marked by the
@@ -43,8 +53,10 @@
 //!
 //! Flags take their value as the next argument or after `=` (the DaemonSet passes
 //! `--node-name=$(NODE_NAME)`). SIGTERM and SIGINT hand the VIPs over (each VRRP router that
-//! is Master sends priority 0 and removes its VIP, see [`owner`]), then stop the daemon and
-//! leave the kernel's IPVS table as it is; SIGHUP re-reads the file.
+//! is Master sends priority 0 and removes its VIP, see [`owner`]) while the exit decision is
+//! read from the API; then the daemon either leaves the kernel's IPVS table as it is (a
+//! restart: the next daemon adopts it) or tears down (logged line by line as `teardown: ...`).
+//! SIGHUP re-reads the file.
 //!
 //! VIP ownership runs beside the loop on the same snapshots: one VRRP router per VIP of the
 //! VirtualServices this node programs ([`super::vips`]), holding the VIP while Master. With
@@ -63,8 +75,9 @@ use tracing::{error, info, warn};
 use super::desired::ObjectRef;
 use super::owner::{self, lock_vips};
 use super::run::{Balancer, DryRun, Options, SharedReport, lock};
-use super::{http, report, state};
+use super::{http, report, state, teardown};
 use crate::error::Error;
+use crate::exit::{self, Decision};
 use crate::health::checker::Checker;
 use crate::ipvs::handle::{self, IpvsHandle};
 use crate::ipvs::sysctl;
@@ -75,12 +88,21 @@ use lvstun_crds::kernel_settings;
 pub const RUNTIME_THREAD: &str = "lvstun-rt";
 
 /// Longest wait for the VRRP routers to hand over on SIGTERM (priority 0, VIP removed): a
-/// stuck netlink answer must not keep a terminating pod alive past its grace period.
+/// stuck netlink answer must not keep a terminating pod alive past its grace period. The exit
+/// decision ([`crate::exit::API_TIMEOUT`], 3 s) runs at the same time; the teardown after both
+/// is a few netlink requests and file writes. The DaemonSet's grace period (30 s, operator
+/// `build.rs`) covers the sum with a wide margin.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// What the warning at an undecidable SIGTERM tells a person to run on the node.
+const MANUAL_CLEANUP: &str = "kubectl debug node/<node> --profile=sysadmin \
+--image=<the lvstun-node image> -- lvstun-node balancer cleanup --state-dir /host/run/lvstun";
 
 const USAGE: &str = "lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR] \
 [--health-port PORT] [--health-address IP] [--log-format text|json] [--resync SECONDS] \
-[--vip-owner vrrp|none] [--ipvs-sysctl-dir DIR] [--dry-run] | lvstun-node balancer prepare";
+[--vip-owner vrrp|none] [--ipvs-sysctl-dir DIR] [--daemonset NAME] [--dry-run] \
+| lvstun-node balancer prepare \
+| lvstun-node balancer cleanup [--state-dir DIR] [--ipvs-sysctl-dir DIR] [--log-format text|json]";
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +143,8 @@ pub struct Args {
     pub vip_owner: VipOwnerMode,
     /// Where the IPVS sysctls are read and written.
     pub ipvs_sysctl_dir: PathBuf,
+    /// This daemon's DaemonSet, asked about at SIGTERM (ADR 0008).
+    pub daemonset: Option<String>,
 }
 
 fn usage(detail: impl std::fmt::Display) -> Error {
@@ -139,6 +163,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, Error> {
         dry_run: false,
         vip_owner: VipOwnerMode::Vrrp,
         ipvs_sysctl_dir: PathBuf::from(sysctl::PROC_DIR),
+        daemonset: None,
     };
     let mut health_port: Option<u16> = None;
     let mut health_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -215,12 +240,42 @@ pub fn parse_args(args: &[String]) -> Result<Args, Error> {
                 }
                 out.ipvs_sysctl_dir = PathBuf::from(v);
             }
+            "--daemonset" => {
+                let v = value()?;
+                if v.is_empty() {
+                    return Err(Error::invalid("--daemonset", v, "must not be empty"));
+                }
+                out.daemonset = Some(v);
+            }
             "--dry-run" if inline.is_none() => out.dry_run = true,
             other => return Err(usage(format!("unknown argument {other}"))),
         }
     }
+    if out.daemonset.is_some() && out.config.is_some() {
+        return Err(usage(
+            "--daemonset goes with the in-cluster mode: a standalone balancer (--config) has no DaemonSet",
+        ));
+    }
     out.health = health_port.map(|port| SocketAddr::new(health_ip, port));
     Ok(out)
+}
+
+/// Parses the arguments after `balancer cleanup`: the flags of the daemon that say where its
+/// records and sysctls are, and the log format.
+fn parse_cleanup_args(args: &[String]) -> Result<Args, Error> {
+    let parsed = parse_args(args)?;
+    let allowed = Args {
+        state_dir: parsed.state_dir.clone(),
+        ipvs_sysctl_dir: parsed.ipvs_sysctl_dir.clone(),
+        log_format: parsed.log_format,
+        ..parse_args(&[])?
+    };
+    if parsed != allowed {
+        return Err(usage(
+            "cleanup takes only --state-dir, --ipvs-sysctl-dir and --log-format",
+        ));
+    }
+    Ok(parsed)
 }
 
 /// Logs to stderr in `format` (`RUST_LOG` filters, `info` by default); shared with the web
@@ -262,6 +317,16 @@ pub fn main(args: &[String]) -> Result<ExitCode, Error> {
         }
         return prepare();
     }
+    if let Some((first, rest)) = args.split_first()
+        && first == "cleanup"
+    {
+        let args = parse_cleanup_args(rest)?;
+        init_logging(args.log_format);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(cleanup(args));
+    }
     let args = parse_args(args)?;
     init_logging(args.log_format);
     // The loop runs its passes on this thread (`block_on`); health checks, the source and the
@@ -297,6 +362,12 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         }
     };
     let node = node.unwrap_or_else(host_name);
+    let exit_check = exit::check(
+        client.as_ref(),
+        args.daemonset.as_deref(),
+        std::env::var("POD_NAMESPACE").ok(),
+        &node,
+    )?;
     let owned = match state::load(&args.state_dir) {
         Ok(owned) => owned,
         Err(e) => {
@@ -312,6 +383,7 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         state_dir: (!args.dry_run).then(|| args.state_dir.clone()),
         resync: args.resync,
     };
+    let mut sysctl_task = None;
     let report = if args.dry_run {
         info!("dry run: the kernel's IPVS table is not touched; operations are only logged");
         log_sysctls(&sysctl::ensure(&args.ipvs_sysctl_dir, true), true);
@@ -325,11 +397,12 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         let balancer = Balancer::new(ipvs, checker, options, owned.clone());
         let report = balancer.report();
         // Resolving the family loaded ip_vs, so its sysctls exist now.
-        tokio::spawn(keep_sysctls(
+        sysctl_task = Some(tokio::spawn(keep_sysctls(
             args.ipvs_sysctl_dir.clone(),
+            args.state_dir.clone(),
             report.clone(),
             args.resync,
-        ));
+        )));
         (report, Runner::Kernel(balancer))
     };
     let (report, runner) = report;
@@ -390,6 +463,7 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         },
         dry_run = args.dry_run,
         vip_owner = ?args.vip_owner,
+        daemonset = args.daemonset.as_deref().unwrap_or("-"),
         state = %state::path(&args.state_dir).display(),
         owned = owned.len(),
         resync_s = args.resync.as_secs(),
@@ -404,15 +478,58 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         }
         // The VIPs go first, while the loop still runs: a Master says priority 0 and drops
         // its VIP, so a Backup takes over after Skew_Time instead of Master_Down_Interval.
-        if let Some(owner) = owner {
-            owner.shutdown(SHUTDOWN_LIMIT).await;
-        }
+        // Whether the node is then torn down is asked of the API meanwhile (ADR 0008).
+        let handover = async {
+            if let Some(owner) = owner {
+                owner.shutdown(SHUTDOWN_LIMIT).await;
+            }
+        };
+        let decide = exit::at_exit(exit_check.as_ref(), "balancer", MANUAL_CLEANUP);
+        tokio::join!(handover, decide).1
     };
     match runner {
-        Runner::Kernel(b) => b.run(source, events, shutdown).await,
-        Runner::DryRun(b) => b.run(source, events, shutdown).await,
+        Runner::Kernel(b) => {
+            let (mut b, decision) = b.run(source, events, shutdown).await;
+            if decision.as_ref().is_some_and(Decision::teardown) {
+                // Nothing may set a sysctl again behind the restore.
+                if let Some(task) = sysctl_task {
+                    task.abort();
+                }
+                let (ipvs, owned) = b.kernel_and_owned();
+                let owned = owned.clone();
+                teardown::run(ipvs, &args.state_dir, &args.ipvs_sysctl_dir, &owned).await;
+            } else {
+                info!("stopping: the IPVS table stays as it is");
+            }
+        }
+        Runner::DryRun(b) => {
+            let (_, decision) = b.run(source, events, shutdown).await;
+            if decision.as_ref().is_some_and(Decision::teardown) {
+                info!("dry run: teardown: nothing was programmed, nothing to remove");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lvstun-node balancer cleanup`: the teardown by hand, without a VRRP handover (no router
+/// runs). Exit 0 when everything recorded was undone.
+async fn cleanup(args: Args) -> Result<ExitCode, Error> {
+    let (connection, raw) = handle::new_connection()?;
+    tokio::spawn(connection);
+    let mut ipvs = IpvsHandle::resolve(raw).await?;
+    let summary = teardown::run(
+        &mut ipvs,
+        &args.state_dir,
+        &args.ipvs_sysctl_dir,
+        &Default::default(),
+    )
+    .await;
+    Ok(if summary.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `lvstun-node balancer prepare` (the balancer pod's init container): loads `ip_vs` by
@@ -449,13 +566,30 @@ fn prepare() -> Result<ExitCode, Error> {
 /// reset is repaired and a refusal fixed on the host clears. Publishes the refused ones in the
 /// report (status entries, `/metrics`); logs a refusal when it starts or changes, not every
 /// period. Reading and writing two small `/proc` files is quick enough for the runtime's thread.
-async fn keep_sysctls(dir: PathBuf, report: SharedReport, period: Duration) {
+///
+/// Before a setting is first written, its value is recorded in `state_dir`
+/// ([`state::save_sysctls`]) so a teardown can put it back (ADR 0008); a record that cannot be
+/// written is logged and the setting still written (forwarding right matters more).
+async fn keep_sysctls(dir: PathBuf, state_dir: PathBuf, report: SharedReport, period: Duration) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
     loop {
         tick.tick().await;
-        let outcomes = sysctl::ensure(&dir, false);
+        let outcomes = sysctl::ensure_recorded(&dir, false, |changes| {
+            let mut originals = match state::load_sysctls(&state_dir) {
+                Ok(o) => o,
+                Err(e) => {
+                    error!("{e}; the values before lvstun of the IPVS sysctls are not recorded");
+                    return;
+                }
+            };
+            if sysctl::remember(&mut originals, changes)
+                && let Err(e) = state::save_sysctls(&state_dir, &originals)
+            {
+                error!("{e}; the values before lvstun of the IPVS sysctls are not recorded");
+            }
+        });
         let now = sysctl::refused(&outcomes);
         let before = std::mem::replace(&mut lock(&report).refused_kernel_settings, now.clone());
         log_sysctls(&outcomes, first || before != now);
@@ -516,9 +650,10 @@ mod tests {
     fn the_operators_arguments_parse() {
         // Exactly what operator/src/build.rs `node_args` gives the balancer DaemonSet.
         let a = parse_args(&args(
-            "--node-name=node-a --health-port=9101 --log-format=json --ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs",
+            "--node-name=node-a --health-port=9101 --log-format=json --ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs --daemonset=lvstun-balancer",
         ))
         .unwrap();
+        assert_eq!(a.daemonset.as_deref(), Some("lvstun-balancer"));
         assert_eq!(
             a.ipvs_sysctl_dir,
             PathBuf::from("/host/proc/sys/net/ipv4/vs")
@@ -559,6 +694,28 @@ mod tests {
     }
 
     #[test]
+    fn cleanup_takes_where_the_records_and_sysctls_are() {
+        let a = parse_cleanup_args(&args(
+            "--state-dir /host/run/lvstun --ipvs-sysctl-dir=/proc/sys/net/ipv4/vs --log-format json",
+        ))
+        .unwrap();
+        assert_eq!(a.state_dir, PathBuf::from("/host/run/lvstun"));
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(
+            parse_cleanup_args(&[]).unwrap().state_dir,
+            PathBuf::from("/run/lvstun")
+        );
+        for bad in [
+            "--config f",
+            "--dry-run",
+            "--daemonset x",
+            "--health-port 1",
+        ] {
+            assert!(parse_cleanup_args(&args(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn prepare_takes_no_arguments() {
         // Refused before any I/O: the init container's arguments are exactly `balancer prepare`.
         assert!(matches!(
@@ -580,6 +737,8 @@ mod tests {
             "--vip-owner bgp",
             "--ipvs-sysctl-dir",
             "--ipvs-sysctl-dir=relative/vs",
+            "--daemonset=",
+            "--config f --daemonset lvstun-balancer",
             "--bogus",
             "stray",
         ] {

@@ -11,6 +11,7 @@
 //! - [`report`]: in a cluster, this node's entries in the objects' status;
 //! - [`vips`] (pure): which VRRP virtual routers this node runs for its VIPs;
 //! - [`owner`]: VIP ownership, one VRRP router per VIP, supervised (I/O);
+//! - [`teardown`]: removing everything the records say lvstun put in the kernel (ADR 0008);
 //! - [`daemon`]: the command line and the wiring.
 //!
 //! [`reconcile`] is the one-shot form (read, plan, apply) that the hidden `ipvs apply` debug
@@ -24,6 +25,7 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod state;
+pub mod teardown;
 pub mod vips;
 
 use crate::error::Error;

@@ -77,7 +77,7 @@ use tracing::{error, info, warn};
 
 use super::desired::{self, ObjectRef};
 use super::run::{SharedReport, lock};
-use super::state::{self, HeldVips};
+use super::state::{self, HeldVip, HeldVips};
 use super::vips::{self, Change, InstanceSpec, StandBy, SyncProgress, SyncWanted};
 use crate::error::{Errno, Error};
 use crate::ipvs::handle::{IpvsHandle, new_connection};
@@ -203,6 +203,8 @@ pub struct SyncHub(Arc<tokio::sync::Mutex<HubState>>);
 
 #[derive(Default)]
 struct HubState {
+    /// Where the daemons this hub started are recorded (for a teardown, ADR 0008).
+    book: HeldBook,
     ipvs: Option<IpvsHandle>,
     roles: BTreeMap<u8, (SyncRole, String)>,
     /// What the kernel runs as far as we know; `None` = unknown (start, or after a failure):
@@ -219,6 +221,14 @@ struct HubState {
 }
 
 impl SyncHub {
+    /// A hub that records the daemons it starts in `book`.
+    pub fn new(book: HeldBook) -> SyncHub {
+        SyncHub(Arc::new(tokio::sync::Mutex::new(HubState {
+            book,
+            ..HubState::default()
+        })))
+    }
+
     /// Router `vrid` on `ifname` wants `role`; the kernel's daemons are changed to what all
     /// routers together want. Stops before starts: a Backup that became Master stops absorbing
     /// the old Master's table before it sends its own.
@@ -298,7 +308,7 @@ impl HubState {
             self.applied = Some(want);
             return Ok(());
         }
-        let ipvs = self.ipvs().await?;
+        let ipvs = self.ipvs().await?.clone();
         let have = match known {
             Some(have) => Some(have),
             None => match ipvs.list_sync_daemons().await {
@@ -335,11 +345,14 @@ impl HubState {
                     Err(e) if e.errno() == Some(Errno::ESRCH) => {}
                     other => other?,
                 }
+                self.book.sync_stopped(*role);
             }
         }
         for (role, had, wanted) in &pairs {
             if let (true, Some((ifname, sync_id))) = (*had != Some(*wanted), wanted) {
                 let daemon = SyncDaemon::new(*role, IfName::new(ifname)?, *sync_id);
+                // Recorded before it starts, as the VIP addresses are.
+                self.book.sync_started(*role);
                 match ipvs.start_sync_daemon(&daemon).await {
                     Err(e) if e.errno() == Some(Errno::EEXIST) => {}
                     other => other?,
@@ -367,12 +380,30 @@ pub struct HeldBook(Arc<Mutex<Book>>);
 struct Book {
     dir: Option<PathBuf>,
     held: HeldVips,
+    /// The sync daemons started and not stopped (`balancer-sync.json`).
+    sync: BTreeSet<IpvsSyncRole>,
 }
 
 impl HeldBook {
-    /// A book over `held`, written to `dir`.
-    pub fn new(dir: Option<PathBuf>, held: HeldVips) -> Self {
-        Self(Arc::new(Mutex::new(Book { dir, held })))
+    /// A book over `held` and `sync`, written to `dir`.
+    pub fn new(dir: Option<PathBuf>, held: HeldVips, sync: BTreeSet<IpvsSyncRole>) -> Self {
+        Self(Arc::new(Mutex::new(Book { dir, held, sync })))
+    }
+
+    /// Records a sync daemon about to be started, writing the file when that is news.
+    fn sync_started(&self, role: IpvsSyncRole) {
+        let mut book = self.book();
+        if book.sync.insert(role) {
+            book.write_sync();
+        }
+    }
+
+    /// Forgets a stopped sync daemon, writing the file when that changed it.
+    fn sync_stopped(&self, role: IpvsSyncRole) {
+        let mut book = self.book();
+        if book.sync.remove(&role) {
+            book.write_sync();
+        }
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {
@@ -408,6 +439,50 @@ impl Book {
             error!("{e}; the record of VIP addresses is behind the kernel");
         }
     }
+
+    fn write_sync(&self) {
+        if let Some(dir) = &self.dir
+            && let Err(e) = state::save_sync(dir, &self.sync)
+        {
+            error!("{e}; the record of sync daemons is behind the kernel");
+        }
+    }
+}
+
+/// Removes each recorded VIP address from its interface; returns, per address, whether it is
+/// gone now (removed, already gone — `EADDRNOTAVAIL`, its lifetime ran out — or its interface
+/// is gone) or why not. Does I/O (rtnetlink).
+pub async fn remove_addresses(held: &HeldVips) -> Vec<(HeldVip, Result<(), String>)> {
+    if held.is_empty() {
+        return Vec::new();
+    }
+    let mut host = match Host::open("nft") {
+        Ok(host) => host,
+        Err(e) => {
+            let why = format!("cannot open rtnetlink: {e}");
+            return held.iter().map(|h| (h.clone(), Err(why.clone()))).collect();
+        }
+    };
+    let mut out = Vec::new();
+    for h in held.iter() {
+        let result = match nix::net::if_::if_nametoindex(h.interface.as_str()) {
+            Err(_) => Ok(()),
+            Ok(index) => {
+                let addr = Addr {
+                    index,
+                    address: h.vip,
+                    prefix_len: 32,
+                };
+                match host.del_addr(addr).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.errno() == Some(Errno::EADDRNOTAVAIL) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        out.push((h.clone(), result));
+    }
+    out
 }
 
 /// At start, before any router runs: removes the VIP addresses an earlier run of this daemon
@@ -426,40 +501,24 @@ pub async fn remove_held(dir: Option<&Path>) -> HeldBook {
             HeldVips::default()
         }
     };
-    if !held.is_empty() {
-        match Host::open("nft") {
-            Ok(mut host) => {
-                for h in held.clone().iter() {
-                    let gone = match nix::net::if_::if_nametoindex(h.interface.as_str()) {
-                        Err(_) => true,
-                        Ok(index) => {
-                            let addr = Addr {
-                                index,
-                                address: h.vip,
-                                prefix_len: 32,
-                            };
-                            match host.del_addr(addr).await {
-                                Ok(()) => {
-                                    info!(vip = %h.vip, interface = %h.interface, "vrrp: removed a VIP an earlier run left");
-                                    true
-                                }
-                                Err(e) if e.errno() == Some(Errno::EADDRNOTAVAIL) => true,
-                                Err(e) => {
-                                    error!(vip = %h.vip, interface = %h.interface, "vrrp: a VIP an earlier run left could not be removed: {e}");
-                                    false
-                                }
-                            }
-                        }
-                    };
-                    if gone {
-                        held.release(&h.interface, &[h.vip]);
-                    }
-                }
+    for (h, result) in remove_addresses(&held.clone()).await {
+        match result {
+            Ok(()) => {
+                info!(vip = %h.vip, interface = %h.interface, "vrrp: removed a VIP an earlier run left");
+                held.release(&h.interface, &[h.vip]);
             }
-            Err(e) => error!("vrrp: cannot remove the VIPs an earlier run left: {e}"),
+            Err(e) => {
+                error!(vip = %h.vip, interface = %h.interface, "vrrp: a VIP an earlier run left could not be removed: {e}");
+            }
         }
     }
-    let book = HeldBook::new(Some(dir.to_owned()), held);
+    // The sync daemons an earlier run started stay recorded: the first router's start stops
+    // and restarts them anyway, and a teardown stops those still recorded.
+    let sync = state::load_sync(dir).unwrap_or_else(|e| {
+        error!("{e}; starting without the record of sync daemons");
+        BTreeSet::new()
+    });
+    let book = HeldBook::new(Some(dir.to_owned()), held, sync);
     book.book().write();
     book
 }
@@ -558,7 +617,7 @@ pub fn start(
         dry_run,
         balancer,
         report: report.clone(),
-        hub: SyncHub::default(),
+        hub: SyncHub::new(held.clone()),
         held,
         running: BTreeMap::new(),
         want: BTreeMap::new(),

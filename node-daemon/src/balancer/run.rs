@@ -693,16 +693,24 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         }
     }
 
+    /// The kernel seam and the VIPs this loop owns, for a teardown after [`Balancer::run`].
+    pub fn kernel_and_owned(&mut self) -> (&mut T, &OwnedVips) {
+        (&mut self.ipvs, &self.owned)
+    }
+
     /// Runs until `shutdown` resolves: a pass at start, then one per source change, per burst
-    /// of health verdict changes, per resync period, and per due follow-up. On shutdown the
-    /// kernel's table is left as it is: a restart must not drop traffic.
-    pub async fn run(
+    /// of health verdict changes, per resync period, and per due follow-up. The kernel's table
+    /// is left as it is: whether the node is torn down is the caller's decision, taken by
+    /// `shutdown` (ADR 0008), whose output is returned with the balancer (`None` when the loop
+    /// stopped for another reason).
+    pub async fn run<S>(
         mut self,
         mut source: watch::Receiver<Arc<Snapshot>>,
         mut events: mpsc::UnboundedReceiver<HealthEvent>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
+        shutdown: impl std::future::Future<Output = S>,
+    ) -> (Self, Option<S>) {
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut outcome = None;
         let mut snapshot = source.borrow_and_update().clone();
         let mut next_resync = Instant::now() + self.options.resync;
         let mut retry_at = self.pass_logged(&snapshot, Trigger::Start).await;
@@ -710,7 +718,10 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         loop {
             let wake = retry_at.map_or(next_resync, |r| r.min(next_resync));
             let trigger = tokio::select! {
-                _ = &mut shutdown => break,
+                out = &mut shutdown => {
+                    outcome = Some(out);
+                    break;
+                }
                 changed = source.changed(), if source_open => {
                     if changed.is_err() {
                         // The source ended: keep serving the last snapshot.
@@ -745,7 +756,8 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             }
             retry_at = self.pass_logged(&snapshot, trigger).await;
         }
-        info!("stopping: the IPVS table stays as it is");
+        info!("the IPVS loop stopped");
+        (self, outcome)
     }
 }
 

@@ -16,8 +16,15 @@
 //! removed. A separate file, so that a daemon of an earlier version, which refuses unknown
 //! fields in `balancer-owned.json`, can still read that one.
 //!
-//! The [`load`], [`save`], [`load_held`] and [`save_held`] functions do file I/O; nothing else
-//! here does.
+//! Two more records exist so that a teardown (ADR 0008) undoes exactly what lvstun did and
+//! nothing else, each in its own file for the same reason:
+//! - `STATE_DIR/balancer-sysctls.json`: each `net.ipv4.vs` sysctl's value before lvstun first
+//!   changed it ([`crate::ipvs::sysctl::Originals`]), written before the first write;
+//! - `STATE_DIR/balancer-sync.json`: the IPVS connection sync daemons lvstun's routers started
+//!   and have not stopped, written before a start and after a stop.
+//!
+//! The [`load`], [`save`], [`load_held`], [`save_held`], [`load_sysctls`], [`save_sysctls`],
+//! [`load_sync`], [`save_sync`] and [`remove`] functions do file I/O; nothing else here does.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -27,6 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::OwnedVips;
 use crate::error::Error;
+use crate::ipvs::model::SyncRole;
+use crate::ipvs::sysctl::Originals;
 
 /// The file's name inside the state folder.
 pub const FILE: &str = "balancer-owned.json";
@@ -151,6 +160,85 @@ pub fn save_held(dir: &Path, held: &HeldVips) -> Result<(), Error> {
     write_atomically(dir, HELD_FILE, held)
 }
 
+/// The file of the IPVS sysctls' values before lvstun, inside the state folder.
+pub const SYSCTL_FILE: &str = "balancer-sysctls.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SysctlsOnDisk {
+    /// Name under `net.ipv4.vs` -> value before lvstun.
+    originals: Originals,
+}
+
+/// Reads the recorded sysctl originals; a missing file records none.
+pub fn load_sysctls(dir: &Path) -> Result<Originals, Error> {
+    load_or_default::<SysctlsOnDisk>(dir, SYSCTL_FILE).map(|d| d.originals)
+}
+
+/// Writes the sysctl originals atomically, or removes the file when there are none.
+pub fn save_sysctls(dir: &Path, originals: &Originals) -> Result<(), Error> {
+    if originals.is_empty() {
+        return remove(dir, SYSCTL_FILE);
+    }
+    write_atomically(
+        dir,
+        SYSCTL_FILE,
+        &SysctlsOnDisk {
+            originals: originals.clone(),
+        },
+    )
+}
+
+/// The file of the sync daemons lvstun started, inside the state folder.
+pub const SYNC_FILE: &str = "balancer-sync.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncOnDisk {
+    /// Roles of the running daemons lvstun started.
+    started: BTreeSet<SyncRole>,
+}
+
+/// Reads the sync daemons lvstun started; a missing file records none.
+pub fn load_sync(dir: &Path) -> Result<BTreeSet<SyncRole>, Error> {
+    load_or_default::<SyncOnDisk>(dir, SYNC_FILE).map(|d| d.started)
+}
+
+/// Writes the sync daemons lvstun started, or removes the file when there are none.
+pub fn save_sync(dir: &Path, started: &BTreeSet<SyncRole>) -> Result<(), Error> {
+    if started.is_empty() {
+        return remove(dir, SYNC_FILE);
+    }
+    write_atomically(
+        dir,
+        SYNC_FILE,
+        &SyncOnDisk {
+            started: started.clone(),
+        },
+    )
+}
+
+fn load_or_default<T: Default + serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+) -> Result<T, Error> {
+    let file = dir.join(name);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| file_error(&file, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(file_error(&file, e)),
+    }
+}
+
+/// Removes `dir/name`; a missing file is fine.
+pub fn remove(dir: &Path, name: &str) -> Result<(), Error> {
+    let file = dir.join(name);
+    match std::fs::remove_file(&file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(file_error(&file, e)),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +262,27 @@ mod tests {
             load(&dir).is_err(),
             "a corrupt file is an error, not an empty claim"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sysctl_and_sync_records_round_trip_and_vanish_when_empty() {
+        let dir = std::env::temp_dir().join(format!("lvstun-teardown-rec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(load_sysctls(&dir).unwrap().is_empty());
+        assert!(load_sync(&dir).unwrap().is_empty());
+        let originals = Originals::from([("sloppy_tcp".to_string(), 0)]);
+        save_sysctls(&dir, &originals).unwrap();
+        assert_eq!(load_sysctls(&dir).unwrap(), originals);
+        let sync = BTreeSet::from([SyncRole::Backup]);
+        save_sync(&dir, &sync).unwrap();
+        assert_eq!(load_sync(&dir).unwrap(), sync);
+        let text = std::fs::read_to_string(dir.join(SYNC_FILE)).unwrap();
+        assert!(text.contains("\"backup\""), "{text}");
+        save_sysctls(&dir, &Originals::new()).unwrap();
+        save_sync(&dir, &BTreeSet::new()).unwrap();
+        assert!(!dir.join(SYSCTL_FILE).exists() && !dir.join(SYNC_FILE).exists());
+        remove(&dir, SYNC_FILE).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -594,7 +594,10 @@ impl IpvsInfo {
 }
 
 /// Role of a connection-sync daemon (`ipvsadm --start-daemon master|backup`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum SyncRole {
     /// Sends the connection table (`IP_VS_STATE_MASTER`).
     Master,

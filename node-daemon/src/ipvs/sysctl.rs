@@ -32,6 +32,7 @@
 //! folds it into `Degraded`) and as `lvstun_balancer_sysctl_refused`. Forwarding works without
 //! the settings; only the cases above misbehave.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -122,16 +123,110 @@ fn write_existing(path: &Path, value: u32) -> io::Result<()> {
     file.write_all(format!("{value}\n").as_bytes())
 }
 
+/// The value lvstun wants for `name`, if it wants one.
+pub fn wanted(name: &str) -> Option<u32> {
+    WANTED.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// The values before lvstun, by name: what a teardown restores.
+pub type Originals = BTreeMap<String, u32>;
+
+/// Adds to `originals` the value each setting in `changes` has now, unless one is recorded
+/// already (the first value lvstun saw is the one before lvstun, whatever happened since) or
+/// the value is unknown. Returns whether the record changed (then it is written before the
+/// kernel is). Pure.
+pub fn remember(originals: &mut Originals, changes: &[Change]) -> bool {
+    let mut changed = false;
+    for c in changes {
+        if let Some(current) = c.current
+            && !originals.contains_key(c.name)
+        {
+            originals.insert(c.name.to_owned(), current);
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// What a teardown does with one recorded setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restore {
+    /// It still holds lvstun's value: write the original back.
+    Write {
+        /// The sysctl's name under `net.ipv4.vs`.
+        name: String,
+        /// Its value now (lvstun's).
+        from: u32,
+        /// The value before lvstun.
+        to: u32,
+    },
+    /// It holds the original already: only the record goes.
+    Already {
+        /// The sysctl's name.
+        name: String,
+    },
+    /// Someone changed it after lvstun did (or it cannot be read): theirs stays.
+    Leave {
+        /// The sysctl's name.
+        name: String,
+        /// Its value now, if readable.
+        current: Option<u32>,
+        /// The value before lvstun.
+        original: u32,
+    },
+}
+
+/// For each recorded setting, what a teardown does, given its current value (`read`). A value
+/// is written back only while it is still lvstun's, as the web role does with its per-interface
+/// settings: a value someone set after lvstun is theirs. Pure.
+pub fn restores(originals: &Originals, read: impl Fn(&str) -> Option<u32>) -> Vec<Restore> {
+    originals
+        .iter()
+        .map(|(name, &original)| {
+            let current = read(name);
+            match (current, wanted(name)) {
+                (Some(c), _) if c == original => Restore::Already { name: name.clone() },
+                (Some(c), Some(w)) if c == w => Restore::Write {
+                    name: name.clone(),
+                    from: c,
+                    to: original,
+                },
+                _ => Restore::Leave {
+                    name: name.clone(),
+                    current,
+                    original,
+                },
+            }
+        })
+        .collect()
+}
+
+/// Reads one setting under `dir` (`None` when missing or unreadable).
+pub fn read(dir: &Path, name: &str) -> Option<u32> {
+    std::fs::read_to_string(dir.join(name))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Writes one existing setting under `dir`.
+pub fn write(dir: &Path, name: &str, value: u32) -> io::Result<()> {
+    write_existing(&dir.join(name), value)
+}
+
 /// Reads the settings under `dir` and writes those that differ; `dry_run` only reports.
 pub fn ensure(dir: &Path, dry_run: bool) -> Vec<Outcome> {
+    ensure_recorded(dir, dry_run, |_| {})
+}
+
+/// [`ensure`], calling `record` with the settings about to be written, before writing them
+/// (not in a dry run), so their values before lvstun can be kept for a teardown.
+pub fn ensure_recorded(dir: &Path, dry_run: bool, record: impl FnOnce(&[Change])) -> Vec<Outcome> {
     let path = |name: &str| -> PathBuf { dir.join(name) };
-    let read = |name: &str| -> Option<u32> {
-        std::fs::read_to_string(path(name))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    };
-    changes(read)
-        .into_iter()
+    let todo = changes(|name| read(dir, name));
+    if !dry_run && !todo.is_empty() {
+        record(&todo);
+    }
+    todo.into_iter()
         .map(|change| {
             if dry_run {
                 return Outcome::WouldSet(change);
@@ -245,6 +340,90 @@ mod tests {
             !dir.join("sloppy_tcp").exists(),
             "no sysctl file is created"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_value_before_lvstun_is_remembered_once() {
+        let mut originals = Originals::new();
+        let first = changes(|name| Some(u32::from(name == "sloppy_tcp")));
+        assert!(remember(&mut originals, &first));
+        assert_eq!(
+            originals,
+            Originals::from([("expire_nodest_conn".to_string(), 0)])
+        );
+        // Someone reset it to 2 later and lvstun set it again: the record keeps 0.
+        let again = changes(|_| Some(2));
+        assert!(remember(&mut originals, &again), "sloppy_tcp is new");
+        assert_eq!(originals["expire_nodest_conn"], 0);
+        assert_eq!(originals["sloppy_tcp"], 2);
+        assert!(!remember(&mut originals, &again), "nothing new");
+        // An unreadable value cannot be restored: nothing recorded.
+        let mut none = Originals::new();
+        assert!(!remember(&mut none, &changes(|_| None)));
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_teardown_restores_only_what_still_holds_lvstuns_value() {
+        let originals = Originals::from([
+            ("expire_nodest_conn".to_string(), 0),
+            ("sloppy_tcp".to_string(), 0),
+            ("some_future_knob".to_string(), 3),
+        ]);
+        let now = |name: &str| match name {
+            "expire_nodest_conn" => Some(1), // lvstun's
+            "sloppy_tcp" => Some(5),         // someone else's since
+            _ => None,
+        };
+        assert_eq!(
+            restores(&originals, now),
+            vec![
+                Restore::Write {
+                    name: "expire_nodest_conn".into(),
+                    from: 1,
+                    to: 0
+                },
+                Restore::Leave {
+                    name: "sloppy_tcp".into(),
+                    current: Some(5),
+                    original: 0
+                },
+                Restore::Leave {
+                    name: "some_future_knob".into(),
+                    current: None,
+                    original: 3
+                },
+            ]
+        );
+        assert_eq!(
+            restores(&originals, |_| Some(0))[0],
+            Restore::Already {
+                name: "expire_nodest_conn".into()
+            }
+        );
+    }
+
+    #[test]
+    fn ensure_records_before_it_writes() {
+        let dir = std::env::temp_dir().join(format!("lvstun-sysctl-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("expire_nodest_conn"), "0\n").unwrap();
+        std::fs::write(dir.join("sloppy_tcp"), "1\n").unwrap();
+        let mut seen = Originals::new();
+        let out = ensure_recorded(&dir, false, |c| {
+            // The kernel still holds the old value when the record is taken.
+            assert_eq!(read(&dir, "expire_nodest_conn"), Some(0));
+            remember(&mut seen, c);
+        });
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            seen,
+            Originals::from([("expire_nodest_conn".to_string(), 0)])
+        );
+        let mut called = false;
+        ensure_recorded(&dir, false, |_| called = true);
+        assert!(!called, "nothing to write, nothing to record");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

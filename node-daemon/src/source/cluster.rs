@@ -17,7 +17,8 @@
 //!
 //! Two entry points: [`start`] for the balancer (objects plus this node's labels) and
 //! [`start_web`] for the web role (objects only: which RealServers concern a web node is said
-//! by their `spec.nodeName`, so it needs no Node labels and no RBAC on Nodes).
+//! by their `spec.nodeName`, so it needs no Node labels; it reads its Node once, at SIGTERM, for
+//! the exit decision of [`crate::exit`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -9,6 +9,9 @@
 //!   once; otherwise the host is reconciled every `--interval` to repair drift, as standalone.
 //! - After each reconcile and each snapshot, `report` writes the conditions that differ; a
 //!   write that failed or was held back is retried every second.
+//! - At SIGTERM, with `--daemonset`, the exit decision ([`crate::exit`], ADR 0008) says whether
+//!   the host keeps its configuration (a restart) or is torn down (the DaemonSet is going, or no
+//!   longer selects this node).
 //! - `--dry-run` reads the kernel and plans, logs what it would do, never writes to it; the
 //!   conditions are still written, their message beginning with "dry run" (as the balancer's
 //!   dry run marks its status entries), which is how this path is tested on hosts without ipip.
@@ -31,6 +34,7 @@ use super::status::Readiness;
 use super::{Args, health, log_outcome, reconcile_with, report, state, stop};
 use crate::balancer::desired::ObjectRef;
 use crate::error::Error;
+use crate::exit;
 use crate::net::Host;
 use crate::source::{Snapshot, cluster};
 
@@ -132,6 +136,12 @@ pub(super) async fn daemon(args: &Args, node: String) -> Result<ExitCode, Error>
         what: "connect to the API server".into(),
         detail: e.to_string(),
     })?;
+    let exit_check = exit::check(
+        Some(&client),
+        args.daemonset.as_deref(),
+        std::env::var("POD_NAMESPACE").ok(),
+        &node,
+    )?;
     let (mut source, _source_task) = cluster::start_web(client.clone()).await?;
     let mut host = Host::open(&args.nft)?;
     let mut st = state::load(&args.state_dir)?;
@@ -186,8 +196,14 @@ pub(super) async fn daemon(args: &Args, node: String) -> Result<ExitCode, Error>
         }
         health::turn(&shared);
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => {
+                info!("SIGTERM");
+                break;
+            }
+            _ = int.recv() => {
+                info!("SIGINT");
+                break;
+            }
             changed = source.changed(), if source_open => {
                 if changed.is_err() {
                     warn!("the API watch ended; keeping the last objects");
@@ -207,7 +223,8 @@ pub(super) async fn daemon(args: &Args, node: String) -> Result<ExitCode, Error>
             _ = tick.tick() => {}
         }
     }
-    stop(&mut host, args, &mut st).await
+    let decision = exit::at_exit(exit_check.as_ref(), "web", super::MANUAL_CLEANUP).await;
+    stop(&mut host, args, &mut st, decision.teardown()).await
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //!          --interval SECONDS (full reconcile period, default 30)   --cleanup-on-exit
 //!          --dry-run (read the kernel, compute, log; never write to it)
 //!          --log-format text|json (default text)
+//!          --daemonset NAME (in a cluster: this daemon's DaemonSet in $POD_NAMESPACE)
 //! ```
 //!
 //! Every flag takes its value as the next argument or after `=`: the operator's DaemonSet
@@ -34,8 +35,11 @@
 //!
 //! The daemon re-reads the file when it changes (checked every second) or on SIGHUP, and
 //! reconciles fully every `--interval` to repair drift. On SIGTERM it exits and leaves the host
-//! configured (a restart must not drop traffic) unless `--cleanup-on-exit` says otherwise; a
-//! RealServer that leaves the file is cleaned up by the running daemon.
+//! configured (a restart must not drop traffic) unless `--cleanup-on-exit` says otherwise, or,
+//! in a cluster with `--daemonset`, unless its DaemonSet is gone, being deleted or no longer
+//! selects this node (ADR 0008, [`crate::exit`]): then it undoes everything, logged line by
+//! line as `teardown: ...`. A RealServer that leaves the file (or, in a cluster, is deleted or
+//! no longer names this node) is cleaned up by the running daemon.
 //!
 //! Modules: `config` (the file), `desired` and `plan` (pure), `state` (the record of what lvstun
 //! changed), `apply` (the reconcile over the `net` seams), `status` (`TunnelReady`), `health`
@@ -70,7 +74,11 @@ lvstun-node web [apply|check] --config FILE (--real-server [NS/]NAME | --node-ad
 lvstun-node web cleanup [--state-dir DIR] [--nft PATH] [--vip-device NAME|tunl0]\n  \
 OPTIONS: [--vip-device NAME|tunl0] [--uplink IFACE]... [--mss auto|off|N] [--state-dir DIR] [--nft PATH] \
 [--health-port PORT] [--health-address IP] [--interval SECONDS] [--cleanup-on-exit] [--dry-run] \
-[--log-format text|json]";
+[--log-format text|json] [--daemonset NAME]";
+
+/// What the warning at an undecidable SIGTERM tells a person to run on the node.
+const MANUAL_CLEANUP: &str = "kubectl debug node/<node> --profile=sysadmin \
+--image=<the lvstun-node image> -- lvstun-node web cleanup --state-dir /host/run/lvstun";
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
@@ -104,6 +112,8 @@ struct Args {
     /// Read the kernel and compute, but never write to it.
     dry_run: bool,
     log_format: LogFormat,
+    /// In a cluster: this daemon's DaemonSet, asked about at SIGTERM (ADR 0008).
+    daemonset: Option<String>,
 }
 
 fn usage(detail: impl std::fmt::Display) -> Error {
@@ -145,6 +155,7 @@ fn parse_args(args: &[String]) -> Result<Args, Error> {
         cleanup_on_exit: false,
         dry_run: false,
         log_format: LogFormat::Text,
+        daemonset: None,
     };
     let mut health_port: Option<u16> = None;
     let mut health_ip: Option<IpAddr> = None;
@@ -251,6 +262,13 @@ fn parse_args(args: &[String]) -> Result<Args, Error> {
                     _ => return Err(Error::invalid("--log-format", v, "expected text or json")),
                 };
             }
+            "--daemonset" => {
+                let v = value(flag)?;
+                if v.is_empty() {
+                    return Err(Error::invalid("--daemonset", v, "must not be empty"));
+                }
+                out.daemonset = Some(v);
+            }
             "--cleanup-on-exit" if inline.is_none() => out.cleanup_on_exit = true,
             "--dry-run" if inline.is_none() => out.dry_run = true,
             other => return Err(usage(format!("unknown argument {other}"))),
@@ -264,6 +282,11 @@ fn parse_args(args: &[String]) -> Result<Args, Error> {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     };
     out.health = health_port.map(|port| SocketAddr::new(health_ip.unwrap_or(default_ip), port));
+    if out.daemonset.is_some() && (mode != Mode::Daemon || out.config.is_some()) {
+        return Err(usage(
+            "--daemonset goes with the in-cluster daemon (no --config, no apply/check/cleanup)",
+        ));
+    }
     match (mode, &out.config) {
         (Mode::Cleanup, _) => {}
         (_, Some(_)) => {
@@ -507,15 +530,48 @@ async fn daemon(args: &Args) -> Result<ExitCode, Error> {
             }
         }
     }
-    stop(&mut host, args, &mut st).await
+    stop(&mut host, args, &mut st, false).await
 }
 
-/// On SIGTERM: leave the host configured, or undo lvstun's changes with `--cleanup-on-exit`.
-async fn stop(host: &mut Host, args: &Args, st: &mut state::State) -> Result<ExitCode, Error> {
-    if args.cleanup_on_exit && !args.dry_run {
-        info!("stopping: --cleanup-on-exit, undoing lvstun's changes");
+/// On SIGTERM: leave the host configured, or undo lvstun's changes with `--cleanup-on-exit` or
+/// when the exit decision says `teardown` (ADR 0008). The undo is the plan towards nothing
+/// served: exactly what the record in the state folder says lvstun changed (addresses, the
+/// dummy device, `tunl0` brought down if lvstun raised it, each interface sysctl back to its
+/// value before lvstun while it still holds lvstun's), and lvstun's nft tables.
+async fn stop(
+    host: &mut Host,
+    args: &Args,
+    st: &mut state::State,
+    teardown: bool,
+) -> Result<ExitCode, Error> {
+    if args.dry_run {
+        info!("stopping: dry run, nothing was changed on this host");
+    } else if teardown || args.cleanup_on_exit {
+        if !teardown {
+            info!("stopping: --cleanup-on-exit, undoing lvstun's changes");
+        }
         let out = reconcile_with(host, args, &Served::default(), st, false).await?;
-        log_outcome(&out, false);
+        for op in &out.ops {
+            info!("teardown: {op}");
+        }
+        for e in &out.errors {
+            error!("teardown: failed: {e}");
+        }
+        if out.errors.is_empty() && st.is_empty() {
+            info!(
+                "teardown: done: {} writes, {} removed",
+                out.writes,
+                state::path(&args.state_dir).display()
+            );
+        } else {
+            error!(
+                "teardown: incomplete: {} writes, {} errors; {} keeps what is left. Run \
+                 `lvstun-node web cleanup` on this node to finish",
+                out.writes,
+                out.errors.len(),
+                state::path(&args.state_dir).display()
+            );
+        }
     } else {
         info!("stopping: the host keeps its configuration (web cleanup undoes it)");
     }
@@ -578,9 +634,10 @@ mod tests {
         // clap and prometheus-client into every node test); the operator's own test
         // `pods_are_least_privilege_host_network_with_probes_and_args` pins the same list.
         let a = parse_args(&args(
-            "--node-name=node-a --health-port=9782 --log-format=json",
+            "--node-name=node-a --health-port=9782 --log-format=json --daemonset=lvstun-web",
         ))
         .unwrap();
+        assert_eq!(a.daemonset.as_deref(), Some("lvstun-web"));
         assert_eq!(a.mode, Mode::Daemon);
         assert_eq!(a.config, None, "no --config: in-cluster mode");
         assert_eq!(a.node_name.as_deref(), Some("node-a"));
@@ -634,6 +691,9 @@ mod tests {
             "--config f --real-server web1 --health-port 0",
             "--config f --real-server web1 --bogus",
             "--config",
+            "--daemonset=",
+            "--config f --real-server web1 --daemonset lvstun-web",
+            "cleanup --daemonset lvstun-web",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad}");
         }

@@ -55,6 +55,10 @@ app.kubernetes.io/component: operator
 {{- define "lvstun.web.serviceAccountName" -}}
 {{- printf "%s-web" (include "lvstun.fullname" .) }}
 {{- end }}
+{{/* Name of the pre-delete hook's Job and its RBAC ("-uninstall" fits in 63 characters). */}}
+{{- define "lvstun.uninstall.name" -}}
+{{- printf "%s-uninstall" (include "lvstun.fullname" . | trunc 53 | trimSuffix "-") }}
+{{- end }}
 
 {{/*
 Image reference from an image values block ("image" or "nodeImage"):
