@@ -306,7 +306,9 @@ spec: {address: 198.51.100.10}
         let out = run(&mut k, &web1(), &Options::default(), &mut State::default());
         assert_eq!(out.readiness.reason, "RpFilterDrops");
         assert!(
-            out.readiness.message.contains("rp_filter all=1 (strict)"),
+            out.readiness
+                .message
+                .contains("net.ipv4.conf.all.rp_filter=1 (strict)"),
             "{}",
             out.readiness.message
         );
