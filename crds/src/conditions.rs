@@ -28,6 +28,12 @@ pub const OUTSIDE_CLUSTER: &str = "OutsideCluster";
 /// message says which label to add (ADR 0007). Released to the web daemon once the node runs one.
 pub const NO_WEB_DAEMON: &str = "NoWebDaemon";
 
+/// Reason of the `Degraded=True` (and of the Warning Event) the operator writes on a
+/// VirtualService when a balancer reports that IPVS services it had programmed were deleted by
+/// another program (`status.balancers[].deletedExternally`): kube-proxy in IPVS mode does that
+/// to every service whose address is not in its `ipvs.excludeCIDRs` (see [`crate::kube_proxy`]).
+pub const IPVS_SERVICE_DELETED_EXTERNALLY: &str = "IPVSServiceDeletedExternally";
+
 /// Set `new` in `conditions`, keeping the old `lastTransitionTime` when the status did not
 /// change. Returns whether anything visible changed (status, reason, message, generation), so
 /// callers can skip a no-op status write.

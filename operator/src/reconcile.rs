@@ -171,6 +171,26 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
             ctx.publish(&regarding, n).await;
         }
     }
+    // A balancer whose services another program deleted: one Event per node when its report
+    // first shows (the condition carries it as long as the balancer reports it).
+    let nodes: BTreeSet<String> = fold
+        .external_deletions
+        .iter()
+        .map(|d| d.node.clone())
+        .collect();
+    let before = ctx
+        .memo()
+        .deletions_announced
+        .insert(key.clone(), nodes)
+        .unwrap_or_default();
+    let deletion_notices =
+        status::external_deletion_notices(&vs.spec.vip, &before, &fold.external_deletions);
+    if !deletion_notices.is_empty() {
+        let regarding = vs.object_ref(&());
+        for n in &deletion_notices {
+            ctx.publish(&regarding, n).await;
+        }
+    }
     // Selected nodes without the balancer label: one Event when a node first shows (the
     // condition carries them as long as they last).
     let before = ctx

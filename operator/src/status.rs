@@ -2,7 +2,8 @@
 //! and `Conflict` on a VirtualService, with `activeBalancer` and the healthy/total counts that
 //! `kubectl get lvsvc` prints; `Healthy` on a RealServer. Also the Events that go with a
 //! transition (a new Master, a split brain, a conflict, a server down or up, a kernel setting a
-//! balancer could not make, selected nodes that run no balancer daemon). On a RealServer
+//! balancer could not make, IPVS services another program deleted on a balancer, selected nodes
+//! that run no balancer daemon). On a RealServer
 //! without `spec.nodeName` (a host outside the cluster), or naming a node without the web label,
 //! also its `TunnelReady`, which no web daemon is there to report.
 //!
@@ -31,14 +32,14 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
 
 use lvstun_crds::conditions::{
-    CONFLICT, DEGRADED, HEALTHY, NO_WEB_DAEMON, OUTSIDE_CLUSTER, READY, TUNNEL_READY, VIP_ACTIVE,
-    set_condition,
+    CONFLICT, DEGRADED, HEALTHY, IPVS_SERVICE_DELETED_EXTERNALLY, NO_WEB_DAEMON, OUTSIDE_CLUSTER,
+    READY, TUNNEL_READY, VIP_ACTIVE, set_condition,
 };
-use lvstun_crds::kernel_settings;
 use lvstun_crds::v1alpha1::{
     BalancerStatus, KernelSettingRefusal, RealServer, RealServerStatus, RefusedKernelSetting,
     VirtualService, VirtualServiceStatus, VrrpState,
 };
+use lvstun_crds::{kernel_settings, kube_proxy};
 
 use crate::build::{label_arguments, runs_daemon};
 use crate::validate::{ObjectKey, Verdict};
@@ -355,6 +356,74 @@ pub fn kernel_notices(
         .collect()
 }
 
+/// A live balancer's report that another program deleted IPVS services of this VirtualService
+/// it had programmed (`status.balancers[].deletedExternally`; the balancer keeps it there while
+/// deletions keep coming and a few minutes after the last).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExternalDeletion {
+    /// The balancer node.
+    pub node: String,
+    /// The ports (`80/TCP`) whose service it found deleted.
+    pub ports: Vec<String>,
+}
+
+/// The external deletions the live selected balancers of `vs` report, sorted by node. Entries
+/// of other nodes are ignored, as in [`election`].
+pub fn external_deletions(vs: &VirtualService, live: &BTreeSet<String>) -> Vec<ExternalDeletion> {
+    let mut out: Vec<ExternalDeletion> = vs
+        .status
+        .iter()
+        .flat_map(|s| s.balancers.iter())
+        .filter(|b| live.contains(&b.node))
+        .filter_map(|b| {
+            let d = b.deleted_externally.as_ref()?;
+            let mut ports = d.ports.clone();
+            ports.sort();
+            Some(ExternalDeletion {
+                node: b.node.clone(),
+                ports,
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup_by(|a, b| a.node == b.node);
+    out
+}
+
+/// For people: which balancers found which services of `vip` deleted, what that costs, the
+/// likely cause and its fix (the kube-proxy setting, with the VIP).
+pub fn external_deletion_message(vip: &str, deletions: &[ExternalDeletion]) -> String {
+    let mut ports: Vec<String> = deletions.iter().flat_map(|d| d.ports.clone()).collect();
+    ports.sort();
+    ports.dedup();
+    let nodes: Vec<String> = deletions.iter().map(|d| d.node.clone()).collect();
+    format!(
+        "{} found the IPVS service of VIP {vip} ({}) deleted by another program and added it again; each deletion drops its connections until the next resync; {}",
+        list(&nodes),
+        list(&ports),
+        kube_proxy::fix(&[vip])
+    )
+}
+
+/// Warning Events for balancer nodes whose external deletions were not announced before
+/// (`announced`): one per node when its report first shows (again after it cleared).
+pub fn external_deletion_notices(
+    vip: &str,
+    announced: &BTreeSet<String>,
+    deletions: &[ExternalDeletion],
+) -> Vec<Notice> {
+    deletions
+        .iter()
+        .filter(|d| !announced.contains(&d.node))
+        .map(|d| {
+            warning(
+                IPVS_SERVICE_DELETED_EXTERNALLY,
+                external_deletion_message(vip, std::slice::from_ref(d)),
+            )
+        })
+        .collect()
+}
+
 /// One real server's state as some observer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -570,6 +639,9 @@ pub struct VsFold {
     pub recheck: Option<Timestamp>,
     /// The kernel settings the live balancers could not make (for [`kernel_notices`]).
     pub kernel_refusals: Vec<KernelRefusal>,
+    /// The live balancers' reports of services another program deleted (for
+    /// [`external_deletion_notices`]).
+    pub external_deletions: Vec<ExternalDeletion>,
     /// Selected nodes without the balancer label (for [`unlabelled_notice`]); empty unless the
     /// VirtualService owns its claims.
     pub unlabelled: BTreeSet<String>,
@@ -593,6 +665,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
     let mut active = None;
     let mut recheck = None;
     let mut refusals = Vec::new();
+    let mut deletions = Vec::new();
     let mut unlabelled = BTreeSet::new();
 
     let c = match view.verdict {
@@ -756,6 +829,22 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
                     format!("{healthy} of {total} real servers healthy"),
                 )
             };
+            // Services deleted behind a balancer's back: traffic flows between deletions, so it
+            // degrades; real servers that do not serve cost more and keep their reason first.
+            deletions = external_deletions(vs, live);
+            let degraded = match (degraded, deletions.is_empty()) {
+                (d, true) => d,
+                ((_, "AllHealthy", _), false) => (
+                    "True",
+                    IPVS_SERVICE_DELETED_EXTERNALLY,
+                    external_deletion_message(vip, &deletions),
+                ),
+                ((status, reason, msg), false) => (
+                    status,
+                    reason,
+                    format!("{msg}; also {}", external_deletion_message(vip, &deletions)),
+                ),
+            };
             // A refused kernel setting degrades a service that forwards (see ADR 0005); real
             // servers that do not serve cost more, so their reason stays first when both hold.
             let degraded = match (degraded, refusals.is_empty()) {
@@ -879,6 +968,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
         master_changed,
         recheck,
         kernel_refusals: refusals,
+        external_deletions: deletions,
         unlabelled,
     }
 }
@@ -957,10 +1047,13 @@ fn vs_notices(
     }
     let (old_d, new_d) = (st(old, DEGRADED), st(new, DEGRADED));
     // A refused kernel setting has its own Event per node (`kernel_notices`), an unlabelled
-    // node its own too (`unlabelled_notice`).
-    let own_event = new_d
-        .as_ref()
-        .is_some_and(|(_, r, _)| r == KERNEL_SETTING_REFUSED || r == BALANCER_NODES_UNLABELLED);
+    // node its own too (`unlabelled_notice`), and so has a balancer whose services another
+    // program deleted (`external_deletion_notices`).
+    let own_event = new_d.as_ref().is_some_and(|(_, r, _)| {
+        r == KERNEL_SETTING_REFUSED
+            || r == BALANCER_NODES_UNLABELLED
+            || r == IPVS_SERVICE_DELETED_EXTERNALLY
+    });
     if is_true(&new_d) && !is_true(&old_d) && !own_event {
         let msg = new_d
             .as_ref()
@@ -1456,6 +1549,121 @@ mod tests {
         );
         assert_eq!(cond(&later.status, DEGRADED).status, "False");
         assert!(later.kernel_refusals.is_empty());
+        assert!(later.notices.iter().any(|n| n.reason == "Recovered"));
+    }
+
+    fn deleted_on(vs: &mut VirtualService, node: &str, ports: &[&str]) {
+        let entry = vs
+            .status
+            .as_mut()
+            .unwrap()
+            .balancers
+            .iter_mut()
+            .find(|b| b.node == node)
+            .unwrap();
+        entry.deleted_externally = Some(lvstun_crds::v1alpha1::ExternalDeletions {
+            ports: ports.iter().map(|p| p.to_string()).collect(),
+            count: 3,
+            last_time: Some(t(90)),
+        });
+    }
+
+    #[test]
+    fn services_deleted_behind_a_balancers_back_degrade_naming_kube_proxy_and_the_vip() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Backup);
+        report(&mut v, "old", VrrpState::Backup);
+        deleted_on(&mut v, "lb1", &["80/TCP"]);
+        deleted_on(&mut v, "old", &["80/TCP"]); // not selected any more: ignored
+        let out = fold_recipe(&v);
+        let s = &out.status;
+        assert_eq!(
+            (
+                cond(s, READY).status.as_str(),
+                cond(s, READY).reason.as_str()
+            ),
+            ("True", "Serving"),
+            "it is added again, so it serves"
+        );
+        let d = cond(s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", IPVS_SERVICE_DELETED_EXTERNALLY)
+        );
+        for part in [
+            "lb1 found the IPVS service of VIP 192.0.2.100 (80/TCP) deleted by another program",
+            "kube-proxy runs in IPVS mode",
+            "ipvs.excludeCIDRs: [192.0.2.100/32]",
+            "--ipvs-exclude-cidrs=192.0.2.100/32",
+        ] {
+            assert!(d.message.contains(part), "{part}: {}", d.message);
+        }
+        assert_eq!(
+            out.external_deletions,
+            vec![ExternalDeletion {
+                node: "lb1".into(),
+                ports: vec!["80/TCP".into()]
+            }]
+        );
+        assert!(
+            out.notices.iter().all(|n| n.reason != "Degraded"),
+            "it has its own Event: {:?}",
+            out.notices
+        );
+        // One Event per node when its report first shows, not again while it lasts.
+        let first =
+            external_deletion_notices("192.0.2.100", &BTreeSet::new(), &out.external_deletions);
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            (first[0].severity, first[0].reason),
+            (Severity::Warning, IPVS_SERVICE_DELETED_EXTERNALLY)
+        );
+        let announced = BTreeSet::from(["lb1".to_string()]);
+        assert!(
+            external_deletion_notices("192.0.2.100", &announced, &out.external_deletions)
+                .is_empty()
+        );
+
+        // Unhealthy servers keep their reason first; the deletion joins the message.
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let mut b = rs("web2", "198.51.100.130");
+        check(&mut b, "lb1", false);
+        tunnel(&mut b, true);
+        let both = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            None,
+            10,
+        );
+        let d = cond(&both.status, DEGRADED);
+        assert_eq!(d.reason, "RealServersUnhealthy");
+        assert!(
+            d.message.contains("; also lb1 found the IPVS service"),
+            "{}",
+            d.message
+        );
+
+        // The balancer stops reporting it (a window after the last deletion): recovered.
+        let mut quiet = www();
+        report(&mut quiet, "lb1", VrrpState::Master);
+        report(&mut quiet, "lb2", VrrpState::Backup);
+        let (a, b) = (
+            good_rs("web1", "198.51.100.10", "lb1"),
+            good_rs("web2", "198.51.100.130", "lb1"),
+        );
+        let later = fold(
+            &quiet,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            Some(s),
+            20,
+        );
+        assert_eq!(cond(&later.status, DEGRADED).status, "False");
+        assert!(later.external_deletions.is_empty());
         assert!(later.notices.iter().any(|n| n.reason == "Recovered"));
     }
 

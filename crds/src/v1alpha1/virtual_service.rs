@@ -459,6 +459,27 @@ pub struct BalancerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub refused_kernel_settings: Vec<RefusedKernelSetting>,
+    /// IPVS services of this VirtualService that this node had programmed and then found
+    /// deleted by another program (kube-proxy in IPVS mode deletes every service whose address
+    /// is not in its `ipvs.excludeCIDRs`); absent when none was, for a while. The balancer
+    /// re-adds them; the operator turns this into `Degraded=True` with reason
+    /// `IPVSServiceDeletedExternally`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_externally: Option<ExternalDeletions>,
+}
+
+/// Services a balancer found deleted behind its back, within the last few minutes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDeletions {
+    /// The ports whose service was found deleted, as `80/TCP`.
+    #[schemars(length(max = 64))]
+    pub ports: Vec<String>,
+    /// How many times a service was found deleted since the first of these deletions.
+    pub count: i32,
+    /// When the last one was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<Time>,
 }
 
 /// A kernel setting a balancer could not make on its node.
