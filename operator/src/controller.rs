@@ -160,6 +160,8 @@ pub struct RsInputs {
     pub active: Option<String>,
     /// The RealServers it selects.
     pub selected: BTreeSet<ObjectKey>,
+    /// Of those, the ones it leaves out because they run on its balancer nodes.
+    pub excluded: BTreeSet<ObjectKey>,
 }
 
 /// What the operator remembers between reconciles (for one leadership term).

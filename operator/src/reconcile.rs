@@ -223,6 +223,15 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
         owner: verdict == Verdict::Owner,
         active: fold.status.active_balancer.clone(),
         selected: selected.iter().map(|r| ObjectKey::of(*r)).collect(),
+        excluded: fold
+            .status
+            .excluded_real_servers
+            .iter()
+            .map(|e| ObjectKey {
+                namespace: namespace.clone(),
+                name: e.name.clone(),
+            })
+            .collect(),
     };
     let before = ctx.memo().rs_inputs.insert(key, inputs.clone());
     match before {
@@ -251,6 +260,7 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
             && validate::selects(&v.spec.real_server_selector, rs.labels())
     });
     let mut selected_by = Vec::new();
+    let mut excluded_by = Vec::new();
     let now = now();
     for vs in &selecting {
         let peers = ctx
@@ -261,14 +271,19 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
         if validate::verdict_of(vs, peers.iter().map(AsRef::as_ref)) != Verdict::Owner {
             continue;
         }
-        let live = ctx
+        let nodes = ctx
             .stores
-            .balancer_nodes(vs, &ctx.config.balancer.node_selector)
-            .live;
-        let active = status::election(vs, &live, &now).holder().map(String::from);
+            .balancer_nodes(vs, &ctx.config.balancer.node_selector);
+        let active = status::election(vs, &nodes.live, &now)
+            .holder()
+            .map(String::from);
+        if !status::real_servers_on_balancers(&[rs.as_ref()], &nodes).is_empty() {
+            excluded_by.push(ObjectKey::of(vs.as_ref()));
+        }
         selected_by.push((ObjectKey::of(vs.as_ref()), active));
     }
     selected_by.sort();
+    excluded_by.sort();
     let web_node = match rs.spec.node_name.as_deref() {
         Some(node) => ctx.stores.web_node(node, &ctx.config.web.node_selector),
         None => WebNode::Runs,
@@ -277,6 +292,7 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
     let fold = status::fold_real_server(&RsView {
         rs,
         selected_by: &selected_by,
+        excluded_by: &excluded_by,
         web_node: &web_node,
         previous: Some(&previous),
         now,
@@ -390,6 +406,7 @@ mod tests {
         let fold = status::fold_real_server(&RsView {
             rs: &r,
             selected_by: &[],
+            excluded_by: &[],
             web_node: &WebNode::Runs,
             previous: None,
             now: now(),

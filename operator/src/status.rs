@@ -32,12 +32,13 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
 
 use lvstun_crds::conditions::{
-    CONFLICT, DEGRADED, HEALTHY, IPVS_SERVICE_DELETED_EXTERNALLY, NO_WEB_DAEMON, OUTSIDE_CLUSTER,
-    READY, TUNNEL_READY, VIP_ACTIVE, set_condition,
+    CONFLICT, DEGRADED, HEALTHY, IPVS_SERVICE_DELETED_EXTERNALLY, NO_WEB_DAEMON, NODE_IS_BALANCER,
+    OUTSIDE_CLUSTER, READY, REAL_SERVER_ON_BALANCER, TUNNEL_READY, VIP_ACTIVE,
+    node_is_balancer_message, set_condition,
 };
 use lvstun_crds::v1alpha1::{
-    BalancerStatus, KernelSettingRefusal, RealServer, RealServerStatus, RefusedKernelSetting,
-    VirtualService, VirtualServiceStatus, VrrpState,
+    BalancerStatus, ExcludedRealServer, KernelSettingRefusal, RealServer, RealServerStatus,
+    RefusedKernelSetting, VirtualService, VirtualServiceStatus, VrrpState,
 };
 use lvstun_crds::{kernel_settings, kube_proxy};
 
@@ -120,6 +121,48 @@ impl Election {
             Election::Master(m) | Election::Overlap { master: m, .. } => Some(m),
             Election::NoMaster(_) | Election::SplitBrain(_) => None,
         }
+    }
+}
+
+/// The selected RealServers of a VirtualService that run on one of its balancer nodes (a node
+/// its `spec.balancers.nodeSelector` selects and that runs the balancer daemon, alive or not:
+/// a NotReady node is a balancer again when it comes back), sorted by name. They are left out
+/// of its VIP (ADR 0009): a node holding the VIP as a real server suppresses ARP for it, which
+/// a Master must answer, and its IPVS would schedule again what other balancers tunnel to it.
+/// A selected node without the balancer label runs no balancer, so it may be a real server.
+pub fn real_servers_on_balancers(
+    real_servers: &[&RealServer],
+    nodes: &BalancerNodes,
+) -> Vec<ExcludedRealServer> {
+    let mut out: Vec<ExcludedRealServer> = real_servers
+        .iter()
+        .filter_map(|rs| {
+            let node = rs.spec.node_name.as_ref()?;
+            (nodes.selected.contains(node) && !nodes.unlabelled.contains(node)).then(|| {
+                ExcludedRealServer {
+                    name: rs.metadata.name.clone().unwrap_or_default(),
+                    node: node.clone(),
+                    reason: NODE_IS_BALANCER.to_string(),
+                }
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// For people: the RealServers left out because they run on balancer nodes, why, and the fix.
+pub fn excluded_message(excluded: &[ExcludedRealServer]) -> String {
+    let shown: Vec<String> = excluded
+        .iter()
+        .take(LIST_LIMIT)
+        .map(|e| node_is_balancer_message(&e.name, &e.node))
+        .collect();
+    let more = excluded.len().saturating_sub(LIST_LIMIT);
+    if more > 0 {
+        format!("{} (and {more} more)", shown.join("; "))
+    } else {
+        shown.join("; ")
     }
 }
 
@@ -667,6 +710,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
     let mut refusals = Vec::new();
     let mut deletions = Vec::new();
     let mut unlabelled = BTreeSet::new();
+    let mut excluded: Vec<ExcludedRealServer> = Vec::new();
 
     let c = match view.verdict {
         Verdict::Invalid(problems) => {
@@ -787,7 +831,14 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
                 }
             };
             let mut bad = Vec::new();
+            excluded = real_servers_on_balancers(view.real_servers, view.balancer_nodes);
             for rs in view.real_servers {
+                if excluded
+                    .iter()
+                    .any(|e| Some(&e.name) == rs.metadata.name.as_ref())
+                {
+                    continue; // not programmed: neither healthy nor said to be unhealthy
+                }
                 let h = server_health(rs, active.as_deref(), live);
                 let t = tunnel_ready(rs);
                 if h.is_healthy() && t.is_healthy() {
@@ -811,6 +862,21 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
                     "True",
                     "NoRealServers",
                     format!("spec.realServerSelector matches no RealServer in namespace {ns}"),
+                )
+            } else if !excluded.is_empty() {
+                let also = if bad.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; also {} of {total} real servers not serving: {}",
+                        bad.len(),
+                        list(&bad)
+                    )
+                };
+                (
+                    "True",
+                    REAL_SERVER_ON_BALANCER,
+                    format!("{}{also}", excluded_message(&excluded)),
                 )
             } else if !bad.is_empty() {
                 (
@@ -883,12 +949,18 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
             } else if total == 0 {
                 (false, "NoRealServers", degraded.2.clone())
             } else if healthy == 0 {
+                let mut why = bad.clone();
+                why.extend(
+                    excluded
+                        .iter()
+                        .map(|e| format!("{} (on balancer node {}: left out)", e.name, e.node)),
+                );
                 (
                     false,
                     "NoHealthyRealServers",
                     format!(
                         "none of the {total} real servers is healthy and tunnel-ready: {}",
-                        list(&bad)
+                        list(&why)
                     ),
                 )
             } else {
@@ -953,8 +1025,10 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
         total_real_servers: Some(i32::try_from(total).unwrap_or(i32::MAX)),
         healthy_summary: Some(format!("{healthy}/{total}")),
         balancers: Vec::new(),
+        excluded_real_servers: excluded,
     };
     changed |= status.observed_generation != previous.observed_generation
+        || status.excluded_real_servers != previous.excluded_real_servers
         || status.active_balancer != previous.active_balancer
         || status.healthy_real_servers != previous.healthy_real_servers
         || status.total_real_servers != previous.total_real_servers
@@ -1053,7 +1127,16 @@ fn vs_notices(
         r == KERNEL_SETTING_REFUSED
             || r == BALANCER_NODES_UNLABELLED
             || r == IPVS_SERVICE_DELETED_EXTERNALLY
+            || r == REAL_SERVER_ON_BALANCER
     });
+    // Real servers left out because they run on balancer nodes: said when it starts (or when
+    // Degraded turns to it from another reason).
+    if let Some((_, reason, msg)) = &new_d
+        && reason == REAL_SERVER_ON_BALANCER
+        && old_d.as_ref().map(|(_, r, _)| r.as_str()) != Some(REAL_SERVER_ON_BALANCER)
+    {
+        out.push(warning(REAL_SERVER_ON_BALANCER, msg.clone()));
+    }
     if is_true(&new_d) && !is_true(&old_d) && !own_event {
         let msg = new_d
             .as_ref()
@@ -1086,6 +1169,9 @@ pub struct RsView<'a> {
     pub rs: &'a RealServer,
     /// The VirtualServices (owning their claims) that select it, each with its active balancer.
     pub selected_by: &'a [(ObjectKey, Option<String>)],
+    /// Of those, the ones that leave it out because its node is one of their balancer nodes
+    /// ([`real_servers_on_balancers`]).
+    pub excluded_by: &'a [ObjectKey],
     /// Whether a web daemon runs on its `spec.nodeName` (ignored without one).
     pub web_node: &'a WebNode,
     /// The operator-owned status as last written (or as read).
@@ -1116,24 +1202,34 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
     let rs = view.rs;
     let name = rs.metadata.name.clone().unwrap_or_default();
     let ns = rs.metadata.namespace.clone().unwrap_or_default();
+    // The VirtualServices that program it: those that select it and do not leave it out.
+    let serving: Vec<&(ObjectKey, Option<String>)> = view
+        .selected_by
+        .iter()
+        .filter(|(k, _)| !view.excluded_by.contains(k))
+        .collect();
     let (status, reason, message) = if view.selected_by.is_empty() {
         (
             "Unknown",
             "NotSelected",
             format!("no VirtualService in namespace {ns} selects this RealServer"),
         )
+    } else if serving.is_empty() {
+        let names: Vec<String> = view.excluded_by.iter().map(|k| k.name.clone()).collect();
+        let node = rs.spec.node_name.clone().unwrap_or_default();
+        (
+            "Unknown",
+            NODE_IS_BALANCER,
+            format!(
+                "not checked: VirtualService {} leaves it out; {}",
+                list(&names),
+                node_is_balancer_message(&name, &node)
+            ),
+        )
     } else {
-        let actives: BTreeSet<&str> = view
-            .selected_by
-            .iter()
-            .filter_map(|(_, a)| a.as_deref())
-            .collect();
+        let actives: BTreeSet<&str> = serving.iter().filter_map(|(_, a)| a.as_deref()).collect();
         if actives.is_empty() {
-            let names: Vec<String> = view
-                .selected_by
-                .iter()
-                .map(|(k, _)| k.name.clone())
-                .collect();
+            let names: Vec<String> = serving.iter().map(|(k, _)| k.name.clone()).collect();
             (
                 "Unknown",
                 "NoActiveBalancer",
@@ -1328,6 +1424,196 @@ mod tests {
         ];
         all.extend(bare.iter().map(|n| (n.to_string(), &none, true)));
         BalancerNodes::classify(all, &node_labels(&[("lvstun.io/balancer", "true")]))
+    }
+
+    #[test]
+    fn real_servers_on_balancer_nodes_are_those_on_a_selected_node_running_a_balancer() {
+        let labelled = node_labels(&[("lvstun.io/balancer", "true")]);
+        let none = BTreeMap::new();
+        let nodes = BalancerNodes::classify(
+            [
+                ("lb1".to_string(), &labelled, true),
+                ("lb2".to_string(), &labelled, false), // NotReady: still a balancer
+                ("bare".to_string(), &none, true),     // selected, runs no balancer
+            ],
+            &labelled,
+        );
+        let on = |name: &str, node: Option<&str>| {
+            let mut r = rs(name, "198.51.100.10");
+            r.spec.node_name = node.map(String::from);
+            r
+        };
+        // (RealServer's node, left out?)
+        let cases = [
+            (None, false),
+            (Some("lb1"), true),
+            (Some("lb2"), true),
+            (Some("bare"), false),
+            (Some("web1"), false),
+        ];
+        for (node, want) in cases {
+            let r = on("x", node);
+            let got = real_servers_on_balancers(&[&r], &nodes);
+            assert_eq!(!got.is_empty(), want, "{node:?}");
+            if want {
+                assert_eq!(
+                    got,
+                    vec![ExcludedRealServer {
+                        name: "x".into(),
+                        node: node.unwrap().into(),
+                        reason: NODE_IS_BALANCER.into()
+                    }]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_server_on_a_balancer_node_is_left_out_and_said_so() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Backup);
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let mut b = good_rs("lb2-web", "198.51.100.20", "lb1");
+        b.spec.node_name = Some("lb2".into());
+        let out = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            None,
+            10,
+        );
+        let s = &out.status;
+        assert_eq!(
+            s.excluded_real_servers,
+            vec![ExcludedRealServer {
+                name: "lb2-web".into(),
+                node: "lb2".into(),
+                reason: NODE_IS_BALANCER.into()
+            }]
+        );
+        assert_eq!(
+            s.healthy_summary.as_deref(),
+            Some("1/2"),
+            "left out: not serving"
+        );
+        assert_eq!(cond(s, READY).status, "True");
+        let d = cond(s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", REAL_SERVER_ON_BALANCER)
+        );
+        for part in [
+            "RealServer lb2-web is on node lb2",
+            "answering ARP",
+            "fix: name another node",
+        ] {
+            assert!(d.message.contains(part), "{part}: {}", d.message);
+        }
+        let events: Vec<&str> = out.notices.iter().map(|n| n.reason).collect();
+        assert!(events.contains(&REAL_SERVER_ON_BALANCER), "{events:?}");
+        assert!(!events.contains(&"Degraded"), "{events:?}");
+        // Folding again: nothing new, no new Event.
+        let again = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            Some(s),
+            20,
+        );
+        assert!(
+            !again.changed && again.notices.is_empty(),
+            "{:?}",
+            again.notices
+        );
+
+        // The only real server on a balancer node: not ready, and it says why.
+        let only = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&b],
+            None,
+            10,
+        );
+        let r = cond(&only.status, READY);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "NoHealthyRealServers")
+        );
+        assert!(
+            r.message
+                .contains("lb2-web (on balancer node lb2: left out)"),
+            "{}",
+            r.message
+        );
+
+        // lb2 no longer selected as a balancer: it serves, and the list empties.
+        let fixed = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1"]),
+            &[&a, &b],
+            Some(s),
+            30,
+        );
+        assert!(fixed.status.excluded_real_servers.is_empty());
+        assert_eq!(fixed.status.healthy_summary.as_deref(), Some("2/2"));
+        assert_eq!(cond(&fixed.status, DEGRADED).status, "False");
+    }
+
+    #[test]
+    fn a_real_server_every_virtual_service_leaves_out_is_healthy_unknown_node_is_balancer() {
+        let mut r = node_rs("lb2-web", "198.51.100.20");
+        r.spec.node_name = Some("lb2".into());
+        let other = ObjectKey {
+            namespace: "ns".into(),
+            name: "api".into(),
+        };
+        let by = [
+            (other.clone(), Some("lb3".to_string())),
+            (www_key(), Some("lb1".to_string())),
+        ];
+        let fold_with = |excluded_by: &[ObjectKey]| {
+            fold_real_server(&RsView {
+                rs: &r,
+                selected_by: &by,
+                excluded_by,
+                web_node: &WebNode::Runs,
+                previous: None,
+                now: t(10),
+            })
+        };
+        let all = fold_with(&[other.clone(), www_key()]);
+        let h = healthy(&all.status);
+        assert_eq!(
+            (h.status.as_str(), h.reason.as_str()),
+            ("Unknown", NODE_IS_BALANCER)
+        );
+        assert!(
+            h.message.contains("VirtualService api, www leaves it out"),
+            "{}",
+            h.message
+        );
+        // Left out by www only: api's balancer lb3 judges it.
+        check(&mut r, "lb3", true);
+        let some = fold_real_server(&RsView {
+            rs: &r,
+            selected_by: &by,
+            excluded_by: &[www_key()],
+            web_node: &WebNode::Runs,
+            previous: None,
+            now: t(10),
+        });
+        let h = healthy(&some.status);
+        assert_eq!((h.status.as_str(), h.reason.as_str()), ("True", "Passing"));
+        assert!(
+            h.message.contains("lb3") && !h.message.contains("lb1"),
+            "{}",
+            h.message
+        );
     }
 
     #[test]
@@ -2285,6 +2571,7 @@ mod tests {
         fold_real_server(&RsView {
             rs: r,
             selected_by: by,
+            excluded_by: &[],
             web_node,
             previous: prev,
             now: t(10),

@@ -8,7 +8,7 @@
 //! `lvstun-node-web/<node>` (see `report`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use lvstun_crds::conditions::TUNNEL_READY;
+use lvstun_crds::conditions::{NODE_IS_BALANCER, TUNNEL_READY, node_is_balancer_message};
 
 use super::desired::{Desired, Observed, Problem, Served, VipDevice};
 use crate::net::devconf::Knob;
@@ -86,6 +86,11 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
     if !desired.active() {
         if let Some(p) = served.problems.first() {
             return Readiness::not(reason_of(p), p.to_string());
+        }
+        if let Some(message) = left_out_message(served) {
+            // Every VirtualService selecting it leaves it out: nothing held, and it serves
+            // nothing, which the condition must not hide.
+            return Readiness::not(NODE_IS_BALANCER, message);
         }
         if served.real_servers.is_empty() {
             // A labelled node no RealServer names (yet): idle and ready, so its pod reads Ready.
@@ -184,6 +189,7 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         VipDevice::Dummy(ref name) => name.clone(),
     };
     let rp_note = format!(" (rp_filter on tunl0: all={all_rp} tunl0={own_rp})");
+    let left_out = left_out_message(served).map_or(String::new(), |m| format!("; not here: {m}"));
     let mss = desired
         .mss
         .map_or("no MSS clamp".to_owned(), |m| format!("MSS clamped to {m}"));
@@ -191,7 +197,7 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         ready: true,
         reason: "Ready",
         message: format!(
-            "tunl0 up; {} on {on}; ARP for VIPs suppressed on {}; {mss}{rp_note}",
+            "tunl0 up; {} on {on}; ARP for VIPs suppressed on {}; {mss}{rp_note}{left_out}",
             vips.join(", "),
             desired.uplinks.join(", ")
         ),
@@ -253,6 +259,25 @@ pub fn rp_filter_drops(
         )
     };
     Some(Readiness::not(RP_FILTER_DROPS, message))
+}
+
+/// The VirtualServices that leave this host's RealServer out (its node is one of their
+/// balancer nodes), for people; `None` when none does.
+fn left_out_message(served: &Served) -> Option<String> {
+    if served.left_out.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = served
+        .left_out
+        .iter()
+        .map(|(vs, rs, node)| {
+            format!(
+                "VirtualService {vs} leaves it out ({NODE_IS_BALANCER}): {}",
+                node_is_balancer_message(rs, node)
+            )
+        })
+        .collect();
+    Some(parts.join("; "))
 }
 
 fn reason_of(problem: &Problem) -> &'static str {
