@@ -319,7 +319,18 @@ fn container(cfg: &NodeDaemonConfig, role: Role) -> Container {
             ..Default::default()
         }]),
         liveness_probe: Some(probe("/healthz", port, 10)),
-        readiness_probe: Some(probe("/readyz", port, 5)),
+        readiness_probe: Some(match role {
+            // The balancer's /readyz is the rolling update's gate: it turns ready once the node
+            // could take the VIP without losing a flow (the IPVS table is the desired one, the
+            // health checks settled, the backup sync daemon warmed up), and the DaemonSet
+            // controller stops the next node's pod only after that. Probed every second, so the
+            // gate opens within a second of the daemon's verdict, not up to five later.
+            Role::Balancer => Probe {
+                initial_delay_seconds: Some(1),
+                ..probe("/readyz", port, BALANCER_READINESS_PERIOD)
+            },
+            Role::Web => probe("/readyz", port, 5),
+        }),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".into(), quantity(cpu)),
@@ -400,6 +411,29 @@ fn volumes(role: Role) -> Vec<Volume> {
     volumes
 }
 
+/// Seconds between the kubelet's probes of the balancer's `/readyz`.
+const BALANCER_READINESS_PERIOD: i32 = 1;
+
+/// `minReadySeconds` of the balancer DaemonSet: how long a new balancer pod stays Ready before
+/// the rolling update stops the next node's. Once ready, the new pod's routers take their
+/// configured priority on the same tick, and the one that outranks the current Master preempts
+/// it after a Master_Down_Interval: (missedAdvertisements + 1) x interval, 3.6 s at the default
+/// 1 s adverts (0.34 s at the lab's 100 ms); the kubelet sees readiness up to one probe period
+/// (1 s) late. 5 s covers both, so the next node to restart is a Backup by then and its stop
+/// moves no VIP: a preempt and a priority-0 handover never overlap, and the VIP moves once
+/// per Master restarted. (Slower adverts only make the overlap possible, never a lost flow:
+/// either way the VIP goes to a ready node.)
+const BALANCER_MIN_READY_SECONDS: i32 = 5;
+
+/// `terminationGracePeriodSeconds` of both DaemonSets: the time between SIGTERM and SIGKILL.
+/// On SIGTERM the balancer hands its VIPs over first (priority 0, VIP removed: milliseconds,
+/// but it waits at most `SHUTDOWN_LIMIT`, 5 s, in node-daemon/src/balancer/daemon.rs, for a
+/// stuck netlink answer), then stops its loop at once; twice that limit leaves the rest of the
+/// stop its own 5 s. The handover itself does not need the process: the Backup takes over
+/// after Skew_Time whether or not this process is still alive, and the IPVS table and backup
+/// sync daemon stay in the kernel.
+const TERMINATION_GRACE_SECONDS: i64 = 10;
+
 fn daemonset(cfg: &NodeDaemonConfig, role: Role) -> Result<DaemonSet, Error> {
     let labels = labels(cfg, role);
     let rc = cfg.role(role);
@@ -415,7 +449,9 @@ fn daemonset(cfg: &NodeDaemonConfig, role: Role) -> Result<DaemonSet, Error> {
                 match_labels: Some(selector_labels(cfg, role)),
                 match_expressions: None,
             },
-            // One node at a time: a balancer restart costs a VRRP failover, so never several at once.
+            // One node at a time: a balancer restart costs a VRRP failover, so never several at
+            // once; and the next only once this one is Ready (see `BALANCER_MIN_READY_SECONDS`).
+            min_ready_seconds: (role == Role::Balancer).then_some(BALANCER_MIN_READY_SECONDS),
             update_strategy: Some(DaemonSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDaemonSet {
@@ -433,9 +469,7 @@ fn daemonset(cfg: &NodeDaemonConfig, role: Role) -> Result<DaemonSet, Error> {
                     automount_service_account_token: Some(true),
                     host_network: Some(true),
                     dns_policy: Some("ClusterFirstWithHostNet".into()),
-                    // Long enough for a balancer to send its VRRP priority-0 advertisement and
-                    // let the backup take over before the process goes.
-                    termination_grace_period_seconds: Some(10),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     node_selector: (!rc.node_selector.is_empty()).then(|| rc.node_selector.clone()),
                     tolerations: (!rc.tolerations.is_empty()).then(|| rc.tolerations.clone()),
                     security_context: Some(PodSecurityContext {
@@ -700,6 +734,45 @@ mod tests {
             let res = c.resources.as_ref().unwrap();
             assert!(res.requests.as_ref().unwrap().contains_key("memory"));
             assert!(res.limits.as_ref().unwrap().contains_key("memory"));
+        }
+    }
+
+    /// A rolling update (an image upgrade) goes one balancer at a time, each new pod Ready
+    /// (its /readyz: could take the VIP) and given time for its preempt before the next stops.
+    #[test]
+    fn balancers_roll_one_ready_node_at_a_time_and_outlive_their_handover() {
+        let out = build();
+        let ds = out[&Role::Balancer].spec.as_ref().unwrap();
+        let rolling = ds
+            .update_strategy
+            .as_ref()
+            .unwrap()
+            .rolling_update
+            .as_ref()
+            .unwrap();
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
+        let ready = pod(&out[&Role::Balancer]).containers[0]
+            .readiness_probe
+            .as_ref()
+            .unwrap();
+        assert_eq!(ready.period_seconds, Some(1));
+        // Readiness seen up to one period late, then a preempt after Master_Down_Interval at the
+        // default 1 s adverts and 3 missed ones (at most (3 + 1) x 1 s): both fit.
+        let min_ready = ds.min_ready_seconds.unwrap();
+        assert!(
+            min_ready >= ready.period_seconds.unwrap() + (3 + 1),
+            "{min_ready}"
+        );
+        // The web pods gate nothing of the kind.
+        assert_eq!(
+            out[&Role::Web].spec.as_ref().unwrap().min_ready_seconds,
+            None
+        );
+        // SIGTERM waits at most 5 s for the handover (SHUTDOWN_LIMIT in the balancer): the
+        // grace period leaves room after it.
+        for role in Role::ALL {
+            let grace = pod(&out[&role]).termination_grace_period_seconds.unwrap();
+            assert!(grace > 5, "{role:?}: {grace}");
         }
     }
 

@@ -18,7 +18,8 @@
 //! The result per binary is an OCI image layout folder and the same folder as one tar (for
 //! `ctr images import` or `skopeo copy oci-archive:...`), both named after the image the helm
 //! chart expects (`localhost/lvstun/lvstun-operator`, `localhost/lvstun/lvstun-node`, tag = the
-//! workspace version). The name is fully qualified on purpose: `ctr images import` keeps the
+//! workspace version, or another given with [`ImageSpec::with_tag`] to build a second version
+//! of the same binaries, as an upgrade test needs). The name is fully qualified on purpose: `ctr images import` keeps the
 //! name written in the archive (`io.containerd.image.name`) as it is, while the kubelet asks for
 //! the normalized name, so a short `lvstun/lvstun-node:0.1.0` would be imported under a name
 //! the kubelet never asks for (it asks for `docker.io/lvstun/lvstun-node:0.1.0`). `localhost` is
@@ -66,9 +67,10 @@ pub const PAUSE_TAG: &str = "3.10.1";
 /// a containerd with a default config needs: nothing is pulled and no config changes.
 pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
 
-/// One image to build.
+/// One image to build; `'t` is the tag's lifetime (`'static` for [`IMAGES`] and [`PAUSE`],
+/// shorter for one retagged with [`ImageSpec::with_tag`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageSpec {
+pub struct ImageSpec<'t> {
     /// The binary (file name in the folder it is built into); also names the layout folder and
     /// the archive.
     pub binary: &'static str,
@@ -77,15 +79,30 @@ pub struct ImageSpec {
     /// Fully qualified repository (registry host included), as the chart's values name it
     /// (`image.repository`, `nodeImage.repository`).
     pub repository: &'static str,
-    /// The tag: the workspace version for our images.
-    pub tag: &'static str,
+    /// The tag: the workspace version for our images, unless retagged.
+    pub tag: &'t str,
     /// uid (and gid) of the process, recorded as the config's `User`.
     pub user: u32,
     /// Other host programs the binary runs, copied to the same path with their libraries.
     pub programs: &'static [&'static str],
 }
 
-impl ImageSpec {
+impl ImageSpec<'_> {
+    /// The same image under another tag, so that two versions of one build can be told apart
+    /// (an upgrade test needs two images whose digests differ: the tag is in the config's
+    /// `org.opencontainers.image.version` label and the manifest's annotations, so they do;
+    /// the layer, the same binaries, is shared). Check the tag first with [`check_tag`].
+    pub fn with_tag<'t>(&self, tag: &'t str) -> ImageSpec<'t> {
+        ImageSpec {
+            binary: self.binary,
+            path: self.path,
+            repository: self.repository,
+            tag,
+            user: self.user,
+            programs: self.programs,
+        }
+    }
+
     /// `repository:tag`, the reference the chart renders by default and the name the archive
     /// carries for `ctr images import`.
     pub fn reference(&self) -> String {
@@ -108,7 +125,7 @@ impl ImageSpec {
 /// builds: capabilities added to a container reach a non-root process only through file
 /// capabilities). `nft` is in the node image because the web role drives nf_tables through it
 /// (see node-daemon/src/net/arp_guard.rs).
-pub const IMAGES: [ImageSpec; 2] = [
+pub const IMAGES: [ImageSpec<'static>; 2] = [
     ImageSpec {
         binary: "lvstun-operator",
         path: "usr/local/bin/lvstun-operator",
@@ -130,7 +147,7 @@ pub const IMAGES: [ImageSpec; 2] = [
 /// The pod sandbox image, laid out as upstream's `build/pause/Dockerfile` does: the static
 /// binary at `/pause` as the entrypoint, user 65535:65535. Not one of [`IMAGES`]: it is a
 /// fixture for clusters without a registry (the lab's kubelets), built by [`build_pause`].
-pub const PAUSE: ImageSpec = ImageSpec {
+pub const PAUSE: ImageSpec<'static> = ImageSpec {
     binary: "pause",
     path: "pause",
     repository: PAUSE_REPOSITORY,
@@ -138,6 +155,25 @@ pub const PAUSE: ImageSpec = ImageSpec {
     user: 65535,
     programs: &[],
 };
+
+/// Whether `tag` is a valid image tag (the OCI distribution spec's
+/// `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`); it also names the archive, so a `/` or `..` could
+/// not write outside the output folder. Refused, never mended: a reference the runtime would
+/// reject is better said at build time.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    let mut chars = tag.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok && tag.len() <= 128 {
+        Ok(())
+    } else {
+        Err(format!(
+            "tag {tag:?}: expected 1-128 characters of [A-Za-z0-9_.-], not starting with . or -"
+        ))
+    }
+}
 
 /// Media types (OCI image spec v1.1).
 pub mod media {
@@ -568,7 +604,10 @@ pub struct Written {
 }
 
 /// Writes `<out>/<binary>/` (an OCI image layout, replaced if present) and
-/// `<out>/<binary>-<tag>.oci.tar` (the same files in one reproducible tar).
+/// `<out>/<binary>-<tag>.oci.tar` (the same files in one reproducible tar). The layout folder
+/// is per binary, so it holds the last tag built into `out`; the archives are per tag, so two
+/// versions built into one folder (see [`ImageSpec::with_tag`]) sit side by side, ready to
+/// import.
 pub fn write_image(
     spec: &ImageSpec,
     image: &Image,
@@ -979,6 +1018,26 @@ mod tests {
         let annotations = &index["manifests"][0]["annotations"];
         assert_eq!(annotations["io.containerd.image.name"], SANDBOX_IMAGE);
         assert_eq!(annotations["org.opencontainers.image.ref.name"], PAUSE_TAG);
+    }
+
+    #[test]
+    fn tags_are_checked_not_mended() {
+        for good in ["0.1.0", "0.1.0-upgrade", "_x", "V1.2_rc.3"] {
+            assert_eq!(check_tag(good), Ok(()), "{good}");
+        }
+        let long = "a".repeat(129);
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "../x",
+            "a:b",
+            "a b",
+            long.as_str(),
+        ] {
+            assert!(check_tag(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

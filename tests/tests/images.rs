@@ -77,7 +77,7 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn spec(binary: &str) -> ImageSpec {
+fn spec(binary: &str) -> ImageSpec<'static> {
     *IMAGES.iter().find(|s| s.binary == binary).unwrap()
 }
 
@@ -460,6 +460,73 @@ fn each_archive_names_its_image_fully_qualified_as_the_chart_references_it() {
         );
         assert_eq!(annotations["org.opencontainers.image.ref.name"], TAG);
     }
+}
+
+/// Two versions of one build, for an upgrade test (`./dev images --tag`): the same files under
+/// two tags give two images with different digests and archive names, side by side in one
+/// folder, each archive naming its own reference, while the layer (the binaries) is shared.
+/// The root filesystem is made here (no release build needed): only the tag differs.
+#[test]
+fn two_tags_give_two_images_with_their_own_digests_and_archives() {
+    let scratch = Scratch::new("tags");
+    let mut fs = images::RootFs::default();
+    fs.dir(BIN_DIR, 0o755);
+    fs.file(
+        &format!("{BIN_DIR}/lvstun-node"),
+        0o755,
+        b"\x7fELF stand-in".to_vec(),
+    );
+    let upgrade = format!("{TAG}-upgrade");
+    images::check_tag(&upgrade).unwrap();
+    let a_spec = spec("lvstun-node");
+    let b_spec = a_spec.with_tag(&upgrade);
+    assert_eq!(
+        b_spec.reference(),
+        format!("localhost/lvstun/lvstun-node:{upgrade}")
+    );
+
+    let a = images::assemble(&a_spec, &fs, EPOCH).unwrap();
+    let wa = images::write_image(&a_spec, &a, &scratch.0, EPOCH).unwrap();
+    let b = images::assemble(&b_spec, &fs, EPOCH).unwrap();
+    let wb = images::write_image(&b_spec, &b, &scratch.0, EPOCH).unwrap();
+
+    assert_ne!(a.digest(), b.digest());
+    assert_eq!(a.layer, b.layer, "the same files: one layer");
+    assert_eq!(
+        wa.archive,
+        scratch.0.join(format!("lvstun-node-{TAG}.oci.tar"))
+    );
+    assert_eq!(
+        wb.archive,
+        scratch.0.join(format!("lvstun-node-{upgrade}.oci.tar"))
+    );
+    // Both archives stay, each naming its own image and carrying its own digest.
+    for (archive, image, spec) in [(&wa.archive, &a, &a_spec), (&wb.archive, &b, &b_spec)] {
+        let index = archive_index(archive);
+        let entry = &index["manifests"][0];
+        assert_eq!(entry["digest"], image.digest(), "{}", archive.display());
+        assert_eq!(
+            entry["annotations"]["io.containerd.image.name"],
+            spec.reference()
+        );
+        assert_eq!(
+            entry["annotations"]["org.opencontainers.image.ref.name"],
+            spec.tag
+        );
+    }
+    // The layout folder holds the last build, readable under its tag with its version label.
+    let read = images::read_layout(&wb.layout).unwrap();
+    assert_eq!(
+        (read.digest.as_str(), read.tag.as_str()),
+        (b.digest().as_str(), upgrade.as_str())
+    );
+    assert_eq!(
+        read.config["config"]["Labels"]["org.opencontainers.image.version"],
+        upgrade.as_str()
+    );
+    // The same tag again gives the same bytes: version B is as reproducible as version A.
+    let again = images::assemble(&b_spec, &fs, EPOCH).unwrap();
+    assert_eq!(again.digest(), b.digest());
 }
 
 /// Builds the pause image into `out` from upstream's source (downloading the Kubernetes module

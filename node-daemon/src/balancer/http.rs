@@ -1,5 +1,5 @@
 //! The balancer's local HTTP endpoint (`--health-port`): `/healthz` (the loop is turning),
-//! `/readyz` (a pass has read and programmed the kernel's table), `/metrics` (Prometheus text:
+//! `/readyz` (this node could take the VIP properly, see [`not_ready`]), `/metrics` (Prometheus text:
 //! passes, IPVS writes and refusals, services, destinations, health checks, services another
 //! program deleted, the IPVS sysctls
 //! that could not be set, and per VIP the VRRP state and its transitions). The answers are pure functions of the [`Report`] and the
@@ -51,17 +51,51 @@ pub fn healthz_answer(
     }
 }
 
-/// `/readyz`: ready once a pass has completed and the last one could read the kernel. Refused
-/// destinations do not make the balancer unready (the others are served); they are listed.
-pub fn readyz_answer(report: &Report) -> (StatusCode, String) {
+/// What keeps this balancer from taking the VIP properly, one sentence each; empty: ready.
+///
+/// Ready means that a VIP moved here now would keep every flow: the last pass read the kernel
+/// and brought its IPVS table to the desired one (nothing failed that waits for a retry; a
+/// lasting refusal is reported, not waited for, since the rest is served and it may last for
+/// hours), and every VRRP router has warmed up ([`StandBy::warming_up`]): its health checks
+/// have had their detection time, so the weights are this node's verdicts and not a
+/// predecessor's, and the backup sync daemon has had the time to receive the Master's
+/// connections. A router whose node has no destination in rotation is not waited for (that
+/// can last; the router stands by at priority 1 meanwhile). The DaemonSet's rolling update
+/// stops the next node's pod only once this pod is ready, so an upgrade never hands the VIP to
+/// a node that has not caught up. Pure.
+///
+/// [`StandBy::warming_up`]: super::vips::StandBy::warming_up
+pub fn not_ready(report: &Report, vips: &VipsReport) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(err) = &report.last_error {
+        out.push(format!("the kernel's IPVS table could not be read: {err}"));
+    }
+    if !report.ready {
+        out.push("starting: no pass has programmed the kernel's IPVS table yet".into());
+    } else if report.retrying > 0 {
+        out.push(format!(
+            "the kernel's IPVS table is not the desired one yet: {} operations failed and wait for a retry",
+            report.retrying
+        ));
+    }
+    if vips.starting {
+        out.push("starting: the VRRP routers are not started yet".into());
+    }
+    for (vrid, router) in &vips.routers {
+        if let Some(why) = router.stand_by.filter(|s| s.warming_up()) {
+            out.push(format!("VRID {vrid}: {why}"));
+        }
+    }
+    out
+}
+
+/// `/readyz`: 200 when [`not_ready`] finds nothing, else 503 with one `not ready:` line per
+/// reason. Refused destinations and object problems are listed either way; so is a router that
+/// stands by because this node does not forward.
+pub fn readyz_answer(report: &Report, vips: &VipsReport) -> (StatusCode, String) {
     let mut body = String::new();
-    let code = if let Some(err) = &report.last_error {
-        let _ = writeln!(body, "not ready: {err}");
-        StatusCode::SERVICE_UNAVAILABLE
-    } else if !report.ready {
-        body.push_str("not ready: starting\n");
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    let missing = not_ready(report, vips);
+    let code = if missing.is_empty() {
         let (services, dests) = report.last.map_or((0, 0), |l| (l.services, l.destinations));
         let _ = writeln!(
             body,
@@ -69,7 +103,17 @@ pub fn readyz_answer(report: &Report) -> (StatusCode, String) {
             report.targets
         );
         StatusCode::OK
+    } else {
+        for m in &missing {
+            let _ = writeln!(body, "not ready: {m}");
+        }
+        StatusCode::SERVICE_UNAVAILABLE
     };
+    for (vrid, router) in &vips.routers {
+        if let Some(why) = router.stand_by.filter(|s| !s.warming_up()) {
+            let _ = writeln!(body, "standing by: VRID {vrid}: {why} (priority 1)");
+        }
+    }
     for r in &report.refusals {
         let _ = writeln!(body, "refused: {r}");
     }
@@ -91,8 +135,8 @@ pub fn metrics_answer(report: &Report, vips: &VipsReport) -> String {
     metric(
         "lvstun_balancer_ready",
         "gauge",
-        "1 once a pass has programmed the kernel's table.",
-        u64::from(report.ready && report.last_error.is_none()),
+        "1 while /readyz says ready: the kernel's table is the desired one and the VRRP routers have warmed up.",
+        u64::from(not_ready(report, vips).is_empty()),
     );
     metric(
         "lvstun_balancer_passes_total",
@@ -246,7 +290,8 @@ async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, String) {
 }
 
 async fn readyz(State(ctx): State<Ctx>) -> (StatusCode, String) {
-    readyz_answer(&lock(&ctx.report))
+    // Lock order everywhere: the loop's report, then the VIPs' (never the reverse).
+    readyz_answer(&lock(&ctx.report), &lock_vips(&ctx.vips))
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> String {
@@ -280,6 +325,7 @@ pub async fn bind(
 mod tests {
     use super::*;
     use crate::balancer::run::{PassSummary, Trigger};
+    use crate::balancer::vips::StandBy;
 
     #[test]
     fn answers_follow_the_report() {
@@ -291,7 +337,8 @@ mod tests {
             healthz_answer(&r, t0, stale, t0 + Duration::from_secs(91)).0,
             StatusCode::SERVICE_UNAVAILABLE
         );
-        assert_eq!(readyz_answer(&r).0, StatusCode::SERVICE_UNAVAILABLE);
+        let none = VipsReport::default();
+        assert_eq!(readyz_answer(&r, &none).0, StatusCode::SERVICE_UNAVAILABLE);
         r.ready = true;
         r.last_turn = Some(t0 + Duration::from_secs(60));
         r.last = Some(PassSummary {
@@ -310,7 +357,7 @@ mod tests {
             healthz_answer(&r, t0, stale, t0 + Duration::from_secs(91)).0,
             StatusCode::OK
         );
-        let (code, body) = readyz_answer(&r);
+        let (code, body) = readyz_answer(&r, &none);
         assert_eq!(code, StatusCode::OK);
         assert!(
             body.starts_with("ready: 1 services, 2 destinations"),
@@ -318,7 +365,7 @@ mod tests {
         );
         assert!(body.contains("refused: add destination x"), "{body}");
         r.last_error = Some("no answer to dump services in time".into());
-        assert_eq!(readyz_answer(&r).0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(readyz_answer(&r, &none).0, StatusCode::SERVICE_UNAVAILABLE);
         let mut vips = VipsReport::default();
         vips.routers.insert(
             51,
@@ -331,6 +378,7 @@ mod tests {
                 last_transition: None,
                 virtual_services: vec![],
                 message: None,
+                stand_by: None,
             },
         );
         let m = metrics_answer(&r, &vips);
@@ -386,6 +434,127 @@ mod tests {
             m.matches("lvstun_balancer_sysctl_refused{").count(),
             2,
             "one series per wanted sysctl, no reason label"
+        );
+    }
+
+    fn router(stand_by: Option<StandBy>) -> RouterReport {
+        RouterReport {
+            vips: vec!["192.0.2.100".parse().unwrap()],
+            interface: Some("eth0".into()),
+            state: VrrpState::Backup,
+            priority: 1,
+            transitions: 1,
+            last_transition: None,
+            virtual_services: vec![],
+            message: None,
+            stand_by,
+        }
+    }
+
+    fn programmed() -> Report {
+        Report {
+            ready: true,
+            last: Some(PassSummary {
+                trigger: Trigger::Start,
+                read: true,
+                ops: 4,
+                applied: 4,
+                failed: 0,
+                held: 0,
+                services: 1,
+                destinations: 2,
+                elapsed: Duration::from_millis(3),
+            }),
+            ..Report::default()
+        }
+    }
+
+    /// The rolling update's gate: ready only once the table is the desired one and every
+    /// router could take the VIP without losing a flow; the body names what is missing.
+    #[test]
+    fn readiness_waits_for_the_desired_table_and_each_routers_warm_up() {
+        let ready = |r: &Report, v: &VipsReport| {
+            let (code, body) = readyz_answer(r, v);
+            assert_eq!(
+                metrics_answer(r, v).contains("\nlvstun_balancer_ready 1\n"),
+                code == StatusCode::OK,
+                "/metrics and /readyz agree"
+            );
+            (code == StatusCode::OK, body)
+        };
+        let mut vips = VipsReport {
+            starting: true,
+            ..VipsReport::default()
+        };
+        let mut r = Report::default();
+        let (ok, body) = ready(&r, &vips);
+        assert!(!ok);
+        assert!(
+            body.contains("not ready: starting: no pass has programmed")
+                && body.contains("not ready: starting: the VRRP routers are not started yet"),
+            "{body}"
+        );
+
+        // The table is programmed, but one operation failed for a passing reason.
+        r = programmed();
+        r.retrying = 1;
+        vips.starting = false;
+        let (ok, body) = ready(&r, &vips);
+        assert!(!ok);
+        assert!(
+            body.contains(
+                "not ready: the kernel's IPVS table is not the desired one yet: 1 operations failed"
+            ),
+            "{body}"
+        );
+
+        // A lasting refusal is reported, not waited for.
+        r.retrying = 0;
+        r.refusals = vec!["add destination x: kernel refused with EINVAL".into()];
+        assert!(ready(&r, &vips).0);
+
+        // A router still settling its health checks, another waiting for sync: both named.
+        vips.routers.insert(
+            51,
+            router(Some(StandBy::Settling {
+                left: Duration::from_secs(4),
+            })),
+        );
+        vips.routers.insert(
+            52,
+            router(Some(StandBy::Syncing {
+                left: Some(Duration::from_secs(2)),
+            })),
+        );
+        let (ok, body) = ready(&r, &vips);
+        assert!(!ok);
+        assert!(
+            body.contains("not ready: VRID 51: health checks settling (4 s left")
+                && body.contains("not ready: VRID 52: IPVS backup sync daemon receiving the Master's connections (2 s left)"),
+            "{body}"
+        );
+
+        // Warmed up; one router stands by because this node forwards nothing: ready (a
+        // rolling update must not hang on unreachable real servers), and said so.
+        vips.routers.insert(51, router(None));
+        vips.routers
+            .insert(52, router(Some(StandBy::NotForwarding)));
+        let (ok, body) = ready(&r, &vips);
+        assert!(ok, "{body}");
+        assert!(
+            body.contains(
+                "standing by: VRID 52: no destination in rotation on this node (priority 1)"
+            ),
+            "{body}"
+        );
+
+        // A failed read makes it unready whatever else holds.
+        r.last_error = Some("no answer to dump services in time".into());
+        let (ok, body) = ready(&r, &vips);
+        assert!(!ok);
+        assert!(
+            body.contains("not ready: the kernel's IPVS table could not be read"),
+            "{body}"
         );
     }
 }

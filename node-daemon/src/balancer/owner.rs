@@ -32,7 +32,31 @@
 //!   higher priority would take the VIP from the real Master); the routers it would run are
 //!   logged and reported.
 //! - Shutdown ([`VipOwner::shutdown`], on SIGTERM): every router sends priority 0 if Master
-//!   (RFC 9568 §6.4.3) and removes its VIP, so a Backup takes over after Skew_Time.
+//!   (RFC 9568 §6.4.3) and removes its VIP, so a Backup takes over after Skew_Time. The IPVS
+//!   backup sync daemon is left running (the master one stops), as the IPVS table is left.
+//! - Failback keeps every flow (an upgrade restarts each node in turn, and the restarted node,
+//!   if it has the higher priority, takes the VIP back): the node that takes the VIP must hold
+//!   the connection entries of the Master it takes it from, or packets of a flow it does not
+//!   know are scheduled afresh (`sloppy_tcp`) and, under `rr`/`wrr`/`lc`, may go to another
+//!   real server, which resets them. Nothing at start flushes or zeroes the connection table
+//!   (the IPVS side only reads and plans, ADR 0004). The entries come from connection sync,
+//!   and the kernel's sync threads outlive this process: a leaving daemon's routers keep the
+//!   backup daemon ([`vips::sync_role_on`]), so it goes on receiving the new Master's
+//!   connections while no balancer runs here; the next process lists the daemons and adopts
+//!   those started as it starts them ([`vips::sync_adoptable`]) instead of stopping and
+//!   restarting them (before, every start stopped both, and connections opened while the
+//!   node was away reached it only when their packet count next hit `sync_period`, 50); a
+//!   process with no router to run stops what an earlier one left ([`SyncHub`]'s `tidy`).
+//!   The router's Startup asks for the backup daemon before it can be Master anyway (RFC 9568
+//!   §6.4.1: Backup first; `vrrp::fsm`), so a restart from an older version, which stopped
+//!   it on exit, starts it again at once. And a router takes its configured priority, hence
+//!   may preempt, only once the backup daemon has run for [`vips::SYNC_WARMUP`] (the Master's
+//!   longest flush delay) and its health checks have settled ([`vips::stand_by`]); `/readyz`
+//!   waits for the same, so the DaemonSet's rolling update does not stop the other node's pod
+//!   (a handover by priority 0 to this node) before then either. Not covered: a connection
+//!   that fell silent before the Master re-sent it reaches this node with its next packets
+//!   only; with `mh` or `sh` and the canonical destination order (ADR 0002) such a flow is
+//!   still scheduled to its real server.
 //! - The addresses the routers add are recorded in the state folder
 //!   ([`super::state::HeldVips`], shared as a [`HeldBook`]) before they are added, and
 //!   forgotten once removed; [`remove_held`] removes what an earlier run left, at start, before
@@ -54,7 +78,7 @@ use tracing::{error, info, warn};
 use super::desired::{self, ObjectRef};
 use super::run::{SharedReport, lock};
 use super::state::{self, HeldVips};
-use super::vips::{self, Change, InstanceSpec, SyncWanted};
+use super::vips::{self, Change, InstanceSpec, StandBy, SyncProgress, SyncWanted};
 use crate::error::{Errno, Error};
 use crate::ipvs::handle::{IpvsHandle, new_connection};
 use crate::ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
@@ -91,6 +115,9 @@ pub struct RouterReport {
     pub virtual_services: Vec<ObjectRef>,
     /// Why it is not running, or what limits it.
     pub message: Option<String>,
+    /// Why it runs at priority 1 rather than its configured priority (`None`: it does not, or
+    /// it does not run); `/readyz` waits while this is a warm-up ([`StandBy::warming_up`]).
+    pub stand_by: Option<StandBy>,
 }
 
 /// What VIP ownership publishes: routers by VRID, and VirtualServices whose VIP cannot be held.
@@ -100,6 +127,9 @@ pub struct VipsReport {
     pub routers: BTreeMap<u8, RouterReport>,
     /// VirtualServices whose election settings were refused, and why.
     pub faults: BTreeMap<ObjectRef, String>,
+    /// The supervisor has not yet started the routers of its first snapshot: until then the
+    /// routers listed are not all there is (`/readyz` waits).
+    pub starting: bool,
 }
 
 /// This node's VIP ownership for one VirtualService, as its status entry says it.
@@ -176,8 +206,16 @@ struct HubState {
     ipvs: Option<IpvsHandle>,
     roles: BTreeMap<u8, (SyncRole, String)>,
     /// What the kernel runs as far as we know; `None` = unknown (start, or after a failure):
-    /// then both roles are stopped and started again.
+    /// then the kernel's daemons are listed, those started as this daemon starts them are
+    /// adopted ([`vips::sync_adoptable`]), and the rest are stopped and started again.
     applied: Option<SyncWanted>,
+    /// The whole daemon is leaving (SIGTERM): a router that stops keeps the backup daemon
+    /// ([`vips::sync_role_on`]).
+    leaving: bool,
+    /// Since when the backup daemon runs as it is (started, or adopted, by this process).
+    backup_since: Option<Instant>,
+    /// The last change of the daemons failed.
+    failed: bool,
 }
 
 impl SyncHub {
@@ -186,25 +224,98 @@ impl SyncHub {
     /// the old Master's table before it sends its own.
     async fn set(&self, vrid: u8, role: SyncRole, ifname: &str) -> Result<(), Error> {
         let mut hub = self.0.lock().await;
+        let role = vips::sync_role_on(role, hub.leaving);
         if role == SyncRole::Stopped {
             hub.roles.remove(&vrid);
         } else {
             hub.roles.insert(vrid, (role, ifname.to_owned()));
         }
         let want = vips::sync_wanted(&hub.roles);
-        let have = hub.applied.take();
-        if have.as_ref() == Some(&want) {
-            hub.applied = Some(want);
+        let result = hub.apply(want).await;
+        hub.failed = result.is_err();
+        result
+    }
+
+    /// From now on, a router that stops keeps the backup daemon running (see
+    /// [`vips::sync_role_on`]): called once the daemon is leaving, before its routers stop.
+    async fn leave(&self) {
+        self.0.lock().await.leaving = true;
+    }
+
+    /// At start, when this node runs no router: stops the daemons an earlier run left behind
+    /// (see [`vips::sync_role_on`]), which no router would otherwise ever touch. Only daemons
+    /// shaped as this daemon starts them ([`vips::sync_adoptable`]); others are left alone.
+    /// Does nothing once a router has asked for a role.
+    async fn tidy(&self) -> Result<(), Error> {
+        let mut hub = self.0.lock().await;
+        if !hub.roles.is_empty() || hub.applied.is_some() {
             return Ok(());
         }
-        if hub.ipvs.is_none() {
-            let (conn, handle) = new_connection()?;
-            // On the runtime of the router calling: the VRRP thread's.
-            tokio::spawn(conn);
-            hub.ipvs = Some(IpvsHandle::resolve(handle).await?);
-        }
-        let Some(ipvs) = &hub.ipvs else {
+        let daemons = hub.ipvs().await?.list_sync_daemons().await?;
+        let Some(found) = vips::sync_adoptable(&daemons) else {
             return Ok(());
+        };
+        if found != SyncWanted::default() {
+            info!(master = ?found.master, backup = ?found.backup, "ipvs sync daemons an earlier run left, stopped: this node runs no VRRP router");
+        }
+        hub.applied = Some(found);
+        hub.apply(SyncWanted::default()).await
+    }
+
+    /// What the backup daemon has done so far, for [`vips::stand_by`] (the router's own state
+    /// aside: a Master waits for nothing).
+    async fn progress(&self, now: Instant) -> vips::SyncProgress {
+        let hub = self.0.lock().await;
+        match hub.backup_since {
+            _ if hub.failed => vips::SyncProgress::Unavailable,
+            Some(since) => vips::SyncProgress::Backup(now.saturating_duration_since(since)),
+            None => vips::SyncProgress::NotRunning,
+        }
+    }
+}
+
+impl HubState {
+    /// The IPVS handle, opened on first use.
+    async fn ipvs(&mut self) -> Result<&IpvsHandle, Error> {
+        match &mut self.ipvs {
+            Some(ipvs) => Ok(ipvs),
+            slot => {
+                let (conn, handle) = new_connection()?;
+                // On the runtime of the first caller: the VRRP thread's when a router asks
+                // first, the daemon's when `tidy` runs at start on a node without routers (a
+                // netlink handle talks to its connection task through channels, from any
+                // runtime).
+                tokio::spawn(conn);
+                Ok(slot.insert(IpvsHandle::resolve(handle).await?))
+            }
+        }
+    }
+
+    /// Brings the kernel's daemons to `want`.
+    async fn apply(&mut self, want: SyncWanted) -> Result<(), Error> {
+        let known = self.applied.take();
+        if known.as_ref() == Some(&want) {
+            self.applied = Some(want);
+            return Ok(());
+        }
+        let ipvs = self.ipvs().await?;
+        let have = match known {
+            Some(have) => Some(have),
+            None => match ipvs.list_sync_daemons().await {
+                Ok(daemons) => {
+                    let adopted = vips::sync_adoptable(&daemons);
+                    if let Some(a) = &adopted
+                        && (a.master.is_some() || a.backup.is_some())
+                    {
+                        info!(master = ?a.master, backup = ?a.backup, "ipvs sync daemons found running, kept where still wanted");
+                    }
+                    adopted
+                }
+                Err(e) => {
+                    warn!("cannot list the ipvs sync daemons, restarting them: {e}");
+                    None
+                }
+            },
         };
         let pairs = [
             (
@@ -236,7 +347,13 @@ impl SyncHub {
                 info!(role = ?role, interface = %ifname, sync_id, "ipvs sync daemon started");
             }
         }
-        hub.applied = Some(want);
+        let backup_kept = have.as_ref().map(|h| &h.backup) == Some(&want.backup);
+        self.backup_since = match (&want.backup, self.backup_since) {
+            (None, _) => None,
+            (Some(_), Some(since)) if backup_kept => Some(since),
+            (Some(_), _) => Some(Instant::now()),
+        };
+        self.applied = Some(want);
         Ok(())
     }
 }
@@ -409,6 +526,9 @@ struct Instance {
     ready: bool,
     /// When it started: forwarding counts only after [`InstanceSpec::settle`].
     started: Instant,
+    /// The backup sync daemon has had its [`vips::SYNC_WARMUP`] for it (or it was Master):
+    /// the wait is owed once per router, not again after every sync daemon change.
+    synced: bool,
     control: mpsc::Sender<Control>,
     task: JoinHandle<Status>,
 }
@@ -431,6 +551,7 @@ pub fn start(
     held: HeldBook,
 ) -> VipOwner {
     let report = SharedVips::default();
+    lock_vips(&report).starting = true;
     let (stop, stop_rx) = oneshot::channel();
     let sup = Supervisor {
         node,
@@ -488,6 +609,14 @@ impl Supervisor {
                 let snapshot = source.borrow_and_update().clone();
                 self.desire(&snapshot);
                 self.converge().await;
+                let first = std::mem::replace(&mut lock_vips(&self.report).starting, false);
+                if first
+                    && !self.dry_run
+                    && self.running.is_empty()
+                    && let Err(e) = self.hub.tidy().await
+                {
+                    warn!("cannot stop the ipvs sync daemons an earlier run left: {e}");
+                }
             } else {
                 self.retry_and_ready().await;
             }
@@ -559,7 +688,8 @@ impl Supervisor {
     }
 
     /// Once a second: routers that failed to start are retried; each router's priority follows
-    /// whether its VirtualServices forward on this node (configured priority, else 1).
+    /// [`vips::stand_by`]: configured once its health checks have settled, the backup sync
+    /// daemon has had its warm-up and its VirtualServices forward on this node, else 1.
     async fn retry_and_ready(&mut self) {
         let missing: Vec<InstanceSpec> = self
             .want
@@ -576,9 +706,31 @@ impl Supervisor {
         let Ok(not_ready) = Priority::new(NOT_READY_PRIORITY) else {
             return;
         };
+        let now = Instant::now();
+        let backup = self.hub.progress(now).await;
         for (vrid, inst) in self.running.iter_mut() {
-            let forwards = inst.started.elapsed() >= inst.spec.settle
-                && vips::forwarding(&programmed, &inst.spec.virtual_services);
+            let master = lock_vips(&self.report)
+                .routers
+                .get(vrid)
+                .is_some_and(|r| r.state == VrrpState::Master);
+            let sync = if inst.synced || master {
+                SyncProgress::Done
+            } else {
+                backup
+            };
+            if sync.satisfied() && !inst.synced {
+                inst.synced = true;
+            }
+            let stand_by = vips::stand_by(
+                now.saturating_duration_since(inst.started),
+                inst.spec.settle,
+                sync,
+                vips::forwarding(&programmed, &inst.spec.virtual_services),
+            );
+            if let Some(r) = lock_vips(&self.report).routers.get_mut(vrid) {
+                r.stand_by = stand_by;
+            }
+            let forwards = stand_by.is_none();
             if forwards == inst.ready {
                 continue;
             }
@@ -595,8 +747,8 @@ impl Supervisor {
                 warn!(
                     vrid,
                     priority = NOT_READY_PRIORITY,
-                    "vrrp: no destination in rotation on this node, standing down to priority 1 \
-                     (a peer that forwards takes the VIP)"
+                    "vrrp: {}, standing down to priority 1 (a peer that forwards takes the VIP)",
+                    stand_by.map_or_else(String::new, |s| s.to_string())
                 );
                 not_ready
             };
@@ -635,6 +787,7 @@ impl Supervisor {
             last_transition: None,
             virtual_services: spec.virtual_services.clone(),
             message: None,
+            stand_by: None,
         };
         if let Some(old) = lock_vips(&self.report).routers.get(&vrid) {
             entry.transitions = old.transitions;
@@ -653,7 +806,8 @@ impl Supervisor {
             return;
         }
         match self.launch(&spec).await {
-            Ok((ifname, running, ready)) => {
+            Ok((ifname, running, stand_by)) => {
+                let ready = stand_by.is_none();
                 info!(
                     vrid,
                     vips = ?spec.config.vips,
@@ -673,6 +827,7 @@ impl Supervisor {
                 } else {
                     entry.priority = NOT_READY_PRIORITY;
                 }
+                entry.stand_by = stand_by;
                 lock_vips(&self.report).routers.insert(vrid, entry);
                 tokio::spawn(watch_status(
                     running.status,
@@ -686,6 +841,7 @@ impl Supervisor {
                         spec,
                         ready,
                         started: Instant::now(),
+                        synced: false,
                         control: running.control,
                         task: running.task,
                     },
@@ -713,7 +869,7 @@ impl Supervisor {
     async fn launch(
         &self,
         spec: &InstanceSpec,
-    ) -> Result<(String, crate::vrrp::run::Running, bool), String> {
+    ) -> Result<(String, crate::vrrp::run::Running, Option<StandBy>), String> {
         let vip = spec
             .config
             .vips
@@ -740,12 +896,17 @@ impl Supervisor {
             .copied()
             .filter(|p| Some(*p) != me)
             .collect();
-        // Never ready at start (unless nothing needs to settle): the kernel's weights may still
-        // be a predecessor's; the tick raises the priority once this node's checks have spoken.
-        let ready = spec.settle.is_zero()
-            && vips::forwarding(&lock(&self.balancer).programmed, &spec.virtual_services);
+        // Never ready at start: the kernel's weights may still be a predecessor's (unless
+        // nothing needs to settle), and this router's backup sync daemon has not received
+        // anything yet; the tick raises the priority once both waits are over.
+        let stand_by = vips::stand_by(
+            Duration::ZERO,
+            spec.settle,
+            self.hub.progress(Instant::now()).await,
+            vips::forwarding(&lock(&self.balancer).programmed, &spec.virtual_services),
+        );
         let mut config = spec.config.clone();
-        if !ready {
+        if stand_by.is_some() {
             config.priority = Priority::new(NOT_READY_PRIORITY).map_err(|e| e.to_string())?;
         }
         let options = RunOptions {
@@ -775,7 +936,7 @@ impl Supervisor {
             bound_ms = lifetime.bound().as_millis(),
             "vrrp: VIPs are held with a kernel lifetime, renewed while Master"
         );
-        Ok((ifname, running, ready))
+        Ok((ifname, running, stand_by))
     }
 
     async fn stop_one(&mut self, vrid: u8) {
@@ -794,6 +955,8 @@ impl Supervisor {
     }
 
     async fn stop_all(&mut self) {
+        // The routers' last sync switch keeps the backup daemon (see `vips::sync_role_on`).
+        self.hub.leave().await;
         let vrids: Vec<u8> = self.running.keys().copied().collect();
         // Tell every router first, then wait: the priority-0 advertisements go out together.
         for vrid in &vrids {
@@ -884,6 +1047,7 @@ mod tests {
                 last_transition: Some(at),
                 virtual_services: vec![r("www"), r("www-https")],
                 message: None,
+                stand_by: None,
             },
         );
         report

@@ -171,6 +171,11 @@ pub struct Report {
     pub last: Option<PassSummary>,
     /// The last error that stopped a pass (reading the kernel), if the last pass failed.
     pub last_error: Option<String>,
+    /// Operations of the last pass that failed for a passing reason (a race with another tool,
+    /// a resource shortage) and wait for a follow-up pass or the resync: until it succeeds the
+    /// kernel's table is not the desired one. Lasting refusals are not counted here: they are
+    /// held back and reported in [`Report::refusals`].
+    pub retrying: usize,
     /// Refusals currently held back.
     pub refusals: Vec<String>,
     /// What is wrong with the objects.
@@ -436,9 +441,9 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
     }
 
     /// Records what the kernel refused: lasting refusals are held back with a back-off.
-    /// Returns whether some failure was transient (worth a quick follow-up pass).
-    fn record_failures(&mut self, failed: &[(Op, Error)], now: Instant) -> bool {
-        let mut transient = false;
+    /// Returns how many failures were transient (each worth a quick follow-up pass).
+    fn record_failures(&mut self, failed: &[(Op, Error)], now: Instant) -> usize {
+        let mut transient = 0;
         for (op, err) in failed {
             match err.errno() {
                 Some(errno) if is_lasting(op, errno) => {
@@ -463,7 +468,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
                     self.refusals.insert(*op, refusal);
                 }
                 _ => {
-                    transient = true;
+                    transient += 1;
                     warn!(op = %op, "operation failed, retrying soon: {err}");
                 }
             }
@@ -522,7 +527,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
                 .retain(|op, _| failed.contains(op) || !ops.contains(op));
         }
         let transient = self.record_failures(&report.failed, started);
-        self.retries = if transient { self.retries + 1 } else { 0 };
+        self.retries = if transient > 0 { self.retries + 1 } else { 0 };
         let failed_ops: HashSet<&Op> = report.failed.iter().map(|(op, _)| op).collect();
         self.left = Some(foreign::left_in_kernel(&actual, &ops, &failed_ops, &owned));
 
@@ -674,6 +679,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         r.refused_total += report.failed.len() as u64;
         r.last = Some(summary);
         r.last_error = None;
+        r.retrying = transient;
         r.refusals = self.refusals.values().map(ToString::to_string).collect();
         r.refusals.sort();
         r.problems = resolved.problems.iter().map(ToString::to_string).collect();
@@ -1004,6 +1010,10 @@ mod tests {
         assert_eq!((first.ops, first.applied, first.failed), (3, 2, 1));
         let report = lock(&b.report()).clone();
         assert_eq!(report.refusals.len(), 1);
+        assert_eq!(
+            report.retrying, 0,
+            "a lasting refusal is reported, not retried soon"
+        );
         let refusal = &report.refusals[0];
         assert!(
             refusal.contains("add destination 198.51.100.130:80")
@@ -1115,9 +1125,12 @@ mod tests {
             (false, 1),
             "SetDest on a missing dest"
         );
+        // The table is not the desired one until a pass repairs it: /readyz says so.
+        assert_eq!(lock(&b.report()).retrying, 1);
         let reads = kernel.reads();
         let healed = b.pass(&examples(), Trigger::Health).await.unwrap();
         assert_eq!((healed.read, healed.ops, healed.failed), (true, 1, 0));
+        assert_eq!(lock(&b.report()).retrying, 0);
         assert_eq!(kernel.reads(), reads + 1);
         assert_eq!(kernel.table(), recipe_table(1, 0));
     }

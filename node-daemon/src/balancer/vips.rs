@@ -20,6 +20,11 @@
 //!   files have no status: name the priorities there (the lab does).
 //! - Settings that cannot become a router (VRID out of range, bad peer) put the VIP's
 //!   VirtualServices in `Fault` with the reason, and no router runs.
+//! - A router takes its configured priority (and so may preempt) only when [`stand_by`] finds
+//!   nothing in the way: its health checks settled, the backup sync daemon warmed up
+//!   ([`SYNC_WARMUP`]), a destination in rotation; a restarting balancer keeps its backup sync
+//!   daemon across the restart ([`sync_role_on`], [`sync_adoptable`]). Together they make a
+//!   failback keep every flow the Master forwards.
 //!
 //! [`plan`] turns (running, desired) into changes: a priority change is told to the running
 //! router (no handover); any other change stops the old router gracefully (priority 0, VIP
@@ -27,12 +32,14 @@
 //! a router's life (RFC 9568 §6.1 parameters).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use lvstun_crds::v1alpha1::{Balancers, VirtualService};
 
 use super::desired::ObjectRef;
+use crate::ipvs::model::{SyncDaemon, SyncRole as IpvsSyncRole};
 use crate::source::Snapshot;
 use crate::vrrp::driver::SyncRole;
 use crate::vrrp::fsm::{Priority, RouterConfig};
@@ -315,6 +322,121 @@ pub fn forwarding(
         })
 }
 
+/// How long the IPVS backup sync daemon must have run before a router may take its configured
+/// priority (and so preempt the VIP): the longest an entry the Master's kernel has queued waits
+/// before it is sent. The master daemon's kernel thread sends a buffer once it is full, or once
+/// its first entry is `IPVS_SYNC_FLUSH_TIME` (2 s) old, and looks at that age every
+/// `IPVS_SYNC_CHECK_PERIOD` (1 s) (`include/net/ip_vs.h`, `sync_thread_master` in
+/// `ip_vs_sync.c`): 2 s + 1 s. A connection is queued when its packet count reaches
+/// `sync_threshold` (3) and every `sync_period` (50) packets after, and on TCP state changes
+/// (`ip_vs_sync_conn_needed`); so after this wait the backup holds every connection queued
+/// since its daemon started, and a busy one queued before. A connection that fell silent
+/// before it was queued again reaches the backup only with its next packets: no wait bounds
+/// that (see [`super::owner`] for why a restarting balancer keeps its backup daemon).
+pub const SYNC_WARMUP: Duration = Duration::from_secs(3);
+
+/// What the node's IPVS backup sync daemon has done for one router, as [`stand_by`] weighs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncProgress {
+    /// Nothing to wait for: the router is Master (it sends, it does not receive), or it has
+    /// waited once already since it started.
+    Done,
+    /// The backup daemon has run for this long.
+    Backup(Duration),
+    /// The node's sync daemons could not be set (logged): waiting would not bring the entries,
+    /// so the router does not wait (flows opened meanwhile may reset on failback).
+    Unavailable,
+    /// No backup daemon runs for it yet (the router is not Backup: its interface is down, or it
+    /// is still starting).
+    NotRunning,
+}
+
+impl SyncProgress {
+    /// Whether this progress lets the router take its priority (see [`SYNC_WARMUP`]).
+    pub fn satisfied(self) -> bool {
+        match self {
+            SyncProgress::Done | SyncProgress::Unavailable => true,
+            SyncProgress::Backup(ran) => ran >= SYNC_WARMUP,
+            SyncProgress::NotRunning => false,
+        }
+    }
+}
+
+/// Why a running router stands by at priority 1 instead of its configured priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandBy {
+    /// Its health checks have not had their detection time ([`InstanceSpec::settle`]) since
+    /// it started: the kernel's weights may still be a predecessor's.
+    Settling {
+        /// Time left.
+        left: Duration,
+    },
+    /// The IPVS backup sync daemon has not run for [`SYNC_WARMUP`] yet: the Master's
+    /// connections may not all be in this node's kernel.
+    Syncing {
+        /// Time left; `None` while no backup daemon runs.
+        left: Option<Duration>,
+    },
+    /// Some of its VirtualServices have no destination in rotation on this node.
+    NotForwarding,
+}
+
+impl StandBy {
+    /// Whether the wait ends by itself (settling, syncing): `/readyz` waits for these. Not for
+    /// [`StandBy::NotForwarding`], which lasts as long as the real servers are unreachable: a
+    /// rolling update must not hang on it, and the router already stands by meanwhile.
+    pub fn warming_up(self) -> bool {
+        !matches!(self, StandBy::NotForwarding)
+    }
+}
+
+impl std::fmt::Display for StandBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StandBy::Settling { left } => write!(
+                f,
+                "health checks settling ({} s left of their detection time)",
+                left.as_secs_f64().ceil()
+            ),
+            StandBy::Syncing { left: Some(left) } => write!(
+                f,
+                "IPVS backup sync daemon receiving the Master's connections ({} s left)",
+                left.as_secs_f64().ceil()
+            ),
+            StandBy::Syncing { left: None } => {
+                f.write_str("no IPVS backup sync daemon runs yet (the router is not Backup)")
+            }
+            StandBy::NotForwarding => f.write_str("no destination in rotation on this node"),
+        }
+    }
+}
+
+/// Whether a router that has run for `ran` stands by at priority 1, and why; `None`: it takes
+/// its configured priority. In this order: its health checks must have settled (`settle`), the
+/// backup sync daemon must have had [`SYNC_WARMUP`] (`sync`), and this node must forward for
+/// its VirtualServices (`forwarding`, see [`forwarding`]). A Backup at its configured priority
+/// preempts a lower Master, so the first two are what make a failback keep every flow: the
+/// table it takes the VIP into is this node's own verdicts and holds the Master's connections.
+/// Pure.
+pub fn stand_by(
+    ran: Duration,
+    settle: Duration,
+    sync: SyncProgress,
+    forwarding: bool,
+) -> Option<StandBy> {
+    if ran < settle {
+        return Some(StandBy::Settling { left: settle - ran });
+    }
+    if !sync.satisfied() {
+        let left = match sync {
+            SyncProgress::Backup(ran) => Some(SYNC_WARMUP.saturating_sub(ran)),
+            _ => None,
+        };
+        return Some(StandBy::Syncing { left });
+    }
+    (!forwarding).then_some(StandBy::NotForwarding)
+}
+
 /// The IPVS connection sync daemons a node wants, as (interface, sync ID) per role.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncWanted {
@@ -353,6 +475,51 @@ pub fn sync_wanted(roles: &BTreeMap<u8, (SyncRole, String)>) -> SyncWanted {
             .map(|(ifname, vrid)| (ifname, if running == 1 { vrid } else { 0 })),
     }
 }
+
+/// The sync role router `vrid` is given when it asks for `asked`: the same, except that a
+/// router that stops while the whole daemon leaves (SIGTERM: an upgrade, a restart) keeps the
+/// backup daemon instead of stopping it. The kernel's daemon outlives the process, as the IPVS
+/// table does, and goes on receiving the new Master's connections while no balancer runs here;
+/// the next process adopts it ([`sync_adoptable`]). Without this, connections opened during the
+/// restart would reach this node only when their packet count next hits `sync_period`, and a
+/// failback would meet them unknown (reset under `rr`, `wrr`, `lc`). Pure.
+pub fn sync_role_on(asked: SyncRole, leaving: bool) -> SyncRole {
+    match asked {
+        SyncRole::Stopped if leaving => SyncRole::Backup,
+        other => other,
+    }
+}
+
+/// The daemons found in the kernel at start, as a [`SyncWanted`], when this daemon would have
+/// started them itself (the kernel's default group, port and TTL, which is how [`SyncHub`]
+/// starts them): the hub then keeps those it still wants, so a restarted balancer's backup
+/// daemon never stops. `None` when some daemon has other settings (someone else's): both are
+/// then stopped and started again, as when nothing is known. The message size is not compared:
+/// the kernel fills in its own default from the interface's MTU. Pure.
+///
+/// [`SyncHub`]: super::owner::SyncHub
+pub fn sync_adoptable(daemons: &[SyncDaemon]) -> Option<SyncWanted> {
+    let mut found = SyncWanted::default();
+    for d in daemons {
+        let ours = d.group.is_none_or(|g| g == IpAddr::V4(SYNC_GROUP))
+            && d.port.is_none_or(|p| p == SYNC_PORT)
+            && d.ttl.is_none_or(|t| t == 1);
+        if !ours {
+            return None;
+        }
+        let entry = Some((d.ifname.as_str().to_owned(), d.sync_id));
+        match d.role {
+            IpvsSyncRole::Master => found.master = entry,
+            IpvsSyncRole::Backup => found.backup = entry,
+        }
+    }
+    Some(found)
+}
+
+/// The kernel's default sync multicast group (`IP_VS_SYNC_GROUP`, 224.0.0.81).
+const SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
+/// The kernel's default sync port (`IP_VS_SYNC_PORT`).
+const SYNC_PORT: u16 = 8848;
 
 #[cfg(test)]
 mod tests {
@@ -662,5 +829,133 @@ mod tests {
         assert_eq!(d.instances[&7].config.vips.len(), MAX_VIPS);
         assert_eq!(d.faults.len(), 300 - MAX_VIPS);
         assert!(d.faults[&r("vs299")].contains("another virtualRouterID"));
+    }
+
+    #[test]
+    fn a_router_stands_by_until_settled_synced_and_forwarding() {
+        let s = Duration::from_secs;
+        let settle = s(7);
+        let synced = SyncProgress::Backup(SYNC_WARMUP);
+        // Settling comes first, whatever else holds.
+        assert_eq!(
+            stand_by(s(2), settle, synced, true),
+            Some(StandBy::Settling { left: s(5) })
+        );
+        // Settled, but the backup daemon has run for 1 s only: 2 s more.
+        assert_eq!(
+            stand_by(s(7), settle, SyncProgress::Backup(s(1)), true),
+            Some(StandBy::Syncing { left: Some(s(2)) })
+        );
+        assert_eq!(
+            stand_by(s(7), settle, SyncProgress::NotRunning, true),
+            Some(StandBy::Syncing { left: None })
+        );
+        // Settled and synced: the configured priority, if the node forwards.
+        assert_eq!(stand_by(s(7), settle, synced, true), None);
+        assert_eq!(
+            stand_by(s(7), settle, synced, false),
+            Some(StandBy::NotForwarding)
+        );
+        // A Master, a router that waited once, or sync that cannot run: nothing to wait for.
+        for sync in [SyncProgress::Done, SyncProgress::Unavailable] {
+            assert_eq!(stand_by(s(7), settle, sync, true), None, "{sync:?}");
+        }
+        // Nothing to settle (no health check time) still waits for sync.
+        assert_eq!(
+            stand_by(
+                Duration::ZERO,
+                Duration::ZERO,
+                SyncProgress::Backup(s(0)),
+                true
+            ),
+            Some(StandBy::Syncing {
+                left: Some(SYNC_WARMUP)
+            })
+        );
+        // Readiness waits for the bounded waits only.
+        assert!(StandBy::Settling { left: s(1) }.warming_up());
+        assert!(StandBy::Syncing { left: None }.warming_up());
+        assert!(!StandBy::NotForwarding.warming_up());
+        assert_eq!(
+            StandBy::Settling {
+                left: Duration::from_millis(4100)
+            }
+            .to_string(),
+            "health checks settling (5 s left of their detection time)"
+        );
+    }
+
+    fn daemon(role: IpvsSyncRole, ifname: &str, sync_id: u8) -> SyncDaemon {
+        SyncDaemon::new(
+            role,
+            crate::ipvs::model::IfName::new(ifname).unwrap(),
+            sync_id,
+        )
+    }
+
+    /// What the kernel runs once `wanted` is applied, as its dump reports it (group, port and
+    /// TTL filled in, as the kernel does since 4.3).
+    fn running(wanted: &SyncWanted) -> Vec<SyncDaemon> {
+        let mut out = Vec::new();
+        for (role, entry) in [
+            (IpvsSyncRole::Master, &wanted.master),
+            (IpvsSyncRole::Backup, &wanted.backup),
+        ] {
+            if let Some((ifname, id)) = entry {
+                let mut d = daemon(role, ifname, *id);
+                d.group = Some(IpAddr::V4(SYNC_GROUP));
+                d.port = Some(SYNC_PORT);
+                d.ttl = Some(1);
+                d.max_len = Some(1472);
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_restart_keeps_the_backup_sync_daemon_running() {
+        let eth0 = || "eth0".to_owned();
+        // The leaving process: router 51 was Master; on SIGTERM it steps down (VIP first),
+        // then asks for Stopped, which becomes Backup: the master daemon stops, the backup runs.
+        assert_eq!(sync_role_on(SyncRole::Stopped, true), SyncRole::Backup);
+        assert_eq!(sync_role_on(SyncRole::Stopped, false), SyncRole::Stopped);
+        assert_eq!(sync_role_on(SyncRole::Master, true), SyncRole::Master);
+        let at_exit = BTreeMap::from([(51, (sync_role_on(SyncRole::Stopped, true), eth0()))]);
+        let left = sync_wanted(&at_exit);
+        assert_eq!(left.master, None);
+        assert_eq!(left.backup, Some((eth0(), 51)));
+        // The next process finds it, adopts it, and its router's first wish (Backup, at
+        // Startup) is exactly what runs: the hub changes nothing, the daemon never stops.
+        let adopted = sync_adoptable(&running(&left)).unwrap();
+        let first = BTreeMap::from([(51, (SyncRole::Backup, eth0()))]);
+        assert_eq!(adopted, sync_wanted(&first));
+        // Several routers leave one backup daemon accepting every sync ID, also adopted.
+        let at_exit = BTreeMap::from([
+            (51, (sync_role_on(SyncRole::Stopped, true), eth0())),
+            (52, (sync_role_on(SyncRole::Stopped, true), eth0())),
+        ]);
+        let left = sync_wanted(&at_exit);
+        assert_eq!(left.backup, Some((eth0(), 0)));
+        assert_eq!(sync_adoptable(&running(&left)), Some(left));
+    }
+
+    #[test]
+    fn only_daemons_started_as_ours_are_adopted() {
+        assert_eq!(sync_adoptable(&[]), Some(SyncWanted::default()));
+        // A master daemon left by a killed Master is known, so the hub stops exactly it.
+        let found = sync_adoptable(&[daemon(IpvsSyncRole::Master, "eth0", 51)]).unwrap();
+        assert_eq!(found.master, Some(("eth0".to_owned(), 51)));
+        assert_eq!(found.backup, None);
+        // Another group, port or TTL is someone else's setup: unknown, stopped and restarted.
+        let mut other = daemon(IpvsSyncRole::Backup, "eth0", 51);
+        other.port = Some(8849);
+        assert_eq!(sync_adoptable(&[other]), None);
+        let mut other = daemon(IpvsSyncRole::Backup, "eth0", 51);
+        other.group = Some(IpAddr::V4(Ipv4Addr::new(239, 1, 1, 1)));
+        assert_eq!(sync_adoptable(&[other]), None);
+        let mut other = daemon(IpvsSyncRole::Backup, "eth0", 51);
+        other.ttl = Some(2);
+        assert_eq!(sync_adoptable(&[other]), None);
     }
 }
