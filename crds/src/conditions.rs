@@ -28,6 +28,35 @@ pub const OUTSIDE_CLUSTER: &str = "OutsideCluster";
 /// message says which label to add (ADR 0007). Released to the web daemon once the node runs one.
 pub const NO_WEB_DAEMON: &str = "NoWebDaemon";
 
+/// Reason of the `Degraded=True` (and of the Warning Event) the operator writes on a
+/// VirtualService when a balancer reports that IPVS services it had programmed were deleted by
+/// another program (`status.balancers[].deletedExternally`): kube-proxy in IPVS mode does that
+/// to every service whose address is not in its `ipvs.excludeCIDRs` (see [`crate::kube_proxy`]).
+pub const IPVS_SERVICE_DELETED_EXTERNALLY: &str = "IPVSServiceDeletedExternally";
+
+/// Reason of a RealServer left out of a VirtualService because its `spec.nodeName` is one of
+/// that VirtualService's balancer nodes (ADR 0009): in `status.excludedRealServers[]`, in the
+/// RealServer's `Healthy=Unknown` when every VirtualService selecting it leaves it out, and in
+/// the web daemon's `TunnelReady=False` when it holds no VIP because of it.
+pub const NODE_IS_BALANCER: &str = "NodeIsBalancer";
+/// Reason of the `Degraded=True` (and of the Warning Event) on a VirtualService that left some
+/// of its RealServers out because they run on its balancer nodes (see [`NODE_IS_BALANCER`]).
+pub const REAL_SERVER_ON_BALANCER: &str = "RealServerOnBalancer";
+
+/// Why a node cannot be a balancer and a real server of the same VIP, and what to do, for a
+/// RealServer `rs` on `node` (ADR 0009). Shared by the operator's conditions and the web
+/// daemon's `TunnelReady`, so both say the same.
+pub fn node_is_balancer_message(rs: &str, node: &str) -> String {
+    format!(
+        "RealServer {rs} is on node {node}, which spec.balancers.nodeSelector also selects as a balancer, \
+         so it is left out of this VIP: its web role would hold the VIP with ARP suppressed and \
+         keep {node} from answering ARP for it as Master, and {node}'s IPVS would schedule again \
+         what the other balancers tunnel to it; fix: name another node in the RealServer's \
+         spec.nodeName, or keep {node} out of spec.balancers.nodeSelector (a label only the \
+         balancer nodes carry, or a NotIn expression)"
+    )
+}
+
 /// Set `new` in `conditions`, keeping the old `lastTransitionTime` when the status did not
 /// change. Returns whether anything visible changed (status, reason, message, generation), so
 /// callers can skip a no-op status write.

@@ -7,6 +7,7 @@
 
 pub mod conditions;
 pub mod kernel_settings;
+pub mod kube_proxy;
 pub mod reference;
 pub mod v1alpha1;
 

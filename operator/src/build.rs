@@ -114,6 +114,9 @@ pub struct NodeDaemonConfig {
     pub balancer: RoleConfig,
     /// The web DaemonSet.
     pub web: RoleConfig,
+    /// The web daemons' `--vip-device` (chart value `web.vipDevice`); `None` leaves the
+    /// daemon's default and the argument out.
+    pub web_vip_device: Option<String>,
 }
 
 impl NodeDaemonConfig {
@@ -204,6 +207,11 @@ pub fn node_args(cfg: &NodeDaemonConfig, role: Role) -> Vec<String> {
     // At SIGTERM the daemon reads its own DaemonSet (in $POD_NAMESPACE) and Node to tell a
     // restart (keep the node as it is) from its end on this node (tear down), ADR 0008.
     args.push(format!("--daemonset={}", cfg.role(role).daemonset_name));
+    if role == Role::Web
+        && let Some(dev) = &cfg.web_vip_device
+    {
+        args.push(format!("--vip-device={dev}"));
+    }
     args
 }
 
@@ -530,6 +538,7 @@ mod tests {
                 node_selector: BTreeMap::from([("lvstun.io/web".into(), "true".into())]),
                 tolerations: Vec::new(),
             },
+            web_vip_device: None,
         }
     }
 
@@ -568,6 +577,26 @@ mod tests {
                 "{role:?}: no toleration unless the chart gives one"
             );
         }
+    }
+
+    #[test]
+    fn the_charts_vip_device_reaches_only_the_web_daemons_arguments() {
+        let mut c = cfg();
+        c.web_vip_device = Some("tunl0".into());
+        let out = daemonsets(&c).unwrap();
+        let args = |role: Role| pod(&out[&role]).containers[0].args.clone().unwrap();
+        assert_eq!(
+            args(Role::Web).last().map(String::as_str),
+            Some("--vip-device=tunl0")
+        );
+        assert!(
+            !args(Role::Balancer)
+                .iter()
+                .any(|a| a.starts_with("--vip-device")),
+            "the balancer has no VIP device"
+        );
+        // Not given: the arguments (and so the pod template's hash) stay as they were.
+        assert_eq!(node_args(&cfg(), Role::Web).len(), 4);
     }
 
     #[test]

@@ -35,6 +35,25 @@ fn parse_node_selector(s: &str) -> Result<NodeSelectorArg, String> {
     Ok(NodeSelectorArg(map))
 }
 
+/// The web role's VIP device as the chart passes it (`web.vipDevice`): `tunl0`, or the name of
+/// the dummy device the web daemon creates for the VIPs. Checked as the daemon checks its
+/// `--vip-device` (1 to 15 characters, no '/' or space), so a typo stops the operator at start
+/// instead of crash-looping every web pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipDeviceArg(pub String);
+
+/// The longest Linux interface name (`IFNAMSIZ` - 1).
+const IFNAME_MAX: usize = 15;
+
+fn parse_vip_device(s: &str) -> Result<VipDeviceArg, String> {
+    if s.is_empty() || s.len() > IFNAME_MAX || s.contains(['/', ' ']) {
+        return Err(format!(
+            "{s:?} is not an interface name (1 to 15 characters, no '/' or space); use tunl0 or the name of the dummy device for the VIPs"
+        ));
+    }
+    Ok(VipDeviceArg(s.to_owned()))
+}
+
 /// A DaemonSet's tolerations as the chart passes them: a JSON list of Kubernetes tolerations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TolerationsArg(pub Vec<Toleration>);
@@ -172,6 +191,13 @@ pub struct Cli {
     /// Tolerations of the web pods, a JSON list (chart value `web.tolerations`).
     #[arg(long, default_value = "[]", value_parser = parse_tolerations)]
     pub web_tolerations: TolerationsArg,
+    /// Where the web daemons put the VIPs (chart value `web.vipDevice`), passed to them as
+    /// `--vip-device`: `tunl0` (the classic layout; needed when a host keeps
+    /// `net.ipv4.conf.all.rp_filter` non-zero, see docs/troubleshooting.md) or a dummy device's
+    /// name. Not given: the daemon's default (`lvstun0`), and the web DaemonSet's arguments
+    /// stay as before, so an upgrade does not restart the web pods.
+    #[arg(long, value_parser = parse_vip_device)]
+    pub web_vip_device: Option<VipDeviceArg>,
     /// Name of the leader-election Lease in the operator's namespace.
     #[arg(long)]
     pub lease_name: String,
@@ -228,6 +254,7 @@ impl Cli {
                 node_selector: self.web_node_selector.0.clone(),
                 tolerations: self.web_tolerations.0.clone(),
             },
+            web_vip_device: self.web_vip_device.as_ref().map(|d| d.0.clone()),
         };
         if cfg.balancer.daemonset_name == cfg.web.daemonset_name {
             return Err(Error::Config(format!(
@@ -329,6 +356,17 @@ mod tests {
     }
 
     #[test]
+    fn the_vip_device_is_passed_on_only_when_the_chart_sets_it() {
+        let cfg = parse(&[]).unwrap().node_daemons().unwrap();
+        assert_eq!(cfg.web_vip_device, None);
+        let cfg = parse(&["--web-vip-device=tunl0"])
+            .unwrap()
+            .node_daemons()
+            .unwrap();
+        assert_eq!(cfg.web_vip_device.as_deref(), Some("tunl0"));
+    }
+
+    #[test]
     fn bad_selectors_and_tolerations_are_refused_with_the_flag_named() {
         for (arg, flag) in [
             (
@@ -360,6 +398,9 @@ mod tests {
                 r#"--web-tolerations=[{"operator":"Exists","effect":"Never"}]"#,
                 "--web-tolerations",
             ),
+            ("--web-vip-device=", "--web-vip-device"),
+            ("--web-vip-device=much-too-long-name", "--web-vip-device"),
+            ("--web-vip-device=lvs 0", "--web-vip-device"),
         ] {
             let e = parse(&[arg]).unwrap_err().to_string();
             assert!(e.contains(flag), "{arg}: {e}");

@@ -160,6 +160,8 @@ pub struct RsInputs {
     pub active: Option<String>,
     /// The RealServers it selects.
     pub selected: BTreeSet<ObjectKey>,
+    /// Of those, the ones it leaves out because they run on its balancer nodes.
+    pub excluded: BTreeSet<ObjectKey>,
 }
 
 /// What the operator remembers between reconciles (for one leadership term).
@@ -181,6 +183,9 @@ pub struct Memo {
     /// Per VirtualService, the selected nodes without the balancer label already announced by
     /// an Event (memory only, like `kernel_announced`).
     pub unlabelled_announced: HashMap<ObjectKey, BTreeSet<String>>,
+    /// Per VirtualService, the balancer nodes whose report of services deleted by another
+    /// program was already announced by an Event (memory only, like `kernel_announced`).
+    pub deletions_announced: HashMap<ObjectKey, BTreeSet<String>>,
 }
 
 /// Shared by every reconcile of one leadership term.
@@ -435,6 +440,7 @@ impl VsHook {
                     memo.vs_written.remove(&key);
                     memo.kernel_announced.remove(&key);
                     memo.unlabelled_announced.remove(&key);
+                    memo.deletions_announced.remove(&key);
                     memo.rs_inputs.remove(&key)
                 };
                 // Its RealServers are no longer selected by it.

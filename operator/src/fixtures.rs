@@ -97,6 +97,7 @@ pub fn report(vs: &mut VirtualService, node: &str, state: VrrpState) {
         programmed_destinations: BTreeMap::new(),
         message: None,
         refused_kernel_settings: Vec::new(),
+        deleted_externally: None,
     });
 }
 

@@ -171,6 +171,26 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
             ctx.publish(&regarding, n).await;
         }
     }
+    // A balancer whose services another program deleted: one Event per node when its report
+    // first shows (the condition carries it as long as the balancer reports it).
+    let nodes: BTreeSet<String> = fold
+        .external_deletions
+        .iter()
+        .map(|d| d.node.clone())
+        .collect();
+    let before = ctx
+        .memo()
+        .deletions_announced
+        .insert(key.clone(), nodes)
+        .unwrap_or_default();
+    let deletion_notices =
+        status::external_deletion_notices(&vs.spec.vip, &before, &fold.external_deletions);
+    if !deletion_notices.is_empty() {
+        let regarding = vs.object_ref(&());
+        for n in &deletion_notices {
+            ctx.publish(&regarding, n).await;
+        }
+    }
     // Selected nodes without the balancer label: one Event when a node first shows (the
     // condition carries them as long as they last).
     let before = ctx
@@ -203,6 +223,15 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
         owner: verdict == Verdict::Owner,
         active: fold.status.active_balancer.clone(),
         selected: selected.iter().map(|r| ObjectKey::of(*r)).collect(),
+        excluded: fold
+            .status
+            .excluded_real_servers
+            .iter()
+            .map(|e| ObjectKey {
+                namespace: namespace.clone(),
+                name: e.name.clone(),
+            })
+            .collect(),
     };
     let before = ctx.memo().rs_inputs.insert(key, inputs.clone());
     match before {
@@ -231,6 +260,7 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
             && validate::selects(&v.spec.real_server_selector, rs.labels())
     });
     let mut selected_by = Vec::new();
+    let mut excluded_by = Vec::new();
     let now = now();
     for vs in &selecting {
         let peers = ctx
@@ -241,14 +271,19 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
         if validate::verdict_of(vs, peers.iter().map(AsRef::as_ref)) != Verdict::Owner {
             continue;
         }
-        let live = ctx
+        let nodes = ctx
             .stores
-            .balancer_nodes(vs, &ctx.config.balancer.node_selector)
-            .live;
-        let active = status::election(vs, &live, &now).holder().map(String::from);
+            .balancer_nodes(vs, &ctx.config.balancer.node_selector);
+        let active = status::election(vs, &nodes.live, &now)
+            .holder()
+            .map(String::from);
+        if !status::real_servers_on_balancers(&[rs.as_ref()], &nodes).is_empty() {
+            excluded_by.push(ObjectKey::of(vs.as_ref()));
+        }
         selected_by.push((ObjectKey::of(vs.as_ref()), active));
     }
     selected_by.sort();
+    excluded_by.sort();
     let web_node = match rs.spec.node_name.as_deref() {
         Some(node) => ctx.stores.web_node(node, &ctx.config.web.node_selector),
         None => WebNode::Runs,
@@ -257,6 +292,7 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
     let fold = status::fold_real_server(&RsView {
         rs,
         selected_by: &selected_by,
+        excluded_by: &excluded_by,
         web_node: &web_node,
         previous: Some(&previous),
         now,
@@ -370,6 +406,7 @@ mod tests {
         let fold = status::fold_real_server(&RsView {
             rs: &r,
             selected_by: &[],
+            excluded_by: &[],
             web_node: &WebNode::Runs,
             previous: None,
             now: now(),

@@ -2,7 +2,8 @@
 //! and `Conflict` on a VirtualService, with `activeBalancer` and the healthy/total counts that
 //! `kubectl get lvsvc` prints; `Healthy` on a RealServer. Also the Events that go with a
 //! transition (a new Master, a split brain, a conflict, a server down or up, a kernel setting a
-//! balancer could not make, selected nodes that run no balancer daemon). On a RealServer
+//! balancer could not make, IPVS services another program deleted on a balancer, selected nodes
+//! that run no balancer daemon). On a RealServer
 //! without `spec.nodeName` (a host outside the cluster), or naming a node without the web label,
 //! also its `TunnelReady`, which no web daemon is there to report.
 //!
@@ -31,14 +32,15 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
 
 use lvstun_crds::conditions::{
-    CONFLICT, DEGRADED, HEALTHY, NO_WEB_DAEMON, OUTSIDE_CLUSTER, READY, TUNNEL_READY, VIP_ACTIVE,
-    set_condition,
+    CONFLICT, DEGRADED, HEALTHY, IPVS_SERVICE_DELETED_EXTERNALLY, NO_WEB_DAEMON, NODE_IS_BALANCER,
+    OUTSIDE_CLUSTER, READY, REAL_SERVER_ON_BALANCER, TUNNEL_READY, VIP_ACTIVE,
+    node_is_balancer_message, set_condition,
 };
-use lvstun_crds::kernel_settings;
 use lvstun_crds::v1alpha1::{
-    BalancerStatus, KernelSettingRefusal, RealServer, RealServerStatus, RefusedKernelSetting,
-    VirtualService, VirtualServiceStatus, VrrpState,
+    BalancerStatus, ExcludedRealServer, KernelSettingRefusal, RealServer, RealServerStatus,
+    RefusedKernelSetting, VirtualService, VirtualServiceStatus, VrrpState,
 };
+use lvstun_crds::{kernel_settings, kube_proxy};
 
 use crate::build::{label_arguments, runs_daemon};
 use crate::validate::{ObjectKey, Verdict};
@@ -119,6 +121,48 @@ impl Election {
             Election::Master(m) | Election::Overlap { master: m, .. } => Some(m),
             Election::NoMaster(_) | Election::SplitBrain(_) => None,
         }
+    }
+}
+
+/// The selected RealServers of a VirtualService that run on one of its balancer nodes (a node
+/// its `spec.balancers.nodeSelector` selects and that runs the balancer daemon, alive or not:
+/// a NotReady node is a balancer again when it comes back), sorted by name. They are left out
+/// of its VIP (ADR 0009): a node holding the VIP as a real server suppresses ARP for it, which
+/// a Master must answer, and its IPVS would schedule again what other balancers tunnel to it.
+/// A selected node without the balancer label runs no balancer, so it may be a real server.
+pub fn real_servers_on_balancers(
+    real_servers: &[&RealServer],
+    nodes: &BalancerNodes,
+) -> Vec<ExcludedRealServer> {
+    let mut out: Vec<ExcludedRealServer> = real_servers
+        .iter()
+        .filter_map(|rs| {
+            let node = rs.spec.node_name.as_ref()?;
+            (nodes.selected.contains(node) && !nodes.unlabelled.contains(node)).then(|| {
+                ExcludedRealServer {
+                    name: rs.metadata.name.clone().unwrap_or_default(),
+                    node: node.clone(),
+                    reason: NODE_IS_BALANCER.to_string(),
+                }
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// For people: the RealServers left out because they run on balancer nodes, why, and the fix.
+pub fn excluded_message(excluded: &[ExcludedRealServer]) -> String {
+    let shown: Vec<String> = excluded
+        .iter()
+        .take(LIST_LIMIT)
+        .map(|e| node_is_balancer_message(&e.name, &e.node))
+        .collect();
+    let more = excluded.len().saturating_sub(LIST_LIMIT);
+    if more > 0 {
+        format!("{} (and {more} more)", shown.join("; "))
+    } else {
+        shown.join("; ")
     }
 }
 
@@ -355,6 +399,74 @@ pub fn kernel_notices(
         .collect()
 }
 
+/// A live balancer's report that another program deleted IPVS services of this VirtualService
+/// it had programmed (`status.balancers[].deletedExternally`; the balancer keeps it there while
+/// deletions keep coming and a few minutes after the last).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExternalDeletion {
+    /// The balancer node.
+    pub node: String,
+    /// The ports (`80/TCP`) whose service it found deleted.
+    pub ports: Vec<String>,
+}
+
+/// The external deletions the live selected balancers of `vs` report, sorted by node. Entries
+/// of other nodes are ignored, as in [`election`].
+pub fn external_deletions(vs: &VirtualService, live: &BTreeSet<String>) -> Vec<ExternalDeletion> {
+    let mut out: Vec<ExternalDeletion> = vs
+        .status
+        .iter()
+        .flat_map(|s| s.balancers.iter())
+        .filter(|b| live.contains(&b.node))
+        .filter_map(|b| {
+            let d = b.deleted_externally.as_ref()?;
+            let mut ports = d.ports.clone();
+            ports.sort();
+            Some(ExternalDeletion {
+                node: b.node.clone(),
+                ports,
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup_by(|a, b| a.node == b.node);
+    out
+}
+
+/// For people: which balancers found which services of `vip` deleted, what that costs, the
+/// likely cause and its fix (the kube-proxy setting, with the VIP).
+pub fn external_deletion_message(vip: &str, deletions: &[ExternalDeletion]) -> String {
+    let mut ports: Vec<String> = deletions.iter().flat_map(|d| d.ports.clone()).collect();
+    ports.sort();
+    ports.dedup();
+    let nodes: Vec<String> = deletions.iter().map(|d| d.node.clone()).collect();
+    format!(
+        "{} found the IPVS service of VIP {vip} ({}) deleted by another program and added it again; each deletion drops its connections until the next resync; {}",
+        list(&nodes),
+        list(&ports),
+        kube_proxy::fix(&[vip])
+    )
+}
+
+/// Warning Events for balancer nodes whose external deletions were not announced before
+/// (`announced`): one per node when its report first shows (again after it cleared).
+pub fn external_deletion_notices(
+    vip: &str,
+    announced: &BTreeSet<String>,
+    deletions: &[ExternalDeletion],
+) -> Vec<Notice> {
+    deletions
+        .iter()
+        .filter(|d| !announced.contains(&d.node))
+        .map(|d| {
+            warning(
+                IPVS_SERVICE_DELETED_EXTERNALLY,
+                external_deletion_message(vip, std::slice::from_ref(d)),
+            )
+        })
+        .collect()
+}
+
 /// One real server's state as some observer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -570,6 +682,9 @@ pub struct VsFold {
     pub recheck: Option<Timestamp>,
     /// The kernel settings the live balancers could not make (for [`kernel_notices`]).
     pub kernel_refusals: Vec<KernelRefusal>,
+    /// The live balancers' reports of services another program deleted (for
+    /// [`external_deletion_notices`]).
+    pub external_deletions: Vec<ExternalDeletion>,
     /// Selected nodes without the balancer label (for [`unlabelled_notice`]); empty unless the
     /// VirtualService owns its claims.
     pub unlabelled: BTreeSet<String>,
@@ -593,7 +708,9 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
     let mut active = None;
     let mut recheck = None;
     let mut refusals = Vec::new();
+    let mut deletions = Vec::new();
     let mut unlabelled = BTreeSet::new();
+    let mut excluded: Vec<ExcludedRealServer> = Vec::new();
 
     let c = match view.verdict {
         Verdict::Invalid(problems) => {
@@ -714,7 +831,14 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
                 }
             };
             let mut bad = Vec::new();
+            excluded = real_servers_on_balancers(view.real_servers, view.balancer_nodes);
             for rs in view.real_servers {
+                if excluded
+                    .iter()
+                    .any(|e| Some(&e.name) == rs.metadata.name.as_ref())
+                {
+                    continue; // not programmed: neither healthy nor said to be unhealthy
+                }
                 let h = server_health(rs, active.as_deref(), live);
                 let t = tunnel_ready(rs);
                 if h.is_healthy() && t.is_healthy() {
@@ -739,6 +863,21 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
                     "NoRealServers",
                     format!("spec.realServerSelector matches no RealServer in namespace {ns}"),
                 )
+            } else if !excluded.is_empty() {
+                let also = if bad.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; also {} of {total} real servers not serving: {}",
+                        bad.len(),
+                        list(&bad)
+                    )
+                };
+                (
+                    "True",
+                    REAL_SERVER_ON_BALANCER,
+                    format!("{}{also}", excluded_message(&excluded)),
+                )
             } else if !bad.is_empty() {
                 (
                     "True",
@@ -755,6 +894,22 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
                     "AllHealthy",
                     format!("{healthy} of {total} real servers healthy"),
                 )
+            };
+            // Services deleted behind a balancer's back: traffic flows between deletions, so it
+            // degrades; real servers that do not serve cost more and keep their reason first.
+            deletions = external_deletions(vs, live);
+            let degraded = match (degraded, deletions.is_empty()) {
+                (d, true) => d,
+                ((_, "AllHealthy", _), false) => (
+                    "True",
+                    IPVS_SERVICE_DELETED_EXTERNALLY,
+                    external_deletion_message(vip, &deletions),
+                ),
+                ((status, reason, msg), false) => (
+                    status,
+                    reason,
+                    format!("{msg}; also {}", external_deletion_message(vip, &deletions)),
+                ),
             };
             // A refused kernel setting degrades a service that forwards (see ADR 0005); real
             // servers that do not serve cost more, so their reason stays first when both hold.
@@ -794,12 +949,18 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
             } else if total == 0 {
                 (false, "NoRealServers", degraded.2.clone())
             } else if healthy == 0 {
+                let mut why = bad.clone();
+                why.extend(
+                    excluded
+                        .iter()
+                        .map(|e| format!("{} (on balancer node {}: left out)", e.name, e.node)),
+                );
                 (
                     false,
                     "NoHealthyRealServers",
                     format!(
                         "none of the {total} real servers is healthy and tunnel-ready: {}",
-                        list(&bad)
+                        list(&why)
                     ),
                 )
             } else {
@@ -864,8 +1025,10 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
         total_real_servers: Some(i32::try_from(total).unwrap_or(i32::MAX)),
         healthy_summary: Some(format!("{healthy}/{total}")),
         balancers: Vec::new(),
+        excluded_real_servers: excluded,
     };
     changed |= status.observed_generation != previous.observed_generation
+        || status.excluded_real_servers != previous.excluded_real_servers
         || status.active_balancer != previous.active_balancer
         || status.healthy_real_servers != previous.healthy_real_servers
         || status.total_real_servers != previous.total_real_servers
@@ -879,6 +1042,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
         master_changed,
         recheck,
         kernel_refusals: refusals,
+        external_deletions: deletions,
         unlabelled,
     }
 }
@@ -957,10 +1121,22 @@ fn vs_notices(
     }
     let (old_d, new_d) = (st(old, DEGRADED), st(new, DEGRADED));
     // A refused kernel setting has its own Event per node (`kernel_notices`), an unlabelled
-    // node its own too (`unlabelled_notice`).
-    let own_event = new_d
-        .as_ref()
-        .is_some_and(|(_, r, _)| r == KERNEL_SETTING_REFUSED || r == BALANCER_NODES_UNLABELLED);
+    // node its own too (`unlabelled_notice`), and so has a balancer whose services another
+    // program deleted (`external_deletion_notices`).
+    let own_event = new_d.as_ref().is_some_and(|(_, r, _)| {
+        r == KERNEL_SETTING_REFUSED
+            || r == BALANCER_NODES_UNLABELLED
+            || r == IPVS_SERVICE_DELETED_EXTERNALLY
+            || r == REAL_SERVER_ON_BALANCER
+    });
+    // Real servers left out because they run on balancer nodes: said when it starts (or when
+    // Degraded turns to it from another reason).
+    if let Some((_, reason, msg)) = &new_d
+        && reason == REAL_SERVER_ON_BALANCER
+        && old_d.as_ref().map(|(_, r, _)| r.as_str()) != Some(REAL_SERVER_ON_BALANCER)
+    {
+        out.push(warning(REAL_SERVER_ON_BALANCER, msg.clone()));
+    }
     if is_true(&new_d) && !is_true(&old_d) && !own_event {
         let msg = new_d
             .as_ref()
@@ -993,6 +1169,9 @@ pub struct RsView<'a> {
     pub rs: &'a RealServer,
     /// The VirtualServices (owning their claims) that select it, each with its active balancer.
     pub selected_by: &'a [(ObjectKey, Option<String>)],
+    /// Of those, the ones that leave it out because its node is one of their balancer nodes
+    /// ([`real_servers_on_balancers`]).
+    pub excluded_by: &'a [ObjectKey],
     /// Whether a web daemon runs on its `spec.nodeName` (ignored without one).
     pub web_node: &'a WebNode,
     /// The operator-owned status as last written (or as read).
@@ -1023,24 +1202,34 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
     let rs = view.rs;
     let name = rs.metadata.name.clone().unwrap_or_default();
     let ns = rs.metadata.namespace.clone().unwrap_or_default();
+    // The VirtualServices that program it: those that select it and do not leave it out.
+    let serving: Vec<&(ObjectKey, Option<String>)> = view
+        .selected_by
+        .iter()
+        .filter(|(k, _)| !view.excluded_by.contains(k))
+        .collect();
     let (status, reason, message) = if view.selected_by.is_empty() {
         (
             "Unknown",
             "NotSelected",
             format!("no VirtualService in namespace {ns} selects this RealServer"),
         )
+    } else if serving.is_empty() {
+        let names: Vec<String> = view.excluded_by.iter().map(|k| k.name.clone()).collect();
+        let node = rs.spec.node_name.clone().unwrap_or_default();
+        (
+            "Unknown",
+            NODE_IS_BALANCER,
+            format!(
+                "not checked: VirtualService {} leaves it out; {}",
+                list(&names),
+                node_is_balancer_message(&name, &node)
+            ),
+        )
     } else {
-        let actives: BTreeSet<&str> = view
-            .selected_by
-            .iter()
-            .filter_map(|(_, a)| a.as_deref())
-            .collect();
+        let actives: BTreeSet<&str> = serving.iter().filter_map(|(_, a)| a.as_deref()).collect();
         if actives.is_empty() {
-            let names: Vec<String> = view
-                .selected_by
-                .iter()
-                .map(|(k, _)| k.name.clone())
-                .collect();
+            let names: Vec<String> = serving.iter().map(|(k, _)| k.name.clone()).collect();
             (
                 "Unknown",
                 "NoActiveBalancer",
@@ -1235,6 +1424,196 @@ mod tests {
         ];
         all.extend(bare.iter().map(|n| (n.to_string(), &none, true)));
         BalancerNodes::classify(all, &node_labels(&[("lvstun.io/balancer", "true")]))
+    }
+
+    #[test]
+    fn real_servers_on_balancer_nodes_are_those_on_a_selected_node_running_a_balancer() {
+        let labelled = node_labels(&[("lvstun.io/balancer", "true")]);
+        let none = BTreeMap::new();
+        let nodes = BalancerNodes::classify(
+            [
+                ("lb1".to_string(), &labelled, true),
+                ("lb2".to_string(), &labelled, false), // NotReady: still a balancer
+                ("bare".to_string(), &none, true),     // selected, runs no balancer
+            ],
+            &labelled,
+        );
+        let on = |name: &str, node: Option<&str>| {
+            let mut r = rs(name, "198.51.100.10");
+            r.spec.node_name = node.map(String::from);
+            r
+        };
+        // (RealServer's node, left out?)
+        let cases = [
+            (None, false),
+            (Some("lb1"), true),
+            (Some("lb2"), true),
+            (Some("bare"), false),
+            (Some("web1"), false),
+        ];
+        for (node, want) in cases {
+            let r = on("x", node);
+            let got = real_servers_on_balancers(&[&r], &nodes);
+            assert_eq!(!got.is_empty(), want, "{node:?}");
+            if want {
+                assert_eq!(
+                    got,
+                    vec![ExcludedRealServer {
+                        name: "x".into(),
+                        node: node.unwrap().into(),
+                        reason: NODE_IS_BALANCER.into()
+                    }]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_server_on_a_balancer_node_is_left_out_and_said_so() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Backup);
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let mut b = good_rs("lb2-web", "198.51.100.20", "lb1");
+        b.spec.node_name = Some("lb2".into());
+        let out = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            None,
+            10,
+        );
+        let s = &out.status;
+        assert_eq!(
+            s.excluded_real_servers,
+            vec![ExcludedRealServer {
+                name: "lb2-web".into(),
+                node: "lb2".into(),
+                reason: NODE_IS_BALANCER.into()
+            }]
+        );
+        assert_eq!(
+            s.healthy_summary.as_deref(),
+            Some("1/2"),
+            "left out: not serving"
+        );
+        assert_eq!(cond(s, READY).status, "True");
+        let d = cond(s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", REAL_SERVER_ON_BALANCER)
+        );
+        for part in [
+            "RealServer lb2-web is on node lb2",
+            "answering ARP",
+            "fix: name another node",
+        ] {
+            assert!(d.message.contains(part), "{part}: {}", d.message);
+        }
+        let events: Vec<&str> = out.notices.iter().map(|n| n.reason).collect();
+        assert!(events.contains(&REAL_SERVER_ON_BALANCER), "{events:?}");
+        assert!(!events.contains(&"Degraded"), "{events:?}");
+        // Folding again: nothing new, no new Event.
+        let again = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            Some(s),
+            20,
+        );
+        assert!(
+            !again.changed && again.notices.is_empty(),
+            "{:?}",
+            again.notices
+        );
+
+        // The only real server on a balancer node: not ready, and it says why.
+        let only = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&b],
+            None,
+            10,
+        );
+        let r = cond(&only.status, READY);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "NoHealthyRealServers")
+        );
+        assert!(
+            r.message
+                .contains("lb2-web (on balancer node lb2: left out)"),
+            "{}",
+            r.message
+        );
+
+        // lb2 no longer selected as a balancer: it serves, and the list empties.
+        let fixed = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1"]),
+            &[&a, &b],
+            Some(s),
+            30,
+        );
+        assert!(fixed.status.excluded_real_servers.is_empty());
+        assert_eq!(fixed.status.healthy_summary.as_deref(), Some("2/2"));
+        assert_eq!(cond(&fixed.status, DEGRADED).status, "False");
+    }
+
+    #[test]
+    fn a_real_server_every_virtual_service_leaves_out_is_healthy_unknown_node_is_balancer() {
+        let mut r = node_rs("lb2-web", "198.51.100.20");
+        r.spec.node_name = Some("lb2".into());
+        let other = ObjectKey {
+            namespace: "ns".into(),
+            name: "api".into(),
+        };
+        let by = [
+            (other.clone(), Some("lb3".to_string())),
+            (www_key(), Some("lb1".to_string())),
+        ];
+        let fold_with = |excluded_by: &[ObjectKey]| {
+            fold_real_server(&RsView {
+                rs: &r,
+                selected_by: &by,
+                excluded_by,
+                web_node: &WebNode::Runs,
+                previous: None,
+                now: t(10),
+            })
+        };
+        let all = fold_with(&[other.clone(), www_key()]);
+        let h = healthy(&all.status);
+        assert_eq!(
+            (h.status.as_str(), h.reason.as_str()),
+            ("Unknown", NODE_IS_BALANCER)
+        );
+        assert!(
+            h.message.contains("VirtualService api, www leaves it out"),
+            "{}",
+            h.message
+        );
+        // Left out by www only: api's balancer lb3 judges it.
+        check(&mut r, "lb3", true);
+        let some = fold_real_server(&RsView {
+            rs: &r,
+            selected_by: &by,
+            excluded_by: &[www_key()],
+            web_node: &WebNode::Runs,
+            previous: None,
+            now: t(10),
+        });
+        let h = healthy(&some.status);
+        assert_eq!((h.status.as_str(), h.reason.as_str()), ("True", "Passing"));
+        assert!(
+            h.message.contains("lb3") && !h.message.contains("lb1"),
+            "{}",
+            h.message
+        );
     }
 
     #[test]
@@ -1456,6 +1835,121 @@ mod tests {
         );
         assert_eq!(cond(&later.status, DEGRADED).status, "False");
         assert!(later.kernel_refusals.is_empty());
+        assert!(later.notices.iter().any(|n| n.reason == "Recovered"));
+    }
+
+    fn deleted_on(vs: &mut VirtualService, node: &str, ports: &[&str]) {
+        let entry = vs
+            .status
+            .as_mut()
+            .unwrap()
+            .balancers
+            .iter_mut()
+            .find(|b| b.node == node)
+            .unwrap();
+        entry.deleted_externally = Some(lvstun_crds::v1alpha1::ExternalDeletions {
+            ports: ports.iter().map(|p| p.to_string()).collect(),
+            count: 3,
+            last_time: Some(t(90)),
+        });
+    }
+
+    #[test]
+    fn services_deleted_behind_a_balancers_back_degrade_naming_kube_proxy_and_the_vip() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        report(&mut v, "lb2", VrrpState::Backup);
+        report(&mut v, "old", VrrpState::Backup);
+        deleted_on(&mut v, "lb1", &["80/TCP"]);
+        deleted_on(&mut v, "old", &["80/TCP"]); // not selected any more: ignored
+        let out = fold_recipe(&v);
+        let s = &out.status;
+        assert_eq!(
+            (
+                cond(s, READY).status.as_str(),
+                cond(s, READY).reason.as_str()
+            ),
+            ("True", "Serving"),
+            "it is added again, so it serves"
+        );
+        let d = cond(s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", IPVS_SERVICE_DELETED_EXTERNALLY)
+        );
+        for part in [
+            "lb1 found the IPVS service of VIP 192.0.2.100 (80/TCP) deleted by another program",
+            "kube-proxy runs in IPVS mode",
+            "ipvs.excludeCIDRs: [192.0.2.100/32]",
+            "--ipvs-exclude-cidrs=192.0.2.100/32",
+        ] {
+            assert!(d.message.contains(part), "{part}: {}", d.message);
+        }
+        assert_eq!(
+            out.external_deletions,
+            vec![ExternalDeletion {
+                node: "lb1".into(),
+                ports: vec!["80/TCP".into()]
+            }]
+        );
+        assert!(
+            out.notices.iter().all(|n| n.reason != "Degraded"),
+            "it has its own Event: {:?}",
+            out.notices
+        );
+        // One Event per node when its report first shows, not again while it lasts.
+        let first =
+            external_deletion_notices("192.0.2.100", &BTreeSet::new(), &out.external_deletions);
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            (first[0].severity, first[0].reason),
+            (Severity::Warning, IPVS_SERVICE_DELETED_EXTERNALLY)
+        );
+        let announced = BTreeSet::from(["lb1".to_string()]);
+        assert!(
+            external_deletion_notices("192.0.2.100", &announced, &out.external_deletions)
+                .is_empty()
+        );
+
+        // Unhealthy servers keep their reason first; the deletion joins the message.
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let mut b = rs("web2", "198.51.100.130");
+        check(&mut b, "lb1", false);
+        tunnel(&mut b, true);
+        let both = fold(
+            &v,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            None,
+            10,
+        );
+        let d = cond(&both.status, DEGRADED);
+        assert_eq!(d.reason, "RealServersUnhealthy");
+        assert!(
+            d.message.contains("; also lb1 found the IPVS service"),
+            "{}",
+            d.message
+        );
+
+        // The balancer stops reporting it (a window after the last deletion): recovered.
+        let mut quiet = www();
+        report(&mut quiet, "lb1", VrrpState::Master);
+        report(&mut quiet, "lb2", VrrpState::Backup);
+        let (a, b) = (
+            good_rs("web1", "198.51.100.10", "lb1"),
+            good_rs("web2", "198.51.100.130", "lb1"),
+        );
+        let later = fold(
+            &quiet,
+            &Verdict::Owner,
+            &nodes(&["lb1", "lb2"]),
+            &[&a, &b],
+            Some(s),
+            20,
+        );
+        assert_eq!(cond(&later.status, DEGRADED).status, "False");
+        assert!(later.external_deletions.is_empty());
         assert!(later.notices.iter().any(|n| n.reason == "Recovered"));
     }
 
@@ -2077,6 +2571,7 @@ mod tests {
         fold_real_server(&RsView {
             rs: r,
             selected_by: by,
+            excluded_by: &[],
             web_node,
             previous: prev,
             now: t(10),

@@ -938,6 +938,124 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
     );
 }
 
+/// What a balancer daemon writes when another program deleted services it had programmed
+/// (`None`: nothing found recently, the field goes).
+async fn report_deleted(client: &kube::Client, ns: &str, node: &str, ports: Option<&[&str]>) {
+    let api: Api<VirtualService> = Api::namespaced(client.clone(), ns);
+    let mut entry =
+        json!({"node": node, "state": "Master", "priority": 100, "lastTransitionTime": LONG_AGO});
+    if let Some(ports) = ports {
+        entry["deletedExternally"] = json!({"ports": ports, "count": 4, "lastTime": just_now()});
+    }
+    let body = json!({
+        "apiVersion": "lvstun.io/v1alpha1", "kind": "VirtualService",
+        "status": {"balancers": [entry]}
+    });
+    api.patch_status(
+        "www",
+        &PatchParams::apply(&format!("lvstun-node-balancer-{node}")),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn neighbours_a_real_server_on_a_balancer_node_and_deleted_ipvs_services_are_said() {
+    let _serial = SERIAL.lock().await;
+    let cp = cp();
+    let bin = operator_binary(false).unwrap();
+    let install = Install::new(cp, "op-neigh", &[]);
+    let mut guard = Guard::new(cp);
+    let ns = guard.namespace("op-neigh-crs");
+    guard.node("lb1", &[("lvstun.io/balancer", "true")]);
+    // lb2 is a balancer node and also where web2 runs (both labels).
+    guard.node(
+        "lb2",
+        &[("lvstun.io/balancer", "true"), ("lvstun.io/web", "true")],
+    );
+    let op = install.start(&bin, "op-0");
+    wait_leader(&op);
+    apply(cp, &example("virtualservice.yaml"), &ns);
+    apply(cp, &example("realservers.yaml"), &ns);
+    let client = cp.client().await.unwrap();
+    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
+    report_vrrp(&client, &ns, "lb1", "Master", LONG_AGO).await;
+    for lb in ["lb1", "lb2"] {
+        report_check(&client, &ns, "web1", lb, true).await;
+    }
+
+    // web2 moves onto lb2: the operator leaves it out of www and says why, on both objects.
+    set_node_name(cp, &ns, "web2", "lb2");
+    let vs = wait_for("web2 in status.excludedRealServers", LONG, || {
+        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
+        (vs["status"]["excludedRealServers"]
+            == json!([{"name": "web2", "node": "lb2", "reason": "NodeIsBalancer"}]))
+        .then_some(vs)
+    });
+    let (status, reason, msg) = condition(&vs, "Degraded").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "RealServerOnBalancer")
+    );
+    assert!(msg.contains("RealServer web2 is on node lb2"), "{msg}");
+    println!("www: Degraded=True RealServerOnBalancer: {msg}");
+    wait_event(
+        cp,
+        &ns,
+        "RealServerOnBalancer",
+        "RealServer web2 is on node lb2",
+    );
+    let rs = wait_for("web2 Healthy=Unknown NodeIsBalancer", LONG, || {
+        let rs = get_json(cp, &["lvsrs", "web2"], &ns)?;
+        (condition(&rs, "Healthy")?.1 == "NodeIsBalancer").then_some(rs)
+    });
+    assert_eq!(condition(&rs, "Healthy").unwrap().0, "Unknown");
+
+    // lb2 stops being a balancer node: web2 is no longer left out.
+    kubectl(cp, &["label", "node", "lb2", "lvstun.io/balancer-"]);
+    wait_for("excludedRealServers to empty", LONG, || {
+        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
+        vs["status"]["excludedRealServers"].is_null().then_some(())
+    });
+    wait_for("web2 Healthy no longer NodeIsBalancer", LONG, || {
+        let rs = get_json(cp, &["lvsrs", "web2"], &ns)?;
+        (condition(&rs, "Healthy")?.1 != "NodeIsBalancer").then_some(())
+    });
+    // web2 has no web daemon reporting in this test: take it away for what follows.
+    kubectl(cp, &["delete", "lvsrs", "web2", "-n", &ns]);
+
+    // lb1 reports that another program (kube-proxy in IPVS mode) deleted its service.
+    report_deleted(&client, &ns, "lb1", Some(&["80/TCP"])).await;
+    let vs = wait_for("Degraded IPVSServiceDeletedExternally", LONG, || {
+        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
+        (condition(&vs, "Degraded")?.1 == "IPVSServiceDeletedExternally").then_some(vs)
+    });
+    let (status, _, msg) = condition(&vs, "Degraded").unwrap();
+    assert_eq!(status, "True");
+    assert!(
+        msg.contains("ipvs.excludeCIDRs: [192.0.2.100/32]")
+            && msg.contains("--ipvs-exclude-cidrs=192.0.2.100/32"),
+        "{msg}"
+    );
+    assert_eq!(
+        condition(&vs, "Ready").unwrap().0,
+        "True",
+        "it is added again"
+    );
+    println!("www: Degraded=True IPVSServiceDeletedExternally: {msg}");
+    wait_event(
+        cp,
+        &ns,
+        "IPVSServiceDeletedExternally",
+        "lb1 found the IPVS service",
+    );
+    // The balancer stops reporting it (a window after the last deletion): the condition clears.
+    report_deleted(&client, &ns, "lb1", None).await;
+    wait_condition(cp, &["lvsvc", "www"], &ns, "Degraded", "False");
+    assert!(op.is_leader());
+}
+
 #[tokio::test]
 async fn a_standby_takes_over_within_15_seconds_of_the_leader_dying() {
     let _serial = SERIAL.lock().await;

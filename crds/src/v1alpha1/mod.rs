@@ -7,7 +7,8 @@ mod virtual_service;
 pub use real_server::{CheckStatus, RealServer, RealServerSpec, RealServerStatus};
 pub use schema::{IPV4_RE, ipv4_rule};
 pub use virtual_service::{
-    BalancerStatus, Balancers, HealthCheck, HttpCheck, KernelSettingRefusal, NodePriority,
-    Persistence, Protocol, RefusedKernelSetting, Scheduler, ServicePort, TcpCheck, Tunnel,
-    TunnelType, VirtualService, VirtualServiceSpec, VirtualServiceStatus, VrrpState,
+    BalancerStatus, Balancers, ExcludedRealServer, ExternalDeletions, HealthCheck, HttpCheck,
+    KernelSettingRefusal, NodePriority, Persistence, Protocol, RefusedKernelSetting, Scheduler,
+    ServicePort, TcpCheck, Tunnel, TunnelType, VirtualService, VirtualServiceSpec,
+    VirtualServiceStatus, VrrpState,
 };

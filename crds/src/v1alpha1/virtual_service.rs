@@ -431,6 +431,28 @@ pub struct VirtualServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["node".into()]))]
     pub balancers: Vec<BalancerStatus>,
+    /// Selected RealServers the operator left out of this VIP (reason `NodeIsBalancer`: their
+    /// `spec.nodeName` is one of this VirtualService's balancer nodes). Written by the operator;
+    /// the balancers program no destination for them and their web daemons do not hold this VIP
+    /// for them (ADR 0009).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub excluded_real_servers: Vec<ExcludedRealServer>,
+}
+
+/// A RealServer the operator left out of a VirtualService, and why.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct ExcludedRealServer {
+    /// The RealServer's name (in the VirtualService's namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Its `spec.nodeName`.
+    #[schemars(length(min = 1, max = 253))]
+    pub node: String,
+    /// Why, a CamelCase reason: `NodeIsBalancer`.
+    #[schemars(length(min = 1, max = 64))]
+    pub reason: String,
 }
 
 /// One balancer node's report for a VIP.
@@ -459,6 +481,27 @@ pub struct BalancerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub refused_kernel_settings: Vec<RefusedKernelSetting>,
+    /// IPVS services of this VirtualService that this node had programmed and then found
+    /// deleted by another program (kube-proxy in IPVS mode deletes every service whose address
+    /// is not in its `ipvs.excludeCIDRs`); absent when none was, for a while. The balancer
+    /// re-adds them; the operator turns this into `Degraded=True` with reason
+    /// `IPVSServiceDeletedExternally`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_externally: Option<ExternalDeletions>,
+}
+
+/// Services a balancer found deleted behind its back, within the last few minutes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDeletions {
+    /// The ports whose service was found deleted, as `80/TCP`.
+    #[schemars(length(max = 64))]
+    pub ports: Vec<String>,
+    /// How many times a service was found deleted since the first of these deletions.
+    pub count: i32,
+    /// When the last one was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<Time>,
 }
 
 /// A kernel setting a balancer could not make on its node.

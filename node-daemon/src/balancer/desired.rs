@@ -24,6 +24,10 @@
 //!   RealServer without a `TunnelReady=False` (a host outside the cluster, with no web daemon
 //!   reporting, carries none or the operator's `Unknown`/`OutsideCluster`) is gated by health
 //!   checks alone.
+//! - A RealServer the operator lists in the VirtualService's `status.excludedRealServers` (its
+//!   node is one of this VirtualService's balancer nodes, ADR 0009) is left out of that
+//!   VirtualService entirely, with a [`Problem`]: no destination, no health check. Other
+//!   VirtualServices that select it still program it.
 //! - Health checks are keyed by everything that defines them (address, port, path, Host,
 //!   expectations, timing, thresholds). Two VirtualServices that select the same real server
 //!   with the same check share one check and one verdict instead of probing the server twice;
@@ -683,8 +687,25 @@ pub fn resolve(snapshot: &Snapshot) -> Resolved {
         });
         let mut dests: Vec<DestRef> = Vec::new();
         let mut addresses: BTreeMap<Ipv4Addr, &ObjectRef> = BTreeMap::new();
+        let excluded: BTreeMap<&str, &api::ExcludedRealServer> =
+            p.vs.status
+                .iter()
+                .flat_map(|s| s.excluded_real_servers.iter())
+                .map(|e| (e.name.as_str(), e))
+                .collect();
         for (rs_index, rs) in real_servers.iter().enumerate() {
             if rs.me.namespace != p.me.namespace || !selector_matches(selector, rs.labels) {
+                continue;
+            }
+            if let Some(e) = excluded.get(rs.me.name.as_str()) {
+                out.problems.push(problem(
+                    "RealServer",
+                    &rs.me,
+                    format!(
+                        "not programmed for VirtualService {}: the operator left it out ({}): its node {} is one of the VirtualService's balancer nodes",
+                        p.me, e.reason, e.node
+                    ),
+                ));
                 continue;
             }
             let ok = match &rs.valid {
@@ -1129,6 +1150,41 @@ mod tests {
             && m.contains("operator reports a conflict: owned by default/www")));
         assert!(messages.iter().any(|m| m.contains("default/aaa-new")
             && m.contains("TCP 192.0.2.100:80 already belongs to VirtualService default/zzz-old")));
+    }
+
+    #[test]
+    fn a_real_server_the_operator_left_out_gets_no_destination_and_no_check_there() {
+        let status = "status:\n  excludedRealServers:\n  - {name: lb2-web, node: lb2, reason: NodeIsBalancer}\n";
+        let www = format!("{}{status}", vs("www", "192.0.2.100", ports80()));
+        let api = vs("api", "192.0.2.101", ports80())
+            .replace("virtualRouterID: 51", "virtualRouterID: 52");
+        let r = resolve(&snapshot(&[
+            www,
+            api,
+            rs("web1", "198.51.100.10", ""),
+            rs("lb2-web", "198.51.100.20", "  nodeName: lb2\n"),
+        ]));
+        let t = r.table(all_healthy);
+        assert_eq!(
+            weights(&t, &svc("192.0.2.100", 80)),
+            [("198.51.100.10:80".into(), 1)],
+            "left out of www"
+        );
+        assert_eq!(
+            weights(&t, &svc("192.0.2.101", 80)),
+            [
+                ("198.51.100.10:80".into(), 1),
+                ("198.51.100.20:80".into(), 1)
+            ],
+            "api does not leave it out"
+        );
+        let messages: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "RealServer default/lb2-web: not programmed for VirtualService default/www: the operator left it out (NodeIsBalancer): its node lb2 is one of the VirtualService's balancer nodes"
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The balancer's local HTTP endpoint (`--health-port`): `/healthz` (the loop is turning),
 //! `/readyz` (this node could take the VIP properly, see [`not_ready`]), `/metrics` (Prometheus text:
-//! passes, IPVS writes and refusals, services, destinations, health checks, the IPVS sysctls
+//! passes, IPVS writes and refusals, services, destinations, health checks, services another
+//! program deleted, the IPVS sysctls
 //! that could not be set, and per VIP the VRRP state and its transitions). The answers are pure functions of the [`Report`] and the
 //! [`VipsReport`]; [`bind`] does the I/O.
 
@@ -190,6 +191,12 @@ pub fn metrics_answer(report: &Report, vips: &VipsReport) -> String {
         "counter",
         "Health checks completed.",
         report.checks_run,
+    );
+    metric(
+        "lvstun_balancer_foreign_deletions_total",
+        "counter",
+        "IPVS services this balancer had programmed and found deleted by another program (kube-proxy in IPVS mode without the VIP in ipvs.excludeCIDRs), then added again.",
+        report.foreign_deletions_total,
     );
     sysctl_metrics(&mut out, report);
     vrrp_metrics(&mut out, vips);

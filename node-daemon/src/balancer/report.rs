@@ -1,6 +1,6 @@
 //! In a cluster, what this balancer tells the API: its own entry in each served
 //! `VirtualService.status.balancers[]` (keyed by node: VRRP state, destinations in rotation per
-//! port, refusals, the kernel settings it could not make) and in each checked `RealServer.status.checks[]` (keyed by balancer: healthy,
+//! port, refusals, the kernel settings it could not make, services another program deleted) and in each checked `RealServer.status.checks[]` (keyed by balancer: healthy,
 //! consecutive failures, last check, last transition, why the last check failed).
 //!
 //! Both lists are list-maps, so each balancer server-side-applies only its own entry, with
@@ -22,13 +22,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use lvstun_crds::v1alpha1::{
-    BalancerStatus, CheckStatus, RealServer, RefusedKernelSetting, VirtualService,
+    BalancerStatus, CheckStatus, ExternalDeletions, RealServer, RefusedKernelSetting,
+    VirtualService,
 };
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::desired::ObjectRef;
+use super::foreign::Seen;
 use super::owner::Ownership;
 use super::run::{SharedReport, lock};
 use crate::health::checker::{Statuses, TargetStatus};
@@ -51,7 +53,8 @@ fn time(t: SystemTime) -> Option<Time> {
 /// ownership `ownership` says for it (VRRP state, priority, last transition).
 /// `note`, when given, leads every entry's message (a dry run says so). `refused` are the
 /// node's kernel settings it could not make: node-wide, so every entry carries them (each
-/// VirtualService this node serves is served without them).
+/// VirtualService this node serves is served without them). `deleted` are the services of each
+/// VirtualService that another program deleted recently (see `foreign`).
 pub fn balancer_entries(
     node: &str,
     ownership: &dyn Fn(&ObjectRef) -> Ownership,
@@ -59,6 +62,7 @@ pub fn balancer_entries(
     messages: &BTreeMap<ObjectRef, String>,
     note: Option<&str>,
     refused: &[RefusedKernelSetting],
+    deleted: &BTreeMap<ObjectRef, Seen>,
 ) -> BTreeMap<ObjectRef, BalancerStatus> {
     programmed
         .iter()
@@ -83,6 +87,11 @@ pub fn balancer_entries(
                     (None, m) => m,
                 },
                 refused_kernel_settings: refused.to_vec(),
+                deleted_externally: deleted.get(vs).map(|seen| ExternalDeletions {
+                    ports: seen.ports.iter().cloned().collect(),
+                    count: i32::try_from(seen.count).unwrap_or(i32::MAX),
+                    last_time: time(seen.last_time),
+                }),
             };
             (vs.clone(), entry)
         })
@@ -215,6 +224,7 @@ pub async fn run(
                     &r.messages,
                     note.as_deref(),
                     &r.refused_kernel_settings,
+                    &r.deleted_externally,
                 ),
                 check_entries(&node, &r.real_server_checks, &statuses.snapshot()),
             )
@@ -326,7 +336,15 @@ mod tests {
             last_transition: Some(at),
             message: None,
         };
-        let e = balancer_entries("lb1", &master, &programmed, &messages, None, &[]);
+        let e = balancer_entries(
+            "lb1",
+            &master,
+            &programmed,
+            &messages,
+            None,
+            &[],
+            &BTreeMap::new(),
+        );
         let entry = &e[&r("www")];
         assert_eq!(entry.node, "lb1");
         assert_eq!(entry.state, VrrpState::Master);
@@ -343,7 +361,15 @@ mod tests {
             last_transition: None,
             message: Some("VRRP settings refused".into()),
         };
-        let e = balancer_entries("lb1", &fault, &programmed, &messages, None, &[]);
+        let e = balancer_entries(
+            "lb1",
+            &fault,
+            &programmed,
+            &messages,
+            None,
+            &[],
+            &BTreeMap::new(),
+        );
         assert_eq!(e[&r("www")].state, VrrpState::Fault);
         assert_eq!(
             e[&r("www")].message.as_deref(),
@@ -362,6 +388,7 @@ mod tests {
             &BTreeMap::new(),
             Some("dry run"),
             &[],
+            &BTreeMap::new(),
         );
         assert_eq!(dry[&r("www")].message.as_deref(), Some("dry run"));
         assert!(
@@ -388,7 +415,15 @@ mod tests {
             current: Some(0),
             reason: KernelSettingRefusal::ReadOnly,
         }];
-        let e = balancer_entries("lb1", &init, &programmed, &BTreeMap::new(), None, &refused);
+        let e = balancer_entries(
+            "lb1",
+            &init,
+            &programmed,
+            &BTreeMap::new(),
+            None,
+            &refused,
+            &BTreeMap::new(),
+        );
         for vs in ["www", "api"] {
             assert_eq!(e[&r(vs)].refused_kernel_settings, refused, "{vs}");
         }
@@ -396,6 +431,57 @@ mod tests {
         assert_eq!(
             json["refusedKernelSettings"][0],
             json!({"name": "net.ipv4.vs.sloppy_tcp", "wanted": 1, "current": 0, "reason": "ReadOnly"})
+        );
+    }
+
+    #[test]
+    fn services_deleted_by_another_program_show_on_the_entry_of_their_virtual_service() {
+        let programmed = BTreeMap::from([
+            (r("www"), BTreeMap::from([("80/TCP".to_string(), 2u32)])),
+            (r("api"), BTreeMap::from([("443/TCP".to_string(), 1u32)])),
+        ]);
+        let backup = |_: &ObjectRef| Ownership {
+            state: VrrpState::Backup,
+            priority: None,
+            last_transition: None,
+            message: None,
+        };
+        let mut recent = crate::balancer::foreign::Recent::default();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        recent.observe(
+            &BTreeMap::from([(
+                r("www"),
+                std::collections::BTreeSet::from(["80/TCP".to_string()]),
+            )]),
+            Instant::now(),
+            at,
+        );
+        let e = balancer_entries(
+            "lb1",
+            &backup,
+            &programmed,
+            &BTreeMap::new(),
+            None,
+            &[],
+            recent.entries(),
+        );
+        assert_eq!(
+            e[&r("www")].deleted_externally,
+            Some(ExternalDeletions {
+                ports: vec!["80/TCP".into()],
+                count: 1,
+                last_time: time(at),
+            })
+        );
+        assert_eq!(e[&r("api")].deleted_externally, None);
+        let json = serde_json::to_value(&e[&r("www")]).unwrap();
+        assert_eq!(json["deletedExternally"]["ports"][0], "80/TCP");
+        assert_eq!(json["deletedExternally"]["count"], 1);
+        assert!(
+            serde_json::to_value(&e[&r("api")])
+                .unwrap()
+                .get("deletedExternally")
+                .is_none()
         );
     }
 

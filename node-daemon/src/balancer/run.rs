@@ -13,6 +13,12 @@
 //! 4. plan, hold back what the kernel refused recently, apply the rest in batches;
 //! 5. record refusals, shrink the state file to what is still programmed, publish a [`Report`].
 //!
+//! A pass that reads the kernel also compares the read with what the previous pass left there
+//! ([`foreign`]): services lvstun had programmed and did not remove, now missing, were deleted
+//! by another program (kube-proxy in IPVS mode, unless the VIP is in its `ipvs.excludeCIDRs`).
+//! The pass adds them again like any other drift, and says so: a warning, the counter
+//! `foreign_deletions_total`, and per VirtualService what it found, for the status entry.
+//!
 //! Kernel refusals are decided by errno. A refusal that will not change by itself (`EINVAL`:
 //! e.g. a tunnel destination without a route, "address not unicast" in ipvsadm's words;
 //! `ERANGE`, `EPERM`, `EAFNOSUPPORT`, `ENOENT` for a missing scheduler module) is reported with
@@ -32,6 +38,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::desired::{self, ObjectRef, Resolved};
+use super::foreign;
 use super::plan::{self, OwnedVips};
 use super::state;
 use crate::error::{Errno, Error};
@@ -186,6 +193,12 @@ pub struct Report {
     /// The IPVS sysctls this node could not set (see [`crate::ipvs::sysctl`]), sorted; written
     /// by the daemon's sysctl task, read by `/metrics` and the status entries.
     pub refused_kernel_settings: Vec<lvstun_crds::v1alpha1::RefusedKernelSetting>,
+    /// Services this balancer had programmed that it found deleted by another program, since
+    /// start (see [`foreign`]).
+    pub foreign_deletions_total: u64,
+    /// Per VirtualService, what was found deleted within [`foreign::WINDOW`] (for its status
+    /// entry).
+    pub deleted_externally: BTreeMap<ObjectRef, foreign::Seen>,
 }
 
 /// The shared report.
@@ -292,6 +305,13 @@ pub struct Balancer<T, H> {
     /// The kernel's table as last read, with every operation it accepted since applied: what
     /// passes between full reads plan against (see [`Balancer::pass`]).
     kernel: Option<Table>,
+    /// The services on owned VIPs the last pass left in the kernel, as far as it knows; `None`
+    /// before the first pass. What the next full read is compared with ([`foreign`]).
+    left: Option<std::collections::BTreeSet<ServiceKey>>,
+    /// Deletions by other programs found recently.
+    recent: foreign::Recent,
+    /// Services found deleted by other programs since start.
+    foreign_total: u64,
     report: SharedReport,
 }
 
@@ -307,6 +327,9 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             refusals: HashMap::new(),
             retries: 0,
             kernel: None,
+            left: None,
+            recent: foreign::Recent::default(),
+            foreign_total: 0,
             report: Arc::new(Mutex::new(Report::default())),
         }
     }
@@ -478,6 +501,9 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             None => self.ipvs.read().await?,
         };
         let resolved = desired::resolve(snapshot);
+        if read {
+            self.notice_foreign_deletions(&resolved, &actual, started);
+        }
         self.update_targets(&resolved, &actual);
         let desired = resolved.table(|key| self.verdict(key));
         let wanted = resolved.vips();
@@ -502,6 +528,8 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         }
         let transient = self.record_failures(&report.failed, started);
         self.retries = if transient > 0 { self.retries + 1 } else { 0 };
+        let failed_ops: HashSet<&Op> = report.failed.iter().map(|(op, _)| op).collect();
+        self.left = Some(foreign::left_in_kernel(&actual, &ops, &failed_ops, &owned));
 
         // What did not reach the kernel, by (service, destination); `None` for the service.
         let not_done: HashSet<(ServiceKey, Option<DestKey>)> = held
@@ -660,6 +688,8 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         r.real_server_checks = real_server_checks;
         r.checks_run = self.health.checks_run();
         r.targets = self.targets.len();
+        r.foreign_deletions_total = self.foreign_total;
+        r.deleted_externally = self.recent.entries().clone();
         drop(r);
 
         // Keep the model of the kernel for the next pass, unless something failed (then the
@@ -671,6 +701,43 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             }
         }
         Ok(summary)
+    }
+
+    /// Compares a full read of the kernel with what the last pass left there: services lvstun
+    /// programmed and did not remove, now missing, were deleted by another program. Logs them
+    /// with the likely cause and its fix, counts them, and records them per VirtualService;
+    /// the pass then adds them again like any drift.
+    fn notice_foreign_deletions(&mut self, resolved: &Resolved, read: &Table, now: Instant) {
+        let gone = match &self.left {
+            Some(left) => foreign::deleted_externally(left, read),
+            None => Vec::new(),
+        };
+        let mut found: BTreeMap<ObjectRef, std::collections::BTreeSet<String>> = BTreeMap::new();
+        if !gone.is_empty() {
+            for service in resolved.services.iter().filter(|s| gone.contains(&s.key)) {
+                found
+                    .entry(service.virtual_service.clone())
+                    .or_default()
+                    .insert(service.port_name.clone());
+            }
+            let mut vips: Vec<String> = gone
+                .iter()
+                .filter_map(ServiceKey::vip)
+                .map(|v| v.to_string())
+                .collect();
+            vips.sort();
+            vips.dedup();
+            let vip_refs: Vec<&str> = vips.iter().map(String::as_str).collect();
+            let services: Vec<String> = gone.iter().map(ToString::to_string).collect();
+            warn!(
+                services = %services.join(", "),
+                count = gone.len(),
+                fix = %lvstun_crds::kube_proxy::fix(&vip_refs),
+                "IPVS services lvstun had programmed were deleted by another program; adding them again"
+            );
+            self.foreign_total = self.foreign_total.saturating_add(gone.len() as u64);
+        }
+        self.recent.observe(&found, now, SystemTime::now());
     }
 
     /// When the next follow-up pass is due after this one, if any.
@@ -1078,6 +1145,108 @@ mod tests {
         assert_eq!(lock(&b.report()).retrying, 0);
         assert_eq!(kernel.reads(), reads + 1);
         assert_eq!(kernel.table(), recipe_table(1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_another_program_deletes_is_noticed_re_added_and_reported_for_a_while() {
+        let kernel = SharedFake::default();
+        let health = FakeHealth::default();
+        let mut b = balancer(&kernel, &health, OwnedVips::default(), None);
+        b.pass(&examples(), Trigger::Start).await.unwrap();
+        health.set(WEB1, true);
+        health.set(WEB2, true);
+        b.pass(&examples(), Trigger::Health).await.unwrap();
+        // kube-proxy's own service on its ClusterIP: never lvstun's business.
+        kernel.tamper(|t| t.upsert_service(foreign_key(), ServiceConfig::new(Scheduler::RR)));
+        b.pass(&examples(), Trigger::Resync).await.unwrap();
+        let www = || ObjectRef {
+            namespace: "default".into(),
+            name: "www".into(),
+        };
+        let shared = b.report();
+        let report = || lock(&shared).clone();
+        assert_eq!(report().foreign_deletions_total, 0);
+        assert!(report().deleted_externally.is_empty());
+
+        // kube-proxy in IPVS mode, VIP not in its excludeCIDRs: `cleanLegacyService` deletes
+        // lvstun's service and keeps its own.
+        let kube_proxy_sync = || {
+            kernel.tamper(|t| {
+                t.apply(&Op::DelService { key: vip_key() }).unwrap();
+            });
+        };
+        kube_proxy_sync();
+        let blind = b.pass(&examples(), Trigger::Source).await.unwrap();
+        assert_eq!(
+            (blind.read, blind.ops),
+            (false, 0),
+            "the model cannot see it"
+        );
+        let resync = b.pass(&examples(), Trigger::Resync).await.unwrap();
+        assert_eq!(
+            (resync.read, resync.ops),
+            (true, 3),
+            "service and both destinations"
+        );
+        let mut want = recipe_table(1, 1);
+        want.upsert_service(foreign_key(), ServiceConfig::new(Scheduler::RR));
+        assert_eq!(
+            kernel.table(),
+            want,
+            "added again; kube-proxy's own untouched"
+        );
+        let r = report();
+        assert_eq!(r.foreign_deletions_total, 1);
+        let seen = &r.deleted_externally[&www()];
+        assert_eq!(
+            (seen.ports.iter().cloned().collect::<Vec<_>>(), seen.count),
+            (vec!["80/TCP".to_string()], 1)
+        );
+        let metrics =
+            super::super::http::metrics_answer(&r, &super::super::owner::VipsReport::default());
+        assert!(
+            metrics.contains("\nlvstun_balancer_foreign_deletions_total 1\n"),
+            "{metrics}"
+        );
+
+        // A health verdict acting on the vanished service fails; the follow-up read notices.
+        kube_proxy_sync();
+        health.set(WEB1, false);
+        let failed = b.pass(&examples(), Trigger::Health).await.unwrap();
+        assert_eq!((failed.read, failed.failed), (false, 1));
+        let retry = b.pass(&examples(), Trigger::Retry).await.unwrap();
+        assert!(retry.read);
+        assert_eq!(report().deleted_externally[&www()].count, 2);
+        health.set(WEB1, true);
+
+        // It keeps happening at every kube-proxy sync: it stays reported.
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(30)).await;
+            kube_proxy_sync();
+            b.pass(&examples(), Trigger::Resync).await.unwrap();
+        }
+        assert_eq!(report().deleted_externally[&www()].count, 6);
+        assert_eq!(kernel.table(), want);
+
+        // Fixed (the VIP excluded): reported until a window after the last deletion, then not.
+        tokio::time::advance(foreign::WINDOW - Duration::from_secs(1)).await;
+        b.pass(&examples(), Trigger::Resync).await.unwrap();
+        assert!(report().deleted_externally.contains_key(&www()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        b.pass(&examples(), Trigger::Resync).await.unwrap();
+        assert!(report().deleted_externally.is_empty());
+        assert_eq!(
+            report().foreign_deletions_total,
+            6,
+            "a counter never goes back"
+        );
+
+        // lvstun's own removal (the VirtualService deleted) is not someone else's.
+        b.pass(&only_real_servers(), Trigger::Source).await.unwrap();
+        assert!(kernel.table().service(&vip_key()).is_none());
+        b.pass(&only_real_servers(), Trigger::Resync).await.unwrap();
+        assert_eq!(report().foreign_deletions_total, 6);
+        assert!(report().deleted_externally.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

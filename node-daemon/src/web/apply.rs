@@ -286,6 +286,73 @@ spec: {address: 198.51.100.10}
         assert!(!third.readiness.ready && third.readiness.reason == "RealServerNotFound");
     }
 
+    /// `www` (192.0.2.100) and `api` (192.0.2.101) select node lb2's RealServer; the operator
+    /// left it out of `www` (lb2 is one of www's balancer nodes), and of `api` too when
+    /// `api_too`.
+    fn on_balancer_node(api_too: bool) -> Served {
+        let excluded = "status:\n  excludedRealServers:\n  - {name: lb2-web, node: lb2, reason: NodeIsBalancer}\n";
+        let config = format!(
+            "apiVersion: lvstun.io/v1alpha1\nkind: VirtualService\nmetadata: {{name: www}}\nspec:\n  vip: 192.0.2.100\n  ports: [{{port: 80}}]\n  realServerSelector: {{matchLabels: {{app: www}}}}\n  balancers: {{nodeSelector: {{}}, virtualRouterID: 51}}\n{excluded}---\n\
+             apiVersion: lvstun.io/v1alpha1\nkind: VirtualService\nmetadata: {{name: api}}\nspec:\n  vip: 192.0.2.101\n  ports: [{{port: 443}}]\n  realServerSelector: {{matchLabels: {{app: www}}}}\n  balancers: {{nodeSelector: {{}}, virtualRouterID: 52}}\n{}---\n\
+             apiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {{name: lb2-web, labels: {{app: www}}}}\nspec: {{address: 198.51.100.10, nodeName: lb2}}\n",
+            if api_too { excluded } else { "" }
+        );
+        served(&parse(&config).unwrap(), &Identity::Node("lb2".into()))
+    }
+
+    #[test]
+    fn a_virtual_service_that_leaves_this_real_server_out_is_not_held_here() {
+        // Left out of www only: api's VIP is held and guarded, www's is not (the balancer on
+        // this node must answer ARP for it as Master); ready, saying so.
+        let mut k = FakeKernel::new("198.51.100.10");
+        let mut state = State::default();
+        let partial = on_balancer_node(false);
+        assert_eq!(partial.left_out.len(), 1);
+        let out = run(&mut k, &partial, &Options::default(), &mut state);
+        assert!(out.readiness.ready, "{:?}", out.readiness);
+        let held: Vec<String> = k
+            .addrs_of("lvstun0")
+            .iter()
+            .map(|a| a.address.to_string())
+            .collect();
+        assert_eq!(held, ["192.0.2.101"]);
+        assert_eq!(
+            out.desired
+                .guard
+                .vips
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["192.0.2.101"],
+            "no ARP guard for www's VIP"
+        );
+        assert!(
+            out.readiness
+                .message
+                .contains("VirtualService default/www leaves it out (NodeIsBalancer)"),
+            "{}",
+            out.readiness.message
+        );
+
+        // Left out everywhere: nothing held, and TunnelReady says why.
+        let out = run(
+            &mut k,
+            &on_balancer_node(true),
+            &Options::default(),
+            &mut state,
+        );
+        assert!(k.addrs_of("lvstun0").is_empty());
+        assert!(!out.readiness.ready);
+        assert_eq!(out.readiness.reason, "NodeIsBalancer");
+        assert!(
+            out.readiness
+                .message
+                .contains("RealServer lb2-web is on node lb2"),
+            "{}",
+            out.readiness.message
+        );
+    }
+
     #[test]
     fn rp_filter_on_an_address_less_tunl0_must_be_off_and_all_is_reported() {
         // RHEL-like default: tunl0 is born strict. lvstun turns it off (the VIPs are on
@@ -306,7 +373,9 @@ spec: {address: 198.51.100.10}
         let out = run(&mut k, &web1(), &Options::default(), &mut State::default());
         assert_eq!(out.readiness.reason, "RpFilterDrops");
         assert!(
-            out.readiness.message.contains("rp_filter all=1 (strict)"),
+            out.readiness
+                .message
+                .contains("net.ipv4.conf.all.rp_filter=1 (strict)"),
             "{}",
             out.readiness.message
         );

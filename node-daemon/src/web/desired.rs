@@ -21,6 +21,12 @@
 //!   every real server holds the VIP, so none may answer or announce it, or the segment's
 //!   router would send clients straight to a real server instead of the balancer;
 //! - the MSS clamp (see [`MssMode`]).
+//!
+//! A VirtualService whose `status.excludedRealServers` names this host's RealServer (its node is
+//! one of that VirtualService's balancer nodes, ADR 0009) is not served here: holding its VIP
+//! with ARP suppressed would keep this node, as that VIP's Master, from answering ARP for it.
+//! It is recorded in [`Served::left_out`] for the status, not as a [`Problem`] (which would take
+//! the real server out of its other VirtualServices too).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -196,6 +202,10 @@ pub struct Served {
     pub addresses: BTreeSet<Ipv4Addr>,
     /// The ipip VIPs, each with the VirtualServices (`namespace/name`) that use it.
     pub vips: BTreeMap<Ipv4Addr, BTreeSet<String>>,
+    /// VirtualServices that select this host's RealServer but leave it out because its node is
+    /// one of their balancer nodes: (`namespace/name` of the VirtualService, the RealServer's
+    /// name, its node). Their VIPs are not held here.
+    pub left_out: Vec<(String, String, String)>,
     /// What is wrong.
     pub problems: Vec<Problem>,
 }
@@ -258,6 +268,16 @@ fn given_up(vs: &VirtualService) -> bool {
     })
 }
 
+/// If the operator left `rs` out of `vs` (`status.excludedRealServers`), the node it named.
+fn left_out_node<'a>(vs: &'a VirtualService, rs: &RealServer) -> Option<&'a str> {
+    let name = rs.metadata.name.as_deref()?;
+    vs.status
+        .iter()
+        .flat_map(|s| s.excluded_real_servers.iter())
+        .find(|e| e.name == name)
+        .map(|e| e.node.as_str())
+}
+
 fn full_name(ns: Option<&String>, name: Option<&String>) -> String {
     format!("{}/{}", namespace(ns), name.map_or("", String::as_str))
 }
@@ -317,6 +337,14 @@ fn serve_one(objects: &Objects, rs: &RealServer, out: &mut Served) {
             continue;
         }
         let service = full_name(vs.metadata.namespace.as_ref(), vs.metadata.name.as_ref());
+        if let Some(node) = left_out_node(vs, rs) {
+            out.left_out.push((
+                service,
+                rs.metadata.name.clone().unwrap_or_default(),
+                node.to_owned(),
+            ));
+            continue;
+        }
         let Ok(vip) = vs.spec.vip.parse::<Ipv4Addr>() else {
             let problem = Problem::BadVip {
                 service,

@@ -653,6 +653,19 @@ mod tests {
     }
 
     #[test]
+    fn the_operators_vip_device_argument_parses() {
+        // What operator/src/build.rs `node_args` appends when the chart sets `web.vipDevice`
+        // (pinned there by `the_charts_vip_device_reaches_only_the_web_daemons_arguments`).
+        let a = parse_args(&args(
+            "--node-name=node-a --health-port=9782 --log-format=json --vip-device=tunl0",
+        ))
+        .unwrap();
+        assert_eq!(a.options.vip_device, VipDevice::Tunl0);
+        let a = parse_args(&args("--node-name=node-a --vip-device=vips0")).unwrap();
+        assert_eq!(a.options.vip_device, VipDevice::Dummy("vips0".into()));
+    }
+
+    #[test]
     fn the_node_comes_from_the_flag_or_the_downward_api() {
         let a = parse_args(&args("--health-port 9782 --dry-run")).unwrap();
         assert!(a.dry_run);

@@ -8,7 +8,7 @@
 //! `lvstun-node-web/<node>` (see `report`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use lvstun_crds::conditions::TUNNEL_READY;
+use lvstun_crds::conditions::{NODE_IS_BALANCER, TUNNEL_READY, node_is_balancer_message};
 
 use super::desired::{Desired, Observed, Problem, Served, VipDevice};
 use crate::net::devconf::Knob;
@@ -87,6 +87,11 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         if let Some(p) = served.problems.first() {
             return Readiness::not(reason_of(p), p.to_string());
         }
+        if let Some(message) = left_out_message(served) {
+            // Every VirtualService selecting it leaves it out: nothing held, and it serves
+            // nothing, which the condition must not hide.
+            return Readiness::not(NODE_IS_BALANCER, message);
+        }
         if served.real_servers.is_empty() {
             // A labelled node no RealServer names (yet): idle and ready, so its pod reads Ready.
             return Readiness {
@@ -114,29 +119,9 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         observed.all.rp_filter,
         tunl0.devconf.map_or(0, |c| c.rp_filter),
     );
-    let effective = all_rp.max(own_rp);
-    if super::desired::tunl0_has_addr(desired, observed) {
-        if effective == 1 {
-            return Readiness::not(
-                "RpFilterStrict",
-                format!(
-                    "rp_filter is strict on tunl0 (all={all_rp}, tunl0={own_rp}): decapsulated packets are dropped"
-                ),
-            );
-        }
-    } else if effective != 0 {
-        let why = if all_rp != 0 {
-            format!(
-                "rp_filter all={all_rp}{} drops decapsulated packets: tunl0 has no address (the VIPs are on {}), \
-                 and the kernel's reverse-path check drops packets on an address-less device unless rp_filter is 0; \
-                 `all` cannot be set over netlink: set net.ipv4.conf.all.rp_filter=0, or run with --vip-device tunl0",
-                if all_rp == 1 { " (strict)" } else { " (loose)" },
-                desired.vip_device.name()
-            )
-        } else {
-            format!("rp_filter on tunl0 is {own_rp}: decapsulated packets are dropped")
-        };
-        return Readiness::not("RpFilterDrops", why);
+    let has_addr = super::desired::tunl0_has_addr(desired, observed);
+    if let Some(drops) = rp_filter_drops(all_rp, own_rp, has_addr, &desired.vip_device) {
+        return drops;
     }
     let dev = desired.vip_device.name();
     match observed.link(dev) {
@@ -204,6 +189,7 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         VipDevice::Dummy(ref name) => name.clone(),
     };
     let rp_note = format!(" (rp_filter on tunl0: all={all_rp} tunl0={own_rp})");
+    let left_out = left_out_message(served).map_or(String::new(), |m| format!("; not here: {m}"));
     let mss = desired
         .mss
         .map_or("no MSS clamp".to_owned(), |m| format!("MSS clamped to {m}"));
@@ -211,11 +197,87 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         ready: true,
         reason: "Ready",
         message: format!(
-            "tunl0 up; {} on {on}; ARP for VIPs suppressed on {}; {mss}{rp_note}",
+            "tunl0 up; {} on {on}; ARP for VIPs suppressed on {}; {mss}{rp_note}{left_out}",
             vips.join(", "),
             desired.uplinks.join(", ")
         ),
     }
+}
+
+/// Reason when the effective `rp_filter` of a `tunl0` with an address is strict.
+pub const RP_FILTER_STRICT: &str = "RpFilterStrict";
+/// Reason when `tunl0` has no address and its effective `rp_filter` is not 0.
+pub const RP_FILTER_DROPS: &str = "RpFilterDrops";
+
+/// Whether reverse-path filtering drops decapsulated packets on `tunl0`, and if so the verdict
+/// naming the sysctl, its value and what to set (see [`super::desired::knob_target`] for the
+/// kernel's rules). `all`: `net.ipv4.conf.all.rp_filter`; `own`: `net.ipv4.conf.tunl0.rp_filter`
+/// as read after applying; `has_addr`: whether `tunl0` has an address.
+///
+/// lvstun fixes what it can by itself (tunl0's own value) on every pass; what remains is `all`,
+/// which rtnetlink cannot set (ADR 0003). With the VIPs on the dummy device and `all` at 1 or
+/// 2 (CIS benchmarks ask for 1), no per-device value helps: the kernel drops every packet on an
+/// address-less device when filtering is on at all. Two fixes, the first keeping the host's
+/// filtering as strict as it is everywhere else: put the VIPs on `tunl0`, where lvstun's loose
+/// value (2) on `tunl0` outranks `all=1`; or turn `all` off.
+pub fn rp_filter_drops(
+    all: u32,
+    own: u32,
+    has_addr: bool,
+    vip_device: &VipDevice,
+) -> Option<Readiness> {
+    let effective = all.max(own);
+    if has_addr {
+        return (effective == 1).then(|| {
+            Readiness::not(
+                RP_FILTER_STRICT,
+                format!(
+                    "net.ipv4.conf.tunl0.rp_filter is effectively 1 (strict; all={all}, tunl0={own}): decapsulated packets are dropped; \
+                     lvstun sets net.ipv4.conf.tunl0.rp_filter=2 (loose) on its next pass, so if this stays, something on the host keeps resetting it"
+                ),
+            )
+        });
+    }
+    if effective == 0 {
+        return None;
+    }
+    let message = if all != 0 {
+        let mode = if all == 1 { "strict" } else { "loose" };
+        format!(
+            "net.ipv4.conf.all.rp_filter={all} ({mode}) drops every decapsulated packet: tunl0 has no address (the VIPs are on {dev}), \
+             and the kernel drops packets arriving on an address-less device unless rp_filter is 0 there (all=2 does not help either); \
+             lvstun cannot set `all` (netlink sets per-device values only); fix one of: \
+             put the VIPs on tunl0 (chart value web.vipDevice=tunl0; standalone: --vip-device tunl0), where lvstun sets \
+             net.ipv4.conf.tunl0.rp_filter=2 (loose), which works beside all={all} and leaves every other interface as it is; \
+             or set net.ipv4.conf.all.rp_filter=0 on the host (sysctl -w, and a file in /etc/sysctl.d/)",
+            dev = vip_device.name()
+        )
+    } else {
+        format!(
+            "net.ipv4.conf.tunl0.rp_filter={own} drops decapsulated packets (tunl0 has no address, so it must be 0); \
+             lvstun sets it to 0 on its next pass, so if this stays, something on the host keeps resetting it"
+        )
+    };
+    Some(Readiness::not(RP_FILTER_DROPS, message))
+}
+
+/// The VirtualServices that leave this host's RealServer out (its node is one of their
+/// balancer nodes), for people; `None` when none does.
+fn left_out_message(served: &Served) -> Option<String> {
+    if served.left_out.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = served
+        .left_out
+        .iter()
+        .map(|(vs, rs, node)| {
+            format!(
+                "VirtualService {vs} leaves it out ({NODE_IS_BALANCER}): {}",
+                node_is_balancer_message(rs, node)
+            )
+        })
+        .collect();
+    Some(parts.join("; "))
 }
 
 fn reason_of(problem: &Problem) -> &'static str {
@@ -234,7 +296,7 @@ mod tests {
 
     #[test]
     fn condition_carries_the_verdict() {
-        let r = Readiness::not("RpFilterStrict", "m");
+        let r = Readiness::not(RP_FILTER_STRICT, "m");
         let now = Time(Timestamp::from_second(10).unwrap());
         let c = r.condition(Some(3), now);
         assert_eq!(
@@ -243,6 +305,51 @@ mod tests {
         );
         assert_eq!(c.observed_generation, Some(3));
         assert_eq!(FIELD_MANAGER, "lvstun-node-web");
+    }
+
+    #[test]
+    fn rp_filter_verdicts_name_the_sysctl_its_value_and_the_fix() {
+        let dummy = VipDevice::Dummy("lvstun0".into());
+        // (all, tunl0, tunl0 has an address) -> reason, or None when packets pass.
+        let cases: [(u32, u32, bool, Option<&str>); 10] = [
+            (0, 0, false, None),
+            (0, 1, false, Some(RP_FILTER_DROPS)),
+            (1, 0, false, Some(RP_FILTER_DROPS)),
+            (2, 0, false, Some(RP_FILTER_DROPS)),
+            (0, 0, true, None),
+            (1, 2, true, None),
+            (2, 0, true, None),
+            (2, 1, true, None),
+            (1, 0, true, Some(RP_FILTER_STRICT)),
+            (0, 1, true, Some(RP_FILTER_STRICT)),
+        ];
+        for (all, own, has_addr, want) in cases {
+            let got = rp_filter_drops(all, own, has_addr, &dummy);
+            assert_eq!(
+                got.as_ref().map(|r| r.reason),
+                want,
+                "all={all} tunl0={own} addr={has_addr}: {got:?}"
+            );
+            assert!(got.is_none_or(|r| !r.ready));
+        }
+        // The CIS case: the message names the sysctl, its value, and both fixes with values.
+        let cis = rp_filter_drops(1, 0, false, &dummy).unwrap();
+        for part in [
+            "net.ipv4.conf.all.rp_filter=1 (strict)",
+            "on lvstun0",
+            "web.vipDevice=tunl0",
+            "--vip-device tunl0",
+            "net.ipv4.conf.tunl0.rp_filter=2",
+            "net.ipv4.conf.all.rp_filter=0",
+        ] {
+            assert!(cis.message.contains(part), "{part}: {}", cis.message);
+        }
+        let own = rp_filter_drops(0, 1, false, &dummy).unwrap();
+        assert!(
+            own.message.contains("net.ipv4.conf.tunl0.rp_filter=1"),
+            "{}",
+            own.message
+        );
     }
 
     /// The web DaemonSet runs on every node with the web label (ADR 0007): on one that no
