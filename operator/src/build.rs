@@ -435,7 +435,6 @@ const BALANCER_READINESS_PERIOD: i32 = 1;
 /// either way the VIP goes to a ready node.)
 const BALANCER_MIN_READY_SECONDS: i32 = 5;
 
-
 fn daemonset(cfg: &NodeDaemonConfig, role: Role) -> Result<DaemonSet, Error> {
     let labels = labels(cfg, role);
     let rc = cfg.role(role);
