@@ -27,6 +27,8 @@
 #                                   then kubelet and kube-proxy; the Nth node's pods get the
 #                                   subnet 10.244.N.0/24
 #   lab_node_stop NODE              stop its kubelet, kube-proxy and containerd
+#   lab_nodes_save_logs LABEL       copy every node's container logs to $LAB_OUT/pod-logs/LABEL
+#                                   (the kubelet deletes a pod's logs with the pod)
 # Inputs from the host (run folder): $LAB_OUT/nodes/NODE.token, kube-proxy.token, ca.crt;
 # env LAB_IMAGES (folder of *.oci.tar) and LAB_K8S_BIN (kubelet, kube-proxy, containerd, ...).
 
@@ -224,4 +226,16 @@ lab_node_stop() {
   lab_stop "kube-proxy-$node"
   lab_stop "kubelet-$node"
   lab_stop "containerd-$node"
+}
+
+lab_nodes_save_logs() {
+  local node dir
+  for dir in "$LAB_NODES_ROOT"/*/pod-logs; do
+    [[ -d $dir ]] || continue
+    node="${dir%/pod-logs}"
+    node="${node##*/}"
+    mkdir -p "$LAB_OUT/pod-logs/$1/$node"
+    cp -a "$dir/." "$LAB_OUT/pod-logs/$1/$node/" 2>/dev/null || true
+  done
+  lab_log "container logs saved in pod-logs/$1"
 }

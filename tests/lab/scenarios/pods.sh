@@ -321,6 +321,8 @@ lifecycle() {
   say "   lb2 held the VIP $takeover ms after the kill; lb1's copy went after $stale ms;"
   say "   $(load_line crash)"
 
+  lab_nodes_save_logs before-upgrade
+
   say ""
   say "== 14. helm upgrade to a second image version under load, an upload running across it =="
   head -c 1200000 /dev/urandom >"$LAB_OUT/upload.bin"
@@ -344,6 +346,7 @@ lifecycle() {
   teardown_result web1 teardown.realserver.web1
   host_phase deselect-lb2
   teardown_result lb2 teardown.deselect.lb2
+  lab_nodes_save_logs before-uninstall
   host_phase uninstall 600
   teardown_result lb1 teardown.uninstall.lb1
   local ns
@@ -549,5 +552,6 @@ say "== 7. kube-apiserver back, status caught up; lb1's link and route back: it 
 say "   after $(($(lab_now_ms) - t)) ms =="
 host_phase lb1-back
 [[ $LIFECYCLE == 1 ]] && lifecycle
+lab_nodes_save_logs final
 lab_capture final lb1 lb2 web1 web2 client
 lab_log "done"
