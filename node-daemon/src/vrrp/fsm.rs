@@ -15,9 +15,10 @@
 //!   RFC's factor) so that a lossy segment can trade detection time for stability.
 //! - Preemption can be delayed (keepalived's `preempt_delay`, RFC 8347's preempt hold time).
 //! - An interface going down takes the router to Initialize (the RFC has no Fault state).
-//! - A Master that hears a lower-priority advertisement re-sends gratuitous ARP as well as its
-//!   advertisement (keepalived does too): we do not use the virtual MAC, so after a split brain
-//!   the loser's ARP announcements must be overwritten.
+//! - A Master that hears a lower-priority advertisement re-sends gratuitous ARP (a burst, then
+//!   the repeats) as well as its advertisement (keepalived does too): we do not use the virtual
+//!   MAC, so after a split brain the loser's ARP announcements must be overwritten, and a
+//!   neighbour's `locktime` may ignore the first burst.
 //! - Actions that move the VIP are ordered so that the VIP and the IPVS sync daemon never
 //!   disagree: on leaving Master `RemoveVip` comes before the sync daemon is switched; on
 //!   becoming Master the VIP is in place before the first advertisement can make another router
@@ -670,6 +671,17 @@ impl Router {
                     out.push(Action::SendGratuitousArp {
                         count: self.cfg.garp.burst,
                     });
+                    // And the repeats, as on becoming Master (keepalived's
+                    // `garp_lower_prio_repeat`): a host that took the other side's
+                    // announcement less than `neigh.*.locktime` (1 s) ago ignores a new one,
+                    // so a burst sent the moment the partition heals can be lost; the repeats,
+                    // a second apart, land after it (seen in the pod lab: the client kept the
+                    // loser's MAC after a split brain healed).
+                    self.garp_left = self.cfg.garp.repeats;
+                    if self.garp_left > 0 {
+                        let at = now + self.cfg.garp.repeat_interval;
+                        self.set_timer(TimerKind::Garp, at, out);
+                    }
                 }
             }
         }
@@ -1068,14 +1080,25 @@ mod tests {
     #[test]
     fn master_equal_priority_tie_break_by_primary_address() {
         let (mut r, t) = master();
-        // Equal priority from a lower address: we win, discard and assert (RFC 9568 §6.4.3).
+        // Equal priority from a lower address: we win, discard and assert (RFC 9568 §6.4.3),
+        // and announce the VIP again: a burst now, the repeats from a second on (a neighbour's
+        // locktime may ignore the burst after the other side's announcement).
         assert_eq!(
             r.handle(rx(LOWER_IP, 100), t + ms(1)),
             vec![
                 Action::SendAdvert { priority: 100 },
-                Action::SendGratuitousArp { count: 5 }
+                Action::SendGratuitousArp { count: 5 },
+                Action::SetTimer {
+                    kind: TimerKind::Garp,
+                    at: t + ms(1) + Duration::from_secs(1)
+                }
             ]
         );
+        let repeats: Vec<Action> = (1..=3)
+            .flat_map(|i| r.handle(Event::GarpTimerFired, t + ms(1) + Duration::from_secs(i)))
+            .filter(|a| matches!(a, Action::SendGratuitousArp { .. }))
+            .collect();
+        assert_eq!(repeats.len(), 3, "three repeats after the burst");
         assert_eq!(r.state(), State::Master);
         // Equal priority from a higher address: we lose.
         r.handle(rx(HIGHER_IP, 100), t + ms(2));
