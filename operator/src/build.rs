@@ -11,8 +11,8 @@
 //!
 //! The pods get what the daemons need and nothing more: host networking (they program the
 //! node's own network stack), `NET_ADMIN` and `NET_RAW` (IPVS and addresses over netlink, VRRP and
-//! gratuitous ARP over raw sockets) with every other capability dropped, not privileged, a
-//! read-only root filesystem.
+//! gratuitous ARP over raw sockets), and for the balancer `SYS_NICE` (its VRRP thread runs
+//! SCHED_RR), with every other capability dropped, not privileged, a read-only root filesystem.
 //!
 //! The balancer pod also gets the node's `/proc/sys/net/ipv4/vs` mounted outside `/proc` (the
 //! runtime keeps the container's `/proc/sys` read-only and refuses mounts inside `/proc`), and
@@ -41,6 +41,9 @@ pub const HASH_ANNOTATION: &str = "lvstun.io/config-hash";
 /// Where the daemons record what they changed on the host (`lvstun-node --state-dir` default),
 /// mounted from the host.
 pub const STATE_DIR: &str = "/run/lvstun";
+/// The state folder's subpath in the node's [`STATE_DIR`]: one per node name (`NODE_NAME` is
+/// the container's `spec.nodeName`).
+pub const STATE_SUBPATH: &str = "$(NODE_NAME)";
 /// The node's IPVS sysctls, mounted into the balancer container at [`IPVS_SYSCTL_MOUNT`].
 pub const IPVS_SYSCTL_HOST_DIR: &str = lvstun_crds::kernel_settings::HOST_DIR;
 /// Where the balancer container sees the node's IPVS sysctls (`--ipvs-sysctl-dir`): outside
@@ -222,6 +225,17 @@ pub fn node_args(cfg: &NodeDaemonConfig, role: Role) -> Vec<String> {
 /// and a few small file writes. About 6 s in the worst case; 30 leaves room for a slow node.
 pub const TERMINATION_GRACE_SECONDS: i64 = 30;
 
+/// The capabilities a daemon's container adds back (every other one is dropped): NET_ADMIN and
+/// NET_RAW for both (netlink, raw sockets); SYS_NICE for the balancer, whose VRRP thread runs
+/// SCHED_RR so that a busy node cannot delay its advertisements past Master_Down_Interval
+/// (node-daemon/src/vrrp/thread.rs).
+pub fn capabilities(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Balancer => &["NET_ADMIN", "NET_RAW", "SYS_NICE"],
+        Role::Web => &["NET_ADMIN", "NET_RAW"],
+    }
+}
+
 /// The arguments of the balancer pod's init container (pinned on the daemon's side by
 /// `prepare_takes_no_arguments` in `node-daemon/src/balancer/daemon.rs`).
 pub fn prepare_args() -> Vec<String> {
@@ -349,7 +363,7 @@ fn container(cfg: &NodeDaemonConfig, role: Role) -> Container {
             limits: Some(BTreeMap::from([("memory".into(), quantity(memory_limit))])),
             ..Default::default()
         }),
-        security_context: Some(security_context(&["NET_ADMIN", "NET_RAW"])),
+        security_context: Some(security_context(capabilities(role))),
         volume_mounts: Some(volume_mounts(role)),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
@@ -363,9 +377,14 @@ fn volume_mounts(role: Role) -> Vec<VolumeMount> {
             mount_path: "/tmp".into(),
             ..Default::default()
         },
+        // The node's folder of this node's name: a daemon's records (VIPs it added, sync
+        // daemons it started, the sysctl values it found) are about this node alone, and must
+        // stay so where nodes share a filesystem (the pod lab's nodes share the VM's /run): a
+        // teardown deletes its records, and must not delete another node's.
         VolumeMount {
             name: "state".into(),
             mount_path: STATE_DIR.into(),
+            sub_path_expr: Some(STATE_SUBPATH.into()),
             ..Default::default()
         },
     ];
@@ -686,10 +705,11 @@ mod tests {
             assert_eq!(sc.read_only_root_filesystem, Some(true));
             assert_eq!(sc.allow_privilege_escalation, Some(false));
             let caps = sc.capabilities.as_ref().unwrap();
-            assert_eq!(
-                caps.add,
-                Some(vec!["NET_ADMIN".to_string(), "NET_RAW".to_string()])
-            );
+            let mut want_caps = vec!["NET_ADMIN".to_string(), "NET_RAW".to_string()];
+            if role == Role::Balancer {
+                want_caps.push("SYS_NICE".to_string());
+            }
+            assert_eq!(caps.add, Some(want_caps));
             assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
             let env = c.env.as_ref().unwrap();
             // The daemon looks its DaemonSet up in its own namespace at SIGTERM (ADR 0008).
@@ -735,7 +755,8 @@ mod tests {
                 .iter()
                 .find(|v| v.name == "state")
                 .unwrap();
-            // The state files (owned VIPs, web-state.json) outlive the pod on the host's /run.
+            // The state files (owned VIPs, web-state.json) outlive the pod on the host's /run,
+            // in a folder of the node's name.
             let host_path = state.host_path.as_ref().unwrap();
             assert_eq!(host_path.path, "/run/lvstun");
             assert_eq!(host_path.type_.as_deref(), Some("DirectoryOrCreate"));
@@ -746,7 +767,16 @@ mod tests {
                     .iter()
                     .any(|m| m.name == "state"
                         && m.mount_path == "/run/lvstun"
+                        && m.sub_path_expr.as_deref() == Some("$(NODE_NAME)")
                         && m.read_only != Some(true))
+            );
+            // The subpath's variable is the container's.
+            assert!(
+                c.env
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.name == "NODE_NAME")
             );
             let ready = c
                 .readiness_probe

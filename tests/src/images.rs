@@ -121,7 +121,7 @@ impl ImageSpec<'_> {
 }
 
 /// The images lvstun ships. The operator runs as [`NONROOT`]; the node daemon runs as root
-/// with every capability dropped but NET_ADMIN and NET_RAW (see the DaemonSet the operator
+/// with every capability dropped but NET_ADMIN and NET_RAW (and SYS_NICE; see the DaemonSet the operator
 /// builds: capabilities added to a container reach a non-root process only through file
 /// capabilities). `nft` is in the node image because the web role drives nf_tables through it
 /// (see node-daemon/src/net/arp_guard.rs).

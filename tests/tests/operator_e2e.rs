@@ -364,7 +364,7 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
     let sc = &c["securityContext"];
     assert_eq!(
         sc["capabilities"],
-        json!({"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]})
+        json!({"add": ["NET_ADMIN", "NET_RAW", "SYS_NICE"], "drop": ["ALL"]})
     );
     assert_eq!(sc["privileged"], false);
     assert_eq!(sc["allowPrivilegeEscalation"], false);

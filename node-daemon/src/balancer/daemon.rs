@@ -96,7 +96,7 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 /// What the warning at an undecidable SIGTERM tells a person to run on the node.
 const MANUAL_CLEANUP: &str = "kubectl debug node/<node> --profile=sysadmin \
---image=<the lvstun-node image> -- lvstun-node balancer cleanup --state-dir /host/run/lvstun";
+--image=<the lvstun-node image> -- lvstun-node balancer cleanup --state-dir /host/run/lvstun/<node>";
 
 const USAGE: &str = "lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR] \
 [--health-port PORT] [--health-address IP] [--log-format text|json] [--resync SECONDS] \

@@ -8,10 +8,18 @@
 //! health checks (hundreds of targets), the IPVS passes and the Kubernetes watchers, and a
 //! burst there delayed advertisements or their reading: in the lab, a Master's advertisements
 //! arrived up to 308 ms apart and a Backup took over from it 15 times. A thread of its own is
-//! scheduled by the kernel apart from all that. Its priority is not raised (nice, SCHED_FIFO):
-//! that needs CAP_SYS_NICE, which the pods do not have. One thread serves every router of the
-//! process: a router's work is a few microseconds per advertisement, and its netlink calls are
-//! awaited, not blocked on.
+//! scheduled by the kernel apart from all that. One thread serves every router of the process:
+//! a router's work is a few microseconds per advertisement, and its netlink calls are awaited,
+//! not blocked on.
+//!
+//! Its priority is raised to SCHED_RR [`RT_PRIORITY`] when the process may (CAP_SYS_NICE, which
+//! the balancer pods are given), as keepalived's `vrrp_rt_priority` does: a thread of its own
+//! is still one thread among all of the node's under CFS, and a node busy with other work (a
+//! tenant's batch job, a CPU hog in the lab) starved a Master's advertisements for most of a
+//! second in the pod lab, long past a 361 ms Master_Down_Interval. A realtime thread runs as
+//! soon as it is woken, before every ordinary one; the kernel's realtime throttling
+//! (`sched_rt_runtime_us`, 95% by default) keeps a runaway one from locking a CPU. Without the
+//! capability the thread runs at normal priority and the refusal is logged once.
 //!
 //! Why a router is set up on this thread and not handed over: a tokio I/O object belongs to the
 //! reactor of the runtime it was registered in, and only that runtime reports its readiness.
@@ -32,6 +40,10 @@ use tokio::runtime::{Builder, Handle};
 
 /// The name of the thread, as `ps -T`, `top -H` and `/proc/PID/task/*/comm` show it.
 pub const THREAD_NAME: &str = "lvstun-vrrp";
+
+/// The SCHED_RR priority of the VRRP thread (1..99): above every ordinary thread, below the
+/// kernel's own realtime threads (watchdog, migration at 99).
+pub const RT_PRIORITY: u8 = 10;
 
 /// The runtime of the VRRP thread, once started.
 static RUNTIME: Mutex<Option<Handle>> = Mutex::new(None);
@@ -55,6 +67,7 @@ fn start() -> io::Result<Handle> {
     std::thread::Builder::new()
         .name(THREAD_NAME.to_owned())
         .spawn(move || {
+            raise_priority();
             let runtime = match Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(err) => {
@@ -68,6 +81,37 @@ fn start() -> io::Result<Handle> {
         })?;
     rx.recv()
         .map_err(|_| io::Error::other("the VRRP thread ended before its runtime started"))?
+}
+
+/// Makes the calling thread SCHED_RR at [`RT_PRIORITY`], or says why it stays as it is.
+fn raise_priority() {
+    use thread_priority::{
+        RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let policy = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::RoundRobin);
+    let result = ThreadPriorityValue::try_from(RT_PRIORITY)
+        .map_err(|e| e.to_string())
+        .and_then(|p| {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Crossplatform(p),
+                policy,
+            )
+            .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(()) => tracing::info!(
+            thread = THREAD_NAME,
+            priority = RT_PRIORITY,
+            "vrrp: realtime priority (SCHED_RR)"
+        ),
+        Err(err) => tracing::warn!(
+            thread = THREAD_NAME,
+            %err,
+            "vrrp: no realtime priority (needs CAP_SYS_NICE): advertisements wait for the CPU like any other thread"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ OPTIONS: [--vip-device NAME|tunl0] [--uplink IFACE]... [--mss auto|off|N] [--sta
 
 /// What the warning at an undecidable SIGTERM tells a person to run on the node.
 const MANUAL_CLEANUP: &str = "kubectl debug node/<node> --profile=sysadmin \
---image=<the lvstun-node image> -- lvstun-node web cleanup --state-dir /host/run/lvstun";
+--image=<the lvstun-node image> -- lvstun-node web cleanup --state-dir /host/run/lvstun/<node>";
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
