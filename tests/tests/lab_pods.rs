@@ -270,17 +270,23 @@ fn lifecycle(
         ["lb1"],
         "the VIP stayed on lb1 alone through the churn ({out_s})"
     );
+    assert_eq!(
+        churn.claims, 0,
+        "no VRRP transition through the churn ({out_s})"
+    );
 
     let starve = vip_holders(run, "starve").unwrap();
     eprintln!(
-        "[lab_pods] CPU hog on both balancers, 100 ms adverts: {}; VIP holders {:?} ({} moves)",
+        "[lab_pods] CPU hog on both balancers, 100 ms adverts: {}; VIP holders {:?} ({} moves, {} claims)",
         load("starve"),
         starve.sequence,
-        starve.moves
+        starve.moves,
+        starve.claims
     );
     assert_eq!(
-        starve.moves, 0,
-        "no spurious takeover while the balancers starve for CPU ({out_s})"
+        starve.claims, 0,
+        "no spurious takeover while the balancers starve for CPU: VIP holders {:?}, two holders for {} ms ({out_s})",
+        starve.sequence, starve.longest_double_ms
     );
     assert_eq!(num("starve.failures"), 0.0, "{out_s}");
 
@@ -375,10 +381,11 @@ fn lifecycle(
 
     let upgrade = vip_holders(run, "upgrade").unwrap();
     eprintln!(
-        "[lab_pods] helm upgrade under load: {}; VIP holders {:?} ({} moves, longest with two holders {} ms, longest with none {} ms); upload {}",
+        "[lab_pods] helm upgrade under load: {}; VIP holders {:?} ({} moves, {} claims, longest with two holders {} ms, longest with none {} ms); upload {}",
         load("upgrade"),
         upgrade.sequence,
         upgrade.moves,
+        upgrade.claims,
         upgrade.longest_double_ms,
         upgrade.longest_none_ms,
         result("upgrade.upload")

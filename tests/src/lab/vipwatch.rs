@@ -26,6 +26,10 @@ pub struct AddrEvent {
 pub struct Holders {
     /// Times the sole holder changed to another node (a takeover, a handover, a failback).
     pub moves: usize,
+    /// Times a node that did not hold the VIP added it: every VRRP transition to Master, the
+    /// brief ones a Master's next advertisement undoes included (those leave `moves` alone,
+    /// showing only as two holders for a while).
+    pub claims: usize,
     /// The sole holders in order, starting with the initial one (`-` for none).
     pub sequence: Vec<String>,
     /// Longest time two or more nodes held the VIP at once, in ms.
@@ -122,6 +126,7 @@ pub fn fold(initial: &BTreeMap<String, bool>, events: &[AddrEvent], end_us: i64)
             continue;
         }
         close(count, since, e.at_us, &mut out);
+        out.claims += usize::from(e.present);
         held.insert(e.node.clone(), e.present);
         since = e.at_us;
         let (c, h) = sole(&held);
@@ -198,6 +203,29 @@ mod tests {
     }
 
     #[test]
+    fn a_brief_claim_under_a_live_master_is_no_move_but_a_claim() {
+        // lb2 takes over while lb1 still holds the VIP (lb1 stalled), and lets go 123 ms later.
+        let mut events = parse_events("lb1", &line("01:00:00.000000", false), VIP);
+        events.extend(parse_events(
+            "lb2",
+            &[
+                line("01:00:00.674000", false),
+                line("01:00:00.797000", true),
+            ]
+            .concat(),
+            VIP,
+        ));
+        let h = fold(
+            &initial(true, false),
+            &events,
+            parse_ts("2026-12-07T01:00:01.0").unwrap(),
+        );
+        assert_eq!(h.sequence, ["lb1"]);
+        assert_eq!((h.moves, h.claims), (0, 1));
+        assert_eq!(h.longest_double_ms, 123);
+    }
+
+    #[test]
     fn a_handover_and_a_failback_are_two_moves_with_their_gaps() {
         // lb1 drops the VIP (priority 0), lb2 adds it 60 ms later; lb1 takes it back, and lb2
         // lets go 20 ms after lb1 added it.
@@ -226,6 +254,7 @@ mod tests {
         );
         assert_eq!(h.sequence, ["lb1", "-", "lb2", "lb1"]);
         assert_eq!(h.moves, 2);
+        assert_eq!(h.claims, 2);
         assert_eq!(h.longest_none_ms, 60);
         assert_eq!(h.longest_double_ms, 20);
         assert_eq!(h.events, 4);
