@@ -294,29 +294,23 @@ fn lifecycle(
     // VIP back once its link and route return.
     let nicdown = vip_holders(run, "nicdown").unwrap();
     eprintln!(
-        "[lab_pods] lb1's data link down (API server up), 100 ms adverts: VIP on lb2 after {} ms; {}; VIP holders {:?} (longest with two holders {} ms, with none {} ms)",
+        "[lab_pods] lb1's data link down (API server up), 100 ms adverts: VIP on lb2 after {} ms; {}; VIP holders {:?} ({} claims, longest with two holders {} ms, with none {} ms)",
         result("nicdown_ms"),
         load("nicdown"),
         nicdown.sequence,
+        nicdown.claims,
         nicdown.longest_double_ms,
         nicdown.longest_none_ms
     );
     // Where it ends; the way there is printed. The balancer does not watch its interface yet:
-    // lb1 keeps its VIP on the downed link and comes back as Master before its checks notice
-    // the lost route, so lb2 may take the VIP twice before lb1 settles.
-    assert_eq!(
-        nicdown.sequence.first().map(String::as_str),
-        Some("lb1"),
-        "{out_s}"
-    );
+    // lb1 keeps its VIP on the downed link (two holders, not a move, so lb2's takeover shows
+    // as a claim) and comes back as Master before its checks notice the lost route, so lb2 may
+    // take the VIP twice before lb1 settles.
+    assert!(nicdown.claims >= 1, "lb2 took over ({out_s})");
     assert_eq!(
         nicdown.sequence.last().map(String::as_str),
         Some("lb1"),
         "{out_s}"
-    );
-    assert!(
-        nicdown.sequence.contains(&"lb2".to_owned()),
-        "lb2 took over ({out_s})"
     );
     assert!(
         num("nicdown.longest_gap_ms") < 3000.0,
