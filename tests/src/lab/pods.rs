@@ -395,10 +395,6 @@ impl PodHost {
         self.findings.failures.push(s);
     }
 
-    fn vs(&self) -> Option<serde_json::Value> {
-        get_json(&self.cp, &["virtualservice", "www"], EXAMPLES_NAMESPACE)
-    }
-
     fn rs(&self, name: &str) -> Option<serde_json::Value> {
         get_json(&self.cp, &["realserver", name], EXAMPLES_NAMESPACE)
     }
@@ -485,23 +481,9 @@ impl PodHost {
         Ok(())
     }
 
-    /// Waits until `want` holds for the VirtualService; a failure naming `what` otherwise.
+    /// Waits until `want` holds for the example VirtualService `www`.
     fn expect_vs(&mut self, what: &str, want: impl Fn(&serde_json::Value) -> bool) {
-        let t0 = Instant::now();
-        if poll(STATUS_WAIT, || self.vs().filter(|v| want(v))).is_some() {
-            self.note(format!(
-                "{what}: seen after {} ms",
-                t0.elapsed().as_millis()
-            ));
-        } else {
-            let last = self
-                .vs()
-                .map(|v| v["status"].to_string())
-                .unwrap_or_default();
-            self.fail(format!(
-                "{what}: not seen within {STATUS_WAIT:?}; last status {last}"
-            ));
-        }
+        self.expect_named("www", what, want);
     }
 
     /// Waits until RealServer `name` has condition `kind` = `status`.
