@@ -99,6 +99,10 @@ impl AdverInterval {
 /// updates every ARP cache and switch at once (RFC 9568 §6.4.2 asks for one per address; one
 /// can be lost, so keepalived sends `garp_master_repeat` = 5); the repeats catch caches and
 /// switch ports that were not listening yet (keepalived's `garp_master_delay` second round).
+/// Then one every `refresh` for as long as it stays Master (keepalived's `garp_master_refresh`):
+/// when a split brain heals, the side that loses may hear the winner's advertisement first and
+/// step down before the winner ever hears it, so nothing else tells the hosts that learned the
+/// loser's MAC during the split (seen in the pod lab: the client kept lb2's MAC after the heal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GarpPolicy {
     /// Gratuitous ARPs per VIP sent at once on becoming Master (at least 1).
@@ -107,6 +111,9 @@ pub struct GarpPolicy {
     pub repeats: u8,
     /// Time between the burst and the first repeat, and between repeats.
     pub repeat_interval: Duration,
+    /// Time between single gratuitous ARPs per VIP after the repeats, while Master; `None`
+    /// sends none.
+    pub refresh: Option<Duration>,
 }
 
 impl Default for GarpPolicy {
@@ -115,6 +122,7 @@ impl Default for GarpPolicy {
             burst: 5,
             repeats: 3,
             repeat_interval: Duration::from_secs(1),
+            refresh: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -519,10 +527,7 @@ impl Router {
                 if self.state == State::Master && self.due(TimerKind::Garp, now, &mut out) {
                     out.push(Action::SendGratuitousArp { count: 1 });
                     self.garp_left = self.garp_left.saturating_sub(1);
-                    if self.garp_left > 0 {
-                        let at = now + self.cfg.garp.repeat_interval;
-                        self.set_timer(TimerKind::Garp, at, &mut out);
-                    }
+                    self.next_garp(now, &mut out);
                 }
             }
             Event::VipRefreshTimerFired => {
@@ -678,10 +683,7 @@ impl Router {
                     // a second apart, land after it (seen in the pod lab: the client kept the
                     // loser's MAC after a split brain healed).
                     self.garp_left = self.cfg.garp.repeats;
-                    if self.garp_left > 0 {
-                        let at = now + self.cfg.garp.repeat_interval;
-                        self.set_timer(TimerKind::Garp, at, out);
-                    }
+                    self.next_garp(now, out);
                 }
             }
         }
@@ -700,13 +702,23 @@ impl Router {
         out.push(Action::StartSyncMaster);
         self.send_advert(now, out);
         self.garp_left = self.cfg.garp.repeats;
-        if self.garp_left > 0 {
-            let at = now + self.cfg.garp.repeat_interval;
-            self.set_timer(TimerKind::Garp, at, out);
-        }
+        self.next_garp(now, out);
         let at = now + self.vip_lifetime.refresh();
         self.set_timer(TimerKind::VipRefresh, at, out);
         self.transition(State::Master, out);
+    }
+
+    /// Sets the Garp timer for the next single gratuitous ARP: a repeat while any is left, else
+    /// the periodic refresh (if any).
+    fn next_garp(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let wait = if self.garp_left > 0 {
+            Some(self.cfg.garp.repeat_interval)
+        } else {
+            self.cfg.garp.refresh
+        };
+        if let Some(wait) = wait {
+            self.set_timer(TimerKind::Garp, now + wait, out);
+        }
     }
 
     /// The common part of leaving Master: timers off, VIP off. The caller then switches the sync
@@ -814,7 +826,13 @@ mod tests {
 
     /// Router that became Master at t0 + its Master_Down_Interval.
     fn master() -> (Router, Instant) {
-        let (mut r, _) = backup();
+        master_with(cfg())
+    }
+
+    /// [`master`] with a configuration of the test's own.
+    fn master_with(c: RouterConfig) -> (Router, Instant) {
+        let mut r = Router::new(c).unwrap();
+        r.handle(Event::Startup, Instant::now());
         let t = r.deadline(TimerKind::MasterDown).unwrap();
         r.handle(Event::MasterDownTimerFired, t);
         assert_eq!(r.state(), State::Master);
@@ -1137,21 +1155,53 @@ mod tests {
         );
     }
 
-    #[test]
-    fn gratuitous_arp_burst_then_three_repeats() {
-        let (mut r, t) = master();
-        let mut sent = 0;
-        let mut at = t;
-        while let Some(due) = r.deadline(TimerKind::Garp) {
-            at = due;
-            for a in r.handle(Event::GarpTimerFired, due) {
-                if let Action::SendGratuitousArp { count } = a {
-                    sent += count;
-                }
-            }
+    /// Fires the Garp timer `n` times; the times it fired at and the ARPs each sent.
+    fn garp_rounds(r: &mut Router, n: usize) -> Vec<(Instant, u8)> {
+        let mut rounds = Vec::new();
+        for _ in 0..n {
+            let Some(due) = r.deadline(TimerKind::Garp) else {
+                break;
+            };
+            let sent = r
+                .handle(Event::GarpTimerFired, due)
+                .into_iter()
+                .map(|a| match a {
+                    Action::SendGratuitousArp { count } => count,
+                    _ => 0,
+                })
+                .sum();
+            rounds.push((due, sent));
         }
-        assert_eq!(sent, 3);
-        assert_eq!(at, t + ms(3000));
+        rounds
+    }
+
+    #[test]
+    fn gratuitous_arp_burst_then_three_repeats_then_one_every_ten_seconds() {
+        let (mut r, t) = master();
+        let rounds = garp_rounds(&mut r, 6);
+        let expected: Vec<(Instant, u8)> = [1000, 2000, 3000, 13_000, 23_000, 33_000]
+            .into_iter()
+            .map(|at| (t + ms(at), 1))
+            .collect();
+        assert_eq!(rounds, expected);
+    }
+
+    #[test]
+    fn gratuitous_arp_stops_after_the_repeats_without_a_refresh() {
+        let mut c = cfg();
+        c.garp.refresh = None;
+        let (mut r, t) = master_with(c);
+        let rounds = garp_rounds(&mut r, 10);
+        assert_eq!(rounds.len(), 3, "three repeats, then nothing: {rounds:?}");
+        assert_eq!(rounds.last().map(|r| r.0), Some(t + ms(3000)));
+    }
+
+    #[test]
+    fn gratuitous_arp_refresh_stops_when_leaving_master() {
+        let (mut r, t) = master();
+        garp_rounds(&mut r, 4);
+        r.handle(Event::Shutdown, t + ms(13_500));
+        assert_eq!(r.deadline(TimerKind::Garp), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - `driver`: the tokio task that owns the raw sockets and the timers and applies the actions
 //!   through the `VipOps` seam (VIP, gratuitous ARP, IPVS sync daemon): the only part that
 //!   does I/O.
+//! - `link_watch`: follows the interface's carrier over rtnetlink and tells the router when it
+//!   goes down or comes back (the decision pure, the subscription I/O).
 //! - `ops`: the real `VipOps` (VIP over rtnetlink, gratuitous ARP on an `AF_PACKET` socket,
 //!   IPVS sync daemon switching): I/O.
 //! - `run`: `run_with`, one virtual router with the real ops as a task on the VRRP thread (what
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod driver;
 pub mod fsm;
 pub mod lifetime;
+pub mod link_watch;
 pub mod ops;
 pub mod packet;
 pub mod run;

@@ -28,6 +28,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
+use nix::net::if_::InterfaceFlags;
 use nix::sys::socket::{
     AddressFamily as SockFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike,
 };
@@ -89,6 +90,8 @@ pub struct Interface {
     link: LinkAddr,
     /// Its first IPv4 address (the VRRP primary address), if any.
     pub primary_ip: Option<Ipv4Addr>,
+    /// Up and running when it was looked up (`IFF_UP` and `IFF_RUNNING`).
+    pub carrier: bool,
 }
 
 impl Interface {
@@ -97,10 +100,14 @@ impl Interface {
     pub fn lookup(name: &str) -> io::Result<Interface> {
         let mut link = None;
         let mut primary_ip = None;
+        let mut carrier = false;
         for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
             if ifa.interface_name != name {
                 continue;
             }
+            carrier = ifa
+                .flags
+                .contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING);
             let Some(addr) = ifa.address else { continue };
             if let Some(ll) = addr.as_link_addr() {
                 link.get_or_insert(*ll);
@@ -115,6 +122,7 @@ impl Interface {
             name: name.to_owned(),
             link,
             primary_ip,
+            carrier,
         })
     }
 

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::driver::{Control, Driver, Sockets, Status, VipOps};
 use super::fsm::{AdverInterval, ConfigError, Priority, Router, RouterConfig};
+use super::link_watch::{self, LinkEvents, LinkFollower};
 use super::ops::{Interface, KernelOps};
 use super::packet::ChecksumForm;
 use super::thread;
@@ -233,7 +234,11 @@ where
         let what = format!("{what} {interface}");
         move |source| RunError::Io { what, source }
     };
+    // Subscribed before the lookup reads the carrier, so that no change between them is lost.
+    let link_events = LinkEvents::subscribe().map_err(io_err("watch the link of"))?;
     let iface = Interface::lookup(&interface).map_err(io_err("look up interface"))?;
+    let mut follower = LinkFollower::new(iface.index(), true);
+    let link_now = follower.set(iface.carrier);
     if config.primary_ip.is_unspecified() {
         config.primary_ip = iface
             .primary_ip
@@ -256,7 +261,20 @@ where
         .map_err(io_err("register VRRP sockets of"))?;
     let driver = driver.with_checksum_form(options.checksum);
     let (control, control_rx) = mpsc::channel(8);
-    let task = tokio::spawn(driver.run(control_rx));
+    let watcher = tokio::spawn(link_watch::watch(
+        link_events,
+        follower,
+        control.downgrade(),
+    ));
+    if let Some(event) = link_now {
+        // Started on a link that is down: the router waits in Initialize for it.
+        let _ = control.send(event).await;
+    }
+    let task = tokio::spawn(async move {
+        let status = driver.run(control_rx).await;
+        watcher.abort();
+        status
+    });
     Ok(Running {
         task,
         status,
