@@ -301,6 +301,11 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
+/// How long the kubelet waits for a daemon's `/healthz` answer.
+const LIVENESS_TIMEOUT_SECONDS: i32 = 5;
+/// How many `/healthz` answers in a row may be missing before the kubelet restarts a daemon.
+const LIVENESS_FAILURES: i32 = 6;
+
 fn probe(path: &str, port: i32, period: i32) -> Probe {
     Probe {
         // The kubelet shares the host network namespace with these pods, so it reaches the
@@ -342,7 +347,15 @@ fn container(cfg: &NodeDaemonConfig, role: Role) -> Container {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        liveness_probe: Some(probe("/healthz", port, 10)),
+        // Liveness restarts a daemon that is wedged, not one that is slow: a node starved of
+        // CPU (seen in the pod lab: three image imports at once on two vCPUs) answered late
+        // three times in a row, and the kubelet killed the VIP's Master. Five seconds per
+        // answer and six misses (a minute) before a restart.
+        liveness_probe: Some(Probe {
+            timeout_seconds: Some(LIVENESS_TIMEOUT_SECONDS),
+            failure_threshold: Some(LIVENESS_FAILURES),
+            ..probe("/healthz", port, 10)
+        }),
         readiness_probe: Some(match role {
             // The balancer's /readyz is the rolling update's gate: it turns ready once the node
             // could take the VIP without losing a flow (the IPVS table is the desired one, the

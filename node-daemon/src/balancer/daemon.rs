@@ -346,6 +346,30 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         .node_name
         .clone()
         .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()));
+    // What an earlier run left goes first, before anything that may wait (the API server): a
+    // VIP of a process that died must not wait for its successor to reach the API server (a
+    // dry run changes nothing).
+    let held = match args.vip_owner {
+        VipOwnerMode::Vrrp => {
+            Some(owner::remove_held((!args.dry_run).then_some(args.state_dir.as_path())).await)
+        }
+        VipOwnerMode::None => None,
+    };
+    // The health endpoint serves from the start, on reports the loop and the VIP owner fill in
+    // later: alive (and not ready) while the daemon waits for the API server.
+    let report = SharedReport::default();
+    let vips = owner::SharedVips::default();
+    if let Some(addr) = args.health {
+        // Two missed resyncs and a margin: the loop turns at least once per resync.
+        let stale = args.resync * 2 + Duration::from_secs(30);
+        let server = http::bind(addr, report.clone(), vips.clone(), stale).await?;
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                error!("health endpoint stopped: {e}");
+            }
+        });
+        info!("health endpoint on http://{addr}/healthz, /readyz and /metrics");
+    }
     let mut client = None;
     let (source, _source_task): (watch::Receiver<Arc<Snapshot>>, _) = match &args.config {
         Some(path) => file::start(path)?,
@@ -358,7 +382,7 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
                 detail: e.to_string(),
             })?;
             client = Some(c.clone());
-            cluster::start(c, &node).await?
+            start_cluster_source(&c, &node, &report).await
         }
     };
     let node = node.unwrap_or_else(host_name);
@@ -387,14 +411,16 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
     let report = if args.dry_run {
         info!("dry run: the kernel's IPVS table is not touched; operations are only logged");
         log_sysctls(&sysctl::ensure(&args.ipvs_sysctl_dir, true), true);
-        let balancer = Balancer::new(DryRun::default(), checker, options, owned.clone());
+        let balancer = Balancer::new(DryRun::default(), checker, options, owned.clone())
+            .with_report(report.clone());
         let report = balancer.report();
         (report, Runner::DryRun(balancer))
     } else {
         let (connection, raw) = handle::new_connection()?;
         tokio::spawn(connection);
         let ipvs = IpvsHandle::resolve(raw).await?;
-        let balancer = Balancer::new(ipvs, checker, options, owned.clone());
+        let balancer =
+            Balancer::new(ipvs, checker, options, owned.clone()).with_report(report.clone());
         let report = balancer.report();
         // Resolving the family loaded ip_vs, so its sysctls exist now.
         sysctl_task = Some(tokio::spawn(keep_sysctls(
@@ -407,38 +433,20 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
     };
     let (report, runner) = report;
     // VIP ownership: one VRRP router per VIP this node programs, from the same snapshots.
-    let owner = match args.vip_owner {
-        VipOwnerMode::Vrrp => {
-            // What an earlier run left goes first (a dry run changes nothing).
-            let held =
-                owner::remove_held((!args.dry_run).then_some(args.state_dir.as_path())).await;
-            Some(owner::start(
-                source.clone(),
-                report.clone(),
-                node.clone(),
-                args.dry_run,
-                held,
-            ))
-        }
-        VipOwnerMode::None => {
+    let owner = match held {
+        Some(held) => Some(owner::start(
+            source.clone(),
+            report.clone(),
+            vips.clone(),
+            node.clone(),
+            args.dry_run,
+            held,
+        )),
+        None => {
             info!("--vip-owner none: the VIPs are held by something else; IPVS only");
             None
         }
     };
-    let vips = owner
-        .as_ref()
-        .map_or_else(owner::SharedVips::default, |o| o.report.clone());
-    if let Some(addr) = args.health {
-        // Two missed resyncs and a margin: the loop turns at least once per resync.
-        let stale = args.resync * 2 + Duration::from_secs(30);
-        let server = http::bind(addr, report.clone(), vips.clone(), stale).await?;
-        tokio::spawn(async move {
-            if let Err(e) = server.await {
-                error!("health endpoint stopped: {e}");
-            }
-        });
-        info!("health endpoint on http://{addr}/healthz, /readyz and /metrics");
-    }
     if let Some(client) = client {
         let vips = vips.clone();
         let ownership = Arc::new(move |vs: &ObjectRef| lock_vips(&vips).ownership(vs));
@@ -511,6 +519,50 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// [`cluster::start`], retried until the API server answers. It may be down while this pod
+/// starts (the daemon crashed during an outage, the node rebooted before the control plane):
+/// the process stays alive and says what it waits for (`/healthz` live, `/readyz` not ready,
+/// a warning now and then) instead of exiting into the kubelet's back-off, which grows to five
+/// minutes and would keep the node out long after the API server is back.
+async fn start_cluster_source(
+    client: &kube::Client,
+    node: &str,
+    report: &SharedReport,
+) -> (watch::Receiver<Arc<Snapshot>>, tokio::task::JoinHandle<()>) {
+    let mut delay = Duration::from_secs(1);
+    let mut attempt: u32 = 0;
+    loop {
+        match cluster::start(client.clone(), node).await {
+            Ok(started) => {
+                if attempt > 0 {
+                    info!(
+                        attempts = attempt + 1,
+                        "read this node's VirtualServices and RealServers"
+                    );
+                }
+                lock(report).waiting = None;
+                return started;
+            }
+            Err(e) => {
+                attempt += 1;
+                if attempt == 1 || attempt.is_multiple_of(10) {
+                    warn!(
+                        attempt,
+                        "cannot read this node's VirtualServices yet, retrying: {e}"
+                    );
+                }
+                lock(report).waiting = Some(format!("the API server ({e})"));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(START_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// The longest wait between two attempts to reach the API server at start: the daemon
+/// follows within this long once it is back.
+const START_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// `lvstun-node balancer cleanup`: the teardown by hand, without a VRRP handover (no router
 /// runs). Exit 0 when everything recorded was undone.

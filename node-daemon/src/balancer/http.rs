@@ -37,6 +37,9 @@ pub fn healthz_answer(
     stale_after: Duration,
     now: Instant,
 ) -> (StatusCode, String) {
+    if let Some(waiting) = &report.waiting {
+        return (StatusCode::OK, format!("alive, waiting for {waiting}\n"));
+    }
     let last = report.last_turn.unwrap_or(started);
     if now.saturating_duration_since(last) > stale_after {
         (
@@ -67,6 +70,9 @@ pub fn healthz_answer(
 /// [`StandBy::warming_up`]: super::vips::StandBy::warming_up
 pub fn not_ready(report: &Report, vips: &VipsReport) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(waiting) = &report.waiting {
+        out.push(format!("starting: waiting for {waiting}"));
+    }
     if let Some(err) = &report.last_error {
         out.push(format!("the kernel's IPVS table could not be read: {err}"));
     }
@@ -402,6 +408,31 @@ mod tests {
         assert!(m.contains(
             "\nlvstun_balancer_sysctl_refused{name=\"net.ipv4.vs.expire_nodest_conn\"} 0\n"
         ));
+    }
+
+    #[test]
+    fn waiting_for_the_api_server_is_alive_and_not_ready() {
+        let t0 = Instant::now();
+        let r = Report {
+            waiting: Some("the API server (connection refused)".into()),
+            ..Report::default()
+        };
+        // Long past the stale limit: still alive, so that the kubelet does not restart it
+        // into a growing back-off.
+        let (code, body) = healthz_answer(
+            &r,
+            t0,
+            Duration::from_secs(90),
+            t0 + Duration::from_secs(600),
+        );
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert!(body.contains("waiting for the API server"), "{body}");
+        let (code, body) = readyz_answer(&r, &VipsReport::default());
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("not ready: starting: waiting for the API server (connection refused)"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -596,34 +596,33 @@ struct Instance {
 pub struct VipOwner {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
-    /// Routers and their states.
-    pub report: SharedVips,
 }
 
 /// Starts the supervisor for `node` over the snapshots of `source`; `balancer` is the IPVS
-/// loop's report (readiness). Returns at once; must be called inside a tokio runtime.
+/// loop's report (readiness); it publishes into `report` (made by the caller, whose health
+/// endpoint may already serve it). Returns at once; must be called inside a tokio runtime.
 pub fn start(
     source: watch::Receiver<Arc<Snapshot>>,
     balancer: SharedReport,
+    report: SharedVips,
     node: String,
     dry_run: bool,
     held: HeldBook,
 ) -> VipOwner {
-    let report = SharedVips::default();
     lock_vips(&report).starting = true;
     let (stop, stop_rx) = oneshot::channel();
     let sup = Supervisor {
         node,
         dry_run,
         balancer,
-        report: report.clone(),
+        report,
         hub: SyncHub::new(held.clone()),
         held,
         running: BTreeMap::new(),
         want: BTreeMap::new(),
     };
     let task = tokio::spawn(sup.run(source, stop_rx));
-    VipOwner { stop, task, report }
+    VipOwner { stop, task }
 }
 
 impl VipOwner {

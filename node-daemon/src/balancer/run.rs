@@ -157,6 +157,10 @@ pub struct PassSummary {
 /// What the loop publishes for `/readyz`, `/metrics` and status reports.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
+    /// What the daemon waits for before its loop can start (the API server, at start in a
+    /// cluster); `None` once it runs. `/healthz` answers live meanwhile: a restart would only
+    /// wait again, later (the kubelet's back-off grows).
+    pub waiting: Option<String>,
     /// A pass has completed since start (the kernel's table was read and planned against).
     pub ready: bool,
     /// When the loop last turned; `/healthz` fails when this gets old.
@@ -332,6 +336,13 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             foreign_total: 0,
             report: Arc::new(Mutex::new(Report::default())),
         }
+    }
+
+    /// Publishes into `report` instead of a report of its own (the daemon starts its health
+    /// endpoint on the report before the balancer exists, while it waits for the API server).
+    pub fn with_report(mut self, report: SharedReport) -> Self {
+        self.report = report;
+        self
     }
 
     /// The report this balancer publishes.
