@@ -10,7 +10,11 @@
 #     namespace, host-local addresses from 10.244.N.0/24;
 #   - kubelet with the cgroupfs driver under its own cgroup /lab-NODE (every cgroup v2 controller
 #     enabled there and at the root: kubelet refuses to start otherwise);
-#   - kube-proxy (iptables mode), so the `kubernetes` Service's ClusterIP leads to the API server;
+#   - kube-proxy, so the `kubernetes` Service's ClusterIP leads to the API server: iptables mode,
+#     or IPVS mode on the nodes named in LAB_KUBE_PROXY_IPVS, with the exclusion lvstun's docs
+#     ask for (`--ipvs-exclude-cidrs` with the VIPs' range, LAB_KUBE_PROXY_EXCLUDE): there it
+#     shares the kernel's IPVS table with lvstun's balancer and deletes every virtual server it
+#     does not own and is not told to leave alone;
 #   - the API server at 203.0.113.100:$LAB_MGMT_GUEST_PORT inside the node namespace: that
 #     address sits on the namespace's loopback and a relay there forwards to the management link
 #     (the `kubernetes` EndpointSlice the host publishes points at it).
@@ -26,6 +30,9 @@
 #                                   once: the imports dominate the start-up under emulation),
 #                                   then kubelet and kube-proxy; the Nth node's pods get the
 #                                   subnet 10.244.N.0/24
+#   lab_node_kube_proxy NODE [EXCLUDE]  (re)start NODE's kube-proxy; in IPVS mode with
+#                                   --ipvs-exclude-cidrs EXCLUDE (default LAB_KUBE_PROXY_EXCLUDE;
+#                                   `none` for no exclusion)
 #   lab_node_stop NODE              stop its kubelet, kube-proxy and containerd
 #   lab_nodes_save_logs LABEL       copy every node's container logs to $LAB_OUT/pod-logs/LABEL
 #                                   (the kubelet deletes a pod's logs with the pod)
@@ -34,6 +41,9 @@
 
 LAB_NODES_ROOT=/run/lab-nodes
 LAB_API_ADDR=203.0.113.100
+# Nodes whose kube-proxy runs in IPVS mode (space-separated), and what it must leave alone.
+LAB_KUBE_PROXY_IPVS="${LAB_KUBE_PROXY_IPVS:-}"
+LAB_KUBE_PROXY_EXCLUDE="${LAB_KUBE_PROXY_EXCLUDE:-192.0.2.0/24}"
 
 : "${LAB_K8S_BIN:?nodes.sh needs LAB_K8S_BIN (the folder of kubelet, kube-proxy, containerd)}"
 : "${LAB_IMAGES:?nodes.sh needs LAB_IMAGES (the folder of the image archives)}"
@@ -52,6 +62,10 @@ lab_node_bg() {
 lab_nodes_prepare() {
   lab_modules overlay br_netfilter bridge veth ip_tables iptable_nat iptable_filter \
     xt_conntrack xt_MASQUERADE xt_comment xt_mark xt_addrtype xt_statistic nf_conntrack
+  # kube-proxy's IPVS mode: the schedulers it checks for, and ipset with the set types it uses.
+  [[ -z $LAB_KUBE_PROXY_IPVS ]] || lab_modules ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_set \
+    ip_set_hash_ip ip_set_hash_ipport ip_set_hash_ipportip ip_set_hash_ipportnet \
+    ip_set_hash_net ip_set_bitmap_port xt_set dummy
   # kubelet wants every controller the kernel offers delegated to its cgroup.
   local c ctl=""
   for c in $(</sys/fs/cgroup/cgroup.controllers); do ctl+=" +$c"; done
@@ -190,8 +204,23 @@ EOF
   lab_node_bg "$node" "kubelet-$node" "$LAB_K8S_BIN/kubelet" --config "$base/kubelet.yaml" \
     --kubeconfig "$base/kubelet.kubeconfig" --root-dir "$base/kubelet" \
     --volume-plugin-dir "$base/volume-plugins" --hostname-override "$node" --node-ip "$ip" --v=1
+  lab_node_kube_proxy "$node"
+}
+
+lab_node_kube_proxy() {
+  local node="$1" exclude="${2:-$LAB_KUBE_PROXY_EXCLUDE}" base="$LAB_NODES_ROOT/$1" mode=()
+  local log="$LAB_OUT/logs/kube-proxy-$1.log"
+  if [[ " $LAB_KUBE_PROXY_IPVS " == *" $node "* ]]; then
+    # A short sync period: more of kube-proxy's clean-ups within a run.
+    mode=(--proxy-mode ipvs --ipvs-sync-period 10s)
+    [[ $exclude == none ]] || mode+=(--ipvs-exclude-cidrs "$exclude")
+  else
+    mode=(--proxy-mode iptables)
+  fi
+  lab_stop "kube-proxy-$node"
+  [[ ! -e $log ]] || cat "$log" >>"$log.earlier"
   lab_node_bg "$node" "kube-proxy-$node" "$LAB_K8S_BIN/kube-proxy" \
-    --kubeconfig "$base/kube-proxy.kubeconfig" --hostname-override "$node" --proxy-mode iptables \
+    --kubeconfig "$base/kube-proxy.kubeconfig" --hostname-override "$node" "${mode[@]}" \
     --cluster-cidr 10.244.0.0/16 --conntrack-max-per-core 0 \
     --healthz-bind-address 127.0.0.1:10256 --metrics-bind-address 127.0.0.1:10249 --v=1
 }

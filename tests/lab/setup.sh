@@ -41,7 +41,7 @@ apt_update_once() {
 # runc, containernetworking-plugins, iptables, conntrack: the pod lab's nodes (containerd runs
 # Debian's runc; the pods' network is Debian's CNI bridge; kube-proxy programs iptables).
 # ShellCheck lints the lab's shell in `./dev test`.
-packages=(qemu-system-x86 kmod socat ipvsadm iproute2 nftables curl busybox-static python3-venv iputils-arping keepalived openssl skopeo runc containernetworking-plugins iptables conntrack shellcheck)
+packages=(qemu-system-x86 kmod socat ipvsadm ipset iproute2 nftables curl busybox-static python3-venv iputils-arping keepalived openssl skopeo runc containernetworking-plugins iptables conntrack shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   if [[ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" != installed ]]; then

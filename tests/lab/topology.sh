@@ -81,6 +81,8 @@ LAB_ROUTER_WEB1_IP=198.51.100.1
 LAB_ROUTER_WEB2_IP=198.51.100.129
 LAB_NAMESPACES=(client lb1 lb2 router web1 web2)
 LAB_MGMT_SOCK=/run/lvstun-lab-mgmt.sock
+# The Services' ClusterIPs (the host's kube-apiserver --service-cluster-ip-range 10.96.0.0/24).
+LAB_SERVICE_CIDR_PREFIX=10.96.0.
 export LAB_VIP LAB_CLIENT_IP LAB_LB1_IP LAB_LB2_IP LAB_ROUTER_FRONT_IP LAB_WEB1_IP LAB_WEB2_IP \
   LAB_ROUTER_WEB1_IP LAB_ROUTER_WEB2_IP LAB_MGMT_SOCK
 
@@ -441,8 +443,9 @@ lab_node_snapshot() {
   while read -r _ dev _; do
     dev="${dev%:}"
     dev="${dev%@*}"
-    # The CNI's bridge and the pods' veths are the container runtime's, not lvstun's.
-    [[ $dev == cni0 || $dev == veth* ]] || devs+=("$dev")
+    # The CNI's bridge and the pods' veths are the container runtime's, not lvstun's; so is
+    # kube-proxy's kube-ipvs0 (IPVS mode), which holds the ClusterIPs of the Services.
+    [[ $dev == cni0 || $dev == veth* || $dev == kube-ipvs0 ]] || devs+=("$dev")
   done < <(ip -n "$ns" -o link show)
   {
     # A device that has been up once keeps its default qdisc (noqueue for tunl0) where one
@@ -452,11 +455,14 @@ lab_node_snapshot() {
       echo "### ip -d addr show dev $dev"
       ip -n "$ns" -d addr show dev "$dev" | sed -E '1s/ qdisc (noop|noqueue) / qdisc - /'
     done
-    echo "### ip route show table all (but the CNI's)"
-    ip -n "$ns" route show table all | grep -v -e ' cni0' -e ' veth' || true
+    echo "### ip route show table all (but the CNI's and kube-proxy's)"
+    ip -n "$ns" route show table all | grep -v -e ' cni0' -e ' veth' -e ' kube-ipvs0' || true
     # shellcheck disable=SC2016 # expanded by the inner shell
-    ip netns exec "$ns" bash -c '
-      echo "### ipvsadm -Ln"; ipvsadm -Ln
+    ip netns exec "$ns" env SERVICES="$LAB_SERVICE_CIDR_PREFIX" bash -c '
+      # kube-proxy in IPVS mode owns the virtual servers of the Services (their ClusterIPs),
+      # which come and go with the Services.
+      echo "### ipvsadm -Ln (but kube-proxy'"'"'s)"
+      ipvsadm -Ln | awk -v p="$SERVICES" '"'"'/^(TCP|UDP|SCTP|FWM) / { skip = index($2, p) == 1 } !skip'"'"'
       echo "### ipvsadm -L --daemon"; ipvsadm -L --daemon
       # iptables (nft backend) keeps its tables under the names of the iptables tables;
       # kube-proxy rewrites them as Services come and go.
@@ -470,7 +476,7 @@ lab_node_snapshot() {
       done
       echo "### sysctl"
       for f in /proc/sys/net/ipv4/vs/* /proc/sys/net/ipv4/conf/*/rp_filter                /proc/sys/net/ipv4/conf/*/arp_ignore /proc/sys/net/ipv4/conf/*/arp_announce; do
-        case "$f" in */conf/cni0/* | */conf/veth*) continue ;; esac
+        case "$f" in */conf/cni0/* | */conf/veth* | */conf/kube-ipvs0/*) continue ;; esac
         [[ -r $f ]] && echo "${f#/proc/sys/} = $(<"$f")"
       done' 2>&1
   } >"$file" 2>&1

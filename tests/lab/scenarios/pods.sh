@@ -40,6 +40,9 @@
 set -euo pipefail
 # shellcheck source=tests/lab/topology.sh
 . "$LAB_DIR/topology.sh"
+# kube-proxy in IPVS mode on the balancer nodes, where it shares the kernel's IPVS table with
+# lvstun, configured as lvstun's docs ask (nodes.sh: --ipvs-exclude-cidrs with the VIPs' range).
+export LAB_KUBE_PROXY_IPVS="lb1 lb2"
 # shellcheck source=tests/lab/nodes.sh
 . "$LAB_DIR/nodes.sh"
 
@@ -183,10 +186,85 @@ hog_stop() {
   local ns i
   for ns in lb1 lb2; do for i in 1 2; do lab_stop "hog-$ns-$i"; done; done
 }
+# balancer_metric NS NAME: the value of metric NAME on NS's balancer pod (its health port on the
+# node's loopback), `none` without one.
+balancer_metric() {
+  local line
+  while IFS= read -r line; do
+    [[ $line == "$2 "* ]] && { printf '%s' "${line##* }"; return 0; }
+  done < <(lab_exec "$1" curl -s --max-time 5 http://127.0.0.1:9781/metrics 2>/dev/null || true)
+  printf none
+}
+# client_arp_on NS: the client's neighbour entry for the VIP names NS's MAC.
+client_arp_on() {
+  [[ $(ip -n client -j neigh show "$LAB_VIP") == *"\"lladdr\":\"$(lab_mac "$1" eth0)\""* ]]
+}
+
+# outage T-STOP (the test, inside the walkthrough's section 6): the API server stays down for
+# 5 minutes from T-STOP (ms). Steady state first, under load, with two busy loops per balancer
+# starving them of CPU for 20 s (adverts every 100 ms): no VIP move, no failed request. Then lb1's balancer process is killed, the API
+# server still down: lb2 takes over and lb1's VIP goes by its kernel lifetime; lb1's new
+# process cannot read its VirtualServices until the API server is back (outage_over).
+CRASH_T=0
+outage() {
+  local t_stop="$1" old1 takeover stale
+  say ""
+  say "== 6a. the API server stays down 5 minutes, adverts every 100 ms: steady state under load,"
+  say "   with a CPU hog starving both balancers for 20 s =="
+  watch_start outage
+  load_start outage 400 "$LAB_OUT/stop-outage"
+  lab_sleep 100
+  hog_start 20
+  lab_sleep 21
+  hog_stop
+  until (($(lab_now_ms) - t_stop >= 240000)); do lab_sleep 1; done
+  : >"$LAB_OUT/stop-outage"
+  load_end outage outage 120
+  watch_stop outage
+  say "   $(load_line outage)"
+
+  say ""
+  say "== 6b. lb1's balancer process killed (kill -9), the API server still down: lb2 takes over,"
+  say "   lb1's VIP goes by its own lifetime =="
+  watch_start crash
+  load_start crash 480 "$LAB_OUT/stop-crash"
+  lab_sleep 3
+  old1="$(balancer_pids lb1)"
+  [[ -n $old1 ]] || { lab_log "no balancer process on lb1"; return 1; }
+  # shellcheck disable=SC2086 # one pid per word
+  kill -KILL $old1
+  CRASH_T=$(lab_now_ms)
+  wait_vip lb2 30
+  takeover=$(($(lab_now_ms) - CRASH_T))
+  lab_result crash.takeover_ms "$takeover"
+  lab_wait_until 30 0.1 "lb1's VIP gone" not_vip lb1 || true
+  stale=$(($(lab_now_ms) - CRASH_T))
+  lab_result crash.stale_vip_ms "$stale"
+  say "   lb2 held the VIP $takeover ms after the kill; lb1's copy went after $stale ms"
+  until (($(lab_now_ms) - t_stop >= 300000)); do lab_sleep 1; done
+  lab_result outage.api_down_ms $(($(lab_now_ms) - t_stop))
+}
+# outage_over: the API server is back; lb1's balancer reads its VirtualServices, settles and
+# takes the VIP back.
+outage_over() {
+  if lab_wait_until 240 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2; then
+    lab_result crash.back_ms $(($(lab_now_ms) - CRASH_T))
+  else
+    lab_result crash.back_ms none
+  fi
+  lab_sleep 3
+  : >"$LAB_OUT/stop-crash"
+  load_end crash crash 120
+  watch_stop crash
+  say "   the API server back after 5 minutes: lb1's new balancer process took the VIP back"
+  say "   $(($(lab_now_ms) - CRASH_T)) ms after the kill; $(load_line crash)"
+}
+
 lifecycle() {
   say ""
   say "== 8. CR churn under load: a VirtualService with a new selector, one deleted, a RealServer"
-  say "   on a new node, one in Conflict: no daemon pod restarts, no VIP moves =="
+  say "   on a new node (a balancer: left out), one in Conflict: no daemon pod restarts, no VIP"
+  say "   moves =="
   watch_start churn
   load_start churn 60 "$LAB_OUT/stop-churn"
   lab_sleep 3
@@ -198,46 +276,36 @@ lifecycle() {
   say "   $(load_line churn)"
 
   say ""
-  say "== 9. adverts every 100 ms, and a CPU hog on both balancers for 30 s under load =="
-  host_phase fast-adverts
-  lab_sleep 5
-  watch_start starve
-  load_start starve 40
+  say "== 9. kube-proxy in IPVS mode on lb1 and lb2 has run beside lvstun from the start with"
+  say "   --ipvs-exclude-cidrs 192.0.2.0/24, as the docs ask, syncing every 10 s: lvstun's services"
+  say "   survived. lb2's kube-proxy restarted without it deletes them: lvstun says so =="
+  local ns
+  for ns in lb1 lb2; do
+    lab_result "neighbour.$ns.kube_ipvs0" "$(ip -n "$ns" link show kube-ipvs0 >/dev/null 2>&1 && echo yes || echo no)"
+    lab_result "neighbour.$ns.deletions_before" "$(balancer_metric "$ns" lvstun_balancer_foreign_deletions_total)"
+  done
+  watch_start neighbour
+  load_start neighbour 180 "$LAB_OUT/stop-neighbour"
   lab_sleep 3
-  hog_start 30
-  lab_sleep 31
-  hog_stop
-  load_end starve starve 120
-  watch_stop starve
-  say "   $(load_line starve)"
+  lab_node_kube_proxy lb2 none
+  host_phase foreign-deletion 300
+  lab_result neighbour.lb2.deletions_after "$(balancer_metric lb2 lvstun_balancer_foreign_deletions_total)"
+  lab_node_kube_proxy lb2
+  wait_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" 60
+  lab_sleep 12
+  lab_result neighbour.lb2.restored "$(has_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" && echo yes || echo no)"
+  : >"$LAB_OUT/stop-neighbour"
+  load_end neighbour neighbour 120
+  watch_stop neighbour
+  say "   lb2's deletions counted: $(balancer_metric lb2 lvstun_balancer_foreign_deletions_total);"
+  say "   $(load_line neighbour)"
 
   say ""
-  say "== 10. lb1's data link down under load, the API server and its pod fine; then back =="
-  watch_start nicdown
-  load_start nicdown 60 "$LAB_OUT/stop-nicdown"
-  lab_sleep 3
-  ip -n lb1 link set eth0 down
-  t=$(lab_now_ms)
-  wait_vip lb2 30
-  nicdown_ms=$(($(lab_now_ms) - t))
-  lab_result nicdown_ms "$nicdown_ms"
-  lab_sleep 3
-  ip -n lb1 link set eth0 up
-  ip -n lb1 route replace default via "$LAB_ROUTER_FRONT_IP" dev eth0
-  lab_wait_until 90 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2 || true
-  lab_sleep 3
-  : >"$LAB_OUT/stop-nicdown"
-  load_end nicdown nicdown 120
-  watch_stop nicdown
-  say "   VIP on lb2 $nicdown_ms ms after the link went down, back on lb1 once it returned;"
-  say "   $(load_line nicdown)"
-
-  say ""
-  say "== 11. the balancers cut off from each other for 60 s (bridge ports isolated: each still"
+  say "== 10. the balancers cut off from each other for 60 s (bridge ports isolated: each still"
   say "   reaches the client and the router), then healed =="
   watch_start bounce
   lab_neigh before-bounce
-  load_start bounce 100 "$LAB_OUT/stop-bounce"
+  load_start bounce 130 "$LAB_OUT/stop-bounce"
   lab_sleep 3
   bridge link set dev fr-lb1 isolated on
   bridge link set dev fr-lb2 isolated on
@@ -250,7 +318,13 @@ lifecycle() {
   else
     lab_result bounce.heal_ms none
   fi
-  lab_sleep 10
+  # The Master repeats its gratuitous ARP every 10 s: the client learns lb1's MAC again even
+  # when lb1 never heard lb2 after the heal.
+  if lab_wait_until 25 0.5 "the client's ARP entry on lb1" client_arp_on lb1; then
+    lab_result bounce.arp_ms $(($(lab_now_ms) - t))
+  else
+    lab_result bounce.arp_ms none
+  fi
   lab_neigh after-bounce
   lab_result bounce_vip_mac "$(lab_vip_mac after-bounce)"
   : >"$LAB_OUT/stop-bounce"
@@ -259,7 +333,7 @@ lifecycle() {
   say "   one holder (lb1) again after the heal; $(load_line bounce)"
 
   say ""
-  say "== 12. both balancer processes killed at once (kill -9): both cold-start together =="
+  say "== 11. both balancer processes killed at once (kill -9): both cold-start together =="
   watch_start cold
   load_start cold 200 "$LAB_OUT/stop-cold"
   lab_sleep 3
@@ -293,54 +367,49 @@ lifecycle() {
   say "   $(load_line cold)"
 
   say ""
-  say "== 13. lb1's balancer process killed again (kill -9; the kubelet now waits its back-off"
-  say "   before the restart): lb2 takes over, lb1's VIP goes by its own lifetime =="
-  watch_start crash
-  load_start crash 200 "$LAB_OUT/stop-crash"
+  say "== 12. web1's net.ipv4.conf.all.rp_filter set to 1 (strict, as CIS benchmarks ask): its web"
+  say "   pod says what to change, and web1 leaves the rotation =="
+  watch_start rpfilter
+  load_start rpfilter 180 "$LAB_OUT/stop-rpfilter"
   lab_sleep 3
-  old1="$(balancer_pids lb1)"
-  # shellcheck disable=SC2086 # one pid per word
-  kill -KILL $old1
-  t=$(lab_now_ms)
-  wait_vip lb2 30
-  local takeover stale
-  takeover=$(($(lab_now_ms) - t))
-  lab_result crash.takeover_ms "$takeover"
-  lab_wait_until 30 0.1 "lb1's VIP gone" not_vip lb1 || true
-  stale=$(($(lab_now_ms) - t))
-  lab_result crash.stale_vip_ms "$stale"
-  if lab_wait_until 180 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2; then
-    lab_result crash.back_ms $(($(lab_now_ms) - t))
-  else
-    lab_result crash.back_ms none
-  fi
+  lab_sysctl web1 net.ipv4.conf.all.rp_filter=1
+  host_phase rp-filter 300
+  wait_rule lb1 "$(rule "$LAB_WEB1_IP" 0)" 60
   lab_sleep 3
-  : >"$LAB_OUT/stop-crash"
-  load_end crash crash 120
-  watch_stop crash
-  say "   lb2 held the VIP $takeover ms after the kill; lb1's copy went after $stale ms;"
-  say "   $(load_line crash)"
+  : >"$LAB_OUT/stop-rpfilter"
+  load_end rpfilter rpfilter 120
+  watch_stop rpfilter
+  say "   $(load_line rpfilter)"
 
   lab_nodes_save_logs before-upgrade
 
   say ""
-  say "== 14. helm upgrade to a second image version under load, an upload running across it =="
+  say "== 13. helm upgrade to a second image version under load, an upload running across it;"
+  say "   web.vipDevice=tunl0, the fix web1's status named =="
   head -c 1200000 /dev/urandom >"$LAB_OUT/upload.bin"
   watch_start upgrade
   load_start upgrade 480 "$LAB_OUT/stop-upgrade"
-  lab_upload_start upgrade 8k "$LAB_OUT/upload.bin"
+  lab_upload_start upgrade 10k "$LAB_OUT/upload.bin"
   lab_sleep 3
   host_phase upgrade 600
   lab_upload_result upgrade
   lab_result upgrade.upload "$LAB_UPLOAD_RESULT"
+  wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 60
+  lab_result rpfilter.vip_on_tunl0 "$(ip -n web1 -4 -o addr show dev tunl0 | grep -q " $LAB_VIP/32 " && echo yes || echo no)"
+  curl_vip 6 client-curl-rpfilter.txt
+  lab_result rpfilter.www1_answers "$(node_headers client-curl-rpfilter.txt | grep -c 'Node: www1' || true)"
   lab_sleep 3
   : >"$LAB_OUT/stop-upgrade"
   load_end upgrade upgrade 120
   watch_stop upgrade
-  say "   $(load_line upgrade); the upload: $LAB_UPLOAD_RESULT (curl exit, HTTP code, bytes)"
+  # The host's setting is the test's to undo, before the teardown compares web1 with its
+  # snapshot.
+  lab_sysctl web1 net.ipv4.conf.all.rp_filter=0
+  say "   $(load_line upgrade); the upload: $LAB_UPLOAD_RESULT (curl exit, HTTP code, bytes);"
+  say "   web1 back in rotation with all.rp_filter=1, its VIPs on tunl0"
 
   say ""
-  say "== 15. lvstun leaves each node as it found it: web1's RealServer deleted, lb2 unlabelled,"
+  say "== 14. lvstun leaves each node as it found it: web1's RealServer deleted, lb2 unlabelled,"
   say "   then helm uninstall =="
   host_phase delete-realserver
   teardown_result web1 teardown.realserver.web1
@@ -349,7 +418,6 @@ lifecycle() {
   lab_nodes_save_logs before-uninstall
   host_phase uninstall 600
   teardown_result lb1 teardown.uninstall.lb1
-  local ns
   for ns in lb2 web1; do teardown_result "$ns" "teardown.uninstall.$ns"; done
   say "   web1 after its RealServer was deleted, lb2 after it was unlabelled, every node after"
   say "   helm uninstall: compared with the snapshot taken before the install (snapshot/)"
@@ -508,7 +576,10 @@ say "   web1's web pod (the DaemonSet starts a new one, which adopts web1's stat
 say "   the operator's pods (the Deployment starts new ones; a new leader takes over): $(load_line restart_operator)"
 
 # --- the API server stopped: the data plane does not need it ---------------------------------------
+# The test first sets www's adverts to 100 ms (the lifecycle's settings from here on).
+[[ $LIFECYCLE == 1 ]] && host_phase fast-adverts
 host_phase apiserver-stop
+t_stop=$(lab_now_ms)
 lab_stop www2
 wait_rule lb1 "$(rule "$LAB_WEB2_IP" 0)" 30
 lab_web_start web2 www2
@@ -517,20 +588,33 @@ lab_result apiserver_down_health "weight 0 then 1"
 say ""
 say "== 6. kube-apiserver stopped on the host: web2 stopped and started, weight 0 then 1 again,"
 say "   decided by the balancer pods alone =="
-load_start ld 25
+show "ipvsadm -L -n   (on lb1)" lab_exec lb1 ipvsadm -L -n
+[[ $LIFECYCLE == 1 ]] && outage "$t_stop"
+host_phase apiserver-start
+[[ $LIFECYCLE == 1 ]] && outage_over
+
+# --- the Master's data link down, the API server up ----------------------------------------------
+watch_start nicdown
+load_start ld 120 "$LAB_OUT/stop-ld"
 lab_sleep 3
 ip -n lb1 link set eth0 down
 t=$(lab_now_ms)
 wait_vip lb2 30
 linkdown_ms=$(($(lab_now_ms) - t))
 lab_result linkdown_ms "$linkdown_ms"
-load_end ld linkdown 60
+# lb1's balancer follows its link: the VIP leaves the downed link at once, not when it returns.
+if lab_wait_until 10 0.05 "lb1's VIP gone from its downed link" not_vip lb1; then
+  lab_result linkdown.lb1_vip_gone_ms $(($(lab_now_ms) - t))
+else
+  lab_result linkdown.lb1_vip_gone_ms none
+fi
 lab_neigh after-linkdown
 lab_result linkdown_vip_mac "$(lab_vip_mac after-linkdown)"
-say "   lb1's data link down under load: lb2 took the VIP after $linkdown_ms ms;"
-say "   $(load_line linkdown)"
+say ""
+say "== 7. lb1's data link down under load (its pod and the API server fine): lb2 took the VIP"
+say "   after $linkdown_ms ms =="
 show "ipvsadm -L -n   (on lb2)" lab_exec lb2 ipvsadm -L -n
-host_phase apiserver-start
+host_phase linkdown
 # The link comes back without lb1's default route (the kernel drops routes through a link that
 # goes down): lb1 reaches no real server and stays Backup until the route is restored.
 ip -n lb1 link set eth0 up
@@ -547,9 +631,13 @@ if lab_wait_until 90 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2; then
 else
   lab_result lb1_back_vip "lb1=$(has_vip lb1 && echo yes || echo no) lb2=$(has_vip lb2 && echo yes || echo no)"
 fi
-say ""
-say "== 7. kube-apiserver back, status caught up; lb1's link and route back: it took the VIP back"
-say "   after $(($(lab_now_ms) - t)) ms =="
+back_ms=$(($(lab_now_ms) - t))
+lab_sleep 3
+: >"$LAB_OUT/stop-ld"
+load_end ld linkdown 120
+watch_stop nicdown
+say "   its link back without its route, lb1 stayed Backup; route back: it took the VIP back"
+say "   after $back_ms ms. $(load_line linkdown)"
 host_phase lb1-back
 [[ $LIFECYCLE == 1 ]] && lifecycle
 lab_nodes_save_logs final

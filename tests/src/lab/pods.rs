@@ -41,16 +41,22 @@ pub const CHECKPOINTS: &[&str] = &[
     "delete-operator",
     "apiserver-stop",
     "apiserver-start",
+    "linkdown",
     "lb1-back",
 ];
 
+/// The checkpoint the lifecycle run adds before the API server's outage: adverts every 100 ms
+/// from then on (the outage, with a CPU hog in it, is the starvation test).
+pub const FAST_ADVERTS: &str = "fast-adverts";
+
 /// The checkpoints of the lifecycle part `pods.sh` runs after the walkthrough when the host
-/// asks for it ([`PodHost::lifecycle`]): CR churn, adverts every 100 ms (then a CPU hog),
-/// `helm upgrade` to a second image version, a RealServer deleted, a node unlabelled,
-/// `helm uninstall`.
+/// asks for it ([`PodHost::lifecycle`]): CR churn, kube-proxy deleting lvstun's services, a
+/// strict `rp_filter` on web1, `helm upgrade` to a second image version (which also moves
+/// web1's VIPs to tunl0), a RealServer deleted, a node unlabelled, `helm uninstall`.
 pub const LIFECYCLE_CHECKPOINTS: &[&str] = &[
     "churn",
-    "fast-adverts",
+    "foreign-deletion",
+    "rp-filter",
     "upgrade",
     "delete-realserver",
     "deselect-lb2",
@@ -170,7 +176,7 @@ pub struct Findings {
 /// name (the sandbox image containerd is configured with).
 #[derive(Clone, Debug)]
 pub struct Images {
-    /// `*.oci.tar` archives.
+    /// `*.oci.tar` archives every node imports before its kubelet starts.
     pub archives: Vec<PathBuf>,
     /// The sandbox image's name, as written in its archive.
     pub pause: String,
@@ -196,12 +202,15 @@ impl Images {
         let image_err = |e: crate::images::ImageError| LabError::Setup(e.to_string());
         let mtime = crate::images::source_date_epoch().map_err(LabError::Setup)?;
         let mut archives = Vec::new();
+        let mut later = Vec::new();
         for spec in &crate::images::IMAGES {
-            let tags = std::iter::once(spec.tag).chain(extra_tag);
-            for tag in tags {
+            let (_, written) =
+                crate::images::build(spec, bin_dir, out, mtime).map_err(image_err)?;
+            archives.push(written.archive);
+            if let Some(tag) = extra_tag {
                 let (_, written) = crate::images::build(&spec.with_tag(tag), bin_dir, out, mtime)
                     .map_err(image_err)?;
-                archives.push(written.archive);
+                later.push(written.archive);
             }
         }
         let gomodcache = crate::controlplane::cache_dir().join("go/mod");
@@ -231,6 +240,20 @@ pub struct PodHost {
     /// When each checkpoint was answered, since [`PodHost::prepare`].
     pub timings: BTreeMap<String, Duration>,
     started: Instant,
+}
+
+/// Links each of `archives` into `dir` under its own name (the guest reads the run folder).
+fn link_archives(archives: &[PathBuf], dir: &Path) -> Result<()> {
+    for archive in archives {
+        let name = archive
+            .file_name()
+            .ok_or_else(|| LabError::Setup(format!("{} has no file name", archive.display())))?;
+        std::os::unix::fs::symlink(archive, dir.join(name)).map_err(|e| LabError::Io {
+            what: format!("linking {}", archive.display()),
+            source: e,
+        })?;
+    }
+    Ok(())
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -274,17 +297,7 @@ impl PodHost {
             source: e,
         })?;
         write(&nodes.join("ca.crt"), &ca)?;
-        for archive in &images.archives {
-            let name = archive.file_name().ok_or_else(|| {
-                LabError::Setup(format!("{} has no file name", archive.display()))
-            })?;
-            std::os::unix::fs::symlink(archive, image_dir.join(name)).map_err(|e| {
-                LabError::Io {
-                    what: format!("linking {}", archive.display()),
-                    source: e,
-                }
-            })?;
-        }
+        link_archives(&images.archives, &image_dir)?;
         Ok(PodHost {
             cp,
             out,
@@ -308,6 +321,11 @@ impl PodHost {
     pub fn checkpoints(&self) -> Vec<&'static str> {
         let mut all = CHECKPOINTS.to_vec();
         if self.lifecycle.is_some() {
+            let at = all
+                .iter()
+                .position(|c| *c == "apiserver-stop")
+                .unwrap_or(all.len());
+            all.insert(at, FAST_ADVERTS);
             all.extend_from_slice(LIFECYCLE_CHECKPOINTS);
         }
         all
@@ -510,6 +528,33 @@ impl PodHost {
         }
     }
 
+    /// Waits until RealServer `name`'s condition `kind` has `status` and `reason`; notes its
+    /// message (what the admin reads).
+    fn expect_rs_reason(&mut self, name: &str, kind: &str, status: &str, reason: &str) {
+        let t0 = Instant::now();
+        let seen = poll(STATUS_WAIT, || {
+            let rs = self.rs(name)?;
+            (condition(&rs, kind).as_deref() == Some(status)
+                && condition_field(&rs, kind, "reason").as_deref() == Some(reason))
+            .then(|| condition_field(&rs, kind, "message").unwrap_or_default())
+        });
+        match seen {
+            Some(message) => self.note(format!(
+                "RealServer {name} {kind}={status} ({reason}) after {} ms: {message}",
+                t0.elapsed().as_millis()
+            )),
+            None => {
+                let last = self
+                    .rs(name)
+                    .map(|v| v["status"].to_string())
+                    .unwrap_or_default();
+                self.fail(format!(
+                    "RealServer {name} {kind}={status} ({reason}) not seen within {STATUS_WAIT:?}; last status {last}"
+                ));
+            }
+        }
+    }
+
     /// `kubectl get` as a person types it: saved, and added to the walkthrough.
     fn kubectl_get(&mut self, label: &str, args: &[&str]) {
         let title = format!("kubectl {}", args.join(" "));
@@ -700,6 +745,17 @@ impl PodHost {
                 .as_array()
                 .is_some_and(|c| !c.is_empty())
         });
+        // churn-web3 names lb2, a balancer churn-new selects: left out, and said so (ADR 0009).
+        self.expect_named(
+            "churn-new",
+            "churn-new leaves churn-web3 out: Degraded RealServerOnBalancer",
+            |v| {
+                v["status"]["excludedRealServers"]
+                    == serde_json::json!([{"name": "churn-web3", "node": "lb2", "reason": "NodeIsBalancer"}])
+                    && condition_field(v, "Degraded", "reason").as_deref()
+                        == Some("RealServerOnBalancer")
+            },
+        );
         self.kubectl_get("churn", &["get", "lvsvc,lvsrs"]);
         self.kubectl(
             "kubectl delete churn-new",
@@ -737,6 +793,54 @@ impl PodHost {
         Ok(())
     }
 
+    /// The foreign-deletion checkpoint: lb2's kube-proxy (IPVS mode) was restarted without
+    /// `--ipvs-exclude-cidrs` and deletes lvstun's virtual servers on lb2: www says so (Degraded
+    /// with the reason and a message naming the fix, lb2's status entry) and an Event is there.
+    fn foreign_deletion(&mut self) -> std::result::Result<(), String> {
+        self.expect_vs(
+            "www Degraded=True IPVSServiceDeletedExternally, lb2's entry counting deletions",
+            |v| {
+                condition(v, "Degraded").as_deref() == Some("True")
+                    && condition_field(v, "Degraded", "reason").as_deref()
+                        == Some("IPVSServiceDeletedExternally")
+                    && v["status"]["balancers"].as_array().is_some_and(|b| {
+                        b.iter().any(|e| {
+                            e["node"] == "lb2"
+                                && e["deletedExternally"]["count"]
+                                    .as_u64()
+                                    .is_some_and(|n| n > 0)
+                        })
+                    })
+            },
+        );
+        if let Some(v) = self.vs_named("www") {
+            self.note(format!(
+                "www Degraded: {}",
+                condition_field(&v, "Degraded", "message").unwrap_or_default()
+            ));
+        }
+        let events = self.kubectl(
+            "kubectl get events IPVSServiceDeletedExternally",
+            &[
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                "reason=IPVSServiceDeletedExternally",
+                "--no-headers",
+                "-o",
+                "custom-columns=OBJECT:.involvedObject.name,MESSAGE:.message",
+            ],
+        )?;
+        if events.trim().is_empty() {
+            self.fail("no Event with reason IPVSServiceDeletedExternally".into());
+        } else {
+            self.note(format!("Events: {}", events.trim()));
+        }
+        self.kubectl_get("foreign-deletion", &["get", "lvsvc,lvsrs"]);
+        Ok(())
+    }
+
     /// The upgrade checkpoint: `helm upgrade` to `tag` (operator and node images), then every
     /// pod of the release replaced by one of the new images and Ready, and www served by lb1.
     fn upgrade(&mut self, tag: &str) -> std::result::Result<(), String> {
@@ -758,6 +862,10 @@ impl PodHost {
                     &image_tag,
                     "--set",
                     &node_tag,
+                    // web1's all.rp_filter is strict now: its VIPs move to tunl0, the fix
+                    // the web pod's status named.
+                    "--set",
+                    "web.vipDevice=tunl0",
                 ]),
             )
             .map_err(|e| e.to_string())?;
@@ -787,6 +895,7 @@ impl PodHost {
         self.expect_vs("www Ready, active lb1 after the upgrade", |v| {
             condition(v, "Ready").as_deref() == Some("True") && Self::active_is(v, "lb1")
         });
+        self.expect_rs_reason("web1", "TunnelReady", "True", "Ready");
         self.kubectl_get(
             "pods-upgraded",
             &["get", "pods", "-n", RELEASE_NAMESPACE, "-o", "wide"],
@@ -969,10 +1078,25 @@ impl PodHost {
                     "kube-apiserver started again, ready in {} ms",
                     t0.elapsed().as_millis()
                 ));
-                self.expect_vs("status caught up: active lb2", |v| {
+                // In the lifecycle run lb1's balancer was killed during the outage: lb2 holds
+                // the VIP until lb1's new process has read its VirtualServices again.
+                let lifecycle = self.lifecycle.is_some();
+                self.expect_vs(
+                    "status caught up: Ready, active lb1 (or lb2 after the kill)",
+                    |v| {
+                        condition(v, "Ready").as_deref() == Some("True")
+                            && (Self::active_is(v, "lb1")
+                                || (lifecycle && Self::active_is(v, "lb2")))
+                    },
+                );
+                self.kubectl_get("after-apiserver", &["get", "lvsvc,lvsrs"]);
+                Ok(())
+            }
+            "linkdown" => {
+                self.expect_vs("status follows lb1's link down: active lb2", |v| {
                     Self::active_is(v, "lb2")
                 });
-                self.kubectl_get("after-apiserver", &["get", "lvsvc,lvsrs"]);
+                self.kubectl_get("linkdown", &["get", "lvsvc,lvsrs"]);
                 Ok(())
             }
             "lb1-back" => {
@@ -985,6 +1109,11 @@ impl PodHost {
                 Ok(())
             }
             "churn" => self.churn(),
+            "foreign-deletion" => self.foreign_deletion(),
+            "rp-filter" => {
+                self.expect_rs_reason("web1", "TunnelReady", "False", "RpFilterDrops");
+                Ok(())
+            }
             "fast-adverts" => {
                 self.kubectl(
                     "kubectl patch www advertIntervalMilliseconds",
