@@ -46,7 +46,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::reconcile;
 use crate::status::{BalancerNodes, Notice, Severity, WebNode};
-use crate::validate::{self, ObjectKey};
+use lvstun_rules::ObjectKey;
 
 /// Every object is reconciled again this often, whatever happens: a safety net for missed
 /// triggers.
@@ -133,7 +133,7 @@ impl Stores {
     ) -> BalancerNodes {
         let nodes = self
             .nodes
-            .state_filter(|n| validate::selects(&vs.spec.balancers.node_selector, n.labels()));
+            .state_filter(|n| lvstun_rules::selects(&vs.spec.balancers.node_selector, n.labels()));
         BalancerNodes::classify(
             nodes
                 .iter()
@@ -386,7 +386,7 @@ impl NodeHook {
         }
         let matches = |vs: &VirtualService, l: &Option<BTreeMap<String, String>>| {
             l.as_ref()
-                .is_some_and(|l| validate::selects(&vs.spec.balancers.node_selector, l))
+                .is_some_and(|l| lvstun_rules::selects(&vs.spec.balancers.node_selector, l))
         };
         for vs in ctx
             .stores
@@ -402,7 +402,7 @@ impl NodeHook {
                 .real_servers
                 .state_filter(|r| r.spec.node_name.as_deref() == Some(name.as_str()))
                 .iter()
-                .map(|r| ObjectKey::of(r.as_ref()))
+                .map(|r| ObjectKey::of(r.as_ref().meta()))
                 .collect();
             ctx.trigger_real_servers(naming.iter());
         }
@@ -425,13 +425,13 @@ impl VsHook {
     ) {
         let (key, vips) = match ev {
             Ok(Event::Apply(vs) | Event::InitApply(vs)) => {
-                let key = ObjectKey::of(vs);
+                let key = ObjectKey::of(vs.meta());
                 let mut vips = BTreeSet::from([vs.spec.vip.clone()]);
                 vips.extend(self.vips.insert(key.clone(), vs.spec.vip.clone()));
                 (key, vips)
             }
             Ok(Event::Delete(vs)) => {
-                let key = ObjectKey::of(vs);
+                let key = ObjectKey::of(vs.meta());
                 self.vips.remove(&key);
                 ctx.metrics
                     .forget_virtual_service(&key.namespace, &key.name);
@@ -462,7 +462,7 @@ impl VsHook {
         for peer in ctx
             .stores
             .virtual_services
-            .state_filter(|p| vips.contains(&p.spec.vip) && ObjectKey::of(p) != key)
+            .state_filter(|p| vips.contains(&p.spec.vip) && ObjectKey::of(p.meta()) != key)
         {
             let _ = vs_tx.unbounded_send(ObjectRef::from_obj(peer.as_ref()));
         }
@@ -492,7 +492,7 @@ impl RsHook {
             }
             Ok(Event::Init) | Err(_) => return,
         };
-        let key = ObjectKey::of(rs);
+        let key = ObjectKey::of(rs.meta());
         if deleted {
             ctx.memo().rs_written.remove(&key);
         }
@@ -503,10 +503,10 @@ impl RsHook {
         let memo = ctx.memo();
         for vs in ctx.stores.virtual_services.state_filter(|vs| {
             vs.metadata.namespace.as_deref() == Some(namespace)
-                && (validate::selects(&vs.spec.real_server_selector, rs.labels())
+                && (lvstun_rules::selects(&vs.spec.real_server_selector, rs.labels())
                     || memo
                         .rs_inputs
-                        .get(&ObjectKey::of(vs))
+                        .get(&ObjectKey::of(vs.meta()))
                         .is_some_and(|i| i.selected.contains(&key)))
         }) {
             let _ = vs_tx.unbounded_send(ObjectRef::from_obj(vs.as_ref()));

@@ -25,7 +25,8 @@ use crate::controller::{Context, RESYNC, RsInputs};
 use crate::error::Error;
 use crate::metrics::{DaemonSetLabels, KindLabels, VsLabels};
 use crate::status::{self, BalancerNodes, RsView, VS_CONDITIONS, VsView, WebNode};
-use crate::validate::{self, ObjectKey, Verdict};
+use crate::validate::{self, Verdict};
+use lvstun_rules::ObjectKey;
 
 /// The clock, in whole seconds: the API stores condition times with second precision, so a
 /// finer time would make the status just written never compare equal to the one read back.
@@ -62,7 +63,7 @@ pub fn owned_rs_status(status: Option<&RealServerStatus>) -> RealServerStatus {
 /// (then the cache, which also reveals anyone else's edits). Without this, a reconcile that runs
 /// before the watch delivers the operator's own write would write again and repeat its Events.
 fn previous_vs(ctx: &Context, vs: &VirtualService) -> VirtualServiceStatus {
-    let key = ObjectKey::of(vs);
+    let key = ObjectKey::of(vs.meta());
     let cached = owned_vs_status(vs.status.as_ref());
     let mut memo = ctx.memo();
     match memo.vs_written.get(&key) {
@@ -76,7 +77,7 @@ fn previous_vs(ctx: &Context, vs: &VirtualService) -> VirtualServiceStatus {
 }
 
 fn previous_rs(ctx: &Context, rs: &RealServer) -> RealServerStatus {
-    let key = ObjectKey::of(rs);
+    let key = ObjectKey::of(rs.meta());
     let cached = owned_rs_status(rs.status.as_ref());
     let mut memo = ctx.memo();
     match memo.rs_written.get(&key) {
@@ -96,7 +97,7 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
         // No finalizer of ours: the daemons withdraw it when it leaves their watch (see ADR 0001).
         return Ok(Action::await_change());
     }
-    let key = ObjectKey::of(vs.as_ref());
+    let key = ObjectKey::of(vs.as_ref().meta());
     let namespace = key.namespace.clone();
 
     // Dereference + validate.
@@ -116,7 +117,7 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
         ctx.stores.real_servers.state_filter(|r| {
             r.metadata.namespace.as_deref() == Some(namespace.as_str())
                 && r.metadata.deletion_timestamp.is_none()
-                && validate::selects(&vs.spec.real_server_selector, r.labels())
+                && lvstun_rules::selects(&vs.spec.real_server_selector, r.labels())
         })
     } else {
         Vec::new()
@@ -222,7 +223,7 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
     let inputs = RsInputs {
         owner: verdict == Verdict::Owner,
         active: fold.status.active_balancer.clone(),
-        selected: selected.iter().map(|r| ObjectKey::of(*r)).collect(),
+        selected: selected.iter().map(|r| ObjectKey::of(r.meta())).collect(),
         excluded: fold
             .status
             .excluded_real_servers
@@ -257,7 +258,7 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
     let namespace = rs.namespace().unwrap_or_default();
     let selecting = ctx.stores.virtual_services.state_filter(|v| {
         v.metadata.namespace.as_deref() == Some(namespace.as_str())
-            && validate::selects(&v.spec.real_server_selector, rs.labels())
+            && lvstun_rules::selects(&v.spec.real_server_selector, rs.labels())
     });
     let mut selected_by = Vec::new();
     let mut excluded_by = Vec::new();
@@ -278,9 +279,9 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
             .holder()
             .map(String::from);
         if !status::real_servers_on_balancers(&[rs.as_ref()], &nodes).is_empty() {
-            excluded_by.push(ObjectKey::of(vs.as_ref()));
+            excluded_by.push(ObjectKey::of(vs.as_ref().meta()));
         }
-        selected_by.push((ObjectKey::of(vs.as_ref()), active));
+        selected_by.push((ObjectKey::of(vs.as_ref().meta()), active));
     }
     selected_by.sort();
     excluded_by.sort();
@@ -301,7 +302,7 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
         apply::real_server_status(&ctx.client, rs, &fold.status).await?;
         ctx.memo()
             .rs_written
-            .insert(ObjectKey::of(rs.as_ref()), fold.status.clone());
+            .insert(ObjectKey::of(rs.as_ref().meta()), fold.status.clone());
         ctx.metrics
             .status_writes
             .get_or_create(&KindLabels { kind: "RealServer" })
