@@ -21,7 +21,7 @@ use lvstun_crds::v1alpha1::{RealServer, RealServerStatus, VirtualService, Virtua
 
 use crate::apply;
 use crate::build::{self, HASH_ANNOTATION, Role};
-use crate::controller::{Context, RESYNC, RsInputs};
+use crate::context::{Context, RESYNC, RsInputs};
 use crate::error::Error;
 use crate::metrics::{DaemonSetLabels, KindLabels, VsLabels};
 use crate::status::{self, BalancerNodes, RsView, VS_CONDITIONS, VsView, WebNode};
