@@ -58,17 +58,10 @@ pub fn real_server_concerns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{rs, vs, www};
+    use crate::fixtures::{labels, rs, vs, www};
     use lvstun_crds::v1alpha1::Protocol;
 
     type Labels = BTreeMap<String, String>;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn node_changes() {
