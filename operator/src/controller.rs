@@ -10,7 +10,8 @@
 //! the memory of the largest caches.
 //!
 //! Triggers (each computed from the cache and from what the operator remembers of the previous
-//! state, so that an object that *stopped* matching is revisited too):
+//! state, so that an object that *stopped* matching is revisited too; the predicates are the
+//! pure functions of `triggers`):
 //! - a VirtualService changes → itself, the VirtualServices sharing its old or new VIP (their
 //!   conflict verdict may change);
 //! - a RealServer changes → itself, the VirtualServices that select it now or did before;
@@ -24,35 +25,32 @@
 //! Everything here runs only while this replica leads; losing the lease drops it all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{StreamExt, future};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, NodeStatus, ObjectReference};
+use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as make_watcher};
 use kube::{Client, Resource, ResourceExt};
-use lvstun_crds::v1alpha1::{RealServer, RealServerStatus, VirtualService, VirtualServiceStatus};
-use tokio::sync::{Notify, watch};
+use lvstun_crds::v1alpha1::{RealServer, VirtualService};
 
-use crate::apply;
 use crate::build::{self, NodeDaemonConfig};
+use crate::context::{
+    Caches, Context, LISTED_DS, LISTED_NODES, LISTED_RS, LISTED_VS, RESYNC, node_alive,
+};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::reconcile;
-use crate::status::{BalancerNodes, Notice, Severity, WebNode};
-use crate::validate::{self, ObjectKey};
+use crate::status::{Notice, Severity};
+use crate::triggers;
+use lvstun_rules::ObjectKey;
 
-/// Every object is reconciled again this often, whatever happens: a safety net for missed
-/// triggers.
-pub const RESYNC: Duration = Duration::from_secs(300);
-/// How long a reconcile waits for the caches to fill before it fails (and retries).
-const CACHE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The DaemonSet loop lets a burst of events settle into one pass.
 const FLEET_DEBOUNCE: Duration = Duration::from_millis(300);
 
@@ -74,193 +72,31 @@ fn slim_node(n: &mut Node) {
     }
 }
 
-/// Whether a node may be trusted to report: not marked down. A node without a `Ready` condition
-/// (just registered, or a node object without a kubelet) counts as alive.
-pub fn node_alive(n: &Node) -> bool {
-    n.status
-        .iter()
-        .flat_map(|s| s.conditions.iter().flatten())
-        .find(|c| c.type_ == "Ready")
-        .is_none_or(|c| c.status == "True")
-}
-
-/// Bits of [`Stores::listed`]: which watches have delivered their first complete list.
-const LISTED_VS: u8 = 1;
-const LISTED_RS: u8 = 2;
-const LISTED_NODES: u8 = 4;
-const LISTED_DS: u8 = 8;
-const LISTED_ALL: u8 = LISTED_VS | LISTED_RS | LISTED_NODES | LISTED_DS;
-
-/// The caches every reconcile reads.
-#[derive(Clone)]
-pub struct Stores {
-    /// All VirtualServices.
-    pub virtual_services: Store<VirtualService>,
-    /// All RealServers.
-    pub real_servers: Store<RealServer>,
-    /// All Nodes (metadata).
-    pub nodes: Store<Node>,
-    /// This installation's DaemonSets.
-    pub daemonsets: Store<DaemonSet>,
-    /// Which caches are complete ([`LISTED_ALL`] when all are). Set by the watch hooks on each
-    /// watch's first `InitDone`, which the reflector has applied to its store by then. Not
-    /// `Store::wait_until_ready`: its one-shot wakes only the last of several concurrent
-    /// waiters, and the controllers already wait on it, so a second waiter could sleep until
-    /// its timeout.
-    listed: watch::Receiver<u8>,
-}
-
-impl Stores {
-    /// Wait until every cache holds a complete list; decisions are never made on a partial one.
-    pub async fn ready(&self) -> Result<(), Error> {
-        let mut listed = self.listed.clone();
-        match tokio::time::timeout(CACHE_TIMEOUT, listed.wait_for(|l| *l == LISTED_ALL)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Error::CacheNotReady("the watches stopped".into())),
-            Err(_) => Err(Error::CacheNotReady(format!(
-                "the watches have not listed everything after {CACHE_TIMEOUT:?}"
-            ))),
+/// Metrics, logs and an Event for the outcome of one reconcile.
+async fn after<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    controller: &'static str,
+    obj: &K,
+    started: Instant,
+    result: &Result<Action, Error>,
+) {
+    ctx.metrics
+        .observe(controller, started.elapsed(), result.as_ref().err());
+    let key = failure_key(obj);
+    tracing::debug!(controller, object = %key, took = ?started.elapsed(), ok = result.is_ok(), "reconciled");
+    match result {
+        Ok(_) => {
+            ctx.memo().failures.remove(&key);
         }
-    }
-
-    /// The nodes a VirtualService's `spec.balancers.nodeSelector` selects now, which of them run
-    /// no balancer daemon (`daemon_selector`: the balancer DaemonSet's node selector), and
-    /// which of the others are alive.
-    pub fn balancer_nodes(
-        &self,
-        vs: &VirtualService,
-        daemon_selector: &BTreeMap<String, String>,
-    ) -> BalancerNodes {
-        let nodes = self
-            .nodes
-            .state_filter(|n| validate::selects(&vs.spec.balancers.node_selector, n.labels()));
-        BalancerNodes::classify(
-            nodes
-                .iter()
-                .map(|n| (n.name_any(), n.labels(), node_alive(n))),
-            daemon_selector,
-        )
-    }
-
-    /// Whether a web daemon runs on `node` (`daemon_selector`: the web DaemonSet's node
-    /// selector).
-    pub fn web_node(&self, node: &str, daemon_selector: &BTreeMap<String, String>) -> WebNode {
-        let n = self.nodes.get(&ObjectRef::new(node));
-        WebNode::of(node, n.as_ref().map(|n| n.labels()), daemon_selector)
-    }
-}
-
-/// What a RealServer's `Healthy` reads of one VirtualService: whether it owns its claims, its
-/// active balancer, and which RealServers it selects.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RsInputs {
-    /// Whether the VirtualService owns its VIP:port:protocol pairs.
-    pub owner: bool,
-    /// Its Master, if exactly one.
-    pub active: Option<String>,
-    /// The RealServers it selects.
-    pub selected: BTreeSet<ObjectKey>,
-    /// Of those, the ones it leaves out because they run on its balancer nodes.
-    pub excluded: BTreeSet<ObjectKey>,
-}
-
-/// What the operator remembers between reconciles (for one leadership term).
-#[derive(Debug, Default)]
-pub struct Memo {
-    /// The operator-owned VirtualService status last written, until the cache shows it.
-    pub vs_written: HashMap<ObjectKey, VirtualServiceStatus>,
-    /// The operator-owned RealServer status last written, until the cache shows it.
-    pub rs_written: HashMap<ObjectKey, RealServerStatus>,
-    /// Per VirtualService, what its RealServers' reconciles read of it.
-    pub rs_inputs: HashMap<ObjectKey, RsInputs>,
-    /// Per DaemonSet name: the config hash and resulting generation of the last apply.
-    pub applied: HashMap<String, (String, Option<i64>)>,
-    /// Consecutive failures per object, for the retry back-off.
-    pub failures: HashMap<String, u32>,
-    /// Per VirtualService, the (node, sysctl) refusals already announced by an Event. Kept in
-    /// memory only: a new leader announces a refusal that still stands once more (ADR 0005).
-    pub kernel_announced: HashMap<ObjectKey, BTreeSet<(String, String)>>,
-    /// Per VirtualService, the selected nodes without the balancer label already announced by
-    /// an Event (memory only, like `kernel_announced`).
-    pub unlabelled_announced: HashMap<ObjectKey, BTreeSet<String>>,
-    /// Per VirtualService, the balancer nodes whose report of services deleted by another
-    /// program was already announced by an Event (memory only, like `kernel_announced`).
-    pub deletions_announced: HashMap<ObjectKey, BTreeSet<String>>,
-}
-
-/// Shared by every reconcile of one leadership term.
-pub struct Context {
-    /// API client (the operator's ServiceAccount).
-    pub client: Client,
-    /// How the node DaemonSets look.
-    pub config: NodeDaemonConfig,
-    /// The caches.
-    pub stores: Stores,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// This replica's identity, the Events' reporting instance.
-    pub identity: String,
-    rs_trigger: mpsc::UnboundedSender<ObjectRef<RealServer>>,
-    /// Wakes the DaemonSet loop.
-    pub fleet: Notify,
-    memo: Mutex<Memo>,
-    listed: watch::Sender<u8>,
-}
-
-impl Context {
-    /// The memo. Never held across an await; a panic elsewhere cannot leave it half-written in
-    /// a way that matters (every entry is a cache), so poisoning is ignored.
-    pub fn memo(&self) -> MutexGuard<'_, Memo> {
-        self.memo.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Record that one watch has delivered its first complete list.
-    fn mark_listed(&self, bit: u8) {
-        self.listed.send_modify(|l| *l |= bit);
-    }
-
-    /// Ask the RealServer controller to look at these RealServers again.
-    pub fn trigger_real_servers<'a>(&self, keys: impl IntoIterator<Item = &'a ObjectKey>) {
-        for k in keys {
-            let _ = self
-                .rs_trigger
-                .unbounded_send(ObjectRef::new(&k.name).within(&k.namespace));
-        }
-    }
-
-    /// Publish an Event; failures are logged, never fatal (Events are best effort).
-    pub async fn publish(&self, regarding: &ObjectReference, notice: &Notice) {
-        if let Err(e) = apply::event(&self.client, &self.identity, regarding, notice).await {
-            tracing::warn!(error = %e, reason = notice.reason, "publishing an Event failed");
-        }
-    }
-
-    /// Metrics, logs and an Event for the outcome of one reconcile.
-    async fn after<K: Resource<DynamicType = ()>>(
-        &self,
-        controller: &'static str,
-        obj: &K,
-        started: Instant,
-        result: &Result<Action, Error>,
-    ) {
-        self.metrics
-            .observe(controller, started.elapsed(), result.as_ref().err());
-        let key = failure_key(obj);
-        tracing::debug!(controller, object = %key, took = ?started.elapsed(), ok = result.is_ok(), "reconciled");
-        match result {
-            Ok(_) => {
-                self.memo().failures.remove(&key);
-            }
-            Err(e) => {
-                tracing::warn!(controller, object = %key, category = e.category(), error = %e, "reconcile failed; retrying with back-off");
-                if !matches!(e, Error::CacheNotReady(_)) {
-                    let notice = Notice {
-                        severity: Severity::Warning,
-                        reason: e.category(),
-                        note: e.to_string(),
-                    };
-                    self.publish(&obj.object_ref(&()), &notice).await;
-                }
+        Err(e) => {
+            tracing::warn!(controller, object = %key, category = e.category(), error = %e, "reconcile failed; retrying with back-off");
+            if !matches!(e, Error::CacheNotReady(_)) {
+                let notice = Notice {
+                    severity: Severity::Warning,
+                    reason: e.category(),
+                    note: e.to_string(),
+                };
+                ctx.publish(&obj.object_ref(&()), &notice).await;
             }
         }
     }
@@ -302,15 +138,14 @@ async fn reconcile_virtual_service(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile::virtual_service(&vs, &ctx).await;
-    ctx.after("virtualservice", vs.as_ref(), started, &result)
-        .await;
+    after(&ctx, "virtualservice", vs.as_ref(), started, &result).await;
     result
 }
 
 async fn reconcile_real_server(rs: Arc<RealServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile::real_server(&rs, &ctx).await;
-    ctx.after("realserver", rs.as_ref(), started, &result).await;
+    after(&ctx, "realserver", rs.as_ref(), started, &result).await;
     result
 }
 
@@ -384,14 +219,10 @@ impl NodeHook {
             // The first list: every VirtualService gets reconciled once the caches are full anyway.
             return;
         }
-        let matches = |vs: &VirtualService, l: &Option<BTreeMap<String, String>>| {
-            l.as_ref()
-                .is_some_and(|l| validate::selects(&vs.spec.balancers.node_selector, l))
-        };
         for vs in ctx
             .stores
             .virtual_services
-            .state_filter(|vs| matches(vs, &old) || matches(vs, &new))
+            .state_filter(|vs| triggers::node_concerns(vs, old.as_ref(), new.as_ref()))
         {
             let _ = vs_tx.unbounded_send(ObjectRef::from_obj(vs.as_ref()));
         }
@@ -400,9 +231,9 @@ impl NodeHook {
             let naming: Vec<ObjectKey> = ctx
                 .stores
                 .real_servers
-                .state_filter(|r| r.spec.node_name.as_deref() == Some(name.as_str()))
+                .state_filter(|r| triggers::node_concerns_real_server(r, &name))
                 .iter()
-                .map(|r| ObjectKey::of(r.as_ref()))
+                .map(|r| ObjectKey::of(r.as_ref().meta()))
                 .collect();
             ctx.trigger_real_servers(naming.iter());
         }
@@ -425,13 +256,13 @@ impl VsHook {
     ) {
         let (key, vips) = match ev {
             Ok(Event::Apply(vs) | Event::InitApply(vs)) => {
-                let key = ObjectKey::of(vs);
+                let key = ObjectKey::of(vs.meta());
                 let mut vips = BTreeSet::from([vs.spec.vip.clone()]);
                 vips.extend(self.vips.insert(key.clone(), vs.spec.vip.clone()));
                 (key, vips)
             }
             Ok(Event::Delete(vs)) => {
-                let key = ObjectKey::of(vs);
+                let key = ObjectKey::of(vs.meta());
                 self.vips.remove(&key);
                 ctx.metrics
                     .forget_virtual_service(&key.namespace, &key.name);
@@ -462,7 +293,7 @@ impl VsHook {
         for peer in ctx
             .stores
             .virtual_services
-            .state_filter(|p| vips.contains(&p.spec.vip) && ObjectKey::of(p) != key)
+            .state_filter(|p| triggers::shares_vip(p, &key, &vips))
         {
             let _ = vs_tx.unbounded_send(ObjectRef::from_obj(peer.as_ref()));
         }
@@ -492,23 +323,19 @@ impl RsHook {
             }
             Ok(Event::Init) | Err(_) => return,
         };
-        let key = ObjectKey::of(rs);
+        let key = ObjectKey::of(rs.meta());
         if deleted {
             ctx.memo().rs_written.remove(&key);
         }
         if !self.listed {
             return;
         }
-        let namespace = key.namespace.as_str();
         let memo = ctx.memo();
-        for vs in ctx.stores.virtual_services.state_filter(|vs| {
-            vs.metadata.namespace.as_deref() == Some(namespace)
-                && (validate::selects(&vs.spec.real_server_selector, rs.labels())
-                    || memo
-                        .rs_inputs
-                        .get(&ObjectKey::of(vs))
-                        .is_some_and(|i| i.selected.contains(&key)))
-        }) {
+        for vs in ctx
+            .stores
+            .virtual_services
+            .state_filter(|vs| triggers::real_server_concerns(vs, &key, rs, &memo.rs_inputs))
+        {
             let _ = vs_tx.unbounded_send(ObjectRef::from_obj(vs.as_ref()));
         }
     }
@@ -528,26 +355,21 @@ pub async fn run(
     let (ds_store, ds_writer) = reflector::store::<DaemonSet>();
     let (vs_tx, vs_rx) = mpsc::unbounded::<ObjectRef<VirtualService>>();
     let (rs_tx, rs_rx) = mpsc::unbounded::<ObjectRef<RealServer>>();
-    let (listed_tx, listed_rx) = watch::channel(0u8);
     let owned = build::owned_selector(&config);
     let namespace = config.namespace.clone();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
         config,
-        stores: Stores {
+        Caches {
             virtual_services: vs_store.clone(),
             real_servers: rs_store.clone(),
             nodes: node_store,
             daemonsets: ds_store,
-            listed: listed_rx,
         },
         metrics,
         identity,
-        rs_trigger: rs_tx,
-        fleet: Notify::new(),
-        memo: Mutex::new(Memo::default()),
-        listed: listed_tx,
-    });
+        rs_tx,
+    ));
 
     let vs_stream = {
         let (ctx, tx) = (ctx.clone(), vs_tx.clone());

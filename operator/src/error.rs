@@ -1,6 +1,7 @@
-//! The operator's one error type. Every variant maps to a short, fixed [`Error::category`] that is
-//! used as the Event reason and as the `category` label of the error metric, so dashboards and
-//! alerts never see unbounded label values made from error text.
+//! The operator's one error type. Every variant maps to a short, fixed [`Category`] (by an
+//! exhaustive match, [`Error::kind`]) whose name ([`Error::category`]) is used as the Event
+//! reason and as the `category` label of the error metric, so dashboards and alerts never see
+//! unbounded label values made from error text.
 //!
 //! Large source errors are boxed so every `Result` stays small.
 //!
@@ -110,38 +111,98 @@ pub enum Error {
 }
 
 impl Error {
-    /// A short, fixed name for the kind of failure: the Event reason and the metric label.
-    pub fn category(&self) -> &'static str {
+    /// The kind of failure, from the variant alone (never from the error's text).
+    pub fn kind(&self) -> Category {
         match self {
-            Error::Config(_) => "Config",
-            Error::Client(_) => "KubeClient",
-            Error::CacheNotReady(_) => "CacheNotReady",
-            Error::Apply { .. } => "ApplyFailed",
-            Error::Delete { .. } => "DeleteFailed",
-            Error::Status { .. } => "StatusWriteFailed",
-            Error::Serialize { .. } => "Serialization",
-            Error::Lease(_) => "LeaderElection",
-            Error::Request { .. } => "ApiRequest",
-            Error::UninstallTimeout { .. } => "UninstallTimeout",
-            Error::Io { .. } => "Io",
+            Error::Config(_) => Category::Config,
+            Error::Client(_) => Category::KubeClient,
+            Error::CacheNotReady(_) => Category::CacheNotReady,
+            Error::Apply { .. } => Category::ApplyFailed,
+            Error::Delete { .. } => Category::DeleteFailed,
+            Error::Status { .. } => Category::StatusWriteFailed,
+            Error::Serialize { .. } => Category::Serialization,
+            Error::Lease(_) => Category::LeaderElection,
+            Error::Request { .. } => Category::ApiRequest,
+            Error::UninstallTimeout { .. } => Category::UninstallTimeout,
+            Error::Io { .. } => Category::Io,
         }
     }
 
-    /// Every category, so the error metric can be pre-registered at zero (alerts on `rate()` then
-    /// work from the first error on).
-    pub const CATEGORIES: [&'static str; 11] = [
-        "Config",
-        "KubeClient",
-        "CacheNotReady",
-        "ApplyFailed",
-        "DeleteFailed",
-        "StatusWriteFailed",
-        "Serialization",
-        "LeaderElection",
-        "ApiRequest",
-        "UninstallTimeout",
-        "Io",
-    ];
+    /// A short, fixed name for the kind of failure: the Event reason and the metric label.
+    pub fn category(&self) -> &'static str {
+        self.kind().as_str()
+    }
+}
+
+/// The kinds of [`Error`], one per variant: a bounded set of labels for the error metric and
+/// of Event reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// [`Error::Config`].
+    Config,
+    /// [`Error::Client`].
+    KubeClient,
+    /// [`Error::CacheNotReady`].
+    CacheNotReady,
+    /// [`Error::Apply`].
+    ApplyFailed,
+    /// [`Error::Delete`].
+    DeleteFailed,
+    /// [`Error::Status`].
+    StatusWriteFailed,
+    /// [`Error::Serialize`].
+    Serialization,
+    /// [`Error::Lease`].
+    LeaderElection,
+    /// [`Error::Request`].
+    ApiRequest,
+    /// [`Error::UninstallTimeout`].
+    UninstallTimeout,
+    /// [`Error::Io`].
+    Io,
+}
+
+impl Category {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Config => "Config",
+            Category::KubeClient => "KubeClient",
+            Category::CacheNotReady => "CacheNotReady",
+            Category::ApplyFailed => "ApplyFailed",
+            Category::DeleteFailed => "DeleteFailed",
+            Category::StatusWriteFailed => "StatusWriteFailed",
+            Category::Serialization => "Serialization",
+            Category::LeaderElection => "LeaderElection",
+            Category::ApiRequest => "ApiRequest",
+            Category::UninstallTimeout => "UninstallTimeout",
+            Category::Io => "Io",
+        }
+    }
+
+    /// The category after this one in declaration order. An exhaustive match, so a new
+    /// variant cannot be added without a place in [`Category::all`].
+    fn next(self) -> Option<Category> {
+        match self {
+            Category::Config => Some(Category::KubeClient),
+            Category::KubeClient => Some(Category::CacheNotReady),
+            Category::CacheNotReady => Some(Category::ApplyFailed),
+            Category::ApplyFailed => Some(Category::DeleteFailed),
+            Category::DeleteFailed => Some(Category::StatusWriteFailed),
+            Category::StatusWriteFailed => Some(Category::Serialization),
+            Category::Serialization => Some(Category::LeaderElection),
+            Category::LeaderElection => Some(Category::ApiRequest),
+            Category::ApiRequest => Some(Category::UninstallTimeout),
+            Category::UninstallTimeout => Some(Category::Io),
+            Category::Io => None,
+        }
+    }
+
+    /// Every category, so the error metric can be pre-registered at zero (alerts on `rate()`
+    /// then work from the first error on).
+    pub fn all() -> impl Iterator<Item = Category> {
+        std::iter::successors(Some(Category::Config), |c| c.next())
+    }
 }
 
 #[cfg(test)]
@@ -168,12 +229,12 @@ mod tests {
         ];
         for e in errors {
             assert!(
-                Error::CATEGORIES.contains(&e.category()),
+                Category::all().any(|c| c.as_str() == e.category()),
                 "{}",
                 e.category()
             );
         }
-        for c in Error::CATEGORIES {
+        for c in Category::all().map(Category::as_str) {
             assert!(
                 c.len() <= 32 && c.chars().all(|ch| ch.is_ascii_alphabetic()),
                 "{c}"

@@ -15,7 +15,8 @@ pub fn t(secs: i64) -> Time {
     Time(Timestamp::from_second(secs).unwrap())
 }
 
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+/// A label map.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

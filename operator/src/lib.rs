@@ -4,15 +4,17 @@
 //! read with `kubectl get lvsvc,lvsrs`.
 //!
 //! Modules: [`run`] → `leader` (the Lease), `metrics` (/metrics, /healthz, /readyz) and
-//! `controller` (watches, caches, triggers, the [`controller::Context`]) → `reconcile` (one pass
-//! per object, in phases) → `validate`, `build`, `status` (pure, where the unit tests are) and
-//! `apply` (the only module that writes). Decisions that shape the whole are recorded in
+//! `controller` (watches, triggers; builds the [`context::Context`]) → `reconcile` (one pass
+//! per object, in phases) → `context` (caches and memory shared by the reconciles), `validate`,
+//! `build`, `status` (pure, where the unit tests are) and `apply` (the only module that
+//! writes). Decisions that shape the whole are recorded in
 //! `docs/adr/0001-daemonset-ownership.md` and `docs/adr/0007-daemonset-placement-by-chart.md`.
 //! [`uninstall`] is the chart's pre-delete hook (`lvstun-operator uninstall`, ADR 0008).
 
 pub mod apply;
 pub mod build;
 pub mod cli;
+pub mod context;
 pub mod controller;
 pub mod error;
 #[cfg(test)]
@@ -21,6 +23,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
+pub mod triggers;
 pub mod uninstall;
 pub mod validate;
 

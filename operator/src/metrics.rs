@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::error::Error;
+use crate::error::{Category, Error};
 
 /// Which reconcile loop.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -171,10 +171,10 @@ impl Metrics {
         for controller in CONTROLLERS {
             let _ = reconciles.get_or_create(&ControllerLabels { controller });
             let _ = duration.get_or_create(&ControllerLabels { controller });
-            for category in Error::CATEGORIES {
+            for category in Category::all() {
                 let _ = errors.get_or_create(&ErrorLabels {
                     controller,
-                    category,
+                    category: category.as_str(),
                 });
             }
         }

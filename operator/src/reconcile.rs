@@ -1,5 +1,7 @@
-//! One reconcile of each kind, in phases: dereference (read the caches) → validate (pure) →
-//! build or fold (pure) → compare → apply (write only what changed) → report (Events, metrics).
+//! One reconcile of each kind, in phases, each a function of its own: dereference (read the
+//! caches) → validate (pure) → build (the fold, pure, which also compares with the previous
+//! status) → apply (write only what changed) → status (Events announced once, metrics, the
+//! RealServers to look at again, when to look again).
 //!
 //! - [`virtual_service`]: the verdict (conflict, invalid spec), the selected nodes and real
 //!   servers, and the folded status of one VirtualService.
@@ -21,11 +23,12 @@ use lvstun_crds::v1alpha1::{RealServer, RealServerStatus, VirtualService, Virtua
 
 use crate::apply;
 use crate::build::{self, HASH_ANNOTATION, Role};
-use crate::controller::{Context, RESYNC, RsInputs};
+use crate::context::{Context, RESYNC, RsInputs};
 use crate::error::Error;
 use crate::metrics::{DaemonSetLabels, KindLabels, VsLabels};
-use crate::status::{self, BalancerNodes, RsView, VS_CONDITIONS, VsView, WebNode};
-use crate::validate::{self, ObjectKey, Verdict};
+use crate::status::{self, BalancerNodes, RsView, VS_CONDITIONS, VsFold, VsView, WebNode};
+use crate::validate::{self, Verdict};
+use lvstun_rules::ObjectKey;
 
 /// The clock, in whole seconds: the API stores condition times with second precision, so a
 /// finer time would make the status just written never compare equal to the one read back.
@@ -62,7 +65,7 @@ pub fn owned_rs_status(status: Option<&RealServerStatus>) -> RealServerStatus {
 /// (then the cache, which also reveals anyone else's edits). Without this, a reconcile that runs
 /// before the watch delivers the operator's own write would write again and repeat its Events.
 fn previous_vs(ctx: &Context, vs: &VirtualService) -> VirtualServiceStatus {
-    let key = ObjectKey::of(vs);
+    let key = ObjectKey::of(&vs.metadata);
     let cached = owned_vs_status(vs.status.as_ref());
     let mut memo = ctx.memo();
     match memo.vs_written.get(&key) {
@@ -76,7 +79,7 @@ fn previous_vs(ctx: &Context, vs: &VirtualService) -> VirtualServiceStatus {
 }
 
 fn previous_rs(ctx: &Context, rs: &RealServer) -> RealServerStatus {
-    let key = ObjectKey::of(rs);
+    let key = ObjectKey::of(&rs.metadata);
     let cached = owned_rs_status(rs.status.as_ref());
     let mut memo = ctx.memo();
     match memo.rs_written.get(&key) {
@@ -89,118 +92,124 @@ fn previous_rs(ctx: &Context, rs: &RealServer) -> RealServerStatus {
     }
 }
 
-/// Reconcile one VirtualService's status.
+/// What a VirtualService's reconcile reads of the caches besides the object itself.
+struct VsWorld {
+    /// The nodes its balancer selector selects, and which of them count; empty when invalid.
+    balancer_nodes: BalancerNodes,
+    /// The RealServers it selects, by name; none when invalid.
+    real_servers: Vec<Arc<RealServer>>,
+    /// The operator-owned status it had ([`previous_vs`]).
+    previous: VirtualServiceStatus,
+}
+
+/// Reconcile one VirtualService's status: dereference → validate → build → apply → status.
 pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<Action, Error> {
     ctx.stores.ready().await?;
     if vs.meta().deletion_timestamp.is_some() {
         // No finalizer of ours: the daemons withdraw it when it leaves their watch (see ADR 0001).
         return Ok(Action::await_change());
     }
-    let key = ObjectKey::of(vs.as_ref());
-    let namespace = key.namespace.clone();
-
-    // Dereference + validate.
-    let peers = ctx
-        .stores
-        .virtual_services
-        .state_filter(|o| o.spec.vip == vs.spec.vip);
+    let peers = vip_peers(ctx, vs);
     let verdict = validate::verdict_of(vs, peers.iter().map(AsRef::as_ref));
+    let world = dereference(ctx, vs, &verdict);
+    let daemon_label = build::label_arguments(&ctx.config.balancer.node_selector);
+    let now = now();
+    let fold = build_vs(vs, &verdict, &world, &daemon_label, now.clone());
+    apply_vs(ctx, vs, &fold).await?;
+    Ok(status_vs(ctx, vs, &verdict, &world, &fold, &daemon_label, &now).await)
+}
+
+/// Dereference, first step: the VirtualServices on the same VIP, which the verdict needs.
+fn vip_peers(ctx: &Context, vs: &VirtualService) -> Vec<Arc<VirtualService>> {
+    ctx.stores
+        .virtual_services
+        .state_filter(|o| o.spec.vip == vs.spec.vip)
+}
+
+/// Dereference: what the fold reads of the caches. A VirtualService the verdict finds invalid
+/// selects nothing, so nothing more is read for it.
+fn dereference(ctx: &Context, vs: &VirtualService, verdict: &Verdict) -> VsWorld {
     let valid = !matches!(verdict, Verdict::Invalid(_));
+    let namespace = vs.metadata.namespace.as_deref().unwrap_or_default();
     let balancer_nodes = if valid {
         ctx.stores
             .balancer_nodes(vs, &ctx.config.balancer.node_selector)
     } else {
         BalancerNodes::default()
     };
-    let real_servers = if valid {
+    let mut real_servers = if valid {
         ctx.stores.real_servers.state_filter(|r| {
-            r.metadata.namespace.as_deref() == Some(namespace.as_str())
+            r.metadata.namespace.as_deref() == Some(namespace)
                 && r.metadata.deletion_timestamp.is_none()
-                && validate::selects(&vs.spec.real_server_selector, r.labels())
+                && lvstun_rules::selects(&vs.spec.real_server_selector, r.labels())
         })
     } else {
         Vec::new()
     };
-    let mut selected: Vec<&RealServer> = real_servers.iter().map(AsRef::as_ref).collect();
-    selected.sort_by_key(|r| r.name_any());
+    real_servers.sort_by_key(|r| r.name_any());
+    VsWorld {
+        balancer_nodes,
+        real_servers,
+        previous: previous_vs(ctx, vs),
+    }
+}
 
-    // Fold + compare.
-    let previous = previous_vs(ctx, vs);
-    let now = now();
-    let daemon_label = build::label_arguments(&ctx.config.balancer.node_selector);
-    let fold = status::fold_virtual_service(&VsView {
+/// Build (pure): the status the operator wants, whether it changed, and what goes with it.
+fn build_vs(
+    vs: &VirtualService,
+    verdict: &Verdict,
+    world: &VsWorld,
+    daemon_label: &str,
+    now: Time,
+) -> VsFold {
+    let selected: Vec<&RealServer> = world.real_servers.iter().map(AsRef::as_ref).collect();
+    status::fold_virtual_service(&VsView {
         vs,
-        verdict: &verdict,
-        balancer_nodes: &balancer_nodes,
-        daemon_label: &daemon_label,
+        verdict,
+        balancer_nodes: &world.balancer_nodes,
+        daemon_label,
         real_servers: &selected,
-        previous: Some(&previous),
-        now: now.clone(),
-    });
+        previous: Some(&world.previous),
+        now,
+    })
+}
 
-    // Apply, then report what was persisted.
-    if fold.changed {
-        apply::virtual_service_status(&ctx.client, vs, &fold.status).await?;
-        ctx.memo()
-            .vs_written
-            .insert(key.clone(), fold.status.clone());
-        ctx.metrics
-            .status_writes
-            .get_or_create(&KindLabels {
-                kind: "VirtualService",
-            })
-            .inc();
-        let regarding = vs.object_ref(&());
-        for n in &fold.notices {
-            ctx.publish(&regarding, n).await;
-        }
+/// Apply: write the status only when it changed, remember it until the cache shows it, and
+/// publish the Events of the transitions it persisted.
+async fn apply_vs(ctx: &Context, vs: &VirtualService, fold: &VsFold) -> Result<(), Error> {
+    if !fold.changed {
+        return Ok(());
     }
-    // A balancer's refused kernel setting: one Event per node when it first shows (the
-    // condition carries it as long as it lasts).
-    let announced: BTreeSet<(String, String)> =
-        fold.kernel_refusals.iter().map(|r| r.key()).collect();
-    let before = ctx
-        .memo()
-        .kernel_announced
-        .insert(key.clone(), announced)
-        .unwrap_or_default();
-    let kernel_notices = status::kernel_notices(&before, &fold.kernel_refusals);
-    if !kernel_notices.is_empty() {
-        let regarding = vs.object_ref(&());
-        for n in &kernel_notices {
-            ctx.publish(&regarding, n).await;
-        }
+    apply::virtual_service_status(&ctx.client, vs, &fold.status).await?;
+    ctx.memo()
+        .vs_written
+        .insert(ObjectKey::of(&vs.metadata), fold.status.clone());
+    ctx.metrics
+        .status_writes
+        .get_or_create(&KindLabels {
+            kind: "VirtualService",
+        })
+        .inc();
+    let regarding = vs.object_ref(&());
+    for n in &fold.notices {
+        ctx.publish(&regarding, n).await;
     }
-    // A balancer whose services another program deleted: one Event per node when its report
-    // first shows (the condition carries it as long as the balancer reports it).
-    let nodes: BTreeSet<String> = fold
-        .external_deletions
-        .iter()
-        .map(|d| d.node.clone())
-        .collect();
-    let before = ctx
-        .memo()
-        .deletions_announced
-        .insert(key.clone(), nodes)
-        .unwrap_or_default();
-    let deletion_notices =
-        status::external_deletion_notices(&vs.spec.vip, &before, &fold.external_deletions);
-    if !deletion_notices.is_empty() {
-        let regarding = vs.object_ref(&());
-        for n in &deletion_notices {
-            ctx.publish(&regarding, n).await;
-        }
-    }
-    // Selected nodes without the balancer label: one Event when a node first shows (the
-    // condition carries them as long as they last).
-    let before = ctx
-        .memo()
-        .unlabelled_announced
-        .insert(key.clone(), fold.unlabelled.clone())
-        .unwrap_or_default();
-    if let Some(n) = status::unlabelled_notice(&before, &fold.unlabelled, &daemon_label) {
-        ctx.publish(&vs.object_ref(&()), &n).await;
-    }
+    Ok(())
+}
+
+/// Status, around the write: the Events announced once per cause, the gauges, the RealServers
+/// whose `Healthy` reads this VirtualService, and when to look again.
+async fn status_vs(
+    ctx: &Context,
+    vs: &VirtualService,
+    verdict: &Verdict,
+    world: &VsWorld,
+    fold: &VsFold,
+    daemon_label: &str,
+    now: &Time,
+) -> Action {
+    let key = ObjectKey::of(&vs.metadata);
+    announce(ctx, vs, &key, fold, daemon_label).await;
     let labels = VsLabels {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
@@ -216,74 +225,107 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
         .total_real_servers
         .get_or_create(&labels)
         .set(i64::from(fold.status.total_real_servers.unwrap_or(0)));
-
     // The RealServers whose `Healthy` depends on this VirtualService, when what they read of it
     // changed: the ones selected now and the ones selected before.
-    let inputs = RsInputs {
-        owner: verdict == Verdict::Owner,
-        active: fold.status.active_balancer.clone(),
-        selected: selected.iter().map(|r| ObjectKey::of(*r)).collect(),
-        excluded: fold
-            .status
-            .excluded_real_servers
-            .iter()
-            .map(|e| ObjectKey {
-                namespace: namespace.clone(),
-                name: e.name.clone(),
-            })
-            .collect(),
-    };
+    let inputs = rs_inputs(&key, verdict, world, fold);
     let before = ctx.memo().rs_inputs.insert(key, inputs.clone());
     match before {
         Some(b) if b == inputs => {}
         Some(b) => ctx.trigger_real_servers(b.selected.union(&inputs.selected)),
         None => ctx.trigger_real_servers(inputs.selected.iter()),
     }
-    // An overlap of Masters turns into a split brain at `recheck` unless something changes first.
-    let next = fold
-        .recheck
-        .and_then(|at| at.duration_since(now.0).try_into().ok())
-        .map(|d: std::time::Duration| (d + std::time::Duration::from_secs(1)).min(RESYNC))
-        .unwrap_or(RESYNC);
-    Ok(Action::requeue(next))
+    Action::requeue(next_look(fold, now))
 }
 
-/// Reconcile one RealServer's `Healthy` condition.
+/// The Events announced once per cause while it lasts (the conditions carry it meanwhile): a
+/// balancer's refused kernel setting, a balancer whose services another program deleted (one
+/// per node when it first shows), selected nodes without the balancer label (when a node first
+/// shows).
+async fn announce(
+    ctx: &Context,
+    vs: &VirtualService,
+    key: &ObjectKey,
+    fold: &VsFold,
+    daemon_label: &str,
+) {
+    let announced: BTreeSet<(String, String)> =
+        fold.kernel_refusals.iter().map(|r| r.key()).collect();
+    let before = ctx
+        .memo()
+        .kernel_announced
+        .insert(key.clone(), announced)
+        .unwrap_or_default();
+    let mut notices = status::kernel_notices(&before, &fold.kernel_refusals);
+    let nodes: BTreeSet<String> = fold
+        .external_deletions
+        .iter()
+        .map(|d| d.node.clone())
+        .collect();
+    let before = ctx
+        .memo()
+        .deletions_announced
+        .insert(key.clone(), nodes)
+        .unwrap_or_default();
+    notices.extend(status::external_deletion_notices(
+        &vs.spec.vip,
+        &before,
+        &fold.external_deletions,
+    ));
+    let before = ctx
+        .memo()
+        .unlabelled_announced
+        .insert(key.clone(), fold.unlabelled.clone())
+        .unwrap_or_default();
+    notices.extend(status::unlabelled_notice(
+        &before,
+        &fold.unlabelled,
+        daemon_label,
+    ));
+    if !notices.is_empty() {
+        let regarding = vs.object_ref(&());
+        for n in &notices {
+            ctx.publish(&regarding, n).await;
+        }
+    }
+}
+
+/// What the RealServers' reconciles read of this VirtualService (pure).
+fn rs_inputs(key: &ObjectKey, verdict: &Verdict, world: &VsWorld, fold: &VsFold) -> RsInputs {
+    RsInputs {
+        owner: *verdict == Verdict::Owner,
+        active: fold.status.active_balancer.clone(),
+        selected: world
+            .real_servers
+            .iter()
+            .map(|r| ObjectKey::of(&r.metadata))
+            .collect(),
+        excluded: fold
+            .status
+            .excluded_real_servers
+            .iter()
+            .map(|e| ObjectKey::new(key.namespace.clone(), e.name.clone()))
+            .collect(),
+    }
+}
+
+/// When to look again (pure): an overlap of Masters turns into a split brain at
+/// `fold.recheck` unless something changes first; otherwise the resync.
+fn next_look(fold: &VsFold, now: &Time) -> std::time::Duration {
+    fold.recheck
+        .and_then(|at| at.duration_since(now.0).try_into().ok())
+        .map(|d: std::time::Duration| (d + std::time::Duration::from_secs(1)).min(RESYNC))
+        .unwrap_or(RESYNC)
+}
+
+/// Reconcile one RealServer's `Healthy` condition: dereference (with the verdict of each
+/// VirtualService selecting it) → build → apply.
 pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, Error> {
     ctx.stores.ready().await?;
     if rs.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let namespace = rs.namespace().unwrap_or_default();
-    let selecting = ctx.stores.virtual_services.state_filter(|v| {
-        v.metadata.namespace.as_deref() == Some(namespace.as_str())
-            && validate::selects(&v.spec.real_server_selector, rs.labels())
-    });
-    let mut selected_by = Vec::new();
-    let mut excluded_by = Vec::new();
     let now = now();
-    for vs in &selecting {
-        let peers = ctx
-            .stores
-            .virtual_services
-            .state_filter(|o| o.spec.vip == vs.spec.vip);
-        // A conflicting or invalid VirtualService is programmed nowhere; its view does not count.
-        if validate::verdict_of(vs, peers.iter().map(AsRef::as_ref)) != Verdict::Owner {
-            continue;
-        }
-        let nodes = ctx
-            .stores
-            .balancer_nodes(vs, &ctx.config.balancer.node_selector);
-        let active = status::election(vs, &nodes.live, &now)
-            .holder()
-            .map(String::from);
-        if !status::real_servers_on_balancers(&[rs.as_ref()], &nodes).is_empty() {
-            excluded_by.push(ObjectKey::of(vs.as_ref()));
-        }
-        selected_by.push((ObjectKey::of(vs.as_ref()), active));
-    }
-    selected_by.sort();
-    excluded_by.sort();
+    let (selected_by, excluded_by) = selecting_owners(ctx, rs, &now);
     let web_node = match rs.spec.node_name.as_deref() {
         Some(node) => ctx.stores.web_node(node, &ctx.config.web.node_selector),
         None => WebNode::Runs,
@@ -301,7 +343,7 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
         apply::real_server_status(&ctx.client, rs, &fold.status).await?;
         ctx.memo()
             .rs_written
-            .insert(ObjectKey::of(rs.as_ref()), fold.status.clone());
+            .insert(ObjectKey::of(&rs.metadata), fold.status.clone());
         ctx.metrics
             .status_writes
             .get_or_create(&KindLabels { kind: "RealServer" })
@@ -312,6 +354,43 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
         }
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Dereference and validate for a RealServer: the VirtualServices that select it and own their
+/// claims, each with its active balancer, and those of them that leave it out because it runs
+/// on one of their balancer nodes; both sorted. A conflicting or invalid VirtualService is
+/// programmed nowhere; its view does not count.
+fn selecting_owners(
+    ctx: &Context,
+    rs: &RealServer,
+    now: &Time,
+) -> (Vec<(ObjectKey, Option<String>)>, Vec<ObjectKey>) {
+    let namespace = rs.namespace().unwrap_or_default();
+    let selecting = ctx.stores.virtual_services.state_filter(|v| {
+        v.metadata.namespace.as_deref() == Some(namespace.as_str())
+            && lvstun_rules::selects(&v.spec.real_server_selector, rs.labels())
+    });
+    let mut selected_by = Vec::new();
+    let mut excluded_by = Vec::new();
+    for vs in &selecting {
+        let peers = vip_peers(ctx, vs);
+        if validate::verdict_of(vs, peers.iter().map(AsRef::as_ref)) != Verdict::Owner {
+            continue;
+        }
+        let nodes = ctx
+            .stores
+            .balancer_nodes(vs, &ctx.config.balancer.node_selector);
+        let active = status::election(vs, &nodes.live, now)
+            .holder()
+            .map(String::from);
+        if !status::real_servers_on_balancers(&[rs], &nodes).is_empty() {
+            excluded_by.push(ObjectKey::of(&vs.metadata));
+        }
+        selected_by.push((ObjectKey::of(&vs.metadata), active));
+    }
+    selected_by.sort();
+    excluded_by.sort();
+    (selected_by, excluded_by)
 }
 
 /// Reconcile the node DaemonSets: both exist, as the operator's configuration says, whatever

@@ -43,7 +43,8 @@ use lvstun_crds::v1alpha1::{
 use lvstun_crds::{kernel_settings, kube_proxy};
 
 use crate::build::{label_arguments, runs_daemon};
-use crate::validate::{ObjectKey, Verdict};
+use crate::validate::Verdict;
+use lvstun_rules::ObjectKey;
 
 /// The VirtualService conditions the operator writes.
 pub const VS_CONDITIONS: [&str; 4] = [READY, VIP_ACTIVE, DEGRADED, CONFLICT];
@@ -754,7 +755,7 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
             }
         }
         Verdict::Owner => {
-            let claims: Vec<String> = crate::validate::claim_keys(vs)
+            let claims: Vec<String> = lvstun_rules::claim_keys(vs)
                 .iter()
                 .map(ToString::to_string)
                 .collect();
@@ -1357,8 +1358,8 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
 mod tests {
     use super::*;
     use crate::fixtures::{check, good_rs, node_rs, report, report_at, rs, t, tunnel, vs, www};
-    use crate::validate::ClaimKey;
     use lvstun_crds::v1alpha1::Protocol;
+    use lvstun_rules::ClaimKey;
 
     fn nodes(names: &[&str]) -> BalancerNodes {
         BalancerNodes::all_live(names)

@@ -2,85 +2,14 @@
 //! schema cannot express: label selectors that would be refused once copied into a DaemonSet, node
 //! names that cannot be a node, and two VirtualServices claiming the same VIP:port:protocol.
 //!
-//! Pure: no I/O, no clock. The claim resolution is deterministic for the same set of objects, so
-//! the operator (and, through the `Conflict` condition, every daemon) always agrees on who owns a
-//! VIP:port:protocol.
+//! Pure: no I/O, no clock. The claim resolution itself is `lvstun_rules`' (the balancers apply
+//! the same one), so the operator and every daemon always agree on who owns a VIP:port:protocol.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use lvstun_crds::v1alpha1::{Protocol, VirtualService};
-
-/// Namespace and name of an object, the identity used across this crate's pure functions.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ObjectKey {
-    /// The key of any namespaced object.
-    pub fn of<K: kube::Resource>(obj: &K) -> Self {
-        ObjectKey {
-            namespace: obj.namespace().unwrap_or_default(),
-            name: obj.name_any(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// One VIP:port:protocol that a VirtualService wants to serve.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClaimKey {
-    /// The VIP as written (the schema already refuses anything but a canonical dotted quad).
-    pub vip: String,
-    /// The port.
-    pub port: i32,
-    /// The protocol.
-    pub protocol: Protocol,
-}
-
-impl ClaimKey {
-    fn sort_key(&self) -> (&str, i32, u8) {
-        let proto = match self.protocol {
-            Protocol::Tcp => 0,
-            Protocol::Udp => 1,
-        };
-        (&self.vip, self.port, proto)
-    }
-}
-
-impl PartialOrd for ClaimKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ClaimKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.sort_key().cmp(&other.sort_key())
-    }
-}
-
-impl fmt::Display for ClaimKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.protocol {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        };
-        write!(f, "{}:{}/{}", self.vip, self.port, proto)
-    }
-}
+use lvstun_crds::v1alpha1::VirtualService;
+use lvstun_rules::{ClaimKey, ObjectKey, Outcome, claim_keys};
 
 /// The operator's judgement of one VirtualService, before any data-plane report is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,30 +95,6 @@ pub fn validate_selector(field: &str, sel: &LabelSelector) -> Vec<String> {
     problems
 }
 
-/// Whether `sel` selects an object with `labels`, as the API server matches label selectors.
-/// Matches in place without building a [`kube::core::Selector`], because the operator runs this
-/// for every RealServer against every VirtualService of a namespace. A selector with an unknown
-/// operator selects nothing (such a VirtualService is `Invalid` anyway).
-pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    labels_ok
-        && sel.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let value = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
-}
-
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
 }
@@ -246,70 +151,27 @@ pub(crate) fn check_label_value(value: &str) -> Result<(), &'static str> {
     }
 }
 
-/// The VIP:port:protocol pairs a VirtualService asks for.
-pub fn claim_keys(vs: &VirtualService) -> BTreeSet<ClaimKey> {
-    vs.spec
-        .ports
-        .iter()
-        .map(|p| ClaimKey {
-            vip: vs.spec.vip.clone(),
-            port: p.port,
-            protocol: p.protocol,
-        })
-        .collect()
-}
-
-/// Seniority: older first (creation time), then namespace/name so ties (same second) are decided
-/// the same way by everyone. An object without a creation time (never the case for objects read
-/// from the API) counts as newest.
-fn seniority(vs: &VirtualService) -> (Timestamp, ObjectKey) {
-    let created = vs
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or(Timestamp::MAX);
-    (created, ObjectKey::of(vs))
-}
-
-/// Decide every VirtualService's verdict. Oldest first, each valid VirtualService becomes the owner
-/// of all its VIP:port:protocol pairs unless an earlier owner holds one of them; then it is in
-/// conflict as a whole (a VirtualService is never half-programmed) and claims nothing, so a third,
-/// newer VirtualService is only blocked by owners, never by another loser. Objects being deleted
-/// claim nothing.
+/// Decide every VirtualService's verdict by the shared claim rule ([`lvstun_rules::resolve`]):
+/// oldest first, each valid VirtualService becomes the owner of all its VIP:port:protocol pairs
+/// unless an earlier owner holds one of them; then it is in conflict as a whole (a
+/// VirtualService is never half-programmed) and claims nothing, so a third, newer VirtualService
+/// is only blocked by owners, never by another loser. Objects being deleted claim nothing.
 pub fn resolve<'a>(
     all: impl IntoIterator<Item = &'a VirtualService>,
 ) -> BTreeMap<ObjectKey, Verdict> {
-    let mut ordered: Vec<&VirtualService> = all
-        .into_iter()
-        .filter(|vs| vs.metadata.deletion_timestamp.is_none())
-        .collect();
-    ordered.sort_by_key(|vs| seniority(vs));
-    let mut owners: BTreeMap<ClaimKey, ObjectKey> = BTreeMap::new();
-    let mut verdicts = BTreeMap::new();
-    for vs in ordered {
-        let key = ObjectKey::of(vs);
-        if let Err(problems) = validate_virtual_service(vs) {
-            verdicts.insert(key, Verdict::Invalid(problems));
-            continue;
-        }
-        let claims = claim_keys(vs);
-        let contested = claims
-            .iter()
-            .find_map(|c| owners.get(c).map(|owner| (c.clone(), owner.clone())));
-        match contested {
-            Some((claim, owner)) => {
-                verdicts.insert(key, Verdict::Conflict { key: claim, owner });
-            }
-            None => {
-                for c in claims {
-                    owners.insert(c, key.clone());
-                }
-                verdicts.insert(key, Verdict::Owner);
-            }
-        }
-    }
-    verdicts
+    lvstun_rules::resolve(all, |vs| {
+        validate_virtual_service(vs).map(|()| ((), claim_keys(vs).into_iter().collect()))
+    })
+    .into_iter()
+    .map(|r| {
+        let verdict = match r.outcome {
+            Outcome::Owner(()) => Verdict::Owner,
+            Outcome::Conflict { key, owner } => Verdict::Conflict { key, owner },
+            Outcome::Refused(problems) => Verdict::Invalid(problems),
+        };
+        (r.key, verdict)
+    })
+    .collect()
 }
 
 /// The verdict of one VirtualService given the others (only those with the same VIP can matter).
@@ -318,10 +180,10 @@ pub fn verdict_of<'a>(
     vs: &'a VirtualService,
     peers: impl IntoIterator<Item = &'a VirtualService>,
 ) -> Verdict {
-    let me = ObjectKey::of(vs);
+    let me = ObjectKey::of(&vs.metadata);
     let candidates = peers
         .into_iter()
-        .filter(|p| p.spec.vip == vs.spec.vip && ObjectKey::of(*p) != me)
+        .filter(|p| p.spec.vip == vs.spec.vip && ObjectKey::of(&p.metadata) != me)
         .chain(std::iter::once(vs));
     resolve(candidates)
         .remove(&me)
@@ -334,6 +196,8 @@ mod tests {
     use super::*;
     use crate::fixtures::vs;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
+    use k8s_openapi::jiff::Timestamp;
+    use lvstun_crds::v1alpha1::Protocol;
 
     const TCP: Protocol = Protocol::Tcp;
     const UDP: Protocol = Protocol::Udp;
@@ -505,64 +369,6 @@ mod tests {
             }]),
         };
         assert!(validate_selector("x", &good).is_empty());
-    }
-
-    #[test]
-    fn selects_matches_like_the_api_server() {
-        let l = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let expr = |key: &str, op: &str, values: &[&str]| LabelSelectorRequirement {
-            key: key.into(),
-            operator: op.into(),
-            values: Some(values.iter().map(|v| v.to_string()).collect()),
-        };
-        let sel = LabelSelector {
-            match_labels: Some(l(&[("app", "www")])),
-            match_expressions: Some(vec![
-                expr("tier", "In", &["a", "b"]),
-                expr("zone", "NotIn", &["x"]),
-                expr("role", "Exists", &[]),
-                expr("old", "DoesNotExist", &[]),
-            ]),
-        };
-        assert!(selects(
-            &sel,
-            &l(&[("app", "www"), ("tier", "a"), ("role", "")])
-        ));
-        assert!(selects(
-            &sel,
-            &l(&[("app", "www"), ("tier", "b"), ("role", "r"), ("zone", "y")])
-        ));
-        assert!(!selects(
-            &sel,
-            &l(&[("app", "db"), ("tier", "a"), ("role", "")])
-        ));
-        assert!(!selects(
-            &sel,
-            &l(&[("app", "www"), ("tier", "c"), ("role", "")])
-        ));
-        assert!(!selects(
-            &sel,
-            &l(&[("app", "www"), ("tier", "a"), ("role", ""), ("zone", "x")])
-        ));
-        assert!(!selects(&sel, &l(&[("app", "www"), ("tier", "a")])));
-        assert!(!selects(
-            &sel,
-            &l(&[("app", "www"), ("tier", "a"), ("role", ""), ("old", "1")])
-        ));
-        assert!(
-            selects(&LabelSelector::default(), &BTreeMap::new()),
-            "empty selects everything"
-        );
-        let bad = LabelSelector {
-            match_expressions: Some(vec![expr("k", "Gt", &["1"])]),
-            ..Default::default()
-        };
-        assert!(!selects(&bad, &l(&[("k", "2")])));
     }
 
     #[test]

@@ -43,9 +43,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use k8s_openapi::jiff::Timestamp;
 use lvstun_crds::conditions::{CONFLICT, TUNNEL_READY};
 use lvstun_crds::v1alpha1::{self as api, RealServer, VirtualService};
+use lvstun_rules::Outcome;
 
 use super::plan::OwnedVips;
 use crate::health::probe::Probe;
@@ -55,39 +55,12 @@ use crate::ipvs::model::{
     ServiceKey, Table, Thresholds as ConnThresholds, Tunnel, Weight,
 };
 use crate::source::{Scope, Snapshot};
-use crate::web::desired::{DEFAULT_NAMESPACE, selector_matches};
 
 /// The GUE port when `spec.tunnel.port` is not given (the CRD's documented default).
 pub const GUE_DEFAULT_PORT: u16 = 6080;
 
-/// Namespace and name of an object.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectRef {
-    /// Namespace (`default` when the object names none, as `kubectl apply` would).
-    pub namespace: String,
-    /// `metadata.name`.
-    pub name: String,
-}
-
-impl ObjectRef {
-    pub(crate) fn of(
-        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    ) -> ObjectRef {
-        ObjectRef {
-            namespace: meta
-                .namespace
-                .clone()
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
-            name: meta.name.clone().unwrap_or_default(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+/// Namespace and name of an object: the key both sides use ([`lvstun_rules::ObjectKey`]).
+pub use lvstun_rules::ObjectKey as ObjectRef;
 
 /// Why a destination gets weight 0 whatever its health.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -544,21 +517,12 @@ fn parse_rs(rs: &RealServer) -> ParsedRs<'_> {
     }
 }
 
-/// Older first, then namespace/name: the operator's rule (`validate::resolve`), so both agree
-/// on who owns a VIP:port:protocol. No creation time (a standalone file) counts as newest.
-fn seniority(vs: &VirtualService) -> (Timestamp, ObjectRef) {
-    let created = vs
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(Timestamp::MAX, |t| t.0);
-    (created, ObjectRef::of(&vs.metadata))
-}
-
 fn concerns_this_node(vs: &VirtualService, scope: &Scope) -> bool {
     match scope {
         Scope::All => true,
-        Scope::NodeLabels(labels) => selector_matches(&vs.spec.balancers.node_selector, labels),
+        Scope::NodeLabels(labels) => {
+            lvstun_rules::selects(&vs.spec.balancers.node_selector, labels)
+        }
     }
 }
 
@@ -609,57 +573,37 @@ fn check_for(t: &CheckTemplate, addr: Ipv4Addr, port: u16) -> CheckSpec {
 pub fn resolve(snapshot: &Snapshot) -> Resolved {
     let mut out = Resolved::default();
 
-    // 1. The VirtualServices of this node, valid, not given up by the operator, oldest first.
-    let mut candidates: Vec<&VirtualService> = snapshot
-        .virtual_services
-        .iter()
-        .filter(|vs| vs.metadata.deletion_timestamp.is_none())
-        .filter(|vs| concerns_this_node(vs, &snapshot.scope))
-        .collect();
-    candidates.sort_by_key(|vs| seniority(vs));
-    let mut parsed: Vec<ParsedVs<'_>> = Vec::new();
-    let mut owners: BTreeMap<ServiceKey, ObjectRef> = BTreeMap::new();
-    for vs in candidates {
-        let me = ObjectRef::of(&vs.metadata);
-        let status = vs.status.as_ref().map(|s| &s.conditions);
-        if let Some(c) = condition(status, CONFLICT).filter(|c| c.status == "True") {
-            out.problems.push(problem(
-                "VirtualService",
-                &me,
-                format!(
+    // 1. The VirtualServices of this node, valid, not given up by the operator, oldest first,
+    //    each owning its VIP:port:protocol pairs by the operator's rule (`lvstun_rules::resolve`).
+    let resolved = lvstun_rules::resolve(
+        snapshot
+            .virtual_services
+            .iter()
+            .filter(|vs| concerns_this_node(vs, &snapshot.scope)),
+        |vs| {
+            let status = vs.status.as_ref().map(|s| &s.conditions);
+            if let Some(c) = condition(status, CONFLICT).filter(|c| c.status == "True") {
+                return Err(format!(
                     "not programmed: the operator reports a conflict: {}",
                     c.message
-                ),
-            ));
-            continue;
-        }
-        let p = match parse_vs(vs) {
-            Ok(p) => p,
-            Err(e) => {
-                out.problems.push(problem(
-                    "VirtualService",
-                    &me,
-                    format!("not programmed: {e}"),
                 ));
-                continue;
             }
-        };
-        if let Some((key, owner)) = p
-            .ports
-            .iter()
-            .find_map(|(k, _)| owners.get(k).map(|o| (k, o)))
-        {
-            out.problems.push(problem(
+            let p = parse_vs(vs).map_err(|e| format!("not programmed: {e}"))?;
+            let keys = p.ports.iter().map(|(k, _)| *k).collect();
+            Ok((p, keys))
+        },
+    );
+    let mut parsed: Vec<ParsedVs<'_>> = Vec::new();
+    for r in resolved {
+        match r.outcome {
+            Outcome::Owner(p) => parsed.push(p),
+            Outcome::Conflict { key, owner } => out.problems.push(problem(
                 "VirtualService",
-                &me,
+                &r.key,
                 format!("not programmed: {key} already belongs to VirtualService {owner}"),
-            ));
-            continue;
+            )),
+            Outcome::Refused(why) => out.problems.push(problem("VirtualService", &r.key, why)),
         }
-        for (k, _) in &p.ports {
-            owners.insert(*k, p.me.clone());
-        }
-        parsed.push(p);
     }
     parsed.sort_by(|a, b| a.me.cmp(&b.me));
 
@@ -694,7 +638,7 @@ pub fn resolve(snapshot: &Snapshot) -> Resolved {
                 .map(|e| (e.name.as_str(), e))
                 .collect();
         for (rs_index, rs) in real_servers.iter().enumerate() {
-            if rs.me.namespace != p.me.namespace || !selector_matches(selector, rs.labels) {
+            if rs.me.namespace != p.me.namespace || !lvstun_rules::selects(selector, rs.labels) {
                 continue;
             }
             if let Some(e) = excluded.get(rs.me.name.as_str()) {

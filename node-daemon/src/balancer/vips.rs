@@ -35,7 +35,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use lvstun_crds::v1alpha1::{Balancers, VirtualService};
 
 use super::desired::ObjectRef;
@@ -44,7 +43,6 @@ use crate::source::Snapshot;
 use crate::vrrp::driver::SyncRole;
 use crate::vrrp::fsm::{Priority, RouterConfig};
 use crate::vrrp::run::router_config;
-use crate::web::desired::DEFAULT_NAMESPACE;
 
 /// The most addresses one router can hold: an advertisement counts them in one byte.
 pub const MAX_VIPS: usize = 255;
@@ -109,24 +107,7 @@ pub struct DesiredVips {
 }
 
 fn object_ref(vs: &VirtualService) -> ObjectRef {
-    ObjectRef {
-        namespace: vs
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
-        name: vs.metadata.name.clone().unwrap_or_default(),
-    }
-}
-
-/// The same seniority as [`super::desired::resolve`]: older first, then namespace/name.
-fn seniority(vs: &VirtualService) -> (Timestamp, ObjectRef) {
-    let created = vs
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(Timestamp::MAX, |t| t.0);
-    (created, object_ref(vs))
+    ObjectRef::of(&vs.metadata)
 }
 
 /// The nodes `priority_for` ranks: overrides, reporting balancers, and this node.
@@ -162,7 +143,7 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
         .iter()
         .filter(|vs| served.contains(&object_ref(vs)))
         .collect();
-    list.sort_by_key(|vs| seniority(vs));
+    lvstun_rules::oldest_first(&mut list);
     // The senior VirtualService of each VIP and of each VRID.
     let mut by_vip: BTreeMap<Ipv4Addr, &VirtualService> = BTreeMap::new();
     let mut by_vrid: BTreeMap<i32, &VirtualService> = BTreeMap::new();

@@ -32,18 +32,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use lvstun_crds::conditions::CONFLICT;
 use lvstun_crds::v1alpha1::{RealServer, TunnelType, VirtualService};
+use lvstun_rules::DEFAULT_NAMESPACE;
 
 use super::config::Objects;
 use crate::net::addr::Addr;
 use crate::net::arp_guard::{GuardSpec, GuardState};
 use crate::net::devconf::{DevConf, Knob};
 use crate::net::link::{Link, TUNL0};
-
-/// The namespace of objects that name none (as `kubectl apply` would put them).
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Bytes an ipip tunnel adds to each packet (the outer IPv4 header).
 pub const IPIP_OVERHEAD: u32 = 20;
@@ -214,29 +211,6 @@ fn namespace(ns: Option<&String>) -> &str {
     ns.map_or(DEFAULT_NAMESPACE, String::as_str)
 }
 
-/// Whether a Kubernetes label selector matches `labels` (matchLabels AND matchExpressions;
-/// an empty selector matches everything).
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = selector.match_expressions.iter().flatten().all(|req| {
-        let value = labels.get(&req.key);
-        let values = req.values.as_deref().unwrap_or(&[]);
-        match req.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => !value.is_some_and(|v| values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            // An operator the API server would have refused: match nothing rather than guess.
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
-}
-
 fn is_me(rs: &RealServer, identity: &Identity) -> bool {
     match identity {
         Identity::Name {
@@ -330,7 +304,7 @@ fn serve_one(objects: &Objects, rs: &RealServer, out: &mut Served) {
     let labels = rs.metadata.labels.clone().unwrap_or_default();
     for vs in &objects.virtual_services {
         if namespace(vs.metadata.namespace.as_ref()) != rs_ns
-            || !selector_matches(&vs.spec.real_server_selector, &labels)
+            || !lvstun_rules::selects(&vs.spec.real_server_selector, &labels)
             || vs.metadata.deletion_timestamp.is_some()
             || given_up(vs)
         {
@@ -627,30 +601,6 @@ spec: {address: 198.51.100.130}
         let nobody = served(&objects, &by_name("web9"));
         assert!(matches!(nobody.problems[0], Problem::RealServerNotFound(_)));
         assert!(nobody.vips.is_empty());
-    }
-
-    #[test]
-    fn selector_operators() {
-        let labels: BTreeMap<String, String> = [("app".to_string(), "www".to_string())].into();
-        let sel = |yaml: &str| serde_yaml::from_str::<LabelSelector>(yaml).unwrap();
-        assert!(selector_matches(&sel("{}"), &labels));
-        assert!(selector_matches(
-            &sel("{matchExpressions: [{key: app, operator: Exists}]}"),
-            &labels
-        ));
-        assert!(!selector_matches(
-            &sel("{matchExpressions: [{key: app, operator: DoesNotExist}]}"),
-            &labels
-        ));
-        assert!(selector_matches(
-            &sel("{matchExpressions: [{key: app, operator: NotIn, values: [x]}]}"),
-            &labels
-        ));
-        assert!(!selector_matches(&sel("{matchLabels: {app: x}}"), &labels));
-        assert!(!selector_matches(
-            &sel("{matchExpressions: [{key: app, operator: Bogus}]}"),
-            &labels
-        ));
     }
 
     #[test]
