@@ -27,7 +27,7 @@ use lvstun_crds::v1alpha1::{
 };
 use serde_json::json;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::desired::ObjectRef;
 use super::foreign::Seen;
@@ -209,8 +209,16 @@ pub async fn run(
     let mut written_rs: BTreeMap<ObjectRef, (CheckStatus, Instant)> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Write failures in a row (the API server down or unreachable): the next round waits
+    // longer each time, so that an outage costs neither CPU nor a log line a second.
+    let mut failures: u32 = 0;
+    let mut not_before = Instant::now();
     loop {
         tick.tick().await;
+        if Instant::now() < not_before {
+            continue;
+        }
+        let mut failed: Option<String> = None;
         let (vs_entries, rs_entries) = {
             let r = lock(&report);
             if !r.ready {
@@ -255,8 +263,20 @@ pub async fn run(
                 Err(kube::Error::Api(e)) if e.code == 404 => {
                     written_vs.remove(&vs);
                 }
-                Err(e) => warn!(virtual_service = %vs, "status not written, retrying: {e}"),
+                // The API server answered: this object's write is refused, the others go on.
+                Err(kube::Error::Api(e)) => {
+                    warn!(virtual_service = %vs, "status not written, retrying: {e}");
+                }
+                // The API server did not answer: the next round waits (see `back_off`).
+                Err(e) => {
+                    failed = Some(format!("status of {vs}: {e}"));
+                    break;
+                }
             }
+        }
+        if let Some(why) = failed.take() {
+            (failures, not_before) = back_off(failures, &why);
+            continue;
         }
         let mut names: Vec<ObjectRef> = rs_entries.keys().cloned().collect();
         names.extend(
@@ -283,15 +303,62 @@ pub async fn run(
                 Err(kube::Error::Api(e)) if e.code == 404 => {
                     written_rs.remove(&rs);
                 }
-                Err(e) => warn!(real_server = %rs, "check status not written, retrying: {e}"),
+                Err(kube::Error::Api(e)) => {
+                    warn!(real_server = %rs, "check status not written, retrying: {e}");
+                }
+                Err(e) => {
+                    failed = Some(format!("check status of {rs}: {e}"));
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(why) => (failures, not_before) = back_off(failures, &why),
+            None => {
+                if failures > 0 {
+                    info!(failures, "status writes go through again");
+                }
+                failures = 0;
             }
         }
     }
 }
 
+/// One more round that could not reach the API server after `failures` in a row: logged on
+/// the first and every tenth,
+/// and the time before the next round (1 s doubling up to [`WRITE_RETRY_MAX`]).
+fn back_off(failures: u32, why: &str) -> (u32, Instant) {
+    let failures = failures.saturating_add(1);
+    let delay = retry_delay(failures);
+    if failures == 1 || failures.is_multiple_of(10) {
+        warn!(
+            failures,
+            retry_in_s = delay.as_secs(),
+            "status not written, retrying: {why}"
+        );
+    }
+    (failures, Instant::now() + delay)
+}
+
+/// The longest wait between two rounds of status writes while they fail.
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(16);
+
+/// The wait after `failures` failed rounds in a row: 1, 2, 4, 8, 16, 16... seconds. Pure.
+fn retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(10);
+    Duration::from_secs(1u64 << exp).min(WRITE_RETRY_MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_writes_back_off_to_sixteen_seconds() {
+        let waits: Vec<u64> = (1..=7).map(|f| retry_delay(f).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 16, 16]);
+        assert_eq!(retry_delay(u32::MAX), WRITE_RETRY_MAX);
+    }
     use crate::health::state::{TargetState, Thresholds};
     use lvstun_crds::v1alpha1::{KernelSettingRefusal, VrrpState};
 

@@ -202,15 +202,11 @@ impl Images {
         let image_err = |e: crate::images::ImageError| LabError::Setup(e.to_string());
         let mtime = crate::images::source_date_epoch().map_err(LabError::Setup)?;
         let mut archives = Vec::new();
-        let mut later = Vec::new();
         for spec in &crate::images::IMAGES {
-            let (_, written) =
-                crate::images::build(spec, bin_dir, out, mtime).map_err(image_err)?;
-            archives.push(written.archive);
-            if let Some(tag) = extra_tag {
+            for tag in std::iter::once(spec.tag).chain(extra_tag) {
                 let (_, written) = crate::images::build(&spec.with_tag(tag), bin_dir, out, mtime)
                     .map_err(image_err)?;
-                later.push(written.archive);
+                archives.push(written.archive);
             }
         }
         let gomodcache = crate::controlplane::cache_dir().join("go/mod");
