@@ -8,8 +8,13 @@ use std::process::ExitCode;
 /// Folders (relative to the repository root) that hold a copy of the generated CRDs.
 const TARGETS: [&str; 2] = ["deploy/crds", "deploy/helm/lvstun/crds"];
 
+/// The checkout to write into: `cargo run` names the package's folder at run time. The value
+/// compiled in is only the fallback: a binary in a target folder shared by two checkouts (CI's
+/// clone and a working copy) may have been built in the other one.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
