@@ -551,11 +551,20 @@ impl VipOps for BalancerOps {
     async fn send_garp(&mut self, vips: &[Ipv4Addr], count: u8) -> io::Result<()> {
         self.inner.send_garp(vips, count).await
     }
+    /// Hands the switch to a task of its own and returns at once: the kernel can take its time
+    /// to stop a sync daemon (30 s without an answer was seen in the pod lab, under a starved
+    /// CPU), and a router awaiting it would neither read advertisements nor act on its timers
+    /// meanwhile. The switches still reach the kernel in the order the routers asked for them:
+    /// the tasks are spawned in that order on the VRRP thread's single-threaded runtime, and
+    /// each first takes the hub's lock, which serves waiters first come, first served.
     async fn set_sync(&mut self, role: SyncRole) -> io::Result<()> {
-        self.hub
-            .set(self.vrid, role, &self.ifname)
-            .await
-            .map_err(io::Error::other)
+        let (hub, vrid, ifname) = (self.hub.clone(), self.vrid, self.ifname.clone());
+        tokio::spawn(async move {
+            if let Err(e) = hub.set(vrid, role, &ifname).await {
+                warn!(vrid, role = ?role, "ipvs sync daemon not switched: {e}");
+            }
+        });
+        Ok(())
     }
 }
 
