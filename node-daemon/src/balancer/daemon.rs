@@ -530,7 +530,6 @@ async fn start_cluster_source(
     node: &str,
     report: &SharedReport,
 ) -> (watch::Receiver<Arc<Snapshot>>, tokio::task::JoinHandle<()>) {
-    let mut delay = Duration::from_secs(1);
     let mut attempt: u32 = 0;
     loop {
         match cluster::start(client.clone(), node).await {
@@ -553,8 +552,7 @@ async fn start_cluster_source(
                     );
                 }
                 lock(report).waiting = Some(format!("the API server ({e})"));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(START_RETRY_MAX);
+                tokio::time::sleep(report::doubling_delay(attempt, START_RETRY_MAX)).await;
             }
         }
     }

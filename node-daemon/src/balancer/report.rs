@@ -345,8 +345,15 @@ const WRITE_RETRY_MAX: Duration = Duration::from_secs(16);
 
 /// The wait after `failures` failed rounds in a row: 1, 2, 4, 8, 16, 16... seconds. Pure.
 fn retry_delay(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(10);
-    Duration::from_secs(1u64 << exp).min(WRITE_RETRY_MAX)
+    doubling_delay(failures, WRITE_RETRY_MAX)
+}
+
+/// The wait after `attempt` failures in a row: 1 s, doubling with each, at most `max`. The
+/// one back-off of the balancer's calls to the API server (status writes, the first read at
+/// start). Pure.
+pub(super) fn doubling_delay(attempt: u32, max: Duration) -> Duration {
+    let exp = attempt.saturating_sub(1).min(10);
+    Duration::from_secs(1u64 << exp).min(max)
 }
 
 #[cfg(test)]
