@@ -6,8 +6,9 @@
 //!
 //! The supervisor runs on the daemon's runtime, the routers on the VRRP thread
 //! ([`crate::vrrp::thread`]), where a burst of health checks or IPVS work cannot delay them;
-//! they talk through channels. `BalancerOps` runs on the VRRP thread too, so the
-//! [`SyncHub`]'s IPVS connection, opened by the first router that switches sync, lives there.
+//! they talk through channels. `BalancerOps` runs on the ops thread (its calls wait there
+//! for the kernel's locks, not on the VRRP thread), and the [`SyncHub`]'s work, its IPVS
+//! connection included, on the sync thread (a sync daemon can take many seconds to stop).
 //!
 //! - Becoming Master: the router adds the VIP /32 to its interface, with a kernel lifetime it
 //!   renews while Master (`vrrp/lifetime.rs`: the VIP dies with this process), sends
@@ -90,6 +91,7 @@ use crate::vrrp::fsm::{Priority, State};
 use crate::vrrp::lifetime::VipLifetime;
 use crate::vrrp::ops::{Interface, KernelOps};
 use crate::vrrp::run::{RunOptions, run_with};
+use crate::vrrp::thread;
 
 /// How often routers that failed to start are retried and readiness is re-checked.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -291,11 +293,11 @@ impl HubState {
             Some(ipvs) => Ok(ipvs),
             slot => {
                 let (conn, handle) = new_connection()?;
-                // On the runtime of the first caller: the VRRP thread's when a router asks
-                // first, the daemon's when `tidy` runs at start on a node without routers (a
-                // netlink handle talks to its connection task through channels, from any
-                // runtime).
-                tokio::spawn(conn);
+                // On the sync thread, whoever asks first: the connection task makes the
+                // `sendmsg` in which the kernel starts or stops a daemon, and that may wait
+                // for seconds (a netlink handle talks to its connection task through
+                // channels, from any runtime).
+                thread::sync_handle()?.spawn(conn);
                 Ok(slot.insert(IpvsHandle::resolve(handle).await?))
             }
         }
@@ -551,15 +553,15 @@ impl VipOps for BalancerOps {
     async fn send_garp(&mut self, vips: &[Ipv4Addr], count: u8) -> io::Result<()> {
         self.inner.send_garp(vips, count).await
     }
-    /// Hands the switch to a task of its own and returns at once: the kernel can take its time
-    /// to stop a sync daemon (30 s without an answer was seen in the pod lab, under a starved
-    /// CPU), and a router awaiting it would neither read advertisements nor act on its timers
-    /// meanwhile. The switches still reach the kernel in the order the routers asked for them:
-    /// the tasks are spawned in that order on the VRRP thread's single-threaded runtime, and
-    /// each first takes the hub's lock, which serves waiters first come, first served.
+    /// Hands the switch to a task on the sync thread and returns at once: the kernel can take
+    /// its time to stop a sync daemon (30 s without an answer was seen in the pod lab, under a
+    /// starved CPU), and on the ops thread the renewals of the VIPs would wait behind it. The
+    /// switches still reach the kernel in the order the routers asked for them: the tasks are
+    /// spawned in that order on the sync thread's single-threaded runtime, and each first takes
+    /// the hub's lock, which serves waiters first come, first served.
     async fn set_sync(&mut self, role: SyncRole) -> io::Result<()> {
         let (hub, vrid, ifname) = (self.hub.clone(), self.vrid, self.ifname.clone());
-        tokio::spawn(async move {
+        thread::sync_handle()?.spawn(async move {
             if let Err(e) = hub.set(vrid, role, &ifname).await {
                 warn!(vrid, role = ?role, "ipvs sync daemon not switched: {e}");
             }

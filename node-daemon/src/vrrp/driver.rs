@@ -76,6 +76,17 @@ pub trait VipOps: Send {
     ) -> impl Future<Output = io::Result<()>> + Send;
     /// Switch the IPVS connection sync daemon.
     fn set_sync(&mut self, role: SyncRole) -> impl Future<Output = io::Result<()>> + Send;
+    /// Waits until every change asked for so far has been made: the driver calls it once, as
+    /// it stops, so a Master's VIPs are gone when its task ends. Ops that act at once (all but
+    /// [`super::detached::Detached`]) have nothing to wait for.
+    fn flush(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+    /// Calls that failed after they returned (where the work is done elsewhere, as in
+    /// [`super::detached::Detached`]), for [`Status::errors`].
+    fn failures(&self) -> u64 {
+        0
+    }
 }
 
 /// Commands from the rest of the daemon.
@@ -106,7 +117,8 @@ pub struct Status {
     pub adverts_accepted: u64,
     /// Received packets dropped, by reason label (bounded set, see `DropReason::label`).
     pub drops: BTreeMap<&'static str, u64>,
-    /// Failed sends and failed [`VipOps`] calls.
+    /// Failed sends and failed [`VipOps`] calls (those it reports later included,
+    /// [`VipOps::failures`]).
     pub errors: u64,
     /// Current (effective) priority.
     pub priority: u8,
@@ -182,6 +194,9 @@ pub struct Driver<V: VipOps> {
     ops: V,
     checksum: ChecksumForm,
     timers: BTreeMap<TimerKind, std::time::Instant>,
+    /// Failed sends and failed [`VipOps`] calls seen here; [`Status::errors`] adds the ops'
+    /// own count.
+    errors: u64,
     status: Status,
     status_tx: watch::Sender<Status>,
 }
@@ -218,6 +233,7 @@ impl<V: VipOps> Driver<V> {
                 ops,
                 checksum: ChecksumForm::PseudoHeader,
                 timers: BTreeMap::new(),
+                errors: 0,
                 status: Status::new(),
                 status_tx,
             },
@@ -251,6 +267,8 @@ impl<V: VipOps> Driver<V> {
                 ctl = control.recv() => match ctl {
                     None | Some(Control::Shutdown) => {
                         self.event(Event::Shutdown).await;
+                        // The VIPs are gone, and the sync daemon switched, before the task ends.
+                        self.ops.flush().await;
                         break;
                     }
                     Some(Control::SetPriority(p)) => self.event(Event::PriorityChanged(p)).await,
@@ -311,7 +329,7 @@ impl<V: VipOps> Driver<V> {
 
     fn receive_failed(&mut self, err: &io::Error) {
         tracing::warn!(%err, "vrrp: receive failed");
-        self.status.errors += 1;
+        self.errors += 1;
     }
 
     /// Fires the timers due now, earliest first. Each is checked again just before it fires:
@@ -422,7 +440,7 @@ impl<V: VipOps> Driver<V> {
         };
         if let Err(err) = result {
             tracing::warn!(?action, %err, "vrrp: action failed");
-            self.status.errors += 1;
+            self.errors += 1;
         }
     }
 
@@ -431,6 +449,7 @@ impl<V: VipOps> Driver<V> {
         self.status.master = self.router.observed_master();
         self.status.priority = self.router.priority().get();
         self.status.master_adver_int = self.router.master_adver_int();
+        self.status.errors = self.errors + self.ops.failures();
         self.status_tx.send_replace(self.status.clone());
     }
 }
@@ -991,6 +1010,140 @@ mod tests {
                 let _ = Command::new("ip").args(["netns", "del", ns]).status();
             }
         }
+    }
+
+    /// Kernel calls that make their thread wait, as a `sendmsg` waits for `rtnl_lock` while a
+    /// process elsewhere on the node holds it and is starved of CPU: here every renewal of the
+    /// VIP's lifetime (every 500 ms at 100 ms adverts) blocks its thread for 600 ms.
+    #[derive(Clone, Default)]
+    struct Waiting;
+
+    impl Waiting {
+        fn ok() -> std::future::Ready<io::Result<()>> {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    impl VipOps for Waiting {
+        fn add_vips(
+            &mut self,
+            _: &[Ipv4Addr],
+            _: VipLifetime,
+        ) -> impl Future<Output = io::Result<()>> + Send {
+            Self::ok()
+        }
+        fn refresh_vips(
+            &mut self,
+            _: &[Ipv4Addr],
+            _: VipLifetime,
+        ) -> impl Future<Output = io::Result<()>> + Send {
+            std::thread::sleep(Duration::from_millis(600));
+            Self::ok()
+        }
+        fn remove_vips(&mut self, _: &[Ipv4Addr]) -> impl Future<Output = io::Result<()>> + Send {
+            Self::ok()
+        }
+        fn send_garp(
+            &mut self,
+            _: &[Ipv4Addr],
+            _: u8,
+        ) -> impl Future<Output = io::Result<()>> + Send {
+            Self::ok()
+        }
+        fn set_sync(&mut self, _: SyncRole) -> impl Future<Output = io::Result<()>> + Send {
+            Self::ok()
+        }
+    }
+
+    /// Runs a Master (priority 200) with [`Waiting`] kernel calls, made on its own thread or
+    /// handed to [`Detached`], beside a Backup (priority 100) for 2.5 s at 100 ms adverts, and
+    /// returns the Backup's state changes after it first settled as Backup.
+    async fn backup_changes_beside_a_waiting_master(net: &Netns, detached: bool) -> u64 {
+        let a_ip = Ipv4Addr::new(192, 0, 2, 1);
+        let b_ip = Ipv4Addr::new(192, 0, 2, 2);
+        let cfg = move |ip, prio| {
+            let mut c = RouterConfig::new(51, ip, vec![Ipv4Addr::new(192, 0, 2, 100)]);
+            c.priority = Priority::new(prio).unwrap();
+            c.adver_int = AdverInterval::from_millis(100).unwrap();
+            c
+        };
+        // The Master runs on a thread of its own, so that its waits stop it alone.
+        let a_sockets = net.sockets(0, a_ip);
+        let (a_ctl, a_ctl_rx) = mpsc::channel(4);
+        let (a_status_tx, a_status_rx) = std::sync::mpsc::channel();
+        let a_thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let router = Router::new(cfg(a_ip, 200)).unwrap();
+                if detached {
+                    let worker = crate::vrrp::thread::ops_handle().unwrap();
+                    let ops = crate::vrrp::detached::Detached::start(Waiting, &worker);
+                    let (driver, status) = Driver::new(router, a_sockets, vec![], ops).unwrap();
+                    a_status_tx.send(status).unwrap();
+                    driver.run(a_ctl_rx).await
+                } else {
+                    let (driver, status) = Driver::new(router, a_sockets, vec![], Waiting).unwrap();
+                    a_status_tx.send(status).unwrap();
+                    driver.run(a_ctl_rx).await
+                }
+            })
+        });
+        let mut a_status = a_status_rx.recv().unwrap();
+        wait_for(&mut a_status, State::Master, Duration::from_secs(3)).await;
+
+        let (b_driver, mut b_status) = Driver::new(
+            Router::new(cfg(b_ip, 100)).unwrap(),
+            net.sockets(1, b_ip),
+            vec![],
+            Recording::default(),
+        )
+        .unwrap();
+        let (b_ctl, b_ctl_rx) = mpsc::channel(4);
+        let b_task = tokio::spawn(b_driver.run(b_ctl_rx));
+        wait_for(&mut b_status, State::Backup, Duration::from_secs(1)).await;
+        let settled = b_status.borrow().transitions;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let changes = b_status.borrow().transitions - settled;
+
+        a_ctl.send(Control::Shutdown).await.unwrap();
+        let a_final = tokio::task::spawn_blocking(move || a_thread.join().unwrap())
+            .await
+            .unwrap();
+        b_ctl.send(Control::Shutdown).await.unwrap();
+        b_task.await.unwrap();
+        println!(
+            "driver: detached {detached}: the Backup changed state {changes} times; the Master sent {} adverts",
+            a_final.adverts_sent
+        );
+        changes
+    }
+
+    /// The VRRP thread never waits for a kernel call: with the calls made where they are
+    /// asked for, a Master whose renewals wait 600 ms falls silent past the Backup's
+    /// Master_Down_Interval (361 ms) and the Backup takes over from a live Master (the control,
+    /// which shows the test can see the fault); with [`Detached`] calls the Backup never moves.
+    #[tokio::test]
+    async fn a_master_whose_kernel_calls_wait_keeps_advertising() {
+        if !nix::unistd::geteuid().is_root() {
+            println!(
+                "SKIPPED a_master_whose_kernel_calls_wait_keeps_advertising: needs root for ip netns and raw sockets"
+            );
+            return;
+        }
+        let net = Netns::new("wait", ["192.0.2.1/24", "192.0.2.2/24"]);
+        let inline = backup_changes_beside_a_waiting_master(&net, false).await;
+        assert!(
+            inline > 0,
+            "control: a Master stopped 600 ms at a time was never taken over from"
+        );
+        let detached = backup_changes_beside_a_waiting_master(&net, true).await;
+        assert_eq!(
+            detached, 0,
+            "the Backup took over from a Master whose kernel calls were detached"
+        );
     }
 
     /// Three routers on one segment (RFC 5798 allows any number): exactly one Master, the

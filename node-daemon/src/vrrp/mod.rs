@@ -10,6 +10,8 @@
 //!   does I/O.
 //! - `link_watch`: follows the interface's carrier over rtnetlink and tells the router when it
 //!   goes down or comes back (the decision pure, the subscription I/O).
+//! - `detached`: the routers' kernel calls made in order on the ops thread, so the driver never
+//!   waits for a kernel lock (I/O: a queue and a worker).
 //! - `ops`: the real `VipOps` (VIP over rtnetlink, gratuitous ARP on an `AF_PACKET` socket,
 //!   IPVS sync daemon switching): I/O.
 //! - `run`: `run_with`, one virtual router with the real ops as a task on the VRRP thread (what
@@ -17,11 +19,12 @@
 //!   from a VirtualService's settings.
 //! - `thread`: the VRRP thread, one OS thread with its own tokio runtime where every router of
 //!   the process runs, so that a busy main runtime cannot delay advertisements or their
-//!   reading.
+//!   reading; and the ops thread, where their kernel calls wait for the kernel's locks.
 //! - `cli`: `lvstun-node vrrp ...`, a hidden lab command that runs the driver on a real
 //!   interface and prints its decisions (for interop proofs against keepalived).
 
 pub mod cli;
+pub mod detached;
 pub mod driver;
 pub mod fsm;
 pub mod lifetime;

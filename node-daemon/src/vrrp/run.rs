@@ -3,10 +3,11 @@
 //! `lvstun-node vrrp` runs. Also the pure mapping from a VirtualService's `spec.balancers` to a
 //! [`RouterConfig`]: [`priority_for`] and [`router_config`].
 //!
-//! `run_with` does I/O (interface lookup, sockets, netlink), all of it on the VRRP thread
-//! (`vrrp::thread`: a thread and a runtime of its own, so that the health checks, the IPVS
-//! passes and the watchers on the main runtime cannot delay an advertisement); the caller gets
-//! channels and a `JoinHandle`, which work from any runtime. The two mapping functions do none.
+//! `run_with` does I/O (interface lookup, sockets, netlink) on the VRRP thread (`vrrp::thread`:
+//! a thread and a runtime of its own, so that the health checks, the IPVS passes and the
+//! watchers on the main runtime cannot delay an advertisement), except the kernel calls of the
+//! router's actions, which are made on the ops thread (`detached`); the caller gets channels
+//! and a `JoinHandle`, which work from any runtime. The two mapping functions do none.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -16,6 +17,7 @@ use lvstun_crds::v1alpha1::{Balancers, NodePriority};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::detached::Detached;
 use super::driver::{Control, Driver, Sockets, Status, VipOps};
 use super::fsm::{AdverInterval, ConfigError, Priority, Router, RouterConfig};
 use super::link_watch::{self, LinkEvents, LinkFollower};
@@ -192,13 +194,14 @@ pub enum RunError {
 /// each effect) and returns once it runs. `config.primary_ip` 0.0.0.0 means "the interface's
 /// first IPv4 address".
 ///
-/// Everything happens on the VRRP thread ([`thread`]), where the router then runs: the
-/// interface lookup, the sockets, the netlink connections of [`KernelOps`] and of whatever
-/// `wrap` opens later from the driver, and the driver task. Before the task starts, the VIPs
-/// are removed from the interface (idempotent): a daemon that crashed as Master left them
-/// there, and a Backup must not answer for them; the state machine adds them again when it
-/// becomes Master. Must be called inside a tokio runtime (any: only channels cross), in the
-/// process's network namespace (the VRRP thread's), with CAP_NET_ADMIN and CAP_NET_RAW.
+/// The setup happens on the VRRP thread ([`thread`]), where the router then runs: the
+/// interface lookup, the sockets, and the driver task. [`KernelOps`], the netlink connections
+/// of whatever `wrap` opens later, and every kernel call of the router live on the ops thread
+/// ([`thread::ops_handle`], [`Detached`]). Before the task starts, the VIPs are removed from
+/// the interface (idempotent): a daemon that crashed as Master left them there, and a Backup
+/// must not answer for them; the state machine adds them again when it becomes Master. Must be
+/// called inside a tokio runtime (any: only channels cross), in the process's network
+/// namespace (that of both threads, started from it), with CAP_NET_ADMIN and CAP_NET_RAW.
 pub async fn run_with<V, F>(
     config: RouterConfig,
     interface: &str,
@@ -228,7 +231,7 @@ async fn start<V, F>(
 ) -> Result<Running, RunError>
 where
     V: VipOps + 'static,
-    F: FnOnce(KernelOps) -> V,
+    F: FnOnce(KernelOps) -> V + Send + 'static,
 {
     let io_err = |what: &str| {
         let what = format!("{what} {interface}");
@@ -253,11 +256,26 @@ where
         options.unicast_peers.is_empty(),
     )
     .map_err(io_err("open VRRP sockets on"))?;
-    let mut ops = KernelOps::open(iface, options.sync.then_some(vrid)).await?;
-    ops.remove_vips(&vips)
+    // The kernel calls are opened, and made, on the ops thread (`detached`): their netlink
+    // connections' tasks, where the `sendmsg` that may wait for a kernel lock runs, live there.
+    let ops_thread = thread::ops_handle().map_err(RunError::Thread)?;
+    let sync_id = options.sync.then_some(vrid);
+    let stale = vips.clone();
+    let ops = ops_thread
+        .spawn(async move {
+            let mut ops = KernelOps::open(iface, sync_id).await?;
+            ops.remove_vips(&stale)
+                .await
+                .map_err(|source| RunError::Io {
+                    what: "remove stale VIPs from the interface".to_owned(),
+                    source,
+                })?;
+            Ok::<_, RunError>(wrap(ops))
+        })
         .await
-        .map_err(io_err("remove stale VIPs from"))?;
-    let (driver, status) = Driver::new(router, sockets, options.unicast_peers, wrap(ops))
+        .map_err(|e| RunError::Thread(io::Error::other(e)))??;
+    let ops = Detached::start(ops, &ops_thread);
+    let (driver, status) = Driver::new(router, sockets, options.unicast_peers, ops)
         .map_err(io_err("register VRRP sockets of"))?;
     let driver = driver.with_checksum_form(options.checksum);
     let (control, control_rx) = mpsc::channel(8);

@@ -32,6 +32,24 @@
 //! The thread is started by the first router and inherits that thread's network namespace (a
 //! namespace is per thread); the daemon never changes namespace, so it is the process's. It
 //! runs until the process exits.
+//!
+//! A second thread, `lvstun-vrrp-ops` ([`ops_handle`]), performs the routers' kernel calls
+//! (the VIPs over rtnetlink, gratuitous ARP, the IPVS sync daemons; `detached`). A netlink
+//! request is handled by the kernel inside the sender's `sendmsg`, under the kernel's locks:
+//! an address change waits for `rtnl_lock`, which is one lock for the whole kernel, every
+//! namespace and every process (kubelet, the CNI plugin, kube-proxy, the web daemon), and a
+//! sync daemon switch waits for the daemon's kernel threads. A holder of such a lock that a
+//! busy node starves of CPU keeps it for as long as it waits (priority inversion: our realtime
+//! thread cannot lend it its priority), and on the VRRP thread that wait would stop every
+//! advertisement of the process: in the pod lab a Backup took over from a live Master during
+//! CR churn and under a CPU hog. On a thread of their own the calls may wait; the adverts go on.
+//! It runs at [`OPS_RT_PRIORITY`], below the VRRP thread: when no lock is held it still adds a
+//! VIP at once on a busy node.
+//!
+//! A third, `lvstun-sync` ([`sync_handle`]), at normal priority, switches the IPVS connection
+//! sync daemons: the kernel may take many seconds to stop one (30 s was seen in the pod lab),
+//! and on the ops thread that wait would hold back the renewals of a live Master's VIPs until
+//! their lifetime ran out.
 
 use std::io;
 use std::sync::{Mutex, PoisonError, mpsc};
@@ -41,56 +59,110 @@ use tokio::runtime::{Builder, Handle};
 /// The name of the thread, as `ps -T`, `top -H` and `/proc/PID/task/*/comm` show it.
 pub const THREAD_NAME: &str = "lvstun-vrrp";
 
+/// The name of the thread that makes the routers' kernel calls.
+pub const OPS_THREAD_NAME: &str = "lvstun-vrrp-ops";
+
 /// The SCHED_RR priority of the VRRP thread (1..99): above every ordinary thread, below the
 /// kernel's own realtime threads (watchdog, migration at 99).
 pub const RT_PRIORITY: u8 = 10;
 
-/// The runtime of the VRRP thread, once started.
-static RUNTIME: Mutex<Option<Handle>> = Mutex::new(None);
+/// The SCHED_RR priority of the ops thread: below the VRRP thread, which must never wait for it.
+pub const OPS_RT_PRIORITY: u8 = 5;
+
+/// The name of the thread that switches the IPVS sync daemons.
+pub const SYNC_THREAD_NAME: &str = "lvstun-sync";
+
+/// A named OS thread running a current-thread tokio runtime, started on first use.
+struct RuntimeThread {
+    name: &'static str,
+    /// SCHED_RR priority to ask for; `None` = stay an ordinary thread.
+    priority: Option<u8>,
+    handle: Mutex<Option<Handle>>,
+}
+
+static VRRP: RuntimeThread = RuntimeThread {
+    name: THREAD_NAME,
+    priority: Some(RT_PRIORITY),
+    handle: Mutex::new(None),
+};
+
+static OPS: RuntimeThread = RuntimeThread {
+    name: OPS_THREAD_NAME,
+    priority: Some(OPS_RT_PRIORITY),
+    handle: Mutex::new(None),
+};
+
+static SYNC: RuntimeThread = RuntimeThread {
+    name: SYNC_THREAD_NAME,
+    priority: None,
+    handle: Mutex::new(None),
+};
 
 /// The VRRP thread's runtime, to spawn on; the thread is started on first use. That first call
 /// waits (blocking, briefly) for the new thread to build its runtime.
 pub fn handle() -> io::Result<Handle> {
-    let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(handle) = slot.as_ref() {
-        return Ok(handle.clone());
+    VRRP.handle()
+}
+
+/// The ops thread's runtime (see the module comment), started on first use like [`handle`].
+pub fn ops_handle() -> io::Result<Handle> {
+    OPS.handle()
+}
+
+/// The sync thread's runtime (see the module comment), started on first use like [`handle`].
+pub fn sync_handle() -> io::Result<Handle> {
+    SYNC.handle()
+}
+
+impl RuntimeThread {
+    fn handle(&'static self) -> io::Result<Handle> {
+        let mut slot = self.handle.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = slot.as_ref() {
+            return Ok(handle.clone());
+        }
+        let handle = self.start()?;
+        *slot = Some(handle.clone());
+        Ok(handle)
     }
-    let handle = start()?;
-    *slot = Some(handle.clone());
-    Ok(handle)
-}
 
-/// Starts the thread. The runtime is built on the thread itself, so a failure to build it is
-/// reported here without a runtime ever being dropped inside an async context.
-fn start() -> io::Result<Handle> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name(THREAD_NAME.to_owned())
-        .spawn(move || {
-            raise_priority();
-            let runtime = match Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    let _ = tx.send(Err(err));
-                    return;
+    /// Starts the thread. The runtime is built on the thread itself, so a failure to build it
+    /// is reported here without a runtime ever being dropped inside an async context.
+    fn start(&'static self) -> io::Result<Handle> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(self.name.to_owned())
+            .spawn(move || {
+                if let Some(priority) = self.priority {
+                    raise_priority(self.name, priority);
                 }
-            };
-            let _ = tx.send(Ok(runtime.handle().clone()));
-            // A current-thread runtime runs its tasks only while something blocks on it.
-            runtime.block_on(std::future::pending::<()>());
-        })?;
-    rx.recv()
-        .map_err(|_| io::Error::other("the VRRP thread ended before its runtime started"))?
+                let runtime = match Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = tx.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(runtime.handle().clone()));
+                // A current-thread runtime runs its tasks only while something blocks on it.
+                runtime.block_on(std::future::pending::<()>());
+            })?;
+        rx.recv().map_err(|_| {
+            io::Error::other(format!(
+                "the {} thread ended before its runtime started",
+                self.name
+            ))
+        })?
+    }
 }
 
-/// Makes the calling thread SCHED_RR at [`RT_PRIORITY`], or says why it stays as it is.
-fn raise_priority() {
+/// Makes the calling thread SCHED_RR at `priority`, or says why it stays as it is.
+fn raise_priority(thread: &str, priority: u8) {
     use thread_priority::{
         RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
         set_thread_priority_and_policy, thread_native_id,
     };
     let policy = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::RoundRobin);
-    let result = ThreadPriorityValue::try_from(RT_PRIORITY)
+    let result = ThreadPriorityValue::try_from(priority)
         .map_err(|e| e.to_string())
         .and_then(|p| {
             set_thread_priority_and_policy(
@@ -101,13 +173,9 @@ fn raise_priority() {
             .map_err(|e| e.to_string())
         });
     match result {
-        Ok(()) => tracing::info!(
-            thread = THREAD_NAME,
-            priority = RT_PRIORITY,
-            "vrrp: realtime priority (SCHED_RR)"
-        ),
+        Ok(()) => tracing::info!(thread, priority, "vrrp: realtime priority (SCHED_RR)"),
         Err(err) => tracing::warn!(
-            thread = THREAD_NAME,
+            thread,
             %err,
             "vrrp: no realtime priority (needs CAP_SYS_NICE): advertisements wait for the CPU like any other thread"
         ),
@@ -135,6 +203,26 @@ mod tests {
         assert_eq!(first.0.as_deref(), Some(THREAD_NAME));
         assert_eq!(first, second);
         assert_ne!(first.1, std::thread::current().id());
+    }
+
+    /// The kernel calls and the sync switches run on threads of their own, apart from the
+    /// routers' and from each other's.
+    #[tokio::test]
+    async fn ops_and_sync_threads_are_apart() {
+        let vrrp = handle().unwrap().spawn(async { whoami() }).await.unwrap();
+        let ops = ops_handle()
+            .unwrap()
+            .spawn(async { whoami() })
+            .await
+            .unwrap();
+        let sync = sync_handle()
+            .unwrap()
+            .spawn(async { whoami() })
+            .await
+            .unwrap();
+        assert_eq!(ops.0.as_deref(), Some(OPS_THREAD_NAME));
+        assert_eq!(sync.0.as_deref(), Some(SYNC_THREAD_NAME));
+        assert!(vrrp.1 != ops.1 && ops.1 != sync.1 && vrrp.1 != sync.1);
     }
 
     /// What runs on the VRRP thread keeps its time while the caller's runtime is stuck: a
