@@ -4,6 +4,7 @@
 //! - [`desired`] (pure): which services, destinations and health checks this node wants;
 //! - [`plan`] (pure): the fewest operations from the kernel's table to the desired one;
 //! - [`foreign`] (pure): services lvstun programmed that another program deleted;
+//! - [`pass`] (pure): the deciding and settling halves of one pass of the loop;
 //! - [`run`]: the loop (source → desired → plan → apply) over the
 //!   [`IpvsTable`](crate::ipvs::IpvsTable) and health seams, so it runs against the real kernel
 //!   or in-memory fakes alike;
@@ -23,6 +24,7 @@ pub mod desired;
 pub mod foreign;
 pub mod http;
 pub mod owner;
+pub mod pass;
 pub mod plan;
 pub mod report;
 pub mod run;

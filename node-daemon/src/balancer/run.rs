@@ -3,7 +3,7 @@
 //! a module was reloaded). Does I/O only through its seams: [`IpvsTable`] (the kernel or an
 //! in-memory fake), [`HealthChecks`] (the real checker or a fake), and the owned-VIPs file.
 //!
-//! One pass ([`Balancer::pass`]):
+//! One pass ([`Balancer::pass`]; its deciding and settling halves are pure, in [`super::pass`]):
 //! 1. read the kernel's table (reads are not writes: a no-op pass makes zero writes);
 //! 2. resolve the objects ([`desired::resolve`]); give the health checker its targets, each new
 //!    one starting healthy exactly when the kernel already forwards to it (so a restart
@@ -39,6 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use super::desired::{self, ObjectRef, Resolved};
 use super::foreign;
+use super::pass;
 use super::plan::{self, OwnedVips};
 use super::state;
 use crate::error::{Errno, Error};
@@ -252,15 +253,6 @@ pub fn hint(op: &Op, errno: Errno) -> &'static str {
     }
 }
 
-fn op_service(op: &Op) -> ServiceKey {
-    match op {
-        Op::NewService { key, .. } | Op::SetService { key, .. } | Op::DelService { key } => *key,
-        Op::NewDest { service, .. } | Op::SetDest { service, .. } | Op::DelDest { service, .. } => {
-            *service
-        }
-    }
-}
-
 /// An IPVS table that lives only in memory, for `--dry-run`: the loop plans and "applies"
 /// against it exactly as against the kernel (with the kernel's errnos for impossible
 /// operations), and the log shows what would have been sent. It starts empty, so the first
@@ -430,7 +422,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         let blocked: HashSet<ServiceKey> = holding
             .iter()
             .filter(|op| matches!(op, Op::NewService { .. }))
-            .map(op_service)
+            .map(|op| *op.service())
             .collect();
         // A destination moved into place in a hashing scheduler's list is deleted and re-added:
         // if the re-add is held back, the delete must wait with it, or a serving destination
@@ -445,7 +437,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         planned.into_iter().partition(|op| {
             let held = holding.contains(op);
             // Destinations of a service the kernel would not create can only fail.
-            let orphan = matches!(op, Op::NewDest { .. }) && blocked.contains(&op_service(op));
+            let orphan = matches!(op, Op::NewDest { .. }) && blocked.contains(op.service());
             let move_held = matches!(op, Op::DelDest { service, dest } if held_adds.contains(&(*service, *dest)));
             !held && !orphan && !move_held
         })
@@ -501,79 +493,38 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         trigger: Trigger,
     ) -> Result<PassSummary, Error> {
         let started = Instant::now();
-        let cached = match trigger {
-            Trigger::Source | Trigger::Health => self.kernel.take(),
-            Trigger::Start | Trigger::Resync | Trigger::Retry => None,
-        };
-        self.kernel = None;
-        let read = cached.is_none();
-        let actual = match cached {
-            Some(table) => table,
-            None => self.ipvs.read().await?,
-        };
+
+        // Observe: the kernel's table, the objects, the health checks they call for.
+        let (actual, read) = self.observe_kernel(trigger).await?;
         let resolved = desired::resolve(snapshot);
         if read {
             self.notice_foreign_deletions(&resolved, &actual, started);
         }
         self.update_targets(&resolved, &actual);
-        let desired = resolved.table(|key| self.verdict(key));
-        let wanted = resolved.vips();
-        let owned = self.owned.union(&wanted);
-        if owned != self.owned {
-            // Claim before touching the kernel.
-            self.save_owned(&owned);
-            self.owned = owned.clone();
-        }
-        let planned = plan::plan(&actual, &desired, &owned);
-        let (ops, held) = self.hold_back(planned, started);
+
+        // Decide (pure), and claim the VIPs before touching the kernel.
+        let mut decision = pass::decide(&resolved, &actual, |key| self.verdict(key), &self.owned);
+        self.record_owned(&decision.owned);
+        let (ops, held) = self.hold_back(std::mem::take(&mut decision.planned), started);
+
+        // Apply.
         let report = if ops.is_empty() {
             ApplyReport::default()
         } else {
             self.ipvs.apply(&ops).await
         };
-        if !self.refusals.is_empty() {
-            // Refused operations that went through this time are forgiven.
-            let failed: HashSet<&Op> = report.failed.iter().map(|(op, _)| op).collect();
-            self.refusals
-                .retain(|op, _| failed.contains(op) || !ops.contains(op));
-        }
-        let transient = self.record_failures(&report.failed, started);
-        self.retries = if transient > 0 { self.retries + 1 } else { 0 };
+
+        // Settle: what the kernel refused, what is still lvstun's there.
+        let transient = self.settle_refusals(&ops, &report.failed, started);
         let failed_ops: HashSet<&Op> = report.failed.iter().map(|(op, _)| op).collect();
-        self.left = Some(foreign::left_in_kernel(&actual, &ops, &failed_ops, &owned));
-
-        // What did not reach the kernel, by (service, destination); `None` for the service.
-        let not_done: HashSet<(ServiceKey, Option<DestKey>)> = held
-            .iter()
-            .chain(report.failed.iter().map(|(op, _)| op))
-            .map(|op| match op {
-                Op::NewService { key, .. }
-                | Op::SetService { key, .. }
-                | Op::DelService { key } => (*key, None),
-                Op::NewDest { service, dest, .. }
-                | Op::SetDest { service, dest, .. }
-                | Op::DelDest { service, dest } => (*service, Some(*dest)),
-            })
-            .collect();
-
-        // The state file shrinks to what is still lvstun's in the kernel: the VIPs wanted now,
-        // plus those of owned services whose removal did not go through.
-        let remaining: OwnedVips = wanted
-            .iter()
-            .copied()
-            .chain(
-                actual
-                    .services()
-                    .filter(|(key, _)| owned.owns(key) && desired.service(key).is_none())
-                    .filter(|(key, _)| not_done.contains(&(**key, None)))
-                    .filter_map(|(key, _)| key.vip()),
-            )
-            .collect();
-        if remaining != self.owned {
-            self.save_owned(&remaining);
-            self.owned = remaining;
-        }
-
+        self.left = Some(foreign::left_in_kernel(
+            &actual,
+            &ops,
+            &failed_ops,
+            &decision.owned,
+        ));
+        let not_done = pass::not_done(held.iter().chain(report.failed.iter().map(|(op, _)| op)));
+        self.record_owned(&pass::remaining_owned(&decision, &actual, &not_done));
         let summary = PassSummary {
             trigger,
             read,
@@ -581,18 +532,77 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             applied: report.applied,
             failed: report.failed.len(),
             held: held.len(),
-            services: desired.services().count(),
-            destinations: desired.services().map(|(_, e)| e.dests.len()).sum(),
+            services: decision.desired.services().count(),
+            destinations: decision
+                .desired
+                .services()
+                .map(|(_, e)| e.dests.len())
+                .sum(),
             elapsed: started.elapsed(),
         };
-        for op in &ops {
+        self.log_pass(&ops, &summary);
+
+        // Publish.
+        let programmed = pass::programmed(&resolved, &actual, &decision.desired, &not_done);
+        self.publish(&resolved, summary, &report, transient, programmed);
+
+        // Keep the model of the kernel for the next pass, unless something failed (then the
+        // kernel's answer is the only truth: read it again next time).
+        if report.failed.is_empty() {
+            let mut model = actual;
+            if ops.iter().all(|op| model.apply(op).is_ok()) {
+                self.kernel = Some(model);
+            }
+        }
+        Ok(summary)
+    }
+
+    /// The kernel's table: the model kept since the last read for a source change or a health
+    /// verdict, a full read otherwise. Returns it and whether it was read.
+    async fn observe_kernel(&mut self, trigger: Trigger) -> Result<(Table, bool), Error> {
+        let cached = match trigger {
+            Trigger::Source | Trigger::Health => self.kernel.take(),
+            Trigger::Start | Trigger::Resync | Trigger::Retry => None,
+        };
+        self.kernel = None;
+        match cached {
+            Some(table) => Ok((table, false)),
+            None => Ok((self.ipvs.read().await?, true)),
+        }
+    }
+
+    /// Records `owned` in memory and in the state file, when it changed.
+    fn record_owned(&mut self, owned: &OwnedVips) {
+        if *owned != self.owned {
+            self.save_owned(owned);
+            self.owned = owned.clone();
+        }
+    }
+
+    /// Forgives the refused operations that went through this time, records the new refusals
+    /// (lasting ones held back with a back-off) and counts the follow-up passes. Returns how
+    /// many failures were transient.
+    fn settle_refusals(&mut self, ops: &[Op], failed: &[(Op, Error)], now: Instant) -> usize {
+        if !self.refusals.is_empty() {
+            let refused: HashSet<&Op> = failed.iter().map(|(op, _)| op).collect();
+            self.refusals
+                .retain(|op, _| refused.contains(op) || !ops.contains(op));
+        }
+        let transient = self.record_failures(failed, now);
+        self.retries = if transient > 0 { self.retries + 1 } else { 0 };
+        transient
+    }
+
+    /// Logs the writes (one by one up to [`LOG_OPS`]) and the pass's summary.
+    fn log_pass(&self, ops: &[Op], summary: &PassSummary) {
+        for op in ops {
             if ops.len() <= LOG_OPS {
                 info!(op = %op, "ipvs");
             } else {
                 debug!(op = %op, "ipvs");
             }
         }
-        let moved = plan::moved(&ops);
+        let moved = plan::moved(ops);
         if moved > 0 {
             info!(
                 moved,
@@ -600,8 +610,8 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             );
         }
         info!(
-            trigger = %trigger.as_str(),
-            read,
+            trigger = %summary.trigger.as_str(),
+            read = summary.read,
             ops = summary.ops,
             applied = summary.applied,
             failed = summary.failed,
@@ -613,65 +623,21 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             elapsed_ms = summary.elapsed.as_millis() as u64,
             "reconciled"
         );
+    }
 
-        // Destinations with weight > 0 in the kernel now: as desired, unless their operation
-        // (or their service's) did not go through, then as they were.
-        let weight_now = |service: &ServiceKey, dest: &DestKey| {
-            let table = if !not_done.is_empty()
-                && (not_done.contains(&(*service, Some(*dest)))
-                    || not_done.contains(&(*service, None)))
-            {
-                &actual
-            } else {
-                &desired
-            };
-            table
-                .service(service)
-                .and_then(|e| e.dests.get(dest))
-                .is_some_and(|c| c.weight.get() > 0)
-        };
-        let mut programmed: BTreeMap<ObjectRef, BTreeMap<String, u32>> = BTreeMap::new();
-        for service in &resolved.services {
-            let count = match desired.service(&service.key) {
-                Some(entry) if not_done.is_empty() => {
-                    entry.dests.values().filter(|c| c.weight.get() > 0).count()
-                }
-                _ => service
-                    .dests
-                    .iter()
-                    .filter(|d| weight_now(&service.key, &resolved.dest_key(service, **d)))
-                    .count(),
-            };
-            programmed
-                .entry(service.virtual_service.clone())
-                .or_default()
-                .insert(
-                    service.port_name.clone(),
-                    u32::try_from(count).unwrap_or(u32::MAX),
-                );
-        }
+    /// Writes the pass's outcome into the shared [`Report`].
+    fn publish(
+        &self,
+        resolved: &Resolved,
+        summary: PassSummary,
+        report: &ApplyReport,
+        transient: usize,
+        programmed: BTreeMap<ObjectRef, BTreeMap<String, u32>>,
+    ) {
         for p in &resolved.problems {
             debug!("{p}");
         }
-        let mut messages: BTreeMap<ObjectRef, String> = BTreeMap::new();
-        if !self.refusals.is_empty() {
-            let owner: HashMap<ServiceKey, &ObjectRef> = resolved
-                .services
-                .iter()
-                .map(|s| (s.key, &s.virtual_service))
-                .collect();
-            let mut refusals: Vec<(&Op, &Refusal)> = self.refusals.iter().collect();
-            refusals.sort_by(|a, b| a.1.op.cmp(&b.1.op));
-            for (op, refusal) in refusals {
-                if let Some(vs) = owner.get(&op_service(op)) {
-                    let text = messages.entry((*vs).clone()).or_default();
-                    if !text.is_empty() {
-                        text.push_str("; ");
-                    }
-                    text.push_str(&refusal.to_string());
-                }
-            }
-        }
+        let messages = pass::refusal_messages(resolved, &self.refusals);
         let real_server_checks = resolved
             .real_server_checks
             .iter()
@@ -686,7 +652,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         r.ready = true;
         r.last_turn = Some(std::time::Instant::now());
         r.passes += 1;
-        r.writes_total += ops.len() as u64;
+        r.writes_total += summary.ops as u64;
         r.refused_total += report.failed.len() as u64;
         r.last = Some(summary);
         r.last_error = None;
@@ -701,17 +667,6 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
         r.targets = self.targets.len();
         r.foreign_deletions_total = self.foreign_total;
         r.deleted_externally = self.recent.entries().clone();
-        drop(r);
-
-        // Keep the model of the kernel for the next pass, unless something failed (then the
-        // kernel's answer is the only truth: read it again next time).
-        if report.failed.is_empty() {
-            let mut model = actual;
-            if ops.iter().all(|op| model.apply(op).is_ok()) {
-                self.kernel = Some(model);
-            }
-        }
-        Ok(summary)
     }
 
     /// Compares a full read of the kernel with what the last pass left there: services lvstun

@@ -758,7 +758,6 @@ pub enum Op {
 
 impl Op {
     /// The service this operation concerns.
-    #[cfg(test)]
     pub fn service(&self) -> &ServiceKey {
         match self {
             Op::NewService { key, .. } | Op::SetService { key, .. } | Op::DelService { key } => key,
