@@ -329,43 +329,27 @@ impl HubState {
                 }
             },
         };
-        let pairs = [
-            (
-                IpvsSyncRole::Master,
-                have.as_ref().map(|h| &h.master),
-                &want.master,
-            ),
-            (
-                IpvsSyncRole::Backup,
-                have.as_ref().map(|h| &h.backup),
-                &want.backup,
-            ),
-        ];
-        for (role, had, wanted) in &pairs {
-            if *had != Some(*wanted) {
-                match ipvs.stop_sync_daemon(*role).await {
-                    Err(e) if e.errno() == Some(Errno::ESRCH) => {}
-                    other => other?,
-                }
-                self.book.sync_stopped(*role);
+        let changes = vips::sync_changes(have.as_ref(), &want);
+        for role in &changes.stop {
+            match ipvs.stop_sync_daemon(*role).await {
+                Err(e) if e.errno() == Some(Errno::ESRCH) => {}
+                other => other?,
             }
+            self.book.sync_stopped(*role);
         }
-        for (role, had, wanted) in &pairs {
-            if let (true, Some((ifname, sync_id))) = (*had != Some(*wanted), wanted) {
-                let daemon = SyncDaemon::new(*role, IfName::new(ifname)?, *sync_id);
-                // Recorded before it starts, as the VIP addresses are.
-                self.book.sync_started(*role);
-                match ipvs.start_sync_daemon(&daemon).await {
-                    Err(e) if e.errno() == Some(Errno::EEXIST) => {}
-                    other => other?,
-                }
-                info!(role = ?role, interface = %ifname, sync_id, "ipvs sync daemon started");
+        for (role, ifname, sync_id) in &changes.start {
+            let daemon = SyncDaemon::new(*role, IfName::new(ifname)?, *sync_id);
+            // Recorded before it starts, as the VIP addresses are.
+            self.book.sync_started(*role);
+            match ipvs.start_sync_daemon(&daemon).await {
+                Err(e) if e.errno() == Some(Errno::EEXIST) => {}
+                other => other?,
             }
+            info!(role = ?role, interface = %ifname, sync_id, "ipvs sync daemon started");
         }
-        let backup_kept = have.as_ref().map(|h| &h.backup) == Some(&want.backup);
         self.backup_since = match (&want.backup, self.backup_since) {
             (None, _) => None,
-            (Some(_), Some(since)) if backup_kept => Some(since),
+            (Some(_), Some(since)) if changes.backup_kept => Some(since),
             (Some(_), _) => Some(Instant::now()),
         };
         self.applied = Some(want);

@@ -497,6 +497,44 @@ pub fn sync_adoptable(daemons: &[SyncDaemon]) -> Option<SyncWanted> {
     Some(found)
 }
 
+/// What [`SyncHub`] must do to the kernel's daemons to go from `have` (`None`: unknown) to
+/// `want`.
+///
+/// [`SyncHub`]: super::owner::SyncHub
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncChanges {
+    /// Daemons to stop first (a Backup that became Master stops absorbing the old Master's
+    /// table before it sends its own).
+    pub stop: Vec<IpvsSyncRole>,
+    /// Daemons to start after, as (role, interface, sync ID).
+    pub start: Vec<(IpvsSyncRole, String, u8)>,
+    /// The backup daemon runs on as it was (its warm-up is not owed again).
+    pub backup_kept: bool,
+}
+
+/// The changes from `have` to `want`: a role whose daemon differs (or is unknown) is stopped,
+/// and started again if wanted; a role that is as wanted is left alone. Pure.
+pub fn sync_changes(have: Option<&SyncWanted>, want: &SyncWanted) -> SyncChanges {
+    let pairs = [
+        (IpvsSyncRole::Master, have.map(|h| &h.master), &want.master),
+        (IpvsSyncRole::Backup, have.map(|h| &h.backup), &want.backup),
+    ];
+    let mut changes = SyncChanges {
+        backup_kept: have.map(|h| &h.backup) == Some(&want.backup),
+        ..SyncChanges::default()
+    };
+    for (role, had, wanted) in pairs {
+        if had == Some(wanted) {
+            continue;
+        }
+        changes.stop.push(role);
+        if let Some((ifname, sync_id)) = wanted {
+            changes.start.push((role, ifname.clone(), *sync_id));
+        }
+    }
+    changes
+}
+
 /// The kernel's default sync multicast group (`IP_VS_SYNC_GROUP`, 224.0.0.81).
 const SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
 /// The kernel's default sync port (`IP_VS_SYNC_PORT`).
@@ -938,5 +976,63 @@ mod tests {
         let mut other = daemon(IpvsSyncRole::Backup, "eth0", 51);
         other.ttl = Some(2);
         assert_eq!(sync_adoptable(&[other]), None);
+    }
+
+    #[test]
+    fn sync_changes_stop_what_differs_and_start_what_is_wanted() {
+        let w = |m: Option<u8>, b: Option<u8>| SyncWanted {
+            master: m.map(|id| ("eth0".to_owned(), id)),
+            backup: b.map(|id| ("eth0".to_owned(), id)),
+        };
+        let start = |role, id| (role, "eth0".to_owned(), id);
+        let (m, b) = (IpvsSyncRole::Master, IpvsSyncRole::Backup);
+        let cases = [
+            (
+                "as wanted: nothing",
+                Some(w(Some(51), Some(0))),
+                w(Some(51), Some(0)),
+                vec![],
+                vec![],
+                true,
+            ),
+            (
+                "unknown: both stopped, the wanted started",
+                None,
+                w(None, Some(51)),
+                vec![m, b],
+                vec![start(b, 51)],
+                false,
+            ),
+            (
+                "Backup became Master",
+                Some(w(None, Some(51))),
+                w(Some(51), None),
+                vec![m, b],
+                vec![start(m, 51)],
+                false,
+            ),
+            (
+                "a second router: backup to ID 0, master kept",
+                Some(w(Some(51), Some(52))),
+                w(Some(51), Some(0)),
+                vec![b],
+                vec![start(b, 0)],
+                false,
+            ),
+            (
+                "everything stops",
+                Some(w(Some(51), Some(51))),
+                w(None, None),
+                vec![m, b],
+                vec![],
+                false,
+            ),
+        ];
+        for (case, have, want, stop, started, kept) in cases {
+            let got = sync_changes(have.as_ref(), &want);
+            assert_eq!(got.stop, stop, "{case}");
+            assert_eq!(got.start, started, "{case}");
+            assert_eq!(got.backup_kept, kept, "{case}");
+        }
     }
 }
