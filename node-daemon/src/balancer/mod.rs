@@ -5,6 +5,7 @@
 //! - [`plan`] (pure): the fewest operations from the kernel's table to the desired one;
 //! - [`foreign`] (pure): services lvstun programmed that another program deleted;
 //! - [`pass`] (pure): the deciding and settling halves of one pass of the loop;
+//! - [`refusal`] (pure): what the kernel refused, and how long the same operation waits;
 //! - [`run`]: the loop (source → desired → plan → apply) over the
 //!   [`IpvsTable`](crate::ipvs::IpvsTable) and health seams, so it runs against the real kernel
 //!   or in-memory fakes alike;
@@ -26,6 +27,7 @@ pub mod http;
 pub mod owner;
 pub mod pass;
 pub mod plan;
+pub mod refusal;
 pub mod report;
 pub mod run;
 pub mod state;

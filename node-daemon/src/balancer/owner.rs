@@ -971,7 +971,7 @@ impl Supervisor {
         let held = self.held.clone();
         let vrid = spec.vrid();
         let name = ifname.clone();
-        let lifetime = VipLifetime::for_router(config.adver_int, config.missed_adverts);
+        let lifetime = VipLifetime::for_router(config.adver_int.duration(), config.missed_adverts);
         let running = run_with(config, &ifname, options, move |inner| BalancerOps {
             inner,
             hub,

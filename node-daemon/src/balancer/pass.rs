@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::desired::{ObjectRef, Resolved};
 use super::plan::{self, OwnedVips};
-use super::run::Refusal;
+use super::refusal::Refusal;
 use crate::ipvs::model::{DestKey, Op, ServiceKey, Table};
 
 /// What a pass decided before any write.

@@ -41,8 +41,9 @@ use super::desired::{self, ObjectRef, Resolved};
 use super::foreign;
 use super::pass;
 use super::plan::{self, OwnedVips};
+use super::refusal::{self, Refusal, hint, is_lasting};
 use super::state;
-use crate::error::{Errno, Error};
+use crate::error::Error;
 use crate::health::checker::{Checker, HealthEvent, Target};
 use crate::ipvs::model::{DestKey, Op, ServiceKey, Table};
 use crate::ipvs::{ApplyReport, IpvsTable};
@@ -105,31 +106,6 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Period of the full resync.
     pub resync: Duration,
-}
-
-/// A kernel refusal being held back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// The refused operation, as a person reads it.
-    pub op: String,
-    /// The kernel's errno.
-    pub errno: Errno,
-    /// What it usually means.
-    pub hint: &'static str,
-    /// Times in a row this exact operation was refused.
-    pub attempts: u32,
-    /// When it may be sent again.
-    pub retry_at: Instant,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: kernel refused with {}", self.op, self.errno)?;
-        if !self.hint.is_empty() {
-            write!(f, " ({})", self.hint)?;
-        }
-        Ok(())
-    }
 }
 
 /// What one pass did.
@@ -216,42 +192,12 @@ pub fn lock(report: &SharedReport) -> MutexGuard<'_, Report> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// First back-off after a refusal; doubles per repeated refusal up to [`REFUSAL_BACKOFF_MAX`].
-pub const REFUSAL_BACKOFF: Duration = Duration::from_secs(30);
-/// Longest back-off.
-pub const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Delay of the follow-up pass after a transient failure.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Follow-up passes in a row before only the resync retries.
 pub const RETRY_LIMIT: u32 = 5;
 /// Operations listed one by one in the log; larger plans are summarized.
 const LOG_OPS: usize = 32;
-
-/// Whether a refusal will not go away by itself, so the identical operation must wait. By
-/// errno, never by text.
-pub fn is_lasting(op: &Op, errno: Errno) -> bool {
-    match errno {
-        Errno::EINVAL | Errno::ERANGE | Errno::EPERM | Errno::EAFNOSUPPORT => true,
-        // A missing scheduler module; for destinations ENOENT is a race with another tool.
-        Errno::ENOENT => matches!(op, Op::NewService { .. } | Op::SetService { .. }),
-        _ => false,
-    }
-}
-
-/// A hint for a person, chosen by operation and errno.
-pub fn hint(op: &Op, errno: Errno) -> &'static str {
-    match (op, errno) {
-        (Op::NewDest { .. } | Op::SetDest { .. }, Errno::EINVAL) => {
-            "a tunnel destination must be a unicast address this node has a route to; ipvsadm says \"address not unicast\""
-        }
-        (_, Errno::EPERM) => "the daemon needs CAP_NET_ADMIN",
-        (Op::NewService { .. } | Op::SetService { .. }, Errno::ENOENT) => {
-            "the scheduler's kernel module (ip_vs_<name>) is not available"
-        }
-        (_, Errno::EAFNOSUPPORT) => "the kernel's IPVS lacks this address family",
-        _ => "",
-    }
-}
 
 /// An IPVS table that lives only in memory, for `--dry-run`: the loop plans and "applies"
 /// against it exactly as against the kernel (with the kernel's errnos for impossible
@@ -451,9 +397,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
             match err.errno() {
                 Some(errno) if is_lasting(op, errno) => {
                     let attempts = self.refusals.get(op).map_or(1, |r| r.attempts + 1);
-                    let backoff = REFUSAL_BACKOFF
-                        .saturating_mul(1 << (attempts - 1).min(4))
-                        .min(REFUSAL_BACKOFF_MAX);
+                    let backoff = refusal::backoff(attempts);
                     let refusal = Refusal {
                         op: op.to_string(),
                         errno,
@@ -815,6 +759,7 @@ fn log_event(event: &HealthEvent) {
 mod tests {
     use super::tests_support::*;
     use super::*;
+    use crate::balancer::refusal::REFUSAL_BACKOFF;
     use crate::ipvs::model::{DestConfig, Protocol, Scheduler, ServiceConfig, Weight};
     use crate::source::file;
 
@@ -1351,6 +1296,7 @@ mod tests_support {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::error::Errno;
     use crate::ipvs::fake::FakeIpvs;
 
     /// Health verdicts set by hand; `None` until a test says otherwise, like a checker whose

@@ -205,7 +205,9 @@ mod tests {
 
     fn lifetime() -> VipLifetime {
         VipLifetime::for_router(
-            super::super::fsm::AdverInterval::from_centis(10).unwrap(),
+            super::super::fsm::AdverInterval::from_centis(10)
+                .unwrap()
+                .duration(),
             3,
         )
     }

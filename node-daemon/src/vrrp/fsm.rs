@@ -404,7 +404,7 @@ impl Router {
         Ok(Self {
             priority: cfg.priority,
             master_adver_int: cfg.adver_int.duration(),
-            vip_lifetime: VipLifetime::for_router(cfg.adver_int, cfg.missed_adverts),
+            vip_lifetime: VipLifetime::for_router(cfg.adver_int.duration(), cfg.missed_adverts),
             template,
             cfg,
             state: State::Initialize,

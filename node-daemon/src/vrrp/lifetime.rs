@@ -34,8 +34,6 @@
 
 use std::time::Duration;
 
-use super::fsm::AdverInterval;
-
 /// The shortest lifetime lvstun gives a VIP, in seconds.
 pub const MIN_SECS: u32 = 2;
 /// Renewals per lifetime.
@@ -51,12 +49,11 @@ pub struct VipLifetime {
 }
 
 impl VipLifetime {
-    /// The lifetime for a router advertising every `adver_int` whose Backups wait
-    /// `missed_adverts` advertisements (see the module comment for the formula).
-    pub fn for_router(adver_int: AdverInterval, missed_adverts: u8) -> Self {
-        let mdi = adver_int
-            .duration()
-            .saturating_mul(u32::from(missed_adverts) + 1);
+    /// The lifetime for a router advertising every `adver_int` (the state machine's
+    /// `AdverInterval`, as a duration) whose Backups wait `missed_adverts` advertisements (see
+    /// the module comment for the formula).
+    pub fn for_router(adver_int: Duration, missed_adverts: u8) -> Self {
+        let mdi = adver_int.saturating_mul(u32::from(missed_adverts) + 1);
         let wanted = mdi.saturating_mul(2);
         let mut secs = wanted.as_secs();
         if wanted.subsec_nanos() > 0 {
@@ -101,9 +98,10 @@ impl VipLifetime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vrrp::fsm::AdverInterval;
 
     fn lifetime(ms: u64, missed: u8) -> VipLifetime {
-        VipLifetime::for_router(AdverInterval::from_millis(ms).unwrap(), missed)
+        VipLifetime::for_router(AdverInterval::from_millis(ms).unwrap().duration(), missed)
     }
 
     #[test]
@@ -140,7 +138,7 @@ mod tests {
         for cs in [1u16, 2, 5, 10, 20, 33, 50, 100, 250, 1_000, 4_095] {
             for missed in [1u8, 2, 3, 4, 10] {
                 let adv = AdverInterval::from_centis(cs).unwrap();
-                let l = VipLifetime::for_router(adv, missed);
+                let l = VipLifetime::for_router(adv.duration(), missed);
                 let mdi = adv.duration() * (u32::from(missed) + 1);
                 assert!(
                     l.earliest_after_death() >= mdi,

@@ -355,7 +355,8 @@ mod tests {
     fn the_lifetime_attribute_is_ifa_cacheinfo_with_equal_lifetimes() {
         use crate::vrrp::fsm::AdverInterval;
         use netlink_packet_core::Emitable;
-        let lifetime = VipLifetime::for_router(AdverInterval::from_millis(100).unwrap(), 3);
+        let lifetime =
+            VipLifetime::for_router(AdverInterval::from_millis(100).unwrap().duration(), 3);
         let attr = lifetime_attribute(lifetime);
         let mut buf = vec![0u8; attr.buffer_len()];
         attr.emit(&mut buf);
@@ -403,7 +404,8 @@ mod tests {
         ]);
         ip(&["-n", &ns, "link", "set", "v0", "up"]);
         let vip = Ipv4Addr::new(192, 0, 2, 100);
-        let lifetime = VipLifetime::for_router(AdverInterval::from_millis(100).unwrap(), 3);
+        let lifetime =
+            VipLifetime::for_router(AdverInterval::from_millis(100).unwrap().duration(), 3);
         let path = format!("/var/run/netns/{ns}");
         let ns2 = ns.clone();
         let (shown, after_last) = std::thread::spawn(move || {
