@@ -14,11 +14,12 @@
 //! and a step-down's removal after the add it undoes. [`VipOps::flush`] waits for the queue
 //! to empty (the driver's last step, so a Master's VIPs are gone when its task ends).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +44,15 @@ enum Call {
 pub struct Detached {
     queue: mpsc::UnboundedSender<Call>,
     failures: Arc<AtomicU64>,
+    /// When each call not yet made was queued, oldest first ([`VipOps::stuck_since`]).
+    waiting: Waiting,
+}
+
+/// The queue times of the calls not yet made, shared with the worker.
+type Waiting = Arc<Mutex<VecDeque<std::time::Instant>>>;
+
+fn waiting(w: &Waiting) -> MutexGuard<'_, VecDeque<std::time::Instant>> {
+    w.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Detached {
@@ -52,13 +62,21 @@ impl Detached {
     pub fn start<V: VipOps + 'static>(ops: V, runtime: &Handle) -> Detached {
         let (queue, calls) = mpsc::unbounded_channel();
         let failures = Arc::new(AtomicU64::new(0));
-        runtime.spawn(work(ops, calls, failures.clone()));
-        Detached { queue, failures }
+        let pending = Waiting::default();
+        runtime.spawn(work(ops, calls, failures.clone(), pending.clone()));
+        Detached {
+            queue,
+            failures,
+            waiting: pending,
+        }
     }
 
     /// Queues a call; a worker that is gone (it panicked) counts it as failed.
     fn queue(&self, call: Call) -> std::future::Ready<io::Result<()>> {
+        // The driver's clock (tokio's, which tests can pause).
+        waiting(&self.waiting).push_back(tokio::time::Instant::now().into_std());
         if self.queue.send(call).is_err() {
+            waiting(&self.waiting).pop_back();
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("vrrp: the ops worker is gone; a kernel call was dropped");
         }
@@ -71,8 +89,10 @@ async fn work<V: VipOps>(
     mut ops: V,
     mut calls: mpsc::UnboundedReceiver<Call>,
     failures: Arc<AtomicU64>,
+    pending: Waiting,
 ) {
     while let Some(call) = calls.recv().await {
+        let flush = matches!(call, Call::Flush(_));
         let what = format!("{call:?}");
         let result = match call {
             Call::Add(vips, lifetime) => ops.add_vips(&vips, lifetime).await,
@@ -86,6 +106,9 @@ async fn work<V: VipOps>(
                 Ok(())
             }
         };
+        if !flush {
+            waiting(&pending).pop_front();
+        }
         if let Err(err) = result {
             tracing::warn!(action = %what, %err, "vrrp: action failed");
             failures.fetch_add(1, Ordering::Relaxed);
@@ -122,6 +145,7 @@ impl VipOps for Detached {
         self.queue(Call::Sync(role))
     }
     fn flush(&mut self) -> impl Future<Output = ()> + Send {
+        // Not counted as waiting: it is no kernel call.
         let (done, waited) = oneshot::channel();
         let queued = self.queue.send(Call::Flush(done)).is_ok();
         async move {
@@ -134,11 +158,13 @@ impl VipOps for Detached {
     fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
+    fn stuck_since(&self) -> Option<std::time::Instant> {
+        waiting(&self.waiting).front().copied()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use super::*;

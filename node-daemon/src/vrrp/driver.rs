@@ -87,6 +87,13 @@ pub trait VipOps: Send {
     fn failures(&self) -> u64 {
         0
     }
+    /// Since when the oldest call not yet made has waited (`None`: nothing waits), where the
+    /// work is done elsewhere: a Master whose calls are stuck past
+    /// [`VipLifetime::quiet_after`] stops advertising, so a peer takes over before its lease
+    /// runs out.
+    fn stuck_since(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 /// Commands from the rest of the daemon.
@@ -120,6 +127,8 @@ pub struct Status {
     /// Failed sends and failed [`VipOps`] calls (those it reports later included,
     /// [`VipOps::failures`]).
     pub errors: u64,
+    /// Advertisements not sent because the kernel calls were stuck ([`VipOps::stuck_since`]).
+    pub adverts_withheld: u64,
     /// Current (effective) priority.
     pub priority: u8,
     /// Master_Adver_Interval as currently known (learned from the Master in Backup).
@@ -136,6 +145,7 @@ impl Status {
             adverts_accepted: 0,
             drops: BTreeMap::new(),
             errors: 0,
+            adverts_withheld: 0,
             priority: 0,
             master_adver_int: std::time::Duration::ZERO,
         }
@@ -197,6 +207,11 @@ pub struct Driver<V: VipOps> {
     /// Failed sends and failed [`VipOps`] calls seen here; [`Status::errors`] adds the ops'
     /// own count.
     errors: u64,
+    /// How long the ops may be stuck before a Master withholds its advertisements
+    /// ([`VipLifetime::quiet_after`]).
+    quiet_after: std::time::Duration,
+    /// Whether the last advertisement was withheld (to log the change once).
+    quiet: bool,
     status: Status,
     status_tx: watch::Sender<Status>,
 }
@@ -223,6 +238,11 @@ impl<V: VipOps> Driver<V> {
             unicast_peers
         };
         let (status_tx, status_rx) = watch::channel(Status::new());
+        let mdi = cfg
+            .adver_int
+            .duration()
+            .saturating_mul(u32::from(cfg.missed_adverts) + 1);
+        let quiet_after = router.vip_lifetime().quiet_after(mdi);
         Ok((
             Self {
                 router,
@@ -234,6 +254,8 @@ impl<V: VipOps> Driver<V> {
                 checksum: ChecksumForm::PseudoHeader,
                 timers: BTreeMap::new(),
                 errors: 0,
+                quiet_after,
+                quiet: false,
                 status: Status::new(),
                 status_tx,
             },
@@ -390,6 +412,10 @@ impl<V: VipOps> Driver<V> {
     async fn apply(&mut self, action: Action) {
         let vips = self.router.config().vips.clone();
         let result = match action {
+            Action::SendAdvert { priority } if priority > 0 && self.stuck() => {
+                self.status.adverts_withheld += 1;
+                Ok(())
+            }
             Action::SendAdvert { priority } => {
                 let advert = self.router.advertisement(priority);
                 let src = self.router.config().primary_ip;
@@ -442,6 +468,32 @@ impl<V: VipOps> Driver<V> {
             tracing::warn!(?action, %err, "vrrp: action failed");
             self.errors += 1;
         }
+    }
+
+    /// Whether the ops' oldest waiting call is older than `quiet_after`: then this Master's
+    /// lease may run out before the call is made, and a peer must take over (by our silence)
+    /// while the VIP is still held. Logs each change. A priority-0 advertisement (leaving)
+    /// is always sent.
+    fn stuck(&mut self) -> bool {
+        let now = Instant::now().into_std();
+        let stuck = self
+            .ops
+            .stuck_since()
+            .is_some_and(|since| now.saturating_duration_since(since) > self.quiet_after);
+        if stuck != self.quiet {
+            self.quiet = stuck;
+            let vrid = self.router.config().vrid;
+            if stuck {
+                tracing::warn!(
+                    vrid,
+                    quiet_after_ms = self.quiet_after.as_millis() as u64,
+                    "vrrp: the kernel calls are stuck (a kernel lock held elsewhere?): advertisements withheld so that a peer takes the VIP before its lease here runs out"
+                );
+            } else {
+                tracing::info!(vrid, "vrrp: the kernel calls go through again: advertising");
+            }
+        }
+        stuck
     }
 
     fn publish(&mut self) {
@@ -1014,9 +1066,9 @@ mod tests {
 
     /// Kernel calls that make their thread wait, as a `sendmsg` waits for `rtnl_lock` while a
     /// process elsewhere on the node holds it and is starved of CPU: here every renewal of the
-    /// VIP's lifetime (every 500 ms at 100 ms adverts) blocks its thread for 600 ms.
-    #[derive(Clone, Default)]
-    struct Waiting;
+    /// VIP's lifetime (every 500 ms at 100 ms adverts) blocks its thread for the given time.
+    #[derive(Clone, Copy)]
+    struct Waiting(Duration);
 
     impl Waiting {
         fn ok() -> std::future::Ready<io::Result<()>> {
@@ -1037,7 +1089,7 @@ mod tests {
             _: &[Ipv4Addr],
             _: VipLifetime,
         ) -> impl Future<Output = io::Result<()>> + Send {
-            std::thread::sleep(Duration::from_millis(600));
+            std::thread::sleep(self.0);
             Self::ok()
         }
         fn remove_vips(&mut self, _: &[Ipv4Addr]) -> impl Future<Output = io::Result<()>> + Send {
@@ -1055,10 +1107,15 @@ mod tests {
         }
     }
 
-    /// Runs a Master (priority 200) with [`Waiting`] kernel calls, made on its own thread or
+    /// Runs a Master (priority 200) whose renewals wait `wait`, made on its own thread or
     /// handed to [`Detached`], beside a Backup (priority 100) for 2.5 s at 100 ms adverts, and
-    /// returns the Backup's state changes after it first settled as Backup.
-    async fn backup_changes_beside_a_waiting_master(net: &Netns, detached: bool) -> u64 {
+    /// returns the Backup's state changes after it first settled as Backup, and the Master's
+    /// final status.
+    async fn backup_changes_beside_a_waiting_master(
+        net: &Netns,
+        wait: Duration,
+        detached: bool,
+    ) -> (u64, Status) {
         let a_ip = Ipv4Addr::new(192, 0, 2, 1);
         let b_ip = Ipv4Addr::new(192, 0, 2, 2);
         let cfg = move |ip, prio| {
@@ -1080,12 +1137,13 @@ mod tests {
                 let router = Router::new(cfg(a_ip, 200)).unwrap();
                 if detached {
                     let worker = crate::vrrp::thread::ops_handle().unwrap();
-                    let ops = crate::vrrp::detached::Detached::start(Waiting, &worker);
+                    let ops = crate::vrrp::detached::Detached::start(Waiting(wait), &worker);
                     let (driver, status) = Driver::new(router, a_sockets, vec![], ops).unwrap();
                     a_status_tx.send(status).unwrap();
                     driver.run(a_ctl_rx).await
                 } else {
-                    let (driver, status) = Driver::new(router, a_sockets, vec![], Waiting).unwrap();
+                    let (driver, status) =
+                        Driver::new(router, a_sockets, vec![], Waiting(wait)).unwrap();
                     a_status_tx.send(status).unwrap();
                     driver.run(a_ctl_rx).await
                 }
@@ -1115,16 +1173,19 @@ mod tests {
         b_ctl.send(Control::Shutdown).await.unwrap();
         b_task.await.unwrap();
         println!(
-            "driver: detached {detached}: the Backup changed state {changes} times; the Master sent {} adverts",
-            a_final.adverts_sent
+            "driver: renewals waiting {wait:?}, detached {detached}: the Backup changed state {changes} times; the Master sent {} adverts and withheld {}",
+            a_final.adverts_sent, a_final.adverts_withheld
         );
-        changes
+        (changes, a_final)
     }
 
     /// The VRRP thread never waits for a kernel call: with the calls made where they are
     /// asked for, a Master whose renewals wait 600 ms falls silent past the Backup's
     /// Master_Down_Interval (361 ms) and the Backup takes over from a live Master (the control,
     /// which shows the test can see the fault); with [`Detached`] calls the Backup never moves.
+    /// Renewals stuck for 3 s would let the lease run out (2 s) under a Master that goes on
+    /// advertising: past `quiet_after` (830 ms here) it withholds its advertisements, and the
+    /// Backup takes the VIP while it is still held.
     #[tokio::test]
     async fn a_master_whose_kernel_calls_wait_keeps_advertising() {
         if !nix::unistd::geteuid().is_root() {
@@ -1134,15 +1195,23 @@ mod tests {
             return;
         }
         let net = Netns::new("wait", ["192.0.2.1/24", "192.0.2.2/24"]);
-        let inline = backup_changes_beside_a_waiting_master(&net, false).await;
+        let short = Duration::from_millis(600);
+        let (inline, _) = backup_changes_beside_a_waiting_master(&net, short, false).await;
         assert!(
             inline > 0,
             "control: a Master stopped 600 ms at a time was never taken over from"
         );
-        let detached = backup_changes_beside_a_waiting_master(&net, true).await;
+        let (detached, master) = backup_changes_beside_a_waiting_master(&net, short, true).await;
         assert_eq!(
             detached, 0,
             "the Backup took over from a Master whose kernel calls were detached"
+        );
+        assert_eq!(master.adverts_withheld, 0);
+        let (stuck, master) =
+            backup_changes_beside_a_waiting_master(&net, Duration::from_secs(3), true).await;
+        assert!(
+            stuck > 0 && master.adverts_withheld > 0,
+            "a Master whose renewals were stuck past its quiet time was not taken over from"
         );
     }
 

@@ -36,6 +36,8 @@ use std::time::Duration;
 
 /// The shortest lifetime lvstun gives a VIP, in seconds.
 pub const MIN_SECS: u32 = 2;
+/// What [`VipLifetime::quiet_after`] leaves for a peer to add the VIP after it took over.
+pub const QUIET_MARGIN: Duration = Duration::from_millis(250);
 /// Renewals per lifetime.
 const REFRESHES_PER_LIFETIME: u32 = 4;
 /// How long after its last renewal the kernel keeps an address at most, beyond the lifetime:
@@ -83,6 +85,20 @@ impl VipLifetime {
     /// wheel's eighth.
     pub fn bound(self) -> Duration {
         self.duration() + KERNEL_CHECK_SLACK + self.duration() / 8
+    }
+
+    /// How long a Master's kernel calls may be stuck (the oldest unfinished one, a renewal
+    /// waiting for `rtnl_lock`, say) before it stops advertising, so that a peer takes the
+    /// VIP over before the lease runs out under it (`detached`, ADR 0002 "Three threads"):
+    /// the earliest the lease can end after the last renewal that went through, less the
+    /// Backup's longest Master_Down_Interval `mdi`, less [`QUIET_MARGIN`] for the peer's own
+    /// add: 830 ms at 100 ms adverts, 1.73 s at 1 s, and at least 200 ms for every valid
+    /// setting (the test proves it: the least is 230 ms, where Master_Down_Interval is 1 s
+    /// and the lease its 2 s floor), far above a renewal's normal few milliseconds.
+    pub fn quiet_after(self, mdi: Duration) -> Duration {
+        self.earliest_after_death()
+            .saturating_sub(mdi)
+            .saturating_sub(QUIET_MARGIN)
     }
 
     /// The earliest a VIP can go after its owner died, when every renewal until then
@@ -147,6 +163,33 @@ mod tests {
                 );
                 assert!(l.refresh() * 3 < l.duration(), "{l:?}");
                 assert!(l.bound() > l.duration());
+            }
+        }
+    }
+
+    /// A Master whose calls are stuck goes quiet early enough that a Backup takes over before
+    /// the lease can end, and never so early that a renewal's normal latency would trip it.
+    #[test]
+    fn quiet_after_leaves_the_takeover_time_before_the_lease_ends() {
+        let at = |cs: u16| {
+            let adv = AdverInterval::from_centis(cs).unwrap().duration();
+            VipLifetime::for_router(adv, 3).quiet_after(adv * 4)
+        };
+        assert_eq!(
+            (at(10), at(100)),
+            (Duration::from_millis(830), Duration::from_millis(1730))
+        );
+        for cs in [1u16, 2, 5, 10, 20, 30, 50, 100, 200, 300, 1000, 4095] {
+            for missed in [1u8, 2, 3, 5, 10] {
+                let adv = AdverInterval::from_centis(cs).unwrap().duration();
+                let mdi = adv * (u32::from(missed) + 1);
+                let l = VipLifetime::for_router(adv, missed);
+                let q = l.quiet_after(mdi);
+                assert!(
+                    q + mdi + QUIET_MARGIN <= l.earliest_after_death(),
+                    "{cs} cs x{missed}: {q:?}"
+                );
+                assert!(q >= Duration::from_millis(200), "{cs} cs x{missed}: {q:?}");
             }
         }
     }

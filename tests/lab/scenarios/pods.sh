@@ -222,6 +222,9 @@ outage() {
   load_end outage outage 120
   watch_stop outage
   say "   $(load_line outage)"
+  # The balancers' logs of the outage, before the kill below replaces lb1's container (the
+  # kubelet keeps only the last dead one's).
+  lab_nodes_save_logs after-outage
 
   say ""
   say "== 6b. lb1's balancer process killed (kill -9), the API server still down: lb2 takes over,"
