@@ -66,6 +66,18 @@
 #   lab_mgmt_expose NS [PORT]      in NS, listen on 127.0.0.1:PORT (default
 #                                  $LAB_MGMT_GUEST_PORT) and relay to the host: namespaces get
 #                                  the host's service without any route or interface added
+#   lab_recipe_up                  the network, with web1 and web2 prepared by hand and serving
+#   lab_need_bins BIN...           exit 2 (setup error) unless each BIN is executable
+#   lab_has_rule NS PREFIX         some line of NS's `ipvsadm -Sn` starts with PREFIX
+#   lab_wait_rule NS PREFIX SECS   poll until it does
+#   lab_log_line NAME GLOB         print the first line of logs/NAME.log matching GLOB
+#   lab_synced NS FIRST LAST       NS's IPVS connection table holds an ESTABLISHED connection
+#                                  to VIP:80 from a client port in FIRST..LAST (a synced copy)
+#   lab_wait_synced NS FIRST LAST SECS  poll until it does; prints the ms waited or `timeout`
+#   lab_ipvs_conns_wait NS N ARTIFACT   save NS's `ipvsadm -Ln --stats --exact` as ARTIFACT
+#                                  until the VIP:80 service counts N connections (bounded)
+#   lab_ipvs_by_hand NS            the recipe's balancer by hand (VIP on eth0, ipvsadm -R)
+#   lab_dummy_d0 NS...             lo up and a dummy d0 with 198.51.100.254/24 in each NS
 #   lab_cleanup                    stop background processes; on failure capture everything
 #                                  (installed as the EXIT trap when this file is sourced)
 
@@ -525,3 +537,129 @@ lab_cleanup() {
 trap lab_cleanup EXIT
 # Name the command that failed, with its line, before set -e ends the scenario.
 trap 'lab_log "command failed (status $?) at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR
+
+# --- witnesses shared by the scenarios: what a node's kernel holds, read with its own tools -----
+
+# lab_need_bins BIN...: exit 2 (a setup error, not a failed check) unless every BIN is an
+# executable file: the host builds the lab's binaries before it boots the guest.
+lab_need_bins() {
+  local bin
+  for bin in "$@"; do
+    [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
+  done
+}
+
+# lab_recipe_up: the classic recipe's network with both web nodes prepared by hand and
+# serving (www1 on web1, www2 on web2); ipip is loaded first, so that every namespace made
+# after it gets a tunl0.
+lab_recipe_up() {
+  lab_modules ip_vs ip_vs_rr ipip
+  lab_topology_up
+  lab_web_prepare web1 web2
+  lab_web_start web1 www1
+  lab_web_start web2 www2
+}
+
+# lab_has_rule NS PREFIX: some line of NS's `ipvsadm -Sn` starts with PREFIX.
+lab_has_rule() {
+  local l
+  while IFS= read -r l; do
+    [[ $l == "$2"* ]] && return 0
+  done < <(lab_exec "$1" ipvsadm -Sn)
+  return 1
+}
+
+# lab_wait_rule NS PREFIX SECS: poll NS's `ipvsadm -Sn` until a rule starts with PREFIX.
+lab_wait_rule() {
+  local deadline=$(($(lab_now_ms) + $3 * 1000))
+  while (($(lab_now_ms) < deadline)); do
+    lab_has_rule "$1" "$2" && return 0
+    lab_sleep 0.2
+  done
+  lab_log "timed out after $3 s waiting for rule '$2' in $1"
+  return 1
+}
+
+# lab_log_line NAME GLOB: print the first line of logs/NAME.log matching GLOB.
+lab_log_line() {
+  local l
+  while IFS= read -r l; do
+    # shellcheck disable=SC2053 # a glob on purpose
+    [[ $l == $2 ]] && { printf '%s' "$l"; return 0; }
+  done <"$LAB_OUT/logs/$1.log"
+  return 1
+}
+
+# lab_synced NS FIRST LAST: NS's IPVS connection table (`ipvsadm -Lnc`) holds an ESTABLISHED
+# TCP connection to the VIP's port 80 from a client port in FIRST..LAST (the sync daemon's
+# copy, on a Backup).
+lab_synced() {
+  local line
+  while IFS= read -r line; do
+    if [[ $line =~ ^TCP\ .*\ ESTABLISHED\ +[0-9.]+:([0-9]+)\ +$LAB_VIP:80\  ]] &&
+      ((BASH_REMATCH[1] >= $2 && BASH_REMATCH[1] <= $3)); then
+      return 0
+    fi
+  done < <(lab_exec "$1" ipvsadm -Lnc)
+  return 1
+}
+
+# lab_wait_synced NS FIRST LAST SECS: waits (bounded) until `lab_synced` holds; prints the ms
+# waited, or `timeout`. The kernel's master sync daemon sends a connection at its third packet
+# but flushes a half-full buffer only after two seconds (IPVS_SYNC_FLUSH_TIME), checked once a
+# second: a lone connection reaches the Backup 2-3 s after it opened.
+lab_wait_synced() {
+  local start=${EPOCHREALTIME/./} deadline=$((${EPOCHREALTIME/./} + $4 * 1000000))
+  while ((${EPOCHREALTIME/./} < deadline)); do
+    if lab_synced "$1" "$2" "$3"; then
+      printf '%s' $(((${EPOCHREALTIME/./} - start) / 1000))
+      return 0
+    fi
+    lab_sleep 0.2
+  done
+  printf 'timeout'
+  return 1
+}
+
+# lab_ipvs_conns_wait NS N ARTIFACT: saves NS's `ipvsadm -Ln --stats --exact` as ARTIFACT until
+# the VIP's TCP port 80 service counts N connections (bounded: 20 reads, 10 s). Kernel 6.1 folds
+# its per-CPU IPVS counters into the totals ipvsadm reads only when the rate estimator runs
+# (every 2 s), so one read right after the requests may not show them all yet.
+lab_ipvs_conns_wait() {
+  local i proto addr c conns _
+  for ((i = 0; i < 20; i++)); do
+    lab_artifact "$3" lab_exec "$1" ipvsadm -Ln --stats --exact
+    conns=0
+    while read -r proto addr c _; do
+      [[ $proto == TCP && $addr == "$LAB_VIP:80" ]] && conns=$c
+    done <"$LAB_OUT/$3"
+    ((conns >= $2)) && return 0
+    lab_sleep 0.5
+  done
+  return 1
+}
+
+# lab_ipvs_by_hand NS: the classic recipe's balancer done by hand, as a witness: the VIP on
+# NS's eth0 and, with ipvsadm, the TCP service VIP:80 (rr) tunnelling to web1 and web2.
+lab_ipvs_by_hand() {
+  ip -n "$1" addr add "$LAB_VIP/32" dev eth0
+  lab_exec "$1" ipvsadm -R <<EOT
+-A -t $LAB_VIP:80 -s rr
+-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1
+-a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1
+EOT
+}
+
+# lab_dummy_d0 NS...: readies scratch namespaces for the IPVS measurements: lo up and a dummy
+# d0 holding 198.51.100.254/24 (so tunnel destinations in that range have a route).
+lab_dummy_d0() {
+  local ns
+  for ns in "$@"; do
+    ip -n "$ns" -batch - <<EOT
+link set lo up
+link add d0 type dummy
+link set d0 up
+addr add 198.51.100.254/24 dev d0
+EOT
+  done
+}

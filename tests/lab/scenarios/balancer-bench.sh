@@ -31,9 +31,7 @@ D="${BENCH_DESTS:-10}"
 RESYNC="${BENCH_RESYNC_S:-20}"
 VIP=192.0.2.100
 BASE_PORT=20000
-for bin in "$NODE" "$WEB"; do
-  [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
-done
+lab_need_bins "$NODE" "$WEB"
 ((D >= 1 && D <= 250 && S >= 1 && S <= 40000)) || { lab_log "bad size $S x $D"; exit 2; }
 
 now_ms() { local t=${EPOCHREALTIME/./}; printf '%s' $((t / 1000)); }
@@ -140,14 +138,7 @@ netns add bench-d
 netns add bench-rs
 link add d-eth0 netns bench-d type veth peer name r-eth0 netns bench-rs
 EOF
-for ns in bench-a bench-b; do
-  ip -n "$ns" -batch - <<EOF
-link set lo up
-link add d0 type dummy
-link set d0 up
-addr add 198.51.100.254/24 dev d0
-EOF
-done
+lab_dummy_d0 bench-a bench-b
 {
   echo "link set lo up"
   echo "link set r-eth0 up"

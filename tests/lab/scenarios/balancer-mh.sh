@@ -45,9 +45,7 @@ UPLOAD_BYTES="${UPLOAD_BYTES:-1500000}"
 UPLOAD_RATE="${UPLOAD_RATE:-150k}"
 UPLOADS="${UPLOADS:-4}"
 SCHEDULERS="${SCHEDULERS:-sh mh}"
-for bin in "$NODE" "$LOAD"; do
-  [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
-done
+lab_need_bins "$NODE" "$LOAD"
 
 # write_config FILE REALSERVER...: the seed's VirtualService with scheduler $SCHED, and the
 # named RealServers of the seed's examples.

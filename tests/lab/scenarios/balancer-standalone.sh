@@ -41,37 +41,11 @@ RESTART_LOAD_S="${RESTART_LOAD_S:-16}"
 FOREIGN=192.0.2.200
 CFG="$LAB_OUT/lvstun.yaml"
 STATE="$LAB_OUT/state-lb1"
-for bin in "$NODE" "$LOAD"; do
-  [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
-done
+lab_need_bins "$NODE" "$LOAD"
 
 witness() { # N: ipvsadm -Ln as witness-N.txt, ipvsadm -Sn sorted as save-N.txt
   lab_artifact "witness-$1.txt" lab_exec lb1 ipvsadm -Ln
   lab_exec lb1 ipvsadm -Sn | sort >"$LAB_OUT/save-$1.txt"
-}
-has_rule() { # RULE-PREFIX: some line of the current ipvsadm -Sn starts with it
-  local l
-  while IFS= read -r l; do
-    [[ $l == "$1"* ]] && return 0
-  done < <(lab_exec lb1 ipvsadm -Sn)
-  return 1
-}
-wait_rule() { # RULE-PREFIX SECS: poll ipvsadm -Sn until the rule shows
-  local deadline=$(($(lab_now_ms) + $2 * 1000))
-  while (($(lab_now_ms) < deadline)); do
-    has_rule "$1" && return 0
-    lab_sleep 0.2
-  done
-  lab_log "timed out after $2 s waiting for rule '$1'"
-  return 1
-}
-log_line() { # NAME GLOB: print the first line of logs/NAME.log matching GLOB
-  local l
-  while IFS= read -r l; do
-    # shellcheck disable=SC2053 # a glob on purpose
-    [[ $l == $2 ]] && { printf '%s' "$l"; return 0; }
-  done <"$LAB_OUT/logs/$1.log"
-  return 1
 }
 last_source_pass() { # NAME: the last source pass's line
   local l found=""
@@ -98,11 +72,7 @@ start_daemon() { # NAME
     --state-dir "$STATE" --health-port 9101 --health-address 127.0.0.1 --vip-owner none
 }
 
-lab_modules ip_vs ip_vs_rr ipip # ipip first: every namespace made after it gets a tunl0
-lab_topology_up
-lab_web_prepare web1 web2
-lab_web_start web1 www1
-lab_web_start web2 www2
+lab_recipe_up
 ip -n lb1 addr add "$LAB_VIP/32" dev eth0
 
 # A service lvstun does not own, made by another tool before lvstun starts.
@@ -114,9 +84,9 @@ write_config 1
 t0=$(lab_now_ms)
 start_daemon balancer-1
 lab_wait_log balancer-1 '*reconciled trigger=start*' 60
-lab_result start_pass "$(log_line balancer-1 '*reconciled trigger=start*')"
-wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
-wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1" 30
+lab_result start_pass "$(lab_log_line balancer-1 '*reconciled trigger=start*')"
+lab_wait_rule lb1 "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
+lab_wait_rule lb1 "-a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1" 30
 lab_result programmed_ms $(($(lab_now_ms) - t0))
 witness 1
 
@@ -126,21 +96,12 @@ for ((i = 0; i < REQUESTS; i++)); do urls+=("http://$LAB_VIP/"); done
 lab_artifact client-curl.txt lab_exec client curl -sS -i --max-time 10 --connect-timeout 5 \
   -H 'Connection: close' -w 'curl: code=%{http_code} local_port=%{local_port}\n' "${urls[@]}"
 lab_result requests "$REQUESTS"
-# Kernel 6.1 folds per-CPU counters into the totals every 2 s: poll, bounded.
-for ((i = 0; i < 20; i++)); do
-  lab_artifact lb1-ipvs-stats.txt lab_exec lb1 ipvsadm -Ln --stats --exact
-  conns=0
-  while read -r proto addr c _; do
-    [[ $proto == TCP && $addr == "$LAB_VIP:80" ]] && conns=$c
-  done <"$LAB_OUT/lb1-ipvs-stats.txt"
-  ((conns >= REQUESTS)) && break
-  lab_sleep 0.5
-done
+lab_ipvs_conns_wait lb1 "$REQUESTS" lb1-ipvs-stats.txt || true
 
 # --- 3. one weight changes in the file ---------------------------------------------------------
 write_config 2
 lab_wait_log balancer-1 '*reconciled trigger=source*' 30
-lab_result weight_pass "$(log_line balancer-1 '*reconciled trigger=source*')"
+lab_result weight_pass "$(lab_log_line balancer-1 '*reconciled trigger=source*')"
 witness 2
 
 # --- 4. restart under load -----------------------------------------------------------------------
@@ -153,7 +114,7 @@ lab_result stop_ms "$(lab_now_ms)"
 witness 3
 start_daemon balancer-2
 lab_wait_log balancer-2 '*reconciled trigger=start*' 60
-lab_result restart_pass "$(log_line balancer-2 '*reconciled trigger=start*')"
+lab_result restart_pass "$(lab_log_line balancer-2 '*reconciled trigger=start*')"
 lab_wait_log load-restart 'longest_gap_ms=*' $((RESTART_LOAD_S + 60))
 while IFS= read -r line; do
   case "${line%%=*}" in
@@ -165,9 +126,9 @@ witness 4
 # --- 6. web1 down, then up ----------------------------------------------------------------------
 lab_stop www1
 t_down=$(lab_now_ms)
-wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 0" 30
+lab_wait_rule lb1 "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 0" 30
 lab_result down_ms $(($(lab_now_ms) - t_down))
-lab_result down_event "$(log_line balancer-2 '*health: unhealthy*' || echo none)"
+lab_result down_event "$(lab_log_line balancer-2 '*health: unhealthy*' || echo none)"
 witness 5
 urls=()
 for ((i = 0; i < 4; i++)); do urls+=("http://$LAB_VIP/"); done
@@ -195,7 +156,7 @@ for port in "${reuse[@]}"; do
 done
 t_up=$(lab_now_ms)
 lab_web_start web1 www1
-wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
+lab_wait_rule lb1 "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
 lab_result up_ms $(($(lab_now_ms) - t_up))
 witness 6
 
@@ -210,8 +171,8 @@ spec:
   address: 192.0.2.255"
 write_config 2 "$WEB3"
 lab_wait_count balancer-2 '*reconciled trigger=source*' 1 30
-lab_result refuse_pass "$(log_line balancer-2 '*reconciled trigger=source*')"
-lab_result refused_log "$(log_line balancer-2 '*kernel refused*' || echo none)"
+lab_result refuse_pass "$(lab_log_line balancer-2 '*reconciled trigger=source*')"
+lab_result refused_log "$(lab_log_line balancer-2 '*kernel refused*' || echo none)"
 write_config 1 "$WEB3"
 lab_wait_count balancer-2 '*reconciled trigger=source*' 2 30
 lab_result held_pass "$(last_source_pass balancer-2)"

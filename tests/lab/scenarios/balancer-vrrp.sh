@@ -51,9 +51,7 @@ UPLOAD_RATE="${UPLOAD_RATE:-250k}"
 UPLOAD_PORTS="${UPLOAD_PORTS:-30100-30149}"
 SAMPLE_MS="${SAMPLE_MS:-100}"
 CFG="$LAB_OUT/lvstun.yaml"
-for bin in "$NODE" "$LOAD"; do
-  [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
-done
+lab_need_bins "$NODE" "$LOAD"
 
 # became NAME STATE MIN_MS: unix_ms of the first "vip ownership changed ... to=STATE" line of
 # logs/NAME.log stamped at or after MIN_MS (the daemon logs its wall clock in unix_ms).
@@ -113,40 +111,7 @@ metrics() { # NS TAG
   lab_artifact "metrics-$1-$2.txt" lab_exec "$1" curl -sS --max-time 5 http://127.0.0.1:9101/metrics
 }
 
-# synced NS FIRST LAST: NS's IPVS connection table has an ESTABLISHED entry from a client port
-# in FIRST..LAST (the upload's, carried there by the sync daemon).
-synced() {
-  local line
-  while IFS= read -r line; do
-    if [[ $line =~ ^TCP\ .*\ ESTABLISHED\ +[0-9.]+:([0-9]+)\ +$LAB_VIP:80\  ]] &&
-      ((BASH_REMATCH[1] >= $2 && BASH_REMATCH[1] <= $3)); then
-      return 0
-    fi
-  done < <(lab_exec "$1" ipvsadm -Lnc)
-  return 1
-}
-# wait_synced NS FIRST LAST SECS: waits (bounded) until `synced` holds; prints the ms waited.
-# The kernel's master sync daemon sends a connection at its third packet but flushes a
-# half-full buffer only after two seconds (IPVS_SYNC_FLUSH_TIME), checked once a second: a
-# lone connection reaches the Backup 2-3 s after it opened.
-wait_synced() {
-  local start=${EPOCHREALTIME/./} deadline=$((${EPOCHREALTIME/./} + $4 * 1000000))
-  while ((${EPOCHREALTIME/./} < deadline)); do
-    if synced "$1" "$2" "$3"; then
-      printf '%s' $(((${EPOCHREALTIME/./} - start) / 1000))
-      return 0
-    fi
-    lab_sleep 0.2
-  done
-  printf 'timeout'
-  return 1
-}
-
-lab_modules ip_vs ip_vs_rr ipip # ipip first: every namespace made after it gets a tunl0
-lab_topology_up
-lab_web_prepare web1 web2
-lab_web_start web1 www1
-lab_web_start web2 www2
+lab_recipe_up
 MAC_LB1="$(lab_mac lb1 eth0)"
 MAC_LB2="$(lab_mac lb2 eth0)"
 lab_result mac.lb1 "$MAC_LB1"
@@ -193,8 +158,8 @@ lab_bg client upload curl -sS --max-time 40 --connect-timeout 5 --limit-rate "$U
   -H 'Expect:' -H 'Connection: close' --data-binary "@$LAB_OUT/upload.bin" \
   -w '\ncurl: code=%{http_code} size_upload=%{size_upload}\n' "http://$LAB_VIP/upload"
 lab_sleep 3
-# lb1 dies only once lb2 holds the upload's entry (bounded; see wait_synced).
-lab_result sync_wait_ms "$(wait_synced lb2 "${UPLOAD_PORTS%-*}" "${UPLOAD_PORTS#*-}" 15 || true)"
+# lb1 dies only once lb2 holds the upload's entry (bounded; see lab_wait_synced).
+lab_result sync_wait_ms "$(lab_wait_synced lb2 "${UPLOAD_PORTS%-*}" "${UPLOAD_PORTS#*-}" 15 || true)"
 # Connections lb1 scheduled, as lb2 knows them from the sync daemon while it is Backup.
 lab_artifact conns-lb2-backup.txt lab_exec lb2 ipvsadm -Lnc
 lab_artifact conns-lb1-master.txt lab_exec lb1 ipvsadm -Lnc

@@ -38,36 +38,7 @@ STATE="$LAB_OUT/state-lb1"
 CHROOT="$(command -v chroot)"
 [[ -x $ROOTFS$ENTRY ]] || { lab_log "no $ROOTFS$ENTRY (unpack the image first)"; exit 2; }
 
-has_rule() { # RULE-PREFIX: some line of the current ipvsadm -Sn starts with it
-  local l
-  while IFS= read -r l; do
-    [[ $l == "$1"* ]] && return 0
-  done < <(lab_exec lb1 ipvsadm -Sn)
-  return 1
-}
-wait_rule() { # RULE-PREFIX SECS: poll ipvsadm -Sn until the rule shows
-  local deadline=$(($(lab_now_ms) + $2 * 1000))
-  while (($(lab_now_ms) < deadline)); do
-    has_rule "$1" && return 0
-    lab_sleep 0.2
-  done
-  lab_log "timed out after $2 s waiting for rule '$1'"
-  return 1
-}
-log_line() { # NAME GLOB: print the first line of logs/NAME.log matching GLOB
-  local l
-  while IFS= read -r l; do
-    # shellcheck disable=SC2053 # a glob on purpose
-    [[ $l == $2 ]] && { printf '%s' "$l"; return 0; }
-  done <"$LAB_OUT/logs/$1.log"
-  return 1
-}
-
-lab_modules ip_vs ip_vs_rr ipip # ipip first: every namespace made after it gets a tunl0
-lab_topology_up
-lab_web_prepare web1 web2
-lab_web_start web1 www1
-lab_web_start web2 www2
+lab_recipe_up
 ip -n lb1 addr add "$LAB_VIP/32" dev eth0
 {
   cat "$LAB_REPO/deploy/examples/virtualservice.yaml"
@@ -91,13 +62,13 @@ lab_bg lb1 balancer env -i RUST_LOG=info "PATH=$IMAGE_PATH" "$CHROOT" "$ROOTFS" 
 # ip netns exec, env and chroot each exec the next: the pid lab_bg saw is the daemon's.
 pid="${LAB_BG_PIDS[balancer]}"
 lab_wait_log balancer '*reconciled trigger=start*' 60
-lab_result start_pass "$(log_line balancer '*reconciled trigger=start*')"
-lab_result sysctl_set "$(log_line balancer '*net.ipv4.vs sysctl*' || echo none)"
+lab_result start_pass "$(lab_log_line balancer '*reconciled trigger=start*')"
+lab_result sysctl_set "$(lab_log_line balancer '*net.ipv4.vs sysctl*' || echo none)"
 lab_result exe "$(readlink "/proc/$pid/exe")"
 lab_result root "$(readlink "/proc/$pid/root")"
 lab_artifact maps.txt cat "/proc/$pid/maps"
-wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
-wait_rule "-a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1" 30
+lab_wait_rule lb1 "-a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1" 30
+lab_wait_rule lb1 "-a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1" 30
 lab_result programmed_ms $(($(lab_now_ms) - t0))
 lab_artifact witness-1.txt lab_exec lb1 ipvsadm -Ln
 lab_exec lb1 ipvsadm -Sn | sort >"$LAB_OUT/save-1.txt"

@@ -252,15 +252,8 @@ if ((nsvc == 0)); then
   lab_log "done (bulk skipped): $failures failed check(s)"
   exit $((failures == 0 ? 0 : 1))
 fi
-for ns in bulk-lvstun bulk-ipvsadm bulk-one; do
-  ip netns add "$ns"
-  ip -n "$ns" -batch - <<EOF
-link set lo up
-link add d0 type dummy
-link set d0 up
-addr add 198.51.100.254/24 dev d0
-EOF
-done
+for ns in bulk-lvstun bulk-ipvsadm bulk-one; do ip netns add "$ns"; done
+lab_dummy_d0 bulk-lvstun bulk-ipvsadm bulk-one
 {
   echo "services:"
   for ((i = 0; i < nsvc; i++)); do

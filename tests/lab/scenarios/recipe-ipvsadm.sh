@@ -19,19 +19,9 @@ set -euo pipefail
 
 requests="${REQUESTS:-6}"
 
-lab_modules ip_vs ip_vs_rr ipip # ipip first: every namespace made after it gets a tunl0
-lab_topology_up
+lab_recipe_up
 
-lab_web_prepare web1 web2
-lab_web_start web1 www1
-lab_web_start web2 www2
-
-ip -n lb1 addr add "$LAB_VIP/32" dev eth0
-lab_exec lb1 ipvsadm -R <<EOF
--A -t $LAB_VIP:80 -s rr
--a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1
--a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1
-EOF
+lab_ipvs_by_hand lb1
 lab_result vip "$LAB_VIP"
 lab_result real_servers "$LAB_WEB1_IP:80 $LAB_WEB2_IP:80"
 
@@ -49,17 +39,7 @@ lab_artifact client-curl.txt lab_exec client curl -sS -i --max-time 10 --connect
   "${urls[@]}"
 lab_result requests "$requests"
 
-# Kernel 6.1 folds its per-CPU IPVS counters into the totals ipvsadm reads only when the rate
-# estimator runs (every 2 s): poll, bounded, until the service shows every connection.
-for ((i = 0; i < 20; i++)); do
-  lab_artifact lb1-ipvs-stats.txt lab_exec lb1 ipvsadm -Ln --stats --exact
-  conns=0
-  while read -r proto addr c _; do
-    [[ $proto == TCP && $addr == "$LAB_VIP:80" ]] && conns=$c
-  done <"$LAB_OUT/lb1-ipvs-stats.txt"
-  ((conns >= requests)) && break
-  lab_sleep 0.5
-done
+lab_ipvs_conns_wait lb1 "$requests" lb1-ipvs-stats.txt || true
 lab_log "lb1 IPVS counters read after $i retries (conns=$conns)"
 lab_artifact client-neigh.json ip -n client -j neigh show
 lab_artifact lb1-link.json ip -n lb1 -j link show dev eth0

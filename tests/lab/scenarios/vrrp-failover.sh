@@ -29,9 +29,7 @@ LOAD="$LAB_BIN/lvstun-lab-load"
 KEEPALIVED="$(command -v keepalived || echo /usr/sbin/keepalived)"
 VRID=51
 PHASES="${VRRP_PHASES:-lvstun:1000 keepalived:1000 lvstun:100 keepalived:100}"
-for bin in "$NODE" "$LOAD"; do
-  [[ -x $bin ]] || { lab_log "missing $bin (build it in release mode)"; exit 1; }
-done
+lab_need_bins "$NODE" "$LOAD"
 
 lab_modules ip_vs ip_vs_rr ipip
 lab_topology_up

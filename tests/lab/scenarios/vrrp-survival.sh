@@ -27,7 +27,7 @@
 # - each mode's upload leaves from its own client port range, below the ephemeral range
 #   (PORT_STEP=0 gives both modes the same ports again);
 # - the rr step kills lb1 only once lb2 holds the upload's ESTABLISHED entry (bounded wait,
-#   SYNC_WAIT_S; 0 skips it): what is proven is that a synced connection survives. A flow
+#   SYNC_WAIT_S; 0 skips it): what is proven is that a lab_synced connection survives. A flow
 #   younger than the flush delay is not carried by sync (the balancer's sloppy_tcp then
 #   reschedules it; only mh is sure to keep its real server);
 # - the kernel sync daemons a SIGKILLed daemon leaves behind are stopped between modes.
@@ -41,34 +41,6 @@ RATE="${UPLOAD_RATE:-250k}"
 PORT_STEP="${PORT_STEP:-50}"
 SYNC_WAIT_S="${SYNC_WAIT_S:-15}" # 0: kill lb1 without waiting for the sync (the old behaviour)
 
-# synced NS FIRST LAST: NS's IPVS connection table has an ESTABLISHED entry from a client port
-# in FIRST..LAST (the upload's, carried there by the sync daemon).
-synced() {
-  local line
-  while IFS= read -r line; do
-    if [[ $line =~ ^TCP\ .*\ ESTABLISHED\ +[0-9.]+:([0-9]+)\ +$LAB_VIP:80\  ]] &&
-      ((BASH_REMATCH[1] >= $2 && BASH_REMATCH[1] <= $3)); then
-      return 0
-    fi
-  done < <(lab_exec "$1" ipvsadm -Lnc)
-  return 1
-}
-# wait_synced NS FIRST LAST SECS: waits (bounded) until `synced` holds; prints the ms waited.
-# The kernel's master sync daemon sends a connection at its third packet but flushes a
-# half-full buffer only after two seconds (IPVS_SYNC_FLUSH_TIME), checked once a second: a
-# lone connection reaches the Backup 2-3 s after it opened.
-wait_synced() {
-  local start=${EPOCHREALTIME/./} deadline=$((${EPOCHREALTIME/./} + $4 * 1000000))
-  while ((${EPOCHREALTIME/./} < deadline)); do
-    if synced "$1" "$2" "$3"; then
-      printf '%s' $(((${EPOCHREALTIME/./} - start) / 1000))
-      return 0
-    fi
-    lab_sleep 0.2
-  done
-  printf 'timeout'
-  return 1
-}
 
 lab_modules ip_vs ip_vs_rr ip_vs_mh ipip
 lab_topology_up
@@ -110,7 +82,7 @@ EOF
   if [[ $mode != mh ]] && ((SYNC_WAIT_S > 0)); then
     # Kill lb1 only once lb2 holds the upload's entry: what is proven is that a synced
     # connection survives, not how fast the kernel syncs (see wait_synced).
-    lab_result "sync_wait_ms.$mode" "$(wait_synced lb2 "${ports%-*}" "${ports#*-}" "$SYNC_WAIT_S" || true)"
+    lab_result "sync_wait_ms.$mode" "$(lab_wait_synced lb2 "${ports%-*}" "${ports#*-}" "$SYNC_WAIT_S" || true)"
   fi
   lab_artifact "lb1-conns-$mode.txt" lab_exec lb1 ipvsadm -Lnc
   lab_artifact "lb2-conns-before-$mode.txt" lab_exec lb2 ipvsadm -Lnc

@@ -124,12 +124,7 @@ write_config 1
 head -c 1048576 /dev/zero >"$upload"
 lab_web_start web1 www1
 lab_web_start web2 www2
-ip -n lb1 addr add "$LAB_VIP/32" dev eth0
-lab_exec lb1 ipvsadm -R <<EOF
--A -t $LAB_VIP:80 -s rr
--a -t $LAB_VIP:80 -r $LAB_WEB1_IP:80 -i -w 1
--a -t $LAB_VIP:80 -r $LAB_WEB2_IP:80 -i -w 1
-EOF
+lab_ipvs_by_hand lb1
 lab_exec lb1 nft -f - <<'EOF'
 table ip lab_icmp_filter {
   chain output {
