@@ -565,19 +565,13 @@ lab_has_rule() {
   local l
   while IFS= read -r l; do
     [[ $l == "$2"* ]] && return 0
-  done < <(lab_exec "$1" ipvsadm -Sn)
+  done < <(lab_exec "$1" ipvsadm -Sn 2>/dev/null)
   return 1
 }
 
 # lab_wait_rule NS PREFIX SECS: poll NS's `ipvsadm -Sn` until a rule starts with PREFIX.
 lab_wait_rule() {
-  local deadline=$(($(lab_now_ms) + $3 * 1000))
-  while (($(lab_now_ms) < deadline)); do
-    lab_has_rule "$1" "$2" && return 0
-    lab_sleep 0.2
-  done
-  lab_log "timed out after $3 s waiting for rule '$2' in $1"
-  return 1
+  lab_wait_until "$3" 0.2 "rule '$2' in $1" lab_has_rule "$1" "$2"
 }
 
 # lab_log_line NAME GLOB: print the first line of logs/NAME.log matching GLOB.

@@ -67,6 +67,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -200,8 +201,37 @@ pub fn api_state(state: State) -> VrrpState {
 }
 
 /// The IPVS connection sync daemons shared by every router of the node.
+///
+/// A switch holds the hub's lock across its kernel calls, and the kernel may take many
+/// seconds to stop a daemon (while it does, every IPVS request of the whole kernel waits: the
+/// IPVS generic netlink family is not `parallel_ops`, so its requests are serialized on
+/// `genl_mutex`). What the supervisor reads between switches ([`SyncHub::progress`]) and what
+/// SIGTERM sets ([`SyncHub::leave`]) therefore live outside that lock: neither a router's
+/// start nor a shutdown waits for a switch in flight.
 #[derive(Clone, Default)]
-pub struct SyncHub(Arc<tokio::sync::Mutex<HubState>>);
+pub struct SyncHub {
+    state: Arc<tokio::sync::Mutex<HubState>>,
+    shared: Arc<Shared>,
+}
+
+/// What the hub shares without its lock.
+#[derive(Default)]
+struct Shared {
+    /// The whole daemon is leaving (SIGTERM): a router that stops keeps the backup daemon
+    /// ([`vips::sync_role_on`]).
+    leaving: AtomicBool,
+    /// The backup daemon's progress as of the last switch.
+    progress: Mutex<Progress>,
+}
+
+/// The backup daemon's progress as of the last switch.
+#[derive(Clone, Copy, Default)]
+struct Progress {
+    /// Since when the backup daemon runs as it is (started, or adopted, by this process).
+    backup_since: Option<Instant>,
+    /// The last change of the daemons failed.
+    failed: bool,
+}
 
 #[derive(Default)]
 struct HubState {
@@ -213,30 +243,28 @@ struct HubState {
     /// then the kernel's daemons are listed, those started as this daemon starts them are
     /// adopted ([`vips::sync_adoptable`]), and the rest are stopped and started again.
     applied: Option<SyncWanted>,
-    /// The whole daemon is leaving (SIGTERM): a router that stops keeps the backup daemon
-    /// ([`vips::sync_role_on`]).
-    leaving: bool,
     /// Since when the backup daemon runs as it is (started, or adopted, by this process).
     backup_since: Option<Instant>,
-    /// The last change of the daemons failed.
-    failed: bool,
 }
 
 impl SyncHub {
     /// A hub that records the daemons it starts in `book`.
     pub fn new(book: HeldBook) -> SyncHub {
-        SyncHub(Arc::new(tokio::sync::Mutex::new(HubState {
-            book,
-            ..HubState::default()
-        })))
+        SyncHub {
+            state: Arc::new(tokio::sync::Mutex::new(HubState {
+                book,
+                ..HubState::default()
+            })),
+            shared: Arc::default(),
+        }
     }
 
     /// Router `vrid` on `ifname` wants `role`; the kernel's daemons are changed to what all
     /// routers together want. Stops before starts: a Backup that became Master stops absorbing
     /// the old Master's table before it sends its own.
     async fn set(&self, vrid: u8, role: SyncRole, ifname: &str) -> Result<(), Error> {
-        let mut hub = self.0.lock().await;
-        let role = vips::sync_role_on(role, hub.leaving);
+        let mut hub = self.state.lock().await;
+        let role = vips::sync_role_on(role, self.shared.leaving.load(Ordering::Relaxed));
         if role == SyncRole::Stopped {
             hub.roles.remove(&vrid);
         } else {
@@ -244,14 +272,25 @@ impl SyncHub {
         }
         let want = vips::sync_wanted(&hub.roles);
         let result = hub.apply(want).await;
-        hub.failed = result.is_err();
+        self.record(hub.backup_since, result.is_err());
         result
+    }
+
+    fn record(&self, backup_since: Option<Instant>, failed: bool) {
+        *self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Progress {
+            backup_since,
+            failed,
+        };
     }
 
     /// From now on, a router that stops keeps the backup daemon running (see
     /// [`vips::sync_role_on`]): called once the daemon is leaving, before its routers stop.
-    async fn leave(&self) {
-        self.0.lock().await.leaving = true;
+    fn leave(&self) {
+        self.shared.leaving.store(true, Ordering::Relaxed);
     }
 
     /// At start, when this node runs no router: stops the daemons an earlier run left behind
@@ -259,7 +298,7 @@ impl SyncHub {
     /// shaped as this daemon starts them ([`vips::sync_adoptable`]); others are left alone.
     /// Does nothing once a router has asked for a role.
     async fn tidy(&self) -> Result<(), Error> {
-        let mut hub = self.0.lock().await;
+        let mut hub = self.state.lock().await;
         if !hub.roles.is_empty() || hub.applied.is_some() {
             return Ok(());
         }
@@ -271,15 +310,26 @@ impl SyncHub {
             info!(master = ?found.master, backup = ?found.backup, "ipvs sync daemons an earlier run left, stopped: this node runs no VRRP router");
         }
         hub.applied = Some(found);
-        hub.apply(SyncWanted::default()).await
+        let result = hub.apply(SyncWanted::default()).await;
+        let failed = self.progress_now().failed;
+        self.record(hub.backup_since, failed);
+        result
     }
 
-    /// What the backup daemon has done so far, for [`vips::stand_by`] (the router's own state
-    /// aside: a Master waits for nothing).
-    async fn progress(&self, now: Instant) -> vips::SyncProgress {
-        let hub = self.0.lock().await;
-        match hub.backup_since {
-            _ if hub.failed => vips::SyncProgress::Unavailable,
+    fn progress_now(&self) -> Progress {
+        *self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the backup daemon has done so far, as of the last switch, for [`vips::stand_by`]
+    /// (the router's own state aside: a Master waits for nothing). Never waits for a switch.
+    fn progress(&self, now: Instant) -> vips::SyncProgress {
+        let progress = self.progress_now();
+        match progress.backup_since {
+            _ if progress.failed => vips::SyncProgress::Unavailable,
             Some(since) => vips::SyncProgress::Backup(now.saturating_duration_since(since)),
             None => vips::SyncProgress::NotRunning,
         }
@@ -760,7 +810,7 @@ impl Supervisor {
             return;
         };
         let now = Instant::now();
-        let backup = self.hub.progress(now).await;
+        let backup = self.hub.progress(now);
         for (vrid, inst) in self.running.iter_mut() {
             let master = lock_vips(&self.report)
                 .routers
@@ -955,7 +1005,7 @@ impl Supervisor {
         let stand_by = vips::stand_by(
             Duration::ZERO,
             spec.settle,
-            self.hub.progress(Instant::now()).await,
+            self.hub.progress(Instant::now()),
             vips::forwarding(&lock(&self.balancer).programmed, &spec.virtual_services),
         );
         let mut config = spec.config.clone();
@@ -1009,7 +1059,7 @@ impl Supervisor {
 
     async fn stop_all(&mut self) {
         // The routers' last sync switch keeps the backup daemon (see `vips::sync_role_on`).
-        self.hub.leave().await;
+        self.hub.leave();
         let vrids: Vec<u8> = self.running.keys().copied().collect();
         // Tell every router first, then wait: the priority-0 advertisements go out together.
         for vrid in &vrids {
