@@ -91,16 +91,6 @@ host_phase() { # NAME [SECS]
   [[ $(<"$LAB_OUT/ack/$name") == ok ]] || { lab_log "the host refused $name: $(<"$LAB_OUT/ack/$name")"; return 1; }
   lab_log "checkpoint $name: answered"
 }
-has_rule() { # NS RULE-PREFIX
-  local l
-  while IFS= read -r l; do
-    [[ $l == "$2"* ]] && return 0
-  done < <(lab_exec "$1" ipvsadm -Sn 2>/dev/null)
-  return 1
-}
-wait_rule() { # NS RULE-PREFIX SECS
-  lab_wait_until "$3" 0.3 "rule '$2' in $1" has_rule "$1" "$2"
-}
 has_vip() { [[ $(ip -n "$1" -4 -o addr show dev eth0) == *" $LAB_VIP/32 "* ]]; }
 wait_vip() { # NS SECS
   lab_wait_until "$2" 0.1 "the VIP on $1" has_vip "$1"
@@ -138,6 +128,21 @@ load_end() { # TAG PREFIX SECS
 # address notifications (lab_vip_watch_*), which the host side folds into transitions.
 watch_start() { lab_vip_watch_start "$1" lb1 lb2; }
 watch_stop() { lab_vip_watch_stop "$1" lb1 lb2; }
+# phase_end TAG: the load and the VIP watch of TAG end (load results under the prefix TAG).
+phase_end() {
+  : >"$LAB_OUT/stop-$1"
+  load_end "$1" "$1" 120
+  watch_stop "$1"
+}
+# vip_back_to_lb1 KEY T SECS: records KEY as the ms from T until the VIP is on lb1 alone (none
+# if not within SECS).
+vip_back_to_lb1() {
+  if lab_wait_until "$3" 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2; then
+    lab_result "$1" $(($(lab_now_ms) - $2))
+  else
+    lab_result "$1" none
+  fi
+}
 # same_as_before NS: NS's snapshot equals the one taken before the install (diff in
 # snapshot/NS-diff.txt).
 same_as_before() {
@@ -218,9 +223,7 @@ outage() {
   lab_sleep 21
   hog_stop
   until (($(lab_now_ms) - t_stop >= 240000)); do lab_sleep 1; done
-  : >"$LAB_OUT/stop-outage"
-  load_end outage outage 120
-  watch_stop outage
+  phase_end outage
   say "   $(load_line outage)"
   # The balancers' logs of the outage, before the kill below replaces lb1's container (the
   # kubelet keeps only the last dead one's).
@@ -250,15 +253,9 @@ outage() {
 # outage_over: the API server is back; lb1's balancer reads its VirtualServices, settles and
 # takes the VIP back.
 outage_over() {
-  if lab_wait_until 240 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2; then
-    lab_result crash.back_ms $(($(lab_now_ms) - CRASH_T))
-  else
-    lab_result crash.back_ms none
-  fi
+  vip_back_to_lb1 crash.back_ms "$CRASH_T" 240
   lab_sleep 3
-  : >"$LAB_OUT/stop-crash"
-  load_end crash crash 120
-  watch_stop crash
+  phase_end crash
   say "   the API server back after 5 minutes: lb1's new balancer process took the VIP back"
   say "   $(($(lab_now_ms) - CRASH_T)) ms after the kill; $(load_line crash)"
 }
@@ -273,9 +270,7 @@ lifecycle() {
   lab_sleep 3
   host_phase churn 300
   lab_sleep 3
-  : >"$LAB_OUT/stop-churn"
-  load_end churn churn 120
-  watch_stop churn
+  phase_end churn
   say "   $(load_line churn)"
 
   say ""
@@ -294,12 +289,10 @@ lifecycle() {
   host_phase foreign-deletion 300
   lab_result neighbour.lb2.deletions_after "$(balancer_metric lb2 lvstun_balancer_foreign_deletions_total)"
   lab_node_kube_proxy lb2
-  wait_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" 60
+  lab_wait_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" 60
   lab_sleep 12
   lab_result neighbour.lb2.restored "$(has_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" && echo yes || echo no)"
-  : >"$LAB_OUT/stop-neighbour"
-  load_end neighbour neighbour 120
-  watch_stop neighbour
+  phase_end neighbour
   say "   lb2's deletions counted: $(balancer_metric lb2 lvstun_balancer_foreign_deletions_total);"
   say "   $(load_line neighbour)"
 
@@ -330,9 +323,7 @@ lifecycle() {
   fi
   lab_neigh after-bounce
   lab_result bounce_vip_mac "$(lab_vip_mac after-bounce)"
-  : >"$LAB_OUT/stop-bounce"
-  load_end bounce bounce 120
-  watch_stop bounce
+  phase_end bounce
   say "   one holder (lb1) again after the heal; $(load_line bounce)"
 
   say ""
@@ -357,15 +348,9 @@ lifecycle() {
   done
   lab_result cold.lb1_restart_ms $((${t1:-0} - t))
   lab_result cold.lb2_restart_ms $((${t2:-0} - t))
-  if lab_wait_until 180 0.2 "the VIP on lb1 alone" vip_only_on lb1 lb2; then
-    lab_result cold.one_holder_ms $(($(lab_now_ms) - t))
-  else
-    lab_result cold.one_holder_ms none
-  fi
+  vip_back_to_lb1 cold.one_holder_ms "$t" 180
   lab_sleep 5
-  : >"$LAB_OUT/stop-cold"
-  load_end cold cold 120
-  watch_stop cold
+  phase_end cold
   say "   new processes $((${t1:-0} - t)) ms (lb1) and $((${t2:-0} - t)) ms (lb2) after the kill;"
   say "   $(load_line cold)"
 
@@ -377,11 +362,9 @@ lifecycle() {
   lab_sleep 3
   lab_sysctl web1 net.ipv4.conf.all.rp_filter=1
   host_phase rp-filter 300
-  wait_rule lb1 "$(rule "$LAB_WEB1_IP" 0)" 60
+  lab_wait_rule lb1 "$(rule "$LAB_WEB1_IP" 0)" 60
   lab_sleep 3
-  : >"$LAB_OUT/stop-rpfilter"
-  load_end rpfilter rpfilter 120
-  watch_stop rpfilter
+  phase_end rpfilter
   say "   $(load_line rpfilter)"
 
   lab_nodes_save_logs before-upgrade
@@ -397,14 +380,12 @@ lifecycle() {
   host_phase upgrade 600
   lab_upload_result upgrade
   lab_result upgrade.upload "$LAB_UPLOAD_RESULT"
-  wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 60
+  lab_wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 60
   lab_result rpfilter.vip_on_tunl0 "$(ip -n web1 -4 -o addr show dev tunl0 | grep -q " $LAB_VIP/32 " && echo yes || echo no)"
   curl_vip 6 client-curl-rpfilter.txt
   lab_result rpfilter.www1_answers "$(node_headers client-curl-rpfilter.txt | grep -c 'Node: www1' || true)"
   lab_sleep 3
-  : >"$LAB_OUT/stop-upgrade"
-  load_end upgrade upgrade 120
-  watch_stop upgrade
+  phase_end upgrade
   # The host's setting is the test's to undo, before the teardown compares web1 with its
   # snapshot.
   lab_sysctl web1 net.ipv4.conf.all.rp_filter=0
@@ -466,9 +447,9 @@ host_phase nodes 900
 lab_result pods_ready_ms $(($(lab_now_ms) - t0))
 
 wait_vip lb1 300
-wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 180
-wait_rule lb1 "$(rule "$LAB_WEB2_IP" 1)" 60
-wait_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" 60
+lab_wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 180
+lab_wait_rule lb1 "$(rule "$LAB_WEB2_IP" 1)" 60
+lab_wait_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" 60
 lab_result steady_ms $(($(lab_now_ms) - t0))
 has_vip lb2 && { lab_log "both balancers hold the VIP"; exit 1; }
 for ns in lb1 lb2; do
@@ -518,7 +499,7 @@ done
 lab_result portreuse.port "${reuse_port:-none}"
 lab_stop www1
 t=$(lab_now_ms)
-wait_rule lb1 "$(rule "$LAB_WEB1_IP" 0)" 30
+lab_wait_rule lb1 "$(rule "$LAB_WEB1_IP" 0)" 30
 lab_result down_ms $(($(lab_now_ms) - t))
 say ""
 say "== 3. web1's web server stopped: out of rotation after $(($(lab_now_ms) - t)) ms (weight 0) =="
@@ -537,7 +518,7 @@ show "for i in 1 2 3 4; do curl -si http://192.0.2.100/ | grep Node; done" \
   node_headers client-curl-down.txt
 t=$(lab_now_ms)
 lab_web_start web1 www1
-wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 30
+lab_wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 30
 lab_result up_ms $(($(lab_now_ms) - t))
 say "   started again: back in rotation after $(($(lab_now_ms) - t)) ms"
 host_phase web1-up
@@ -584,9 +565,9 @@ say "   the operator's pods (the Deployment starts new ones; a new leader takes 
 host_phase apiserver-stop
 t_stop=$(lab_now_ms)
 lab_stop www2
-wait_rule lb1 "$(rule "$LAB_WEB2_IP" 0)" 30
+lab_wait_rule lb1 "$(rule "$LAB_WEB2_IP" 0)" 30
 lab_web_start web2 www2
-wait_rule lb1 "$(rule "$LAB_WEB2_IP" 1)" 30
+lab_wait_rule lb1 "$(rule "$LAB_WEB2_IP" 1)" 30
 lab_result apiserver_down_health "weight 0 then 1"
 say ""
 say "== 6. kube-apiserver stopped on the host: web2 stopped and started, weight 0 then 1 again,"
