@@ -627,9 +627,13 @@ lab_ipvs_conns_wait() {
     while read -r proto addr c _; do
       [[ $proto == TCP && $addr == "$LAB_VIP:80" ]] && conns=$c
     done <"$LAB_OUT/$3"
-    ((conns >= $2)) && return 0
+    if ((conns >= $2)); then
+      lab_log "$1 IPVS counters read after $i retries (conns=$conns)"
+      return 0
+    fi
     lab_sleep 0.5
   done
+  lab_log "$1 IPVS counters still at conns=$conns after $i reads"
   return 1
 }
 

@@ -40,7 +40,6 @@ lab_artifact client-curl.txt lab_exec client curl -sS -i --max-time 10 --connect
 lab_result requests "$requests"
 
 lab_ipvs_conns_wait lb1 "$requests" lb1-ipvs-stats.txt || true
-lab_log "lb1 IPVS counters read after $i retries (conns=$conns)"
 lab_artifact client-neigh.json ip -n client -j neigh show
 lab_artifact lb1-link.json ip -n lb1 -j link show dev eth0
 lab_capture final lb1
