@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    lvstun_node::run(&args)
+    lvstun_node::run(lvstun_node::Cli::parse())
 }
