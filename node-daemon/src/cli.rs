@@ -253,26 +253,22 @@ fn parse_dest(spec: &DestSpec) -> Result<(DestKey, DestConfig), Error> {
 }
 
 /// Parses a desired-table file into the typed table and the owned VIPs.
-fn parse_file(text: &str) -> Result<(Table, OwnedVips), String> {
-    let spec: FileSpec = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+fn parse_file(text: &str) -> Result<(Table, OwnedVips), Error> {
+    let spec: FileSpec = serde_yaml::from_str(text)?;
     let mut table = Table::new();
     let mut vips: BTreeSet<IpAddr> = spec.owned.into_iter().collect();
     for svc in &spec.services {
         let key = ServiceKey::Addr {
             address: svc.vip,
-            protocol: svc.protocol.parse().map_err(|e: Error| e.to_string())?,
+            protocol: svc.protocol.parse()?,
             port: svc.port,
         };
         if table.service(&key).is_some() {
-            return Err(format!("service {key} is listed twice"));
+            return Err(Error::ListedTwice(format!("service {key}")));
         }
-        let flags = svc
-            .flags
-            .iter()
-            .try_fold(ServiceFlags::empty(), |acc, f| {
-                Ok::<_, Error>(acc.union(parse_flag(f)?))
-            })
-            .map_err(|e| e.to_string())?;
+        let flags = svc.flags.iter().try_fold(ServiceFlags::empty(), |acc, f| {
+            Ok::<_, Error>(acc.union(parse_flag(f)?))
+        })?;
         let persistence = svc
             .persistence
             .as_ref()
@@ -285,22 +281,21 @@ fn parse_file(text: &str) -> Result<(Table, OwnedVips), String> {
                 };
                 Persistence::new(family, p.timeout, p.netmask.unwrap_or(host))
             })
-            .transpose()
-            .map_err(|e| e.to_string())?;
+            .transpose()?;
         let config = ServiceConfig {
             flags,
             persistence,
-            ..ServiceConfig::new(Scheduler::new(&svc.scheduler).map_err(|e| e.to_string())?)
+            ..ServiceConfig::new(Scheduler::new(&svc.scheduler)?)
         };
         table.upsert_service(key, config);
         vips.insert(svc.vip);
         for d in &svc.destinations {
-            let (dest, config) = parse_dest(d).map_err(|e| e.to_string())?;
+            let (dest, config) = parse_dest(d)?;
             let duplicate = table
                 .service(&key)
                 .is_some_and(|entry| entry.dests.contains_key(&dest));
             if duplicate {
-                return Err(format!("destination {dest} of {key} is listed twice"));
+                return Err(Error::ListedTwice(format!("destination {dest} of {key}")));
             }
             table.upsert_dest(&key, dest, config);
         }
@@ -550,8 +545,10 @@ async fn execute(command: IpvsCli) -> Result<ExitCode, Error> {
                 path: path.clone(),
                 detail: e.to_string(),
             })?;
-            let (desired, owned) =
-                parse_file(&text).map_err(|detail| Error::File { path, detail })?;
+            let (desired, owned) = parse_file(&text).map_err(|source| Error::FileContent {
+                path,
+                source: Box::new(source),
+            })?;
             let mut ipvs = connect().await?;
             let (ops, report) = if dry_run || one_by_one {
                 let actual = ipvs.read().await?;
@@ -747,10 +744,18 @@ services:
 
     #[test]
     fn file_errors_are_refused() {
-        assert!(parse_file("services: [{vip: 192.0.2.1, port: 80, scheduler: maglev}]").is_err());
-        assert!(parse_file("services: [{vip: 192.0.2.1, port: 80, typo: 1}]").is_err());
+        assert!(matches!(
+            parse_file("services: [{vip: 192.0.2.1, port: 80, scheduler: maglev}]"),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            parse_file("services: [{vip: 192.0.2.1, port: 80, typo: 1}]"),
+            Err(Error::Yaml(_))
+        ));
         let dup = "services: [{vip: 192.0.2.1, port: 80}, {vip: 192.0.2.1, port: 80}]";
-        assert!(parse_file(dup).unwrap_err().contains("twice"));
+        let err = parse_file(dup).unwrap_err();
+        assert!(matches!(err, Error::ListedTwice(_)), "{err:?}");
+        assert_eq!(err.to_string(), "service TCP 192.0.2.1:80 is listed twice");
         let bad_thresholds = "services: [{vip: 192.0.2.1, port: 80, destinations: \
                               [{address: 198.51.100.1, port: 80, upper_threshold: 1, lower_threshold: 2}]}]";
         assert!(parse_file(bad_thresholds).is_err());
