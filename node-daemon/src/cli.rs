@@ -1,14 +1,6 @@
-//! The hidden `lvstun-node ipvs ...` debug commands, which the lab uses to
-//! prove the netlink layer against a real kernel (with `ipvsadm -Ln` as the
-//! witness). Parsing and rendering are pure; `run_ipvs` does the I/O.
-//!
-//! ```text
-//! lvstun-node ipvs dump [--tun-info]          # the table, as ipvsadm -Ln prints it
-//! lvstun-node ipvs apply FILE [--dry-run] [--one-by-one]
-//! lvstun-node ipvs sync start master|backup IFNAME SYNCID
-//! lvstun-node ipvs sync stop master|backup
-//! lvstun-node ipvs sync show
-//! ```
+//! The hidden `lvstun-node ipvs ...` debug commands ([`IpvsCli`]: `dump`, `apply`, `sync`),
+//! which the lab uses to prove the netlink layer against a real kernel (with `ipvsadm -Ln` as
+//! the witness). Parsing and rendering are pure; `run_ipvs` does the I/O.
 //!
 //! `apply` reads a desired table (YAML or JSON), plans against the kernel and
 //! applies the plan. The VIPs it owns are those of its services plus an
@@ -24,6 +16,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::process::ExitCode;
 
+use clap::Subcommand;
 use serde::Deserialize;
 
 use crate::balancer::plan::{self, OwnedVips};
@@ -37,65 +30,63 @@ use crate::ipvs::model::{
 };
 use crate::ipvs::{ApplyReport, IpvsTable};
 
-const USAGE: &str = "lvstun-node ipvs dump [--tun-info] | apply FILE [--dry-run] [--one-by-one] | \
-                     sync start master|backup IFNAME SYNCID | sync stop master|backup | sync show";
-
-/// A parsed `ipvs` subcommand.
-#[derive(Debug, PartialEq, Eq)]
-enum Command {
+/// `lvstun-node ipvs ...`.
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum IpvsCli {
+    /// The table, as `ipvsadm -Ln` prints it
     Dump {
+        /// Add the tunnel column (`ipvsadm -Ln --tun-info`)
+        #[arg(long)]
         tun_info: bool,
     },
+    /// Plan a desired table (YAML or JSON) against the kernel and apply it
     Apply {
+        /// The desired table: `services:` and optionally `owned:` VIPs
+        #[arg(value_name = "FILE")]
         path: String,
+        /// Print the plan, send nothing
+        #[arg(long)]
         dry_run: bool,
+        /// One request per round trip instead of batches
+        #[arg(long)]
         one_by_one: bool,
     },
-    SyncStart(SyncDaemon),
-    SyncStop(SyncRole),
-    SyncShow,
+    /// The IPVS connection sync daemons
+    #[command(subcommand)]
+    Sync(SyncCli),
 }
 
-fn usage(detail: &str) -> Error {
-    Error::Usage(format!("{detail}\n  {USAGE}"))
+/// `lvstun-node ipvs sync ...`.
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum SyncCli {
+    /// Start a sync daemon
+    Start {
+        /// master or backup
+        #[arg(value_parser = parse_role)]
+        role: SyncRole,
+        /// The interface it multicasts on
+        #[arg(value_name = "IFNAME", value_parser = parse_ifname)]
+        ifname: IfName,
+        /// Its sync ID (0-255)
+        #[arg(value_name = "SYNCID")]
+        sync_id: u8,
+    },
+    /// Stop a sync daemon
+    Stop {
+        /// master or backup
+        #[arg(value_parser = parse_role)]
+        role: SyncRole,
+    },
+    /// List the running sync daemons
+    Show,
 }
 
-fn parse_command(args: &[String]) -> Result<Command, Error> {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["dump"] => Ok(Command::Dump { tun_info: false }),
-        ["dump", "--tun-info"] => Ok(Command::Dump { tun_info: true }),
-        ["apply", rest @ ..] => {
-            let mut path = None;
-            let (mut dry_run, mut one_by_one) = (false, false);
-            for arg in rest {
-                match *arg {
-                    "--dry-run" => dry_run = true,
-                    "--one-by-one" => one_by_one = true,
-                    flag if flag.starts_with("--") => {
-                        return Err(usage(&format!("unknown option {flag}")));
-                    }
-                    file if path.is_none() => path = Some(file.to_owned()),
-                    extra => return Err(usage(&format!("unexpected argument {extra}"))),
-                }
-            }
-            Ok(Command::Apply {
-                path: path.ok_or_else(|| usage("apply needs a FILE"))?,
-                dry_run,
-                one_by_one,
-            })
-        }
-        ["sync", "start", role, ifname, sync_id] => Ok(Command::SyncStart(SyncDaemon::new(
-            role.parse()?,
-            IfName::new(ifname)?,
-            sync_id
-                .parse()
-                .map_err(|_| Error::invalid("sync id", sync_id, "expected 0-255"))?,
-        ))),
-        ["sync", "stop", role] => Ok(Command::SyncStop(role.parse()?)),
-        ["sync", "show"] => Ok(Command::SyncShow),
-        _ => Err(usage("unknown ipvs command")),
-    }
+fn parse_role(value: &str) -> Result<SyncRole, Error> {
+    value.parse()
+}
+
+fn parse_ifname(value: &str) -> Result<IfName, Error> {
+    IfName::new(value)
 }
 
 /// The desired-table file: services and, optionally, extra owned VIPs.
@@ -262,26 +253,22 @@ fn parse_dest(spec: &DestSpec) -> Result<(DestKey, DestConfig), Error> {
 }
 
 /// Parses a desired-table file into the typed table and the owned VIPs.
-fn parse_file(text: &str) -> Result<(Table, OwnedVips), String> {
-    let spec: FileSpec = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+fn parse_file(text: &str) -> Result<(Table, OwnedVips), Error> {
+    let spec: FileSpec = serde_yaml::from_str(text)?;
     let mut table = Table::new();
     let mut vips: BTreeSet<IpAddr> = spec.owned.into_iter().collect();
     for svc in &spec.services {
         let key = ServiceKey::Addr {
             address: svc.vip,
-            protocol: svc.protocol.parse().map_err(|e: Error| e.to_string())?,
+            protocol: svc.protocol.parse()?,
             port: svc.port,
         };
         if table.service(&key).is_some() {
-            return Err(format!("service {key} is listed twice"));
+            return Err(Error::ListedTwice(format!("service {key}")));
         }
-        let flags = svc
-            .flags
-            .iter()
-            .try_fold(ServiceFlags::empty(), |acc, f| {
-                Ok::<_, Error>(acc.union(parse_flag(f)?))
-            })
-            .map_err(|e| e.to_string())?;
+        let flags = svc.flags.iter().try_fold(ServiceFlags::empty(), |acc, f| {
+            Ok::<_, Error>(acc.union(parse_flag(f)?))
+        })?;
         let persistence = svc
             .persistence
             .as_ref()
@@ -294,22 +281,21 @@ fn parse_file(text: &str) -> Result<(Table, OwnedVips), String> {
                 };
                 Persistence::new(family, p.timeout, p.netmask.unwrap_or(host))
             })
-            .transpose()
-            .map_err(|e| e.to_string())?;
+            .transpose()?;
         let config = ServiceConfig {
             flags,
             persistence,
-            ..ServiceConfig::new(Scheduler::new(&svc.scheduler).map_err(|e| e.to_string())?)
+            ..ServiceConfig::new(Scheduler::new(&svc.scheduler)?)
         };
         table.upsert_service(key, config);
         vips.insert(svc.vip);
         for d in &svc.destinations {
-            let (dest, config) = parse_dest(d).map_err(|e| e.to_string())?;
+            let (dest, config) = parse_dest(d)?;
             let duplicate = table
                 .service(&key)
                 .is_some_and(|entry| entry.dests.contains_key(&dest));
             if duplicate {
-                return Err(format!("destination {dest} of {key} is listed twice"));
+                return Err(Error::ListedTwice(format!("destination {dest} of {key}")));
             }
             table.upsert_dest(&key, dest, config);
         }
@@ -537,9 +523,9 @@ async fn apply_one_by_one(ipvs: &IpvsHandle, ops: &[Op]) -> ApplyReport {
     ApplyReport::from_results(ops, results)
 }
 
-async fn execute(command: Command) -> Result<ExitCode, Error> {
+async fn execute(command: IpvsCli) -> Result<ExitCode, Error> {
     match command {
-        Command::Dump { tun_info } => {
+        IpvsCli::Dump { tun_info } => {
             let ipvs = connect().await?;
             let info = ipvs.info().await.ok();
             let mut table = Vec::new();
@@ -550,7 +536,7 @@ async fn execute(command: Command) -> Result<ExitCode, Error> {
             print!("{}", render(info, &table, tun_info));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Apply {
+        IpvsCli::Apply {
             path,
             dry_run,
             one_by_one,
@@ -559,8 +545,10 @@ async fn execute(command: Command) -> Result<ExitCode, Error> {
                 path: path.clone(),
                 detail: e.to_string(),
             })?;
-            let (desired, owned) =
-                parse_file(&text).map_err(|detail| Error::File { path, detail })?;
+            let (desired, owned) = parse_file(&text).map_err(|source| Error::FileContent {
+                path,
+                source: Box::new(source),
+            })?;
             let mut ipvs = connect().await?;
             let (ops, report) = if dry_run || one_by_one {
                 let actual = ipvs.read().await?;
@@ -582,15 +570,20 @@ async fn execute(command: Command) -> Result<ExitCode, Error> {
                 ExitCode::FAILURE
             })
         }
-        Command::SyncStart(daemon) => {
+        IpvsCli::Sync(SyncCli::Start {
+            role,
+            ifname,
+            sync_id,
+        }) => {
+            let daemon = SyncDaemon::new(role, ifname, sync_id);
             connect().await?.start_sync_daemon(&daemon).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::SyncStop(role) => {
+        IpvsCli::Sync(SyncCli::Stop { role }) => {
             connect().await?.stop_sync_daemon(role).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::SyncShow => {
+        IpvsCli::Sync(SyncCli::Show) => {
             for d in connect().await?.list_sync_daemons().await? {
                 println!(
                     "{} sync daemon (mcast={}, syncid={})",
@@ -604,9 +597,8 @@ async fn execute(command: Command) -> Result<ExitCode, Error> {
     }
 }
 
-/// Runs `lvstun-node ipvs ARGS...` on a single-threaded runtime.
-pub fn run_ipvs(args: &[String]) -> Result<ExitCode, Error> {
-    let command = parse_command(args)?;
+/// Runs `lvstun-node ipvs ...` on a single-threaded runtime.
+pub fn run_ipvs(command: IpvsCli) -> Result<ExitCode, Error> {
     // Warnings (e.g. a receive buffer that could not grow) go to stderr;
     // RUST_LOG raises the level.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -626,45 +618,80 @@ mod tests {
     use super::*;
     use crate::ipvs::model::{ConnCounts, Protocol, Stats};
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_owned).collect()
+    fn parse_command(line: &str) -> Result<IpvsCli, clap::Error> {
+        use clap::Parser;
+        let argv = ["lvstun-node", "ipvs"]
+            .into_iter()
+            .chain(line.split_whitespace());
+        match crate::Cli::try_parse_from(argv)?.command {
+            Some(crate::Command::Ipvs(command)) => Ok(command),
+            other => panic!("not an ipvs command: {other:?}"),
+        }
     }
 
     #[test]
     fn commands_parse() {
         assert_eq!(
-            parse_command(&args("dump")).unwrap(),
-            Command::Dump { tun_info: false }
+            parse_command("dump").unwrap(),
+            IpvsCli::Dump { tun_info: false }
         );
         assert_eq!(
-            parse_command(&args("dump --tun-info")).unwrap(),
-            Command::Dump { tun_info: true }
+            parse_command("dump --tun-info").unwrap(),
+            IpvsCli::Dump { tun_info: true }
         );
         assert_eq!(
-            parse_command(&args("apply t.yaml --dry-run")).unwrap(),
-            Command::Apply {
+            parse_command("apply t.yaml --dry-run").unwrap(),
+            IpvsCli::Apply {
                 path: "t.yaml".into(),
                 dry_run: true,
                 one_by_one: false
             }
         );
+        // As the lab's ipvs-netlink.sh calls it: the flag after the file.
         assert_eq!(
-            parse_command(&args("sync stop backup")).unwrap(),
-            Command::SyncStop(SyncRole::Backup)
+            parse_command("apply t.yaml --one-by-one").unwrap(),
+            IpvsCli::Apply {
+                path: "t.yaml".into(),
+                dry_run: false,
+                one_by_one: true
+            }
         );
-        match parse_command(&args("sync start master eth0 7")).unwrap() {
-            Command::SyncStart(d) => {
+        assert_eq!(
+            parse_command("sync stop backup").unwrap(),
+            IpvsCli::Sync(SyncCli::Stop {
+                role: SyncRole::Backup
+            })
+        );
+        assert_eq!(
+            parse_command("sync show").unwrap(),
+            IpvsCli::Sync(SyncCli::Show)
+        );
+        match parse_command("sync start master eth0 7").unwrap() {
+            IpvsCli::Sync(SyncCli::Start {
+                role,
+                ifname,
+                sync_id,
+            }) => {
                 assert_eq!(
-                    (d.role, d.ifname.as_str(), d.sync_id),
+                    (role, ifname.as_str(), sync_id),
                     (SyncRole::Master, "eth0", 7)
                 )
             }
             other => panic!("{other:?}"),
         }
-        assert!(parse_command(&args("apply")).is_err());
-        assert!(parse_command(&args("apply a b")).is_err());
-        assert!(parse_command(&args("sync start master eth0 256")).is_err());
-        assert!(parse_command(&args("flush")).is_err());
+        for bad in [
+            "apply",
+            "apply a b",
+            "apply a --bogus",
+            "sync start master eth0 256",
+            "sync start primary eth0 1",
+            "sync",
+            "flush",
+            "",
+        ] {
+            let err = parse_command(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+        }
     }
 
     const FILE: &str = r#"
@@ -717,10 +744,18 @@ services:
 
     #[test]
     fn file_errors_are_refused() {
-        assert!(parse_file("services: [{vip: 192.0.2.1, port: 80, scheduler: maglev}]").is_err());
-        assert!(parse_file("services: [{vip: 192.0.2.1, port: 80, typo: 1}]").is_err());
+        assert!(matches!(
+            parse_file("services: [{vip: 192.0.2.1, port: 80, scheduler: maglev}]"),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            parse_file("services: [{vip: 192.0.2.1, port: 80, typo: 1}]"),
+            Err(Error::Yaml(_))
+        ));
         let dup = "services: [{vip: 192.0.2.1, port: 80}, {vip: 192.0.2.1, port: 80}]";
-        assert!(parse_file(dup).unwrap_err().contains("twice"));
+        let err = parse_file(dup).unwrap_err();
+        assert!(matches!(err, Error::ListedTwice(_)), "{err:?}");
+        assert_eq!(err.to_string(), "service TCP 192.0.2.1:80 is listed twice");
         let bad_thresholds = "services: [{vip: 192.0.2.1, port: 80, destinations: \
                               [{address: 198.51.100.1, port: 80, upper_threshold: 1, lower_threshold: 2}]}]";
         assert!(parse_file(bad_thresholds).is_err());

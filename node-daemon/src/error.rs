@@ -126,6 +126,59 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// A file that was read but whose content is refused (`source` says why): the path and the
+    /// typed cause, so a caller can tell a YAML error from a refused value.
+    #[error("{path}: {source}")]
+    FileContent {
+        /// The file's path.
+        path: String,
+        /// Why its content is refused.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Text that is not the YAML (or JSON) expected, as serde_yaml explains it.
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// A document of a configuration file that is not YAML.
+    #[error("document {document}: {source}")]
+    Document {
+        /// Its position in the file, from 1.
+        document: usize,
+        /// The YAML parser's error.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A document of a configuration file that its kind's schema refuses.
+    #[error("document {document} ({kind}): {source}")]
+    Object {
+        /// Its position in the file, from 1.
+        document: usize,
+        /// The kind it declares.
+        kind: &'static str,
+        /// The schema's refusal, as serde_yaml explains it.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A document of a configuration file of another `apiVersion` or `kind` than the format's:
+    /// refused rather than ignored, so that a typo cannot silently remove a VIP.
+    #[error("document {document}: {field} {found:?}, expected {expected}")]
+    Unexpected {
+        /// Its position in the file, from 1.
+        document: usize,
+        /// `apiVersion` or `kind`.
+        field: &'static str,
+        /// What the document says.
+        found: String,
+        /// What the format accepts.
+        expected: &'static str,
+    },
+    /// A configuration file without a single object: more likely caught while being rewritten
+    /// than meant to undo everything.
+    #[error("no VirtualService or RealServer in the file")]
+    NoObjects,
+    /// A desired table that lists one service, or one destination of a service, twice.
+    #[error("{0} is listed twice")]
+    ListedTwice(String),
     /// The `nft` binary is not on the node (web role: the ARP guard and MSS clamp need it).
     #[error("the nft binary {0} was not found (install the nftables package)")]
     NftMissing(String),

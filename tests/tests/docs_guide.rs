@@ -1,8 +1,9 @@
 //! A cheap drift guard for the prose docs: what `docs/user-guide.md` and
 //! `docs/troubleshooting.md` name must exist. Files and tests they cite exist; the `lvstun-node`
-//! flags in the guide's commands are flags of that role; `--set` keys are chart values; the
-//! node label is the one the example selects; `./dev` commands exist; every condition or Event
-//! reason and every metric name quoted in the troubleshooting page is a string in the code.
+//! flags in the guide's commands are flags of that role (asked of its clap definition); `--set`
+//! keys are chart values; the node label is the one the example selects; `./dev` commands exist;
+//! every condition or Event reason and every metric name quoted in the troubleshooting page is a
+//! string in the code.
 //! No I/O beyond reading the repository.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns panic on purpose
@@ -105,12 +106,24 @@ fn files_and_tests_the_docs_name_exist() {
     );
 }
 
+/// The long flags of a role of `lvstun-node` and of its modes (`web apply`, `balancer cleanup`),
+/// from the node daemon's own command-line definition.
+fn long_flags(role: &clap::Command) -> std::collections::BTreeSet<String> {
+    let mut flags: std::collections::BTreeSet<String> = role
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    for mode in role.get_subcommands() {
+        flags.extend(long_flags(mode));
+    }
+    flags
+}
+
 #[test]
 fn the_guides_commands_use_flags_values_and_labels_that_exist() {
     let guide = read("docs/user-guide.md");
     let cmds = commands(&guide);
-    let web_src = read("node-daemon/src/web/mod.rs");
-    let balancer_src = read("node-daemon/src/balancer/daemon.rs");
+    let node = <lvstun_node::Cli as clap::CommandFactory>::command();
     let values: serde_yaml::Value =
         serde_yaml::from_str(&read("deploy/helm/lvstun/values.yaml")).unwrap();
     let example: serde_yaml::Value =
@@ -127,15 +140,14 @@ fn the_guides_commands_use_flags_values_and_labels_that_exist() {
         let words: Vec<&str> = cmd.split_whitespace().collect();
         match words.as_slice() {
             ["lvstun-node", role, rest @ ..] => {
-                let src = match *role {
-                    "web" => &web_src,
-                    "balancer" => &balancer_src,
-                    other => panic!("{cmd}: no role {other}"),
-                };
+                let role_cmd = node
+                    .find_subcommand(role)
+                    .unwrap_or_else(|| panic!("{cmd}: no role {role}"));
+                let flags = long_flags(role_cmd);
                 for flag in rest.iter().filter(|w| w.starts_with("--")) {
                     let flag = flag.split('=').next().unwrap();
                     assert!(
-                        src.contains(&format!("\"{flag}\"")),
+                        flags.contains(flag.trim_start_matches("--")),
                         "{cmd}: {role} has no {flag}"
                     );
                 }

@@ -2,18 +2,14 @@
 //! bytes: neither may panic, and whatever decodes must re-encode to bytes that decode to the
 //! same advertisement (the checksum form chosen by the input's first byte).
 //!
-//! `lvstun-node` is a binary crate, so the pure packet module is compiled in here by path; it
-//! depends on nothing but `std` and `thiserror`.
+//! The codec comes from `lvstun-node`'s library (`lvstun_node::vrrp_packet`), the same code the
+//! daemon runs.
 #![no_main]
-
-#[allow(dead_code, missing_docs)]
-#[path = "../../src/vrrp/packet.rs"]
-mod packet;
 
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use packet::{Advertisement, ChecksumForm, ReceiveFilter};
+use lvstun_node::vrrp_packet::{Advertisement, ChecksumForm, ReceiveFilter};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {

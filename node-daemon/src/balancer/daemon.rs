@@ -1,14 +1,7 @@
 //! `lvstun-node balancer`: the command line and the wiring of source, health checker, kernel
 //! and loop. Parsing is pure; [`main`] does the I/O.
 //!
-//! ```text
-//! lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR]
-//!                      [--health-port PORT] [--health-address IP] [--log-format text|json]
-//!                      [--resync SECONDS] [--vip-owner vrrp|none] [--ipvs-sysctl-dir DIR]
-//!                      [--daemonset NAME] [--dry-run]
-//! lvstun-node balancer prepare
-//! lvstun-node balancer cleanup [--state-dir DIR] [--ipvs-sysctl-dir DIR] [--log-format text|json]
-//! ```
+//! The flags are [`BalancerCli`]'s (`lvstun-node balancer --help`); what they mean:
 //!
 //! - `--config FILE`: standalone mode, the objects come from the file (every VirtualService in
 //!   it concerns this host). Without it, the daemon runs in a cluster: it watches the API and
@@ -62,12 +55,14 @@
 //! VirtualServices this node programs ([`super::vips`]), holding the VIP while Master. With
 //! `--dry-run` no router runs (its advertisements would take the VIP from the real Master).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::builder::NonEmptyStringValueParser;
+use clap::{Subcommand, ValueEnum, value_parser};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -98,14 +93,8 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 const MANUAL_CLEANUP: &str = "kubectl debug node/<node> --profile=sysadmin \
 --image=<the lvstun-node image> -- lvstun-node balancer cleanup --state-dir /host/run/lvstun/<node>";
 
-const USAGE: &str = "lvstun-node balancer [--config FILE] [--node-name NAME] [--state-dir DIR] \
-[--health-port PORT] [--health-address IP] [--log-format text|json] [--resync SECONDS] \
-[--vip-owner vrrp|none] [--ipvs-sysctl-dir DIR] [--daemonset NAME] [--dry-run] \
-| lvstun-node balancer prepare \
-| lvstun-node balancer cleanup [--state-dir DIR] [--ipvs-sysctl-dir DIR] [--log-format text|json]";
-
 /// Log line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -114,7 +103,7 @@ pub enum LogFormat {
 }
 
 /// Who holds the VIPs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum VipOwnerMode {
     /// This daemon, by VRRP.
     Vrrp,
@@ -147,135 +136,121 @@ pub struct Args {
     pub daemonset: Option<String>,
 }
 
-fn usage(detail: impl std::fmt::Display) -> Error {
-    Error::Usage(format!("{detail}\n  {USAGE}"))
+/// `lvstun-node balancer`: the daemon (the flags, see the module comment), or one of its two
+/// one-shot steps.
+#[derive(Debug, clap::Args)]
+#[group(skip)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BalancerCli {
+    /// A one-shot step instead of the daemon.
+    #[command(subcommand)]
+    step: Option<Step>,
+    /// The daemon's flags.
+    #[command(flatten)]
+    daemon: DaemonCli,
 }
 
-/// Parses the arguments after `balancer`.
-pub fn parse_args(args: &[String]) -> Result<Args, Error> {
-    let mut out = Args {
-        config: None,
-        node_name: None,
-        state_dir: PathBuf::from("/run/lvstun"),
-        health: None,
-        log_format: LogFormat::Text,
-        resync: Duration::from_secs(30),
-        dry_run: false,
-        vip_owner: VipOwnerMode::Vrrp,
-        ipvs_sysctl_dir: PathBuf::from(sysctl::PROC_DIR),
-        daemonset: None,
-    };
-    let mut health_port: Option<u16> = None;
-    let mut health_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| usage(format!("{flag} needs a value")))
-        };
-        match flag {
-            "--config" => out.config = Some(value()?),
-            "--node-name" => {
-                let v = value()?;
-                if v.is_empty() {
-                    return Err(Error::invalid("--node-name", v, "must not be empty"));
-                }
-                out.node_name = Some(v);
-            }
-            "--state-dir" => out.state_dir = PathBuf::from(value()?),
-            "--health-port" => {
-                let v = value()?;
-                health_port = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|p| *p != 0)
-                        .ok_or_else(|| Error::invalid("--health-port", &v, "expected 1..65535"))?,
-                );
-            }
-            "--health-address" => {
-                let v = value()?;
-                health_ip = v.parse().map_err(|_| {
-                    Error::invalid("--health-address", &v, "expected an IP address")
-                })?;
-            }
-            "--log-format" => {
-                let v = value()?;
-                out.log_format = match v.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(Error::invalid("--log-format", v, "expected text or json")),
-                };
-            }
-            "--resync" => {
-                let v = value()?;
-                let secs: u64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s| (1..=3600).contains(s))
-                    .ok_or_else(|| Error::invalid("--resync", &v, "expected 1..3600 seconds"))?;
-                out.resync = Duration::from_secs(secs);
-            }
-            "--vip-owner" => {
-                let v = value()?;
-                out.vip_owner = match v.as_str() {
-                    "vrrp" => VipOwnerMode::Vrrp,
-                    "none" => VipOwnerMode::None,
-                    _ => return Err(Error::invalid("--vip-owner", v, "expected vrrp or none")),
-                };
-            }
-            "--ipvs-sysctl-dir" => {
-                let v = value()?;
-                if !v.starts_with('/') {
-                    return Err(Error::invalid(
-                        "--ipvs-sysctl-dir",
-                        v,
-                        "expected an absolute path",
-                    ));
-                }
-                out.ipvs_sysctl_dir = PathBuf::from(v);
-            }
-            "--daemonset" => {
-                let v = value()?;
-                if v.is_empty() {
-                    return Err(Error::invalid("--daemonset", v, "must not be empty"));
-                }
-                out.daemonset = Some(v);
-            }
-            "--dry-run" if inline.is_none() => out.dry_run = true,
-            other => return Err(usage(format!("unknown argument {other}"))),
+/// The one-shot steps of the balancer role.
+#[derive(Debug, Subcommand)]
+enum Step {
+    /// Load ip_vs and check that its sysctls exist (the balancer pod's init container; exit 0
+    /// when they do)
+    Prepare,
+    /// Undo what the records in --state-dir say a balancer put in this node's kernel, without a
+    /// VRRP handover; only where no lvstun balancer runs any more (exit 0 when all is undone)
+    Cleanup(Records),
+}
+
+/// Where a balancer's records and the IPVS sysctls are, and how it logs: the flags the daemon
+/// and `cleanup` share.
+#[derive(Debug, clap::Args)]
+#[group(skip)]
+struct Records {
+    /// Where the owned VIPs, the VRRP routers' addresses and the sysctls' earlier values are
+    /// recorded
+    #[arg(long, value_name = "DIR", default_value = "/run/lvstun")]
+    state_dir: PathBuf,
+    /// Where the IPVS sysctls are read and written (an absolute path; in a pod, the node's
+    /// mounted at /host/proc/sys/net/ipv4/vs)
+    #[arg(long, value_name = "DIR", default_value = sysctl::PROC_DIR, value_parser = absolute_dir)]
+    ipvs_sysctl_dir: PathBuf,
+    /// Log line format
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The daemon's flags, before the checks that [`DaemonCli::args`] adds.
+#[derive(Debug, clap::Args)]
+#[group(skip)]
+struct DaemonCli {
+    /// Standalone: the objects come from this file; without it, the daemon watches the API
+    #[arg(long, value_name = "FILE")]
+    config: Option<String>,
+    /// This node [default: $NODE_NAME; standalone: the host name]
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    node_name: Option<String>,
+    /// Records, sysctls and logs.
+    #[command(flatten)]
+    records: Records,
+    /// Serve /healthz, /readyz and /metrics on this port
+    #[arg(long, value_name = "PORT", value_parser = value_parser!(u16).range(1..))]
+    health_port: Option<u16>,
+    /// The address the health endpoint listens on
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    health_address: IpAddr,
+    /// Seconds between full passes that repair drift (1..3600)
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = value_parser!(u64).range(1..=3600))]
+    resync: u64,
+    /// Who holds the VIPs: this daemon by VRRP, or something else (then IPVS only)
+    #[arg(long, value_name = "OWNER", value_enum, default_value_t = VipOwnerMode::Vrrp)]
+    vip_owner: VipOwnerMode,
+    /// In a cluster: this daemon's DaemonSet in $POD_NAMESPACE, read at SIGTERM to choose
+    /// between keeping the node and tearing down (ADR 0008)
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new(),
+          conflicts_with = "config")]
+    daemonset: Option<String>,
+    /// Everything but the kernel: plan against an in-memory table and log the operations
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl DaemonCli {
+    /// The parsed command line.
+    fn args(self) -> Args {
+        let Records {
+            state_dir,
+            ipvs_sysctl_dir,
+            log_format,
+        } = self.records;
+        Args {
+            config: self.config,
+            node_name: self.node_name,
+            state_dir,
+            health: self
+                .health_port
+                .map(|port| SocketAddr::new(self.health_address, port)),
+            log_format,
+            resync: Duration::from_secs(self.resync),
+            dry_run: self.dry_run,
+            vip_owner: self.vip_owner,
+            ipvs_sysctl_dir,
+            daemonset: self.daemonset,
         }
     }
-    if out.daemonset.is_some() && out.config.is_some() {
-        return Err(usage(
-            "--daemonset goes with the in-cluster mode: a standalone balancer (--config) has no DaemonSet",
-        ));
-    }
-    out.health = health_port.map(|port| SocketAddr::new(health_ip, port));
-    Ok(out)
 }
 
-/// Parses the arguments after `balancer cleanup`: the flags of the daemon that say where its
-/// records and sysctls are, and the log format.
-fn parse_cleanup_args(args: &[String]) -> Result<Args, Error> {
-    let parsed = parse_args(args)?;
-    let allowed = Args {
-        state_dir: parsed.state_dir.clone(),
-        ipvs_sysctl_dir: parsed.ipvs_sysctl_dir.clone(),
-        log_format: parsed.log_format,
-        ..parse_args(&[])?
-    };
-    if parsed != allowed {
-        return Err(usage(
-            "cleanup takes only --state-dir, --ipvs-sysctl-dir and --log-format",
+/// `--ipvs-sysctl-dir`: an absolute path (a relative one would depend on where the daemon was
+/// started).
+fn absolute_dir(value: &str) -> Result<PathBuf, Error> {
+    if !value.starts_with('/') {
+        return Err(Error::invalid(
+            "--ipvs-sysctl-dir",
+            value,
+            "expected an absolute path",
         ));
     }
-    Ok(parsed)
+    Ok(PathBuf::from(value))
 }
 
 /// Logs to stderr in `format` (`RUST_LOG` filters, `info` by default); shared with the web
@@ -303,31 +278,20 @@ fn host_name() -> String {
         .unwrap_or_else(|| "standalone".to_owned())
 }
 
-/// Runs `lvstun-node balancer ARGS...`.
-pub fn main(args: &[String]) -> Result<ExitCode, Error> {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: {USAGE}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Some((first, rest)) = args.split_first()
-        && first == "prepare"
-    {
-        if let Some(extra) = rest.first() {
-            return Err(usage(format!("prepare takes no argument, got {extra}")));
+/// Runs `lvstun-node balancer ...`.
+pub fn main(cli: BalancerCli) -> Result<ExitCode, Error> {
+    match cli.step {
+        Some(Step::Prepare) => return prepare(),
+        Some(Step::Cleanup(records)) => {
+            init_logging(records.log_format);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            return runtime.block_on(cleanup(records));
         }
-        return prepare();
+        None => {}
     }
-    if let Some((first, rest)) = args.split_first()
-        && first == "cleanup"
-    {
-        let args = parse_cleanup_args(rest)?;
-        init_logging(args.log_format);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        return runtime.block_on(cleanup(args));
-    }
-    let args = parse_args(args)?;
+    let args = cli.daemon.args();
     init_logging(args.log_format);
     // The loop runs its passes on this thread (`block_on`); health checks, the source and the
     // HTTP endpoint are spawned onto two workers. A pass over a hundred thousand destinations
@@ -375,7 +339,9 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
         Some(path) => file::start(path)?,
         None => {
             let node = node.clone().ok_or_else(|| {
-                usage("in a cluster the node name is needed: --node-name or $NODE_NAME")
+                Error::Usage(
+                    "in a cluster the node name is needed: --node-name or $NODE_NAME".into(),
+                )
             })?;
             let c = kube::Client::try_default().await.map_err(|e| Error::Api {
                 what: "connect to the API server".into(),
@@ -564,7 +530,7 @@ const START_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// `lvstun-node balancer cleanup`: the teardown by hand, without a VRRP handover (no router
 /// runs). Exit 0 when everything recorded was undone.
-async fn cleanup(args: Args) -> Result<ExitCode, Error> {
+async fn cleanup(args: Records) -> Result<ExitCode, Error> {
     let (connection, raw) = handle::new_connection()?;
     tokio::spawn(connection);
     let mut ipvs = IpvsHandle::resolve(raw).await?;
@@ -692,16 +658,39 @@ enum Runner {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_owned).collect()
+    /// Parses `lvstun-node balancer LINE` with the real definition.
+    fn parse(line: &str) -> Result<BalancerCli, clap::Error> {
+        use clap::Parser;
+        let argv = ["lvstun-node", "balancer"]
+            .into_iter()
+            .chain(line.split_whitespace());
+        match crate::Cli::try_parse_from(argv)?.command {
+            Some(crate::Command::Balancer(cli)) => Ok(*cli),
+            other => panic!("not the balancer command: {other:?}"),
+        }
+    }
+
+    /// The daemon's arguments of `lvstun-node balancer LINE`.
+    fn parse_args(line: &str) -> Result<Args, clap::Error> {
+        let cli = parse(line)?;
+        assert!(cli.step.is_none(), "{line}: a step, not the daemon");
+        Ok(cli.daemon.args())
+    }
+
+    /// The arguments of `lvstun-node balancer cleanup LINE`.
+    fn parse_cleanup_args(line: &str) -> Result<Records, clap::Error> {
+        match parse(&format!("cleanup {line}"))?.step {
+            Some(Step::Cleanup(records)) => Ok(records),
+            other => panic!("{line}: {other:?}"),
+        }
     }
 
     #[test]
     fn the_operators_arguments_parse() {
         // Exactly what operator/src/build.rs `node_args` gives the balancer DaemonSet.
-        let a = parse_args(&args(
+        let a = parse_args(
             "--node-name=node-a --health-port=9101 --log-format=json --ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs --daemonset=lvstun-balancer",
-        ))
+        )
         .unwrap();
         assert_eq!(a.daemonset.as_deref(), Some("lvstun-balancer"));
         assert_eq!(
@@ -717,9 +706,9 @@ mod tests {
 
     #[test]
     fn standalone_arguments_parse() {
-        let a = parse_args(&args(
+        let a = parse_args(
             "--config /etc/lvstun.yaml --state-dir /tmp/s --health-port 9100 --health-address 127.0.0.1 --resync 5 --dry-run",
-        ))
+        )
         .unwrap();
         assert!(a.dry_run);
         assert_eq!(a.config.as_deref(), Some("/etc/lvstun.yaml"));
@@ -737,22 +726,27 @@ mod tests {
             VipOwnerMode::Vrrp,
             "VRRP unless told otherwise"
         );
-        let a = parse_args(&args("--config f --vip-owner none")).unwrap();
+        let a = parse_args("--config f --vip-owner none").unwrap();
         assert_eq!(a.vip_owner, VipOwnerMode::None);
-        let a = parse_args(&args("--vip-owner=vrrp")).unwrap();
+        let a = parse_args("--vip-owner=vrrp").unwrap();
         assert_eq!(a.vip_owner, VipOwnerMode::Vrrp);
+        // A flag given twice keeps its last value, as before clap.
+        let a = parse_args("--resync 5 --resync=7 --dry-run --dry-run").unwrap();
+        assert_eq!(a.resync, Duration::from_secs(7));
+        let a = parse_args("").unwrap();
+        assert_eq!((a.health, a.resync), (None, Duration::from_secs(30)));
     }
 
     #[test]
     fn cleanup_takes_where_the_records_and_sysctls_are() {
-        let a = parse_cleanup_args(&args(
+        let a = parse_cleanup_args(
             "--state-dir /host/run/lvstun --ipvs-sysctl-dir=/proc/sys/net/ipv4/vs --log-format json",
-        ))
+        )
         .unwrap();
         assert_eq!(a.state_dir, PathBuf::from("/host/run/lvstun"));
         assert_eq!(a.log_format, LogFormat::Json);
         assert_eq!(
-            parse_cleanup_args(&[]).unwrap().state_dir,
+            parse_cleanup_args("").unwrap().state_dir,
             PathBuf::from("/run/lvstun")
         );
         for bad in [
@@ -761,7 +755,7 @@ mod tests {
             "--daemonset x",
             "--health-port 1",
         ] {
-            assert!(parse_cleanup_args(&args(bad)).is_err(), "{bad}");
+            assert!(parse_cleanup_args(bad).is_err(), "{bad}");
         }
     }
 
@@ -769,9 +763,14 @@ mod tests {
     fn prepare_takes_no_arguments() {
         // Refused before any I/O: the init container's arguments are exactly `balancer prepare`.
         assert!(matches!(
-            main(&args("prepare --bogus")),
-            Err(Error::Usage(_))
+            parse("prepare").unwrap().step,
+            Some(Step::Prepare)
         ));
+        let err = parse("prepare --bogus").unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        // Nor does a step take the daemon's flags, before or after its name.
+        assert!(parse("--dry-run prepare").is_err());
+        assert!(parse("prepare --dry-run").is_err());
     }
 
     #[test]
@@ -792,7 +791,8 @@ mod tests {
             "--bogus",
             "stray",
         ] {
-            assert!(parse_args(&args(bad)).is_err(), "{bad}");
+            let err = parse_args(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
         }
     }
 }

@@ -36,7 +36,7 @@ fn stamp(path: &str) -> Option<Stamp> {
 }
 
 /// Parses the file's text into a snapshot that concerns every VirtualService in it. Pure.
-pub fn parse(text: &str) -> Result<Snapshot, String> {
+pub fn parse(text: &str) -> Result<Snapshot, Error> {
     let objects = config::parse(text)?;
     Ok(Snapshot {
         virtual_services: objects.virtual_services,
@@ -46,12 +46,14 @@ pub fn parse(text: &str) -> Result<Snapshot, String> {
 }
 
 fn read(path: &str) -> Result<(String, Snapshot), Error> {
-    let file_error = |detail: String| Error::File {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::File {
         path: path.to_owned(),
-        detail,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    let snapshot = parse(&text).map_err(file_error)?;
+        detail: e.to_string(),
+    })?;
+    let snapshot = parse(&text).map_err(|source| Error::FileContent {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
     Ok((text, snapshot))
 }
 

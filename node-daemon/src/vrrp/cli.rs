@@ -13,12 +13,7 @@
 //! the `--usr1-priority`, SIGUSR2 restores the configured priority (a stand-in for health);
 //! SIGHUP toggles a simulated link-down (Initialize without a word, then back to Backup).
 //!
-//! ```text
-//! lvstun-node vrrp --interface IF --vrid N --vip IP [--vip IP]... [--address IP]
-//!     [--priority 1..254] [--advert-ms MS] [--no-preempt] [--preempt-delay-ms MS]
-//!     [--missed N] [--peer IP]... [--checksum rfc5798|rfc9568] [--usr1-priority P]
-//!     [--no-sync] [--dry-run]
-//! ```
+//! The flags are [`VrrpCli`]'s (`lvstun-node vrrp --help`).
 //! Without `--address`, advertisements go out from the interface's first IPv4 address.
 
 use std::io;
@@ -38,11 +33,6 @@ use super::run::{RunError, RunOptions, Running, run_with};
 /// Why the command could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// Bad or missing arguments.
-    #[error(
-        "{0}\nusage: lvstun-node vrrp --interface IF --vrid N --vip IP [--address IP] [--priority P] [--advert-ms MS] [--no-preempt] [--preempt-delay-ms MS] [--missed N] [--peer IP]... [--checksum rfc5798|rfc9568] [--usr1-priority P] [--no-sync] [--dry-run]"
-    )]
-    Usage(String),
     /// The configuration was refused by the state machine.
     #[error("invalid VRRP configuration: {0}")]
     Config(#[from] ConfigError),
@@ -52,6 +42,71 @@ pub enum CliError {
     /// The virtual router could not start.
     #[error("{0}")]
     Run(#[from] RunError),
+}
+
+/// `lvstun-node vrrp ...`: one virtual router, its side effects and its stand-ins for health
+/// and link state driven by signals (see the module comment).
+#[derive(Debug, clap::Args)]
+#[group(skip)]
+pub struct VrrpCli {
+    /// The interface the router runs on
+    #[arg(long, value_name = "IF")]
+    interface: String,
+    /// The source of the advertisements [default: the interface's first IPv4 address]
+    #[arg(long, value_name = "IP")]
+    address: Option<Ipv4Addr>,
+    /// The virtual router ID (also the IPVS sync ID)
+    #[arg(long, value_name = "N")]
+    vrid: u8,
+    /// A VIP the router holds while Master (repeatable)
+    #[arg(long, value_name = "IP")]
+    vip: Vec<Ipv4Addr>,
+    /// The priority, 1..254
+    #[arg(long, value_name = "P", default_value = "100", value_parser = parse_priority)]
+    priority: Priority,
+    /// The advertisement interval in ms (a multiple of 10)
+    #[arg(long = "advert-ms", value_name = "MS", default_value = "1000", value_parser = parse_adver_int)]
+    adver_int: AdverInterval,
+    /// A Backup of higher priority does not take over from a Master
+    #[arg(long)]
+    no_preempt: bool,
+    /// How long a Backup waits before preempting, in ms
+    #[arg(long = "preempt-delay-ms", value_name = "MS", default_value_t = 0)]
+    preempt_delay: u64,
+    /// Advertisements missed before a Backup takes over
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    missed: u8,
+    /// Send advertisements to this peer instead of multicast (repeatable)
+    #[arg(long, value_name = "IP")]
+    peer: Vec<Ipv4Addr>,
+    /// The checksum form of the advertisements
+    #[arg(long, value_name = "FORM", default_value = "rfc5798", value_parser = parse_checksum)]
+    checksum: ChecksumForm,
+    /// The priority SIGUSR1 sets (SIGUSR2 restores --priority)
+    #[arg(long, value_name = "P", value_parser = parse_priority)]
+    usr1_priority: Option<Priority>,
+    /// Leave the IPVS connection sync daemon alone
+    #[arg(long)]
+    no_sync: bool,
+    /// Print the side effects without doing them
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_priority(value: &str) -> Result<Priority, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(Priority::new(value.parse()?)?)
+}
+
+fn parse_adver_int(value: &str) -> Result<AdverInterval, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(AdverInterval::from_millis(value.parse()?)?)
+}
+
+fn parse_checksum(value: &str) -> Result<ChecksumForm, String> {
+    match value {
+        "rfc5798" => Ok(ChecksumForm::PseudoHeader),
+        "rfc9568" => Ok(ChecksumForm::MessageOnly),
+        _ => Err("expected rfc5798 or rfc9568".to_owned()),
+    }
 }
 
 /// Parsed arguments.
@@ -66,87 +121,28 @@ struct Args {
     dry_run: bool,
 }
 
-fn parse(args: &[String]) -> Result<Args, CliError> {
-    let usage = |m: &str| CliError::Usage(m.to_owned());
-    let mut interface = None;
-    let mut address = None;
-    let mut vrid = None;
-    let mut vips = Vec::new();
-    let mut priority = Priority::DEFAULT;
-    let mut adver_int = AdverInterval::DEFAULT;
-    let mut preempt = true;
-    let mut preempt_delay = Duration::ZERO;
-    let mut missed = 3u8;
-    let mut peers = Vec::new();
-    let mut checksum = ChecksumForm::PseudoHeader;
-    let mut usr1_priority = None;
-    let mut sync = true;
-    let mut dry_run = false;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--no-preempt" => {
-                preempt = false;
-                continue;
-            }
-            "--no-sync" => {
-                sync = false;
-                continue;
-            }
-            "--dry-run" => {
-                dry_run = true;
-                continue;
-            }
-            _ => {}
-        }
-        let value = it
-            .next()
-            .ok_or_else(|| usage(&format!("{flag} needs a value")))?;
-        let bad = || usage(&format!("bad value for {flag}: {value}"));
-        let ip = || value.parse::<Ipv4Addr>().map_err(|_| bad());
-        let num = || value.parse::<u64>().map_err(|_| bad());
-        let byte = || value.parse::<u8>().map_err(|_| bad());
-        match flag.as_str() {
-            "--interface" => interface = Some(value.clone()),
-            "--address" => address = Some(ip()?),
-            "--vrid" => vrid = Some(byte()?),
-            "--vip" => vips.push(ip()?),
-            "--priority" => priority = Priority::new(byte()?)?,
-            "--advert-ms" => adver_int = AdverInterval::from_millis(num()?)?,
-            "--preempt-delay-ms" => preempt_delay = Duration::from_millis(num()?),
-            "--missed" => missed = byte()?,
-            "--peer" => peers.push(ip()?),
-            "--usr1-priority" => usr1_priority = Some(Priority::new(byte()?)?),
-            "--checksum" => {
-                checksum = match value.as_str() {
-                    "rfc5798" => ChecksumForm::PseudoHeader,
-                    "rfc9568" => ChecksumForm::MessageOnly,
-                    _ => return Err(bad()),
-                }
-            }
-            _ => return Err(usage(&format!("unknown flag {flag}"))),
-        }
+impl VrrpCli {
+    /// The router's configuration, validated as the state machine will see it.
+    fn args(self) -> Result<Args, CliError> {
+        // 0.0.0.0: the interface's first IPv4 address, looked up when the router starts.
+        let address = self.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let mut config = RouterConfig::new(self.vrid, address, self.vip);
+        config.priority = self.priority;
+        config.adver_int = self.adver_int;
+        config.preempt = !self.no_preempt;
+        config.preempt_delay = Duration::from_millis(self.preempt_delay);
+        config.missed_adverts = self.missed;
+        config.validate()?;
+        Ok(Args {
+            interface: self.interface,
+            config,
+            peers: self.peer,
+            checksum: self.checksum,
+            usr1_priority: self.usr1_priority,
+            sync: !self.no_sync,
+            dry_run: self.dry_run,
+        })
     }
-    let interface = interface.ok_or_else(|| usage("--interface is required"))?;
-    // 0.0.0.0: the interface's first IPv4 address, looked up when the router starts.
-    let address = address.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let vrid = vrid.ok_or_else(|| usage("--vrid is required"))?;
-    let mut config = RouterConfig::new(vrid, address, vips);
-    config.priority = priority;
-    config.adver_int = adver_int;
-    config.preempt = preempt;
-    config.preempt_delay = preempt_delay;
-    config.missed_adverts = missed;
-    config.validate()?;
-    Ok(Args {
-        interface,
-        config,
-        peers,
-        checksum,
-        usr1_priority,
-        sync,
-        dry_run,
-    })
 }
 
 /// Prints each side effect, then (unless a dry run) performs it with the wrapped ops and
@@ -298,9 +294,9 @@ async fn execute(args: Args) -> Result<ExitCode, CliError> {
 }
 
 /// Entry point of `lvstun-node vrrp ...`.
-pub fn run(args: &[String]) -> Result<ExitCode, CliError> {
+pub fn run(cli: VrrpCli) -> Result<ExitCode, CliError> {
     START.get_or_init(std::time::Instant::now);
-    let args = parse(args)?;
+    let args = cli.args()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -311,17 +307,29 @@ pub fn run(args: &[String]) -> Result<ExitCode, CliError> {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_owned).collect()
+    /// Parses `lvstun-node vrrp LINE` with the real definition; clap's error or the
+    /// configuration's, as text.
+    fn parse(line: &str) -> Result<Args, String> {
+        use clap::Parser;
+        let argv = ["lvstun-node", "vrrp"]
+            .into_iter()
+            .chain(line.split_whitespace());
+        match crate::Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Some(crate::Command::Vrrp(cli)) => cli.args().map_err(|e| e.to_string()),
+            other => panic!("not the vrrp command: {other:?}"),
+        }
     }
 
     #[test]
     fn parses_a_full_command_line() {
-        let a = parse(&args(
+        let a = parse(
             "--interface vr0 --address 192.0.2.1 --vrid 51 --vip 192.0.2.100 --priority 200 \
              --advert-ms 100 --no-preempt --preempt-delay-ms 2000 --missed 4 --peer 192.0.2.2 \
              --checksum rfc9568 --usr1-priority 10",
-        ))
+        )
         .unwrap();
         assert_eq!(a.interface, "vr0");
         assert_eq!(a.config.priority.get(), 200);
@@ -336,19 +344,42 @@ mod tests {
 
     #[test]
     fn refuses_bad_input_with_a_message() {
-        let e = |s: &str| parse(&args(s)).unwrap_err().to_string();
+        let e = |s: &str| parse(s).unwrap_err();
         let base = "--interface vr0 --address 192.0.2.1 --vrid 51 --vip 192.0.2.100";
         assert!(e(&format!("{base} --priority 255")).contains("1..=254"));
         assert!(e(&format!("{base} --advert-ms 105")).contains("multiple of 10 ms"));
         assert!(e(&format!("{base} --vip 192.0.2.1")).contains("own address"));
         assert!(e("--interface vr0 --address 192.0.2.1 --vip 192.0.2.100").contains("--vrid"));
-        let a = parse(&args(
-            "--interface vr0 --vrid 51 --vip 192.0.2.100 --no-sync --dry-run",
-        ))
-        .unwrap();
+        let a = parse("--interface vr0 --vrid 51 --vip 192.0.2.100 --no-sync --dry-run").unwrap();
         assert_eq!(a.config.primary_ip, Ipv4Addr::UNSPECIFIED);
         assert!(!a.sync && a.dry_run);
-        assert!(e(&format!("{base} --bogus 1")).contains("unknown flag"));
-        assert!(e(&format!("{base} --checksum md5")).contains("bad value"));
+        assert!(e(&format!("{base} --bogus 1")).contains("unexpected argument '--bogus'"));
+        assert!(e(&format!("{base} --checksum md5")).contains("invalid value 'md5'"));
+        assert!(e("--vrid 51 --vip 192.0.2.100").contains("--interface"));
+    }
+
+    #[test]
+    fn the_defaults_are_the_state_machines() {
+        let a = parse("--interface eth0 --vrid 51 --vip 192.0.2.100").unwrap();
+        let d = RouterConfig::new(
+            51,
+            Ipv4Addr::UNSPECIFIED,
+            vec![Ipv4Addr::new(192, 0, 2, 100)],
+        );
+        assert_eq!(a.config, d);
+        assert_eq!(a.checksum, ChecksumForm::PseudoHeader);
+        assert_eq!(
+            (a.peers.len(), a.usr1_priority, a.sync, a.dry_run),
+            (0, None, true, false)
+        );
+        // Repeatable flags collect; a single-valued one given twice keeps the last.
+        let a = parse(
+            "--interface eth0 --vrid 51 --vip 192.0.2.100 --vip 192.0.2.101 --peer 192.0.2.2 \
+             --peer 192.0.2.3 --priority 10 --priority 20",
+        )
+        .unwrap();
+        assert_eq!(a.config.vips.len(), 2);
+        assert_eq!(a.peers.len(), 2);
+        assert_eq!(a.config.priority.get(), 20);
     }
 }

@@ -21,11 +21,12 @@ const API_VERSION: &str = "lvstun.io/v1alpha1";
 
 /// Parses a multi-document YAML file. Empty documents are skipped; a document of another kind
 /// or version is refused (rather than ignored: a typo in `kind` must not silently remove a VIP).
-pub fn parse(text: &str) -> Result<Objects, String> {
+pub fn parse(text: &str) -> Result<Objects, Error> {
     let mut objects = Objects::default();
     for (n, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value =
-            serde_yaml::Value::deserialize(doc).map_err(|e| format!("document {}: {e}", n + 1))?;
+        let document = n + 1;
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|source| Error::Document { document, source })?;
         if value.is_null() {
             continue;
         }
@@ -37,25 +38,34 @@ pub fn parse(text: &str) -> Result<Objects, String> {
         };
         let (api_version, kind) = (field("apiVersion"), field("kind"));
         if api_version != API_VERSION {
-            return Err(format!(
-                "document {}: apiVersion {api_version:?}, expected {API_VERSION}",
-                n + 1
-            ));
+            return Err(Error::Unexpected {
+                document,
+                field: "apiVersion",
+                found: api_version.to_owned(),
+                expected: API_VERSION,
+            });
         }
+        let object = |kind: &'static str| {
+            move |source| Error::Object {
+                document,
+                kind,
+                source,
+            }
+        };
         match kind {
-            "VirtualService" => objects.virtual_services.push(
-                serde_yaml::from_value(value)
-                    .map_err(|e| format!("document {} (VirtualService): {e}", n + 1))?,
-            ),
-            "RealServer" => objects.real_servers.push(
-                serde_yaml::from_value(value)
-                    .map_err(|e| format!("document {} (RealServer): {e}", n + 1))?,
-            ),
+            "VirtualService" => objects
+                .virtual_services
+                .push(serde_yaml::from_value(value).map_err(object("VirtualService"))?),
+            "RealServer" => objects
+                .real_servers
+                .push(serde_yaml::from_value(value).map_err(object("RealServer"))?),
             other => {
-                return Err(format!(
-                    "document {}: kind {other:?}, expected VirtualService or RealServer",
-                    n + 1
-                ));
+                return Err(Error::Unexpected {
+                    document,
+                    field: "kind",
+                    found: other.to_owned(),
+                    expected: "VirtualService or RealServer",
+                });
             }
         }
     }
@@ -63,7 +73,7 @@ pub fn parse(text: &str) -> Result<Objects, String> {
         // An empty file is more likely a file caught while being rewritten (or truncated by
         // mistake) than a wish to undo everything: refused, so the host keeps what it has.
         // `lvstun-node web cleanup` is the way to undo everything.
-        return Err("no VirtualService or RealServer in the file".to_owned());
+        return Err(Error::NoObjects);
     }
     Ok(objects)
 }
@@ -74,9 +84,9 @@ pub fn load(path: &str) -> Result<Objects, Error> {
         path: path.to_owned(),
         detail: e.to_string(),
     })?;
-    parse(&text).map_err(|detail| Error::File {
+    parse(&text).map_err(|source| Error::FileContent {
         path: path.to_owned(),
-        detail,
+        source: Box::new(source),
     })
 }
 
@@ -98,21 +108,45 @@ mod tests {
     #[test]
     fn unknown_kinds_and_versions_are_refused() {
         let doc = "apiVersion: lvstun.io/v1alpha1\nkind: RealSever\nmetadata: {name: x}\nspec: {address: 198.51.100.1}\n";
-        assert!(parse(doc).unwrap_err().contains("RealSever"));
+        let err = parse(doc).unwrap_err();
+        assert!(
+            matches!(&err, Error::Unexpected { document: 1, field: "kind", found, .. } if found == "RealSever"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("RealSever"));
         let doc = "apiVersion: lvstun.io/v1\nkind: RealServer\nmetadata: {name: x}\nspec: {address: 198.51.100.1}\n";
-        assert!(parse(doc).unwrap_err().contains("apiVersion"));
+        let err = parse(doc).unwrap_err();
+        assert!(
+            matches!(&err, Error::Unexpected { field: "apiVersion", found, .. } if found == "lvstun.io/v1"),
+            "{err:?}"
+        );
         let doc =
             "apiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {name: x}\nspec: {}\n";
-        assert!(parse(doc).unwrap_err().contains("address"));
+        let err = parse(doc).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Object {
+                    document: 1,
+                    kind: "RealServer",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("address"));
+        // The cause is kept: serde_yaml's error, not only its text.
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(source.is_some_and(|s| s.contains("address")));
+        assert!(matches!(
+            parse("a: [unclosed"),
+            Err(Error::Document { document: 1, .. })
+        ));
     }
 
     #[test]
     fn empty_documents_are_skipped_but_an_empty_file_is_refused() {
-        assert!(
-            parse("---\n---\n")
-                .unwrap_err()
-                .contains("no VirtualService")
-        );
+        assert!(matches!(parse("---\n---\n"), Err(Error::NoObjects)));
         let rs = "---\napiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {name: x}\nspec: {address: 198.51.100.1}\n---\n";
         assert_eq!(parse(rs).unwrap().real_servers.len(), 1);
     }

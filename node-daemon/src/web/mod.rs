@@ -2,25 +2,11 @@
 //! the balancers (ipip) and to answer clients directly from the VIP, as the classic LVS-TUN
 //! recipe did by hand with ifcfg-tunl0, ifup-local, sysctl.d and arptables.
 //!
-//! ```text
-//! lvstun-node web [--node-name NAME] [OPTIONS]                                   in a cluster
-//! lvstun-node web --config FILE (--real-server [NS/]NAME | --node-address IP | --node-name NAME)
-//!                 [OPTIONS]                                                      standalone
-//! lvstun-node web apply   --config FILE ... [OPTIONS]  apply once; prints the operations and
-//!                                                      `writes: N`; exit 0 when TunnelReady
-//! lvstun-node web check   --config FILE ... [OPTIONS]  read only: prints TunnelReady and what
-//!                                                      apply would change; exit 0 when ready
-//! lvstun-node web cleanup [--state-dir DIR] [--nft PATH] [--vip-device NAME]
-//!                                                      undo everything lvstun did on this host
-//! OPTIONS: --vip-device NAME|tunl0 (default lvstun0, a dummy)   --uplink IFACE (repeatable;
-//!          default: the interfaces of the default routes and of the RealServer's address)
-//!          --mss auto|off|N (default auto)   --state-dir DIR (default /run/lvstun)
-//!          --nft PATH (default nft)   --health-port PORT [--health-address IP (127.0.0.1)]
-//!          --interval SECONDS (full reconcile period, default 30)   --cleanup-on-exit
-//!          --dry-run (read the kernel, compute, log; never write to it)
-//!          --log-format text|json (default text)
-//!          --daemonset NAME (in a cluster: this daemon's DaemonSet in $POD_NAMESPACE)
-//! ```
+//! The modes and flags are [`WebCli`]'s (`lvstun-node web --help`): the daemon in a cluster
+//! (no `--config`) or standalone (`--config FILE` and which RealServer this host is:
+//! `--real-server`, `--node-address` or `--node-name`); `apply` once (prints the operations and
+//! `writes: N`, exit 0 when TunnelReady); `check`, read only (prints TunnelReady and what apply
+//! would change, exit 0 when ready); `cleanup` (undo everything lvstun did on this host).
 //!
 //! Every flag takes its value as the next argument or after `=`: the operator's DaemonSet
 //! passes `--node-name=$(NODE_NAME) --health-port=N --log-format=json`
@@ -61,6 +47,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
+use clap::builder::NonEmptyStringValueParser;
+use clap::{ArgGroup, Subcommand, value_parser};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -68,13 +56,6 @@ use crate::balancer::daemon::{LogFormat, init_logging};
 use crate::error::Error;
 use crate::net::Host;
 use desired::{Identity, MssMode, Options, Served, VipDevice};
-
-const USAGE: &str = "lvstun-node web [--node-name NAME] [OPTIONS]   (in a cluster)\n  \
-lvstun-node web [apply|check] --config FILE (--real-server [NS/]NAME | --node-address IP | --node-name NAME) [OPTIONS]\n  \
-lvstun-node web cleanup [--state-dir DIR] [--nft PATH] [--vip-device NAME|tunl0]\n  \
-OPTIONS: [--vip-device NAME|tunl0] [--uplink IFACE]... [--mss auto|off|N] [--state-dir DIR] [--nft PATH] \
-[--health-port PORT] [--health-address IP] [--interval SECONDS] [--cleanup-on-exit] [--dry-run] \
-[--log-format text|json] [--daemonset NAME]";
 
 /// What the warning at an undecidable SIGTERM tells a person to run on the node.
 const MANUAL_CLEANUP: &str = "kubectl debug node/<node> --profile=sysadmin \
@@ -116,8 +97,113 @@ struct Args {
     daemonset: Option<String>,
 }
 
-fn usage(detail: impl std::fmt::Display) -> Error {
-    Error::Usage(format!("{detail}\n  {USAGE}"))
+/// `lvstun-node web`: the daemon, or one of the one-shot modes. Standalone (`--config`), the
+/// host must say which RealServer it is; in a cluster, the node's RealServers are those whose
+/// `spec.nodeName` is the node.
+#[derive(Debug, clap::Args)]
+#[group(skip)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    group = identity(),
+    mut_arg("config", |a| a.requires("identity")),
+    mut_arg("real_server", |a| a.requires("config")),
+    mut_arg("node_address", |a| a.requires("config"))
+)]
+pub struct WebCli {
+    /// A one-shot mode instead of the daemon.
+    #[command(subcommand)]
+    mode: Option<WebMode>,
+    /// The flags every mode shares.
+    #[command(flatten)]
+    options: WebOptions,
+    /// In a cluster: this daemon's DaemonSet in $POD_NAMESPACE, read at SIGTERM to choose
+    /// between keeping the host configured and tearing down (ADR 0008)
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new(),
+          conflicts_with = "config")]
+    daemonset: Option<String>,
+}
+
+/// The one-shot modes of the web role.
+#[derive(Debug, Subcommand)]
+enum WebMode {
+    /// Apply once; prints the operations and `writes: N`; exit 0 when TunnelReady
+    #[command(
+        group = identity(),
+        mut_arg("config", |a| a.required(true).requires("identity"))
+    )]
+    Apply(WebOptions),
+    /// Read only: prints TunnelReady and what apply would change; exit 0 when ready
+    #[command(
+        group = identity(),
+        mut_arg("config", |a| a.required(true).requires("identity"))
+    )]
+    Check(WebOptions),
+    /// Undo everything lvstun did on this host (the record in --state-dir says what)
+    Cleanup(WebOptions),
+}
+
+/// The flags that say which RealServer a standalone host is; `--real-server` and
+/// `--node-address` win over `--node-name`.
+fn identity() -> ArgGroup {
+    ArgGroup::new("identity")
+        .args(["real_server", "node_address", "node_name"])
+        .multiple(true)
+}
+
+/// The flags of every mode of the web role.
+#[derive(Debug, clap::Args)]
+#[group(skip)]
+struct WebOptions {
+    /// Standalone: the VirtualServices and RealServers come from this file
+    #[arg(long, value_name = "FILE")]
+    config: Option<String>,
+    /// Standalone: this host is the RealServer of this name (any namespace without one)
+    #[arg(long, value_name = "[NS/]NAME", value_parser = real_server,
+          overrides_with = "node_address")]
+    real_server: Option<Identity>,
+    /// Standalone: this host is the RealServer of this spec.address
+    #[arg(long, value_name = "IP", overrides_with = "real_server")]
+    node_address: Option<Ipv4Addr>,
+    /// This node: in a cluster [default: $NODE_NAME]; standalone, this host is the
+    /// RealServers whose spec.nodeName it is
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    node_name: Option<String>,
+    /// Where the VIPs go: a dummy device lvstun creates, or tunl0 itself
+    #[arg(long, value_name = "NAME|tunl0", default_value = "lvstun0", value_parser = vip_device)]
+    vip_device: VipDevice,
+    /// An uplink (repeatable) [default: the interfaces of the default routes and of the
+    /// RealServer's address]
+    #[arg(long, value_name = "IFACE", value_parser = ifname)]
+    uplink: Vec<String>,
+    /// The MSS clamp: auto, off or 536..9000
+    #[arg(long, value_name = "auto|off|N", default_value = "auto", value_parser = mss)]
+    mss: MssMode,
+    /// Where the record of what lvstun changed on this host is kept
+    #[arg(long, value_name = "DIR", default_value = "/run/lvstun")]
+    state_dir: PathBuf,
+    /// The nft binary
+    #[arg(long, value_name = "PATH", default_value = "nft")]
+    nft: PathBuf,
+    /// Serve /healthz and /readyz on this port
+    #[arg(long, value_name = "PORT", value_parser = value_parser!(u16).range(1..))]
+    health_port: Option<u16>,
+    /// The address the health endpoint listens on [default: 0.0.0.0 for the daemon in a
+    /// cluster, else 127.0.0.1]
+    #[arg(long, value_name = "IP")]
+    health_address: Option<IpAddr>,
+    /// Seconds between full reconciles that repair drift (1..3600)
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = value_parser!(u64).range(1..=3600))]
+    interval: u64,
+    /// Undo lvstun's changes at SIGTERM
+    #[arg(long)]
+    cleanup_on_exit: bool,
+    /// Read the kernel, compute and log; never write to it
+    #[arg(long)]
+    dry_run: bool,
+    /// Log line format
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn ifname(value: &str) -> Result<String, Error> {
@@ -131,194 +217,96 @@ fn ifname(value: &str) -> Result<String, Error> {
     Ok(value.to_owned())
 }
 
-fn parse_args(args: &[String]) -> Result<Args, Error> {
-    let mut it = args.iter().map(String::as_str).peekable();
-    let mode = match it.peek() {
-        Some(&"apply") => Mode::Apply,
-        Some(&"check") => Mode::Check,
-        Some(&"cleanup") => Mode::Cleanup,
-        _ => Mode::Daemon,
+fn real_server(value: &str) -> Result<Identity, Error> {
+    let (namespace, name) = match value.split_once('/') {
+        Some((ns, name)) => (Some(ns.to_owned()), name.to_owned()),
+        None => (None, value.to_owned()),
     };
-    if mode != Mode::Daemon {
-        it.next();
-    }
-    let mut out = Args {
-        mode,
-        config: None,
-        identity: None,
-        node_name: None,
-        options: Options::default(),
-        state_dir: PathBuf::from("/run/lvstun"),
-        nft: PathBuf::from("nft"),
-        health: None,
-        interval: Duration::from_secs(30),
-        cleanup_on_exit: false,
-        dry_run: false,
-        log_format: LogFormat::Text,
-        daemonset: None,
-    };
-    let mut health_port: Option<u16> = None;
-    let mut health_ip: Option<IpAddr> = None;
-    while let Some(arg) = it.next() {
-        // `--flag=value` or `--flag value`, as the balancer (the DaemonSet uses the first).
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg, None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next().map(str::to_owned))
-                .ok_or_else(|| usage(format!("{name} needs a value")))
-        };
-        match flag {
-            "--config" => out.config = Some(value(flag)?),
-            "--node-name" => {
-                let v = value(flag)?;
-                if v.is_empty() {
-                    return Err(Error::invalid("--node-name", v, "must not be empty"));
-                }
-                out.node_name = Some(v);
-            }
-            "--real-server" => {
-                let v = value(flag)?;
-                let (namespace, name) = match v.split_once('/') {
-                    Some((ns, name)) => (Some(ns.to_owned()), name.to_owned()),
-                    None => (None, v.clone()),
-                };
-                if name.is_empty() || namespace.as_deref() == Some("") {
-                    return Err(Error::invalid(
-                        "--real-server",
-                        v,
-                        "expected NAME or NAMESPACE/NAME",
-                    ));
-                }
-                out.identity = Some(Identity::Name { namespace, name });
-            }
-            "--node-address" => {
-                let v = value(flag)?;
-                let ip = v.parse().map_err(|_| {
-                    Error::invalid("--node-address", &v, "expected an IPv4 address")
-                })?;
-                out.identity = Some(Identity::Address(ip));
-            }
-            "--vip-device" => {
-                let v = value(flag)?;
-                out.options.vip_device = if v == crate::net::link::TUNL0 {
-                    VipDevice::Tunl0
-                } else {
-                    VipDevice::Dummy(ifname(&v)?)
-                };
-            }
-            "--uplink" => out.options.uplinks.push(ifname(&value(flag)?)?),
-            "--mss" => {
-                let v = value(flag)?;
-                out.options.mss = match v.as_str() {
-                    "auto" => MssMode::Auto,
-                    "off" => MssMode::Off,
-                    n => match n.parse::<u16>() {
-                        Ok(m) if (536..=9000).contains(&m) => MssMode::Fixed(m),
-                        _ => {
-                            return Err(Error::invalid(
-                                "--mss",
-                                n,
-                                "expected auto, off or 536..9000",
-                            ));
-                        }
-                    },
-                };
-            }
-            "--state-dir" => out.state_dir = PathBuf::from(value(flag)?),
-            "--nft" => out.nft = PathBuf::from(value(flag)?),
-            "--health-port" => {
-                let v = value(flag)?;
-                health_port = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|p| *p != 0)
-                        .ok_or_else(|| Error::invalid("--health-port", &v, "expected 1..65535"))?,
-                );
-            }
-            "--health-address" => {
-                let v = value(flag)?;
-                health_ip = Some(v.parse().map_err(|_| {
-                    Error::invalid("--health-address", &v, "expected an IP address")
-                })?);
-            }
-            "--interval" => {
-                let v = value(flag)?;
-                let secs: u64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s| (1..=3600).contains(s))
-                    .ok_or_else(|| Error::invalid("--interval", &v, "expected 1..3600 seconds"))?;
-                out.interval = Duration::from_secs(secs);
-            }
-            "--log-format" => {
-                let v = value(flag)?;
-                out.log_format = match v.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(Error::invalid("--log-format", v, "expected text or json")),
-                };
-            }
-            "--daemonset" => {
-                let v = value(flag)?;
-                if v.is_empty() {
-                    return Err(Error::invalid("--daemonset", v, "must not be empty"));
-                }
-                out.daemonset = Some(v);
-            }
-            "--cleanup-on-exit" if inline.is_none() => out.cleanup_on_exit = true,
-            "--dry-run" if inline.is_none() => out.dry_run = true,
-            other => return Err(usage(format!("unknown argument {other}"))),
-        }
-    }
-    // In a cluster the kubelet probes over the host network and metrics may be scraped from
-    // the node's address, as the balancer's are; a standalone host keeps it on loopback.
-    let default_ip = if out.config.is_none() && mode == Mode::Daemon {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    };
-    out.health = health_port.map(|port| SocketAddr::new(health_ip.unwrap_or(default_ip), port));
-    if out.daemonset.is_some() && (mode != Mode::Daemon || out.config.is_some()) {
-        return Err(usage(
-            "--daemonset goes with the in-cluster daemon (no --config, no apply/check/cleanup)",
+    if name.is_empty() || namespace.as_deref() == Some("") {
+        return Err(Error::invalid(
+            "--real-server",
+            value,
+            "expected NAME or NAMESPACE/NAME",
         ));
     }
-    match (mode, &out.config) {
-        (Mode::Cleanup, _) => {}
-        (_, Some(_)) => {
-            if out.identity.is_none() {
-                out.identity = out.node_name.clone().map(Identity::Node);
-            }
-            if out.identity.is_none() {
-                return Err(usage(
-                    "say which RealServer this host is: --real-server, --node-address or --node-name",
+    Ok(Identity::Name { namespace, name })
+}
+
+fn vip_device(value: &str) -> Result<VipDevice, Error> {
+    Ok(if value == crate::net::link::TUNL0 {
+        VipDevice::Tunl0
+    } else {
+        VipDevice::Dummy(ifname(value)?)
+    })
+}
+
+fn mss(value: &str) -> Result<MssMode, Error> {
+    Ok(match value {
+        "auto" => MssMode::Auto,
+        "off" => MssMode::Off,
+        n => match n.parse::<u16>() {
+            Ok(m) if (536..=9000).contains(&m) => MssMode::Fixed(m),
+            _ => {
+                return Err(Error::invalid(
+                    "--mss",
+                    n,
+                    "expected auto, off or 536..9000",
                 ));
             }
-        }
-        (Mode::Apply | Mode::Check, None) => {
-            return Err(usage(format!(
-                "{} needs --config FILE",
-                if mode == Mode::Apply {
-                    "apply"
-                } else {
-                    "check"
-                }
-            )));
-        }
-        (_, None) => {
-            if out.identity.is_some() {
-                return Err(usage(
-                    "in a cluster this node's RealServers are those whose spec.nodeName is the \
-                     node: --real-server and --node-address go with --config",
-                ));
-            }
+        },
+    })
+}
+
+impl WebCli {
+    /// The parsed command line (clap has checked which flags go together).
+    fn args(self) -> Args {
+        let (mode, options) = match self.mode {
+            None => (Mode::Daemon, self.options),
+            Some(WebMode::Apply(o)) => (Mode::Apply, o),
+            Some(WebMode::Check(o)) => (Mode::Check, o),
+            Some(WebMode::Cleanup(o)) => (Mode::Cleanup, o),
+        };
+        // In a cluster the kubelet probes over the host network and metrics may be scraped
+        // from the node's address, as the balancer's are; a standalone host keeps it on
+        // loopback.
+        let default_ip = if options.config.is_none() && mode == Mode::Daemon {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        };
+        let health_ip = options.health_address.unwrap_or(default_ip);
+        // --real-server or --node-address, whichever came last (each overrides the other);
+        // standalone, --node-name when neither is given. Without --config, clap lets them
+        // through only to cleanup, which serves nothing.
+        let given = options
+            .real_server
+            .or(options.node_address.map(Identity::Address));
+        let identity = match (mode, &options.config) {
+            (Mode::Cleanup, _) | (_, None) => given,
+            (_, Some(_)) => given.or_else(|| options.node_name.clone().map(Identity::Node)),
+        };
+        Args {
+            mode,
+            config: options.config,
+            identity,
+            node_name: options.node_name,
+            options: Options {
+                vip_device: options.vip_device,
+                uplinks: options.uplink,
+                mss: options.mss,
+            },
+            state_dir: options.state_dir,
+            nft: options.nft,
+            health: options
+                .health_port
+                .map(|port| SocketAddr::new(health_ip, port)),
+            interval: Duration::from_secs(options.interval),
+            cleanup_on_exit: options.cleanup_on_exit,
+            dry_run: options.dry_run,
+            log_format: options.log_format,
+            daemonset: self.daemonset,
         }
     }
-    Ok(out)
 }
 
 /// The node a cluster-mode daemon serves: `--node-name`, else `$NODE_NAME` (`env`), as the
@@ -327,16 +315,14 @@ fn cluster_node(args: &Args, env: Option<String>) -> Result<String, Error> {
     args.node_name
         .clone()
         .or_else(|| env.filter(|n| !n.is_empty()))
-        .ok_or_else(|| usage("in a cluster the node name is needed: --node-name or $NODE_NAME"))
+        .ok_or_else(|| {
+            Error::Usage("in a cluster the node name is needed: --node-name or $NODE_NAME".into())
+        })
 }
 
-/// Runs `lvstun-node web ARGS...`.
-pub fn run(args: &[String]) -> Result<ExitCode, Error> {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: {USAGE}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let args = parse_args(args)?;
+/// Runs `lvstun-node web ...`.
+pub fn run(cli: WebCli) -> Result<ExitCode, Error> {
+    let args = cli.args();
     init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -358,7 +344,10 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
 fn load_served(args: &Args) -> Result<Served, Error> {
     let path = args.config.as_deref().unwrap_or_default();
     let objects = config::load(path)?;
-    let identity = args.identity.as_ref().ok_or_else(|| usage("no identity"))?;
+    let identity = args
+        .identity
+        .as_ref()
+        .ok_or_else(|| Error::Usage("no identity".into()))?;
     Ok(desired::served(&objects, identity))
 }
 
@@ -582,16 +571,21 @@ async fn stop(
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_owned).collect()
+    /// Parses `lvstun-node web LINE` with the real definition.
+    fn parse_args(line: &str) -> Result<Args, clap::Error> {
+        use clap::Parser;
+        let argv = ["lvstun-node", "web"]
+            .into_iter()
+            .chain(line.split_whitespace());
+        match crate::Cli::try_parse_from(argv)?.command {
+            Some(crate::Command::Web(cli)) => Ok(cli.args()),
+            other => panic!("not the web command: {other:?}"),
+        }
     }
 
     #[test]
     fn command_lines_parse() {
-        let a = parse_args(&args(
-            "--config f.yaml --real-server web1 --health-port 9100",
-        ))
-        .unwrap();
+        let a = parse_args("--config f.yaml --real-server web1 --health-port 9100").unwrap();
         assert_eq!(a.mode, Mode::Daemon);
         assert_eq!(a.config.as_deref(), Some("f.yaml"));
         assert_eq!(
@@ -604,16 +598,16 @@ mod tests {
         assert_eq!(a.health, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(a.options, Options::default());
 
-        let a = parse_args(&args(
+        let a = parse_args(
             "check --config f --node-address 198.51.100.10 --vip-device tunl0 --mss off --uplink eth1 --uplink eth2",
-        ))
+        )
         .unwrap();
         assert_eq!(a.mode, Mode::Check);
         assert_eq!(a.options.vip_device, VipDevice::Tunl0);
         assert_eq!(a.options.mss, MssMode::Off);
         assert_eq!(a.options.uplinks, vec!["eth1", "eth2"]);
 
-        let a = parse_args(&args("apply --config f --real-server ns/web1 --mss 1400")).unwrap();
+        let a = parse_args("apply --config f --real-server ns/web1 --mss 1400").unwrap();
         assert_eq!(a.options.mss, MssMode::Fixed(1400));
         assert!(matches!(
             a.identity,
@@ -623,19 +617,19 @@ mod tests {
             })
         ));
 
-        assert_eq!(parse_args(&args("cleanup")).unwrap().mode, Mode::Cleanup);
+        assert_eq!(parse_args("cleanup").unwrap().mode, Mode::Cleanup);
     }
 
     #[test]
     fn the_operators_arguments_parse() {
         // Exactly what operator/src/build.rs `node_args` gives the web DaemonSet (after the
         // role word), with $(NODE_NAME) expanded by the kubelet. Copied, not derived: the
-        // operator's lib is not a dependency of lvstun-node (it would build kube-lease-manager,
-        // clap and prometheus-client into every node test); the operator's own test
+        // operator's lib is not a dependency of lvstun-node (it would build kube-lease-manager
+        // and prometheus-client into every node test); the operator's own test
         // `pods_are_least_privilege_host_network_with_probes_and_args` pins the same list.
-        let a = parse_args(&args(
+        let a = parse_args(
             "--node-name=node-a --health-port=9782 --log-format=json --daemonset=lvstun-web",
-        ))
+        )
         .unwrap();
         assert_eq!(a.daemonset.as_deref(), Some("lvstun-web"));
         assert_eq!(a.mode, Mode::Daemon);
@@ -656,34 +650,45 @@ mod tests {
     fn the_operators_vip_device_argument_parses() {
         // What operator/src/build.rs `node_args` appends when the chart sets `web.vipDevice`
         // (pinned there by `the_charts_vip_device_reaches_only_the_web_daemons_arguments`).
-        let a = parse_args(&args(
+        let a = parse_args(
             "--node-name=node-a --health-port=9782 --log-format=json --vip-device=tunl0",
-        ))
+        )
         .unwrap();
         assert_eq!(a.options.vip_device, VipDevice::Tunl0);
-        let a = parse_args(&args("--node-name=node-a --vip-device=vips0")).unwrap();
+        let a = parse_args("--node-name=node-a --vip-device=vips0").unwrap();
         assert_eq!(a.options.vip_device, VipDevice::Dummy("vips0".into()));
     }
 
     #[test]
     fn the_node_comes_from_the_flag_or_the_downward_api() {
-        let a = parse_args(&args("--health-port 9782 --dry-run")).unwrap();
+        let a = parse_args("--health-port 9782 --dry-run").unwrap();
         assert!(a.dry_run);
         assert_eq!(cluster_node(&a, Some("node-b".into())).unwrap(), "node-b");
         assert!(cluster_node(&a, Some(String::new())).is_err());
         assert!(cluster_node(&a, None).is_err());
-        let a = parse_args(&args(
-            "--node-name node-a --health-address=127.0.0.1 --health-port=1",
-        ))
-        .unwrap();
+        let a =
+            parse_args("--node-name node-a --health-address=127.0.0.1 --health-port=1").unwrap();
         assert_eq!(cluster_node(&a, Some("node-b".into())).unwrap(), "node-a");
         assert_eq!(a.health, Some("127.0.0.1:1".parse().unwrap()));
         // Standalone, --node-name names this host's RealServers by spec.nodeName.
-        let a = parse_args(&args("--config=f.yaml --node-name=node-a --dry-run")).unwrap();
+        let a = parse_args("--config=f.yaml --node-name=node-a --dry-run").unwrap();
         assert_eq!(a.identity, Some(Identity::Node("node-a".into())));
         // --real-server wins over --node-name.
-        let a = parse_args(&args("--config f --node-name n --real-server web1")).unwrap();
+        let a = parse_args("--config f --node-name n --real-server web1").unwrap();
         assert!(matches!(a.identity, Some(Identity::Name { .. })));
+        // --real-server and --node-address: the last one given, as before clap.
+        let a = parse_args("--config f --real-server web1 --node-address 198.51.100.10").unwrap();
+        assert_eq!(
+            a.identity,
+            Some(Identity::Address([198, 51, 100, 10].into()))
+        );
+        let a = parse_args("--config f --node-address 198.51.100.10 --real-server web1").unwrap();
+        assert!(matches!(a.identity, Some(Identity::Name { .. })));
+        // Repeatable --uplink collects; any other flag given twice keeps its last value.
+        let a =
+            parse_args("--config f --real-server a --real-server b --mss off --mss 1400").unwrap();
+        assert_eq!(a.options.mss, MssMode::Fixed(1400));
+        assert!(matches!(a.identity, Some(Identity::Name { name, .. }) if name == "b"));
     }
 
     #[test]
@@ -707,8 +712,11 @@ mod tests {
             "--daemonset=",
             "--config f --real-server web1 --daemonset lvstun-web",
             "cleanup --daemonset lvstun-web",
+            "apply --daemonset lvstun-web --config f --real-server web1",
+            "--config f --real-server web1 apply",
         ] {
-            assert!(parse_args(&args(bad)).is_err(), "{bad}");
+            let err = parse_args(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
         }
     }
 }
