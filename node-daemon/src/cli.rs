@@ -29,13 +29,13 @@ use serde::Deserialize;
 use crate::balancer::plan::{self, OwnedVips};
 use crate::balancer::reconcile;
 use crate::error::{Errno, Error};
-use crate::ipvs::handle::{self, IpvsHandle};
-use crate::ipvs::model::{
+use lvstun_ipvs::handle::{self, IpvsHandle};
+use lvstun_ipvs::model::{
     AddressFamily, DestConfig, DestKey, Destination, Forward, GueChecksum, IfName, IpvsInfo, Op,
     Persistence, Scheduler, Service, ServiceConfig, ServiceFlags, ServiceKey, SocketText,
     SyncDaemon, SyncRole, Table, Thresholds, Tunnel, Weight, netmask_to_wire,
 };
-use crate::ipvs::{ApplyReport, IpvsTable};
+use lvstun_ipvs::{ApplyReport, IpvsTable};
 
 const USAGE: &str = "lvstun-node ipvs dump [--tun-info] | apply FILE [--dry-run] [--one-by-one] | \
                      sync start master|backup IFNAME SYNCID | sync stop master|backup | sync show";
@@ -269,7 +269,10 @@ fn parse_file(text: &str) -> Result<(Table, OwnedVips), String> {
     for svc in &spec.services {
         let key = ServiceKey::Addr {
             address: svc.vip,
-            protocol: svc.protocol.parse().map_err(|e: Error| e.to_string())?,
+            protocol: svc
+                .protocol
+                .parse()
+                .map_err(|e: lvstun_ipvs::Error| e.to_string())?,
             port: svc.port,
         };
         if table.service(&key).is_some() {
@@ -477,7 +480,7 @@ fn render(info: Option<IpvsInfo>, table: &[(Service, Vec<Destination>)], tun_inf
 }
 
 /// A hint for a person, chosen by errno (never by message text).
-fn hint(op: &Op, err: &Error) -> &'static str {
+fn hint(op: &Op, err: &lvstun_ipvs::Error) -> &'static str {
     match (op, err.errno()) {
         (Op::NewDest { .. } | Op::SetDest { .. }, Some(Errno::EINVAL)) => {
             " (tunnel destinations need a route to the real server)"
@@ -510,7 +513,7 @@ fn render_report(ops: &[Op], report: &ApplyReport) -> String {
 async fn connect() -> Result<IpvsHandle, Error> {
     let (connection, raw) = handle::new_connection()?;
     tokio::spawn(connection);
-    IpvsHandle::resolve(raw).await
+    Ok(IpvsHandle::resolve(raw).await?)
 }
 
 async fn apply_one_by_one(ipvs: &IpvsHandle, ops: &[Op]) -> ApplyReport {
@@ -624,7 +627,7 @@ pub fn run_ipvs(args: &[String]) -> Result<ExitCode, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipvs::model::{ConnCounts, Protocol, Stats};
+    use lvstun_ipvs::model::{ConnCounts, Protocol, Stats};
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
