@@ -22,13 +22,13 @@ use serde::Deserialize;
 use crate::balancer::plan::{self, OwnedVips};
 use crate::balancer::reconcile;
 use crate::error::{Errno, Error};
-use crate::ipvs::handle::{self, IpvsHandle};
-use crate::ipvs::model::{
+use lvstun_ipvs::handle::{self, IpvsHandle};
+use lvstun_ipvs::model::{
     AddressFamily, DestConfig, DestKey, Destination, Forward, GueChecksum, IfName, IpvsInfo, Op,
     Persistence, Scheduler, Service, ServiceConfig, ServiceFlags, ServiceKey, SocketText,
     SyncDaemon, SyncRole, Table, Thresholds, Tunnel, Weight, netmask_to_wire,
 };
-use crate::ipvs::{ApplyReport, IpvsTable};
+use lvstun_ipvs::{ApplyReport, IpvsTable};
 
 /// `lvstun-node ipvs ...`.
 #[derive(Debug, PartialEq, Eq, Subcommand)]
@@ -81,11 +81,11 @@ pub enum SyncCli {
     Show,
 }
 
-fn parse_role(value: &str) -> Result<SyncRole, Error> {
+fn parse_role(value: &str) -> Result<SyncRole, lvstun_ipvs::Error> {
     value.parse()
 }
 
-fn parse_ifname(value: &str) -> Result<IfName, Error> {
+fn parse_ifname(value: &str) -> Result<IfName, lvstun_ipvs::Error> {
     IfName::new(value)
 }
 
@@ -463,7 +463,7 @@ fn render(info: Option<IpvsInfo>, table: &[(Service, Vec<Destination>)], tun_inf
 }
 
 /// A hint for a person, chosen by errno (never by message text).
-fn hint(op: &Op, err: &Error) -> &'static str {
+fn hint(op: &Op, err: &lvstun_ipvs::Error) -> &'static str {
     match (op, err.errno()) {
         (Op::NewDest { .. } | Op::SetDest { .. }, Some(Errno::EINVAL)) => {
             " (tunnel destinations need a route to the real server)"
@@ -496,7 +496,7 @@ fn render_report(ops: &[Op], report: &ApplyReport) -> String {
 async fn connect() -> Result<IpvsHandle, Error> {
     let (connection, raw) = handle::new_connection()?;
     tokio::spawn(connection);
-    IpvsHandle::resolve(raw).await
+    Ok(IpvsHandle::resolve(raw).await?)
 }
 
 async fn apply_one_by_one(ipvs: &IpvsHandle, ops: &[Op]) -> ApplyReport {
@@ -616,7 +616,7 @@ pub fn run_ipvs(command: IpvsCli) -> Result<ExitCode, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipvs::model::{ConnCounts, Protocol, Stats};
+    use lvstun_ipvs::model::{ConnCounts, Protocol, Stats};
 
     fn parse_command(line: &str) -> Result<IpvsCli, clap::Error> {
         use clap::Parser;
@@ -746,7 +746,7 @@ services:
     fn file_errors_are_refused() {
         assert!(matches!(
             parse_file("services: [{vip: 192.0.2.1, port: 80, scheduler: maglev}]"),
-            Err(Error::Invalid { .. })
+            Err(Error::Ipvs(lvstun_ipvs::Error::Invalid { .. }))
         ));
         assert!(matches!(
             parse_file("services: [{vip: 192.0.2.1, port: 80, typo: 1}]"),

@@ -1,76 +1,12 @@
-//! The one error type of `lvstun-node`. No I/O here.
+//! The one error type of `lvstun-node`. No I/O here. The kernel's errno is the IPVS crate's
+//! [`Errno`] (re-exported), which rtnetlink's refusals use too.
 //!
 //! Kernel refusals carry the errno as a typed [`Errno`], so callers decide by
 //! number (`errno == Errno::EEXIST`), never by message text.
 
 use std::fmt;
 
-/// A Linux errno as the kernel returned it in a netlink error message.
-///
-/// Kept as its own type (not `std::io::Error`) so that it is `Copy`, `Eq` and
-/// matchable against the named constants below; the human text is only used
-/// when displaying.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Errno(i32);
-
-impl Errno {
-    /// Operation not permitted (missing `CAP_NET_ADMIN`).
-    pub const EPERM: Errno = Errno(1);
-    /// No such file or directory: IPVS answers this for an unknown destination.
-    pub const ENOENT: Errno = Errno(2);
-    /// No such process: IPVS answers this for an unknown service.
-    pub const ESRCH: Errno = Errno(3);
-    /// Out of memory.
-    pub const ENOMEM: Errno = Errno(12);
-    /// Resource busy, e.g. a second dump on one netlink socket.
-    pub const EBUSY: Errno = Errno(16);
-    /// The service or destination already exists.
-    pub const EEXIST: Errno = Errno(17);
-    /// Invalid argument: also what IPVS answers for a tunnel destination
-    /// without a route ("address not unicast" in ipvsadm's words).
-    pub const EINVAL: Errno = Errno(22);
-    /// Out of range, e.g. a negative weight or lower threshold above upper.
-    pub const ERANGE: Errno = Errno(34);
-    /// Address family not supported (IPv6 without `CONFIG_IP_VS_IPV6`).
-    pub const EAFNOSUPPORT: Errno = Errno(97);
-    /// Address not available: what deleting an address that is not there answers.
-    pub const EADDRNOTAVAIL: Errno = Errno(99);
-    /// No buffer space: the socket's receive queue overflowed.
-    pub const ENOBUFS: Errno = Errno(105);
-
-    /// Builds an errno from a netlink error code, which the kernel sends
-    /// negated (`-EEXIST`); either sign is accepted.
-    pub fn from_code(code: i32) -> Errno {
-        Errno(code.saturating_abs())
-    }
-
-    fn name(self) -> Option<&'static str> {
-        Some(match self {
-            Errno::EPERM => "EPERM",
-            Errno::ENOENT => "ENOENT",
-            Errno::ESRCH => "ESRCH",
-            Errno::ENOMEM => "ENOMEM",
-            Errno::EBUSY => "EBUSY",
-            Errno::EEXIST => "EEXIST",
-            Errno::EINVAL => "EINVAL",
-            Errno::ERANGE => "ERANGE",
-            Errno::EAFNOSUPPORT => "EAFNOSUPPORT",
-            Errno::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-            Errno::ENOBUFS => "ENOBUFS",
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = std::io::Error::from_raw_os_error(self.0);
-        match self.name() {
-            Some(name) => write!(f, "{name} ({text})"),
-            None => write!(f, "errno {} ({text})", self.0),
-        }
-    }
-}
+pub use lvstun_ipvs::Errno;
 
 /// Everything that can go wrong in `lvstun-node`.
 #[derive(Debug, thiserror::Error)]
@@ -83,16 +19,12 @@ pub enum Error {
         /// The errno the kernel answered.
         errno: Errno,
     },
-    /// The kernel has no `IPVS` generic netlink family: the `ip_vs` module is
-    /// not built, not loadable, or this is a kernel without IPVS.
-    #[error("the kernel has no IPVS generic netlink family (is ip_vs available?)")]
-    FamilyNotFound,
+    /// Talking IPVS to the kernel failed (the IPVS crate's error, kept whole).
+    #[error(transparent)]
+    Ipvs(#[from] lvstun_ipvs::Error),
     /// Opening or using the netlink socket failed.
     #[error("netlink socket: {0}")]
     Io(#[from] std::io::Error),
-    /// The netlink connection ended before the kernel answered.
-    #[error("netlink connection closed before {0} was answered")]
-    ConnectionClosed(String),
     /// The kernel did not answer in time (it always answers: this means the
     /// connection is wedged, and the daemon must not hang with it).
     #[error("no answer to {0} in time")]
@@ -206,6 +138,7 @@ impl Error {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             Error::Kernel { errno, .. } => Some(*errno),
+            Error::Ipvs(e) => e.errno(),
             _ => None,
         }
     }
@@ -237,24 +170,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errno_from_negative_code() {
-        assert_eq!(Errno::from_code(-17), Errno::EEXIST);
-        assert_eq!(Errno::from_code(17), Errno::EEXIST);
-    }
-
-    #[test]
-    fn errno_display_names_the_constant() {
-        assert!(Errno::ESRCH.to_string().starts_with("ESRCH ("));
-        assert!(Errno(200).to_string().starts_with("errno 200 ("));
-    }
-
-    #[test]
-    fn kernel_error_exposes_errno() {
+    fn kernel_errors_expose_their_errno_whichever_crate_raised_them() {
         let err = Error::Kernel {
             op: "x".into(),
             errno: Errno::EINVAL,
         };
         assert_eq!(err.errno(), Some(Errno::EINVAL));
-        assert_eq!(Error::FamilyNotFound.errno(), None);
+        let ipvs = Error::from(lvstun_ipvs::Error::Kernel {
+            op: "y".into(),
+            errno: Errno::ESRCH,
+        });
+        assert_eq!(ipvs.errno(), Some(Errno::ESRCH));
+        assert_eq!(
+            Error::from(lvstun_ipvs::Error::FamilyNotFound).errno(),
+            None
+        );
     }
 }

@@ -8,7 +8,6 @@ mod cli;
 mod error;
 mod exit;
 mod health;
-mod ipvs;
 mod net;
 mod source;
 mod vrrp;

@@ -74,10 +74,10 @@ use super::{http, report, state, teardown};
 use crate::error::Error;
 use crate::exit::{self, Decision};
 use crate::health::checker::Checker;
-use crate::ipvs::handle::{self, IpvsHandle};
-use crate::ipvs::sysctl;
+use crate::net::ipvs_sysctl as sysctl;
 use crate::source::{Snapshot, cluster, file};
 use lvstun_crds::kernel_settings;
+use lvstun_ipvs::handle::{self, IpvsHandle};
 
 /// Name of the runtime's worker threads (health checks run there).
 pub const RUNTIME_THREAD: &str = "lvstun-rt";

@@ -50,11 +50,11 @@ use lvstun_rules::Outcome;
 use super::plan::OwnedVips;
 use crate::health::probe::Probe;
 use crate::health::state::Thresholds;
-use crate::ipvs::model::{
+use crate::source::{Scope, Snapshot};
+use lvstun_ipvs::model::{
     AddressFamily, DestConfig, DestKey, Forward, Persistence, Protocol, Scheduler, ServiceConfig,
     ServiceKey, Table, Thresholds as ConnThresholds, Tunnel, Weight,
 };
-use crate::source::{Scope, Snapshot};
 
 /// The GUE port when `spec.tunnel.port` is not given (the CRD's documented default).
 pub const GUE_DEFAULT_PORT: u16 = 6080;

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::desired::ObjectRef;
 use super::plan::OwnedVips;
-use crate::ipvs::model::{Op, ServiceKey, Table};
+use lvstun_ipvs::model::{Op, ServiceKey, Table};
 
 /// How long a deletion stays reported after the last one. kube-proxy deletes at each of its
 /// syncs (every `ipvs.syncPeriod`, 30 s by default, and after each Service or EndpointSlice
@@ -126,7 +126,7 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipvs::model::{Protocol, Scheduler, ServiceConfig};
+    use lvstun_ipvs::model::{Protocol, Scheduler, ServiceConfig};
 
     fn key(vip: &str, port: u16) -> ServiceKey {
         ServiceKey::Addr {

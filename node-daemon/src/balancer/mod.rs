@@ -7,7 +7,7 @@
 //! - [`pass`] (pure): the deciding and settling halves of one pass of the loop;
 //! - [`refusal`] (pure): what the kernel refused, and how long the same operation waits;
 //! - [`run`]: the loop (source → desired → plan → apply) over the
-//!   [`IpvsTable`](crate::ipvs::IpvsTable) and health seams, so it runs against the real kernel
+//!   [`IpvsTable`](lvstun_ipvs::IpvsTable) and health seams, so it runs against the real kernel
 //!   or in-memory fakes alike;
 //! - [`state`]: the record of owned VIPs (file I/O);
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`;
@@ -35,8 +35,8 @@ pub mod teardown;
 pub mod vips;
 
 use crate::error::Error;
-use crate::ipvs::model::{Op, Table};
-use crate::ipvs::{ApplyReport, IpvsTable};
+use lvstun_ipvs::model::{Op, Table};
+use lvstun_ipvs::{ApplyReport, IpvsTable};
 use plan::OwnedVips;
 
 /// What one reconcile did: the operations it planned and how applying them
@@ -69,8 +69,8 @@ pub async fn reconcile<T: IpvsTable>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipvs::fake::FakeIpvs;
-    use crate::ipvs::model::{
+    use lvstun_ipvs::fake::FakeIpvs;
+    use lvstun_ipvs::model::{
         DestConfig, DestKey, Protocol, Scheduler, ServiceConfig, ServiceKey, Weight,
     };
 

@@ -82,8 +82,6 @@ use super::run::{SharedReport, lock};
 use super::state::{self, HeldVip, HeldVips};
 use super::vips::{self, Change, InstanceSpec, StandBy, SyncProgress, SyncWanted};
 use crate::error::{Errno, Error};
-use crate::ipvs::handle::{IpvsHandle, new_connection};
-use crate::ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
 use crate::net::Host;
 use crate::net::addr::{Addr, Addrs};
 use crate::source::Snapshot;
@@ -93,6 +91,8 @@ use crate::vrrp::lifetime::VipLifetime;
 use crate::vrrp::ops::{Interface, KernelOps};
 use crate::vrrp::run::{RunOptions, run_with};
 use crate::vrrp::thread;
+use lvstun_ipvs::handle::{IpvsHandle, new_connection};
+use lvstun_ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
 
 /// How often routers that failed to start are retried and readiness is re-checked.
 pub const TICK: Duration = Duration::from_secs(1);

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::desired::{ObjectRef, Resolved};
 use super::plan::{self, OwnedVips};
 use super::refusal::Refusal;
-use crate::ipvs::model::{DestKey, Op, ServiceKey, Table};
+use lvstun_ipvs::model::{DestKey, Op, ServiceKey, Table};
 
 /// What a pass decided before any write.
 #[derive(Debug)]
@@ -165,8 +165,8 @@ mod tests {
     use super::*;
     use crate::balancer::desired;
     use crate::error::Errno;
-    use crate::ipvs::model::{DestConfig, Protocol, Scheduler, ServiceConfig, Weight};
     use crate::source::{Snapshot, file};
+    use lvstun_ipvs::model::{DestConfig, Protocol, Scheduler, ServiceConfig, Weight};
 
     const VS: &str = include_str!("../../../deploy/examples/virtualservice.yaml");
     const RS: &str = include_str!("../../../deploy/examples/realservers.yaml");

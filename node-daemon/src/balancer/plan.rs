@@ -30,7 +30,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use crate::ipvs::model::{DestConfig, DestKey, Op, ServiceEntry, ServiceKey, Table};
+use lvstun_ipvs::model::{DestConfig, DestKey, Op, ServiceEntry, ServiceKey, Table};
 
 /// The VIPs whose services lvstun manages on this node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -250,7 +250,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::ipvs::model::{
+    use lvstun_ipvs::model::{
         AddressFamily, DestConfig, DestKey, Forward, Persistence, Protocol, Scheduler,
         ServiceConfig, ServiceEntry, Thresholds, Tunnel, Weight,
     };

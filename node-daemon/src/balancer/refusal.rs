@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::Errno;
-use crate::ipvs::model::Op;
+use lvstun_ipvs::model::Op;
 
 /// A kernel refusal being held back.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -45,9 +45,10 @@ use super::refusal::{self, Refusal, hint, is_lasting};
 use super::state;
 use crate::error::Error;
 use crate::health::checker::{Checker, HealthEvent, Target};
-use crate::ipvs::model::{DestKey, Op, ServiceKey, Table};
-use crate::ipvs::{ApplyReport, IpvsTable};
 use crate::source::Snapshot;
+use lvstun_ipvs::Error as IpvsError;
+use lvstun_ipvs::model::{DestKey, Op, ServiceKey, Table};
+use lvstun_ipvs::{ApplyReport, IpvsTable};
 
 /// The seam to the health checker, so the loop can be tested with verdicts set by hand.
 pub trait HealthChecks {
@@ -171,7 +172,7 @@ pub struct Report {
     pub checks_run: u64,
     /// Health check targets.
     pub targets: usize,
-    /// The IPVS sysctls this node could not set (see [`crate::ipvs::sysctl`]), sorted; written
+    /// The IPVS sysctls this node could not set (see [`crate::net::ipvs_sysctl`]), sorted; written
     /// by the daemon's sysctl task, read by `/metrics` and the status entries.
     pub refused_kernel_settings: Vec<lvstun_crds::v1alpha1::RefusedKernelSetting>,
     /// Services this balancer had programmed that it found deleted by another program, since
@@ -209,7 +210,7 @@ pub struct DryRun {
 }
 
 impl IpvsTable for DryRun {
-    async fn read(&self) -> Result<Table, Error> {
+    async fn read(&self) -> Result<Table, IpvsError> {
         Ok(self.table.clone())
     }
 
@@ -220,7 +221,7 @@ impl IpvsTable for DryRun {
                 Ok(()) => report.applied += 1,
                 Err(errno) => report.failed.push((
                     *op,
-                    Error::Kernel {
+                    IpvsError::Kernel {
                         op: op.to_string(),
                         errno,
                     },
@@ -391,7 +392,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
 
     /// Records what the kernel refused: lasting refusals are held back with a back-off.
     /// Returns how many failures were transient (each worth a quick follow-up pass).
-    fn record_failures(&mut self, failed: &[(Op, Error)], now: Instant) -> usize {
+    fn record_failures(&mut self, failed: &[(Op, IpvsError)], now: Instant) -> usize {
         let mut transient = 0;
         for (op, err) in failed {
             match err.errno() {
@@ -526,7 +527,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
     /// Forgives the refused operations that went through this time, records the new refusals
     /// (lasting ones held back with a back-off) and counts the follow-up passes. Returns how
     /// many failures were transient.
-    fn settle_refusals(&mut self, ops: &[Op], failed: &[(Op, Error)], now: Instant) -> usize {
+    fn settle_refusals(&mut self, ops: &[Op], failed: &[(Op, IpvsError)], now: Instant) -> usize {
         if !self.refusals.is_empty() {
             let refused: HashSet<&Op> = failed.iter().map(|(op, _)| op).collect();
             self.refusals
@@ -760,8 +761,8 @@ mod tests {
     use super::tests_support::*;
     use super::*;
     use crate::balancer::refusal::REFUSAL_BACKOFF;
-    use crate::ipvs::model::{DestConfig, Protocol, Scheduler, ServiceConfig, Weight};
     use crate::source::file;
+    use lvstun_ipvs::model::{DestConfig, Protocol, Scheduler, ServiceConfig, Weight};
 
     const VS: &str = include_str!("../../../deploy/examples/virtualservice.yaml");
     const RS: &str = include_str!("../../../deploy/examples/realservers.yaml");
@@ -1283,7 +1284,7 @@ mod memory {
                 std::mem::size_of::<Op>(),
                 std::mem::size_of::<desired::DestRef>(),
                 std::mem::size_of::<DestKey>(),
-                std::mem::size_of::<crate::ipvs::model::DestConfig>(),
+                std::mem::size_of::<lvstun_ipvs::model::DestConfig>(),
                 std::mem::size_of::<ServiceKey>()
             );
         });
@@ -1297,7 +1298,7 @@ mod tests_support {
 
     use super::*;
     use crate::error::Errno;
-    use crate::ipvs::fake::FakeIpvs;
+    use lvstun_ipvs::fake::FakeIpvs;
 
     /// Health verdicts set by hand; `None` until a test says otherwise, like a checker whose
     /// first checks have not run.
@@ -1376,7 +1377,7 @@ mod tests_support {
     }
 
     impl IpvsTable for SharedFake {
-        async fn read(&self) -> Result<Table, Error> {
+        async fn read(&self) -> Result<Table, IpvsError> {
             *lock_any(&self.reads) += 1;
             Ok(self.table())
         }
@@ -1395,7 +1396,7 @@ mod tests_support {
                     } else {
                         fake.table.apply(op)
                     };
-                    result.map_err(|errno| Error::Kernel {
+                    result.map_err(|errno| IpvsError::Kernel {
                         op: op.to_string(),
                         errno,
                     })

@@ -19,7 +19,7 @@
 //! Two more records exist so that a teardown (ADR 0008) undoes exactly what lvstun did and
 //! nothing else, each in its own file for the same reason:
 //! - `STATE_DIR/balancer-sysctls.json`: each `net.ipv4.vs` sysctl's value before lvstun first
-//!   changed it ([`crate::ipvs::sysctl::Originals`]), written before the first write;
+//!   changed it ([`crate::net::ipvs_sysctl::Originals`]), written before the first write;
 //! - `STATE_DIR/balancer-sync.json`: the IPVS connection sync daemons lvstun's routers started
 //!   and have not stopped, written before a start and after a stop.
 //!
@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::OwnedVips;
 use crate::error::Error;
-use crate::ipvs::model::SyncRole;
-use crate::ipvs::sysctl::Originals;
+use crate::net::ipvs_sysctl::Originals;
+use lvstun_ipvs::model::SyncRole;
 
 /// The file's name inside the state folder.
 pub const FILE: &str = "balancer-owned.json";

@@ -26,10 +26,10 @@ use tracing::{error, info, warn};
 use super::plan::{self as ipvs_plan, OwnedVips};
 use super::state::{self, HeldVip, HeldVips};
 use crate::error::Errno;
-use crate::ipvs::IpvsTable;
-use crate::ipvs::handle::IpvsHandle;
-use crate::ipvs::model::{Op, SyncRole, Table};
-use crate::ipvs::sysctl::{self, Originals, Restore};
+use crate::net::ipvs_sysctl::{self as sysctl, Originals, Restore};
+use lvstun_ipvs::IpvsTable;
+use lvstun_ipvs::handle::IpvsHandle;
+use lvstun_ipvs::model::{Op, SyncRole, Table};
 
 /// What lvstun's records say it put in the kernel.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -377,8 +377,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipvs::fake::FakeIpvs;
-    use crate::ipvs::model::{
+    use lvstun_ipvs::fake::FakeIpvs;
+    use lvstun_ipvs::model::{
         DestConfig, DestKey, Protocol, Scheduler, ServiceConfig, ServiceKey, Weight,
     };
     use std::net::{IpAddr, Ipv4Addr};

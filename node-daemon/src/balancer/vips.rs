@@ -38,11 +38,11 @@ use std::time::Duration;
 use lvstun_crds::v1alpha1::{Balancers, VirtualService};
 
 use super::desired::ObjectRef;
-use crate::ipvs::model::{SyncDaemon, SyncRole as IpvsSyncRole};
 use crate::source::Snapshot;
 use crate::vrrp::driver::SyncRole;
 use crate::vrrp::fsm::{Priority, RouterConfig};
 use crate::vrrp::run::router_config;
+use lvstun_ipvs::model::{SyncDaemon, SyncRole as IpvsSyncRole};
 
 /// The most addresses one router can hold: an advertisement counts them in one byte.
 pub const MAX_VIPS: usize = 255;
@@ -907,7 +907,7 @@ mod tests {
     fn daemon(role: IpvsSyncRole, ifname: &str, sync_id: u8) -> SyncDaemon {
         SyncDaemon::new(
             role,
-            crate::ipvs::model::IfName::new(ifname).unwrap(),
+            lvstun_ipvs::model::IfName::new(ifname).unwrap(),
             sync_id,
         )
     }

@@ -7,6 +7,9 @@
 //! (`fake.rs`, tests only), so the web role's planner and applier are unit-tested without a
 //! kernel; the real implementations are proven in the lab VM (`tests/lab/scenarios/web-daemon.sh`).
 //!
+//! [`ipvs_sysctl`] holds the `net.ipv4.vs.*` settings the balancer needs (kept here, not in the
+//! IPVS crate, because its refusals are reported in the API's terms).
+//!
 //! Everything here is thin: no decisions, only reads that return plain data and writes that do
 //! exactly one kernel change each (so the caller can count writes and prove idempotence).
 
@@ -15,6 +18,7 @@ pub mod arp_guard;
 pub mod devconf;
 #[cfg(test)]
 pub mod fake;
+pub mod ipvs_sysctl;
 pub mod link;
 
 use std::time::Duration;

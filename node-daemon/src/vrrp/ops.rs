@@ -36,9 +36,9 @@ use nix::sys::socket::{
 use super::driver::{SyncRole, VipOps};
 use super::lifetime::VipLifetime;
 use crate::error::{Errno, Error};
-use crate::ipvs::handle::{IpvsHandle, new_connection};
-use crate::ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
 use crate::net::bounded;
+use lvstun_ipvs::handle::{IpvsHandle, new_connection};
+use lvstun_ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
 
 /// EtherType of ARP (IEEE 802 numbers).
 const ETH_P_ARP: u16 = 0x0806;
@@ -150,7 +150,7 @@ impl Sync {
         let daemon = SyncDaemon::new(role, self.ifname.clone(), self.sync_id);
         match self.ipvs.start_sync_daemon(&daemon).await {
             Err(e) if e.errno() == Some(Errno::EEXIST) => Ok(()),
-            other => other,
+            other => Ok(other?),
         }
     }
 
@@ -159,7 +159,7 @@ impl Sync {
     async fn stop(&self, role: IpvsSyncRole) -> Result<(), Error> {
         match self.ipvs.stop_sync_daemon(role).await {
             Err(e) if e.errno() == Some(Errno::ESRCH) => Ok(()),
-            other => other,
+            other => Ok(other?),
         }
     }
 }

@@ -473,8 +473,8 @@ mod tests {
     async fn unanswered_requests_time_out() {
         let (_never_polled, conn) = new_connection().unwrap();
         let mut ipvs = IpvsHandle::bound(conn, 0x1c);
-        let key = crate::ipvs::model::ServiceKey::Fwmark {
-            family: crate::ipvs::model::AddressFamily::Inet,
+        let key = crate::model::ServiceKey::Fwmark {
+            family: crate::model::AddressFamily::Inet,
             mark: 1,
         };
         let report = ipvs

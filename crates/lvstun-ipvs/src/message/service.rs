@@ -15,7 +15,7 @@ use netlink_packet_core::{
 
 use super::parse_nest;
 use super::stats::StatsAttr;
-use crate::ipvs::model::AddressFamily;
+use crate::model::AddressFamily;
 
 const IPVS_SVC_ATTR_AF: u16 = 1;
 const IPVS_SVC_ATTR_PROTOCOL: u16 = 2;

@@ -4,20 +4,24 @@
 //! the real netlink client ([`handle::IpvsHandle`]) and, in tests, an
 //! in-memory fake ([`fake::FakeIpvs`]). lvstun never runs `ipvsadm` and never
 //! flushes the table: it reads it, and changes only what a plan says.
+//!
+//! A crate of its own, in the spirit of the rust-netlink family: it knows nothing of
+//! Kubernetes or of lvstun's objects (ADR 0010).
 
 pub mod convert;
-#[cfg(test)]
+pub mod error;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod handle;
 pub mod message;
 pub mod model;
-pub mod sysctl;
 #[cfg(test)]
 mod wire_tests;
 
+pub use error::{Errno, Error};
+
 use std::future::Future;
 
-use crate::error::Error;
 use model::{Op, Table};
 
 /// What applying a list of operations did: how many the kernel accepted and

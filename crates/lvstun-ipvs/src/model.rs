@@ -129,16 +129,12 @@ pub struct Scheduler(&'static str);
 
 impl Scheduler {
     /// Round robin, the classic recipe's default.
-    #[cfg(test)]
     pub const RR: Scheduler = Scheduler("rr");
     /// Weighted round robin.
-    #[cfg(test)]
     pub const WRR: Scheduler = Scheduler("wrr");
     /// Maglev hashing, for several balancers sharing one VIP.
-    #[cfg(test)]
     pub const MH: Scheduler = Scheduler("mh");
     /// Source hashing.
-    #[cfg(test)]
     pub const SH: Scheduler = Scheduler("sh");
 
     /// Validates a scheduler name (`rr`, `wrr`, `lc`, `wlc`, `lblc`, `lblcr`,
@@ -501,7 +497,6 @@ pub struct DestConfig {
 impl DestConfig {
     /// An ipip tunnel destination with `weight` and no thresholds: the
     /// lvstun default.
-    #[cfg(test)]
     pub fn tunnel(weight: Weight) -> DestConfig {
         DestConfig {
             weight,
@@ -914,13 +909,11 @@ impl Table {
     }
 
     /// Number of services.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.services.len()
     }
 
     /// Whether the table has no service.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
     }

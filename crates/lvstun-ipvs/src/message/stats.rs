@@ -9,7 +9,7 @@ use netlink_packet_core::{
     DecodeError, DefaultNla, Nla, NlaBuffer, Parseable, parse_u32, parse_u64,
 };
 
-use crate::ipvs::model::Stats;
+use crate::model::Stats;
 
 const IPVS_STATS_ATTR_CONNS: u16 = 1;
 const IPVS_STATS_ATTR_INPKTS: u16 = 2;
