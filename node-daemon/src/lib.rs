@@ -8,6 +8,7 @@ mod cli;
 mod error;
 mod exit;
 mod health;
+mod logging;
 mod net;
 mod source;
 mod vrrp;

@@ -74,6 +74,7 @@ use super::{http, report, state, teardown};
 use crate::error::Error;
 use crate::exit::{self, Decision};
 use crate::health::checker::Checker;
+use crate::logging::{LogFormat, init_logging};
 use crate::net::ipvs_sysctl as sysctl;
 use crate::source::{Snapshot, cluster, file};
 use lvstun_crds::kernel_settings;
@@ -92,15 +93,6 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// What the warning at an undecidable SIGTERM tells a person to run on the node.
 const MANUAL_CLEANUP: &str = "kubectl debug node/<node> --profile=sysadmin \
 --image=<the lvstun-node image> -- lvstun-node balancer cleanup --state-dir /host/run/lvstun/<node>";
-
-/// Log line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Who holds the VIPs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -251,22 +243,6 @@ fn absolute_dir(value: &str) -> Result<PathBuf, Error> {
         ));
     }
     Ok(PathBuf::from(value))
-}
-
-/// Logs to stderr in `format` (`RUST_LOG` filters, `info` by default); shared with the web
-/// role so both roles of one binary log alike.
-pub(crate) fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(filter);
-    // Already set only in tests; the first subscriber wins.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// The host name, for a standalone balancer without `--node-name`.

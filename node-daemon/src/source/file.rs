@@ -9,7 +9,7 @@
 //! and ignored: the balancer keeps programming the last good one, so a typo never withdraws a
 //! VIP. Content identical to the last published one publishes nothing.
 //!
-//! The parser is the web role's ([`crate::web::config`]): one file format for both roles.
+//! The parser is [`super::config`]'s: one file format for both roles.
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::config;
 use super::{Scope, Snapshot};
 use crate::error::Error;
-use crate::web::config;
 
 /// How often the file's identity is checked.
 pub const POLL: Duration = Duration::from_secs(1);

@@ -3,6 +3,7 @@
 //!
 //! - [`file`]: standalone, a multi-document YAML file (`--config FILE`), re-read when it
 //!   changes (its modification time and length, polled every second) or on `SIGHUP`;
+//! - [`config`]: the file format both roles read (pure: text in, objects out);
 //! - [`cluster`]: in a cluster, watches on both kinds through the API server, plus this node's
 //!   labels (re-read periodically: the balancer's RBAC grants `get` on its Node, not `watch`).
 //!
@@ -12,6 +13,7 @@
 //! plane keeps the last good one. The types here are plain data; `file` and `cluster` do I/O.
 
 pub mod cluster;
+pub mod config;
 pub mod file;
 
 use std::collections::BTreeMap;

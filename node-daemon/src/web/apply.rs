@@ -14,7 +14,8 @@ use crate::net::addr::Addr;
 use crate::net::link::IpipProbe;
 
 use super::desired::{Desired, Observed, Options, Served, desired};
-use super::plan::{Op, plan};
+use super::ops::Op;
+use super::plan::plan;
 use super::state::State;
 use super::status::{Readiness, readiness};
 
@@ -186,7 +187,7 @@ mod tests {
     use super::*;
     use crate::net::devconf::Knob;
     use crate::net::fake::FakeKernel;
-    use crate::web::config::parse;
+    use crate::source::config::parse;
     use crate::web::desired::{Identity, MssMode, VipDevice, served};
 
     const CONFIG: &str = r#"

@@ -28,15 +28,15 @@ use kube::api::PatchParams;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use super::config::Objects;
 use super::desired::{Identity, Served, served};
 use super::status::Readiness;
 use super::{Args, health, log_outcome, reconcile_with, report, state, stop};
-use crate::balancer::desired::ObjectRef;
 use crate::error::Error;
 use crate::exit;
 use crate::net::Host;
+use crate::source::config::Objects;
 use crate::source::{Snapshot, cluster};
+use lvstun_rules::ObjectKey as ObjectRef;
 
 /// What leads every reported message in a dry run.
 const DRY_RUN_NOTE: &str = "dry run: nothing is changed on this node";
@@ -231,7 +231,7 @@ pub(super) async fn daemon(args: &Args, node: String) -> Result<ExitCode, Error>
 mod tests {
     use super::*;
     use crate::source::Scope;
-    use crate::web::config::parse;
+    use crate::source::config::parse;
     use std::net::Ipv4Addr;
 
     /// Two RealServers on node-a (two namespaces), one on node-b, one outside the cluster; a

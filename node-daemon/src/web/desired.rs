@@ -36,11 +36,11 @@ use lvstun_crds::conditions::CONFLICT;
 use lvstun_crds::v1alpha1::{RealServer, TunnelType, VirtualService};
 use lvstun_rules::DEFAULT_NAMESPACE;
 
-use super::config::Objects;
 use crate::net::addr::Addr;
 use crate::net::arp_guard::{GuardSpec, GuardState};
 use crate::net::devconf::{DevConf, Knob};
 use crate::net::link::{Link, TUNL0};
+use crate::source::config::Objects;
 
 /// Bytes an ipip tunnel adds to each packet (the outer IPv4 header).
 pub const IPIP_OVERHEAD: u32 = 20;
@@ -525,7 +525,7 @@ pub fn tunl0_has_addr(desired: &Desired, observed: &Observed) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::web::config::parse;
+    use crate::source::config::parse;
 
     pub(crate) const CONFIG: &str = r#"
 apiVersion: lvstun.io/v1alpha1

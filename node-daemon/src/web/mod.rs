@@ -27,16 +27,16 @@
 //! line as `teardown: ...`. A RealServer that leaves the file (or, in a cluster, is deleted or
 //! no longer names this node) is cleaned up by the running daemon.
 //!
-//! Modules: `config` (the file), `desired` and `plan` (pure), `state` (the record of what lvstun
-//! changed), `apply` (the reconcile over the `net` seams), `status` (`TunnelReady`), `health`
+//! Modules: `desired`, `ops` and `plan` (pure; the file format is `source::config`), `state`
+//! (the record of what lvstun changed), `apply` (the reconcile over the `net` seams), `status` (`TunnelReady`), `health`
 //! (`/healthz`, `/readyz`), `cluster` (the in-cluster loop) and `report` (`TunnelReady` by
 //! server-side apply).
 
 pub mod apply;
 pub mod cluster;
-pub mod config;
 pub mod desired;
 pub mod health;
+pub mod ops;
 pub mod plan;
 pub mod report;
 pub mod state;
@@ -52,9 +52,10 @@ use clap::{ArgGroup, Subcommand, value_parser};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::balancer::daemon::{LogFormat, init_logging};
 use crate::error::Error;
+use crate::logging::{LogFormat, init_logging};
 use crate::net::Host;
+use crate::source::config;
 use desired::{Identity, MssMode, Options, Served, VipDevice};
 
 /// What the warning at an undecidable SIGTERM tells a person to run on the node.

@@ -35,7 +35,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::status::Readiness;
-use crate::balancer::desired::ObjectRef;
+use lvstun_rules::ObjectKey as ObjectRef;
 
 /// Shortest time between two identical writes of one RealServer's condition.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5);

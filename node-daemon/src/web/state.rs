@@ -14,22 +14,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Op, Record};
+use super::ops::{Op, Record, Saved};
 use crate::error::Error;
 use crate::net::devconf::Knob;
 
 /// The file's name inside the state folder.
 pub const FILE: &str = "web-state.json";
-
-/// A sysctl lvstun changed: its value before, and the value lvstun set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Saved {
-    /// The value before lvstun changed it (restored on cleanup).
-    pub original: u32,
-    /// The value lvstun set (restored only while the knob still has it: if someone else
-    /// changed it since, theirs is kept).
-    pub set: u32,
-}
 
 /// Everything lvstun changed on this host.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
