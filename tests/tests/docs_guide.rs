@@ -111,10 +111,10 @@ fn the_guides_commands_use_flags_values_and_labels_that_exist() {
     let cmds = commands(&guide);
     let web_src = read("node-daemon/src/web/mod.rs");
     let balancer_src = read("node-daemon/src/balancer/daemon.rs");
-    let values: serde_yaml::Value =
-        serde_yaml::from_str(&read("deploy/helm/lvstun/values.yaml")).unwrap();
-    let example: serde_yaml::Value =
-        serde_yaml::from_str(&read("deploy/examples/virtualservice.yaml")).unwrap();
+    let values: serde_norway::Value =
+        serde_norway::from_str(&read("deploy/helm/lvstun/values.yaml")).unwrap();
+    let example: serde_norway::Value =
+        serde_norway::from_str(&read("deploy/examples/virtualservice.yaml")).unwrap();
     let labels = &example["spec"]["balancers"]["nodeSelector"]["matchLabels"];
     let dev = read("dev");
     let status = read("operator/src/status.rs");

@@ -23,16 +23,16 @@ const API_VERSION: &str = "lvstun.io/v1alpha1";
 /// or version is refused (rather than ignored: a typo in `kind` must not silently remove a VIP).
 pub fn parse(text: &str) -> Result<Objects, String> {
     let mut objects = Objects::default();
-    for (n, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value =
-            serde_yaml::Value::deserialize(doc).map_err(|e| format!("document {}: {e}", n + 1))?;
+    for (n, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let value = serde_norway::Value::deserialize(doc)
+            .map_err(|e| format!("document {}: {e}", n + 1))?;
         if value.is_null() {
             continue;
         }
         let field = |key: &str| {
             value
                 .get(key)
-                .and_then(serde_yaml::Value::as_str)
+                .and_then(serde_norway::Value::as_str)
                 .unwrap_or("")
         };
         let (api_version, kind) = (field("apiVersion"), field("kind"));
@@ -44,11 +44,11 @@ pub fn parse(text: &str) -> Result<Objects, String> {
         }
         match kind {
             "VirtualService" => objects.virtual_services.push(
-                serde_yaml::from_value(value)
+                serde_norway::from_value(value)
                     .map_err(|e| format!("document {} (VirtualService): {e}", n + 1))?,
             ),
             "RealServer" => objects.real_servers.push(
-                serde_yaml::from_value(value)
+                serde_norway::from_value(value)
                     .map_err(|e| format!("document {} (RealServer): {e}", n + 1))?,
             ),
             other => {

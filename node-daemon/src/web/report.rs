@@ -184,7 +184,7 @@ mod tests {
     }
 
     fn rs(ns: &str, name: &str, cond: Option<(&str, &str, &str)>) -> RealServer {
-        let mut r: RealServer = serde_yaml::from_str(&format!(
+        let mut r: RealServer = serde_norway::from_str(&format!(
             "apiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {{name: {name}, namespace: {ns}, generation: 2}}\nspec: {{address: 198.51.100.10, nodeName: node-a}}\n"
         ))
         .unwrap();
