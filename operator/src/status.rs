@@ -3018,4 +3018,654 @@ mod tests {
         let out = rs_fold(&r, &[(www_key(), Some("lb9".into()))], None);
         assert_eq!(healthy(&out.status).reason, "NotChecked");
     }
+
+    // Table tests of the parts `fold_virtual_service` and `fold_real_server` are made of; the
+    // tests above check the folds whole.
+
+    fn c(status: CondStatus, reason: Reason, message: &str) -> Cond {
+        Cond::new(status, reason, message)
+    }
+
+    fn excluded_on(name: &str, node: &str) -> ExcludedRealServer {
+        ExcludedRealServer {
+            name: name.into(),
+            node: node.into(),
+            reason: NODE_IS_BALANCER.into(),
+        }
+    }
+
+    #[test]
+    fn not_programmed_conditions_say_why_in_each() {
+        let invalid = invalid_spec(&["spec.a is bad".into(), "spec.b too".into()]);
+        assert_eq!(
+            invalid.by_type().map(|(t, c)| (t, c.clone())),
+            [
+                (
+                    ConditionType::Ready,
+                    c(
+                        CondStatus::False,
+                        Reason::InvalidSpec,
+                        "spec.a is bad; spec.b too"
+                    )
+                ),
+                (
+                    ConditionType::VipActive,
+                    c(
+                        CondStatus::False,
+                        Reason::InvalidSpec,
+                        "not programmed: the spec is invalid (see Ready)"
+                    )
+                ),
+                (
+                    ConditionType::Degraded,
+                    c(
+                        CondStatus::Unknown,
+                        Reason::InvalidSpec,
+                        "not evaluated: the spec is invalid (see Ready)"
+                    )
+                ),
+                (
+                    ConditionType::Conflict,
+                    c(
+                        CondStatus::Unknown,
+                        Reason::InvalidSpec,
+                        "not evaluated: spec.a is bad; spec.b too"
+                    )
+                ),
+            ]
+        );
+        let lost = in_conflict("192.0.2.100:80/TCP", "ns/old");
+        let held_by = "not programmed: 192.0.2.100:80/TCP belongs to VirtualService ns/old";
+        assert_eq!(lost.ready, c(CondStatus::False, Reason::Conflict, held_by));
+        assert_eq!(
+            lost.vip_active,
+            c(CondStatus::False, Reason::Conflict, held_by)
+        );
+        assert_eq!(
+            lost.degraded,
+            c(
+                CondStatus::Unknown,
+                Reason::Conflict,
+                "not evaluated while in conflict"
+            )
+        );
+        assert_eq!(
+            (lost.conflict.status, lost.conflict.reason),
+            (CondStatus::True, Reason::VipPortInUse)
+        );
+        assert!(lost.conflict.message.starts_with(
+            "192.0.2.100:80/TCP is already served by VirtualService ns/old, which is older;"
+        ));
+    }
+
+    #[test]
+    fn vip_active_says_who_holds_the_vip_or_why_nobody_does() {
+        let v = www();
+        let mut none = BalancerNodes::default();
+        none.live.clear();
+        let mut down = nodes(&["lb1", "lb2"]);
+        down.live.remove("lb2");
+        let bare = nodes_with_bare(&["bare1"]);
+        let mut all_bare = BalancerNodes::default();
+        all_bare.selected.insert("bare1".into());
+        all_bare.unlabelled.insert("bare1".into());
+        let at = Timestamp::from_second(70).unwrap();
+        // (election or none for the early exits, nodes) -> (status, reason, message, active)
+        let cases: Vec<(Option<Election>, &BalancerNodes, Cond, Option<&str>)> = vec![
+            (
+                None,
+                &none,
+                c(
+                    CondStatus::False,
+                    Reason::NoBalancerNodes,
+                    "spec.balancers.nodeSelector matches no node; label the nodes that may hold the VIP, e.g. kubectl label node <node> lvstun.io/balancer=true",
+                ),
+                None,
+            ),
+            (
+                None,
+                &all_bare,
+                c(
+                    CondStatus::False,
+                    Reason::NoBalancerDaemon,
+                    &unlabelled_message(&all_bare.unlabelled, LABEL),
+                ),
+                None,
+            ),
+            (
+                Some(Election::Master("lb1".into())),
+                &bare,
+                c(
+                    CondStatus::True,
+                    Reason::MasterElected,
+                    "lb1 holds VIP 192.0.2.100",
+                ),
+                Some("lb1"),
+            ),
+            (
+                Some(Election::Overlap {
+                    master: "lb2".into(),
+                    others: vec!["lb1".into()],
+                    recheck: at,
+                }),
+                &bare,
+                c(
+                    CondStatus::True,
+                    Reason::MasterElected,
+                    &format!(
+                        "lb2 holds VIP 192.0.2.100 (it became Master last; lb1 still reports Master: a failover in progress, or a split brain if it lasts past {at})"
+                    ),
+                ),
+                Some("lb2"),
+            ),
+            (
+                Some(Election::NoMaster(vec![])),
+                &down,
+                c(
+                    CondStatus::False,
+                    Reason::NoMaster,
+                    "no balancer holds VIP 192.0.2.100: none of the 2 selected node(s) has reported yet; not Ready: lb2",
+                ),
+                None,
+            ),
+            (
+                Some(Election::NoMaster(vec!["lb1 Backup".into()])),
+                &bare,
+                c(
+                    CondStatus::False,
+                    Reason::NoMaster,
+                    "no balancer holds VIP 192.0.2.100; reports: lb1 Backup",
+                ),
+                None,
+            ),
+            (
+                Some(Election::SplitBrain(vec!["lb1".into(), "lb2".into()])),
+                &bare,
+                c(
+                    CondStatus::False,
+                    Reason::SplitBrain,
+                    "split brain: lb1, lb2 all claim to be Master for VIP 192.0.2.100; check that VRRP advertisements pass between them (multicast, or spec.balancers.unicastPeers) and that virtualRouterID 51 is unique on the segment",
+                ),
+                None,
+            ),
+        ];
+        for (outcome, n, want, active) in cases {
+            let got = match outcome.clone() {
+                None => vip_active(&v, n, LABEL, &t(10)),
+                Some(e) => elected(&v, e, n),
+            };
+            assert_eq!(got.cond, want, "{outcome:?}");
+            assert_eq!(got.active.as_deref(), active, "{outcome:?}");
+            let overlap = matches!(outcome, Some(Election::Overlap { .. }));
+            assert_eq!(got.recheck, overlap.then_some(at), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn the_tally_counts_servers_that_serve_and_names_the_others() {
+        let good = good_rs("good", "198.51.100.1", "lb1");
+        let mut failing = node_rs("failing", "198.51.100.2");
+        check(&mut failing, "lb1", false);
+        tunnel(&mut failing, true);
+        let mut no_tunnel = node_rs("no-tunnel", "198.51.100.3");
+        check(&mut no_tunnel, "lb1", true);
+        tunnel(&mut no_tunnel, false);
+        let mut draining = node_rs("draining", "198.51.100.4");
+        draining.spec.drain = true;
+        let left_out = node_rs("left-out", "198.51.100.5");
+        let excluded = [excluded_on("left-out", "node-left-out")];
+        let live = nodes(&["lb1"]).live;
+        let cases: Vec<(Vec<&RealServer>, Tally)> = vec![
+            (vec![], Tally::default()),
+            (
+                vec![&good, &left_out, &draining],
+                Tally {
+                    healthy: 1,
+                    bad: vec![],
+                },
+            ),
+            (
+                vec![&no_tunnel, &failing, &good],
+                Tally {
+                    healthy: 1,
+                    bad: vec![
+                        "failing (health check failed on lb1: GET /healthcheck.html: connection refused (3 consecutive failures))".into(),
+                        "no-tunnel (tunnel not ready: NoTunl0)".into(),
+                    ],
+                },
+            ),
+        ];
+        for (servers, want) in cases {
+            assert_eq!(tally(&servers, &excluded, Some("lb1"), &live), want);
+        }
+    }
+
+    #[test]
+    fn degraded_from_the_real_servers_alone() {
+        let bad = Tally {
+            healthy: 1,
+            bad: vec!["b (down)".into()],
+        };
+        let fine = Tally {
+            healthy: 2,
+            bad: vec![],
+        };
+        let excluded = [excluded_on("c", "lb1")];
+        let cases: Vec<(usize, &Tally, &[ExcludedRealServer], Cond)> = vec![
+            (
+                0,
+                &fine,
+                &[],
+                c(
+                    CondStatus::True,
+                    Reason::NoRealServers,
+                    "spec.realServerSelector matches no RealServer in namespace ns",
+                ),
+            ),
+            (
+                3,
+                &bad,
+                &excluded,
+                c(
+                    CondStatus::True,
+                    Reason::RealServerOnBalancer,
+                    &format!(
+                        "{}; also 1 of 3 real servers not serving: b (down)",
+                        excluded_message(&excluded)
+                    ),
+                ),
+            ),
+            (
+                3,
+                &fine,
+                &excluded,
+                c(
+                    CondStatus::True,
+                    Reason::RealServerOnBalancer,
+                    &excluded_message(&excluded),
+                ),
+            ),
+            (
+                2,
+                &bad,
+                &[],
+                c(
+                    CondStatus::True,
+                    Reason::RealServersUnhealthy,
+                    "1 of 2 real servers not serving: b (down)",
+                ),
+            ),
+            (
+                2,
+                &fine,
+                &[],
+                c(
+                    CondStatus::False,
+                    Reason::AllHealthy,
+                    "2 of 2 real servers healthy",
+                ),
+            ),
+        ];
+        for (total, tally, excluded, want) in cases {
+            assert_eq!(serving_degraded("ns", total, tally, excluded), want);
+        }
+    }
+
+    #[test]
+    fn a_further_cause_replaces_all_healthy_and_joins_anything_else() {
+        let healthy = c(
+            CondStatus::False,
+            Reason::AllHealthy,
+            "2 of 2 real servers healthy",
+        );
+        let unhealthy = c(
+            CondStatus::True,
+            Reason::RealServersUnhealthy,
+            "1 of 2 down",
+        );
+        let cases = [
+            (healthy.clone(), None, healthy.clone()),
+            (unhealthy.clone(), None, unhealthy.clone()),
+            (
+                healthy,
+                Some("x refused"),
+                c(CondStatus::True, Reason::KernelSettingRefused, "x refused"),
+            ),
+            (
+                unhealthy,
+                Some("x refused"),
+                c(
+                    CondStatus::True,
+                    Reason::RealServersUnhealthy,
+                    "1 of 2 down; also x refused",
+                ),
+            ),
+        ];
+        for (before, message, want) in cases {
+            let got = also(
+                before.clone(),
+                Reason::KernelSettingRefused,
+                message.map(String::from),
+            );
+            assert_eq!(got, want, "{before:?} + {message:?}");
+        }
+    }
+
+    #[test]
+    fn ready_needs_the_vip_held_and_a_server_serving() {
+        let held = Holding {
+            cond: c(CondStatus::True, Reason::MasterElected, "lb1 holds VIP"),
+            active: Some("lb1".into()),
+            recheck: None,
+        };
+        let split = Holding::nobody(c(CondStatus::False, Reason::SplitBrain, "split brain: ..."));
+        let none_serve = Tally {
+            healthy: 0,
+            bad: vec!["a (down)".into()],
+        };
+        let one_serves = Tally {
+            healthy: 1,
+            bad: vec![],
+        };
+        let excluded = [excluded_on("b", "lb2")];
+        let degraded = c(
+            CondStatus::True,
+            Reason::NoRealServers,
+            "matches no RealServer",
+        );
+        let cases: Vec<(&Holding, usize, &Tally, Cond)> = vec![
+            (
+                &split,
+                2,
+                &one_serves,
+                c(CondStatus::False, Reason::SplitBrain, "split brain: ..."),
+            ),
+            (
+                &held,
+                0,
+                &one_serves,
+                c(
+                    CondStatus::False,
+                    Reason::NoRealServers,
+                    "matches no RealServer",
+                ),
+            ),
+            (
+                &held,
+                2,
+                &none_serve,
+                c(
+                    CondStatus::False,
+                    Reason::NoHealthyRealServers,
+                    "none of the 2 real servers is healthy and tunnel-ready: a (down), b (on balancer node lb2: left out)",
+                ),
+            ),
+            (
+                &held,
+                2,
+                &one_serves,
+                c(
+                    CondStatus::True,
+                    Reason::Serving,
+                    "VIP 192.0.2.100 served by lb1 with 1 of 2 real servers",
+                ),
+            ),
+        ];
+        for (holding, total, tally, want) in cases {
+            assert_eq!(
+                ready("192.0.2.100", holding, total, tally, &excluded, &degraded),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_operators_vs_conditions_are_carried_and_compared() {
+        let mut previous = VirtualServiceStatus::default();
+        let foreign = Condition {
+            type_: "SomethingElse".into(),
+            status: "True".into(),
+            reason: "Other".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: t(1),
+        };
+        previous.conditions.push(foreign.clone());
+        assert!(!is_vs_condition(&foreign));
+        let decided = invalid_spec(&["bad".into()]);
+        let (conditions, changed) = merge_conditions(&previous, &decided, Some(2), &t(5));
+        assert!(changed);
+        assert_eq!(
+            conditions
+                .iter()
+                .map(|c| c.type_.as_str())
+                .collect::<Vec<_>>(),
+            [READY, VIP_ACTIVE, DEGRADED, CONFLICT]
+        );
+        previous.conditions = conditions.clone();
+        let (again, changed) = merge_conditions(&previous, &decided, Some(2), &t(9));
+        assert!(!changed, "the same decision again changes nothing");
+        assert_eq!(again, conditions);
+        let moved = VirtualServiceStatus {
+            healthy_summary: Some("1/1".into()),
+            ..previous.clone()
+        };
+        assert!(fields_changed(&previous, &moved));
+        assert!(!fields_changed(&previous, &previous));
+    }
+
+    fn with(conds: &[(ConditionType, Cond)], active: Option<&str>) -> VirtualServiceStatus {
+        VirtualServiceStatus {
+            conditions: conds
+                .iter()
+                .map(|(t_, c)| c.condition(*t_, Some(1), &t(1)))
+                .collect(),
+            active_balancer: active.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_transition_has_its_event() {
+        let vip = "192.0.2.100";
+        let vip_c = |r: Reason| (ConditionType::VipActive, c(CondStatus::False, r, "msg"));
+        let degraded = |s: CondStatus, r: Reason| (ConditionType::Degraded, c(s, r, "why"));
+        let conflict =
+            |s: CondStatus| (ConditionType::Conflict, c(s, Reason::VipPortInUse, "taken"));
+        let empty = with(&[], None);
+        // Master.
+        assert_eq!(
+            master_notice(vip, &empty, &with(&[], Some("lb1"))),
+            (
+                Some(normal(
+                    "NewMaster",
+                    "lb1 now holds VIP 192.0.2.100 (before: nobody)".into()
+                )),
+                true
+            )
+        );
+        assert_eq!(
+            master_notice(
+                vip,
+                &with(&[], Some("lb1")),
+                &with(&[vip_c(Reason::NoMaster)], None)
+            ),
+            (
+                Some(warning(
+                    "NoMaster",
+                    "no balancer holds VIP 192.0.2.100 any more (lb1 was Master)".into()
+                )),
+                false
+            )
+        );
+        assert_eq!(
+            master_notice(
+                vip,
+                &with(&[], Some("lb1")),
+                &with(&[vip_c(Reason::SplitBrain)], None)
+            ),
+            (None, false)
+        );
+        assert_eq!(master_notice(vip, &empty, &empty), (None, false));
+        // Split brain, once.
+        let split = with(&[vip_c(Reason::SplitBrain)], None);
+        assert_eq!(
+            split_brain_notice(&empty, &split),
+            Some(warning("SplitBrain", "msg".into()))
+        );
+        assert_eq!(split_brain_notice(&split, &split), None);
+        // Conflict and its end.
+        let (taken, free) = (
+            with(&[conflict(CondStatus::True)], None),
+            with(&[conflict(CondStatus::False)], None),
+        );
+        assert_eq!(
+            conflict_notice(vip, &free, &taken),
+            Some(warning("Conflict", "taken".into()))
+        );
+        assert_eq!(
+            conflict_notice(vip, &taken, &free),
+            Some(normal(
+                "ConflictResolved",
+                "this VirtualService now owns its VIP and ports on 192.0.2.100".into()
+            ))
+        );
+        assert_eq!(conflict_notice(vip, &taken, &taken), None);
+        // Degraded: causes with Events of their own, the rest, recovery.
+        let fine = with(&[degraded(CondStatus::False, Reason::AllHealthy)], None);
+        let cases: Vec<(Reason, Vec<&str>)> = vec![
+            (Reason::RealServersUnhealthy, vec!["Degraded"]),
+            (Reason::RealServerOnBalancer, vec!["RealServerOnBalancer"]),
+            (Reason::KernelSettingRefused, vec![]),
+            (Reason::BalancerNodesUnlabelled, vec![]),
+            (Reason::IpvsServiceDeletedExternally, vec![]),
+        ];
+        for (reason, want) in cases {
+            let bad = with(&[degraded(CondStatus::True, reason)], None);
+            let got: Vec<&str> = degraded_notices(vip, &fine, &bad)
+                .iter()
+                .map(|n| n.reason)
+                .collect();
+            assert_eq!(got, want, "{reason}");
+            let back: Vec<&str> = degraded_notices(vip, &bad, &fine)
+                .iter()
+                .map(|n| n.reason)
+                .collect();
+            assert_eq!(back, ["Recovered"], "{reason}");
+        }
+        // An invalid spec, once.
+        let invalid = with(
+            &[(
+                ConditionType::Ready,
+                c(CondStatus::False, Reason::InvalidSpec, "bad"),
+            )],
+            None,
+        );
+        assert_eq!(
+            invalid_spec_notice(&empty, &invalid),
+            Some(warning("InvalidSpec", "bad".into()))
+        );
+        assert_eq!(invalid_spec_notice(&invalid, &invalid), None);
+    }
+
+    #[test]
+    fn healthy_of_a_real_server_from_the_checks_of_the_active_balancers() {
+        let mut r = node_rs("web1", "198.51.100.10");
+        check(&mut r, "lb1", true);
+        check(&mut r, "lb3", false);
+        let set = |names: &[&'static str]| names.iter().copied().collect::<BTreeSet<&str>>();
+        let cases = [
+            (
+                set(&["lb1"]),
+                c(
+                    CondStatus::True,
+                    Reason::Passing,
+                    "passes health checks on lb1",
+                ),
+            ),
+            (
+                set(&["lb1", "lb2"]),
+                c(
+                    CondStatus::Unknown,
+                    Reason::NotChecked,
+                    "lb2 has not checked it yet",
+                ),
+            ),
+            (
+                set(&["lb1", "lb2", "lb3"]),
+                c(
+                    CondStatus::False,
+                    Reason::CheckFailed,
+                    "health check failed on lb3: GET /healthcheck.html: connection refused (3 consecutive failures)",
+                ),
+            ),
+        ];
+        for (actives, want) in cases {
+            assert_eq!(checked_by(&r, &actives), want, "{actives:?}");
+        }
+    }
+
+    #[test]
+    fn the_operator_writes_tunnel_ready_only_where_no_web_daemon_does() {
+        let outside = rs("ext", "198.51.100.20");
+        let inside = node_rs("web1", "198.51.100.10");
+        let unlabelled = WebNode::Unlabelled {
+            node: "node-web1".into(),
+            label: "lvstun.io/web=true".into(),
+        };
+        let cases = [
+            (
+                &outside,
+                &WebNode::Runs,
+                Some((Reason::OutsideCluster, OUTSIDE_CLUSTER_MESSAGE.to_string())),
+            ),
+            (&inside, &WebNode::Runs, None),
+            (
+                &inside,
+                &unlabelled,
+                unlabelled.message().map(|m| (Reason::NoWebDaemon, m)),
+            ),
+        ];
+        for (r, web, want) in cases {
+            let got = operator_tunnel_ready(r, web);
+            assert!(got.as_ref().is_none_or(|c| c.status == CondStatus::Unknown));
+            assert_eq!(got.map(|c| (c.reason, c.message)), want, "{web:?}");
+        }
+    }
+
+    #[test]
+    fn a_server_going_down_or_up_is_an_event_once() {
+        let down = c(CondStatus::False, Reason::CheckFailed, "refused");
+        let up = c(CondStatus::True, Reason::Passing, "passes");
+        let unknown = c(CondStatus::Unknown, Reason::NotChecked, "not yet");
+        let cases = [
+            (
+                "",
+                &down,
+                Some(("ServerDown", "w (1.2.3.4) is down: refused")),
+            ),
+            (
+                "True",
+                &down,
+                Some(("ServerDown", "w (1.2.3.4) is down: refused")),
+            ),
+            ("False", &down, None),
+            (
+                "False",
+                &up,
+                Some(("ServerUp", "w (1.2.3.4) is up again: passes")),
+            ),
+            ("True", &up, None),
+            ("", &up, None),
+            ("False", &unknown, None),
+        ];
+        for (old, health, want) in cases {
+            let got = server_notice("w (1.2.3.4)", old, health);
+            assert_eq!(
+                got.as_ref().map(|n| (n.reason, n.note.as_str())),
+                want,
+                "{old} -> {health:?}"
+            );
+        }
+    }
 }
