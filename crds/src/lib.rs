@@ -23,7 +23,7 @@ pub enum Error {
         /// The CRD's name.
         name: String,
         /// The serializer's error.
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 }
 
@@ -48,7 +48,7 @@ pub fn render_crd_files() -> Result<Vec<GeneratedFile>, Error> {
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            let yaml = serde_yaml::to_string(&crd).map_err(|source| Error::Render {
+            let yaml = serde_norway::to_string(&crd).map_err(|source| Error::Render {
                 name: name.clone(),
                 source,
             })?;

@@ -254,7 +254,7 @@ fn parse_dest(spec: &DestSpec) -> Result<(DestKey, DestConfig), Error> {
 
 /// Parses a desired-table file into the typed table and the owned VIPs.
 fn parse_file(text: &str) -> Result<(Table, OwnedVips), Error> {
-    let spec: FileSpec = serde_yaml::from_str(text)?;
+    let spec: FileSpec = serde_norway::from_str(text)?;
     let mut table = Table::new();
     let mut vips: BTreeSet<IpAddr> = spec.owned.into_iter().collect();
     for svc in &spec.services {

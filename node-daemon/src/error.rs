@@ -68,9 +68,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    /// Text that is not the YAML (or JSON) expected, as serde_yaml explains it.
+    /// Text that is not the YAML (or JSON) expected, as serde_norway explains it.
     #[error("{0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_norway::Error),
     /// A document of a configuration file that is not YAML.
     #[error("document {document}: {source}")]
     Document {
@@ -78,7 +78,7 @@ pub enum Error {
         document: usize,
         /// The YAML parser's error.
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     /// A document of a configuration file that its kind's schema refuses.
     #[error("document {document} ({kind}): {source}")]
@@ -87,9 +87,9 @@ pub enum Error {
         document: usize,
         /// The kind it declares.
         kind: &'static str,
-        /// The schema's refusal, as serde_yaml explains it.
+        /// The schema's refusal, as serde_norway explains it.
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     /// A document of a configuration file of another `apiVersion` or `kind` than the format's:
     /// refused rather than ignored, so that a typo cannot silently remove a VIP.

@@ -17,7 +17,7 @@ use lvstun_crds::v1alpha1::{RealServer, RealServerStatus, VirtualService, Virtua
 use serde_json::json;
 
 use crate::error::Error;
-use crate::status::{Notice, Severity};
+use crate::status::Notice;
 
 /// Field manager of every operator write.
 pub const FIELD_MANAGER: &str = "lvstun-operator";
@@ -151,13 +151,7 @@ pub async fn event(
         regarding: Some(regarding.clone()),
         reporting_controller: Some(FIELD_MANAGER.into()),
         reporting_instance: Some(instance.into()),
-        type_: Some(
-            match notice.severity {
-                Severity::Normal => "Normal",
-                Severity::Warning => "Warning",
-            }
-            .into(),
-        ),
+        type_: Some(notice.severity.as_str().into()),
         ..Default::default()
     };
     Api::<Event>::namespaced(client.clone(), &namespace)

@@ -138,7 +138,9 @@ pub fn check(rs: &mut RealServer, balancer: &str, healthy: bool) {
 pub fn tunnel(rs: &mut RealServer, ready: bool) {
     let status = rs.status.get_or_insert_with(RealServerStatus::default);
     status.conditions.push(Condition {
-        type_: lvstun_crds::conditions::TUNNEL_READY.into(),
+        type_: lvstun_crds::conditions::ConditionType::TunnelReady
+            .as_str()
+            .into(),
         status: if ready { "True" } else { "False" }.into(),
         reason: if ready { "Ready" } else { "NoTunl0" }.into(),
         message: String::new(),

@@ -26,7 +26,7 @@ use crate::build::{self, HASH_ANNOTATION, Role};
 use crate::context::{Context, RESYNC, RsInputs};
 use crate::error::Error;
 use crate::metrics::{DaemonSetLabels, KindLabels, VsLabels};
-use crate::status::{self, BalancerNodes, RsView, VS_CONDITIONS, VsFold, VsView, WebNode};
+use crate::status::{self, BalancerNodes, RsView, VsFold, VsView, WebNode};
 use crate::validate::{self, Verdict};
 use lvstun_rules::ObjectKey;
 
@@ -41,8 +41,7 @@ fn now() -> Time {
 pub fn owned_vs_status(status: Option<&VirtualServiceStatus>) -> VirtualServiceStatus {
     let mut s = status.cloned().unwrap_or_default();
     s.balancers.clear();
-    s.conditions
-        .retain(|c| VS_CONDITIONS.contains(&c.type_.as_str()));
+    s.conditions.retain(status::is_vs_condition);
     s
 }
 

@@ -18,8 +18,8 @@
 //! - RealServer: the operator owns the `Healthy` condition; the web daemon on `spec.nodeName`
 //!   owns `TunnelReady` (`node-daemon/src/web/report.rs`, which writes only on RealServers naming
 //!   its node); on a RealServer with no `spec.nodeName` the operator owns `TunnelReady` instead
-//!   (status `Unknown`, reason [`OUTSIDE_CLUSTER`]), and on one naming a node that runs no web
-//!   daemon (reason [`NO_WEB_DAEMON`]). Which of the two writes it follows from the spec and the
+//!   (status `Unknown`, reason [`Reason::OutsideCluster`]), and on one naming a node that runs
+//!   no web daemon (reason [`Reason::NoWebDaemon`]). Which of the two writes it follows from the spec and the
 //!   node's labels: when the node runs a web daemon, the operator's apply leaves `TunnelReady`
 //!   out, which releases it for the web daemon (which writes with force, so a daemon that starts
 //!   before the operator has seen the label still wins). Each balancer daemon owns its
@@ -32,9 +32,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
 
 use lvstun_crds::conditions::{
-    CONFLICT, DEGRADED, HEALTHY, IPVS_SERVICE_DELETED_EXTERNALLY, NO_WEB_DAEMON, NODE_IS_BALANCER,
-    OUTSIDE_CLUSTER, READY, REAL_SERVER_ON_BALANCER, TUNNEL_READY, VIP_ACTIVE,
-    node_is_balancer_message, set_condition,
+    Cond, CondStatus, ConditionType, EventReason, EventType, Reason, node_is_balancer_message,
+    set_condition,
 };
 use lvstun_crds::v1alpha1::{
     BalancerStatus, ExcludedRealServer, KernelSettingRefusal, RealServer, RealServerStatus,
@@ -46,20 +45,12 @@ use crate::build::{label_arguments, runs_daemon};
 use crate::validate::Verdict;
 use lvstun_rules::ObjectKey;
 
-/// The VirtualService conditions the operator writes.
-pub const VS_CONDITIONS: [&str; 4] = [READY, VIP_ACTIVE, DEGRADED, CONFLICT];
-
 /// How many names a message lists before it says "and N more".
 const LIST_LIMIT: usize = 5;
 
-/// Severity of a [`Notice`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    /// Worth knowing.
-    Normal,
-    /// Needs a look.
-    Warning,
-}
+/// Severity of a [`Notice`]: the type of its Event, whose strings live with the rest of the
+/// vocabulary.
+pub type Severity = EventType;
 
 /// A transition worth an Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +134,7 @@ pub fn real_servers_on_balancers(
                 ExcludedRealServer {
                     name: rs.metadata.name.clone().unwrap_or_default(),
                     node: node.clone(),
-                    reason: NODE_IS_BALANCER.to_string(),
+                    reason: Reason::NodeIsBalancer.as_str().to_string(),
                 }
             })
         })
@@ -212,12 +203,6 @@ impl BalancerNodes {
     }
 }
 
-/// Reason (`VIPActive`, `Ready`) when every node a VirtualService selects lacks the balancer
-/// label, so no balancer daemon runs for it anywhere.
-pub const NO_BALANCER_DAEMON: &str = "NoBalancerDaemon";
-/// Reason (`Degraded`, and the Event) when some selected nodes lack the balancer label.
-pub const BALANCER_NODES_UNLABELLED: &str = "BalancerNodesUnlabelled";
-
 /// The fix as a command: `kubectl label node <nodes> <labels>`, naming the nodes when they are
 /// few enough to type.
 fn label_command(nodes: &[String], label: &str) -> String {
@@ -249,8 +234,12 @@ pub fn unlabelled_notice(
     label: &str,
 ) -> Option<Notice> {
     let fresh: BTreeSet<String> = unlabelled.difference(announced).cloned().collect();
-    (!fresh.is_empty())
-        .then(|| warning(BALANCER_NODES_UNLABELLED, unlabelled_message(&fresh, label)))
+    (!fresh.is_empty()).then(|| {
+        warning(
+            EventReason::BalancerNodesUnlabelled.as_str(),
+            unlabelled_message(&fresh, label),
+        )
+    })
 }
 
 /// The election as the live selected balancer nodes report it at `now`. Other entries are stale
@@ -305,9 +294,6 @@ pub fn election(vs: &VirtualService, live: &BTreeSet<String>, now: &Time) -> Ele
         }
     }
 }
-
-/// `Degraded` reason when a balancer could not make a kernel setting lvstun wants.
-pub const KERNEL_SETTING_REFUSED: &str = "KernelSettingRefused";
 
 /// A kernel setting a live balancer node reports it could not make.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -395,7 +381,10 @@ pub fn kernel_notices(
                 .filter(|r| r.node == node)
                 .map(|r| (*r).clone())
                 .collect();
-            warning(KERNEL_SETTING_REFUSED, kernel_refusal_message(&of_node))
+            warning(
+                EventReason::KernelSettingRefused.as_str(),
+                kernel_refusal_message(&of_node),
+            )
         })
         .collect()
 }
@@ -461,7 +450,7 @@ pub fn external_deletion_notices(
         .filter(|d| !announced.contains(&d.node))
         .map(|d| {
             warning(
-                IPVS_SERVICE_DELETED_EXTERNALLY,
+                EventReason::IpvsServiceDeletedExternally.as_str(),
                 external_deletion_message(vip, std::slice::from_ref(d)),
             )
         })
@@ -544,10 +533,10 @@ pub fn tunnel_ready(rs: &RealServer) -> Health {
         .status
         .iter()
         .flat_map(|s| s.conditions.iter())
-        .find(|c| c.type_ == TUNNEL_READY)
+        .find(|c| c.type_ == ConditionType::TunnelReady.as_str())
     {
         None => Health::Unknown("its web daemon has not reported TunnelReady yet".into()),
-        Some(c) if c.status == "True" => Health::Healthy,
+        Some(c) if c.status == CondStatus::True.as_str() => Health::Healthy,
         Some(c) => Health::Unhealthy(
             format!("tunnel not ready: {} {}", c.reason, c.message)
                 .trim_end()
@@ -571,8 +560,14 @@ pub const OUTSIDE_CLUSTER_MESSAGE: &str = "no spec.nodeName: this host is outsid
 /// label), told apart from the web daemon's by its reason. The web daemon's `TunnelReady` is
 /// not the operator's and must never be carried into its writes.
 pub fn operator_owned(c: &Condition) -> bool {
-    c.type_ == HEALTHY
-        || (c.type_ == TUNNEL_READY && (c.reason == OUTSIDE_CLUSTER || c.reason == NO_WEB_DAEMON))
+    match ConditionType::parse(&c.type_) {
+        Some(ConditionType::Healthy) => true,
+        Some(ConditionType::TunnelReady) => matches!(
+            Reason::parse(&c.reason),
+            Some(Reason::OutsideCluster | Reason::NoWebDaemon)
+        ),
+        _ => false,
+    }
 }
 
 /// Whether a web daemon runs on the node a RealServer's `spec.nodeName` names, as the operator
@@ -691,363 +686,537 @@ pub struct VsFold {
     pub unlabelled: BTreeSet<String>,
 }
 
+/// The four conditions of a VirtualService, as decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct VsConditions {
-    ready: (bool, &'static str, String),
-    vip_active: (&'static str, &'static str, String),
-    degraded: (&'static str, &'static str, String),
-    conflict: (&'static str, &'static str, String),
+    ready: Cond,
+    vip_active: Cond,
+    degraded: Cond,
+    conflict: Cond,
+}
+
+impl VsConditions {
+    /// Each with its type, in the order they are written ([`ConditionType::VIRTUAL_SERVICE`]).
+    fn by_type(&self) -> [(ConditionType, &Cond); 4] {
+        [
+            (ConditionType::Ready, &self.ready),
+            (ConditionType::VipActive, &self.vip_active),
+            (ConditionType::Degraded, &self.degraded),
+            (ConditionType::Conflict, &self.conflict),
+        ]
+    }
+}
+
+/// What the operator makes of one VirtualService before it becomes status: its conditions and
+/// the facts the status fields, the Events and the caller need.
+#[derive(Debug, Clone, PartialEq)]
+struct Judged {
+    conditions: VsConditions,
+    active: Option<String>,
+    recheck: Option<Timestamp>,
+    healthy: usize,
+    excluded: Vec<ExcludedRealServer>,
+    refusals: Vec<KernelRefusal>,
+    deletions: Vec<ExternalDeletion>,
+    unlabelled: BTreeSet<String>,
+}
+
+impl Judged {
+    /// Not programmed on any balancer: nobody holds the VIP, no real server counts, and the
+    /// balancers' reports are not looked at.
+    fn not_programmed(conditions: VsConditions) -> Self {
+        Judged {
+            conditions,
+            active: None,
+            recheck: None,
+            healthy: 0,
+            excluded: Vec::new(),
+            refusals: Vec::new(),
+            deletions: Vec::new(),
+            unlabelled: BTreeSet::new(),
+        }
+    }
 }
 
 /// Fold one VirtualService's inputs into its operator-owned status and the transitions since the
 /// previous status.
 pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
-    let vs = view.vs;
-    let vip = &vs.spec.vip;
-    let ns = vs.metadata.namespace.clone().unwrap_or_default();
-    let total = view.real_servers.len();
-    let mut healthy = 0usize;
-    let mut active = None;
-    let mut recheck = None;
-    let mut refusals = Vec::new();
-    let mut deletions = Vec::new();
-    let mut unlabelled = BTreeSet::new();
-    let mut excluded: Vec<ExcludedRealServer> = Vec::new();
-
-    let c = match view.verdict {
-        Verdict::Invalid(problems) => {
-            let why = problems.join("; ");
-            VsConditions {
-                ready: (false, "InvalidSpec", why.clone()),
-                vip_active: (
-                    "False",
-                    "InvalidSpec",
-                    "not programmed: the spec is invalid (see Ready)".into(),
-                ),
-                degraded: (
-                    "Unknown",
-                    "InvalidSpec",
-                    "not evaluated: the spec is invalid (see Ready)".into(),
-                ),
-                conflict: ("Unknown", "InvalidSpec", format!("not evaluated: {why}")),
-            }
-        }
+    let judged = match view.verdict {
+        Verdict::Invalid(problems) => Judged::not_programmed(invalid_spec(problems)),
         Verdict::Conflict { key, owner } => {
-            let msg = format!(
-                "{key} is already served by VirtualService {owner}, which is older; this VirtualService is not programmed on any balancer until {owner} is deleted or stops using {key} (or this one changes its VIP or ports)"
-            );
-            VsConditions {
-                ready: (
-                    false,
-                    "Conflict",
-                    format!("not programmed: {key} belongs to VirtualService {owner}"),
-                ),
-                vip_active: (
-                    "False",
-                    "Conflict",
-                    format!("not programmed: {key} belongs to VirtualService {owner}"),
-                ),
-                degraded: (
-                    "Unknown",
-                    "Conflict",
-                    "not evaluated while in conflict".into(),
-                ),
-                conflict: ("True", "VIPPortInUse", msg),
-            }
+            Judged::not_programmed(in_conflict(&key.to_string(), &owner.to_string()))
         }
-        Verdict::Owner => {
-            let claims: Vec<String> = lvstun_rules::claim_keys(vs)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            let conflict = ("False", "NoConflict", format!("owns {}", claims.join(", ")));
-            let no_nodes = view.balancer_nodes.selected.is_empty();
-            let live = &view.balancer_nodes.live;
-            unlabelled.clone_from(&view.balancer_nodes.unlabelled);
-            let no_daemon = !no_nodes && unlabelled == view.balancer_nodes.selected;
-            let down: Vec<String> = view
-                .balancer_nodes
-                .selected
-                .iter()
-                .filter(|n| !live.contains(*n) && !unlabelled.contains(*n))
-                .cloned()
-                .collect();
-            let down_note = if down.is_empty() {
-                String::new()
-            } else {
-                format!("; not Ready: {}", list(&down))
-            };
-            let vip_active = if no_nodes {
-                ("False", "NoBalancerNodes", no_nodes_message(vs))
-            } else if no_daemon {
-                (
-                    "False",
-                    NO_BALANCER_DAEMON,
-                    unlabelled_message(&unlabelled, view.daemon_label),
-                )
-            } else {
-                match election(vs, live, &view.now) {
-                    Election::Master(m) => {
-                        let msg = format!("{m} holds VIP {vip}");
-                        active = Some(m);
-                        ("True", "MasterElected", msg)
-                    }
-                    Election::Overlap {
-                        master,
-                        others,
-                        recheck: at,
-                    } => {
-                        let msg = format!(
-                            "{master} holds VIP {vip} (it became Master last; {} still reports Master: a failover in progress, or a split brain if it lasts past {at})",
-                            list(&others)
-                        );
-                        active = Some(master);
-                        recheck = Some(at);
-                        ("True", "MasterElected", msg)
-                    }
-                    Election::NoMaster(seen) if seen.is_empty() => (
-                        "False",
-                        "NoMaster",
-                        format!(
-                            "no balancer holds VIP {vip}: none of the {} selected node(s) has reported yet{down_note}",
-                            view.balancer_nodes.selected.len()
-                        ),
-                    ),
-                    Election::NoMaster(seen) => (
-                        "False",
-                        "NoMaster",
-                        format!(
-                            "no balancer holds VIP {vip}; reports: {}{down_note}",
-                            list(&seen)
-                        ),
-                    ),
-                    Election::SplitBrain(masters) => (
-                        "False",
-                        "SplitBrain",
-                        format!(
-                            "split brain: {} all claim to be Master for VIP {vip}; check that VRRP advertisements pass between them (multicast, or spec.balancers.unicastPeers) and that virtualRouterID {} is unique on the segment",
-                            list(&masters),
-                            vs.spec.balancers.virtual_router_id
-                        ),
-                    ),
-                }
-            };
-            let mut bad = Vec::new();
-            excluded = real_servers_on_balancers(view.real_servers, view.balancer_nodes);
-            for rs in view.real_servers {
-                if excluded
-                    .iter()
-                    .any(|e| Some(&e.name) == rs.metadata.name.as_ref())
-                {
-                    continue; // not programmed: neither healthy nor said to be unhealthy
-                }
-                let h = server_health(rs, active.as_deref(), live);
-                let t = tunnel_ready(rs);
-                if h.is_healthy() && t.is_healthy() {
-                    healthy += 1;
-                } else if !rs.spec.drain {
-                    let why = match (h, t) {
-                        (Health::Unhealthy(w) | Health::Unknown(w), _) => w,
-                        (_, Health::Unhealthy(w) | Health::Unknown(w)) => w,
-                        _ => String::new(),
-                    };
-                    bad.push(format!(
-                        "{} ({why})",
-                        rs.metadata.name.clone().unwrap_or_default()
-                    ));
-                }
-            }
-            bad.sort();
-            refusals = kernel_refusals(vs, live);
-            let degraded = if total == 0 {
-                (
-                    "True",
-                    "NoRealServers",
-                    format!("spec.realServerSelector matches no RealServer in namespace {ns}"),
-                )
-            } else if !excluded.is_empty() {
-                let also = if bad.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; also {} of {total} real servers not serving: {}",
-                        bad.len(),
-                        list(&bad)
-                    )
-                };
-                (
-                    "True",
-                    REAL_SERVER_ON_BALANCER,
-                    format!("{}{also}", excluded_message(&excluded)),
-                )
-            } else if !bad.is_empty() {
-                (
-                    "True",
-                    "RealServersUnhealthy",
-                    format!(
-                        "{} of {total} real servers not serving: {}",
-                        bad.len(),
-                        list(&bad)
-                    ),
-                )
-            } else {
-                (
-                    "False",
-                    "AllHealthy",
-                    format!("{healthy} of {total} real servers healthy"),
-                )
-            };
-            // Services deleted behind a balancer's back: traffic flows between deletions, so it
-            // degrades; real servers that do not serve cost more and keep their reason first.
-            deletions = external_deletions(vs, live);
-            let degraded = match (degraded, deletions.is_empty()) {
-                (d, true) => d,
-                ((_, "AllHealthy", _), false) => (
-                    "True",
-                    IPVS_SERVICE_DELETED_EXTERNALLY,
-                    external_deletion_message(vip, &deletions),
-                ),
-                ((status, reason, msg), false) => (
-                    status,
-                    reason,
-                    format!("{msg}; also {}", external_deletion_message(vip, &deletions)),
-                ),
-            };
-            // A refused kernel setting degrades a service that forwards (see ADR 0005); real
-            // servers that do not serve cost more, so their reason stays first when both hold.
-            let degraded = match (degraded, refusals.is_empty()) {
-                (d, true) => d,
-                ((_, "AllHealthy", _), false) => (
-                    "True",
-                    KERNEL_SETTING_REFUSED,
-                    kernel_refusal_message(&refusals),
-                ),
-                ((status, reason, msg), false) => (
-                    status,
-                    reason,
-                    format!("{msg}; also {}", kernel_refusal_message(&refusals)),
-                ),
-            };
-            // Selected nodes that run no daemon: the VIP has fewer balancers than the selector
-            // promises (when it has none at all, VIPActive says so first).
-            let degraded = match (degraded, unlabelled.is_empty()) {
-                (d, true) => d,
-                ((_, "AllHealthy", _), false) => (
-                    "True",
-                    BALANCER_NODES_UNLABELLED,
-                    unlabelled_message(&unlabelled, view.daemon_label),
-                ),
-                ((status, reason, msg), false) => (
-                    status,
-                    reason,
-                    format!(
-                        "{msg}; also {}",
-                        unlabelled_message(&unlabelled, view.daemon_label)
-                    ),
-                ),
-            };
-            let ready = if vip_active.0 != "True" {
-                (false, vip_active.1, vip_active.2.clone())
-            } else if total == 0 {
-                (false, "NoRealServers", degraded.2.clone())
-            } else if healthy == 0 {
-                let mut why = bad.clone();
-                why.extend(
-                    excluded
-                        .iter()
-                        .map(|e| format!("{} (on balancer node {}: left out)", e.name, e.node)),
-                );
-                (
-                    false,
-                    "NoHealthyRealServers",
-                    format!(
-                        "none of the {total} real servers is healthy and tunnel-ready: {}",
-                        list(&why)
-                    ),
-                )
-            } else {
-                (
-                    true,
-                    "Serving",
-                    format!(
-                        "VIP {vip} served by {} with {healthy} of {total} real servers",
-                        active.clone().unwrap_or_default()
-                    ),
-                )
-            };
-            VsConditions {
-                ready,
-                vip_active,
-                degraded,
-                conflict,
-            }
-        }
-    };
-
-    let generation = vs.metadata.generation;
-    let cond = |type_: &str, status: &str, reason: &str, message: String| Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: view.now.clone(),
+        Verdict::Owner => judge_owner(view),
     };
     let previous = view.previous.cloned().unwrap_or_default();
-    let mut conditions: Vec<Condition> = previous
-        .conditions
-        .iter()
-        .filter(|c| VS_CONDITIONS.contains(&c.type_.as_str()))
-        .cloned()
-        .collect();
-    let mut changed = false;
-    let ready_status = if c.ready.0 { "True" } else { "False" };
-    changed |= set_condition(
-        &mut conditions,
-        cond(READY, ready_status, c.ready.1, c.ready.2),
-    );
-    changed |= set_condition(
-        &mut conditions,
-        cond(VIP_ACTIVE, c.vip_active.0, c.vip_active.1, c.vip_active.2),
-    );
-    changed |= set_condition(
-        &mut conditions,
-        cond(DEGRADED, c.degraded.0, c.degraded.1, c.degraded.2),
-    );
-    changed |= set_condition(
-        &mut conditions,
-        cond(CONFLICT, c.conflict.0, c.conflict.1, c.conflict.2),
-    );
-
+    let generation = view.vs.metadata.generation;
+    let (conditions, conditions_changed) =
+        merge_conditions(&previous, &judged.conditions, generation, &view.now);
+    let (healthy, total) = (judged.healthy, view.real_servers.len());
     let status = VirtualServiceStatus {
         observed_generation: generation,
         conditions,
-        active_balancer: active.clone(),
+        active_balancer: judged.active,
         healthy_real_servers: Some(i32::try_from(healthy).unwrap_or(i32::MAX)),
         total_real_servers: Some(i32::try_from(total).unwrap_or(i32::MAX)),
         healthy_summary: Some(format!("{healthy}/{total}")),
         balancers: Vec::new(),
-        excluded_real_servers: excluded,
+        excluded_real_servers: judged.excluded,
     };
-    changed |= status.observed_generation != previous.observed_generation
-        || status.excluded_real_servers != previous.excluded_real_servers
-        || status.active_balancer != previous.active_balancer
-        || status.healthy_real_servers != previous.healthy_real_servers
-        || status.total_real_servers != previous.total_real_servers
-        || status.healthy_summary != previous.healthy_summary;
-
-    let (notices, master_changed) = vs_notices(vs, &previous, &status);
+    let changed = conditions_changed || fields_changed(&previous, &status);
+    let (notices, master_changed) = vs_notices(view.vs, &previous, &status);
     VsFold {
         status,
         changed,
         notices,
         master_changed,
-        recheck,
-        kernel_refusals: refusals,
-        external_deletions: deletions,
+        recheck: judged.recheck,
+        kernel_refusals: judged.refusals,
+        external_deletions: judged.deletions,
+        unlabelled: judged.unlabelled,
+    }
+}
+
+/// The conditions of a VirtualService whose spec is invalid: not programmed, nothing evaluated,
+/// and `Ready` says why.
+fn invalid_spec(problems: &[String]) -> VsConditions {
+    let why = problems.join("; ");
+    VsConditions {
+        ready: Cond::new(CondStatus::False, Reason::InvalidSpec, why.clone()),
+        vip_active: Cond::new(
+            CondStatus::False,
+            Reason::InvalidSpec,
+            "not programmed: the spec is invalid (see Ready)",
+        ),
+        degraded: Cond::new(
+            CondStatus::Unknown,
+            Reason::InvalidSpec,
+            "not evaluated: the spec is invalid (see Ready)",
+        ),
+        conflict: Cond::new(
+            CondStatus::Unknown,
+            Reason::InvalidSpec,
+            format!("not evaluated: {why}"),
+        ),
+    }
+}
+
+/// The conditions of a VirtualService that lost `key` (a VIP:port:protocol) to the older
+/// VirtualService `owner`: not programmed, and `Conflict` says until when.
+fn in_conflict(key: &str, owner: &str) -> VsConditions {
+    let not_programmed = format!("not programmed: {key} belongs to VirtualService {owner}");
+    VsConditions {
+        ready: Cond::new(CondStatus::False, Reason::Conflict, not_programmed.clone()),
+        vip_active: Cond::new(CondStatus::False, Reason::Conflict, not_programmed),
+        degraded: Cond::new(
+            CondStatus::Unknown,
+            Reason::Conflict,
+            "not evaluated while in conflict",
+        ),
+        conflict: Cond::new(
+            CondStatus::True,
+            Reason::VipPortInUse,
+            format!(
+                "{key} is already served by VirtualService {owner}, which is older; this VirtualService is not programmed on any balancer until {owner} is deleted or stops using {key} (or this one changes its VIP or ports)"
+            ),
+        ),
+    }
+}
+
+/// The conditions and facts of a VirtualService that owns every VIP:port:protocol it lists:
+/// who holds the VIP, how its real servers serve, and what degrades it.
+fn judge_owner(view: &VsView<'_>) -> Judged {
+    let vs = view.vs;
+    let nodes = view.balancer_nodes;
+    let holding = vip_active(vs, nodes, view.daemon_label, &view.now);
+    let excluded = real_servers_on_balancers(view.real_servers, nodes);
+    let tally = tally(
+        view.real_servers,
+        &excluded,
+        holding.active.as_deref(),
+        &nodes.live,
+    );
+    let refusals = kernel_refusals(vs, &nodes.live);
+    let deletions = external_deletions(vs, &nodes.live);
+    let unlabelled = nodes.unlabelled.clone();
+    let total = view.real_servers.len();
+    let ns = vs.metadata.namespace.clone().unwrap_or_default();
+    let degraded = serving_degraded(&ns, total, &tally, &excluded);
+    // Services deleted behind a balancer's back: traffic flows between deletions, so it
+    // degrades; real servers that do not serve cost more and keep their reason first.
+    let degraded = also(
+        degraded,
+        Reason::IpvsServiceDeletedExternally,
+        (!deletions.is_empty()).then(|| external_deletion_message(&vs.spec.vip, &deletions)),
+    );
+    // A refused kernel setting degrades a service that forwards (see ADR 0005); real servers
+    // that do not serve cost more, so their reason stays first when both hold.
+    let degraded = also(
+        degraded,
+        Reason::KernelSettingRefused,
+        (!refusals.is_empty()).then(|| kernel_refusal_message(&refusals)),
+    );
+    // Selected nodes that run no daemon: the VIP has fewer balancers than the selector
+    // promises (when it has none at all, VIPActive says so first).
+    let degraded = also(
+        degraded,
+        Reason::BalancerNodesUnlabelled,
+        (!unlabelled.is_empty()).then(|| unlabelled_message(&unlabelled, view.daemon_label)),
+    );
+    let ready = ready(&vs.spec.vip, &holding, total, &tally, &excluded, &degraded);
+    Judged {
+        conditions: VsConditions {
+            ready,
+            vip_active: holding.cond,
+            degraded,
+            conflict: no_conflict(vs),
+        },
+        active: holding.active,
+        recheck: holding.recheck,
+        healthy: tally.healthy,
+        excluded,
+        refusals,
+        deletions,
         unlabelled,
     }
 }
 
+/// `Conflict=False` of a VirtualService that owns its claims, naming them.
+fn no_conflict(vs: &VirtualService) -> Cond {
+    let claims: Vec<String> = lvstun_rules::claim_keys(vs)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Cond::new(
+        CondStatus::False,
+        Reason::NoConflict,
+        format!("owns {}", claims.join(", ")),
+    )
+}
+
+/// `VIPActive` of a VirtualService that owns its claims, with the node taken to hold the VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Holding {
+    /// The condition.
+    cond: Cond,
+    /// The node that holds the VIP, if any (`status.activeBalancer`).
+    active: Option<String>,
+    /// When an overlap of Masters turns into a split brain if it lasts.
+    recheck: Option<Timestamp>,
+}
+
+impl Holding {
+    /// Nobody holds the VIP.
+    fn nobody(cond: Cond) -> Self {
+        Holding {
+            cond,
+            active: None,
+            recheck: None,
+        }
+    }
+}
+
+/// Who holds the VIP of `vs`: nobody when no node is selected or none of the selected runs a
+/// balancer daemon (each said with its fix), else the [`election`] among the live ones at `now`.
+fn vip_active(
+    vs: &VirtualService,
+    nodes: &BalancerNodes,
+    daemon_label: &str,
+    now: &Time,
+) -> Holding {
+    if nodes.selected.is_empty() {
+        return Holding::nobody(Cond::new(
+            CondStatus::False,
+            Reason::NoBalancerNodes,
+            no_nodes_message(vs),
+        ));
+    }
+    if nodes.unlabelled == nodes.selected {
+        return Holding::nobody(Cond::new(
+            CondStatus::False,
+            Reason::NoBalancerDaemon,
+            unlabelled_message(&nodes.unlabelled, daemon_label),
+        ));
+    }
+    elected(vs, election(vs, &nodes.live, now), nodes)
+}
+
+/// `VIPActive` from the outcome of the election, for people: who holds the VIP, or what the
+/// balancers said and which selected nodes are down.
+fn elected(vs: &VirtualService, outcome: Election, nodes: &BalancerNodes) -> Holding {
+    let vip = &vs.spec.vip;
+    match outcome {
+        Election::Master(m) => Holding {
+            cond: Cond::new(
+                CondStatus::True,
+                Reason::MasterElected,
+                format!("{m} holds VIP {vip}"),
+            ),
+            active: Some(m),
+            recheck: None,
+        },
+        Election::Overlap {
+            master,
+            others,
+            recheck,
+        } => Holding {
+            cond: Cond::new(
+                CondStatus::True,
+                Reason::MasterElected,
+                format!(
+                    "{master} holds VIP {vip} (it became Master last; {} still reports Master: a failover in progress, or a split brain if it lasts past {recheck})",
+                    list(&others)
+                ),
+            ),
+            active: Some(master),
+            recheck: Some(recheck),
+        },
+        Election::NoMaster(seen) if seen.is_empty() => Holding::nobody(Cond::new(
+            CondStatus::False,
+            Reason::NoMaster,
+            format!(
+                "no balancer holds VIP {vip}: none of the {} selected node(s) has reported yet{}",
+                nodes.selected.len(),
+                down_note(nodes)
+            ),
+        )),
+        Election::NoMaster(seen) => Holding::nobody(Cond::new(
+            CondStatus::False,
+            Reason::NoMaster,
+            format!(
+                "no balancer holds VIP {vip}; reports: {}{}",
+                list(&seen),
+                down_note(nodes)
+            ),
+        )),
+        Election::SplitBrain(masters) => Holding::nobody(Cond::new(
+            CondStatus::False,
+            Reason::SplitBrain,
+            format!(
+                "split brain: {} all claim to be Master for VIP {vip}; check that VRRP advertisements pass between them (multicast, or spec.balancers.unicastPeers) and that virtualRouterID {} is unique on the segment",
+                list(&masters),
+                vs.spec.balancers.virtual_router_id
+            ),
+        )),
+    }
+}
+
+/// `; not Ready: <nodes>` for the selected nodes that run a balancer daemon but are down, or
+/// nothing when there are none.
+fn down_note(nodes: &BalancerNodes) -> String {
+    let down: Vec<String> = nodes
+        .selected
+        .iter()
+        .filter(|n| !nodes.live.contains(*n) && !nodes.unlabelled.contains(*n))
+        .cloned()
+        .collect();
+    if down.is_empty() {
+        String::new()
+    } else {
+        format!("; not Ready: {}", list(&down))
+    }
+}
+
+/// How the programmed real servers of a VirtualService serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tally {
+    /// How many are healthy and tunnel-ready.
+    healthy: usize,
+    /// The others that are not draining, each as `name (why)`, sorted.
+    bad: Vec<String>,
+}
+
+/// Counts the real servers that serve; those left out (`excluded`) are not programmed, so
+/// neither healthy nor said to be unhealthy, and a draining one is not worth a complaint.
+fn tally(
+    real_servers: &[&RealServer],
+    excluded: &[ExcludedRealServer],
+    active: Option<&str>,
+    live: &BTreeSet<String>,
+) -> Tally {
+    let mut out = Tally::default();
+    for rs in real_servers {
+        if excluded
+            .iter()
+            .any(|e| Some(&e.name) == rs.metadata.name.as_ref())
+        {
+            continue;
+        }
+        let h = server_health(rs, active, live);
+        let t = tunnel_ready(rs);
+        if h.is_healthy() && t.is_healthy() {
+            out.healthy += 1;
+        } else if !rs.spec.drain {
+            let why = match (h, t) {
+                (Health::Unhealthy(w) | Health::Unknown(w), _) => w,
+                (_, Health::Unhealthy(w) | Health::Unknown(w)) => w,
+                _ => String::new(),
+            };
+            out.bad.push(format!(
+                "{} ({why})",
+                rs.metadata.name.clone().unwrap_or_default()
+            ));
+        }
+    }
+    out.bad.sort();
+    out
+}
+
+/// `Degraded` from the real servers alone: none selected (in namespace `ns`), some left out
+/// because they run on balancer nodes, some not serving, or all healthy.
+fn serving_degraded(
+    ns: &str,
+    total: usize,
+    tally: &Tally,
+    excluded: &[ExcludedRealServer],
+) -> Cond {
+    let bad = &tally.bad;
+    if total == 0 {
+        Cond::new(
+            CondStatus::True,
+            Reason::NoRealServers,
+            format!("spec.realServerSelector matches no RealServer in namespace {ns}"),
+        )
+    } else if !excluded.is_empty() {
+        let also = if bad.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; also {} of {total} real servers not serving: {}",
+                bad.len(),
+                list(bad)
+            )
+        };
+        Cond::new(
+            CondStatus::True,
+            Reason::RealServerOnBalancer,
+            format!("{}{also}", excluded_message(excluded)),
+        )
+    } else if !bad.is_empty() {
+        Cond::new(
+            CondStatus::True,
+            Reason::RealServersUnhealthy,
+            format!(
+                "{} of {total} real servers not serving: {}",
+                bad.len(),
+                list(bad)
+            ),
+        )
+    } else {
+        Cond::new(
+            CondStatus::False,
+            Reason::AllHealthy,
+            format!("{} of {total} real servers healthy", tally.healthy),
+        )
+    }
+}
+
+/// `degraded` with one more cause (`reason`, said by `message` when it holds): the cause itself
+/// when nothing else degrades, else joined to the message after what is there already, which
+/// keeps its reason because it was judged to cost more.
+fn also(degraded: Cond, reason: Reason, message: Option<String>) -> Cond {
+    match message {
+        None => degraded,
+        Some(message) if degraded.reason == Reason::AllHealthy => {
+            Cond::new(CondStatus::True, reason, message)
+        }
+        Some(message) => Cond {
+            message: format!("{}; also {message}", degraded.message),
+            ..degraded
+        },
+    }
+}
+
+/// `Ready`: the VIP is held (else `VIPActive` says why), and real servers are selected and
+/// some of them serve.
+fn ready(
+    vip: &str,
+    holding: &Holding,
+    total: usize,
+    tally: &Tally,
+    excluded: &[ExcludedRealServer],
+    degraded: &Cond,
+) -> Cond {
+    if holding.cond.status != CondStatus::True {
+        Cond::new(
+            CondStatus::False,
+            holding.cond.reason,
+            holding.cond.message.clone(),
+        )
+    } else if total == 0 {
+        Cond::new(
+            CondStatus::False,
+            Reason::NoRealServers,
+            degraded.message.clone(),
+        )
+    } else if tally.healthy == 0 {
+        let mut why = tally.bad.clone();
+        why.extend(
+            excluded
+                .iter()
+                .map(|e| format!("{} (on balancer node {}: left out)", e.name, e.node)),
+        );
+        Cond::new(
+            CondStatus::False,
+            Reason::NoHealthyRealServers,
+            format!(
+                "none of the {total} real servers is healthy and tunnel-ready: {}",
+                list(&why)
+            ),
+        )
+    } else {
+        Cond::new(
+            CondStatus::True,
+            Reason::Serving,
+            format!(
+                "VIP {vip} served by {} with {} of {total} real servers",
+                holding.active.clone().unwrap_or_default(),
+                tally.healthy
+            ),
+        )
+    }
+}
+
+/// Whether `c` is one of the VirtualService conditions the operator writes
+/// ([`ConditionType::VIRTUAL_SERVICE`]), which it carries over and compares; the rest of the
+/// status belongs to the balancers.
+pub fn is_vs_condition(c: &Condition) -> bool {
+    ConditionType::parse(&c.type_).is_some_and(|t| ConditionType::VIRTUAL_SERVICE.contains(&t))
+}
+
+/// The previous VirtualService conditions the operator owns, with `new` set over them, and
+/// whether any changed ([`set_condition`] keeps a transition time while the status holds).
+fn merge_conditions(
+    previous: &VirtualServiceStatus,
+    new: &VsConditions,
+    generation: Option<i64>,
+    now: &Time,
+) -> (Vec<Condition>, bool) {
+    let mut conditions: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|c| is_vs_condition(c))
+        .cloned()
+        .collect();
+    let mut changed = false;
+    for (type_, cond) in new.by_type() {
+        changed |= set_condition(&mut conditions, cond.condition(type_, generation, now));
+    }
+    (conditions, changed)
+}
+
+/// Whether a status field the operator owns, other than the conditions, differs.
+fn fields_changed(previous: &VirtualServiceStatus, status: &VirtualServiceStatus) -> bool {
+    status.observed_generation != previous.observed_generation
+        || status.excluded_real_servers != previous.excluded_real_servers
+        || status.active_balancer != previous.active_balancer
+        || status.healthy_real_servers != previous.healthy_real_servers
+        || status.total_real_servers != previous.total_real_servers
+        || status.healthy_summary != previous.healthy_summary
+}
+
+/// `VIPActive`'s message when `spec.balancers.nodeSelector` selects no node, with a
+/// `kubectl label` command made from the selector as the fix.
 fn no_nodes_message(vs: &VirtualService) -> String {
     let example = vs
         .spec
@@ -1066,101 +1235,163 @@ fn no_nodes_message(vs: &VirtualService) -> String {
     format!("spec.balancers.nodeSelector matches no node{example}")
 }
 
-fn condition<'a>(status: &'a VirtualServiceStatus, type_: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|c| c.type_ == type_)
+/// A condition as read back: `(status, reason, message)`.
+type Reading<'a> = (&'a str, &'a str, &'a str);
+
+/// The condition of type `type_` in `status`, as read.
+fn reading(status: &VirtualServiceStatus, type_: ConditionType) -> Option<Reading<'_>> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_.as_str())
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
+/// Whether a condition as read has this status.
+fn has_status(c: Option<Reading<'_>>, status: CondStatus) -> bool {
+    c.is_some_and(|(s, _, _)| s == status.as_str())
+}
+
+/// Whether a condition as read has this reason.
+fn has_reason(c: Option<Reading<'_>>, reason: Reason) -> bool {
+    c.is_some_and(|(_, r, _)| r == reason.as_str())
+}
+
+/// The Events for a change from `old` to `new` (in this order: the Master, a split brain, a
+/// conflict, degradation, an invalid spec) and whether the Master moved to another node.
 fn vs_notices(
     vs: &VirtualService,
     old: &VirtualServiceStatus,
     new: &VirtualServiceStatus,
 ) -> (Vec<Notice>, bool) {
-    let mut out = Vec::new();
     let vip = &vs.spec.vip;
-    let st = |s: &VirtualServiceStatus, t: &str| {
-        condition(s, t).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
-    let (old_vip, new_vip) = (st(old, VIP_ACTIVE), st(new, VIP_ACTIVE));
-    let mut master_changed = false;
-    if new.active_balancer != old.active_balancer {
-        if let Some(m) = &new.active_balancer {
-            master_changed = true;
-            let before = old.active_balancer.as_deref().unwrap_or("nobody");
-            out.push(normal(
-                "NewMaster",
-                format!("{m} now holds VIP {vip} (before: {before})"),
-            ));
-        } else if let Some(prev) = &old.active_balancer
-            && new_vip.as_ref().is_some_and(|(_, r, _)| r == "NoMaster")
-        {
-            out.push(warning(
-                "NoMaster",
+    let (master, master_changed) = master_notice(vip, old, new);
+    let mut out: Vec<Notice> = master.into_iter().collect();
+    out.extend(split_brain_notice(old, new));
+    out.extend(conflict_notice(vip, old, new));
+    out.extend(degraded_notices(vip, old, new));
+    out.extend(invalid_spec_notice(old, new));
+    (out, master_changed)
+}
+
+/// A new Master (and that the Master changed), or that the old one is gone with nobody after it.
+fn master_notice(
+    vip: &str,
+    old: &VirtualServiceStatus,
+    new: &VirtualServiceStatus,
+) -> (Option<Notice>, bool) {
+    if new.active_balancer == old.active_balancer {
+        return (None, false);
+    }
+    if let Some(m) = &new.active_balancer {
+        let before = old.active_balancer.as_deref().unwrap_or("nobody");
+        let note = format!("{m} now holds VIP {vip} (before: {before})");
+        return (Some(normal(EventReason::NewMaster.as_str(), note)), true);
+    }
+    let no_master = has_reason(reading(new, ConditionType::VipActive), Reason::NoMaster);
+    match &old.active_balancer {
+        Some(prev) if no_master => (
+            Some(warning(
+                EventReason::NoMaster.as_str(),
                 format!("no balancer holds VIP {vip} any more ({prev} was Master)"),
-            ));
-        }
+            )),
+            false,
+        ),
+        _ => (None, false),
     }
-    if let Some((_, reason, msg)) = &new_vip
-        && reason == "SplitBrain"
-        && old_vip.as_ref().map(|(_, r, _)| r.as_str()) != Some("SplitBrain")
-    {
-        out.push(warning("SplitBrain", msg.clone()));
-    }
-    let (old_c, new_c) = (st(old, CONFLICT), st(new, CONFLICT));
-    let is_true =
-        |c: &Option<(String, String, String)>| c.as_ref().is_some_and(|(s, _, _)| s == "True");
-    if is_true(&new_c) && !is_true(&old_c) {
-        let msg = new_c
-            .as_ref()
-            .map(|(_, _, m)| m.clone())
-            .unwrap_or_default();
-        out.push(warning("Conflict", msg));
-    } else if is_true(&old_c) && !is_true(&new_c) {
-        out.push(normal(
-            "ConflictResolved",
+}
+
+/// A split brain, when `VIPActive` turns to it.
+fn split_brain_notice(old: &VirtualServiceStatus, new: &VirtualServiceStatus) -> Option<Notice> {
+    let now = reading(new, ConditionType::VipActive)?;
+    (has_reason(Some(now), Reason::SplitBrain)
+        && !has_reason(reading(old, ConditionType::VipActive), Reason::SplitBrain))
+    .then(|| warning(EventReason::SplitBrain.as_str(), now.2.to_string()))
+}
+
+/// A conflict when `Conflict` turns true, its end when it stops being true.
+fn conflict_notice(
+    vip: &str,
+    old: &VirtualServiceStatus,
+    new: &VirtualServiceStatus,
+) -> Option<Notice> {
+    let (was, is) = (
+        reading(old, ConditionType::Conflict),
+        reading(new, ConditionType::Conflict),
+    );
+    let (was_true, is_true) = (
+        has_status(was, CondStatus::True),
+        has_status(is, CondStatus::True),
+    );
+    if is_true && !was_true {
+        let msg = is.map(|(_, _, m)| m.to_string()).unwrap_or_default();
+        Some(warning(EventReason::Conflict.as_str(), msg))
+    } else if was_true && !is_true {
+        Some(normal(
+            EventReason::ConflictResolved.as_str(),
             format!("this VirtualService now owns its VIP and ports on {vip}"),
-        ));
+        ))
+    } else {
+        None
     }
-    let (old_d, new_d) = (st(old, DEGRADED), st(new, DEGRADED));
+}
+
+/// Real servers left out because they run on balancer nodes, when `Degraded` turns to that
+/// reason; `Degraded` turning true for a cause without an Event of its own; recovery.
+fn degraded_notices(
+    vip: &str,
+    old: &VirtualServiceStatus,
+    new: &VirtualServiceStatus,
+) -> Vec<Notice> {
+    let mut out = Vec::new();
+    let (was, is) = (
+        reading(old, ConditionType::Degraded),
+        reading(new, ConditionType::Degraded),
+    );
     // A refused kernel setting has its own Event per node (`kernel_notices`), an unlabelled
     // node its own too (`unlabelled_notice`), and so has a balancer whose services another
     // program deleted (`external_deletion_notices`).
-    let own_event = new_d.as_ref().is_some_and(|(_, r, _)| {
-        r == KERNEL_SETTING_REFUSED
-            || r == BALANCER_NODES_UNLABELLED
-            || r == IPVS_SERVICE_DELETED_EXTERNALLY
-            || r == REAL_SERVER_ON_BALANCER
-    });
+    let own_event = [
+        Reason::KernelSettingRefused,
+        Reason::BalancerNodesUnlabelled,
+        Reason::IpvsServiceDeletedExternally,
+        Reason::RealServerOnBalancer,
+    ]
+    .into_iter()
+    .any(|r| has_reason(is, r));
     // Real servers left out because they run on balancer nodes: said when it starts (or when
     // Degraded turns to it from another reason).
-    if let Some((_, reason, msg)) = &new_d
-        && reason == REAL_SERVER_ON_BALANCER
-        && old_d.as_ref().map(|(_, r, _)| r.as_str()) != Some(REAL_SERVER_ON_BALANCER)
+    if let Some((_, _, msg)) = is
+        && has_reason(is, Reason::RealServerOnBalancer)
+        && !has_reason(was, Reason::RealServerOnBalancer)
     {
-        out.push(warning(REAL_SERVER_ON_BALANCER, msg.clone()));
+        out.push(warning(
+            EventReason::RealServerOnBalancer.as_str(),
+            msg.to_string(),
+        ));
     }
-    if is_true(&new_d) && !is_true(&old_d) && !own_event {
-        let msg = new_d
-            .as_ref()
-            .map(|(_, _, m)| m.clone())
-            .unwrap_or_default();
-        out.push(warning("Degraded", msg));
-    } else if is_true(&old_d) && new_d.as_ref().is_some_and(|(s, _, _)| s == "False") {
+    let (was_true, is_true) = (
+        has_status(was, CondStatus::True),
+        has_status(is, CondStatus::True),
+    );
+    if is_true && !was_true && !own_event {
+        let msg = is.map(|(_, _, m)| m.to_string()).unwrap_or_default();
+        out.push(warning(EventReason::Degraded.as_str(), msg));
+    } else if was_true && has_status(is, CondStatus::False) {
         out.push(normal(
-            "Recovered",
+            EventReason::Recovered.as_str(),
             format!("VIP {vip} is no longer degraded: every selected real server is healthy and every balancer holds its kernel settings"),
         ));
     }
-    let (old_r, new_r) = (st(old, READY), st(new, READY));
-    if new_r.as_ref().is_some_and(|(_, r, _)| r == "InvalidSpec")
-        && old_r.as_ref().map(|(_, r, _)| r.as_str()) != Some("InvalidSpec")
-    {
-        let msg = new_r
-            .as_ref()
-            .map(|(_, _, m)| m.clone())
-            .unwrap_or_default();
-        out.push(warning("InvalidSpec", msg));
-    }
-    (out, master_changed)
+    out
+}
+
+/// An invalid spec, when `Ready` turns to that reason.
+fn invalid_spec_notice(old: &VirtualServiceStatus, new: &VirtualServiceStatus) -> Option<Notice> {
+    let now = reading(new, ConditionType::Ready)?;
+    (has_reason(Some(now), Reason::InvalidSpec)
+        && !has_reason(reading(old, ConditionType::Ready), Reason::InvalidSpec))
+    .then(|| warning(EventReason::InvalidSpec.as_str(), now.2.to_string()))
 }
 
 /// Everything [`fold_real_server`] looks at.
@@ -1195,154 +1426,65 @@ pub struct RsFold {
 
 /// `Healthy` of one RealServer: what the active balancer of every VirtualService that selects
 /// it reports in `checks[]`. Unhealthy anywhere wins over not-yet-known, which wins over healthy.
-/// Without `spec.nodeName` also `TunnelReady=Unknown` ([`OUTSIDE_CLUSTER`]); with it on a node
-/// that runs no web daemon, `TunnelReady=Unknown` ([`NO_WEB_DAEMON`]) saying which label to add;
-/// on a node that runs one, an earlier such condition is dropped (the apply then releases it to
-/// the web daemon).
+/// Without `spec.nodeName` also `TunnelReady=Unknown` ([`Reason::OutsideCluster`]); with it on
+/// a node that runs no web daemon, `TunnelReady=Unknown` ([`Reason::NoWebDaemon`]) saying which
+/// label to add; on a node that runs one, an earlier such condition is dropped (the apply then
+/// releases it to the web daemon).
 pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
     let rs = view.rs;
     let name = rs.metadata.name.clone().unwrap_or_default();
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    // The VirtualServices that program it: those that select it and do not leave it out.
-    let serving: Vec<&(ObjectKey, Option<String>)> = view
-        .selected_by
-        .iter()
-        .filter(|(k, _)| !view.excluded_by.contains(k))
-        .collect();
-    let (status, reason, message) = if view.selected_by.is_empty() {
-        (
-            "Unknown",
-            "NotSelected",
-            format!("no VirtualService in namespace {ns} selects this RealServer"),
-        )
-    } else if serving.is_empty() {
-        let names: Vec<String> = view.excluded_by.iter().map(|k| k.name.clone()).collect();
-        let node = rs.spec.node_name.clone().unwrap_or_default();
-        (
-            "Unknown",
-            NODE_IS_BALANCER,
-            format!(
-                "not checked: VirtualService {} leaves it out; {}",
-                list(&names),
-                node_is_balancer_message(&name, &node)
-            ),
-        )
-    } else {
-        let actives: BTreeSet<&str> = serving.iter().filter_map(|(_, a)| a.as_deref()).collect();
-        if actives.is_empty() {
-            let names: Vec<String> = serving.iter().map(|(k, _)| k.name.clone()).collect();
-            (
-                "Unknown",
-                "NoActiveBalancer",
-                format!(
-                    "no balancer holds the VIP of VirtualService {} yet",
-                    list(&names)
-                ),
-            )
-        } else {
-            let seen: Vec<(&str, Health)> = actives.iter().map(|a| (*a, check_by(rs, a))).collect();
-            let failed: Vec<String> = seen
-                .iter()
-                .filter_map(|(_, h)| match h {
-                    Health::Unhealthy(w) => Some(w.clone()),
-                    _ => None,
-                })
-                .collect();
-            let unknown: Vec<String> = seen
-                .iter()
-                .filter_map(|(_, h)| match h {
-                    Health::Unknown(w) => Some(w.clone()),
-                    _ => None,
-                })
-                .collect();
-            if !failed.is_empty() {
-                ("False", "CheckFailed", failed.join("; "))
-            } else if !unknown.is_empty() {
-                ("Unknown", "NotChecked", unknown.join("; "))
-            } else {
-                let by: Vec<String> = actives.iter().map(|a| a.to_string()).collect();
-                (
-                    "True",
-                    "Passing",
-                    format!("passes health checks on {}", list(&by)),
-                )
-            }
-        }
-    };
+    let health = real_server_health(view);
     let previous = view.previous.cloned().unwrap_or_default();
-    let old = previous
+    let old_status = previous
         .conditions
         .iter()
-        .find(|c| c.type_ == HEALTHY)
-        .cloned();
+        .find(|c| c.type_ == ConditionType::Healthy.as_str())
+        .map(|c| c.status.clone())
+        .unwrap_or_default();
     let mut conditions: Vec<Condition> = previous
         .conditions
         .iter()
         .filter(|c| operator_owned(c))
         .cloned()
         .collect();
+    let generation = rs.metadata.generation;
     let mut changed = set_condition(
         &mut conditions,
-        Condition {
-            type_: HEALTHY.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message: message.clone(),
-            observed_generation: rs.metadata.generation,
-            last_transition_time: view.now.clone(),
-        },
+        health.condition(ConditionType::Healthy, generation, &view.now),
     );
     let old_tunnel = conditions
         .iter()
-        .find(|c| c.type_ == TUNNEL_READY)
+        .find(|c| c.type_ == ConditionType::TunnelReady.as_str())
         .map(|c| (c.reason.clone(), c.message.clone()));
+    match operator_tunnel_ready(rs, view.web_node) {
+        Some(tunnel) => {
+            changed |= set_condition(
+                &mut conditions,
+                tunnel.condition(ConditionType::TunnelReady, generation, &view.now),
+            );
+        }
+        None => {
+            let before = conditions.len();
+            conditions.retain(|c| c.type_ != ConditionType::TunnelReady.as_str());
+            changed |= conditions.len() != before;
+        }
+    }
+    let mut notices = Vec::new();
+    let who = format!("{name} ({})", rs.spec.address);
     let no_daemon = if in_cluster(rs) {
         view.web_node.message()
     } else {
         None
     };
-    if let Some(why) = &no_daemon {
-        changed |= set_condition(
-            &mut conditions,
-            Condition {
-                type_: TUNNEL_READY.into(),
-                status: "Unknown".into(),
-                reason: NO_WEB_DAEMON.into(),
-                message: why.clone(),
-                observed_generation: rs.metadata.generation,
-                last_transition_time: view.now.clone(),
-            },
-        );
-    } else if in_cluster(rs) {
-        let before = conditions.len();
-        conditions.retain(|c| c.type_ != TUNNEL_READY);
-        changed |= conditions.len() != before;
-    } else {
-        changed |= set_condition(
-            &mut conditions,
-            Condition {
-                type_: TUNNEL_READY.into(),
-                status: "Unknown".into(),
-                reason: OUTSIDE_CLUSTER.into(),
-                message: OUTSIDE_CLUSTER_MESSAGE.into(),
-                observed_generation: rs.metadata.generation,
-                last_transition_time: view.now.clone(),
-            },
-        );
-    }
-    let old_status = old.map(|c| c.status).unwrap_or_default();
-    let mut notices = Vec::new();
-    let who = format!("{name} ({})", rs.spec.address);
     if let Some(why) = no_daemon
-        && old_tunnel != Some((NO_WEB_DAEMON.to_string(), why.clone()))
+        && old_tunnel != Some((Reason::NoWebDaemon.as_str().to_string(), why.clone()))
     {
-        notices.push(warning(NO_WEB_DAEMON, format!("{who}: {why}")));
+        notices.push(warning(
+            EventReason::NoWebDaemon.as_str(),
+            format!("{who}: {why}"),
+        ));
     }
-    if status == "False" && old_status != "False" {
-        notices.push(warning("ServerDown", format!("{who} is down: {message}")));
-    } else if status == "True" && old_status == "False" {
-        notices.push(normal("ServerUp", format!("{who} is up again: {message}")));
-    }
+    notices.extend(server_notice(&who, &old_status, &health));
     RsFold {
         status: RealServerStatus {
             observed_generation: None,
@@ -1354,12 +1496,130 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
     }
 }
 
+/// `Healthy` of the RealServer in `view`: not selected, left out everywhere it is selected,
+/// no VIP held yet, or what the active balancers' checks say.
+fn real_server_health(view: &RsView<'_>) -> Cond {
+    let rs = view.rs;
+    // The VirtualServices that program it: those that select it and do not leave it out.
+    let serving: Vec<&(ObjectKey, Option<String>)> = view
+        .selected_by
+        .iter()
+        .filter(|(k, _)| !view.excluded_by.contains(k))
+        .collect();
+    if view.selected_by.is_empty() {
+        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+        return Cond::new(
+            CondStatus::Unknown,
+            Reason::NotSelected,
+            format!("no VirtualService in namespace {ns} selects this RealServer"),
+        );
+    }
+    if serving.is_empty() {
+        let names: Vec<String> = view.excluded_by.iter().map(|k| k.name.clone()).collect();
+        let name = rs.metadata.name.clone().unwrap_or_default();
+        let node = rs.spec.node_name.clone().unwrap_or_default();
+        return Cond::new(
+            CondStatus::Unknown,
+            Reason::NodeIsBalancer,
+            format!(
+                "not checked: VirtualService {} leaves it out; {}",
+                list(&names),
+                node_is_balancer_message(&name, &node)
+            ),
+        );
+    }
+    let actives: BTreeSet<&str> = serving.iter().filter_map(|(_, a)| a.as_deref()).collect();
+    if actives.is_empty() {
+        let names: Vec<String> = serving.iter().map(|(k, _)| k.name.clone()).collect();
+        return Cond::new(
+            CondStatus::Unknown,
+            Reason::NoActiveBalancer,
+            format!(
+                "no balancer holds the VIP of VirtualService {} yet",
+                list(&names)
+            ),
+        );
+    }
+    checked_by(rs, &actives)
+}
+
+/// `Healthy` from the checks of the `actives` (the balancers holding the VIPs that select
+/// `rs`): a failure anywhere wins over a check not made yet, which wins over passing.
+fn checked_by(rs: &RealServer, actives: &BTreeSet<&str>) -> Cond {
+    let (mut failed, mut unknown) = (Vec::new(), Vec::new());
+    for a in actives {
+        match check_by(rs, a) {
+            Health::Unhealthy(w) => failed.push(w),
+            Health::Unknown(w) => unknown.push(w),
+            Health::Healthy => {}
+        }
+    }
+    if !failed.is_empty() {
+        Cond::new(CondStatus::False, Reason::CheckFailed, failed.join("; "))
+    } else if !unknown.is_empty() {
+        Cond::new(CondStatus::Unknown, Reason::NotChecked, unknown.join("; "))
+    } else {
+        let by: Vec<String> = actives.iter().map(|a| a.to_string()).collect();
+        Cond::new(
+            CondStatus::True,
+            Reason::Passing,
+            format!("passes health checks on {}", list(&by)),
+        )
+    }
+}
+
+/// The `TunnelReady` the operator writes on `rs`, or `None` where the web daemon on its node
+/// writes it: `Unknown` for a host outside the cluster, and for a node that runs no web daemon.
+fn operator_tunnel_ready(rs: &RealServer, web_node: &WebNode) -> Option<Cond> {
+    if !in_cluster(rs) {
+        return Some(Cond::new(
+            CondStatus::Unknown,
+            Reason::OutsideCluster,
+            OUTSIDE_CLUSTER_MESSAGE,
+        ));
+    }
+    web_node
+        .message()
+        .map(|why| Cond::new(CondStatus::Unknown, Reason::NoWebDaemon, why))
+}
+
+/// A server going down (`Healthy` turning false) or coming up again (false to true); `who`
+/// names it, `old_status` is its previous `Healthy` status as read.
+fn server_notice(who: &str, old_status: &str, health: &Cond) -> Option<Notice> {
+    let was_down = old_status == CondStatus::False.as_str();
+    match health.status {
+        CondStatus::False if !was_down => Some(warning(
+            EventReason::ServerDown.as_str(),
+            format!("{who} is down: {}", health.message),
+        )),
+        CondStatus::True if was_down => Some(normal(
+            EventReason::ServerUp.as_str(),
+            format!("{who} is up again: {}", health.message),
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{check, good_rs, node_rs, report, report_at, rs, t, tunnel, vs, www};
     use lvstun_crds::v1alpha1::Protocol;
     use lvstun_rules::ClaimKey;
+
+    // The vocabulary's strings under the names these tests were written with.
+    const READY: &str = ConditionType::Ready.as_str();
+    const VIP_ACTIVE: &str = ConditionType::VipActive.as_str();
+    const DEGRADED: &str = ConditionType::Degraded.as_str();
+    const CONFLICT: &str = ConditionType::Conflict.as_str();
+    const HEALTHY: &str = ConditionType::Healthy.as_str();
+    const TUNNEL_READY: &str = ConditionType::TunnelReady.as_str();
+    const OUTSIDE_CLUSTER: &str = Reason::OutsideCluster.as_str();
+    const NO_WEB_DAEMON: &str = Reason::NoWebDaemon.as_str();
+    const NODE_IS_BALANCER: &str = Reason::NodeIsBalancer.as_str();
+    const REAL_SERVER_ON_BALANCER: &str = Reason::RealServerOnBalancer.as_str();
+    const KERNEL_SETTING_REFUSED: &str = Reason::KernelSettingRefused.as_str();
+    const IPVS_SERVICE_DELETED_EXTERNALLY: &str = Reason::IpvsServiceDeletedExternally.as_str();
 
     fn nodes(names: &[&str]) -> BalancerNodes {
         BalancerNodes::all_live(names)
@@ -2757,5 +3017,655 @@ mod tests {
         assert_eq!(healthy(&out.status).reason, "NoActiveBalancer");
         let out = rs_fold(&r, &[(www_key(), Some("lb9".into()))], None);
         assert_eq!(healthy(&out.status).reason, "NotChecked");
+    }
+
+    // Table tests of the parts `fold_virtual_service` and `fold_real_server` are made of; the
+    // tests above check the folds whole.
+
+    fn c(status: CondStatus, reason: Reason, message: &str) -> Cond {
+        Cond::new(status, reason, message)
+    }
+
+    fn excluded_on(name: &str, node: &str) -> ExcludedRealServer {
+        ExcludedRealServer {
+            name: name.into(),
+            node: node.into(),
+            reason: NODE_IS_BALANCER.into(),
+        }
+    }
+
+    #[test]
+    fn not_programmed_conditions_say_why_in_each() {
+        let invalid = invalid_spec(&["spec.a is bad".into(), "spec.b too".into()]);
+        assert_eq!(
+            invalid.by_type().map(|(t, c)| (t, c.clone())),
+            [
+                (
+                    ConditionType::Ready,
+                    c(
+                        CondStatus::False,
+                        Reason::InvalidSpec,
+                        "spec.a is bad; spec.b too"
+                    )
+                ),
+                (
+                    ConditionType::VipActive,
+                    c(
+                        CondStatus::False,
+                        Reason::InvalidSpec,
+                        "not programmed: the spec is invalid (see Ready)"
+                    )
+                ),
+                (
+                    ConditionType::Degraded,
+                    c(
+                        CondStatus::Unknown,
+                        Reason::InvalidSpec,
+                        "not evaluated: the spec is invalid (see Ready)"
+                    )
+                ),
+                (
+                    ConditionType::Conflict,
+                    c(
+                        CondStatus::Unknown,
+                        Reason::InvalidSpec,
+                        "not evaluated: spec.a is bad; spec.b too"
+                    )
+                ),
+            ]
+        );
+        let lost = in_conflict("192.0.2.100:80/TCP", "ns/old");
+        let held_by = "not programmed: 192.0.2.100:80/TCP belongs to VirtualService ns/old";
+        assert_eq!(lost.ready, c(CondStatus::False, Reason::Conflict, held_by));
+        assert_eq!(
+            lost.vip_active,
+            c(CondStatus::False, Reason::Conflict, held_by)
+        );
+        assert_eq!(
+            lost.degraded,
+            c(
+                CondStatus::Unknown,
+                Reason::Conflict,
+                "not evaluated while in conflict"
+            )
+        );
+        assert_eq!(
+            (lost.conflict.status, lost.conflict.reason),
+            (CondStatus::True, Reason::VipPortInUse)
+        );
+        assert!(lost.conflict.message.starts_with(
+            "192.0.2.100:80/TCP is already served by VirtualService ns/old, which is older;"
+        ));
+    }
+
+    #[test]
+    fn vip_active_says_who_holds_the_vip_or_why_nobody_does() {
+        let v = www();
+        let mut none = BalancerNodes::default();
+        none.live.clear();
+        let mut down = nodes(&["lb1", "lb2"]);
+        down.live.remove("lb2");
+        let bare = nodes_with_bare(&["bare1"]);
+        let mut all_bare = BalancerNodes::default();
+        all_bare.selected.insert("bare1".into());
+        all_bare.unlabelled.insert("bare1".into());
+        let at = Timestamp::from_second(70).unwrap();
+        // (election or none for the early exits, nodes) -> (status, reason, message, active)
+        let cases: Vec<(Option<Election>, &BalancerNodes, Cond, Option<&str>)> = vec![
+            (
+                None,
+                &none,
+                c(
+                    CondStatus::False,
+                    Reason::NoBalancerNodes,
+                    "spec.balancers.nodeSelector matches no node; label the nodes that may hold the VIP, e.g. kubectl label node <node> lvstun.io/balancer=true",
+                ),
+                None,
+            ),
+            (
+                None,
+                &all_bare,
+                c(
+                    CondStatus::False,
+                    Reason::NoBalancerDaemon,
+                    &unlabelled_message(&all_bare.unlabelled, LABEL),
+                ),
+                None,
+            ),
+            (
+                Some(Election::Master("lb1".into())),
+                &bare,
+                c(
+                    CondStatus::True,
+                    Reason::MasterElected,
+                    "lb1 holds VIP 192.0.2.100",
+                ),
+                Some("lb1"),
+            ),
+            (
+                Some(Election::Overlap {
+                    master: "lb2".into(),
+                    others: vec!["lb1".into()],
+                    recheck: at,
+                }),
+                &bare,
+                c(
+                    CondStatus::True,
+                    Reason::MasterElected,
+                    &format!(
+                        "lb2 holds VIP 192.0.2.100 (it became Master last; lb1 still reports Master: a failover in progress, or a split brain if it lasts past {at})"
+                    ),
+                ),
+                Some("lb2"),
+            ),
+            (
+                Some(Election::NoMaster(vec![])),
+                &down,
+                c(
+                    CondStatus::False,
+                    Reason::NoMaster,
+                    "no balancer holds VIP 192.0.2.100: none of the 2 selected node(s) has reported yet; not Ready: lb2",
+                ),
+                None,
+            ),
+            (
+                Some(Election::NoMaster(vec!["lb1 Backup".into()])),
+                &bare,
+                c(
+                    CondStatus::False,
+                    Reason::NoMaster,
+                    "no balancer holds VIP 192.0.2.100; reports: lb1 Backup",
+                ),
+                None,
+            ),
+            (
+                Some(Election::SplitBrain(vec!["lb1".into(), "lb2".into()])),
+                &bare,
+                c(
+                    CondStatus::False,
+                    Reason::SplitBrain,
+                    "split brain: lb1, lb2 all claim to be Master for VIP 192.0.2.100; check that VRRP advertisements pass between them (multicast, or spec.balancers.unicastPeers) and that virtualRouterID 51 is unique on the segment",
+                ),
+                None,
+            ),
+        ];
+        for (outcome, n, want, active) in cases {
+            let got = match outcome.clone() {
+                None => vip_active(&v, n, LABEL, &t(10)),
+                Some(e) => elected(&v, e, n),
+            };
+            assert_eq!(got.cond, want, "{outcome:?}");
+            assert_eq!(got.active.as_deref(), active, "{outcome:?}");
+            let overlap = matches!(outcome, Some(Election::Overlap { .. }));
+            assert_eq!(got.recheck, overlap.then_some(at), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn the_tally_counts_servers_that_serve_and_names_the_others() {
+        let good = good_rs("good", "198.51.100.1", "lb1");
+        let mut failing = node_rs("failing", "198.51.100.2");
+        check(&mut failing, "lb1", false);
+        tunnel(&mut failing, true);
+        let mut no_tunnel = node_rs("no-tunnel", "198.51.100.3");
+        check(&mut no_tunnel, "lb1", true);
+        tunnel(&mut no_tunnel, false);
+        let mut draining = node_rs("draining", "198.51.100.4");
+        draining.spec.drain = true;
+        let left_out = node_rs("left-out", "198.51.100.5");
+        let excluded = [excluded_on("left-out", "node-left-out")];
+        let live = nodes(&["lb1"]).live;
+        let cases: Vec<(Vec<&RealServer>, Tally)> = vec![
+            (vec![], Tally::default()),
+            (
+                vec![&good, &left_out, &draining],
+                Tally {
+                    healthy: 1,
+                    bad: vec![],
+                },
+            ),
+            (
+                vec![&no_tunnel, &failing, &good],
+                Tally {
+                    healthy: 1,
+                    bad: vec![
+                        "failing (health check failed on lb1: GET /healthcheck.html: connection refused (3 consecutive failures))".into(),
+                        "no-tunnel (tunnel not ready: NoTunl0)".into(),
+                    ],
+                },
+            ),
+        ];
+        for (servers, want) in cases {
+            assert_eq!(tally(&servers, &excluded, Some("lb1"), &live), want);
+        }
+    }
+
+    #[test]
+    fn degraded_from_the_real_servers_alone() {
+        let bad = Tally {
+            healthy: 1,
+            bad: vec!["b (down)".into()],
+        };
+        let fine = Tally {
+            healthy: 2,
+            bad: vec![],
+        };
+        let excluded = [excluded_on("c", "lb1")];
+        let cases: Vec<(usize, &Tally, &[ExcludedRealServer], Cond)> = vec![
+            (
+                0,
+                &fine,
+                &[],
+                c(
+                    CondStatus::True,
+                    Reason::NoRealServers,
+                    "spec.realServerSelector matches no RealServer in namespace ns",
+                ),
+            ),
+            (
+                3,
+                &bad,
+                &excluded,
+                c(
+                    CondStatus::True,
+                    Reason::RealServerOnBalancer,
+                    &format!(
+                        "{}; also 1 of 3 real servers not serving: b (down)",
+                        excluded_message(&excluded)
+                    ),
+                ),
+            ),
+            (
+                3,
+                &fine,
+                &excluded,
+                c(
+                    CondStatus::True,
+                    Reason::RealServerOnBalancer,
+                    &excluded_message(&excluded),
+                ),
+            ),
+            (
+                2,
+                &bad,
+                &[],
+                c(
+                    CondStatus::True,
+                    Reason::RealServersUnhealthy,
+                    "1 of 2 real servers not serving: b (down)",
+                ),
+            ),
+            (
+                2,
+                &fine,
+                &[],
+                c(
+                    CondStatus::False,
+                    Reason::AllHealthy,
+                    "2 of 2 real servers healthy",
+                ),
+            ),
+        ];
+        for (total, tally, excluded, want) in cases {
+            assert_eq!(serving_degraded("ns", total, tally, excluded), want);
+        }
+    }
+
+    #[test]
+    fn a_further_cause_replaces_all_healthy_and_joins_anything_else() {
+        let healthy = c(
+            CondStatus::False,
+            Reason::AllHealthy,
+            "2 of 2 real servers healthy",
+        );
+        let unhealthy = c(
+            CondStatus::True,
+            Reason::RealServersUnhealthy,
+            "1 of 2 down",
+        );
+        let cases = [
+            (healthy.clone(), None, healthy.clone()),
+            (unhealthy.clone(), None, unhealthy.clone()),
+            (
+                healthy,
+                Some("x refused"),
+                c(CondStatus::True, Reason::KernelSettingRefused, "x refused"),
+            ),
+            (
+                unhealthy,
+                Some("x refused"),
+                c(
+                    CondStatus::True,
+                    Reason::RealServersUnhealthy,
+                    "1 of 2 down; also x refused",
+                ),
+            ),
+        ];
+        for (before, message, want) in cases {
+            let got = also(
+                before.clone(),
+                Reason::KernelSettingRefused,
+                message.map(String::from),
+            );
+            assert_eq!(got, want, "{before:?} + {message:?}");
+        }
+    }
+
+    #[test]
+    fn ready_needs_the_vip_held_and_a_server_serving() {
+        let held = Holding {
+            cond: c(CondStatus::True, Reason::MasterElected, "lb1 holds VIP"),
+            active: Some("lb1".into()),
+            recheck: None,
+        };
+        let split = Holding::nobody(c(CondStatus::False, Reason::SplitBrain, "split brain: ..."));
+        let none_serve = Tally {
+            healthy: 0,
+            bad: vec!["a (down)".into()],
+        };
+        let one_serves = Tally {
+            healthy: 1,
+            bad: vec![],
+        };
+        let excluded = [excluded_on("b", "lb2")];
+        let degraded = c(
+            CondStatus::True,
+            Reason::NoRealServers,
+            "matches no RealServer",
+        );
+        let cases: Vec<(&Holding, usize, &Tally, Cond)> = vec![
+            (
+                &split,
+                2,
+                &one_serves,
+                c(CondStatus::False, Reason::SplitBrain, "split brain: ..."),
+            ),
+            (
+                &held,
+                0,
+                &one_serves,
+                c(
+                    CondStatus::False,
+                    Reason::NoRealServers,
+                    "matches no RealServer",
+                ),
+            ),
+            (
+                &held,
+                2,
+                &none_serve,
+                c(
+                    CondStatus::False,
+                    Reason::NoHealthyRealServers,
+                    "none of the 2 real servers is healthy and tunnel-ready: a (down), b (on balancer node lb2: left out)",
+                ),
+            ),
+            (
+                &held,
+                2,
+                &one_serves,
+                c(
+                    CondStatus::True,
+                    Reason::Serving,
+                    "VIP 192.0.2.100 served by lb1 with 1 of 2 real servers",
+                ),
+            ),
+        ];
+        for (holding, total, tally, want) in cases {
+            assert_eq!(
+                ready("192.0.2.100", holding, total, tally, &excluded, &degraded),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_operators_vs_conditions_are_carried_and_compared() {
+        let mut previous = VirtualServiceStatus::default();
+        let foreign = Condition {
+            type_: "SomethingElse".into(),
+            status: "True".into(),
+            reason: "Other".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: t(1),
+        };
+        previous.conditions.push(foreign.clone());
+        assert!(!is_vs_condition(&foreign));
+        let decided = invalid_spec(&["bad".into()]);
+        let (conditions, changed) = merge_conditions(&previous, &decided, Some(2), &t(5));
+        assert!(changed);
+        assert_eq!(
+            conditions
+                .iter()
+                .map(|c| c.type_.as_str())
+                .collect::<Vec<_>>(),
+            [READY, VIP_ACTIVE, DEGRADED, CONFLICT]
+        );
+        previous.conditions = conditions.clone();
+        let (again, changed) = merge_conditions(&previous, &decided, Some(2), &t(9));
+        assert!(!changed, "the same decision again changes nothing");
+        assert_eq!(again, conditions);
+        let moved = VirtualServiceStatus {
+            healthy_summary: Some("1/1".into()),
+            ..previous.clone()
+        };
+        assert!(fields_changed(&previous, &moved));
+        assert!(!fields_changed(&previous, &previous));
+    }
+
+    fn with(conds: &[(ConditionType, Cond)], active: Option<&str>) -> VirtualServiceStatus {
+        VirtualServiceStatus {
+            conditions: conds
+                .iter()
+                .map(|(t_, c)| c.condition(*t_, Some(1), &t(1)))
+                .collect(),
+            active_balancer: active.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_transition_has_its_event() {
+        let vip = "192.0.2.100";
+        let vip_c = |r: Reason| (ConditionType::VipActive, c(CondStatus::False, r, "msg"));
+        let degraded = |s: CondStatus, r: Reason| (ConditionType::Degraded, c(s, r, "why"));
+        let conflict =
+            |s: CondStatus| (ConditionType::Conflict, c(s, Reason::VipPortInUse, "taken"));
+        let empty = with(&[], None);
+        // Master.
+        assert_eq!(
+            master_notice(vip, &empty, &with(&[], Some("lb1"))),
+            (
+                Some(normal(
+                    "NewMaster",
+                    "lb1 now holds VIP 192.0.2.100 (before: nobody)".into()
+                )),
+                true
+            )
+        );
+        assert_eq!(
+            master_notice(
+                vip,
+                &with(&[], Some("lb1")),
+                &with(&[vip_c(Reason::NoMaster)], None)
+            ),
+            (
+                Some(warning(
+                    "NoMaster",
+                    "no balancer holds VIP 192.0.2.100 any more (lb1 was Master)".into()
+                )),
+                false
+            )
+        );
+        assert_eq!(
+            master_notice(
+                vip,
+                &with(&[], Some("lb1")),
+                &with(&[vip_c(Reason::SplitBrain)], None)
+            ),
+            (None, false)
+        );
+        assert_eq!(master_notice(vip, &empty, &empty), (None, false));
+        // Split brain, once.
+        let split = with(&[vip_c(Reason::SplitBrain)], None);
+        assert_eq!(
+            split_brain_notice(&empty, &split),
+            Some(warning("SplitBrain", "msg".into()))
+        );
+        assert_eq!(split_brain_notice(&split, &split), None);
+        // Conflict and its end.
+        let (taken, free) = (
+            with(&[conflict(CondStatus::True)], None),
+            with(&[conflict(CondStatus::False)], None),
+        );
+        assert_eq!(
+            conflict_notice(vip, &free, &taken),
+            Some(warning("Conflict", "taken".into()))
+        );
+        assert_eq!(
+            conflict_notice(vip, &taken, &free),
+            Some(normal(
+                "ConflictResolved",
+                "this VirtualService now owns its VIP and ports on 192.0.2.100".into()
+            ))
+        );
+        assert_eq!(conflict_notice(vip, &taken, &taken), None);
+        // Degraded: causes with Events of their own, the rest, recovery.
+        let fine = with(&[degraded(CondStatus::False, Reason::AllHealthy)], None);
+        let cases: Vec<(Reason, Vec<&str>)> = vec![
+            (Reason::RealServersUnhealthy, vec!["Degraded"]),
+            (Reason::RealServerOnBalancer, vec!["RealServerOnBalancer"]),
+            (Reason::KernelSettingRefused, vec![]),
+            (Reason::BalancerNodesUnlabelled, vec![]),
+            (Reason::IpvsServiceDeletedExternally, vec![]),
+        ];
+        for (reason, want) in cases {
+            let bad = with(&[degraded(CondStatus::True, reason)], None);
+            let got: Vec<&str> = degraded_notices(vip, &fine, &bad)
+                .iter()
+                .map(|n| n.reason)
+                .collect();
+            assert_eq!(got, want, "{reason}");
+            let back: Vec<&str> = degraded_notices(vip, &bad, &fine)
+                .iter()
+                .map(|n| n.reason)
+                .collect();
+            assert_eq!(back, ["Recovered"], "{reason}");
+        }
+        // An invalid spec, once.
+        let invalid = with(
+            &[(
+                ConditionType::Ready,
+                c(CondStatus::False, Reason::InvalidSpec, "bad"),
+            )],
+            None,
+        );
+        assert_eq!(
+            invalid_spec_notice(&empty, &invalid),
+            Some(warning("InvalidSpec", "bad".into()))
+        );
+        assert_eq!(invalid_spec_notice(&invalid, &invalid), None);
+    }
+
+    #[test]
+    fn healthy_of_a_real_server_from_the_checks_of_the_active_balancers() {
+        let mut r = node_rs("web1", "198.51.100.10");
+        check(&mut r, "lb1", true);
+        check(&mut r, "lb3", false);
+        let set = |names: &[&'static str]| names.iter().copied().collect::<BTreeSet<&str>>();
+        let cases = [
+            (
+                set(&["lb1"]),
+                c(
+                    CondStatus::True,
+                    Reason::Passing,
+                    "passes health checks on lb1",
+                ),
+            ),
+            (
+                set(&["lb1", "lb2"]),
+                c(
+                    CondStatus::Unknown,
+                    Reason::NotChecked,
+                    "lb2 has not checked it yet",
+                ),
+            ),
+            (
+                set(&["lb1", "lb2", "lb3"]),
+                c(
+                    CondStatus::False,
+                    Reason::CheckFailed,
+                    "health check failed on lb3: GET /healthcheck.html: connection refused (3 consecutive failures)",
+                ),
+            ),
+        ];
+        for (actives, want) in cases {
+            assert_eq!(checked_by(&r, &actives), want, "{actives:?}");
+        }
+    }
+
+    #[test]
+    fn the_operator_writes_tunnel_ready_only_where_no_web_daemon_does() {
+        let outside = rs("ext", "198.51.100.20");
+        let inside = node_rs("web1", "198.51.100.10");
+        let unlabelled = WebNode::Unlabelled {
+            node: "node-web1".into(),
+            label: "lvstun.io/web=true".into(),
+        };
+        let cases = [
+            (
+                &outside,
+                &WebNode::Runs,
+                Some((Reason::OutsideCluster, OUTSIDE_CLUSTER_MESSAGE.to_string())),
+            ),
+            (&inside, &WebNode::Runs, None),
+            (
+                &inside,
+                &unlabelled,
+                unlabelled.message().map(|m| (Reason::NoWebDaemon, m)),
+            ),
+        ];
+        for (r, web, want) in cases {
+            let got = operator_tunnel_ready(r, web);
+            assert!(got.as_ref().is_none_or(|c| c.status == CondStatus::Unknown));
+            assert_eq!(got.map(|c| (c.reason, c.message)), want, "{web:?}");
+        }
+    }
+
+    #[test]
+    fn a_server_going_down_or_up_is_an_event_once() {
+        let down = c(CondStatus::False, Reason::CheckFailed, "refused");
+        let up = c(CondStatus::True, Reason::Passing, "passes");
+        let unknown = c(CondStatus::Unknown, Reason::NotChecked, "not yet");
+        let cases = [
+            (
+                "",
+                &down,
+                Some(("ServerDown", "w (1.2.3.4) is down: refused")),
+            ),
+            (
+                "True",
+                &down,
+                Some(("ServerDown", "w (1.2.3.4) is down: refused")),
+            ),
+            ("False", &down, None),
+            (
+                "False",
+                &up,
+                Some(("ServerUp", "w (1.2.3.4) is up again: passes")),
+            ),
+            ("True", &up, None),
+            ("", &up, None),
+            ("False", &unknown, None),
+        ];
+        for (old, health, want) in cases {
+            let got = server_notice("w (1.2.3.4)", old, health);
+            assert_eq!(
+                got.as_ref().map(|n| (n.reason, n.note.as_str())),
+                want,
+                "{old} -> {health:?}"
+            );
+        }
     }
 }

@@ -82,7 +82,7 @@ fn rendered(extra: &[&str]) -> Vec<Value> {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     text.split("\n---")
-        .filter_map(|doc| serde_yaml::from_str::<Value>(doc).ok())
+        .filter_map(|doc| serde_norway::from_str::<Value>(doc).ok())
         .filter(|v| v.is_object())
         .collect()
 }

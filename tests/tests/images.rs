@@ -762,7 +762,7 @@ fn the_chart_and_the_plain_manifests_name_the_images_this_build_produces() {
     for (what, text) in [("helm template", rendered), ("deploy/manifests", plain)] {
         let mut images = Vec::new();
         let mut node_image_args = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_norway::Deserializer::from_str(&text) {
             let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
             images_in(&doc, &mut images);
             if doc["kind"] == "Deployment" {
@@ -786,6 +786,7 @@ fn the_chart_and_the_plain_manifests_name_the_images_this_build_produces() {
     }
     // The chart's appVersion is the tag; an upgrade of one without the other would break pulls.
     let chart_yaml: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap()).unwrap();
+        serde_norway::from_str(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap())
+            .unwrap();
     assert_eq!(chart_yaml["appVersion"], TAG);
 }

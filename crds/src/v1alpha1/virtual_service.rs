@@ -538,6 +538,14 @@ pub enum KernelSettingRefusal {
 }
 
 impl KernelSettingRefusal {
+    /// Every refusal, for the vocabulary in [`crate::conditions`].
+    pub const ALL: &'static [KernelSettingRefusal] = &[
+        KernelSettingRefusal::ReadOnly,
+        KernelSettingRefusal::PermissionDenied,
+        KernelSettingRefusal::NotFound,
+        KernelSettingRefusal::Other,
+    ];
+
     /// The reason as written in the API and in metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

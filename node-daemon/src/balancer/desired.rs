@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use lvstun_crds::conditions::{CONFLICT, TUNNEL_READY};
+use lvstun_crds::conditions::{CondStatus, ConditionType};
 use lvstun_crds::v1alpha1::{self as api, RealServer, VirtualService};
 use lvstun_rules::Outcome;
 
@@ -259,8 +259,8 @@ fn problem(kind: &str, object: &ObjectRef, message: impl Into<String>) -> Proble
 }
 
 /// The condition of `type_` in a status's conditions.
-fn condition<'a>(conditions: Option<&'a Vec<Condition>>, type_: &str) -> Option<&'a Condition> {
-    conditions?.iter().find(|c| c.type_ == type_)
+fn condition(conditions: Option<&Vec<Condition>>, type_: ConditionType) -> Option<&Condition> {
+    conditions?.iter().find(|c| c.type_ == type_.as_str())
 }
 
 /// The parts of a VirtualService that do not depend on its real servers, validated.
@@ -498,8 +498,13 @@ fn parse_rs(rs: &RealServer) -> ParsedRs<'_> {
         let gate = if rs.spec.drain {
             Gate::Drain
         } else {
-            match condition(rs.status.as_ref().map(|s| &s.conditions), TUNNEL_READY) {
-                Some(c) if c.status == "False" => Gate::TunnelNotReady(c.message.as_str().into()),
+            match condition(
+                rs.status.as_ref().map(|s| &s.conditions),
+                ConditionType::TunnelReady,
+            ) {
+                Some(c) if c.status == CondStatus::False.as_str() => {
+                    Gate::TunnelNotReady(c.message.as_str().into())
+                }
                 _ => Gate::Open,
             }
         };
@@ -582,7 +587,9 @@ pub fn resolve(snapshot: &Snapshot) -> Resolved {
             .filter(|vs| concerns_this_node(vs, &snapshot.scope)),
         |vs| {
             let status = vs.status.as_ref().map(|s| &s.conditions);
-            if let Some(c) = condition(status, CONFLICT).filter(|c| c.status == "True") {
+            if let Some(c) = condition(status, ConditionType::Conflict)
+                .filter(|c| c.status == CondStatus::True.as_str())
+            {
                 return Err(format!(
                     "not programmed: the operator reports a conflict: {}",
                     c.message

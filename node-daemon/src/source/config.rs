@@ -23,9 +23,9 @@ const API_VERSION: &str = "lvstun.io/v1alpha1";
 /// or version is refused (rather than ignored: a typo in `kind` must not silently remove a VIP).
 pub fn parse(text: &str) -> Result<Objects, Error> {
     let mut objects = Objects::default();
-    for (n, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (n, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let document = n + 1;
-        let value = serde_yaml::Value::deserialize(doc)
+        let value = serde_norway::Value::deserialize(doc)
             .map_err(|source| Error::Document { document, source })?;
         if value.is_null() {
             continue;
@@ -33,7 +33,7 @@ pub fn parse(text: &str) -> Result<Objects, Error> {
         let field = |key: &str| {
             value
                 .get(key)
-                .and_then(serde_yaml::Value::as_str)
+                .and_then(serde_norway::Value::as_str)
                 .unwrap_or("")
         };
         let (api_version, kind) = (field("apiVersion"), field("kind"));
@@ -55,10 +55,10 @@ pub fn parse(text: &str) -> Result<Objects, Error> {
         match kind {
             "VirtualService" => objects
                 .virtual_services
-                .push(serde_yaml::from_value(value).map_err(object("VirtualService"))?),
+                .push(serde_norway::from_value(value).map_err(object("VirtualService"))?),
             "RealServer" => objects
                 .real_servers
-                .push(serde_yaml::from_value(value).map_err(object("RealServer"))?),
+                .push(serde_norway::from_value(value).map_err(object("RealServer"))?),
             other => {
                 return Err(Error::Unexpected {
                     document,
@@ -135,7 +135,7 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("address"));
-        // The cause is kept: serde_yaml's error, not only its text.
+        // The cause is kept: serde_norway's error, not only its text.
         let source = std::error::Error::source(&err).map(ToString::to_string);
         assert!(source.is_some_and(|s| s.contains("address")));
         assert!(matches!(

@@ -189,6 +189,7 @@ mod tests {
     use crate::net::fake::FakeKernel;
     use crate::source::config::parse;
     use crate::web::desired::{Identity, MssMode, VipDevice, served};
+    use lvstun_crds::conditions::Reason;
 
     const CONFIG: &str = r#"
 apiVersion: lvstun.io/v1alpha1
@@ -284,7 +285,7 @@ spec: {address: 198.51.100.10}
         after.links.retain(|_, l| l.name != "tunl0");
         assert_eq!(after.links, before.links);
         assert_eq!(after.addrs, before.addrs);
-        assert!(!third.readiness.ready && third.readiness.reason == "RealServerNotFound");
+        assert!(!third.readiness.ready && third.readiness.reason == Reason::RealServerNotFound);
     }
 
     /// `www` (192.0.2.100) and `api` (192.0.2.101) select node lb2's RealServer; the operator
@@ -344,7 +345,7 @@ spec: {address: 198.51.100.10}
         );
         assert!(k.addrs_of("lvstun0").is_empty());
         assert!(!out.readiness.ready);
-        assert_eq!(out.readiness.reason, "NodeIsBalancer");
+        assert_eq!(out.readiness.reason, Reason::NodeIsBalancer);
         assert!(
             out.readiness
                 .message
@@ -372,7 +373,7 @@ spec: {address: 198.51.100.10}
         let mut k = FakeKernel::new("198.51.100.10");
         k.all.rp_filter = 1;
         let out = run(&mut k, &web1(), &Options::default(), &mut State::default());
-        assert_eq!(out.readiness.reason, "RpFilterDrops");
+        assert_eq!(out.readiness.reason, Reason::RpFilterDrops);
         assert!(
             out.readiness
                 .message
@@ -443,13 +444,13 @@ spec: {address: 198.51.100.10}
         let mut k = FakeKernel::new("198.51.100.10");
         k.ipip_available = false;
         let out = run(&mut k, &web1(), &Options::default(), &mut State::default());
-        assert_eq!(out.readiness.reason, "IpipUnavailable");
+        assert_eq!(out.readiness.reason, Reason::IpipUnavailable);
         assert!(out.readiness.message.contains("ipip module missing"));
 
         let mut k = FakeKernel::new("198.51.100.10");
         k.nft_installed = false;
         let out = run(&mut k, &web1(), &Options::default(), &mut State::default());
-        assert_eq!(out.readiness.reason, "NftUnavailable");
+        assert_eq!(out.readiness.reason, Reason::NftUnavailable);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use lvstun_crds::conditions::CONFLICT;
+use lvstun_crds::conditions::{CondStatus, ConditionType};
 use lvstun_crds::v1alpha1::{RealServer, TunnelType, VirtualService};
 use lvstun_rules::DEFAULT_NAMESPACE;
 
@@ -236,9 +236,9 @@ fn is_me(rs: &RealServer, identity: &Identity) -> bool {
 /// the real server out of every other VirtualService too.
 fn given_up(vs: &VirtualService) -> bool {
     vs.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == CONFLICT && c.status == "True")
+        s.conditions.iter().any(|c| {
+            c.type_ == ConditionType::Conflict.as_str() && c.status == CondStatus::True.as_str()
+        })
     })
 }
 

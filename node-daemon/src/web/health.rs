@@ -108,6 +108,7 @@ pub fn turn(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lvstun_crds::conditions::Reason;
 
     #[test]
     fn answers() {
@@ -120,7 +121,7 @@ mod tests {
         assert_eq!(readyz_answer(&h).0, StatusCode::SERVICE_UNAVAILABLE);
         h.readiness = Some(Readiness {
             ready: true,
-            reason: "Ready",
+            reason: Reason::Ready,
             message: "m".into(),
         });
         assert_eq!(

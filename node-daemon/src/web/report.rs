@@ -29,7 +29,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use lvstun_crds::conditions::TUNNEL_READY;
+use lvstun_crds::conditions::ConditionType;
 use lvstun_crds::v1alpha1::RealServer;
 use serde_json::json;
 use tokio::time::Instant;
@@ -68,7 +68,7 @@ fn tunnel_ready(rs: &RealServer) -> Option<&Condition> {
         .as_ref()?
         .conditions
         .iter()
-        .find(|c| c.type_ == TUNNEL_READY)
+        .find(|c| c.type_ == ConditionType::TunnelReady.as_str())
 }
 
 /// Whether `manager` owns a `TunnelReady` condition on this object (its `managedFields` entry
@@ -82,8 +82,9 @@ pub fn owns_condition(rs: &RealServer, manager: &str) -> bool {
                 .and_then(|s| s.get("f:conditions"))
                 .and_then(serde_json::Value::as_object)
                 .is_some_and(|c| {
-                    c.keys()
-                        .any(|k| k.starts_with("k:") && k.contains(TUNNEL_READY))
+                    c.keys().any(|k| {
+                        k.starts_with("k:") && k.contains(ConditionType::TunnelReady.as_str())
+                    })
                 })
     })
 }
@@ -178,13 +179,14 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     use k8s_openapi::jiff::Timestamp;
+    use lvstun_crds::conditions::Reason;
 
     fn t(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).unwrap())
     }
 
     fn rs(ns: &str, name: &str, cond: Option<(&str, &str, &str)>) -> RealServer {
-        let mut r: RealServer = serde_yaml::from_str(&format!(
+        let mut r: RealServer = serde_norway::from_str(&format!(
             "apiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {{name: {name}, namespace: {ns}, generation: 2}}\nspec: {{address: 198.51.100.10, nodeName: node-a}}\n"
         ))
         .unwrap();
@@ -200,7 +202,7 @@ mod tests {
                         last_transition_time: t(1),
                     },
                     Condition {
-                        type_: TUNNEL_READY.into(),
+                        type_: ConditionType::TunnelReady.as_str().into(),
                         status: status.into(),
                         reason: reason.into(),
                         message: message.into(),
@@ -230,7 +232,7 @@ mod tests {
     fn ready(msg: &str) -> Readiness {
         Readiness {
             ready: true,
-            reason: "Ready",
+            reason: Reason::Ready,
             message: msg.into(),
         }
     }
@@ -288,7 +290,7 @@ mod tests {
         // New status: the transition time moves.
         let down = Readiness {
             ready: false,
-            reason: "Tunl0Down",
+            reason: Reason::Tunl0Down,
             message: "tunl0 is down".into(),
         };
         let w = plan(ME, &mine, &objects, &down, None, &t(500));

@@ -8,7 +8,7 @@
 //! `lvstun-node-web/<node>` (see `report`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use lvstun_crds::conditions::{NODE_IS_BALANCER, TUNNEL_READY, node_is_balancer_message};
+use lvstun_crds::conditions::{Cond, CondStatus, ConditionType, Reason, node_is_balancer_message};
 
 use super::desired::{Desired, Observed, Problem, Served, VipDevice};
 use crate::net::devconf::Knob;
@@ -23,14 +23,14 @@ pub const FIELD_MANAGER: &str = "lvstun-node-web";
 pub struct Readiness {
     /// Ready to take tunneled traffic for every VIP this host serves.
     pub ready: bool,
-    /// A CamelCase reason (the condition's `reason`).
-    pub reason: &'static str,
+    /// Why, in one word (the condition's `reason`).
+    pub reason: Reason,
     /// What a person reads.
     pub message: String,
 }
 
 impl Readiness {
-    fn not(reason: &'static str, message: impl Into<String>) -> Readiness {
+    fn not(reason: Reason, message: impl Into<String>) -> Readiness {
         Readiness {
             ready: false,
             reason,
@@ -40,14 +40,12 @@ impl Readiness {
 
     /// The `TunnelReady` condition for the RealServer's status.
     pub fn condition(&self, generation: Option<i64>, now: Time) -> Condition {
-        Condition {
-            type_: TUNNEL_READY.to_owned(),
-            status: if self.ready { "True" } else { "False" }.to_owned(),
-            reason: self.reason.to_owned(),
-            message: self.message.clone(),
-            observed_generation: generation,
-            last_transition_time: now,
-        }
+        Cond::new(
+            CondStatus::of(self.ready),
+            self.reason,
+            self.message.clone(),
+        )
+        .condition(ConditionType::TunnelReady, generation, &now)
     }
 }
 
@@ -62,7 +60,7 @@ pub fn readiness(
 ) -> Readiness {
     let mut verdict = judge(served, desired, observed);
     match apply_error {
-        Some(err) if verdict.ready => Readiness::not("ApplyFailed", err),
+        Some(err) if verdict.ready => Readiness::not(Reason::ApplyFailed, err),
         Some(err) => {
             verdict.message = format!("{} (last apply: {err})", verdict.message);
             verdict
@@ -75,10 +73,10 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
     for problem in &served.problems {
         match problem {
             Problem::RealServerNotFound(_) => {
-                return Readiness::not("RealServerNotFound", problem.to_string());
+                return Readiness::not(Reason::RealServerNotFound, problem.to_string());
             }
             Problem::AmbiguousRealServer(_) => {
-                return Readiness::not("AmbiguousRealServer", problem.to_string());
+                return Readiness::not(Reason::AmbiguousRealServer, problem.to_string());
             }
             _ => {}
         }
@@ -90,30 +88,30 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         if let Some(message) = left_out_message(served) {
             // Every VirtualService selecting it leaves it out: nothing held, and it serves
             // nothing, which the condition must not hide.
-            return Readiness::not(NODE_IS_BALANCER, message);
+            return Readiness::not(Reason::NodeIsBalancer, message);
         }
         if served.real_servers.is_empty() {
             // A labelled node no RealServer names (yet): idle and ready, so its pod reads Ready.
             return Readiness {
                 ready: true,
-                reason: "NoRealServer",
+                reason: Reason::NoRealServer,
                 message: "no RealServer names this node: nothing to prepare".into(),
             };
         }
         return Readiness {
             ready: true,
-            reason: "NoVirtualService",
+            reason: Reason::NoVirtualService,
             message: "no VirtualService selects this real server: nothing to prepare".into(),
         };
     }
     let Some(tunl0) = observed.link(TUNL0) else {
         return Readiness::not(
-            "IpipUnavailable",
+            Reason::IpipUnavailable,
             "ipip module missing: there is no tunl0 (the kernel refused or could not load ipip)",
         );
     };
     if !tunl0.up {
-        return Readiness::not("Tunl0Down", "tunl0 is down");
+        return Readiness::not(Reason::Tunl0Down, "tunl0 is down");
     }
     let (all_rp, own_rp) = (
         observed.all.rp_filter,
@@ -127,12 +125,12 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
     match observed.link(dev) {
         None => {
             return Readiness::not(
-                "VipDeviceMissing",
+                Reason::VipDeviceMissing,
                 format!("VIP device {dev} does not exist"),
             );
         }
         Some(l) if !l.up => {
-            return Readiness::not("VipDeviceDown", format!("VIP device {dev} is down"));
+            return Readiness::not(Reason::VipDeviceDown, format!("VIP device {dev} is down"));
         }
         Some(_) => {}
     }
@@ -145,13 +143,13 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         .collect();
     if !missing.is_empty() {
         return Readiness::not(
-            "VipMissing",
+            Reason::VipMissing,
             format!("VIP(s) {} not on {dev}", missing.join(", ")),
         );
     }
     if desired.uplinks.is_empty() {
         return Readiness::not(
-            "NoUplink",
+            Reason::NoUplink,
             "no uplink found (no default route, and the RealServer's address is on no interface): use --uplink",
         );
     }
@@ -160,7 +158,7 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         let announce = observed.effective(up, Knob::ArpAnnounce).unwrap_or(0);
         if ignore < 1 || announce < 2 {
             return Readiness::not(
-                "ArpNotSuppressed",
+                Reason::ArpNotSuppressed,
                 format!(
                     "{up}: arp_ignore={ignore} arp_announce={announce} (need at least 1 and 2)"
                 ),
@@ -168,13 +166,13 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         }
     }
     match &observed.nft {
-        Err(e) => return Readiness::not("NftUnavailable", e.clone()),
+        Err(e) => return Readiness::not(Reason::NftUnavailable, e.clone()),
         Ok(state) => {
             if state.unknown
                 || state.objects != crate::net::arp_guard::desired_objects(&desired.guard)
             {
                 return Readiness::not(
-                    "ArpGuardMissing",
+                    Reason::ArpGuardMissing,
                     "lvstun's nft tables (ARP guard, MSS clamp) are not as desired",
                 );
             }
@@ -195,7 +193,7 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         .map_or("no MSS clamp".to_owned(), |m| format!("MSS clamped to {m}"));
     Readiness {
         ready: true,
-        reason: "Ready",
+        reason: Reason::Ready,
         message: format!(
             "tunl0 up; {} on {on}; ARP for VIPs suppressed on {}; {mss}{rp_note}{left_out}",
             vips.join(", "),
@@ -203,11 +201,6 @@ fn judge(served: &Served, desired: &Desired, observed: &Observed) -> Readiness {
         ),
     }
 }
-
-/// Reason when the effective `rp_filter` of a `tunl0` with an address is strict.
-pub const RP_FILTER_STRICT: &str = "RpFilterStrict";
-/// Reason when `tunl0` has no address and its effective `rp_filter` is not 0.
-pub const RP_FILTER_DROPS: &str = "RpFilterDrops";
 
 /// Whether reverse-path filtering drops decapsulated packets on `tunl0`, and if so the verdict
 /// naming the sysctl, its value and what to set (see [`super::desired::knob_target`] for the
@@ -230,7 +223,7 @@ pub fn rp_filter_drops(
     if has_addr {
         return (effective == 1).then(|| {
             Readiness::not(
-                RP_FILTER_STRICT,
+                Reason::RpFilterStrict,
                 format!(
                     "net.ipv4.conf.tunl0.rp_filter is effectively 1 (strict; all={all}, tunl0={own}): decapsulated packets are dropped; \
                      lvstun sets net.ipv4.conf.tunl0.rp_filter=2 (loose) on its next pass, so if this stays, something on the host keeps resetting it"
@@ -258,7 +251,7 @@ pub fn rp_filter_drops(
              lvstun sets it to 0 on its next pass, so if this stays, something on the host keeps resetting it"
         )
     };
-    Some(Readiness::not(RP_FILTER_DROPS, message))
+    Some(Readiness::not(Reason::RpFilterDrops, message))
 }
 
 /// The VirtualServices that leave this host's RealServer out (its node is one of their
@@ -272,7 +265,8 @@ fn left_out_message(served: &Served) -> Option<String> {
         .iter()
         .map(|(vs, rs, node)| {
             format!(
-                "VirtualService {vs} leaves it out ({NODE_IS_BALANCER}): {}",
+                "VirtualService {vs} leaves it out ({}): {}",
+                Reason::NodeIsBalancer,
                 node_is_balancer_message(rs, node)
             )
         })
@@ -280,12 +274,12 @@ fn left_out_message(served: &Served) -> Option<String> {
     Some(parts.join("; "))
 }
 
-fn reason_of(problem: &Problem) -> &'static str {
+fn reason_of(problem: &Problem) -> Reason {
     match problem {
-        Problem::RealServerNotFound(_) => "RealServerNotFound",
-        Problem::AmbiguousRealServer(_) => "AmbiguousRealServer",
-        Problem::BadVip { .. } => "BadVip",
-        Problem::UnsupportedTunnel { .. } => "UnsupportedTunnel",
+        Problem::RealServerNotFound(_) => Reason::RealServerNotFound,
+        Problem::AmbiguousRealServer(_) => Reason::AmbiguousRealServer,
+        Problem::BadVip { .. } => Reason::BadVip,
+        Problem::UnsupportedTunnel { .. } => Reason::UnsupportedTunnel,
     }
 }
 
@@ -296,7 +290,7 @@ mod tests {
 
     #[test]
     fn condition_carries_the_verdict() {
-        let r = Readiness::not(RP_FILTER_STRICT, "m");
+        let r = Readiness::not(Reason::RpFilterStrict, "m");
         let now = Time(Timestamp::from_second(10).unwrap());
         let c = r.condition(Some(3), now);
         assert_eq!(
@@ -311,17 +305,17 @@ mod tests {
     fn rp_filter_verdicts_name_the_sysctl_its_value_and_the_fix() {
         let dummy = VipDevice::Dummy("lvstun0".into());
         // (all, tunl0, tunl0 has an address) -> reason, or None when packets pass.
-        let cases: [(u32, u32, bool, Option<&str>); 10] = [
+        let cases: [(u32, u32, bool, Option<Reason>); 10] = [
             (0, 0, false, None),
-            (0, 1, false, Some(RP_FILTER_DROPS)),
-            (1, 0, false, Some(RP_FILTER_DROPS)),
-            (2, 0, false, Some(RP_FILTER_DROPS)),
+            (0, 1, false, Some(Reason::RpFilterDrops)),
+            (1, 0, false, Some(Reason::RpFilterDrops)),
+            (2, 0, false, Some(Reason::RpFilterDrops)),
             (0, 0, true, None),
             (1, 2, true, None),
             (2, 0, true, None),
             (2, 1, true, None),
-            (1, 0, true, Some(RP_FILTER_STRICT)),
-            (0, 1, true, Some(RP_FILTER_STRICT)),
+            (1, 0, true, Some(Reason::RpFilterStrict)),
+            (0, 1, true, Some(Reason::RpFilterStrict)),
         ];
         for (all, own, has_addr, want) in cases {
             let got = rp_filter_drops(all, own, has_addr, &dummy);
@@ -371,6 +365,6 @@ mod tests {
         assert!(!want.active(), "nothing to hold");
         let r = readiness(&served, &want, &observed, None);
         assert!(r.ready, "{r:?}");
-        assert_eq!(r.reason, "NoRealServer");
+        assert_eq!(r.reason, Reason::NoRealServer);
     }
 }
