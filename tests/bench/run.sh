@@ -91,7 +91,7 @@ if ((run_health)); then
   while IFS= read -r line; do
     [[ $line == health_*=* ]] && R[${line%%=*}]="${line#*=}"
   done < <(LVSTUN_BENCH_TARGETS="$targets" LVSTUN_BENCH_SECONDS="$seconds" \
-    cargo test --release -q -p lvstun-node --bin lvstun-node -- --ignored --nocapture \
+    cargo test --release -q -p lvstun-node --lib -- --ignored --nocapture \
     --exact health::checker::bench::health_cpu_with_many_targets 2>/dev/null)
 fi
 
