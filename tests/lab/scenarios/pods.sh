@@ -291,7 +291,7 @@ lifecycle() {
   lab_node_kube_proxy lb2
   lab_wait_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" 60
   lab_sleep 12
-  lab_result neighbour.lb2.restored "$(has_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" && echo yes || echo no)"
+  lab_result neighbour.lb2.restored "$(lab_has_rule lb2 "$(rule "$LAB_WEB2_IP" 1)" && echo yes || echo no)"
   phase_end neighbour
   say "   lb2's deletions counted: $(balancer_metric lb2 lvstun_balancer_foreign_deletions_total);"
   say "   $(load_line neighbour)"
