@@ -164,18 +164,9 @@ mod tests {
 
     use super::*;
     use crate::balancer::desired;
+    use crate::balancer::run::tests_support::{WEB1, WEB2, examples};
     use crate::error::Errno;
-    use crate::source::{Snapshot, file};
     use lvstun_ipvs::model::{DestConfig, Protocol, Scheduler, ServiceConfig, Weight};
-
-    const VS: &str = include_str!("../../../deploy/examples/virtualservice.yaml");
-    const RS: &str = include_str!("../../../deploy/examples/realservers.yaml");
-    const WEB1: &str = "198.51.100.10";
-    const WEB2: &str = "198.51.100.130";
-
-    fn examples() -> Snapshot {
-        file::parse(&format!("{VS}\n---\n{RS}")).unwrap()
-    }
 
     fn key(vip: &str, port: u16) -> ServiceKey {
         ServiceKey::Addr {

@@ -764,15 +764,6 @@ mod tests {
     use crate::source::file;
     use lvstun_ipvs::model::{DestConfig, Protocol, Scheduler, ServiceConfig, Weight};
 
-    const VS: &str = include_str!("../../../deploy/examples/virtualservice.yaml");
-    const RS: &str = include_str!("../../../deploy/examples/realservers.yaml");
-    const WEB1: &str = "198.51.100.10";
-    const WEB2: &str = "198.51.100.130";
-
-    fn examples() -> Snapshot {
-        file::parse(&format!("{VS}\n---\n{RS}")).unwrap()
-    }
-
     fn only_real_servers() -> Snapshot {
         file::parse(RS).unwrap()
     }
@@ -1293,12 +1284,23 @@ mod memory {
 
 /// The in-memory seams shared by the loop's tests and measurements.
 #[cfg(test)]
-mod tests_support {
+pub(super) mod tests_support {
     use std::collections::HashMap;
 
     use super::*;
     use crate::error::Errno;
     use lvstun_ipvs::fake::FakeIpvs;
+
+    /// The seed's example VirtualService and RealServers (`deploy/examples/`), and the two real
+    /// servers' addresses: the fixture the loop's and the pass's tests share.
+    pub const VS: &str = include_str!("../../../deploy/examples/virtualservice.yaml");
+    pub const RS: &str = include_str!("../../../deploy/examples/realservers.yaml");
+    pub const WEB1: &str = "198.51.100.10";
+    pub const WEB2: &str = "198.51.100.130";
+
+    pub fn examples() -> Snapshot {
+        crate::source::file::parse(&format!("{VS}\n---\n{RS}")).unwrap()
+    }
 
     /// Health verdicts set by hand; `None` until a test says otherwise, like a checker whose
     /// first checks have not run.
