@@ -212,6 +212,10 @@ pub struct Driver<V: VipOps> {
     quiet_after: std::time::Duration,
     /// Whether the last advertisement was withheld (to log the change once).
     quiet: bool,
+    /// When an advertisement last passed the receive filter, and when we last sent one: the
+    /// evidence a takeover or a late advertisement is logged with.
+    last_accepted: Option<std::time::Instant>,
+    last_sent: Option<std::time::Instant>,
     status: Status,
     status_tx: watch::Sender<Status>,
 }
@@ -256,6 +260,8 @@ impl<V: VipOps> Driver<V> {
                 errors: 0,
                 quiet_after,
                 quiet: false,
+                last_accepted: None,
+                last_sent: None,
                 status: Status::new(),
                 status_tx,
             },
@@ -366,11 +372,31 @@ impl<V: VipOps> Driver<V> {
             .collect();
         due.sort_unstable();
         for (_, kind) in due {
-            if self.timers.get(&kind).is_some_and(|at| *at <= now) {
+            if let Some(at) = self.timers.get(&kind).copied().filter(|at| *at <= now) {
                 self.timers.remove(&kind);
+                if kind == TimerKind::MasterDown {
+                    self.log_master_down(now, at);
+                }
                 self.event(kind.fired()).await;
             }
         }
+    }
+
+    /// A Backup's Master_Down_Timer fired: says what the takeover rests on. A timer that fired
+    /// late measures this process's own stall, not the Master's silence; a long time since the
+    /// last advertisement with a punctual timer means the advertisements did not arrive.
+    fn log_master_down(&self, now: std::time::Instant, deadline: std::time::Instant) {
+        let since_ms = self
+            .last_accepted
+            .map(|at| now.saturating_duration_since(at).as_millis() as u64);
+        tracing::info!(
+            vrid = self.router.config().vrid,
+            late_ms = now.saturating_duration_since(deadline).as_millis() as u64,
+            since_last_advert_ms = ?since_ms,
+            adverts_accepted = self.status.adverts_accepted,
+            drops = ?self.status.drops,
+            "vrrp: Master_Down_Timer expired"
+        );
     }
 
     async fn packet(&mut self, datagram: &[u8]) {
@@ -389,6 +415,7 @@ impl<V: VipOps> Driver<V> {
                     "vrrp: advertisement"
                 );
                 self.status.adverts_accepted += 1;
+                self.last_accepted = Some(Instant::now().into_std());
                 self.event(Event::AdvertReceived { from: src, advert })
                     .await;
             }
@@ -417,6 +444,7 @@ impl<V: VipOps> Driver<V> {
                 Ok(())
             }
             Action::SendAdvert { priority } => {
+                self.note_sent(priority);
                 let advert = self.router.advertisement(priority);
                 let src = self.router.config().primary_ip;
                 let mut result = Ok(());
@@ -461,6 +489,8 @@ impl<V: VipOps> Driver<V> {
                     "vrrp: state changed"
                 );
                 self.status.transitions += 1;
+                // A new tenure as Master: the gap to a previous one's last advert is no delay.
+                self.last_sent = None;
                 Ok(())
             }
         };
@@ -468,6 +498,26 @@ impl<V: VipOps> Driver<V> {
             tracing::warn!(?action, %err, "vrrp: action failed");
             self.errors += 1;
         }
+    }
+
+    /// Remembers when an advertisement went out and warns when it left more than one and a
+    /// half intervals after the previous one: a Backup takes over after three (or the
+    /// configured number) missed, so each late one is logged before that happens.
+    fn note_sent(&mut self, priority: u8) {
+        let now = Instant::now().into_std();
+        let interval = self.router.config().adver_int.duration();
+        if let Some(gap) = self.last_sent.map(|at| now.saturating_duration_since(at))
+            && priority > 0
+            && gap > interval + interval / 2
+        {
+            tracing::warn!(
+                vrid = self.router.config().vrid,
+                gap_ms = gap.as_millis() as u64,
+                interval_ms = interval.as_millis() as u64,
+                "vrrp: advertisement sent late"
+            );
+        }
+        self.last_sent = (priority > 0).then_some(now);
     }
 
     /// Whether the ops' oldest waiting call is older than `quiet_after`: then this Master's
