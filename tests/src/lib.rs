@@ -4,3 +4,4 @@ pub mod controlplane;
 pub mod images;
 pub mod lab;
 pub mod operator_fixture;
+pub mod refusals;

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::schema::ipv4_rule;
+use super::schema::{ipv4_rule, node_name_rule, unicast_rule};
 
 /// Desired state of one real server.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -47,6 +47,7 @@ pub struct RealServerSpec {
     /// The real server's own routable address: the tunnel's outer destination and the target of
     /// health checks.
     #[x_kube(validation = ipv4_rule("spec.address", "198.51.100.10"))]
+    #[x_kube(validation = unicast_rule("spec.address", "a real server address", "198.51.100.10"))]
     #[schemars(length(max = 15))]
     pub address: String,
     /// Port on the real server; defaults to the VirtualService port (tunnel mode cannot remap
@@ -67,6 +68,7 @@ pub struct RealServerSpec {
     /// Without it the host is outside the cluster and runs `lvstun-node web --config` itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = node_name_rule("spec.nodeName"))]
     pub node_name: Option<String>,
 }
 

@@ -16,7 +16,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::schema::{IPV4_RE, ipv4_rule};
+use super::schema::{
+    IPV4_RE, ipv4_rule, label_selector, node_name_rule, unicast_list_rule, unicast_rule,
+};
 
 /// Desired state of one virtual service: the VIP users connect to and everything needed to
 /// forward their connections to healthy real servers.
@@ -54,9 +56,13 @@ use super::schema::{IPV4_RE, ipv4_rule};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.balancers.unicastPeers) || !(self.vip in self.balancers.unicastPeers)"
+).message("spec.balancers.unicastPeers lists the VIP itself: list the other balancer nodes' own addresses, never the VIP"))]
 pub struct VirtualServiceSpec {
     /// The virtual IP clients connect to. IPv4 only for now (ipip carries IPv4).
     #[x_kube(validation = ipv4_rule("spec.vip", "192.0.2.100"))]
+    #[x_kube(validation = unicast_rule("spec.vip", "a VIP", "192.0.2.100"))]
     #[schemars(length(max = 15))]
     pub vip: String,
 
@@ -80,6 +86,7 @@ pub struct VirtualServiceSpec {
     pub tunnel: Tunnel,
 
     /// Selects the `RealServer`s (in this namespace) that serve this VIP.
+    #[schemars(schema_with = "label_selector")]
     pub real_server_selector: LabelSelector,
 
     /// How balancers decide that a real server is alive. Defaults to the classic recipe:
@@ -278,6 +285,8 @@ pub struct HttpCheck {
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = kube::core::Rule::new("self.startsWith('/')")
         .message("spec.healthCheck.http.path must start with '/', e.g. /healthcheck.html"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[!-~]*$')")
+        .message("spec.healthCheck.http.path must be printable ASCII without spaces or control characters; percent-encode them, e.g. /health%20check"))]
     pub path: String,
     /// Port to check; defaults to the real server's port (or the service port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -294,6 +303,8 @@ pub struct HttpCheck {
     /// `Host` header to send; defaults to the real server's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$')")
+        .message("spec.healthCheck.http.host must be a host name or IPv4 address with an optional :port, without spaces or control characters, e.g. www.example.com"))]
     pub host: Option<String>,
 }
 
@@ -336,6 +347,7 @@ pub struct Balancers {
     /// Nodes whose labels match run a balancer for this VIP. Only nodes that also carry the
     /// balancer label the admin chose (chart value `balancer.nodeSelector`, default
     /// `lvstun.io/balancer=true`) run the balancer daemon; others are reported in `Degraded`.
+    #[schemars(schema_with = "label_selector")]
     pub node_selector: LabelSelector,
     /// Interface that carries the VIP; defaults to the interface that routes to the VIP's subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,12 +384,16 @@ pub struct Balancers {
     /// Per-node priority overrides (1..254). Other nodes get priorities by node name order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
+    #[x_kube(validation = kube::core::Rule::new(
+        "self.all(p, self.filter(q, q.nodeName == p.nodeName).size() == 1)"
+    ).message("spec.balancers.priorities: a node appears more than once; give each node one entry"))]
     pub priorities: Vec<NodePriority>,
     /// Peers to advertise to by unicast, for networks that drop multicast.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 15)))]
     #[x_kube(validation = kube::core::Rule::new(format!("self.all(a, a.matches('{IPV4_RE}'))"))
         .message("spec.balancers.unicastPeers must be IPv4 addresses such as 192.0.2.12"))]
+    #[x_kube(validation = unicast_list_rule("spec.balancers.unicastPeers", "VRRP peers", "192.0.2.12"))]
     pub unicast_peers: Vec<String>,
 }
 
@@ -398,6 +414,7 @@ fn default_true() -> bool {
 pub struct NodePriority {
     /// Node name.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = node_name_rule("spec.balancers.priorities: nodeName"))]
     pub node_name: String,
     /// VRRP priority (1..254; 255 is reserved for address owners, which lvstun never is).
     #[schemars(range(min = 1, max = 254))]
