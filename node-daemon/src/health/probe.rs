@@ -3,6 +3,12 @@
 //! HTTP is spoken by hand (HTTP/1.0, `Connection: close`, at most 64 KiB read): a health check
 //! needs a status line and a body substring, and a tiny client keeps hundreds of concurrent
 //! checks cheap in memory.
+//!
+//! What a check reports goes into `RealServer.status`, which every tenant that may read the
+//! object can see, while the check itself runs from the balancer node's network: so an outcome
+//! never quotes the bytes a server sent (a RealServer pointed at some internal service must not
+//! turn the balancer into a reader of that service), and a path or `Host` that could smuggle a
+//! second request line or header is refused before anything is sent.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -61,10 +67,11 @@ impl Probe {
                 expect_status,
                 expect_body,
             } => {
+                let host = host.clone().unwrap_or_else(|| addr.ip().to_string());
+                request_fields_ok(path, &host)?;
                 let mut stream = TcpStream::connect(addr)
                     .await
                     .map_err(|e| format!("connect {addr}: {e}"))?;
-                let host = host.clone().unwrap_or_else(|| addr.ip().to_string());
                 let request = format!(
                     "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lvstun-health\r\nConnection: close\r\n\r\n"
                 );
@@ -84,7 +91,28 @@ impl Probe {
     }
 }
 
-/// Decide an HTTP check from the raw response bytes. Pure.
+/// Whether a path and `Host` value can go into the request line and header as they are:
+/// printable ASCII without spaces (the API refuses anything else; this also covers objects
+/// stored before that rule and standalone files). Pure.
+pub fn request_fields_ok(path: &str, host: &str) -> Outcome {
+    let printable = |s: &str| s.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if !path.starts_with('/') || !printable(path) {
+        return Err(
+            "the check's path must start with '/' and be printable ASCII without spaces or control characters; not sent"
+                .to_string(),
+        );
+    }
+    if host.is_empty() || !printable(host) || host.contains('/') {
+        return Err(
+            "the check's host must be a host name or address without spaces, '/' or control characters; not sent"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// Decide an HTTP check from the raw response bytes. Pure. The reasons never quote what the
+/// server sent (see the module comment), only its size.
 pub fn judge_http(response: &[u8], expect_status: u16, expect_body: &str) -> Outcome {
     let text = String::from_utf8_lossy(response);
     let status_line = text.lines().next().unwrap_or_default();
@@ -92,12 +120,15 @@ pub fn judge_http(response: &[u8], expect_status: u16, expect_body: &str) -> Out
     let proto = parts.next().unwrap_or_default();
     let code = parts.next().and_then(|c| c.parse::<u16>().ok());
     if !proto.starts_with("HTTP/") {
-        return Err(format!("not an HTTP response: {:?}", truncate(status_line)));
+        return Err(format!(
+            "not an HTTP response ({} bytes received)",
+            response.len()
+        ));
     }
     match code {
         Some(c) if c == expect_status => {}
         Some(c) => return Err(format!("HTTP status {c}, expected {expect_status}")),
-        None => return Err(format!("bad status line: {:?}", truncate(status_line))),
+        None => return Err("bad HTTP status line".to_string()),
     }
     let body = text
         .split_once("\r\n\r\n")
@@ -105,21 +136,58 @@ pub fn judge_http(response: &[u8], expect_status: u16, expect_body: &str) -> Out
         .unwrap_or_default();
     if !expect_body.is_empty() && !body.contains(expect_body) {
         return Err(format!(
-            "body does not contain {expect_body:?} (got {:?})",
-            truncate(body)
+            "body does not contain {expect_body:?} ({} bytes of body)",
+            body.len()
         ));
     }
     Ok(())
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(60).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
+
+    #[test]
+    fn a_path_or_host_that_could_smuggle_a_header_is_not_sent() {
+        let cases: &[(&str, &str, &str, bool)] = &[
+            ("the defaults", "/healthcheck.html", "198.51.100.10", true),
+            ("a host with a port", "/", "www.example.com:8080", true),
+            ("a percent-encoded space", "/a%20b", "h", true),
+            ("a space in the path", "/a b", "h", false),
+            (
+                "CR/LF in the path",
+                "/x HTTP/1.1\r\nX-Injected: 1",
+                "h",
+                false,
+            ),
+            ("no leading slash", "healthcheck.html", "h", false),
+            ("CR/LF in the host", "/", "h\r\nX-Injected: 1", false),
+            ("a URL as the host", "/", "http://h/", false),
+            ("an empty host", "/", "", false),
+            ("non-ASCII", "/caf\u{e9}", "h", false),
+        ];
+        for (name, path, host, ok) in cases {
+            assert_eq!(request_fields_ok(path, host).is_ok(), *ok, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_outcome_never_quotes_what_the_server_sent() {
+        let secret = b"SECRET-TOKEN";
+        let responses: [&[u8]; 3] = [
+            b"SECRET-TOKEN banner\r\n",
+            b"HTTP/1.0 SECRET-TOKEN\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\n\r\nSECRET-TOKEN",
+        ];
+        for response in responses {
+            let err = judge_http(response, 200, "OK-BODY").unwrap_err();
+            assert!(
+                !err.as_bytes().windows(secret.len()).any(|w| w == secret),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn judges_status_and_body() {
