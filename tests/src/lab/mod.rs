@@ -311,6 +311,40 @@ impl LabRun {
         })
     }
 
+    /// An artifact read through one of [`parse`]'s parsers (e.g. `run.parsed("save-1.txt",
+    /// parse::ipvsadm::save)`): a missing or malformed artifact is an error naming its path,
+    /// so a check never stands on a half-read file.
+    pub fn parsed<T>(
+        &self,
+        name: &str,
+        parser: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T> {
+        let text = self.artifact(name)?;
+        parser(&text).map_err(|detail| LabError::Artifact {
+            path: self.path(name),
+            detail,
+        })
+    }
+
+    /// The events of a daemon's log `logs/<name>.log` (lines that are not events skipped).
+    pub fn log(&self, name: &str) -> Result<Vec<parse::log::LogLine>> {
+        Ok(parse::log::lines(&self.artifact(&format!("logs/{name}.log"))?))
+    }
+
+    /// A `results.txt` value that is a daemon's log line (scenarios record a pass's line
+    /// under a key, e.g. `start_pass`), parsed.
+    pub fn result_log(&self, key: &str) -> Result<parse::log::LogLine> {
+        let path = self.path("results.txt");
+        let value = self.result(key).ok_or_else(|| LabError::Artifact {
+            path: path.clone(),
+            detail: format!("no {key}"),
+        })?;
+        parse::log::line(value).map_err(|detail| LabError::Artifact {
+            path,
+            detail: format!("{key}: {detail}"),
+        })
+    }
+
     /// An artifact parsed as JSON (e.g. the output of `ip -j ...`).
     pub fn artifact_json(&self, name: &str) -> Result<serde_json::Value> {
         let text = self.artifact(name)?;
