@@ -98,8 +98,8 @@ fn upload_entry(
     ports: &std::ops::RangeInclusive<u16>,
 ) -> parse::IpvsConn {
     let out = run.out_dir.display();
-    let table = run.artifact(file).unwrap();
-    let found: Vec<parse::IpvsConn> = parse::ipvs_conns(&table)
+    let found: Vec<parse::IpvsConn> = run
+        .parsed(file, parse::ipvs_conns)
         .unwrap()
         .into_iter()
         .filter(|c| c.source_port().is_some_and(|p| ports.contains(&p)))
@@ -464,6 +464,8 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
         failures(&stamps, term, end),
     );
     eprintln!("[lab_balancer_vrrp] run folder {out}\n{table}");
-    let _ = std::fs::write(run.out_dir.join("outage-table.txt"), &table);
+    if !run.reused {
+        let _ = std::fs::write(run.out_dir.join("outage-table.txt"), &table);
+    }
     assert!(requests > 1000.0, "the load ran ({out}/load.txt)");
 }

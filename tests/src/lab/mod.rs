@@ -281,6 +281,9 @@ pub struct LabRun {
     pub timing: BTreeMap<String, f64>,
     /// Host wall time of the whole run, setup and build checks included.
     pub wall: Duration,
+    /// Whether this is a recorded run re-read through `LVSTUN_LAB_REUSE_<SCENARIO>`: its
+    /// folder is someone's record, so a test writes nothing into it.
+    pub reused: bool,
 }
 
 impl LabRun {
@@ -425,6 +428,7 @@ pub fn run_or_reuse_with(
         results: parse::key_values(&results),
         timing: BTreeMap::new(),
         wall: Duration::ZERO,
+        reused: true,
     })
 }
 
@@ -565,6 +569,7 @@ pub fn run_scenario_with(name: &str, options: &ScenarioOptions) -> Result<LabRun
         out_dir,
         timing,
         wall: started.elapsed(),
+        reused: false,
     })
 }
 
