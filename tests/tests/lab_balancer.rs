@@ -6,7 +6,9 @@
 //! drops to weight 0 within the detection time and comes back.
 //!
 //! Needs root and the lab's packages (see `tests/lab/setup.sh`).
-//! Run: `cargo test -p lvstun-tests --test lab_balancer -- --nocapture`.
+//! Run: `cargo test -p lvstun-tests --test lab_balancer -- --nocapture`
+//! (`LVSTUN_LAB_REUSE_BALANCER_STANDALONE=<run folder>` and `LVSTUN_LAB_REUSE_BALANCER_BENCH=<run
+//! folder>` re-check finished runs without the VM).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -13,7 +13,9 @@
 //!
 //! The outage table is printed and written to `target/lab-runs/vrrp-outage.txt`.
 //! Needs root and the lab's packages (see `tests/lab/setup.sh`).
-//! Run: `cargo test -p lvstun-tests --test lab_vrrp -- --nocapture`.
+//! Run: `cargo test -p lvstun-tests --test lab_vrrp -- --nocapture`
+//! (`LVSTUN_LAB_REUSE_VRRP_FAILOVER=<run folder>`, `LVSTUN_LAB_REUSE_VRRP_SURVIVAL=<run folder>`
+//! re-check finished runs without the VM).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
