@@ -161,10 +161,100 @@ pub fn addr_json(json: &serde_json::Value) -> Result<Vec<IfAddr>, String> {
     Ok(out)
 }
 
+/// One device's block of the multi-line `ip link`/`ip -d link`/`ip addr` listings: its header
+/// (`3: tunl0@NONE: <NOARP> mtu 1480 ...`) and the indented lines under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkBlock {
+    /// The device's name, without the `@peer` part.
+    pub name: String,
+    /// The flags between `<` and `>` (`UP`, `LOWER_UP`, `NOARP`, ...).
+    pub flags: Vec<String>,
+    /// The header line, then the indented ones, as printed.
+    pub lines: Vec<String>,
+}
+
+impl LinkBlock {
+    /// Whether the device is administratively up.
+    pub fn is_up(&self) -> bool {
+        self.flags.iter().any(|f| f == "UP")
+    }
+
+    /// The `inet`/`inet6` addresses listed in the block (`ip addr` only).
+    pub fn addresses(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                matches!(w.next(), Some("inet" | "inet6"))
+                    .then(|| w.next())
+                    .flatten()
+            })
+            .collect()
+    }
+}
+
+/// Splits a multi-line `ip link`/`ip addr` listing into one [`LinkBlock`] per device: a line
+/// that starts with a digit opens a block, the lines after it belong to it.
+pub fn link_blocks<S: AsRef<str>>(lines: &[S]) -> Vec<LinkBlock> {
+    let mut blocks: Vec<LinkBlock> = Vec::new();
+    for line in lines {
+        let line = line.as_ref();
+        if line.starts_with(|c: char| c.is_ascii_digit()) {
+            let name = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .trim_end_matches(':');
+            let name = name.split('@').next().unwrap_or(name).to_owned();
+            let flags = line
+                .split_once('<')
+                .and_then(|(_, r)| r.split_once('>'))
+                .map(|(f, _)| f.split(',').filter(|f| !f.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default();
+            blocks.push(LinkBlock {
+                name,
+                flags,
+                lines: vec![line.to_owned()],
+            });
+        } else if let Some(last) = blocks.last_mut() {
+            last.lines.push(line.to_owned());
+        }
+    }
+    blocks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn link_blocks_read_name_flags_and_addresses() {
+        // web-daemon's `snap-after-web1.txt`, section `ip addr`.
+        let text = "\
+1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN group default qlen 1000
+    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
+    inet 127.0.0.1/8 scope host lo
+       valid_lft forever preferred_lft forever
+2: eth0@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP group default qlen 1000
+    link/ether 02:00:00:64:00:0a brd ff:ff:ff:ff:ff:ff link-netns router
+    inet 198.51.100.10/25 scope global eth0
+       valid_lft forever preferred_lft forever
+3: tunl0@NONE: <NOARP> mtu 1480 qdisc noqueue state DOWN group default qlen 1000
+    link/ipip 0.0.0.0 brd 0.0.0.0
+";
+        let lines: Vec<&str> = text.lines().collect();
+        let b = link_blocks(&lines);
+        assert_eq!(b.len(), 3);
+        assert_eq!((b[1].name.as_str(), b[1].is_up()), ("eth0", true));
+        assert_eq!(b[1].addresses(), ["198.51.100.10/25"]);
+        assert_eq!(b[2].name, "tunl0");
+        assert_eq!(b[2].flags, ["NOARP"]);
+        assert!(!b[2].is_up());
+        assert!(b[2].addresses().is_empty());
+        assert_eq!(b[2].lines.len(), 2);
+    }
+
+    
     /// balancer-vrrp's `addr-lb1-killed.txt`: the Master's VIP with its kernel lifetime.
     const ONELINE: &str = "\
 3: eth0    inet 192.0.2.11/24 scope global eth0\\       valid_lft forever preferred_lft forever

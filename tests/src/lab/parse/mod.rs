@@ -332,6 +332,57 @@ pub fn verdict(value: &str) -> Option<Verdict> {
     })
 }
 
+/// A condition as `lvstun-node web apply`/`check` print it: `TYPE=STATUS reason=REASON
+/// message=MESSAGE`, the message last and running to the end of the line (it may hold `=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// The condition's type, e.g. `TunnelReady`.
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Its reason.
+    pub reason: String,
+    /// Its message.
+    pub message: String,
+}
+
+/// Reads one condition line; a line in another shape is `None`.
+pub fn condition(line: &str) -> Option<Condition> {
+    let (head, message) = line.trim().split_once(" message=")?;
+    let (kind_status, reason) = head.split_once(" reason=")?;
+    let (kind, status) = kind_status.split_once('=')?;
+    Some(Condition {
+        kind: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+    })
+}
+
+/// What `arping` printed: the link-layer addresses that answered (lower case) and its
+/// `Received N response(s)` count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arping {
+    /// The MAC of each `Unicast reply from IP [MAC]` line.
+    pub replies: Vec<String>,
+    /// The count of its summary line.
+    pub received: u32,
+}
+
+/// Parses iputils' `arping` output; without its summary line it is an error.
+pub fn arping(text: &str) -> Result<Arping, String> {
+    let replies = text
+        .lines()
+        .filter(|l| l.starts_with("Unicast reply from "))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_lowercase()))
+        .collect();
+    let received = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Received ")?.split_whitespace().next()?.parse().ok())
+        .ok_or("no `Received N response(s)` line")?;
+    Ok(Arping { replies, received })
+}
+
 /// What a daemon's `/readyz` page says: its first line `ready: SUMMARY` (or `not ready:
 /// SUMMARY`), then any `refused: ...` lines (operations the kernel refused).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +419,26 @@ pub fn readyz(text: &str) -> Result<Readyz, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn condition_message_runs_to_the_end_of_the_line() {
+        // web-daemon's `web2-apply2.txt`.
+        let c = condition("TunnelReady=True reason=Ready message=tunl0 up; 192.0.2.100 on lvstun0; MSS clamped to 1440 (rp_filter on tunl0: all=0 tunl0=0)").unwrap();
+        assert_eq!((c.kind.as_str(), c.status.as_str(), c.reason.as_str()), ("TunnelReady", "True", "Ready"));
+        assert!(c.message.ends_with("(rp_filter on tunl0: all=0 tunl0=0)"));
+        assert_eq!(condition("writes: 0"), None);
+    }
+
+    #[test]
+    fn arping_reads_replies_and_the_count() {
+        // web-daemon's `arping-client.txt` and `arping-web1.txt`.
+        let a = arping("ARPING 192.0.2.100 from 192.0.2.10 eth0\nUnicast reply from 192.0.2.100 [02:00:00:02:00:0B]  2.373ms\nUnicast reply from 192.0.2.100 [02:00:00:02:00:0B]  1.068ms\nSent 2 probes (1 broadcast(s))\nReceived 2 response(s)\n").unwrap();
+        assert_eq!(a.received, 2);
+        assert_eq!(a.replies, ["02:00:00:02:00:0b"; 2]);
+        let a = arping("ARPING 192.0.2.100 from 198.51.100.1 eth1\nSent 3 probes (3 broadcast(s))\nReceived 0 response(s)\n").unwrap();
+        assert_eq!((a.received, a.replies.len()), (0, 0));
+        assert!(arping("arping: socket: Operation not permitted\n").is_err());
+    }
 
     #[test]
     fn load_stamps_read_each_request() {
