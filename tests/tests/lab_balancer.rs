@@ -71,7 +71,11 @@ fn assert_rules(run: &LabRun, n: u32, w1: u32, w2: u32) {
     let out = run.out_dir.display();
     let service = service_on(run, n, VIP);
     assert_eq!(
-        (service.protocol, service.address.as_str(), service.scheduler.as_str()),
+        (
+            service.protocol,
+            service.address.as_str(),
+            service.scheduler.as_str()
+        ),
         (Protocol::Tcp, format!("{VIP}:80").as_str(), "rr"),
         "save-{n}.txt: the seed's service is TCP {VIP}:80 rr ({out})"
     );
@@ -145,9 +149,7 @@ fn standalone_balancer_programs_follows_restarts_and_heals() {
         nodes.iter().copied().collect::<BTreeSet<_>>(),
         BTreeSet::from(["www1", "www2"])
     );
-    let stats = run
-        .parsed("lb1-ipvs-stats.txt", parse::ipvs_stats)
-        .unwrap();
+    let stats = run.parsed("lb1-ipvs-stats.txt", parse::ipvs_stats).unwrap();
     let service = stats
         .iter()
         .find(|s| s.protocol == "TCP" && s.address == format!("{VIP}:80"))
@@ -172,8 +174,7 @@ fn standalone_balancer_programs_follows_restarts_and_heals() {
         .filter(|d| !before_dests.contains(d))
         .count();
     assert!(
-        (&after.scheduler, &after.options) == (&before.scheduler, &before.options)
-            && changed == 1,
+        (&after.scheduler, &after.options) == (&before.scheduler, &before.options) && changed == 1,
         "exactly one rule (one destination) differs between save-1 and save-2 ({out})"
     );
 
@@ -198,9 +199,7 @@ fn standalone_balancer_programs_follows_restarts_and_heals() {
         "the kernel's table is the same before and after the restart ({out})"
     );
     // The load's stamps: every request of the window answered.
-    let stamps = run
-        .parsed("load-restart.txt", parse::load_stamps)
-        .unwrap();
+    let stamps = run.parsed("load-restart.txt", parse::load_stamps).unwrap();
     let bad: Vec<_> = stamps.iter().filter(|s| !s.ok()).collect();
     assert!(
         bad.is_empty(),

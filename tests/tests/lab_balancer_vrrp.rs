@@ -70,7 +70,11 @@ fn sync_roles(run: &LabRun, name: &str) -> Vec<SyncRole> {
 /// between the send times of two consecutive successful requests, among the gaps that end
 /// after the event and start before `until_ms`.
 fn outage_ms(stamps: &[parse::LoadStamp], at_ms: f64, until_ms: f64) -> f64 {
-    let ok: Vec<f64> = stamps.iter().filter(|s| s.ok()).map(|s| s.send_ms).collect();
+    let ok: Vec<f64> = stamps
+        .iter()
+        .filter(|s| s.ok())
+        .map(|s| s.send_ms)
+        .collect();
     ok.windows(2)
         .filter(|w| w[1] >= at_ms && w[0] < until_ms)
         .map(|w| w[1] - w[0])
@@ -249,7 +253,11 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
         .unwrap();
     let synced = conns2
         .iter()
-        .filter(|c| c.virtual_addr.rsplit_once(':').is_some_and(|(a, _)| a == VIP))
+        .filter(|c| {
+            c.virtual_addr
+                .rsplit_once(':')
+                .is_some_and(|(a, _)| a == VIP)
+        })
         .count();
     eprintln!("[lab_balancer_vrrp] lb2 (Backup) holds {synced} synced connection entries");
     assert!(
@@ -363,16 +371,15 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
         .iter()
         .filter_map(|l| l.num("vip_lifetime_s"))
         .next_back()
-        .unwrap_or_else(|| panic!("lb1's third daemon logged its VIP lifetime ({out}/logs/lb1-c.log)"))
-        as f64;
+        .unwrap_or_else(|| {
+            panic!("lb1's third daemon logged its VIP lifetime ({out}/logs/lb1-c.log)")
+        }) as f64;
     assert_eq!(
         lifetime,
         vip_lifetime_s(advert),
         "lb1 holds the VIP for 2 x (3 + 1) advertisement intervals, at least 2 s ({out}/logs/lb1-c.log)"
     );
-    let held = run
-        .parsed("addr-lb1-killed.txt", ip::addr_oneline)
-        .unwrap();
+    let held = run.parsed("addr-lb1-killed.txt", ip::addr_oneline).unwrap();
     let vip = held
         .iter()
         .find(|a| a.address == VIP && a.prefix == 32)

@@ -103,12 +103,8 @@ fn ipvs_netlink_layer_matches_ipvsadm_on_a_real_kernel() {
         Some(0),
         "re-applying the bulk set writes nothing ({out})"
     );
-    let lvstun = run
-        .parsed("bulk-save-lvstun.txt", ipvsadm::save)
-        .unwrap();
-    let restored = run
-        .parsed("bulk-save-ipvsadm.txt", ipvsadm::save)
-        .unwrap();
+    let lvstun = run.parsed("bulk-save-lvstun.txt", ipvsadm::save).unwrap();
+    let restored = run.parsed("bulk-save-ipvsadm.txt", ipvsadm::save).unwrap();
     assert_eq!(
         (lvstun.services.len(), &lvstun),
         (10, &restored),

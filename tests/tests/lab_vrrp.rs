@@ -19,8 +19,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use lvstun_tests::lab::parse::ipvsadm::{self, SyncRole};
 use lvstun_tests::lab::parse::ip;
+use lvstun_tests::lab::parse::ipvsadm::{self, SyncRole};
 use lvstun_tests::lab::{self, LabRun, parse};
 
 /// RFC 9568 §6.1 Master_Down_Interval of lb2 (priority 150) in ms:

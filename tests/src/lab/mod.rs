@@ -331,7 +331,9 @@ impl LabRun {
 
     /// The events of a daemon's log `logs/<name>.log` (lines that are not events skipped).
     pub fn log(&self, name: &str) -> Result<Vec<parse::log::LogLine>> {
-        Ok(parse::log::lines(&self.artifact(&format!("logs/{name}.log"))?))
+        Ok(parse::log::lines(
+            &self.artifact(&format!("logs/{name}.log"))?,
+        ))
     }
 
     /// A `results.txt` value that is a daemon's log line (scenarios record a pass's line

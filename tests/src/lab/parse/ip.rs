@@ -104,7 +104,11 @@ pub fn addr_brief(text: &str) -> Result<Vec<IfAddr>, String> {
         };
         for word in addresses {
             let (address, prefix) = cidr(word).map_err(|e| format!("line {}: {e}", n + 1))?;
-            let family = if address.contains(':') { "inet6" } else { "inet" };
+            let family = if address.contains(':') {
+                "inet6"
+            } else {
+                "inet"
+            };
             out.push(IfAddr {
                 device: device.split('@').next().unwrap_or(device).to_owned(),
                 family: family.to_owned(),
@@ -142,13 +146,16 @@ pub fn addr_json(json: &serde_json::Value) -> Result<Vec<IfAddr>, String> {
                 .and_then(|p| u8::try_from(p).ok())
                 .ok_or_else(|| format!("{device} {address}: no prefixlen"))?;
             // iproute2 prints 4294967295 (INFINITY_LIFE_TIME) for `forever`.
-            let valid_lft = info.get("valid_life_time").and_then(|v| v.as_u64()).map(|s| {
-                if s == u64::from(u32::MAX) {
-                    Lifetime::Forever
-                } else {
-                    Lifetime::Secs(s)
-                }
-            });
+            let valid_lft = info
+                .get("valid_life_time")
+                .and_then(|v| v.as_u64())
+                .map(|s| {
+                    if s == u64::from(u32::MAX) {
+                        Lifetime::Forever
+                    } else {
+                        Lifetime::Secs(s)
+                    }
+                });
             out.push(IfAddr {
                 device: device.to_owned(),
                 family: family.to_owned(),
@@ -209,7 +216,12 @@ pub fn link_blocks<S: AsRef<str>>(lines: &[S]) -> Vec<LinkBlock> {
             let flags = line
                 .split_once('<')
                 .and_then(|(_, r)| r.split_once('>'))
-                .map(|(f, _)| f.split(',').filter(|f| !f.is_empty()).map(str::to_owned).collect())
+                .map(|(f, _)| {
+                    f.split(',')
+                        .filter(|f| !f.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             blocks.push(LinkBlock {
                 name,
@@ -254,7 +266,6 @@ mod tests {
         assert_eq!(b[2].lines.len(), 2);
     }
 
-    
     /// balancer-vrrp's `addr-lb1-killed.txt`: the Master's VIP with its kernel lifetime.
     const ONELINE: &str = "\
 3: eth0    inet 192.0.2.11/24 scope global eth0\\       valid_lft forever preferred_lft forever
@@ -292,7 +303,10 @@ mod tests {
         // web-daemon's `web1-kept.txt`.
         let a = addr_brief("lvstun0          UNKNOWN        192.0.2.100/32 \n").unwrap();
         assert_eq!(a.len(), 1);
-        assert_eq!((a[0].device.as_str(), a[0].cidr()), ("lvstun0", "192.0.2.100/32".into()));
+        assert_eq!(
+            (a[0].device.as_str(), a[0].cidr()),
+            ("lvstun0", "192.0.2.100/32".into())
+        );
         let a = addr_brief("tunl0@NONE  DOWN  \neth0  UP  198.51.100.10/25 fe80::2/64 \n").unwrap();
         assert_eq!(a.len(), 2);
         assert_eq!(a[1].family, "inet6");

@@ -117,7 +117,10 @@ impl IpvsService {
 
     /// The destinations' addresses in list order.
     pub fn destination_addresses(&self) -> Vec<&str> {
-        self.destinations.iter().map(|d| d.address.as_str()).collect()
+        self.destinations
+            .iter()
+            .map(|d| d.address.as_str())
+            .collect()
     }
 }
 
@@ -169,7 +172,17 @@ pub fn save(text: &str) -> Result<IpvsTable, String> {
                     destinations: Vec::new(),
                 });
             }
-            ["-a", proto, address, "-r", dest, forward, "-w", weight, options @ ..] => {
+            [
+                "-a",
+                proto,
+                address,
+                "-r",
+                dest,
+                forward,
+                "-w",
+                weight,
+                options @ ..,
+            ] => {
                 let protocol = Protocol::from_flag(proto)
                     .ok_or_else(|| at(format!("unknown protocol {proto}")))?;
                 let forward = Forward::from_flag(forward)
@@ -205,7 +218,9 @@ pub fn list(text: &str) -> Result<IpvsTable, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let at = |e: &str| format!("line {}: {e}: {line:?}", n + 1);
         match words.as_slice() {
-            [proto, address, scheduler, options @ ..] if Protocol::from_listing(proto).is_some() => {
+            [proto, address, scheduler, options @ ..]
+                if Protocol::from_listing(proto).is_some() =>
+            {
                 table.services.push(IpvsService {
                     protocol: Protocol::from_listing(proto).ok_or_else(|| at("protocol"))?,
                     address: (*address).to_owned(),

@@ -60,7 +60,9 @@ const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
 
 fn text_line(text: &str) -> Result<LogLine, String> {
     let not_a_line = || format!("not a log line: {text:?}");
-    let (timestamp, rest) = text.split_once(char::is_whitespace).ok_or_else(not_a_line)?;
+    let (timestamp, rest) = text
+        .split_once(char::is_whitespace)
+        .ok_or_else(not_a_line)?;
     // Levels are right-aligned to five columns (`  INFO`).
     let (level, rest) = rest
         .trim_start()
@@ -270,7 +272,10 @@ mod tests {
             r.field("op"),
             Some("add destination 192.0.2.255:80 to TCP 192.0.2.100:80 weight 0")
         );
-        assert_eq!(r.field("errno"), Some("EINVAL (Invalid argument (os error 22))"));
+        assert_eq!(
+            r.field("errno"),
+            Some("EINVAL (Invalid argument (os error 22))")
+        );
         assert_eq!(
             r.field("hint"),
             Some(
@@ -289,16 +294,16 @@ mod tests {
         let l = line("2026-12-07T13:50:00.355933Z  INFO lvstun_node::web: reconciled: writes=5 vips=0 () ready=false reason=RealServerNotFound message=no RealServer web1 in the configuration").unwrap();
         assert_eq!(l.message, "reconciled:");
         assert_eq!(l.field("vips"), Some("0 ()"));
-        assert_eq!(l.field("message"), Some("no RealServer web1 in the configuration"));
+        assert_eq!(
+            l.field("message"),
+            Some("no RealServer web1 in the configuration")
+        );
         assert!(line("Received 0 response(s)").is_err());
         // An unquoted value holding ` key=` is cut there: the text format's own ambiguity
         // (see parse::condition for a line whose last field is known to run to its end).
         let (rest, f) = message_and_fields("TunnelReady=True reason=Ready message=a (b: all=0)");
         assert_eq!((rest, f["TunnelReady"].as_str()), ("", "True"));
         assert_eq!((f["message"].as_str(), f["all"].as_str()), ("a (b:", "0)"));
-        assert_eq!(rest, "");
-        assert_eq!(f["TunnelReady"], "True");
-        assert_eq!(f["message"], "tunl0 up; MSS clamped to 1440 (rp_filter on tunl0: all=0 tunl0=0)");
         assert!(line("").is_err());
     }
 
@@ -307,7 +312,10 @@ mod tests {
         // A pod's balancer log (pods run `--log-format json`), as recorded...
         let l = line(r#"{"timestamp":"2026-12-07T13:42:29.322836Z","level":"INFO","fields":{"message":"health endpoint on http://0.0.0.0:9781/healthz, /readyz and /metrics"},"target":"lvstun_node::balancer::daemon"}"#).unwrap();
         assert_eq!(l.level, "INFO");
-        assert_eq!(l.message, "health endpoint on http://0.0.0.0:9781/healthz, /readyz and /metrics");
+        assert_eq!(
+            l.message,
+            "health endpoint on http://0.0.0.0:9781/healthz, /readyz and /metrics"
+        );
         assert!(l.fields.is_empty());
         // ...and with fields, which JSON keeps typed (numbers read back as their text).
         let l = line(r#"{"timestamp":"2026-12-07T13:42:29.322836Z","level":"INFO","fields":{"message":"reconciled","ops":3,"trigger":"start"},"target":"lvstun_node::balancer::run"}"#).unwrap();

@@ -306,7 +306,12 @@ pub fn load_stamps(text: &str) -> Result<Vec<LoadStamp>, String> {
 /// The count of an `ops: N` line, as `lvstun-node ipvs apply` prints it first (the
 /// operations it sent), if `text`'s first line is one.
 pub fn applied_ops(text: &str) -> Option<u64> {
-    text.lines().next()?.trim().strip_prefix("ops: ")?.parse().ok()
+    text.lines()
+        .next()?
+        .trim()
+        .strip_prefix("ops: ")?
+        .parse()
+        .ok()
 }
 
 /// A scenario check's verdict recorded as `NAME=ok DETAIL` or `NAME=FAIL DETAIL`.
@@ -378,7 +383,13 @@ pub fn arping(text: &str) -> Result<Arping, String> {
         .collect();
     let received = text
         .lines()
-        .find_map(|l| l.strip_prefix("Received ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Received ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .ok_or("no `Received N response(s)` line")?;
     Ok(Arping { replies, received })
 }
@@ -424,7 +435,10 @@ mod tests {
     fn condition_message_runs_to_the_end_of_the_line() {
         // web-daemon's `web2-apply2.txt`.
         let c = condition("TunnelReady=True reason=Ready message=tunl0 up; 192.0.2.100 on lvstun0; MSS clamped to 1440 (rp_filter on tunl0: all=0 tunl0=0)").unwrap();
-        assert_eq!((c.kind.as_str(), c.status.as_str(), c.reason.as_str()), ("TunnelReady", "True", "Ready"));
+        assert_eq!(
+            (c.kind.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("TunnelReady", "True", "Ready")
+        );
         assert!(c.message.ends_with("(rp_filter on tunl0: all=0 tunl0=0)"));
         assert_eq!(condition("writes: 0"), None);
     }

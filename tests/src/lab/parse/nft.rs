@@ -142,7 +142,10 @@ table ip lvstun_web {
         assert_eq!(r[1].chain, "output");
         assert_eq!(r[1].packets(), Some(0));
         let clamp = &r[2];
-        assert_eq!((clamp.family.as_str(), clamp.chain.as_str()), ("ip", "mss_clamp"));
+        assert_eq!(
+            (clamp.family.as_str(), clamp.chain.as_str()),
+            ("ip", "mss_clamp")
+        );
         assert!(clamp.has("tcp option maxseg size > 1440"));
         assert!(clamp.has("tcp option maxseg size set 1440"));
         assert!(!clamp.has("maxseg size set 144"));
