@@ -6,12 +6,17 @@
 //! drops to weight 0 within the detection time and comes back.
 //!
 //! Needs root and the lab's packages (see `tests/lab/setup.sh`).
-//! Run: `cargo test -p lvstun-tests --test lab_balancer -- --nocapture`.
+//! Run: `cargo test -p lvstun-tests --test lab_balancer -- --nocapture`
+//! (`LVSTUN_LAB_REUSE_BALANCER_STANDALONE=<run folder>` and `LVSTUN_LAB_REUSE_BALANCER_BENCH=<run
+//! folder>` re-check finished runs without the VM).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 
+use lvstun_tests::lab::parse::ipvsadm::{self, Forward, IpvsService, IpvsTable, Protocol};
+use lvstun_tests::lab::parse::log::LogLine;
+use lvstun_tests::lab::parse::prom;
 use lvstun_tests::lab::{self, LabRun, parse};
 
 const VIP: &str = "192.0.2.100";
@@ -20,21 +25,32 @@ const WEB2: &str = "198.51.100.130";
 const FOREIGN: &str = "192.0.2.200";
 const REQUESTS: usize = 6;
 
-/// `ipvsadm -Sn` (sorted) of phase `n`, the lines about `vip`.
-fn rules(run: &LabRun, n: u32, vip: &str) -> Vec<String> {
-    run.artifact(&format!("save-{n}.txt"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&format!(" {vip}:")))
-        .map(str::to_owned)
-        .collect()
+/// `ipvsadm -Sn` (sorted) after phase `n`, typed.
+fn table(run: &LabRun, n: u32) -> IpvsTable {
+    run.parsed(&format!("save-{n}.txt"), ipvsadm::save).unwrap()
 }
 
-/// The value of `key=` in a log line of the daemon (tracing's `key=value` fields).
-fn field(line: &str, key: &str) -> Option<String> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .map(|v| v.trim_matches('"').to_owned())
+/// The one service on `vip` after phase `n` (there must be exactly one).
+fn service_on(run: &LabRun, n: u32, vip: &str) -> IpvsService {
+    let table = table(run, n);
+    let on_vip = table.services_on(vip);
+    assert_eq!(
+        on_vip.len(),
+        1,
+        "save-{n}.txt holds exactly one service on {vip}: {on_vip:?} ({})",
+        run.out_dir.display()
+    );
+    on_vip[0].clone()
+}
+
+/// A pass's log line recorded under `key` in results.txt.
+fn pass(run: &LabRun, key: &str) -> LogLine {
+    run.result_log(key).unwrap()
+}
+
+/// A numeric field of a pass's line.
+fn count(line: &LogLine, key: &str) -> Option<u64> {
+    line.num(key)
 }
 
 fn result<'a>(run: &'a LabRun, key: &str) -> &'a str {
@@ -48,35 +64,52 @@ fn num(run: &LabRun, key: &str) -> f64 {
         .unwrap_or_else(|e| panic!("{key}: {e} ({})", run.out_dir.display()))
 }
 
-/// The expected rules of the seed's service with these weights (dest lines as prefixes:
-/// ipvsadm may append tunnel options).
-fn seed_rules(w1: u32, w2: u32) -> [String; 3] {
-    [
-        format!("-A -t {VIP}:80 -s rr"),
-        format!("-a -t {VIP}:80 -r {WEB1}:80 -i -w {w1}"),
-        format!("-a -t {VIP}:80 -r {WEB2}:80 -i -w {w2}"),
-    ]
-}
-
+/// Checks that after phase `n` the seed's service is exactly TCP VIP:80 rr (no other
+/// option) with web1 and web2, in that order, via tunnel at weights `w1` and `w2`
+/// (ipvsadm may print tunnel options after the weight).
 fn assert_rules(run: &LabRun, n: u32, w1: u32, w2: u32) {
-    let got = rules(run, n, VIP);
-    let want = seed_rules(w1, w2);
     let out = run.out_dir.display();
-    assert_eq!(got.len(), 3, "save-{n}.txt: {got:#?} ({out})");
-    for (g, w) in got.iter().zip(&want) {
-        let exact = g == w || g.starts_with(&format!("{w} "));
-        assert!(exact, "save-{n}.txt: {g:?} is not {w:?} ({out})");
-    }
+    let service = service_on(run, n, VIP);
+    assert_eq!(
+        (
+            service.protocol,
+            service.address.as_str(),
+            service.scheduler.as_str()
+        ),
+        (Protocol::Tcp, format!("{VIP}:80").as_str(), "rr"),
+        "save-{n}.txt: the seed's service is TCP {VIP}:80 rr ({out})"
+    );
+    assert!(
+        service.options.is_empty(),
+        "save-{n}.txt: the seed's service has no other option: {:?} ({out})",
+        service.options
+    );
+    let got: Vec<(&str, Forward, u32)> = service
+        .destinations
+        .iter()
+        .map(|d| (d.address.as_str(), d.forward, d.weight))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (format!("{WEB1}:80").as_str(), Forward::Tunnel, w1),
+            (format!("{WEB2}:80").as_str(), Forward::Tunnel, w2),
+        ],
+        "save-{n}.txt: web1 at weight {w1} and web2 at weight {w2}, both via tunnel ({out})"
+    );
 }
 
 #[test]
 fn standalone_balancer_programs_follows_restarts_and_heals() {
-    lab::ensure_built_bins(&[
-        ("lvstun-node", "lvstun-node"),
-        ("lvstun-tests", "lvstun-lab-load"),
-    ])
+    let run = lab::run_or_reuse_with(
+        "balancer-standalone",
+        &[],
+        &[
+            ("lvstun-node", "lvstun-node"),
+            ("lvstun-tests", "lvstun-lab-load"),
+        ],
+    )
     .unwrap();
-    let run = lab::run_scenario("balancer-standalone", &[]).unwrap();
     let out = run.out_dir.display().to_string();
     eprintln!(
         "[lab_balancer] run folder {out}; wall {:.1}s, vm {:?}s",
@@ -87,10 +120,13 @@ fn standalone_balancer_programs_follows_restarts_and_heals() {
     // 1. The seed's service, exactly, once both checks passed; the first pass created the
     //    service and both destinations (at weight 0 until their checks pass).
     assert_rules(&run, 1, 1, 1);
-    let start = result(&run, "start_pass");
-    eprintln!("[lab_balancer] first pass: {start}");
-    assert_eq!(field(start, "ops").as_deref(), Some("3"), "{start}");
-    assert_eq!(field(start, "failed").as_deref(), Some("0"), "{start}");
+    let start = pass(&run, "start_pass");
+    eprintln!("[lab_balancer] first pass: {start:?}");
+    assert_eq!(
+        (count(&start, "ops"), count(&start, "failed")),
+        (Some(3), Some(0)),
+        "the first pass sent 3 operations (service, two destinations), none failed: {start:?}"
+    );
     eprintln!(
         "[lab_balancer] programmed and healthy after {} ms",
         result(&run, "programmed_ms")
@@ -113,7 +149,7 @@ fn standalone_balancer_programs_follows_restarts_and_heals() {
         nodes.iter().copied().collect::<BTreeSet<_>>(),
         BTreeSet::from(["www1", "www2"])
     );
-    let stats = parse::ipvs_stats(&run.artifact("lb1-ipvs-stats.txt").unwrap()).unwrap();
+    let stats = run.parsed("lb1-ipvs-stats.txt", parse::ipvs_stats).unwrap();
     let service = stats
         .iter()
         .find(|s| s.protocol == "TCP" && s.address == format!("{VIP}:80"))
@@ -122,57 +158,72 @@ fn standalone_balancer_programs_follows_restarts_and_heals() {
     assert_eq!(service.counters.out_pkts, 0, "direct server return ({out})");
 
     // 3. One weight edited in the file: one pass, one operation, one rule changed.
-    let weight = result(&run, "weight_pass");
-    eprintln!("[lab_balancer] after the edit: {weight}");
-    assert_eq!(field(weight, "ops").as_deref(), Some("1"), "{weight}");
-    assert_rules(&run, 2, 1, 2);
-    let before: BTreeSet<String> = rules(&run, 1, VIP).into_iter().collect();
-    let after: BTreeSet<String> = rules(&run, 2, VIP).into_iter().collect();
+    let weight = pass(&run, "weight_pass");
+    eprintln!("[lab_balancer] after the edit: {weight:?}");
     assert_eq!(
-        after.difference(&before).count(),
-        1,
-        "exactly one rule differs ({out})"
+        count(&weight, "ops"),
+        Some(1),
+        "the edit is one operation: {weight:?}"
+    );
+    assert_rules(&run, 2, 1, 2);
+    let (before, after) = (service_on(&run, 1, VIP), service_on(&run, 2, VIP));
+    let before_dests: BTreeSet<_> = before.destinations.iter().collect();
+    let changed = after
+        .destinations
+        .iter()
+        .filter(|d| !before_dests.contains(d))
+        .count();
+    assert!(
+        (&after.scheduler, &after.options) == (&before.scheduler, &before.options) && changed == 1,
+        "exactly one rule (one destination) differs between save-1 and save-2 ({out})"
     );
 
     // 4. The restart under load: no request lost, nothing reprogrammed.
     let requests = num(&run, "load.requests");
     let failures = num(&run, "load.failures");
     let gap = num(&run, "load.longest_gap_ms");
-    let restart = result(&run, "restart_pass");
+    let restart = pass(&run, "restart_pass");
     eprintln!(
-        "[lab_balancer] restart: {requests} requests, {failures} failed, longest gap {gap} ms; {restart}"
+        "[lab_balancer] restart: {requests} requests, {failures} failed, longest gap {gap} ms; {restart:?}"
     );
     assert!(requests >= 40.0, "the load ran ({out}/load-restart.txt)");
     assert_eq!(failures, 0.0, "no request dropped ({out}/load-restart.txt)");
     assert_eq!(
-        field(restart, "ops").as_deref(),
-        Some("0"),
-        "the restarted daemon writes nothing: {restart}"
+        count(&restart, "ops"),
+        Some(0),
+        "the restarted daemon writes nothing: {restart:?}"
     );
     assert_eq!(
-        run.artifact("save-3.txt").unwrap(),
-        run.artifact("save-4.txt").unwrap(),
+        table(&run, 3),
+        table(&run, 4),
         "the kernel's table is the same before and after the restart ({out})"
     );
     // The load's stamps: every request of the window answered.
-    let stamps = run.artifact("load-restart.txt").unwrap();
-    let bad: Vec<&str> = stamps
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split_whitespace().nth(2) != Some("200"))
-        .collect();
-    assert!(bad.is_empty(), "failed requests: {bad:?}");
+    let stamps = run.parsed("load-restart.txt", parse::load_stamps).unwrap();
+    let bad: Vec<_> = stamps.iter().filter(|s| !s.ok()).collect();
+    assert!(
+        bad.is_empty(),
+        "every request during the restart was answered 200: {bad:?}"
+    );
 
     // 5. The foreign service survived everything.
+    let foreign = IpvsService {
+        protocol: Protocol::Tcp,
+        address: format!("{FOREIGN}:443"),
+        scheduler: "rr".into(),
+        options: vec![],
+        destinations: vec![ipvsadm::IpvsDest {
+            address: format!("{WEB1}:443"),
+            forward: Forward::Route,
+            weight: 4,
+            options: vec![],
+        }],
+    };
     for n in [1, 4, 6] {
-        let foreign = rules(&run, n, FOREIGN);
         assert_eq!(
+            service_on(&run, n, FOREIGN),
             foreign,
-            [
-                format!("-A -t {FOREIGN}:443 -s rr"),
-                format!("-a -t {FOREIGN}:443 -r {WEB1}:443 -g -w 4"),
-            ],
-            "save-{n}.txt ({out})"
+            "save-{n}.txt: the foreign TCP {FOREIGN}:443 rr -> web1:443 (route, weight 4) is intact ({out})"
         );
     }
 
@@ -218,39 +269,63 @@ fn standalone_balancer_programs_follows_restarts_and_heals() {
     // 7. A destination the kernel refuses (EINVAL: 192.0.2.255 is a broadcast address in lb1)
     //    is reported with its hint, the rest is programmed, and the identical operation is held
     //    back by the next pass instead of being resent.
-    let refuse = result(&run, "refuse_pass");
-    let refused = result(&run, "refused_log");
-    let held = result(&run, "held_pass");
-    eprintln!("[lab_balancer] refusal:\n  {refuse}\n  {refused}\n  {held}");
-    assert_eq!(field(refuse, "ops").as_deref(), Some("1"), "{refuse}");
-    assert_eq!(field(refuse, "failed").as_deref(), Some("1"), "{refuse}");
-    assert!(
-        refused.contains("add destination 192.0.2.255:80") && refused.contains("EINVAL"),
-        "{refused}"
-    );
-    assert!(refused.contains("unicast address"), "the hint: {refused}");
-    assert_eq!(field(held, "held").as_deref(), Some("1"), "{held}");
+    let refuse = pass(&run, "refuse_pass");
+    let refused = pass(&run, "refused_log");
+    let held = pass(&run, "held_pass");
+    eprintln!("[lab_balancer] refusal:\n  {refuse:?}\n  {refused:?}\n  {held:?}");
     assert_eq!(
-        field(held, "ops").as_deref(),
-        Some("1"),
-        "only web2's weight: {held}"
+        (count(&refuse, "ops"), count(&refuse, "failed")),
+        (Some(1), Some(1)),
+        "the pass with the bad destination sent one operation and it failed: {refuse:?}"
     );
-    assert_eq!(field(held, "failed").as_deref(), Some("0"), "{held}");
+    assert!(
+        refused
+            .field("op")
+            .is_some_and(|op| op.starts_with("add destination 192.0.2.255:80"))
+            && refused
+                .field("errno")
+                .is_some_and(|e| e.starts_with("EINVAL")),
+        "the refusal names the operation (add destination 192.0.2.255:80) and EINVAL: {refused:?}"
+    );
+    assert!(
+        refused
+            .field("hint")
+            .is_some_and(|h| h.contains("unicast address")),
+        "the refusal carries the hint about unicast addresses: {refused:?}"
+    );
+    assert_eq!(
+        (
+            count(&held, "held"),
+            count(&held, "ops"),
+            count(&held, "failed")
+        ),
+        (Some(1), Some(1), Some(0)),
+        "the next pass holds the refused operation back and sends only web2's weight: {held:?}"
+    );
     assert_rules(&run, 7, 1, 1);
 
     // The daemon's own endpoint agrees.
-    let readyz = run.artifact("readyz.txt").unwrap();
+    let readyz = run.parsed("readyz.txt", parse::readyz).unwrap();
     assert!(
-        readyz.starts_with("ready: 1 services, 3 destinations, 3 health checks"),
-        "{readyz}"
+        readyz.ready
+            && readyz
+                .summary
+                .starts_with("1 services, 3 destinations, 3 health checks"),
+        "/readyz says ready with 1 service, 3 destinations, 3 health checks: {readyz:?}"
     );
     assert!(
-        readyz.contains("refused: add destination 192.0.2.255:80 to TCP 192.0.2.100:80")
-            && readyz.contains("EINVAL"),
-        "{readyz}"
+        readyz.refused.iter().any(|r| {
+            r.starts_with("add destination 192.0.2.255:80 to TCP 192.0.2.100:80")
+                && r.contains("EINVAL")
+        }),
+        "/readyz lists the refused destination with EINVAL: {readyz:?}"
     );
-    let metrics = run.artifact("metrics.txt").unwrap();
-    assert!(metrics.contains("\nlvstun_balancer_ready 1\n"), "{metrics}");
+    let metrics = run.parsed("metrics.txt", prom::metrics).unwrap();
+    assert_eq!(
+        metrics.get("lvstun_balancer_ready", &[]),
+        Some(1.0),
+        "the metrics say ready ({out}/metrics.txt)"
+    );
 }
 
 /// The benchmark's scenario at a smoke size (`tests/bench/` runs it at 1,000 x 100): correctness
@@ -259,17 +334,16 @@ fn standalone_balancer_programs_follows_restarts_and_heals() {
 /// without reading the table back, and a resync with nothing to do writes nothing.
 #[test]
 fn balancer_bench_smoke() {
-    lab::ensure_built_bins(&[
-        ("lvstun-node", "lvstun-node"),
-        ("lvstun-tests", "lvstun-lab-web"),
-    ])
-    .unwrap();
-    let run = lab::run_scenario(
+    let run = lab::run_or_reuse_with(
         "balancer-bench",
         &[
             ("BENCH_SERVICES", "20"),
             ("BENCH_DESTS", "10"),
             ("BENCH_RESYNC_S", "10"),
+        ],
+        &[
+            ("lvstun-node", "lvstun-node"),
+            ("lvstun-tests", "lvstun-lab-web"),
         ],
     )
     .unwrap();
@@ -277,18 +351,35 @@ fn balancer_bench_smoke() {
     for key in ["equal.full", "equal.change", "equal.daemon"] {
         assert_eq!(run.result(key), Some("yes"), "{key} ({out})");
     }
-    assert_eq!(result(&run, "applier.full_ops"), "ops: 220");
-    assert_eq!(result(&run, "applier.change_ops"), "ops: 20");
-    assert_eq!(result(&run, "applier.noop_ops"), "ops: 0");
-    let start = result(&run, "daemon.start_pass");
-    let change = result(&run, "daemon.change_pass");
-    let resync = result(&run, "daemon.resync_pass");
-    eprintln!("[lab_balancer] bench smoke:\n  {start}\n  {change}\n  {resync}");
-    assert_eq!(field(start, "ops").as_deref(), Some("220"), "{start}");
-    assert_eq!(field(change, "ops").as_deref(), Some("20"), "{change}");
-    assert_eq!(field(change, "read").as_deref(), Some("false"), "{change}");
-    assert_eq!(field(resync, "ops").as_deref(), Some("0"), "{resync}");
-    assert_eq!(field(resync, "read").as_deref(), Some("true"), "{resync}");
+    let applier = |key: &str| parse::applied_ops(result(&run, key));
+    assert_eq!(
+        (
+            applier("applier.full_ops"),
+            applier("applier.change_ops"),
+            applier("applier.noop_ops")
+        ),
+        (Some(220), Some(20), Some(0)),
+        "the applier: 20 x (1 + 10) operations from empty, 20 for the 1 % change, none again ({out})"
+    );
+    let start = pass(&run, "daemon.start_pass");
+    let change = pass(&run, "daemon.change_pass");
+    let resync = pass(&run, "daemon.resync_pass");
+    eprintln!("[lab_balancer] bench smoke:\n  {start:?}\n  {change:?}\n  {resync:?}");
+    assert_eq!(
+        count(&start, "ops"),
+        Some(220),
+        "the daemon's first pass programs everything: {start:?}"
+    );
+    assert_eq!(
+        (count(&change, "ops"), change.field("read")),
+        (Some(20), Some("false")),
+        "the change is one write per changed destination, without reading the table: {change:?}"
+    );
+    assert_eq!(
+        (count(&resync, "ops"), resync.field("read")),
+        (Some(0), Some("true")),
+        "a resync reads the table and writes nothing: {resync:?}"
+    );
     assert_eq!(result(&run, "daemon.zero_weights"), "0", "{out}");
     eprintln!(
         "[lab_balancer] bench smoke: daemon VmHWM {} kB, converged in {} ms",

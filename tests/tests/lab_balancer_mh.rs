@@ -30,6 +30,7 @@
 
 use std::collections::BTreeMap;
 
+use lvstun_tests::lab::parse::log::LogLine;
 use lvstun_tests::lab::{self, LabRun, parse};
 
 const WEB1: &str = "198.51.100.10:80";
@@ -44,9 +45,12 @@ fn text<'a>(run: &'a LabRun, key: &str) -> &'a str {
 /// The destinations of the VIP's one service in a witness (`ipvsadm -Ln --stats --exact`), in
 /// the kernel's list order.
 fn list(run: &LabRun, witness: &str) -> Vec<String> {
-    let text = run.artifact(witness).unwrap();
-    let services = parse::ipvs_stats(&text).unwrap();
-    assert_eq!(services.len(), 1, "{witness}: {text}");
+    let services = run.parsed(witness, parse::ipvs_stats).unwrap();
+    assert_eq!(
+        services.len(),
+        1,
+        "{witness} lists one service: {services:?}"
+    );
     services[0]
         .destinations
         .iter()
@@ -88,12 +92,15 @@ fn differ(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<Str
 
 #[test]
 fn hashing_schedulers_send_each_client_to_the_same_real_server_on_every_balancer() {
-    lab::ensure_built_bins(&[
-        ("lvstun-node", "lvstun-node"),
-        ("lvstun-tests", "lvstun-lab-load"),
-    ])
+    let run = lab::run_or_reuse_with(
+        "balancer-mh",
+        &[],
+        &[
+            ("lvstun-node", "lvstun-node"),
+            ("lvstun-tests", "lvstun-lab-load"),
+        ],
+    )
     .unwrap();
-    let run = lab::run_or_reuse("balancer-mh").unwrap();
     let schedulers: Vec<String> = text(&run, "schedulers")
         .split_whitespace()
         .map(str::to_owned)
@@ -117,10 +124,16 @@ fn check(run: &LabRun, sched: &str) {
         [WEB2, WEB1],
         "{sched} lb1 ({out})"
     );
+    let lb1_log = run.log(&format!("lb1-{sched}")).unwrap();
+    let is_move = |l: &&LogLine| {
+        l.message
+            .starts_with("destinations moved into the canonical list order")
+    };
+    let moves: Vec<&LogLine> = lb1_log.iter().filter(is_move).collect();
     assert_eq!(
-        text(run, &key("moved_lines")),
-        "1",
-        "{sched}: lb1's moves ({out})"
+        moves.len(),
+        1,
+        "{sched}: lb1 moved destinations into the canonical order once: {moves:?} ({out}/logs/lb1-{sched}.log)"
     );
     assert_eq!(
         text(run, &key("survival.move")),
@@ -222,10 +235,15 @@ fn check(run: &LabRun, sched: &str) {
         "{sched}: lb2 knew lb1's uploads: {known:?} ({out})"
     );
 
-    // 5. The next full read plans nothing.
+    // 5. The next full read plans nothing: the first resync pass lb1 logged after the move.
+    let resync = lb1_log
+        .iter()
+        .skip_while(|l| !is_move(l))
+        .find(|l| l.message == "reconciled" && l.field("trigger") == Some("resync"))
+        .unwrap_or_else(|| panic!("{sched}: lb1 logged a resync after the move ({out})"));
     assert_eq!(
-        text(run, &key("resync.ops")),
-        "0",
-        "{sched}: lb1's resync after the move ({out})"
+        resync.num("ops"),
+        Some(0),
+        "{sched}: lb1's first full read after the move plans nothing: {resync:?} ({out})"
     );
 }

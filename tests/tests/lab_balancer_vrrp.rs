@@ -23,6 +23,9 @@
 
 use std::collections::BTreeSet;
 
+use lvstun_tests::lab::parse::ipvsadm::{self, Forward, Protocol, SyncRole};
+use lvstun_tests::lab::parse::log::{VrrpState, vrrp_transitions};
+use lvstun_tests::lab::parse::{ip, prom};
 use lvstun_tests::lab::{self, LabRun, parse};
 
 const VIP: &str = "192.0.2.100";
@@ -39,35 +42,39 @@ fn num(run: &LabRun, key: &str) -> f64 {
         .unwrap_or_else(|e| panic!("{key}: {e} ({})", run.out_dir.display()))
 }
 
-/// One stamped request of `load.txt`: send time (ms since the load started) and success.
-struct Stamp {
-    send_ms: f64,
-    ok: bool,
-}
+const WEB1: &str = "198.51.100.10:80";
+const WEB2: &str = "198.51.100.130:80";
 
-fn stamps(run: &LabRun) -> Vec<Stamp> {
-    let mut out: Vec<Stamp> = run
-        .artifact("load.txt")
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some(Stamp {
-                send_ms: f.get(1)?.parse().ok()?,
-                ok: f.get(2) == Some(&"200"),
-            })
-        })
-        .collect();
+/// The stamped requests of `load.txt`, by send time (ms since the load started).
+fn stamps(run: &LabRun) -> Vec<parse::LoadStamp> {
+    let mut out = run.parsed("load.txt", parse::load_stamps).unwrap();
     out.sort_by(|a, b| a.send_ms.total_cmp(&b.send_ms));
     out
+}
+
+/// The Prometheus page `name`, typed.
+fn metrics(run: &LabRun, name: &str) -> prom::Metrics {
+    run.parsed(name, prom::metrics).unwrap()
+}
+
+/// The roles of the sync daemons `ipvsadm -L --daemon` listed in `name`.
+fn sync_roles(run: &LabRun, name: &str) -> Vec<SyncRole> {
+    run.parsed(name, ipvsadm::sync_daemons)
+        .unwrap()
+        .iter()
+        .map(|d| d.role)
+        .collect()
 }
 
 /// The client-observed outage around an event at `at_ms` (load time): the longest time
 /// between the send times of two consecutive successful requests, among the gaps that end
 /// after the event and start before `until_ms`.
-fn outage_ms(stamps: &[Stamp], at_ms: f64, until_ms: f64) -> f64 {
-    let ok: Vec<f64> = stamps.iter().filter(|s| s.ok).map(|s| s.send_ms).collect();
+fn outage_ms(stamps: &[parse::LoadStamp], at_ms: f64, until_ms: f64) -> f64 {
+    let ok: Vec<f64> = stamps
+        .iter()
+        .filter(|s| s.ok())
+        .map(|s| s.send_ms)
+        .collect();
     ok.windows(2)
         .filter(|w| w[1] >= at_ms && w[0] < until_ms)
         .map(|w| w[1] - w[0])
@@ -75,10 +82,10 @@ fn outage_ms(stamps: &[Stamp], at_ms: f64, until_ms: f64) -> f64 {
 }
 
 /// Failed requests sent in [from, until).
-fn failures(stamps: &[Stamp], from: f64, until: f64) -> usize {
+fn failures(stamps: &[parse::LoadStamp], from: f64, until: f64) -> usize {
     stamps
         .iter()
-        .filter(|s| !s.ok && s.send_ms >= from && s.send_ms < until)
+        .filter(|s| !s.ok() && s.send_ms >= from && s.send_ms < until)
         .count()
 }
 
@@ -95,8 +102,8 @@ fn upload_entry(
     ports: &std::ops::RangeInclusive<u16>,
 ) -> parse::IpvsConn {
     let out = run.out_dir.display();
-    let table = run.artifact(file).unwrap();
-    let found: Vec<parse::IpvsConn> = parse::ipvs_conns(&table)
+    let found: Vec<parse::IpvsConn> = run
+        .parsed(file, parse::ipvs_conns)
         .unwrap()
         .into_iter()
         .filter(|c| c.source_port().is_some_and(|p| ports.contains(&p)))
@@ -125,13 +132,16 @@ fn vip_bound_ms(lifetime_s: f64) -> f64 {
 
 #[test]
 fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
-    lab::ensure_built_bins(&[
-        ("lvstun-node", "lvstun-node"),
-        ("lvstun-tests", "lvstun-lab-load"),
-        ("lvstun-tests", "lvstun-lab-web"),
-    ])
+    let run = lab::run_or_reuse_with(
+        "balancer-vrrp",
+        &[],
+        &[
+            ("lvstun-node", "lvstun-node"),
+            ("lvstun-tests", "lvstun-lab-load"),
+            ("lvstun-tests", "lvstun-lab-web"),
+        ],
+    )
     .unwrap();
-    let run = lab::run_or_reuse("balancer-vrrp").unwrap();
     let out = run.out_dir.display().to_string();
     eprintln!(
         "[lab_balancer_vrrp] run folder {out}; wall {:.1}s, vm {:?}s",
@@ -146,15 +156,24 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
     // 1. Steady: exactly one Master, lb1, and the VIP only there.
     assert_eq!(text(&run, "steady.lb1_vip"), "yes", "{out}");
     assert_eq!(text(&run, "steady.lb2_vip"), "no", "{out}");
+    // The VIP ownership transitions each daemon logged: lb1's first daemon (killed in the
+    // crash) became Master once; lb2 never did before the crash.
+    let kill_unix_ms = num(&run, "kill_ms");
+    let lb1_a = vrrp_transitions(&run.log("lb1-a").unwrap());
+    let lb2 = vrrp_transitions(&run.log("lb2").unwrap());
     assert_eq!(
-        num(&run, "steady.lb1_master_lines"),
-        1.0,
-        "{out}/logs/lb1-a.log"
+        lb1_a.iter().filter(|t| t.to == VrrpState::Master).count(),
+        1,
+        "lb1 became Master exactly once before the crash: {lb1_a:?} ({out}/logs/lb1-a.log)"
     );
-    assert_eq!(
-        num(&run, "steady.lb2_master_lines"),
-        0.0,
-        "{out}/logs/lb2.log"
+    let lb2_early_master: Vec<_> = lb2
+        .iter()
+        .filter(|t| t.to == VrrpState::Master)
+        .filter(|t| t.unix_ms.is_none_or(|ms| (ms as f64) < kill_unix_ms))
+        .collect();
+    assert!(
+        lb2_early_master.is_empty(),
+        "lb2 never became Master while lb1 was alive: {lb2_early_master:?} ({out}/logs/lb2.log)"
     );
     assert_eq!(
         text(&run, "neigh.steady"),
@@ -177,40 +196,69 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
     // Both balancers program the service (a Backup is ready to forward the moment it holds
     // the VIP), and the sync daemons follow the roles.
     for lb in ["lb1", "lb2"] {
-        let witness = run.artifact(&format!("witness-{lb}.txt")).unwrap();
-        assert!(
-            witness.contains(&format!("TCP  {VIP}:80 rr")),
-            "{lb}: {witness} ({out})"
+        let table = run
+            .parsed(&format!("witness-{lb}.txt"), ipvsadm::list)
+            .unwrap();
+        let service = table
+            .service(Protocol::Tcp, &format!("{VIP}:80"))
+            .unwrap_or_else(|| panic!("{lb}'s table holds TCP {VIP}:80: {table:?} ({out})"));
+        assert_eq!(service.scheduler, "rr", "{lb}'s TCP {VIP}:80 is rr ({out})");
+        let mut dests = service.destination_addresses();
+        dests.sort_unstable();
+        assert_eq!(
+            dests,
+            [WEB1, WEB2],
+            "{lb}'s TCP {VIP}:80 has both real servers ({out}/witness-{lb}.txt)"
         );
-        assert!(witness.contains("198.51.100.10:80"), "{lb}: {witness}");
-        assert!(witness.contains("198.51.100.130:80"), "{lb}: {witness}");
+        assert!(
+            service
+                .destinations
+                .iter()
+                .all(|d| d.forward == Forward::Tunnel),
+            "{lb} reaches both real servers via tunnel: {service:?} ({out})"
+        );
     }
-    let sync1 = run.artifact("sync-lb1.txt").unwrap();
-    let sync2 = run.artifact("sync-lb2.txt").unwrap();
+    let sync1 = sync_roles(&run, "sync-lb1.txt");
+    let sync2 = sync_roles(&run, "sync-lb2.txt");
     eprintln!("[lab_balancer_vrrp] sync daemons: lb1 {sync1:?}, lb2 {sync2:?}");
-    assert!(sync1.contains("master sync daemon"), "{sync1} ({out})");
-    assert!(!sync1.contains("backup sync daemon"), "{sync1} ({out})");
-    assert!(sync2.contains("backup sync daemon"), "{sync2} ({out})");
-    assert!(!sync2.contains("master sync daemon"), "{sync2} ({out})");
-    let m1 = run.artifact("metrics-lb1-steady.txt").unwrap();
-    let m2 = run.artifact("metrics-lb2-steady.txt").unwrap();
     assert!(
-        m1.contains(&format!("lvstun_vrrp_state{{vip=\"{VIP}\",vrid=\"51\"}} 2")),
-        "{m1}"
+        sync1.contains(&SyncRole::Master) && !sync1.contains(&SyncRole::Backup),
+        "lb1, Master, runs the master sync daemon and no backup one: {sync1:?} ({out})"
     );
     assert!(
-        m2.contains(&format!("lvstun_vrrp_state{{vip=\"{VIP}\",vrid=\"51\"}} 1")),
-        "{m2}"
+        sync2.contains(&SyncRole::Backup) && !sync2.contains(&SyncRole::Master),
+        "lb2, Backup, runs the backup sync daemon and no master one: {sync2:?} ({out})"
     );
-    assert!(
-        m1.contains(&format!(
-            "lvstun_vrrp_priority{{vip=\"{VIP}\",vrid=\"51\"}} 200"
-        )),
-        "{m1}"
+    let router = [("vip", VIP), ("vrid", "51")];
+    let m1 = metrics(&run, "metrics-lb1-steady.txt");
+    let m2 = metrics(&run, "metrics-lb2-steady.txt");
+    assert_eq!(
+        m1.get("lvstun_vrrp_state", &router),
+        Some(2.0),
+        "lb1's metrics say Master (2) for VRID 51 ({out}/metrics-lb1-steady.txt)"
+    );
+    assert_eq!(
+        m2.get("lvstun_vrrp_state", &router),
+        Some(1.0),
+        "lb2's metrics say Backup (1) for VRID 51 ({out}/metrics-lb2-steady.txt)"
+    );
+    assert_eq!(
+        m1.get("lvstun_vrrp_priority", &router),
+        Some(200.0),
+        "lb1 forwards, so it runs at its configured priority 200 ({out}/metrics-lb1-steady.txt)"
     );
     // Connection sync: lb2, Backup, knows connections it never scheduled.
-    let conns2 = run.artifact("conns-lb2-backup.txt").unwrap();
-    let synced = conns2.lines().filter(|l| l.contains(VIP)).count();
+    let conns2 = run
+        .parsed("conns-lb2-backup.txt", parse::ipvs_conns)
+        .unwrap();
+    let synced = conns2
+        .iter()
+        .filter(|c| {
+            c.virtual_addr
+                .rsplit_once(':')
+                .is_some_and(|(a, _)| a == VIP)
+        })
+        .count();
     eprintln!("[lab_balancer_vrrp] lb2 (Backup) holds {synced} synced connection entries");
     assert!(
         synced > 0,
@@ -263,10 +311,15 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
         "no",
         "the VIP left lb1 ({out})"
     );
+    let stopped = run
+        .log("lb1-b")
+        .unwrap()
+        .iter()
+        .filter(|l| l.message == "vip ownership stopped")
+        .count();
     assert_eq!(
-        num(&run, "graceful.owner_stopped"),
-        1.0,
-        "{out}/logs/lb1-b.log"
+        stopped, 1,
+        "lb1's second daemon stopped its VIP ownership once on SIGTERM ({out}/logs/lb1-b.log)"
     );
     assert_eq!(
         text(&run, "neigh.graceful"),
@@ -312,16 +365,28 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
     );
 
     // 6. lb1's daemon killed, its node alive: the VIP dies with it, after lb2 holds it.
-    let lifetime = num(&run, "killed.lifetime_s");
-    assert_eq!(lifetime, vip_lifetime_s(advert), "{out}/logs/lb1-c.log");
-    let held = run.artifact("addr-lb1-killed.txt").unwrap();
-    let line = held
-        .lines()
-        .find(|l| l.contains(&format!(" {VIP}/32 ")))
-        .unwrap_or_else(|| panic!("the Master holds the VIP: {held} ({out})"));
+    let lifetime = run
+        .log("lb1-c")
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.num("vip_lifetime_s"))
+        .next_back()
+        .unwrap_or_else(|| {
+            panic!("lb1's third daemon logged its VIP lifetime ({out}/logs/lb1-c.log)")
+        }) as f64;
+    assert_eq!(
+        lifetime,
+        vip_lifetime_s(advert),
+        "lb1 holds the VIP for 2 x (3 + 1) advertisement intervals, at least 2 s ({out}/logs/lb1-c.log)"
+    );
+    let held = run.parsed("addr-lb1-killed.txt", ip::addr_oneline).unwrap();
+    let vip = held
+        .iter()
+        .find(|a| a.address == VIP && a.prefix == 32)
+        .unwrap_or_else(|| panic!("the Master holds {VIP}/32: {held:?} ({out})"));
     assert!(
-        line.contains("valid_lft") && !line.contains("forever"),
-        "the VIP has a lifetime: {line} ({out})"
+        matches!(vip.valid_lft, Some(ip::Lifetime::Secs(_))),
+        "lb1 holds the VIP with a finite kernel lifetime: {vip:?} ({out}/addr-lb1-killed.txt)"
     );
     let killed_takeover = num(&run, "killed.takeover_ms");
     let gone = num(&run, "killed.lb1_gone_ms");
@@ -368,15 +433,25 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
     // 7. The VirtualService leaves the file: the Master stops its router gracefully, the VIP
     //    and the sync daemons go, and the metrics no longer list the VIP.
     assert_eq!(text(&run, "withdrawn.lb2_vip"), "no", "{out}");
+    let to_initialize = lb2
+        .iter()
+        .filter(|t| (t.from, t.to) == (VrrpState::Master, VrrpState::Initialize))
+        .count();
     assert_eq!(
-        num(&run, "withdrawn.to_initialize"),
-        1.0,
-        "{out}/logs/lb2.log"
+        to_initialize, 1,
+        "lb2 went from Master to Initialize once, when the VirtualService left: {lb2:?} ({out}/logs/lb2.log)"
     );
-    let sync_after = run.artifact("sync-lb2-final.txt").unwrap();
-    assert!(!sync_after.contains("sync daemon"), "{sync_after} ({out})");
-    let m = run.artifact("metrics-lb2-withdrawn.txt").unwrap();
-    assert!(!m.contains(&format!("vip=\"{VIP}\"")), "{m}");
+    let sync_after = sync_roles(&run, "sync-lb2-final.txt");
+    assert!(
+        sync_after.is_empty(),
+        "lb2 runs no sync daemon once the VirtualService left: {sync_after:?} ({out})"
+    );
+    let withdrawn = metrics(&run, "metrics-lb2-withdrawn.txt");
+    let series = withdrawn.with_label("vip", VIP);
+    assert!(
+        series.is_empty(),
+        "lb2's metrics no longer list {VIP}: {series:?} ({out}/metrics-lb2-withdrawn.txt)"
+    );
     eprintln!(
         "[lab_balancer_vrrp] withdrawn: router stopped {} ms after the file changed",
         text(&run, "withdrawn.ms")
@@ -396,6 +471,8 @@ fn balancers_elect_one_vip_owner_fail_over_preempt_and_hand_over() {
         failures(&stamps, term, end),
     );
     eprintln!("[lab_balancer_vrrp] run folder {out}\n{table}");
-    let _ = std::fs::write(run.out_dir.join("outage-table.txt"), &table);
+    if !run.reused {
+        let _ = std::fs::write(run.out_dir.join("outage-table.txt"), &table);
+    }
     assert!(requests > 1000.0, "the load ran ({out}/load.txt)");
 }

@@ -7,10 +7,12 @@
 //! full size is a benchmark: `tests/bench/`.)
 //!
 //! Needs root and the lab's packages (see `tests/lab/setup.sh`).
-//! Run: `cargo test -p lvstun-tests --test lab_ipvs_netlink -- --nocapture`.
+//! Run: `cargo test -p lvstun-tests --test lab_ipvs_netlink -- --nocapture`
+//! (`LVSTUN_LAB_REUSE_IPVS_NETLINK=<run folder>` re-checks a finished run without the VM).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use lvstun_tests::lab::parse::ipvsadm;
 use lvstun_tests::lab::{self, LabError, parse};
 
 /// Every check the scenario records, each as `NAME=ok DETAIL` or `NAME=FAIL DETAIL`.
@@ -35,10 +37,10 @@ const CHECKS: &[&str] = &[
 
 #[test]
 fn ipvs_netlink_layer_matches_ipvsadm_on_a_real_kernel() {
-    lab::ensure_built_bins(&[("lvstun-node", "lvstun-node")]).unwrap();
-    let run = match lab::run_scenario(
+    let run = match lab::run_or_reuse_with(
         "ipvs-netlink",
         &[("BULK_SERVICES", "10"), ("BULK_DESTS", "5")],
+        &[("lvstun-node", "lvstun-node")],
     ) {
         Ok(run) => run,
         Err(LabError::ScenarioFailed { out_dir, code, .. }) => {
@@ -62,41 +64,64 @@ fn ipvs_netlink_layer_matches_ipvsadm_on_a_real_kernel() {
             .result(check)
             .unwrap_or_else(|| panic!("no {check} in {out}/results.txt"));
         eprintln!("[lab_ipvs_netlink] {check}: {value}");
-        assert!(value.starts_with("ok"), "{check}: {value} ({out})");
+        let verdict = parse::verdict(value);
+        assert!(
+            verdict.as_ref().is_some_and(|v| v.ok),
+            "the scenario's check {check} passed: {value} ({out})"
+        );
     }
-    assert_eq!(run.result("failures"), Some("0"));
+    assert_eq!(
+        run.result("failures"),
+        Some("0"),
+        "the scenario counted no failed check ({out})"
+    );
 
     // The details, from the raw output the checks stood on.
-    let first = |name: &str| {
-        run.artifact(name)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert_eq!(first("apply-2.txt"), "ops: 0", "re-apply ({out})");
-    assert_eq!(first("apply-3.txt"), "ops: 1", "one weight change ({out})");
+    let ops = |name: &str| run.parsed(name, |t| Ok(parse::applied_ops(t))).unwrap();
     assert_eq!(
-        first("apply-4.txt"),
-        "ops: 1",
-        "one service dropped ({out})"
+        ops("apply-2.txt"),
+        Some(0),
+        "re-applying the same table writes nothing ({out})"
     );
-    assert_eq!(first("bulk-apply.txt"), "ops: 60", "10 x (1 + 5) ({out})");
-    assert_eq!(first("bulk-reapply.txt"), "ops: 0", "({out})");
     assert_eq!(
-        run.artifact("bulk-save-lvstun.txt").unwrap(),
-        run.artifact("bulk-save-ipvsadm.txt").unwrap(),
-        "lvstun programs what ipvsadm -R programs ({out})"
+        ops("apply-3.txt"),
+        Some(1),
+        "one weight change is one write ({out})"
+    );
+    assert_eq!(
+        ops("apply-4.txt"),
+        Some(1),
+        "dropping one service is one write ({out})"
+    );
+    assert_eq!(
+        ops("bulk-apply.txt"),
+        Some(60),
+        "the bulk set is 10 x (1 + 5) writes ({out})"
+    );
+    assert_eq!(
+        ops("bulk-reapply.txt"),
+        Some(0),
+        "re-applying the bulk set writes nothing ({out})"
+    );
+    let lvstun = run.parsed("bulk-save-lvstun.txt", ipvsadm::save).unwrap();
+    let restored = run.parsed("bulk-save-ipvsadm.txt", ipvsadm::save).unwrap();
+    assert_eq!(
+        (lvstun.services.len(), &lvstun),
+        (10, &restored),
+        "lvstun programs the 10 services ipvsadm -R programs, destination for destination ({out})"
     );
     // Real traffic went through the programmed service to both web nodes.
-    let curl = run.artifact("client-curl.txt").unwrap();
-    let nodes: std::collections::BTreeSet<String> = parse::http_responses(&curl)
+    let nodes: std::collections::BTreeSet<String> = run
+        .parsed("client-curl.txt", parse::http_responses)
         .unwrap()
         .iter()
         .filter_map(|r| r.header("Node").map(str::to_owned))
         .collect();
-    assert_eq!(nodes.len(), 2, "{nodes:?} ({out})");
+    assert_eq!(
+        nodes.len(),
+        2,
+        "both web nodes answered through the VIP: {nodes:?} ({out})"
+    );
     for key in [
         "bulk_ms_lvstun_batched",
         "bulk_ms_ipvsadm_restore",

@@ -4,7 +4,8 @@
 //!
 //! Needs root and a machine of the project's kind (qemu, Debian's packages): the first run
 //! installs and downloads what the lab needs (`tests/lab/setup.sh`), later runs reuse the cache.
-//! Run: `cargo test -p lvstun-tests --test lab_recipe -- --nocapture`.
+//! Run: `cargo test -p lvstun-tests --test lab_recipe -- --nocapture`
+//! (`LVSTUN_LAB_REUSE_RECIPE_IPVSADM=<run folder>` re-checks a finished run without the VM).
 
 use std::collections::BTreeSet;
 
@@ -16,7 +17,7 @@ const REQUESTS: usize = 6;
 #[test]
 fn recipe_by_hand_round_robins_over_tunnels_with_direct_return() -> anyhow::Result<()> {
     let requests = REQUESTS.to_string();
-    let run = lab::run_scenario("recipe-ipvsadm", &[("REQUESTS", &requests)])?;
+    let run = lab::run_or_reuse_with("recipe-ipvsadm", &[("REQUESTS", &requests)], &[])?;
     let out = run.out_dir.display().to_string();
     eprintln!(
         "[lab_recipe] run folder {out}; wall {:.1}s, vm {:?}s, guest boot {:?}s, guest end {:?}s",
@@ -37,7 +38,7 @@ fn recipe_by_hand_round_robins_over_tunnels_with_direct_return() -> anyhow::Resu
     // 1. Every request answered, each on its own connection, alternating between the two
     //    real servers (rr over two equal destinations).
     let curl = run.artifact("client-curl.txt")?;
-    let responses = parse::http_responses(&curl).map_err(anyhow::Error::msg)?;
+    let responses = run.parsed("client-curl.txt", parse::http_responses)?;
     assert_eq!(
         responses.len(),
         REQUESTS,
@@ -74,8 +75,7 @@ fn recipe_by_hand_round_robins_over_tunnels_with_direct_return() -> anyhow::Resu
     );
 
     // 2. Direct server return: the balancer saw the requests but forwarded no reply.
-    let stats_text = run.artifact("lb1-ipvs-stats.txt")?;
-    let stats = parse::ipvs_stats(&stats_text).map_err(anyhow::Error::msg)?;
+    let stats = run.parsed("lb1-ipvs-stats.txt", parse::ipvs_stats)?;
     let service = stats
         .iter()
         .find(|s| s.protocol == "TCP" && s.address == format!("{VIP}:80"))

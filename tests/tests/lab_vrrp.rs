@@ -13,10 +13,14 @@
 //!
 //! The outage table is printed and written to `target/lab-runs/vrrp-outage.txt`.
 //! Needs root and the lab's packages (see `tests/lab/setup.sh`).
-//! Run: `cargo test -p lvstun-tests --test lab_vrrp -- --nocapture`.
+//! Run: `cargo test -p lvstun-tests --test lab_vrrp -- --nocapture`
+//! (`LVSTUN_LAB_REUSE_VRRP_FAILOVER=<run folder>`, `LVSTUN_LAB_REUSE_VRRP_SURVIVAL=<run folder>`
+//! re-check finished runs without the VM).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use lvstun_tests::lab::parse::ip;
+use lvstun_tests::lab::parse::ipvsadm::{self, SyncRole};
 use lvstun_tests::lab::{self, LabRun, parse};
 
 /// RFC 9568 §6.1 Master_Down_Interval of lb2 (priority 150) in ms:
@@ -36,16 +40,11 @@ fn num(run: &LabRun, key: &str) -> f64 {
 /// Time from the kill to the first request sent after it that succeeded, from the load
 /// generator's stamps (`load-<tag>.txt`: seq send_ms status node latency_ms error).
 fn restore_ms(run: &LabRun, tag: &str, kill_offset_ms: f64) -> f64 {
-    let stamps = run.artifact(&format!("load-{tag}.txt")).unwrap();
-    stamps
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let send: f64 = f.get(1)?.parse().ok()?;
-            (f.get(2) == Some(&"200") && send >= kill_offset_ms).then_some(send - kill_offset_ms)
-        })
-        .next()
+    run.parsed(&format!("load-{tag}.txt"), parse::load_stamps)
+        .unwrap()
+        .iter()
+        .find(|s| s.ok() && s.send_ms >= kill_offset_ms)
+        .map(|s| s.send_ms - kill_offset_ms)
         .unwrap_or_else(|| panic!("no success after the kill in load-{tag}.txt"))
 }
 
@@ -65,12 +64,15 @@ fn after_detection_ms(advert_ms: f64) -> f64 {
 
 #[test]
 fn vip_moves_with_vrrp_and_the_client_outage_is_the_takeover() {
-    lab::ensure_built_bins(&[
-        ("lvstun-node", "lvstun-node"),
-        ("lvstun-tests", "lvstun-lab-load"),
-    ])
+    let run = lab::run_or_reuse_with(
+        "vrrp-failover",
+        &[],
+        &[
+            ("lvstun-node", "lvstun-node"),
+            ("lvstun-tests", "lvstun-lab-load"),
+        ],
+    )
     .unwrap();
-    let run = lab::run_or_reuse("vrrp-failover").unwrap();
     let out = run.out_dir.display().to_string();
     eprintln!(
         "[lab_vrrp] run folder {out}; wall {:.1}s, vm {:?}s",
@@ -182,16 +184,22 @@ fn vip_moves_with_vrrp_and_the_client_outage_is_the_takeover() {
         g < 341.0,
         "graceful takeover {g} ms is no faster than a crash ({out})"
     );
-    let addr = run.artifact("lb1-addr-after-stop.txt").unwrap();
+    let addr = run
+        .parsed("lb1-addr-after-stop.txt", ip::addr_oneline)
+        .unwrap();
     assert!(
-        !addr.contains("192.0.2.100"),
-        "lb1 kept the VIP after a graceful stop: {addr}"
+        addr.iter().all(|a| a.address != "192.0.2.100"),
+        "lb1 no longer holds the VIP after a graceful stop: {addr:?} ({out})"
     );
     // IPVS connection sync follows the role: lb2 runs the master daemon (sync ID = VRID 51).
-    let daemons = run.artifact("lb2-sync-daemons.txt").unwrap();
+    let daemons = run
+        .parsed("lb2-sync-daemons.txt", ipvsadm::sync_daemons)
+        .unwrap();
     assert!(
-        daemons.contains("master sync daemon (mcast=eth0, syncid=51,"),
-        "lb2 sync daemons: {daemons:?} ({out})"
+        daemons.iter().any(|d| d.role == SyncRole::Master
+            && d.interface() == Some("eth0")
+            && d.sync_id() == Some(51)),
+        "lb2, the new Master, runs the master sync daemon on eth0 with sync ID 51 (the VRID): {daemons:?} ({out})"
     );
 }
 
@@ -202,8 +210,8 @@ fn upload_entry(run: &LabRun, mode: &str, file: &str) -> Option<parse::IpvsConn>
     let range = text(run, &format!("ports.{mode}"));
     let (a, b) = range.split_once('-').unwrap();
     let ports: std::ops::RangeInclusive<u16> = a.parse().unwrap()..=b.parse().unwrap();
-    let table = run.artifact(file).unwrap();
-    let found: Vec<parse::IpvsConn> = parse::ipvs_conns(&table)
+    let found: Vec<parse::IpvsConn> = run
+        .parsed(file, parse::ipvs_conns)
         .unwrap()
         .into_iter()
         .filter(|c| c.source_port().is_some_and(|p| ports.contains(&p)))
@@ -231,8 +239,8 @@ fn upload_entry(run: &LabRun, mode: &str, file: &str) -> Option<parse::IpvsConn>
 /// See the scenario's header for the details.
 #[test]
 fn connections_survive_failover_with_mh_and_with_connection_sync() {
-    lab::ensure_built_bins(&[("lvstun-node", "lvstun-node")]).unwrap();
-    let run = lab::run_or_reuse("vrrp-survival").unwrap();
+    let run =
+        lab::run_or_reuse_with("vrrp-survival", &[], &[("lvstun-node", "lvstun-node")]).unwrap();
     let out = run.out_dir.display().to_string();
     let bytes = text(&run, "upload_bytes").to_owned();
     for mode in ["mh", "rr"] {

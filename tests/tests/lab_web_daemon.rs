@@ -11,12 +11,14 @@
 //!   unprivileged process can remove (it is left down, without addresses).
 //!
 //! Needs root and the lab (see `tests/lab/README.md`).
-//! Run: `cargo test -p lvstun-tests --test lab_web_daemon -- --nocapture`.
+//! Run: `cargo test -p lvstun-tests --test lab_web_daemon -- --nocapture`
+//! (`LVSTUN_LAB_REUSE_WEB_DAEMON=<run folder>` re-checks a finished run without the VM).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lvstun_tests::lab::parse::{ip, log, nft};
 use lvstun_tests::lab::{self, LabRun, parse};
 
 const REQUESTS: usize = 6;
@@ -38,27 +40,6 @@ fn sections(text: &str) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// Splits `ip link`/`ip addr` output into one block per device (header line + indented lines).
-fn device_blocks(lines: &[String]) -> Vec<Vec<String>> {
-    let mut blocks: Vec<Vec<String>> = Vec::new();
-    for line in lines {
-        if line.starts_with(char::is_numeric) {
-            blocks.push(vec![line.clone()]);
-        } else if let Some(last) = blocks.last_mut() {
-            last.push(line.clone());
-        }
-    }
-    blocks
-}
-
-fn is_tunl0(block: &[String]) -> bool {
-    block.first().is_some_and(|h| {
-        h.split_whitespace()
-            .nth(1)
-            .is_some_and(|n| n.starts_with("tunl0@"))
-    })
-}
-
 /// The snapshot without `tunl0`, which the kernel creates in every namespace when `ipip`
 /// loads (the daemon cannot unload a module: it has no CAP_SYS_MODULE).
 fn without_tunl0(snapshot: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<String>> {
@@ -66,10 +47,10 @@ fn without_tunl0(snapshot: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, V
         .iter()
         .map(|(name, lines)| {
             let kept: Vec<String> = match name.as_str() {
-                "ip -d link" | "ip addr" => device_blocks(lines)
+                "ip -d link" | "ip addr" => ip::link_blocks(lines)
                     .into_iter()
-                    .filter(|b| !is_tunl0(b))
-                    .flatten()
+                    .filter(|b| b.name != "tunl0")
+                    .flat_map(|b| b.lines)
                     .collect(),
                 "sysctl" => lines
                     .iter()
@@ -105,9 +86,12 @@ fn elapsed(run: &LabRun, key: &str) -> f64 {
 
 #[test]
 fn web_daemon_prepares_real_servers_and_leaves_no_trace() -> anyhow::Result<()> {
-    lab::ensure_built_bins(&[("lvstun-node", "lvstun-node")])?;
     let requests = REQUESTS.to_string();
-    let run = lab::run_scenario("web-daemon", &[("REQUESTS", &requests)])?;
+    let run = lab::run_or_reuse_with(
+        "web-daemon",
+        &[("REQUESTS", &requests)],
+        &[("lvstun-node", "lvstun-node")],
+    )?;
     let out = run.out_dir.display().to_string();
     eprintln!(
         "[lab_web_daemon] run folder {out}; wall {:.1}s, vm {:?}s, guest boot {:?}s, guest end {:?}s",
@@ -127,8 +111,7 @@ fn web_daemon_prepares_real_servers_and_leaves_no_trace() -> anyhow::Result<()> 
     assert_eq!(run.result("ipip_loaded_before"), Some("no"), "{out}");
 
     // 1. Requests through the VIP reach both web servers.
-    let get = run.artifact("client-get.txt")?;
-    let responses = parse::http_responses(&get).map_err(anyhow::Error::msg)?;
+    let responses = run.parsed("client-get.txt", parse::http_responses)?;
     assert_eq!(responses.len(), REQUESTS, "{out}/client-get.txt");
     assert!(
         responses.iter().all(|r| r.status == 200),
@@ -148,7 +131,7 @@ fn web_daemon_prepares_real_servers_and_leaves_no_trace() -> anyhow::Result<()> 
     );
     let clamp = run.artifact("post-clamp.txt")?;
     assert_eq!(result_rc(&run, "post_clamp_rc"), 0, "{out}/post-clamp.txt");
-    let post = parse::http_responses(&clamp).map_err(anyhow::Error::msg)?;
+    let post = run.parsed("post-clamp.txt", parse::http_responses)?;
     assert_eq!(post.len(), 1, "{out}/post-clamp.txt");
     assert_eq!(post[0].status, 200, "{out}/post-clamp.txt");
     assert!(
@@ -159,64 +142,73 @@ fn web_daemon_prepares_real_servers_and_leaves_no_trace() -> anyhow::Result<()> 
         "[lab_web_daemon] POST with MSS clamp: 200, 1048576 bytes read by {:?}",
         post[0].header("Node")
     );
-    let nft = run.artifact("web1-nft.txt")?;
+    let nft = run.parsed("web1-nft.txt", nft::rules)?;
     let clamp_rule = nft
-        .lines()
-        .find(|l| l.contains("maxseg size set 1440"))
-        .unwrap_or_else(|| panic!("no MSS clamp rule in {out}/web1-nft.txt"));
-    eprintln!("[lab_web_daemon] web1: {}", clamp_rule.trim());
+        .iter()
+        .find(|r| r.has("tcp option maxseg size set 1440"))
+        .unwrap_or_else(|| panic!("web1 has an MSS clamp rule to 1440 ({out}/web1-nft.txt)"));
+    eprintln!("[lab_web_daemon] web1: {clamp_rule:?}");
     assert!(
-        clamp_rule.contains("maxseg size > 1440") && !clamp_rule.contains("packets 0 "),
-        "the clamp must have rewritten SYN-ACKs on web1 ({out}/web1-nft.txt)"
+        clamp_rule.has("tcp option maxseg size > 1440")
+            && clamp_rule.packets().is_some_and(|p| p > 0),
+        "web1's clamp matches segments above 1440 and its counter saw SYN-ACKs rewritten: {clamp_rule:?} ({out}/web1-nft.txt)"
     );
 
     // 3. ARP: lb1 answers for the VIP on the front; nobody answers on the web segments.
     let lb1_mac = parse::link_address(&run.artifact_json("lb1-link.json")?).unwrap();
-    let front = run.artifact("arping-client.txt")?;
+    let front = run.parsed("arping-client.txt", parse::arping)?;
     assert_eq!(
         result_rc(&run, "arping_client_rc"),
         0,
         "{out}/arping-client.txt"
     );
     assert!(
-        front.to_lowercase().contains(&lb1_mac.to_lowercase()),
-        "lb1 ({lb1_mac}) must answer on the front ({out}/arping-client.txt)"
+        front.replies.contains(&lb1_mac.to_lowercase()),
+        "lb1 ({lb1_mac}) answers ARP for the VIP on the front: {front:?} ({out}/arping-client.txt)"
     );
     for web in ["web1", "web2"] {
-        let text = run.artifact(&format!("arping-{web}.txt"))?;
-        eprintln!(
-            "[lab_web_daemon] arping for the VIP on {web}'s segment: {}",
-            text.lines().last().unwrap_or("").trim()
-        );
+        let answers = run.parsed(&format!("arping-{web}.txt"), parse::arping)?;
+        eprintln!("[lab_web_daemon] arping for the VIP on {web}'s segment: {answers:?}");
         assert_ne!(
             result_rc(&run, &format!("arping_{web}_rc")),
             0,
             "{out}/arping-{web}.txt"
         );
-        assert!(
-            text.contains("Received 0 response"),
-            "{out}/arping-{web}.txt"
+        assert_eq!(
+            answers.received, 0,
+            "nobody answers ARP for the VIP on {web}'s segment ({out}/arping-{web}.txt)"
         );
     }
     let arp_rule = nft
-        .lines()
-        .find(|l| l.contains("arp daddr ip 192.0.2.100"))
-        .unwrap_or_else(|| panic!("no ARP guard rule in {out}/web1-nft.txt"));
-    eprintln!("[lab_web_daemon] web1: {}", arp_rule.trim());
+        .iter()
+        .find(|r| r.family == "arp" && r.has("arp daddr ip 192.0.2.100"))
+        .unwrap_or_else(|| panic!("web1 has an ARP guard rule for the VIP ({out}/web1-nft.txt)"));
+    eprintln!("[lab_web_daemon] web1: {arp_rule:?}");
 
     // 4. Readiness, and a second apply that writes nothing.
-    let readyz = run.artifact("web1-readyz.txt")?;
-    eprintln!(
-        "[lab_web_daemon] web1 /readyz: {}",
-        readyz.lines().next().unwrap_or("")
-    );
+    let readyz = run.parsed("web1-readyz.txt", parse::readyz)?;
+    eprintln!("[lab_web_daemon] web1 /readyz: {readyz:?}");
     assert_eq!(result_rc(&run, "readyz_rc"), 0, "{out}/web1-readyz.txt");
-    assert!(readyz.starts_with("ready: Ready:"), "{out}/web1-readyz.txt");
-    assert!(readyz.contains("curl: code=200"), "{out}/web1-readyz.txt");
-    assert_eq!(result_rc(&run, "check_rc"), 0, "{out}/web1-check.txt");
     assert!(
-        run.artifact("web1-check.txt")?.contains("pending: 0"),
-        "{out}"
+        readyz.ready && readyz.summary.starts_with("Ready:"),
+        "web1's /readyz says ready with reason Ready: {readyz:?} ({out}/web1-readyz.txt)"
+    );
+    let transfers = parse::curl_write_outs(&run.artifact("web1-readyz.txt")?);
+    assert!(
+        transfers
+            .iter()
+            .any(|t| t.get("code").map(String::as_str) == Some("200")),
+        "web1's /readyz answered 200: {transfers:?} ({out}/web1-readyz.txt)"
+    );
+    assert_eq!(result_rc(&run, "check_rc"), 0, "{out}/web1-check.txt");
+    let pending = run.parsed("web1-check.txt", |t| {
+        Ok(t.lines()
+            .find_map(|l| l.strip_prefix("pending: ")?.trim().parse::<u64>().ok()))
+    })?;
+    assert_eq!(
+        pending,
+        Some(0),
+        "web check on web1 finds no pending operation ({out}/web1-check.txt)"
     );
     for web in ["web1", "web2"] {
         let text = run.artifact(&format!("{web}-apply2.txt"))?;
@@ -232,16 +224,24 @@ fn web_daemon_prepares_real_servers_and_leaves_no_trace() -> anyhow::Result<()> 
     }
     // web2's tunl0 was born strict (default.rp_filter=1): turned off, as an address-less
     // tunl0 needs (restored to 1 by the cleanup: see the snapshots).
+    let condition = run
+        .artifact("web2-apply2.txt")?
+        .lines()
+        .filter_map(parse::condition)
+        .find(|c| c.kind == "TunnelReady");
     assert!(
-        run.artifact("web2-apply2.txt")?.contains("all=0 tunl0=0"),
-        "{out}/web2-apply2.txt"
+        condition
+            .as_ref()
+            .is_some_and(|c| c.message.contains("all=0 tunl0=0")),
+        "web2's TunnelReady condition reports rp_filter all=0 tunl0=0: {condition:?} ({out}/web2-apply2.txt)"
     );
 
     // 5. SIGTERM keeps the configuration; the undo leaves the nodes as they were.
     for kept in ["web1-kept.txt", "web2-kept.txt", "web2-kept-b.txt"] {
+        let addrs = run.parsed(kept, ip::addr_brief)?;
         assert!(
-            run.artifact(kept)?.contains("192.0.2.100/32"),
-            "{out}/{kept}"
+            addrs.iter().any(|a| a.cidr() == "192.0.2.100/32"),
+            "the VIP 192.0.2.100/32 is still held after SIGTERM: {addrs:?} ({out}/{kept})"
         );
     }
     assert_eq!(
@@ -258,26 +258,30 @@ fn web_daemon_prepares_real_servers_and_leaves_no_trace() -> anyhow::Result<()> 
         let before = sections(&run.artifact(&format!("snap-before-{web}.txt"))?);
         let after = sections(&run.artifact(&format!("snap-after-{web}.txt"))?);
         assert!(
-            !before["ip -d link"].iter().any(|l| l.contains("tunl0@")),
-            "{out}"
+            ip::link_blocks(&before["ip -d link"])
+                .iter()
+                .all(|b| b.name != "tunl0"),
+            "{web} has no tunl0 before ipip loaded ({out}/snap-before-{web}.txt)"
         );
-        let tunl0: Vec<Vec<String>> = device_blocks(&after["ip -d link"])
+        let tunl0: Vec<ip::LinkBlock> = ip::link_blocks(&after["ip -d link"])
             .into_iter()
-            .filter(|b| is_tunl0(b))
+            .filter(|b| b.name == "tunl0")
             .collect();
         assert_eq!(tunl0.len(), 1, "tunl0 exists after ipip loaded ({out})");
         assert!(
-            !tunl0[0][0].contains(",UP") && !tunl0[0][0].contains("<UP"),
-            "tunl0 is left down: {} ({out})",
-            tunl0[0][0]
+            !tunl0[0].is_up(),
+            "tunl0 is left down: {:?} ({out})",
+            tunl0[0].lines[0]
         );
-        let tunl0_addrs: Vec<Vec<String>> = device_blocks(&after["ip addr"])
-            .into_iter()
-            .filter(|b| is_tunl0(b))
+        let tunl0_addrs: Vec<String> = ip::link_blocks(&after["ip addr"])
+            .iter()
+            .filter(|b| b.name == "tunl0")
+            .flat_map(|b| b.addresses())
+            .map(str::to_owned)
             .collect();
         assert!(
-            tunl0_addrs.iter().flatten().all(|l| !l.contains("inet ")),
-            "{out}"
+            tunl0_addrs.iter().all(|a| a.contains(':')),
+            "tunl0 is left without IPv4 addresses: {tunl0_addrs:?} ({out}/snap-after-{web}.txt)"
         );
         let (before, after) = (without_tunl0(&before), without_tunl0(&after));
         for (section, lines) in &before {
@@ -291,7 +295,14 @@ fn web_daemon_prepares_real_servers_and_leaves_no_trace() -> anyhow::Result<()> 
             "[lab_web_daemon] {web}: ip -d link, ip addr, sysctls and nft ruleset identical before and after (tunl0 aside)"
         );
     }
-    let removed = run.artifact("web1-removed.txt")?;
-    assert!(removed.contains("vips=0 ("), "{out}/web1-removed.txt");
+    let last = log::lines(&run.artifact("web1-removed.txt")?)
+        .into_iter()
+        .rfind(|l| l.message == "reconciled:")
+        .unwrap_or_else(|| panic!("web1 logged a reconcile ({out}/web1-removed.txt)"));
+    assert!(
+        last.field("vips")
+            .is_some_and(|v| v.split_whitespace().next() == Some("0")),
+        "web1's last reconcile, after its RealServer left the file, holds no VIP: {last:?} ({out}/web1-removed.txt)"
+    );
     Ok(())
 }

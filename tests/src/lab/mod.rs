@@ -8,7 +8,10 @@
 //!   scenarios run in the guest (always the `lvstun-lab-web` fixture; more on request);
 //! - [`run_scenario`] / [`run_scenario_with`] boot the VM with `tests/lab/run-guest.sh`, one
 //!   run at a time per process, and return a [`LabRun`] over the run's folder
-//!   `target/lab-runs/<scenario>-<timestamp>/`, which keeps every log and artifact.
+//!   `target/lab-runs/<scenario>-<timestamp>/`, which keeps every log and artifact;
+//! - [`run_or_reuse`] / [`run_or_reuse_with`] do the same, or re-read a recorded run when
+//!   `LVSTUN_LAB_REUSE_<SCENARIO>` names its folder (no VM, no build): how a lab test's
+//!   checks are re-proven on recorded output.
 //!
 //! Failures carry that folder in their message, so a failing test always says where to look.
 //! All I/O here is blocking (processes and files); async callers use `spawn_blocking`.
@@ -278,6 +281,9 @@ pub struct LabRun {
     pub timing: BTreeMap<String, f64>,
     /// Host wall time of the whole run, setup and build checks included.
     pub wall: Duration,
+    /// Whether this is a recorded run re-read through `LVSTUN_LAB_REUSE_<SCENARIO>`: its
+    /// folder is someone's record, so a test writes nothing into it.
+    pub reused: bool,
 }
 
 impl LabRun {
@@ -308,6 +314,42 @@ impl LabRun {
         })
     }
 
+    /// An artifact read through one of [`parse`]'s parsers (e.g. `run.parsed("save-1.txt",
+    /// parse::ipvsadm::save)`): a missing or malformed artifact is an error naming its path,
+    /// so a check never stands on a half-read file.
+    pub fn parsed<T>(
+        &self,
+        name: &str,
+        parser: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T> {
+        let text = self.artifact(name)?;
+        parser(&text).map_err(|detail| LabError::Artifact {
+            path: self.path(name),
+            detail,
+        })
+    }
+
+    /// The events of a daemon's log `logs/<name>.log` (lines that are not events skipped).
+    pub fn log(&self, name: &str) -> Result<Vec<parse::log::LogLine>> {
+        Ok(parse::log::lines(
+            &self.artifact(&format!("logs/{name}.log"))?,
+        ))
+    }
+
+    /// A `results.txt` value that is a daemon's log line (scenarios record a pass's line
+    /// under a key, e.g. `start_pass`), parsed.
+    pub fn result_log(&self, key: &str) -> Result<parse::log::LogLine> {
+        let path = self.path("results.txt");
+        let value = self.result(key).ok_or_else(|| LabError::Artifact {
+            path: path.clone(),
+            detail: format!("no {key}"),
+        })?;
+        parse::log::line(value).map_err(|detail| LabError::Artifact {
+            path,
+            detail: format!("{key}: {detail}"),
+        })
+    }
+
     /// An artifact parsed as JSON (e.g. the output of `ip -j ...`).
     pub fn artifact_json(&self, name: &str) -> Result<serde_json::Value> {
         let text = self.artifact(name)?;
@@ -322,20 +364,65 @@ impl LabRun {
 /// `LVSTUN_LAB_REUSE_<NAME>` (the scenario's name in capitals, `-` as `_`, e.g.
 /// `LVSTUN_LAB_REUSE_VRRP_FAILOVER`) names a finished run folder, re-reads that run instead:
 /// a test's assertions can then be re-checked on recorded output without booting the VM.
+/// See [`run_or_reuse_with`].
 pub fn run_or_reuse(scenario: &str) -> Result<LabRun> {
-    let var = format!(
+    run_or_reuse_with(scenario, &[], &[])
+}
+
+/// The variable naming a recorded run of `scenario` to re-read (see [`run_or_reuse`]).
+pub fn reuse_var(scenario: &str) -> String {
+    format!(
         "LVSTUN_LAB_REUSE_{}",
         scenario.to_uppercase().replace('-', "_")
-    );
+    )
+}
+
+/// [`run_or_reuse`] for a scenario that takes environment (`env`, exported in the guest) and
+/// needs release binaries beyond [`LAB_BINARIES`] (`bins`, see [`ensure_built_bins`]): the
+/// one place a lab test asks for its run.
+///
+/// Why one place: a re-read run must be the run the test would have made, and re-reading
+/// must not build anything. So `bins` are built only when the VM boots, and a recorded run is
+/// refused unless its `lab.env` (which `run-guest.sh` writes with every variable it passed)
+/// exports each of `env` with the same value: a smoke-sized run is never checked against a
+/// full-sized test, nor the other way round.
+pub fn run_or_reuse_with(
+    scenario: &str,
+    env: &[(&str, &str)],
+    bins: &[(&str, &str)],
+) -> Result<LabRun> {
+    let var = reuse_var(scenario);
     let Some(dir) = std::env::var_os(&var) else {
-        return run_scenario(scenario, &[]);
+        ensure_built_bins(bins)?;
+        return run_scenario(scenario, env);
     };
     let out_dir = PathBuf::from(dir);
-    let path = out_dir.join("results.txt");
-    let results = std::fs::read_to_string(&path).map_err(|source| LabError::Io {
-        what: format!("{var}: reading {}", path.display()),
-        source,
-    })?;
+    let read = |name: &str| {
+        let path = out_dir.join(name);
+        std::fs::read_to_string(&path).map_err(|source| LabError::Io {
+            what: format!("{var}: reading {}", path.display()),
+            source,
+        })
+    };
+    let results = read("results.txt")?;
+    if !env.is_empty() {
+        let recorded = read("lab.env")?;
+        let exported: BTreeSet<&str> = recorded
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("export "))
+            .collect();
+        for (key, value) in env {
+            let want = format!("{key}={value}");
+            if !exported.contains(want.as_str()) {
+                return Err(LabError::Artifact {
+                    path: out_dir.join("lab.env"),
+                    detail: format!(
+                        "{var}: this run was not recorded with {want}; it cannot stand for this test's run"
+                    ),
+                });
+            }
+        }
+    }
     eprintln!("[lab] {var}: re-reading {}", out_dir.display());
     Ok(LabRun {
         scenario: scenario.to_owned(),
@@ -343,6 +430,7 @@ pub fn run_or_reuse(scenario: &str) -> Result<LabRun> {
         results: parse::key_values(&results),
         timing: BTreeMap::new(),
         wall: Duration::ZERO,
+        reused: true,
     })
 }
 
@@ -483,6 +571,7 @@ pub fn run_scenario_with(name: &str, options: &ScenarioOptions) -> Result<LabRun
         out_dir,
         timing,
         wall: started.elapsed(),
+        reused: false,
     })
 }
 

@@ -3,6 +3,16 @@
 //! Scenarios save tools' output as they printed it (`ipvsadm -Ln --stats --exact`, `curl -i`,
 //! `ip -j ...`) and the Rust tests parse it here, so that assertions stand on real output and
 //! the parsing itself is unit-tested against captured samples. No I/O in this module.
+//!
+//! One submodule per artefact that has grown a typed model: [`ipvsadm`] (the table and the
+//! sync daemons), [`prom`] (`/metrics`), [`ip`] (addresses), [`nft`] (rules), [`log`] (the
+//! daemons' log lines and VRRP transitions). Smaller outputs are parsed here.
+
+pub mod ip;
+pub mod ipvsadm;
+pub mod log;
+pub mod nft;
+pub mod prom;
 
 use std::collections::BTreeMap;
 
@@ -246,9 +256,256 @@ pub fn ipvs_conns(text: &str) -> Result<Vec<IpvsConn>, String> {
     Ok(out)
 }
 
+/// One request of a `lvstun-lab-load` stamp file (`# seq send_ms status node latency_ms
+/// error [source]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadStamp {
+    /// The request's number.
+    pub seq: u64,
+    /// When it was sent, in ms since the load started.
+    pub send_ms: f64,
+    /// The HTTP status; 0 when the request failed before one (see `error`).
+    pub status: u16,
+    /// The `Node` header of the answer (`-` for none).
+    pub node: String,
+    /// What went wrong (`-` for nothing), e.g. `connect:timedout`.
+    pub error: String,
+}
+
+impl LoadStamp {
+    /// Whether the request was answered 200.
+    pub fn ok(&self) -> bool {
+        self.status == 200
+    }
+}
+
+/// Parses a load stamp file: `#` lines are comments, every other line must have at least the
+/// six columns.
+pub fn load_stamps(text: &str) -> Result<Vec<LoadStamp>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let at = |e: &str| format!("line {}: {e}: {line:?}", n + 1);
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [seq, send_ms, status, node, _latency, error, ..] = f[..] else {
+            return Err(at("expected 6 columns"));
+        };
+        out.push(LoadStamp {
+            seq: seq.parse().map_err(|_| at("seq"))?,
+            send_ms: send_ms.parse().map_err(|_| at("send_ms"))?,
+            status: status.parse().map_err(|_| at("status"))?,
+            node: node.to_owned(),
+            error: error.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// The count of an `ops: N` line, as `lvstun-node ipvs apply` prints it first (the
+/// operations it sent), if `text`'s first line is one.
+pub fn applied_ops(text: &str) -> Option<u64> {
+    text.lines()
+        .next()?
+        .trim()
+        .strip_prefix("ops: ")?
+        .parse()
+        .ok()
+}
+
+/// A scenario check's verdict recorded as `NAME=ok DETAIL` or `NAME=FAIL DETAIL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the scenario's check passed.
+    pub ok: bool,
+    /// What it said about it.
+    pub detail: String,
+}
+
+/// Reads a verdict; anything but `ok ...`/`FAIL ...` is not one.
+pub fn verdict(value: &str) -> Option<Verdict> {
+    let (word, detail) = value.split_once(' ').unwrap_or((value, ""));
+    let ok = match word {
+        "ok" => true,
+        "FAIL" => false,
+        _ => return None,
+    };
+    Some(Verdict {
+        ok,
+        detail: detail.to_owned(),
+    })
+}
+
+/// A condition as `lvstun-node web apply`/`check` print it: `TYPE=STATUS reason=REASON
+/// message=MESSAGE`, the message last and running to the end of the line (it may hold `=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// The condition's type, e.g. `TunnelReady`.
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Its reason.
+    pub reason: String,
+    /// Its message.
+    pub message: String,
+}
+
+/// Reads one condition line; a line in another shape is `None`.
+pub fn condition(line: &str) -> Option<Condition> {
+    let (head, message) = line.trim().split_once(" message=")?;
+    let (kind_status, reason) = head.split_once(" reason=")?;
+    let (kind, status) = kind_status.split_once('=')?;
+    Some(Condition {
+        kind: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+    })
+}
+
+/// What `arping` printed: the link-layer addresses that answered (lower case) and its
+/// `Received N response(s)` count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arping {
+    /// The MAC of each `Unicast reply from IP [MAC]` line.
+    pub replies: Vec<String>,
+    /// The count of its summary line.
+    pub received: u32,
+}
+
+/// Parses iputils' `arping` output; without its summary line it is an error.
+pub fn arping(text: &str) -> Result<Arping, String> {
+    let replies = text
+        .lines()
+        .filter(|l| l.starts_with("Unicast reply from "))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_lowercase()))
+        .collect();
+    let received = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Received ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .ok_or("no `Received N response(s)` line")?;
+    Ok(Arping { replies, received })
+}
+
+/// What a daemon's `/readyz` page says: its first line `ready: SUMMARY` (or `not ready:
+/// SUMMARY`), then any `refused: ...` lines (operations the kernel refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readyz {
+    /// Whether it said ready.
+    pub ready: bool,
+    /// The rest of the first line.
+    pub summary: String,
+    /// Each `refused:` line's text.
+    pub refused: Vec<String>,
+}
+
+/// Parses a `/readyz` body (the lab's `curl -w` lines after it, `curl: ...`, are ignored).
+pub fn readyz(text: &str) -> Result<Readyz, String> {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let (ready, summary) = if let Some(s) = first.strip_prefix("ready: ") {
+        (true, s)
+    } else if let Some(s) = first.strip_prefix("not ready: ") {
+        (false, s)
+    } else {
+        return Err(format!("not a /readyz body: {first:?}"));
+    };
+    Ok(Readyz {
+        ready,
+        summary: summary.to_owned(),
+        refused: lines
+            .filter_map(|l| l.strip_prefix("refused: "))
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn condition_message_runs_to_the_end_of_the_line() {
+        // web-daemon's `web2-apply2.txt`.
+        let c = condition("TunnelReady=True reason=Ready message=tunl0 up; 192.0.2.100 on lvstun0; MSS clamped to 1440 (rp_filter on tunl0: all=0 tunl0=0)").unwrap();
+        assert_eq!(
+            (c.kind.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("TunnelReady", "True", "Ready")
+        );
+        assert!(c.message.ends_with("(rp_filter on tunl0: all=0 tunl0=0)"));
+        assert_eq!(condition("writes: 0"), None);
+    }
+
+    #[test]
+    fn arping_reads_replies_and_the_count() {
+        // web-daemon's `arping-client.txt` and `arping-web1.txt`.
+        let a = arping("ARPING 192.0.2.100 from 192.0.2.10 eth0\nUnicast reply from 192.0.2.100 [02:00:00:02:00:0B]  2.373ms\nUnicast reply from 192.0.2.100 [02:00:00:02:00:0B]  1.068ms\nSent 2 probes (1 broadcast(s))\nReceived 2 response(s)\n").unwrap();
+        assert_eq!(a.received, 2);
+        assert_eq!(a.replies, ["02:00:00:02:00:0b"; 2]);
+        let a = arping("ARPING 192.0.2.100 from 198.51.100.1 eth1\nSent 3 probes (3 broadcast(s))\nReceived 0 response(s)\n").unwrap();
+        assert_eq!((a.received, a.replies.len()), (0, 0));
+        assert!(arping("arping: socket: Operation not permitted\n").is_err());
+    }
+
+    #[test]
+    fn load_stamps_read_each_request() {
+        // balancer-vrrp's `load.txt`: answered, then failed during the crash.
+        let s = load_stamps(
+            "# seq send_ms status node latency_ms error [source]\n\
+             0 16.571 200 www2 44.121 -\n\
+             703 4846.291 0 - 101.885 connect:timedout\n",
+        )
+        .unwrap();
+        assert_eq!(s.len(), 2);
+        assert!(s[0].ok());
+        assert_eq!((s[0].seq, s[0].node.as_str()), (0, "www2"));
+        assert_eq!(s[1].send_ms, 4846.291);
+        assert!(!s[1].ok());
+        assert_eq!(s[1].error, "connect:timedout");
+        assert!(load_stamps("1 2 3\n").is_err());
+    }
+
+    #[test]
+    fn applied_ops_and_verdicts() {
+        assert_eq!(
+            applied_ops("ops: 60\n  add service TCP 192.0.2.100:20000 wrr\n"),
+            Some(60)
+        );
+        assert_eq!(applied_ops("writes: 0\n"), None);
+        assert_eq!(
+            verdict("ok ops: 0"),
+            Some(Verdict {
+                ok: true,
+                detail: "ops: 0".into()
+            })
+        );
+        assert_eq!(verdict("FAIL x").map(|v| v.ok), Some(false));
+        assert_eq!(verdict("ok").map(|v| v.detail), Some(String::new()));
+        assert_eq!(verdict("okay"), None);
+    }
+
+    #[test]
+    fn readyz_reads_the_verdict_and_refusals() {
+        // balancer-standalone's `readyz.txt`.
+        let r = readyz("ready: 1 services, 3 destinations, 3 health checks\nrefused: add destination 192.0.2.255:80 to TCP 192.0.2.100:80 weight 0: kernel refused with EINVAL (Invalid argument (os error 22)) (a tunnel destination must be a unicast address this node has a route to; ipvsadm says \"address not unicast\")\n").unwrap();
+        assert!(r.ready);
+        assert_eq!(r.summary, "1 services, 3 destinations, 3 health checks");
+        assert_eq!(r.refused.len(), 1);
+        assert!(r.refused[0].starts_with("add destination 192.0.2.255:80 to TCP 192.0.2.100:80"));
+        // web-daemon's `web1-readyz.txt`, with curl's write-out after the body.
+        let r = readyz("ready: Ready: tunl0 up; 192.0.2.100 on lvstun0\ncurl: code=200\n").unwrap();
+        assert!(r.summary.starts_with("Ready:"));
+        assert!(r.refused.is_empty());
+        assert!(!readyz("not ready: waiting\n").unwrap().ready);
+        assert!(readyz("").is_err());
+    }
 
     /// Captured in the lab (balancer-vrrp, lb2 as Backup: the entries came from the sync
     /// daemon).
