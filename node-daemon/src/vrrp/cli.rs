@@ -24,10 +24,11 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::driver::{Control, Status, SyncRole, VipOps};
-use super::fsm::{AdverInterval, ConfigError, Priority, RouterConfig};
-use super::lifetime::VipLifetime;
-use super::packet::ChecksumForm;
+use lvstun_vrrp::driver::{Control, Status, SyncRole, VipOps};
+use lvstun_vrrp::fsm::{AdverInterval, ConfigError, Priority, RouterConfig};
+use lvstun_vrrp::lifetime::VipLifetime;
+use lvstun_vrrp::packet::ChecksumForm;
+
 use super::run::{RunError, RunOptions, Running, run_with};
 
 /// Why the command could not run.

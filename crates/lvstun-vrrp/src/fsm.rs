@@ -4,7 +4,7 @@
 //! No sockets, no clocks, no tasks inside: time comes in as `now`, timers go out as
 //! [`Action::SetTimer`]/[`Action::CancelTimer`] and come back as timer events, packets go out as
 //! [`Action::SendAdvert`] and come back as [`Event::AdvertReceived`] after the driver's
-//! [`ReceiveFilter`](super::packet::ReceiveFilter). That keeps every decision testable with
+//! [`ReceiveFilter`](crate::packet::ReceiveFilter). That keeps every decision testable with
 //! exact action lists, and lets the simulator in `sim.rs` run hours of virtual time in a second.
 //!
 //! RFC 9568 renames Master to "Active" (Active_Down_Interval, Active_Adver_Interval); this code
@@ -30,8 +30,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::lifetime::VipLifetime;
-use super::packet::{Advertisement, MAX_ADVER_INT_CS, PacketError};
+use crate::lifetime::VipLifetime;
+use crate::packet::{Advertisement, MAX_ADVER_INT_CS, PacketError};
 
 /// A configured priority: 1..=254 (RFC 9568 §5.2.4). 255 is reserved to the address owner,
 /// which lvstun never is (a VIP is never a node's own address), and 0 is only ever sent, as
