@@ -790,6 +790,10 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
+    //! The state machine's cases as tables: each row a named case (the RFC 9568 section it
+    //! proves, where there is one), run by one runner, so that a new case is a row and a
+    //! failure names its row.
+
     use super::*;
 
     const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
@@ -816,343 +820,878 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// Started router (priority 100, 1 s) and the instant it started.
-    fn backup() -> (Router, Instant) {
-        let mut r = Router::new(cfg()).unwrap();
-        let t0 = Instant::now();
-        r.handle(Event::Startup, t0);
-        (r, t0)
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
     }
 
-    /// Router that became Master at t0 + its Master_Down_Interval.
-    fn master() -> (Router, Instant) {
-        master_with(cfg())
+    fn set(kind: TimerKind, at: Instant) -> Action {
+        Action::SetTimer { kind, at }
     }
 
-    /// [`master`] with a configuration of the test's own.
-    fn master_with(c: RouterConfig) -> (Router, Instant) {
-        let mut r = Router::new(c).unwrap();
-        r.handle(Event::Startup, Instant::now());
-        let t = r.deadline(TimerKind::MasterDown).unwrap();
-        r.handle(Event::MasterDownTimerFired, t);
-        assert_eq!(r.state(), State::Master);
-        (r, t)
+    fn cancel(kind: TimerKind) -> Action {
+        Action::CancelTimer { kind }
     }
 
-    #[test]
-    fn rfc_timer_formulas() {
-        let (r, _) = backup();
-        // Priority 100, 1 s: Skew_Time = 156/256 s = 609.375 ms; Master_Down = 3.609375 s.
-        assert_eq!(r.skew_time(), Duration::from_micros(609_375));
-        assert_eq!(r.master_down_interval(), Duration::from_micros(3_609_375));
-        let mut c = cfg();
-        c.priority = Priority::new(254).unwrap();
-        c.adver_int = AdverInterval::from_millis(100).unwrap();
-        let r = Router::new(c).unwrap();
-        // Priority 254, 100 ms: skew 2/256 × 100 ms = 781.25 µs.
-        assert_eq!(r.skew_time(), Duration::from_nanos(781_250));
-        assert_eq!(r.master_down_interval(), Duration::from_nanos(300_781_250));
+    fn changed(from: State, to: State) -> Action {
+        Action::StateChanged { from, to }
     }
 
-    #[test]
-    fn startup_goes_to_backup_and_arms_master_down() {
-        let mut r = Router::new(cfg()).unwrap();
-        let t0 = Instant::now();
-        assert_eq!(r.state(), State::Initialize);
-        let a = r.handle(Event::Startup, t0);
-        assert_eq!(
-            a,
-            vec![
-                Action::RemoveVip,
-                Action::StartSyncBackup,
-                Action::SetTimer {
-                    kind: TimerKind::MasterDown,
-                    at: t0 + Duration::from_micros(3_609_375)
-                },
-                Action::StateChanged {
-                    from: State::Initialize,
-                    to: State::Backup
-                },
-            ]
-        );
-        // A second Startup is a no-op.
-        assert_eq!(r.handle(Event::Startup, t0 + ms(1)), vec![]);
+    /// Master_Down_Interval of the default router (priority 100, 1 s): 3 s + 156/256 s.
+    const MASTER_DOWN: Duration = Duration::from_micros(3_609_375);
+
+    /// Where a case's router starts, and from which instant its steps count.
+    #[derive(Debug, Clone, Copy)]
+    enum Start {
+        /// New, in Initialize; steps count from its creation.
+        Fresh,
+        /// Started (Startup handled): Backup; steps count from the Startup.
+        Backup,
+        /// Became Master when its Master_Down timer fired; steps count from then.
+        Master,
     }
 
-    #[test]
-    fn becoming_master_adds_vip_then_arp_then_sync_then_advert() {
-        let (mut r, t0) = backup();
-        let t = t0 + Duration::from_micros(3_609_375);
-        let a = r.handle(Event::MasterDownTimerFired, t);
-        assert_eq!(
-            a,
-            vec![
-                Action::AddVip,
-                Action::SendGratuitousArp { count: 5 },
-                Action::StartSyncMaster,
-                Action::SendAdvert { priority: 100 },
-                Action::SetTimer {
-                    kind: TimerKind::Adver,
-                    at: t + ms(1000)
-                },
-                Action::SetTimer {
-                    kind: TimerKind::Garp,
-                    at: t + ms(1000)
-                },
-                // 1 s adverts: the VIP lives 8 s and is renewed every 2 s.
-                Action::SetTimer {
-                    kind: TimerKind::VipRefresh,
-                    at: t + ms(2000)
-                },
-                Action::StateChanged {
-                    from: State::Backup,
-                    to: State::Master
-                },
-            ]
-        );
-        assert_eq!(r.observed_master(), Some(ME));
+    /// What a step's actions must be.
+    enum Want {
+        /// Exactly these, in this order (given the step's instant).
+        Exactly(fn(Instant) -> Vec<Action>),
+        /// Not this case's subject: the step only sets the scene for the checks after it.
+        Any,
     }
 
-    /// The VIP's kernel lifetime is renewed every quarter lifetime while Master, and never
-    /// outside Master: a renewal timer that fires early is re-armed, one that outlived the
-    /// Master state does nothing.
-    #[test]
-    fn master_renews_the_vip_lifetime_on_its_own_timer() {
-        let (mut r, t) = master();
-        let lifetime = r.vip_lifetime();
-        assert_eq!((lifetime.secs(), lifetime.refresh()), (8, ms(2000)));
-        let due = r.deadline(TimerKind::VipRefresh).unwrap();
-        assert_eq!(due, t + ms(2000));
-        assert_eq!(
-            r.handle(Event::VipRefreshTimerFired, t + ms(1500)),
-            vec![Action::SetTimer {
-                kind: TimerKind::VipRefresh,
-                at: due
-            }],
-            "early: re-armed, nothing sent"
-        );
-        assert_eq!(
-            r.handle(Event::VipRefreshTimerFired, due),
-            vec![
-                Action::RefreshVip,
-                Action::SetTimer {
-                    kind: TimerKind::VipRefresh,
-                    at: due + ms(2000)
+    /// A named check on the router after a step.
+    #[derive(Debug)]
+    enum Check {
+        InState(State),
+        ObservedMaster(Option<Ipv4Addr>),
+        MasterAdverInt(Duration),
+        SkewTime(Duration),
+        /// A timer's deadline as an offset from the case's start, or not armed.
+        Deadline(TimerKind, Option<Duration>),
+        /// The VIP's kernel lifetime in seconds and its renewal period.
+        Lifetime(u32, Duration),
+    }
+
+    impl Check {
+        /// Whether the router passes this check (`t` is the case's start).
+        fn holds(&self, r: &Router, t: Instant) -> bool {
+            match self {
+                Check::InState(s) => r.state() == *s,
+                Check::ObservedMaster(m) => r.observed_master() == *m,
+                Check::MasterAdverInt(d) => r.master_adver_int() == *d,
+                Check::SkewTime(d) => r.skew_time() == *d,
+                Check::Deadline(kind, at) => r.deadline(*kind) == at.map(|d| t + d),
+                Check::Lifetime(secs, refresh) => {
+                    let l = r.vip_lifetime();
+                    (l.secs(), l.refresh()) == (*secs, *refresh)
                 }
-            ]
-        );
-        // The advertisements go on beside it, unchanged.
-        let adver = r.deadline(TimerKind::Adver).unwrap();
-        assert!(
-            !r.handle(Event::AdverTimerFired, adver)
-                .contains(&Action::RefreshVip)
-        );
-        // Stepping down cancels it; a late fire then does nothing.
-        let next = r.deadline(TimerKind::VipRefresh).unwrap();
-        r.handle(rx(HIGHER_IP, 200), due + ms(10));
-        assert_eq!(r.state(), State::Backup);
-        assert_eq!(r.deadline(TimerKind::VipRefresh), None);
-        assert_eq!(r.handle(Event::VipRefreshTimerFired, next), vec![]);
+            }
+        }
     }
 
-    #[test]
-    fn early_or_stale_timer_events_do_not_act() {
-        let (mut r, t0) = backup();
-        let due = r.deadline(TimerKind::MasterDown).unwrap();
-        // Early: re-armed, not acted on.
-        assert_eq!(
-            r.handle(Event::MasterDownTimerFired, t0 + ms(10)),
-            vec![Action::SetTimer {
-                kind: TimerKind::MasterDown,
-                at: due
-            }]
-        );
-        assert_eq!(r.state(), State::Backup);
-        // Timers of another state: ignored.
-        assert_eq!(r.handle(Event::AdverTimerFired, due), vec![]);
-        assert_eq!(r.handle(Event::GarpTimerFired, due), vec![]);
-        // Cancelled (shutdown) then a late fire: ignored.
-        r.handle(Event::Shutdown, t0 + ms(20));
-        assert_eq!(r.handle(Event::MasterDownTimerFired, due), vec![]);
-        assert_eq!(r.state(), State::Initialize);
+    /// One event of a case: when (after the start), what, its actions, and checks after it.
+    struct Step {
+        after: Duration,
+        event: Event,
+        want: Want,
+        then: Vec<Check>,
     }
 
+    fn step(after: Duration, event: Event, want: Want, then: Vec<Check>) -> Step {
+        Step {
+            after,
+            event,
+            want,
+            then,
+        }
+    }
+
+    /// A case of the state machine: a router, a start, and the steps it is driven through.
+    struct Case {
+        name: &'static str,
+        /// The RFC 9568 section the case proves, where there is one.
+        rfc: Option<&'static str>,
+        config: fn() -> RouterConfig,
+        start: Start,
+        steps: Vec<Step>,
+    }
+
+    /// The router of `config` brought to `start`, and the instant its steps count from.
+    fn start(config: RouterConfig, start: Start) -> (Router, Instant) {
+        let mut r = Router::new(config).unwrap();
+        let t0 = Instant::now();
+        match start {
+            Start::Fresh => {
+                assert_eq!(r.state(), State::Initialize);
+                (r, t0)
+            }
+            Start::Backup => {
+                r.handle(Event::Startup, t0);
+                (r, t0)
+            }
+            Start::Master => {
+                r.handle(Event::Startup, t0);
+                let t = r.deadline(TimerKind::MasterDown).unwrap();
+                r.handle(Event::MasterDownTimerFired, t);
+                assert_eq!(r.state(), State::Master);
+                (r, t)
+            }
+        }
+    }
+
+    /// Runs every case; each failure names its case, its section and its step.
+    fn run(cases: Vec<Case>) {
+        for case in cases {
+            let (mut r, t) = start((case.config)(), case.start);
+            let rfc = case.rfc.unwrap_or("-");
+            for (i, s) in case.steps.into_iter().enumerate() {
+                let at = t + s.after;
+                let what = format!("{} (RFC 9568 {rfc}), step {i} {:?}", case.name, s.event);
+                let got = r.handle(s.event, at);
+                if let Want::Exactly(want) = s.want {
+                    assert_eq!(got, want(at), "{what}");
+                }
+                for check in &s.then {
+                    assert!(check.holds(&r, t), "{what}: {check:?} fails");
+                }
+            }
+        }
+    }
+
+    fn no_preempt() -> RouterConfig {
+        RouterConfig {
+            preempt: false,
+            ..cfg()
+        }
+    }
+
+    fn preempt_delay_5s() -> RouterConfig {
+        RouterConfig {
+            preempt_delay: ms(5_000),
+            ..cfg()
+        }
+    }
+
+    /// Re-armed for the Master_Down_Interval of an advertisement at 1 s (a Backup's answer to
+    /// a Master it follows).
+    fn follows(at: Instant) -> Vec<Action> {
+        vec![set(TimerKind::MasterDown, at + MASTER_DOWN)]
+    }
+
+    fn nothing(_: Instant) -> Vec<Action> {
+        vec![]
+    }
+
+    /// Startup, timers and what a Backup does with what it hears.
     #[test]
-    fn backup_resets_timer_and_learns_the_masters_interval() {
-        let (mut r, t0) = backup();
-        let t = t0 + ms(500);
-        let a = r.handle(
-            Event::AdvertReceived {
-                from: HIGHER_IP,
-                advert: advert(150, 50),
+    fn backup_cases() {
+        use Check::*;
+        use Want::*;
+        run(vec![
+            Case {
+                name: "startup_goes_to_backup_and_arms_master_down",
+                rfc: Some("§6.4.1"),
+                config: cfg,
+                start: Start::Fresh,
+                steps: vec![
+                    step(
+                        ms(0),
+                        Event::Startup,
+                        Exactly(|at| {
+                            vec![
+                                Action::RemoveVip,
+                                Action::StartSyncBackup,
+                                set(TimerKind::MasterDown, at + MASTER_DOWN),
+                                changed(State::Initialize, State::Backup),
+                            ]
+                        }),
+                        vec![InState(State::Backup)],
+                    ),
+                    // A second Startup is a no-op.
+                    step(ms(1), Event::Startup, Exactly(nothing), vec![]),
+                ],
             },
-            t,
-        );
-        // Learned 500 ms: 3 × 500 ms + 156/256 × 500 ms = 1.5 s + 304.6875 ms.
-        assert_eq!(r.master_adver_int(), ms(500));
-        assert_eq!(
-            a,
-            vec![Action::SetTimer {
-                kind: TimerKind::MasterDown,
-                at: t + Duration::from_nanos(1_804_687_500)
-            }]
-        );
-        assert_eq!(r.observed_master(), Some(HIGHER_IP));
-        // Equal priority is accepted too (RFC 9568 §6.4.2: "greater than or equal").
-        assert_eq!(r.handle(rx(LOWER_IP, 100), t + ms(1)).len(), 1);
-    }
-
-    #[test]
-    fn backup_priority_zero_shortens_to_skew_time() {
-        let (mut r, t0) = backup();
-        r.handle(rx(HIGHER_IP, 150), t0);
-        let t = t0 + ms(300);
-        let a = r.handle(rx(HIGHER_IP, 0), t);
-        assert_eq!(
-            a,
-            vec![Action::SetTimer {
-                kind: TimerKind::MasterDown,
-                at: t + Duration::from_micros(609_375)
-            }]
-        );
-    }
-
-    #[test]
-    fn backup_with_preempt_discards_lower_priority_then_takes_over() {
-        let (mut r, t0) = backup();
-        let due = r.deadline(TimerKind::MasterDown).unwrap();
-        assert_eq!(r.handle(rx(HIGHER_IP, 50), t0 + ms(900)), vec![]);
-        assert_eq!(r.deadline(TimerKind::MasterDown), Some(due));
-        r.handle(Event::MasterDownTimerFired, due);
-        assert_eq!(r.state(), State::Master);
-    }
-
-    #[test]
-    fn backup_without_preempt_follows_a_lower_master() {
-        let mut c = cfg();
-        c.preempt = false;
-        let mut r = Router::new(c).unwrap();
-        let t0 = Instant::now();
-        r.handle(Event::Startup, t0);
-        let a = r.handle(rx(HIGHER_IP, 50), t0 + ms(900));
-        assert_eq!(a.len(), 1);
-        assert!(r.deadline(TimerKind::MasterDown).unwrap() > t0 + ms(3_900));
-    }
-
-    #[test]
-    fn preempt_delay_holds_preemption_then_releases_it() {
-        let mut c = cfg();
-        c.preempt_delay = ms(5_000);
-        let mut r = Router::new(c).unwrap();
-        let t0 = Instant::now();
-        r.handle(Event::Startup, t0);
-        // Within the delay a lower Master is followed...
-        assert_eq!(r.handle(rx(LOWER_IP, 50), t0 + ms(4_900)).len(), 1);
-        // ...after it, discarded.
-        assert_eq!(r.handle(rx(LOWER_IP, 50), t0 + ms(5_000)), vec![]);
-        // Hearing a higher-priority Master restarts the delay (keepalived semantics).
-        r.handle(rx(HIGHER_IP, 200), t0 + ms(5_100));
-        assert_eq!(r.handle(rx(LOWER_IP, 50), t0 + ms(10_000)).len(), 1);
-        assert_eq!(r.handle(rx(LOWER_IP, 50), t0 + ms(10_100)), vec![]);
-    }
-
-    #[test]
-    fn master_steps_down_for_higher_priority_vip_first_then_sync() {
-        let (mut r, t) = master();
-        let t1 = t + ms(10);
-        let a = r.handle(
-            Event::AdvertReceived {
-                from: LOWER_IP,
-                advert: advert(150, 20),
+            Case {
+                name: "becoming_master_adds_vip_then_arp_then_sync_then_advert",
+                rfc: Some("§6.4.2"),
+                config: cfg,
+                start: Start::Backup,
+                steps: vec![step(
+                    MASTER_DOWN,
+                    Event::MasterDownTimerFired,
+                    Exactly(|at| {
+                        vec![
+                            Action::AddVip,
+                            Action::SendGratuitousArp { count: 5 },
+                            Action::StartSyncMaster,
+                            Action::SendAdvert { priority: 100 },
+                            set(TimerKind::Adver, at + ms(1000)),
+                            set(TimerKind::Garp, at + ms(1000)),
+                            // 1 s adverts: the VIP lives 8 s and is renewed every 2 s.
+                            set(TimerKind::VipRefresh, at + ms(2000)),
+                            changed(State::Backup, State::Master),
+                        ]
+                    }),
+                    vec![InState(State::Master), ObservedMaster(Some(ME))],
+                )],
             },
-            t1,
-        );
-        assert_eq!(
-            a,
-            vec![
-                Action::CancelTimer {
-                    kind: TimerKind::Adver
-                },
-                Action::CancelTimer {
-                    kind: TimerKind::Garp
-                },
-                Action::CancelTimer {
-                    kind: TimerKind::VipRefresh
-                },
-                Action::RemoveVip,
-                Action::StartSyncBackup,
-                Action::SetTimer {
-                    kind: TimerKind::MasterDown,
-                    // 3 × 200 ms + 156/256 × 200 ms = 721.875 ms
-                    at: t1 + Duration::from_micros(721_875)
-                },
-                Action::StateChanged {
-                    from: State::Master,
-                    to: State::Backup
-                },
-            ]
-        );
-        assert_eq!(r.observed_master(), Some(LOWER_IP));
+            Case {
+                name: "early_or_stale_timer_events_do_not_act",
+                rfc: None,
+                config: cfg,
+                start: Start::Backup,
+                steps: vec![
+                    // Early: re-armed for the same deadline, not acted on.
+                    step(
+                        ms(10),
+                        Event::MasterDownTimerFired,
+                        Exactly(|at| vec![set(TimerKind::MasterDown, at - ms(10) + MASTER_DOWN)]),
+                        vec![InState(State::Backup)],
+                    ),
+                    // Timers of another state: ignored.
+                    step(
+                        MASTER_DOWN,
+                        Event::AdverTimerFired,
+                        Exactly(nothing),
+                        vec![],
+                    ),
+                    step(MASTER_DOWN, Event::GarpTimerFired, Exactly(nothing), vec![]),
+                    // Cancelled (shutdown) then a late fire: ignored.
+                    step(ms(20), Event::Shutdown, Any, vec![]),
+                    step(
+                        MASTER_DOWN,
+                        Event::MasterDownTimerFired,
+                        Exactly(nothing),
+                        vec![InState(State::Initialize)],
+                    ),
+                ],
+            },
+            Case {
+                // Equal priority is accepted too (§6.4.2: "greater than or equal").
+                name: "backup_resets_timer_and_learns_the_masters_interval",
+                rfc: Some("§6.4.2"),
+                config: cfg,
+                start: Start::Backup,
+                steps: vec![
+                    step(
+                        ms(500),
+                        Event::AdvertReceived {
+                            from: HIGHER_IP,
+                            advert: advert(150, 50),
+                        },
+                        // Learned 500 ms: 3 × 500 ms + 156/256 × 500 ms = 1.5 s + 304.6875 ms.
+                        Exactly(|at| {
+                            vec![set(
+                                TimerKind::MasterDown,
+                                at + Duration::from_nanos(1_804_687_500),
+                            )]
+                        }),
+                        vec![MasterAdverInt(ms(500)), ObservedMaster(Some(HIGHER_IP))],
+                    ),
+                    step(ms(501), rx(LOWER_IP, 100), Exactly(follows), vec![]),
+                ],
+            },
+            Case {
+                name: "backup_priority_zero_shortens_to_skew_time",
+                rfc: Some("§6.4.2"),
+                config: cfg,
+                start: Start::Backup,
+                steps: vec![
+                    step(ms(0), rx(HIGHER_IP, 150), Exactly(follows), vec![]),
+                    step(
+                        ms(300),
+                        rx(HIGHER_IP, 0),
+                        Exactly(|at| vec![set(TimerKind::MasterDown, at + us(609_375))]),
+                        vec![],
+                    ),
+                ],
+            },
+            Case {
+                name: "backup_with_preempt_discards_lower_priority_then_takes_over",
+                rfc: Some("§6.4.2"),
+                config: cfg,
+                start: Start::Backup,
+                steps: vec![
+                    step(
+                        ms(900),
+                        rx(HIGHER_IP, 50),
+                        Exactly(nothing),
+                        vec![Deadline(TimerKind::MasterDown, Some(MASTER_DOWN))],
+                    ),
+                    step(
+                        MASTER_DOWN,
+                        Event::MasterDownTimerFired,
+                        Any,
+                        vec![InState(State::Master)],
+                    ),
+                ],
+            },
+            Case {
+                name: "backup_without_preempt_follows_a_lower_master",
+                rfc: Some("§6.4.2"),
+                config: no_preempt,
+                start: Start::Backup,
+                steps: vec![step(
+                    ms(900),
+                    rx(HIGHER_IP, 50),
+                    Exactly(follows),
+                    vec![Deadline(TimerKind::MasterDown, Some(ms(900) + MASTER_DOWN))],
+                )],
+            },
+            Case {
+                // Hearing a higher-priority Master restarts the delay (keepalived semantics).
+                name: "preempt_delay_holds_preemption_then_releases_it",
+                rfc: None,
+                config: preempt_delay_5s,
+                start: Start::Backup,
+                steps: vec![
+                    // Within the delay a lower Master is followed...
+                    step(ms(4_900), rx(LOWER_IP, 50), Exactly(follows), vec![]),
+                    // ...after it, discarded.
+                    step(ms(5_000), rx(LOWER_IP, 50), Exactly(nothing), vec![]),
+                    step(ms(5_100), rx(HIGHER_IP, 200), Any, vec![]),
+                    step(ms(10_000), rx(LOWER_IP, 50), Exactly(follows), vec![]),
+                    step(ms(10_100), rx(LOWER_IP, 50), Exactly(nothing), vec![]),
+                ],
+            },
+            Case {
+                name: "shutdown_as_backup_cancels_master_down",
+                rfc: Some("§6.4.2"),
+                config: cfg,
+                start: Start::Backup,
+                steps: vec![step(
+                    ms(5),
+                    Event::Shutdown,
+                    Exactly(|_| {
+                        vec![
+                            cancel(TimerKind::MasterDown),
+                            Action::StopSync,
+                            changed(State::Backup, State::Initialize),
+                        ]
+                    }),
+                    vec![InState(State::Initialize)],
+                )],
+            },
+            Case {
+                name: "priority_change_is_advertised_at_once_by_a_master: a Backup records it",
+                rfc: None,
+                config: cfg,
+                start: Start::Backup,
+                steps: vec![step(
+                    ms(0),
+                    Event::PriorityChanged(Priority(20)),
+                    Exactly(nothing),
+                    vec![SkewTime(ms(1000) * 236 / 256)],
+                )],
+            },
+            Case {
+                name: "ignores_other_vrids_own_echo_and_initialize_state",
+                rfc: Some("§7.1"),
+                config: cfg,
+                start: Start::Backup,
+                steps: vec![
+                    step(
+                        ms(0),
+                        Event::AdvertReceived {
+                            from: HIGHER_IP,
+                            advert: Advertisement::new(52, 200, 100, vec![VIP]).unwrap(),
+                        },
+                        Exactly(nothing),
+                        vec![],
+                    ),
+                    step(ms(0), rx(ME, 200), Exactly(nothing), vec![]),
+                ],
+            },
+            Case {
+                name: "ignores_other_vrids_own_echo_and_initialize_state: in Initialize",
+                rfc: None,
+                config: cfg,
+                start: Start::Fresh,
+                steps: vec![step(
+                    ms(0),
+                    rx(HIGHER_IP, 200),
+                    Exactly(nothing),
+                    vec![InState(State::Initialize)],
+                )],
+            },
+            Case {
+                name: "interface_down_leaves_master_silently_and_up_restarts: startup while down",
+                rfc: None,
+                config: cfg,
+                start: Start::Fresh,
+                steps: vec![
+                    step(ms(0), Event::InterfaceDown, Any, vec![]),
+                    // Startup while the link is down waits for the link.
+                    step(ms(0), Event::Startup, Exactly(nothing), vec![]),
+                    step(ms(1), Event::InterfaceUp, Any, vec![InState(State::Backup)]),
+                ],
+            },
+        ]);
+    }
+
+    /// What a Master does on its timers and with what it hears, and how it leaves.
+    #[test]
+    fn master_cases() {
+        use Check::*;
+        use Want::*;
+        run(vec![
+            Case {
+                // The VIP's kernel lifetime is renewed every quarter lifetime while Master, and
+                // never outside Master: a renewal timer that fires early is re-armed, one that
+                // outlived the Master state does nothing.
+                name: "master_renews_the_vip_lifetime_on_its_own_timer",
+                rfc: None,
+                config: cfg,
+                start: Start::Master,
+                steps: vec![
+                    step(
+                        ms(1500),
+                        Event::VipRefreshTimerFired,
+                        // Early: re-armed, nothing sent.
+                        Exactly(|at| vec![set(TimerKind::VipRefresh, at + ms(500))]),
+                        vec![
+                            Lifetime(8, ms(2000)),
+                            Deadline(TimerKind::VipRefresh, Some(ms(2000))),
+                        ],
+                    ),
+                    step(
+                        ms(2000),
+                        Event::VipRefreshTimerFired,
+                        Exactly(|at| {
+                            vec![
+                                Action::RefreshVip,
+                                set(TimerKind::VipRefresh, at + ms(2000)),
+                            ]
+                        }),
+                        vec![],
+                    ),
+                    // The advertisements go on beside it, unchanged (no RefreshVip among them).
+                    step(
+                        ms(1000),
+                        Event::AdverTimerFired,
+                        Exactly(|at| {
+                            vec![
+                                Action::SendAdvert { priority: 100 },
+                                set(TimerKind::Adver, at + ms(1000)),
+                            ]
+                        }),
+                        vec![],
+                    ),
+                    // Stepping down cancels it; a late fire then does nothing.
+                    step(
+                        ms(2010),
+                        rx(HIGHER_IP, 200),
+                        Any,
+                        vec![
+                            InState(State::Backup),
+                            Deadline(TimerKind::VipRefresh, None),
+                        ],
+                    ),
+                    step(
+                        ms(4000),
+                        Event::VipRefreshTimerFired,
+                        Exactly(nothing),
+                        vec![],
+                    ),
+                ],
+            },
+            Case {
+                name: "master_steps_down_for_higher_priority_vip_first_then_sync",
+                rfc: Some("§6.4.3"),
+                config: cfg,
+                start: Start::Master,
+                steps: vec![step(
+                    ms(10),
+                    Event::AdvertReceived {
+                        from: LOWER_IP,
+                        advert: advert(150, 20),
+                    },
+                    Exactly(|at| {
+                        vec![
+                            cancel(TimerKind::Adver),
+                            cancel(TimerKind::Garp),
+                            cancel(TimerKind::VipRefresh),
+                            Action::RemoveVip,
+                            Action::StartSyncBackup,
+                            // 3 × 200 ms + 156/256 × 200 ms = 721.875 ms
+                            set(TimerKind::MasterDown, at + us(721_875)),
+                            changed(State::Master, State::Backup),
+                        ]
+                    }),
+                    vec![ObservedMaster(Some(LOWER_IP))],
+                )],
+            },
+            Case {
+                // Equal priority from a lower address: we win, discard and assert, and
+                // announce the VIP again: a burst now, the repeats from a second on (a
+                // neighbour's locktime may ignore the burst after the other side's
+                // announcement). Equal priority from a higher address: we lose.
+                name: "master_equal_priority_tie_break_by_primary_address",
+                rfc: Some("§6.4.3"),
+                config: cfg,
+                start: Start::Master,
+                steps: vec![
+                    step(
+                        ms(1),
+                        rx(LOWER_IP, 100),
+                        Exactly(|at| {
+                            vec![
+                                Action::SendAdvert { priority: 100 },
+                                Action::SendGratuitousArp { count: 5 },
+                                set(TimerKind::Garp, at + ms(1000)),
+                            ]
+                        }),
+                        vec![],
+                    ),
+                    // Three repeats after the burst.
+                    step(
+                        ms(1001),
+                        Event::GarpTimerFired,
+                        Exactly(|at| {
+                            vec![
+                                Action::SendGratuitousArp { count: 1 },
+                                set(TimerKind::Garp, at + ms(1000)),
+                            ]
+                        }),
+                        vec![],
+                    ),
+                    step(
+                        ms(2001),
+                        Event::GarpTimerFired,
+                        Exactly(|at| {
+                            vec![
+                                Action::SendGratuitousArp { count: 1 },
+                                set(TimerKind::Garp, at + ms(1000)),
+                            ]
+                        }),
+                        vec![],
+                    ),
+                    step(
+                        ms(3001),
+                        Event::GarpTimerFired,
+                        Exactly(|at| {
+                            vec![
+                                Action::SendGratuitousArp { count: 1 },
+                                set(TimerKind::Garp, at + ms(10_000)),
+                            ]
+                        }),
+                        vec![InState(State::Master)],
+                    ),
+                    step(ms(2), rx(HIGHER_IP, 100), Any, vec![InState(State::Backup)]),
+                ],
+            },
+            Case {
+                name: "master_answers_priority_zero_with_an_advert_at_once",
+                rfc: Some("§6.4.3"),
+                config: cfg,
+                start: Start::Master,
+                steps: vec![step(
+                    ms(300),
+                    rx(LOWER_IP, 0),
+                    Exactly(|at| {
+                        vec![
+                            Action::SendAdvert { priority: 100 },
+                            set(TimerKind::Adver, at + ms(1000)),
+                        ]
+                    }),
+                    vec![InState(State::Master)],
+                )],
+            },
+            Case {
+                name: "master_advertises_on_its_timer",
+                rfc: Some("§6.4.3"),
+                config: cfg,
+                start: Start::Master,
+                steps: vec![step(
+                    ms(1000),
+                    Event::AdverTimerFired,
+                    Exactly(|at| {
+                        vec![
+                            Action::SendAdvert { priority: 100 },
+                            set(TimerKind::Adver, at + ms(1000)),
+                        ]
+                    }),
+                    vec![],
+                )],
+            },
+            Case {
+                name: "gratuitous_arp_refresh_stops_when_leaving_master",
+                rfc: None,
+                config: cfg,
+                start: Start::Master,
+                steps: vec![
+                    step(ms(1000), Event::GarpTimerFired, Any, vec![]),
+                    step(ms(2000), Event::GarpTimerFired, Any, vec![]),
+                    step(ms(3000), Event::GarpTimerFired, Any, vec![]),
+                    step(
+                        ms(13_000),
+                        Event::GarpTimerFired,
+                        Any,
+                        vec![Deadline(TimerKind::Garp, Some(ms(23_000)))],
+                    ),
+                    step(
+                        ms(13_500),
+                        Event::Shutdown,
+                        Any,
+                        vec![Deadline(TimerKind::Garp, None)],
+                    ),
+                ],
+            },
+            Case {
+                // Startup again goes through Backup, as after boot.
+                name: "shutdown_as_master_removes_vip_then_sends_priority_zero",
+                rfc: Some("§6.4.3"),
+                config: cfg,
+                start: Start::Master,
+                steps: vec![
+                    step(
+                        ms(5),
+                        Event::Shutdown,
+                        Exactly(|_| {
+                            vec![
+                                cancel(TimerKind::Adver),
+                                cancel(TimerKind::Garp),
+                                cancel(TimerKind::VipRefresh),
+                                Action::RemoveVip,
+                                Action::SendAdvert { priority: 0 },
+                                Action::StopSync,
+                                changed(State::Master, State::Initialize),
+                            ]
+                        }),
+                        vec![
+                            Deadline(TimerKind::MasterDown, None),
+                            Deadline(TimerKind::Adver, None),
+                            Deadline(TimerKind::Garp, None),
+                        ],
+                    ),
+                    step(ms(10), Event::Startup, Any, vec![InState(State::Backup)]),
+                ],
+            },
+            Case {
+                name: "priority_change_is_advertised_at_once_by_a_master",
+                rfc: None,
+                config: cfg,
+                start: Start::Master,
+                steps: vec![
+                    step(
+                        ms(7),
+                        Event::PriorityChanged(Priority(20)),
+                        Exactly(|at| {
+                            vec![
+                                Action::SendAdvert { priority: 20 },
+                                set(TimerKind::Adver, at + ms(1000)),
+                            ]
+                        }),
+                        vec![],
+                    ),
+                    step(
+                        ms(8),
+                        Event::PriorityChanged(Priority(20)),
+                        Exactly(nothing),
+                        vec![],
+                    ),
+                ],
+            },
+            Case {
+                // Down: no priority 0 on the wire (it cannot be sent), the VIP before the sync
+                // daemon. Up: through Backup, as after boot.
+                name: "interface_down_leaves_master_silently_and_up_restarts",
+                rfc: None,
+                config: cfg,
+                start: Start::Master,
+                steps: vec![
+                    step(
+                        ms(1),
+                        Event::InterfaceDown,
+                        Exactly(|_| {
+                            vec![
+                                cancel(TimerKind::Adver),
+                                cancel(TimerKind::Garp),
+                                cancel(TimerKind::VipRefresh),
+                                Action::RemoveVip,
+                                Action::StopSync,
+                                changed(State::Master, State::Initialize),
+                            ]
+                        }),
+                        vec![InState(State::Initialize)],
+                    ),
+                    step(
+                        ms(2),
+                        Event::InterfaceUp,
+                        Exactly(|at| {
+                            vec![
+                                Action::RemoveVip,
+                                Action::StartSyncBackup,
+                                set(TimerKind::MasterDown, at + MASTER_DOWN),
+                                changed(State::Initialize, State::Backup),
+                            ]
+                        }),
+                        vec![InState(State::Backup)],
+                    ),
+                ],
+            },
+        ]);
+    }
+
+    /// A case of the timer formulas of §6.1.
+    struct TimerCase {
+        name: &'static str,
+        rfc: &'static str,
+        priority: u8,
+        adver_ms: u64,
+        missed_adverts: u8,
+        skew: Duration,
+        master_down: Duration,
     }
 
     #[test]
-    fn master_equal_priority_tie_break_by_primary_address() {
-        let (mut r, t) = master();
-        // Equal priority from a lower address: we win, discard and assert (RFC 9568 §6.4.3),
-        // and announce the VIP again: a burst now, the repeats from a second on (a neighbour's
-        // locktime may ignore the burst after the other side's announcement).
-        assert_eq!(
-            r.handle(rx(LOWER_IP, 100), t + ms(1)),
-            vec![
-                Action::SendAdvert { priority: 100 },
-                Action::SendGratuitousArp { count: 5 },
-                Action::SetTimer {
-                    kind: TimerKind::Garp,
-                    at: t + ms(1) + Duration::from_secs(1)
-                }
-            ]
-        );
-        let repeats: Vec<Action> = (1..=3)
-            .flat_map(|i| r.handle(Event::GarpTimerFired, t + ms(1) + Duration::from_secs(i)))
-            .filter(|a| matches!(a, Action::SendGratuitousArp { .. }))
-            .collect();
-        assert_eq!(repeats.len(), 3, "three repeats after the burst");
-        assert_eq!(r.state(), State::Master);
-        // Equal priority from a higher address: we lose.
-        r.handle(rx(HIGHER_IP, 100), t + ms(2));
-        assert_eq!(r.state(), State::Backup);
+    fn timer_formula_cases() {
+        let cases = [
+            TimerCase {
+                // Skew_Time = 156/256 s = 609.375 ms; Master_Down = 3.609375 s.
+                name: "rfc_timer_formulas: priority 100, 1 s",
+                rfc: "§6.1",
+                priority: 100,
+                adver_ms: 1000,
+                missed_adverts: 3,
+                skew: us(609_375),
+                master_down: MASTER_DOWN,
+            },
+            TimerCase {
+                // Skew 2/256 × 100 ms = 781.25 µs.
+                name: "rfc_timer_formulas: priority 254, 100 ms",
+                rfc: "§6.1",
+                priority: 254,
+                adver_ms: 100,
+                missed_adverts: 3,
+                skew: Duration::from_nanos(781_250),
+                master_down: Duration::from_nanos(300_781_250),
+            },
+            TimerCase {
+                name: "missed_adverts_scales_master_down_interval",
+                rfc: "§6.1",
+                priority: 100,
+                adver_ms: 1000,
+                missed_adverts: 5,
+                skew: us(609_375),
+                master_down: us(5_609_375),
+            },
+        ];
+        for c in cases {
+            let r = Router::new(RouterConfig {
+                priority: Priority::new(c.priority).unwrap(),
+                adver_int: AdverInterval::from_millis(c.adver_ms).unwrap(),
+                missed_adverts: c.missed_adverts,
+                ..cfg()
+            })
+            .unwrap();
+            let got = (r.skew_time(), r.master_down_interval());
+            assert_eq!(got, (c.skew, c.master_down), "{} ({})", c.name, c.rfc);
+        }
+    }
+
+    /// A value refused or accepted where it enters the typed configuration: what the
+    /// constructor answered (the accepted value as the wire carries it) or its refusal.
+    struct ConfigCase {
+        name: &'static str,
+        rfc: Option<&'static str>,
+        got: fn() -> Result<u32, ConfigError>,
+        want: Result<u32, ConfigError>,
+    }
+
+    /// [`Router::new`] of the default configuration changed by `f`, answering its VRID.
+    fn router_with(f: fn(&mut RouterConfig)) -> Result<u32, ConfigError> {
+        let mut c = cfg();
+        f(&mut c);
+        Router::new(c).map(|r| r.config().vrid.into())
     }
 
     #[test]
-    fn master_answers_priority_zero_with_an_advert_at_once() {
-        let (mut r, t) = master();
-        let t1 = t + ms(300);
-        assert_eq!(
-            r.handle(rx(LOWER_IP, 0), t1),
-            vec![
-                Action::SendAdvert { priority: 100 },
-                Action::SetTimer {
-                    kind: TimerKind::Adver,
-                    at: t1 + ms(1000)
-                }
-            ]
-        );
-    }
-
-    #[test]
-    fn master_advertises_on_its_timer() {
-        let (mut r, t) = master();
-        let due = t + ms(1000);
-        assert_eq!(
-            r.handle(Event::AdverTimerFired, due),
-            vec![
-                Action::SendAdvert { priority: 100 },
-                Action::SetTimer {
-                    kind: TimerKind::Adver,
-                    at: due + ms(1000)
-                }
-            ]
-        );
+    fn config_is_validated() {
+        use ConfigError::*;
+        let cases = [
+            ConfigCase {
+                name: "priority 0 means leaving",
+                rfc: Some("§5.2.4"),
+                got: || Priority::new(0).map(|p| p.get().into()),
+                want: Err(BadPriority(0)),
+            },
+            ConfigCase {
+                name: "priority 255 is the address owner's",
+                rfc: Some("§5.2.4"),
+                got: || Priority::new(255).map(|p| p.get().into()),
+                want: Err(BadPriority(255)),
+            },
+            ConfigCase {
+                name: "priority 254 is the highest a backup router takes",
+                rfc: Some("§5.2.4"),
+                got: || Priority::new(254).map(|p| p.get().into()),
+                want: Ok(254),
+            },
+            ConfigCase {
+                name: "an interval that is no whole centisecond",
+                rfc: Some("§5.2.7"),
+                got: || AdverInterval::from_millis(105).map(|i| i.centis().into()),
+                want: Err(BadInterval(105)),
+            },
+            ConfigCase {
+                name: "an interval of zero",
+                rfc: Some("§5.2.7"),
+                got: || AdverInterval::from_millis(0).map(|i| i.centis().into()),
+                want: Err(BadInterval(0)),
+            },
+            ConfigCase {
+                name: "an interval past the 12-bit field",
+                rfc: Some("§5.2.7"),
+                got: || AdverInterval::from_millis(40_960).map(|i| i.centis().into()),
+                want: Err(BadInterval(40_960)),
+            },
+            ConfigCase {
+                name: "the longest interval the field carries",
+                rfc: Some("§5.2.7"),
+                got: || AdverInterval::from_millis(40_950).map(|i| i.centis().into()),
+                want: Ok(4095),
+            },
+            ConfigCase {
+                name: "a VIP that is the node's own address",
+                rfc: Some("§5.2.4"),
+                got: || router_with(|c| c.vips = vec![ME]),
+                want: Err(VipIsOwnAddress(ME)),
+            },
+            ConfigCase {
+                name: "a VIP listed twice",
+                rfc: None,
+                got: || router_with(|c| c.vips = vec![VIP, VIP]),
+                want: Err(DuplicateVip(VIP)),
+            },
+            ConfigCase {
+                name: "no VIPs",
+                rfc: None,
+                got: || router_with(|c| c.vips = vec![]),
+                want: Err(NoVips),
+            },
+            ConfigCase {
+                name: "zero missed advertisements",
+                rfc: None,
+                got: || router_with(|c| c.missed_adverts = 0),
+                want: Err(BadMissedAdverts),
+            },
+            ConfigCase {
+                name: "VRID 0",
+                rfc: Some("§5.2.3"),
+                got: || router_with(|c| c.vrid = 0),
+                want: Err(BadVrid),
+            },
+            ConfigCase {
+                name: "an empty gratuitous ARP burst",
+                rfc: None,
+                got: || router_with(|c| c.garp.burst = 0),
+                want: Err(BadGarpBurst),
+            },
+        ];
+        for c in cases {
+            let rfc = c.rfc.unwrap_or("-");
+            assert_eq!((c.got)(), c.want, "config_is_validated: {} ({rfc})", c.name);
+        }
     }
 
     /// Fires the Garp timer `n` times; the times it fired at and the ARPs each sent.
@@ -1175,180 +1714,48 @@ mod tests {
         rounds
     }
 
-    #[test]
-    fn gratuitous_arp_burst_then_three_repeats_then_one_every_ten_seconds() {
-        let (mut r, t) = master();
-        let rounds = garp_rounds(&mut r, 6);
-        let expected: Vec<(Instant, u8)> = [1000, 2000, 3000, 13_000, 23_000, 33_000]
-            .into_iter()
-            .map(|at| (t + ms(at), 1))
-            .collect();
-        assert_eq!(rounds, expected);
+    /// The gratuitous ARP schedule of a new Master: which rounds follow the burst.
+    struct GarpCase {
+        name: &'static str,
+        config: fn() -> RouterConfig,
+        /// How many rounds to fire at most.
+        rounds: usize,
+        /// Each round's offset from becoming Master and the ARPs it sent.
+        want: &'static [(u64, u8)],
     }
 
     #[test]
-    fn gratuitous_arp_stops_after_the_repeats_without_a_refresh() {
-        let mut c = cfg();
-        c.garp.refresh = None;
-        let (mut r, t) = master_with(c);
-        let rounds = garp_rounds(&mut r, 10);
-        assert_eq!(rounds.len(), 3, "three repeats, then nothing: {rounds:?}");
-        assert_eq!(rounds.last().map(|r| r.0), Some(t + ms(3000)));
-    }
-
-    #[test]
-    fn gratuitous_arp_refresh_stops_when_leaving_master() {
-        let (mut r, t) = master();
-        garp_rounds(&mut r, 4);
-        r.handle(Event::Shutdown, t + ms(13_500));
-        assert_eq!(r.deadline(TimerKind::Garp), None);
-    }
-
-    #[test]
-    fn shutdown_as_master_removes_vip_then_sends_priority_zero() {
-        let (mut r, t) = master();
-        assert_eq!(
-            r.handle(Event::Shutdown, t + ms(5)),
-            vec![
-                Action::CancelTimer {
-                    kind: TimerKind::Adver
+    fn gratuitous_arp_cases() {
+        let cases = [
+            GarpCase {
+                name: "gratuitous_arp_burst_then_three_repeats_then_one_every_ten_seconds",
+                config: cfg,
+                rounds: 6,
+                want: &[
+                    (1000, 1),
+                    (2000, 1),
+                    (3000, 1),
+                    (13_000, 1),
+                    (23_000, 1),
+                    (33_000, 1),
+                ],
+            },
+            GarpCase {
+                // Three repeats, then nothing.
+                name: "gratuitous_arp_stops_after_the_repeats_without_a_refresh",
+                config: || {
+                    let mut c = cfg();
+                    c.garp.refresh = None;
+                    c
                 },
-                Action::CancelTimer {
-                    kind: TimerKind::Garp
-                },
-                Action::CancelTimer {
-                    kind: TimerKind::VipRefresh
-                },
-                Action::RemoveVip,
-                Action::SendAdvert { priority: 0 },
-                Action::StopSync,
-                Action::StateChanged {
-                    from: State::Master,
-                    to: State::Initialize
-                },
-            ]
-        );
-        for kind in [TimerKind::MasterDown, TimerKind::Adver, TimerKind::Garp] {
-            assert_eq!(r.deadline(kind), None);
+                rounds: 10,
+                want: &[(1000, 1), (2000, 1), (3000, 1)],
+            },
+        ];
+        for c in cases {
+            let (mut r, t) = start((c.config)(), Start::Master);
+            let want: Vec<(Instant, u8)> = c.want.iter().map(|&(at, n)| (t + ms(at), n)).collect();
+            assert_eq!(garp_rounds(&mut r, c.rounds), want, "{}", c.name);
         }
-        // Startup again goes through Backup, as after boot.
-        r.handle(Event::Startup, t + ms(10));
-        assert_eq!(r.state(), State::Backup);
-    }
-
-    #[test]
-    fn shutdown_as_backup_cancels_master_down() {
-        let (mut r, t0) = backup();
-        assert_eq!(
-            r.handle(Event::Shutdown, t0 + ms(5)),
-            vec![
-                Action::CancelTimer {
-                    kind: TimerKind::MasterDown
-                },
-                Action::StopSync,
-                Action::StateChanged {
-                    from: State::Backup,
-                    to: State::Initialize
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn priority_change_is_advertised_at_once_by_a_master() {
-        let (mut r, t) = master();
-        let p = Priority::new(20).unwrap();
-        let a = r.handle(Event::PriorityChanged(p), t + ms(7));
-        assert_eq!(a[0], Action::SendAdvert { priority: 20 });
-        assert_eq!(r.handle(Event::PriorityChanged(p), t + ms(8)), vec![]);
-        // A Backup just records it.
-        let (mut b, t0) = backup();
-        assert_eq!(b.handle(Event::PriorityChanged(p), t0), vec![]);
-        assert_eq!(b.skew_time(), ms(1000) * 236 / 256);
-    }
-
-    #[test]
-    fn interface_down_leaves_master_silently_and_up_restarts() {
-        let (mut r, t) = master();
-        let a = r.handle(Event::InterfaceDown, t + ms(1));
-        assert!(!a.contains(&Action::SendAdvert { priority: 0 }));
-        let vip = a.iter().position(|x| *x == Action::RemoveVip).unwrap();
-        let sync = a.iter().position(|x| *x == Action::StopSync).unwrap();
-        assert!(vip < sync);
-        assert_eq!(r.state(), State::Initialize);
-        let a = r.handle(Event::InterfaceUp, t + ms(2));
-        assert_eq!(r.state(), State::Backup);
-        assert_eq!(a[..2], [Action::RemoveVip, Action::StartSyncBackup]);
-        // Startup while the link is down waits for the link.
-        let mut r = Router::new(cfg()).unwrap();
-        r.handle(Event::InterfaceDown, t);
-        assert_eq!(r.handle(Event::Startup, t), vec![]);
-        r.handle(Event::InterfaceUp, t + ms(1));
-        assert_eq!(r.state(), State::Backup);
-    }
-
-    #[test]
-    fn ignores_other_vrids_own_echo_and_initialize_state() {
-        let (mut r, t0) = backup();
-        let other = Advertisement::new(52, 200, 100, vec![VIP]).unwrap();
-        assert_eq!(
-            r.handle(
-                Event::AdvertReceived {
-                    from: HIGHER_IP,
-                    advert: other
-                },
-                t0
-            ),
-            vec![]
-        );
-        assert_eq!(r.handle(rx(ME, 200), t0), vec![]);
-        let mut idle = Router::new(cfg()).unwrap();
-        assert_eq!(idle.handle(rx(HIGHER_IP, 200), t0), vec![]);
-    }
-
-    #[test]
-    fn config_is_validated() {
-        assert_eq!(Priority::new(0), Err(ConfigError::BadPriority(0)));
-        assert_eq!(Priority::new(255), Err(ConfigError::BadPriority(255)));
-        assert!(Priority::new(254).is_ok());
-        assert_eq!(
-            AdverInterval::from_millis(105),
-            Err(ConfigError::BadInterval(105))
-        );
-        assert_eq!(
-            AdverInterval::from_millis(0),
-            Err(ConfigError::BadInterval(0))
-        );
-        assert_eq!(
-            AdverInterval::from_millis(40_960),
-            Err(ConfigError::BadInterval(40_960))
-        );
-        assert_eq!(AdverInterval::from_millis(40_950).unwrap().centis(), 4095);
-        let mut c = cfg();
-        c.vips = vec![ME];
-        assert_eq!(Router::new(c).err(), Some(ConfigError::VipIsOwnAddress(ME)));
-        let mut c = cfg();
-        c.vips = vec![VIP, VIP];
-        assert_eq!(Router::new(c).err(), Some(ConfigError::DuplicateVip(VIP)));
-        let mut c = cfg();
-        c.vips = vec![];
-        assert_eq!(Router::new(c).err(), Some(ConfigError::NoVips));
-        let mut c = cfg();
-        c.missed_adverts = 0;
-        assert_eq!(Router::new(c).err(), Some(ConfigError::BadMissedAdverts));
-        let mut c = cfg();
-        c.vrid = 0;
-        assert_eq!(Router::new(c).err(), Some(ConfigError::BadVrid));
-        let mut c = cfg();
-        c.garp.burst = 0;
-        assert_eq!(Router::new(c).err(), Some(ConfigError::BadGarpBurst));
-    }
-
-    #[test]
-    fn missed_adverts_scales_master_down_interval() {
-        let mut c = cfg();
-        c.missed_adverts = 5;
-        let r = Router::new(c).unwrap();
-        assert_eq!(r.master_down_interval(), Duration::from_micros(5_609_375));
     }
 }
