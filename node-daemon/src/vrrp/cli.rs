@@ -2,7 +2,7 @@
 //! a real interface as a full VIP owner: the real driver with the real side effects
 //! ([`KernelOps`]: the VIP /32 on the interface, gratuitous ARP, the IPVS connection sync
 //! daemon with sync ID = VRID), through [`run_with`], the same path the balancer role takes:
-//! the router runs on the VRRP thread (`vrrp::thread`), this command's own runtime only
+//! the router runs on the VRRP thread (`lvstun_vrrp::thread`), this command's own runtime only
 //! handles signals and prints status changes.
 //! Every decision and side effect is printed as one JSON line on stdout, with `t_ms` since
 //! start and `unix_ms` (wall clock, comparable across processes of one host), so takeover

@@ -3,11 +3,12 @@
 //! `lvstun-node vrrp` runs. Also the pure mapping from a VirtualService's `spec.balancers` to a
 //! [`RouterConfig`]: [`priority_for`] and [`router_config`].
 //!
-//! `run_with` does I/O (interface lookup, sockets, netlink) on the VRRP thread (`lvstun_vrrp::thread`:
-//! a thread and a runtime of its own, so that the health checks, the IPVS passes and the
-//! watchers on the main runtime cannot delay an advertisement), except the kernel calls of the
-//! router's actions, which are made on the ops thread (`detached`); the caller gets channels
-//! and a `JoinHandle`, which work from any runtime. The two mapping functions do none.
+//! `run_with` does I/O (interface lookup, sockets, netlink) on the VRRP thread
+//! (`lvstun_vrrp::thread`: a thread and a runtime of its own, so that the health checks, the
+//! IPVS passes and the watchers on the main runtime cannot delay an advertisement), except the
+//! kernel calls of the router's actions, which are made on the ops thread
+//! (`lvstun_vrrp::detached`); the caller gets channels and a `JoinHandle`, which work from any
+//! runtime. The two mapping functions do none.
 
 use std::io;
 use std::net::Ipv4Addr;
