@@ -1,5 +1,5 @@
 //! The one error type of `lvstun-node`. No I/O here. The kernel's errno is the IPVS crate's
-//! [`Errno`] (re-exported), which rtnetlink's refusals use too.
+//! [`Errno`] (re-exported), which rtnetlink's refusals (the VRRP crate's) use too.
 //!
 //! Kernel refusals carry the errno as a typed [`Errno`], so callers decide by
 //! number (`errno == Errno::EEXIST`), never by message text.
@@ -11,17 +11,14 @@ pub use lvstun_ipvs::Errno;
 /// Everything that can go wrong in `lvstun-node`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The kernel refused a request; `op` says which, `errno` why.
-    #[error("{op}: kernel refused with {errno}")]
-    Kernel {
-        /// The operation, as a person would read it.
-        op: String,
-        /// The errno the kernel answered.
-        errno: Errno,
-    },
     /// Talking IPVS to the kernel failed (the IPVS crate's error, kept whole).
     #[error(transparent)]
     Ipvs(#[from] lvstun_ipvs::Error),
+    /// A VRRP router's kernel calls, or any rtnetlink request (the VRRP crate owns the rule
+    /// that bounds them and keeps the kernel's errno, [`lvstun_vrrp::rtnl`]), failed: that
+    /// crate's error, kept whole.
+    #[error(transparent)]
+    Vrrp(#[from] lvstun_vrrp::Error),
     /// Opening or using the netlink socket failed.
     #[error("netlink socket: {0}")]
     Io(#[from] std::io::Error),
@@ -137,8 +134,8 @@ impl Error {
     /// decide by number.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            Error::Kernel { errno, .. } => Some(*errno),
             Error::Ipvs(e) => e.errno(),
+            Error::Vrrp(e) => e.errno(),
             _ => None,
         }
     }
@@ -171,11 +168,6 @@ mod tests {
 
     #[test]
     fn kernel_errors_expose_their_errno_whichever_crate_raised_them() {
-        let err = Error::Kernel {
-            op: "x".into(),
-            errno: Errno::EINVAL,
-        };
-        assert_eq!(err.errno(), Some(Errno::EINVAL));
         let ipvs = Error::from(lvstun_ipvs::Error::Kernel {
             op: "y".into(),
             errno: Errno::ESRCH,
@@ -185,5 +177,15 @@ mod tests {
             Error::from(lvstun_ipvs::Error::FamilyNotFound).errno(),
             None
         );
+        let rtnl = Error::from(lvstun_vrrp::Error::Kernel {
+            op: "z".into(),
+            errno: Errno::EADDRNOTAVAIL,
+        });
+        assert_eq!(rtnl.errno(), Some(Errno::EADDRNOTAVAIL));
+        let sync = Error::from(lvstun_vrrp::Error::from(lvstun_ipvs::Error::Kernel {
+            op: "w".into(),
+            errno: Errno::EEXIST,
+        }));
+        assert_eq!(sync.errno(), Some(Errno::EEXIST));
     }
 }

@@ -1,7 +1,7 @@
 //! `lvstun-node` as a library: every module of the node daemon, its command line ([`Cli`], one
 //! clap definition from which every usage text is generated) and the dispatch to each command
-//! ([`run`]), so that the binary is a thin `main` and the fuzz target (`fuzz/`) can link the
-//! VRRP codec instead of compiling its file in by path. No I/O here but what `run` starts.
+//! ([`run`]), so that the binary is a thin `main` and the harness's tests read the same
+//! command line (`tests/tests/docs_guide.rs`). No I/O here but what `run` starts.
 
 mod balancer;
 mod cli;
@@ -13,10 +13,6 @@ mod net;
 mod source;
 mod vrrp;
 mod web;
-
-/// The VRRPv3 advertisement codec (pure, no I/O): public for the fuzz target, which feeds it
-/// arbitrary bytes.
-pub use vrrp::packet as vrrp_packet;
 
 use std::fmt::Display;
 use std::process::ExitCode;

@@ -228,7 +228,7 @@ pub const TERMINATION_GRACE_SECONDS: i64 = 30;
 /// The capabilities a daemon's container adds back (every other one is dropped): NET_ADMIN and
 /// NET_RAW for both (netlink, raw sockets); SYS_NICE for the balancer, whose VRRP thread runs
 /// SCHED_RR so that a busy node cannot delay its advertisements past Master_Down_Interval
-/// (node-daemon/src/vrrp/thread.rs).
+/// (crates/lvstun-vrrp/src/thread.rs).
 pub fn capabilities(role: Role) -> &'static [&'static str] {
     match role {
         Role::Balancer => &["NET_ADMIN", "NET_RAW", "SYS_NICE"],

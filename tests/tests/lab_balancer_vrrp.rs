@@ -119,7 +119,7 @@ fn master_down_ms(advert_ms: f64) -> f64 {
 }
 
 /// The VIP's kernel lifetime in seconds at `advert_ms` with 3 missed advertisements, as
-/// `node-daemon/src/vrrp/lifetime.rs` states it: max(2 s, 2 × (3 + 1) × interval), rounded up.
+/// `crates/lvstun-vrrp/src/lifetime.rs` states it: max(2 s, 2 × (3 + 1) × interval), rounded up.
 fn vip_lifetime_s(advert_ms: f64) -> f64 {
     (2.0 * 4.0 * advert_ms / 1000.0).ceil().max(2.0)
 }

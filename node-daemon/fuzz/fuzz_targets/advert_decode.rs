@@ -2,14 +2,13 @@
 //! bytes: neither may panic, and whatever decodes must re-encode to bytes that decode to the
 //! same advertisement (the checksum form chosen by the input's first byte).
 //!
-//! The codec comes from `lvstun-node`'s library (`lvstun_node::vrrp_packet`), the same code the
-//! daemon runs.
+//! The codec comes from the VRRP crate (`lvstun_vrrp::packet`), the same code the daemon runs.
 #![no_main]
 
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use lvstun_node::vrrp_packet::{Advertisement, ChecksumForm, ReceiveFilter};
+use lvstun_vrrp::packet::{Advertisement, ChecksumForm, ReceiveFilter};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {

@@ -5,16 +5,16 @@
 //! `getifaddrs`); every decision is made by the pure functions of [`super::vips`].
 //!
 //! The supervisor runs on the daemon's runtime, the routers on the VRRP thread
-//! ([`crate::vrrp::thread`]), where a burst of health checks or IPVS work cannot delay them;
+//! ([`lvstun_vrrp::thread`]), where a burst of health checks or IPVS work cannot delay them;
 //! they talk through channels. `BalancerOps` runs on the ops thread (its calls wait there
 //! for the kernel's locks, not on the VRRP thread), and the [`SyncHub`]'s work, its IPVS
 //! connection included, on the sync thread (a sync daemon can take many seconds to stop).
 //!
 //! - Becoming Master: the router adds the VIP /32 to its interface, with a kernel lifetime it
-//!   renews while Master (`vrrp/lifetime.rs`: the VIP dies with this process), sends
+//!   renews while Master (`lvstun_vrrp::lifetime`: the VIP dies with this process), sends
 //!   gratuitous ARPs (a burst, then repeats), then switches the IPVS connection sync daemon to
 //!   master. Leaving
-//!   Master: the VIP goes first, then sync goes to backup ([`crate::vrrp::driver`] orders the
+//!   Master: the VIP goes first, then sync goes to backup ([`lvstun_vrrp::driver`] orders the
 //!   actions). The IPVS services stay programmed on every balancer, Backup too, so a takeover
 //!   only moves the address.
 //! - Sync daemons: the kernel has one master and one backup daemon per network namespace, and
@@ -49,8 +49,8 @@
 //!   node was away reached it only when their packet count next hit `sync_period`, 50); a
 //!   process with no router to run stops what an earlier one left ([`SyncHub`]'s `tidy`).
 //!   The router's Startup asks for the backup daemon before it can be Master anyway (RFC 9568
-//!   §6.4.1: Backup first; `vrrp::fsm`), so a restart from an older version, which stopped
-//!   it on exit, starts it again at once. And a router takes its configured priority, hence
+//!   §6.4.1: Backup first; `lvstun_vrrp::fsm`), so a restart from an older version, which
+//!   stopped it on exit, starts it again at once. And a router takes its configured priority, hence
 //!   may preempt, only once the backup daemon has run for [`vips::SYNC_WARMUP`] (the Master's
 //!   longest flush delay) and its health checks have settled ([`vips::stand_by`]); `/readyz`
 //!   waits for the same, so the DaemonSet's rolling update does not stop the other node's pod
@@ -85,14 +85,14 @@ use crate::error::{Errno, Error};
 use crate::net::Host;
 use crate::net::addr::{Addr, Addrs};
 use crate::source::Snapshot;
-use crate::vrrp::driver::{Control, Status, SyncRole, VipOps};
-use crate::vrrp::fsm::{Priority, State};
-use crate::vrrp::lifetime::VipLifetime;
-use crate::vrrp::ops::{Interface, KernelOps};
 use crate::vrrp::run::{RunOptions, run_with};
-use crate::vrrp::thread;
 use lvstun_ipvs::handle::{IpvsHandle, new_connection};
 use lvstun_ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
+use lvstun_vrrp::driver::{Control, Status, SyncRole, VipOps};
+use lvstun_vrrp::fsm::{Priority, State};
+use lvstun_vrrp::lifetime::VipLifetime;
+use lvstun_vrrp::ops::{Interface, KernelOps};
+use lvstun_vrrp::thread;
 
 /// How often routers that failed to start are retried and readiness is re-checked.
 pub const TICK: Duration = Duration::from_secs(1);

@@ -39,10 +39,10 @@ use lvstun_crds::v1alpha1::{Balancers, VirtualService};
 
 use super::desired::ObjectRef;
 use crate::source::Snapshot;
-use crate::vrrp::driver::SyncRole;
-use crate::vrrp::fsm::{Priority, RouterConfig};
 use crate::vrrp::run::router_config;
 use lvstun_ipvs::model::{SyncDaemon, SyncRole as IpvsSyncRole};
+use lvstun_vrrp::driver::SyncRole;
+use lvstun_vrrp::fsm::{Priority, RouterConfig};
 
 /// The most addresses one router can hold: an advertisement counts them in one byte.
 pub const MAX_VIPS: usize = 255;

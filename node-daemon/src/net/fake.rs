@@ -37,11 +37,12 @@ pub struct FakeKernel {
     next_index: u32,
 }
 
+/// A refusal as the real host reports it (rtnetlink's, through the VRRP crate's rule).
 fn err(op: &str, errno: Errno) -> Error {
-    Error::Kernel {
+    Error::from(lvstun_vrrp::Error::Kernel {
         op: op.to_owned(),
         errno,
-    }
+    })
 }
 
 impl FakeKernel {

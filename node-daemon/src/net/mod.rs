@@ -21,16 +21,10 @@ pub mod fake;
 pub mod ipvs_sysctl;
 pub mod link;
 
-use std::time::Duration;
-
 use futures::TryStreamExt;
 use rtnetlink::Handle;
 
-use crate::error::{Errno, Error};
-
-/// How long one rtnetlink request may take. The kernel always answers; a request that hangs
-/// means a wedged socket, and the daemon must not hang with it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::error::Error;
 
 /// The real kernel of this host (the calling thread's network namespace): one rtnetlink
 /// connection (`NETLINK_ROUTE`) plus the path of the `nft` binary. Every seam trait is
@@ -60,30 +54,17 @@ pub trait Kernel: link::Links + addr::Addrs + devconf::DevConfs + arp_guard::Nft
 
 impl<T: link::Links + addr::Addrs + devconf::DevConfs + arp_guard::NftTables> Kernel for T {}
 
-/// Turns an rtnetlink error into the crate's error, keeping the kernel's errno as a number.
-pub(crate) fn rtnl_error(op: impl Into<String>, err: rtnetlink::Error) -> Error {
-    let op = op.into();
-    match err {
-        rtnetlink::Error::NetlinkError(msg) => Error::Kernel {
-            op,
-            errno: Errno::from_code(msg.raw_code()),
-        },
-        other => Error::decode("rtnetlink answer", format!("{op}: {other}")),
-    }
-}
-
-/// Runs one rtnetlink request with [`REQUEST_TIMEOUT`].
+/// Runs one rtnetlink request with the VRRP crate's rule ([`lvstun_vrrp::rtnl::bounded`]: one
+/// place for the time limit and for keeping the kernel's errno), its error kept whole
+/// ([`Error::Vrrp`]).
 pub(crate) async fn bounded<T>(
     op: &str,
     fut: impl Future<Output = Result<T, rtnetlink::Error>>,
 ) -> Result<T, Error> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
-        Ok(result) => result.map_err(|e| rtnl_error(op, e)),
-        Err(_) => Err(Error::Timeout(op.to_owned())),
-    }
+    Ok(lvstun_vrrp::rtnl::bounded(op, fut).await?)
 }
 
-/// Collects a dump stream with [`REQUEST_TIMEOUT`].
+/// Collects a dump stream with [`bounded`]'s time limit.
 pub(crate) async fn collect<T>(
     op: &str,
     stream: impl futures::Stream<Item = Result<T, rtnetlink::Error>>,

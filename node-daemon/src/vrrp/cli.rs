@@ -2,7 +2,7 @@
 //! a real interface as a full VIP owner: the real driver with the real side effects
 //! ([`KernelOps`]: the VIP /32 on the interface, gratuitous ARP, the IPVS connection sync
 //! daemon with sync ID = VRID), through [`run_with`], the same path the balancer role takes:
-//! the router runs on the VRRP thread (`vrrp::thread`), this command's own runtime only
+//! the router runs on the VRRP thread (`lvstun_vrrp::thread`), this command's own runtime only
 //! handles signals and prints status changes.
 //! Every decision and side effect is printed as one JSON line on stdout, with `t_ms` since
 //! start and `unix_ms` (wall clock, comparable across processes of one host), so takeover
@@ -24,10 +24,11 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::driver::{Control, Status, SyncRole, VipOps};
-use super::fsm::{AdverInterval, ConfigError, Priority, RouterConfig};
-use super::lifetime::VipLifetime;
-use super::packet::ChecksumForm;
+use lvstun_vrrp::driver::{Control, Status, SyncRole, VipOps};
+use lvstun_vrrp::fsm::{AdverInterval, ConfigError, Priority, RouterConfig};
+use lvstun_vrrp::lifetime::VipLifetime;
+use lvstun_vrrp::packet::ChecksumForm;
+
 use super::run::{RunError, RunOptions, Running, run_with};
 
 /// Why the command could not run.

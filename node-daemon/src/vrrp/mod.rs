@@ -1,37 +1,13 @@
-//! VIP ownership by VRRP version 3 (RFC 9568, which obsoletes RFC 5798): one balancer per VIP
-//! is Master and holds the address, the others stand by and take over when it falls silent.
+//! VIP ownership by VRRP version 3 (RFC 9568), the node daemon's side of it. The protocol
+//! itself (codec, state machine, driver, VIP operations, the VRRP thread) is the crate
+//! `lvstun-vrrp`, which knows nothing of Kubernetes; what stays here maps lvstun's objects and
+//! command line onto it.
 //!
-//! - `packet`: the advertisement on the wire and the receive checks (pure).
-//! - `fsm`: the state machine, `handle(event, now) -> actions` (pure: no sockets, no clocks).
-//! - `lifetime`: how long a VIP outlives its owner in the kernel, and its renewal (pure).
-//! - `sim` (tests only): a deterministic network simulator that proves the timing claims.
-//! - `driver`: the tokio task that owns the raw sockets and the timers and applies the actions
-//!   through the `VipOps` seam (VIP, gratuitous ARP, IPVS sync daemon): the only part that
-//!   does I/O.
-//! - `link_watch`: follows the interface's carrier over rtnetlink and tells the router when it
-//!   goes down or comes back (the decision pure, the subscription I/O).
-//! - `detached`: the routers' kernel calls made in order on the ops thread, so the driver never
-//!   waits for a kernel lock (I/O: a queue and a worker).
-//! - `ops`: the real `VipOps` (VIP over rtnetlink, gratuitous ARP on an `AF_PACKET` socket,
-//!   IPVS sync daemon switching): I/O.
 //! - `run`: `run_with`, one virtual router with the real ops as a task on the VRRP thread (what
 //!   the balancer role calls, `balancer::owner`), and the pure `priority_for`/`router_config`
 //!   from a VirtualService's settings.
-//! - `thread`: the VRRP thread, one OS thread with its own tokio runtime where every router of
-//!   the process runs, so that a busy main runtime cannot delay advertisements or their
-//!   reading; and the ops thread, where their kernel calls wait for the kernel's locks.
 //! - `cli`: `lvstun-node vrrp ...`, a hidden lab command that runs the driver on a real
 //!   interface and prints its decisions (for interop proofs against keepalived).
 
 pub mod cli;
-pub mod detached;
-pub mod driver;
-pub mod fsm;
-pub mod lifetime;
-pub mod link_watch;
-pub mod ops;
-pub mod packet;
 pub mod run;
-#[cfg(test)]
-mod sim;
-pub mod thread;

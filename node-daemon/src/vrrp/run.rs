@@ -3,11 +3,12 @@
 //! `lvstun-node vrrp` runs. Also the pure mapping from a VirtualService's `spec.balancers` to a
 //! [`RouterConfig`]: [`priority_for`] and [`router_config`].
 //!
-//! `run_with` does I/O (interface lookup, sockets, netlink) on the VRRP thread (`vrrp::thread`:
-//! a thread and a runtime of its own, so that the health checks, the IPVS passes and the
-//! watchers on the main runtime cannot delay an advertisement), except the kernel calls of the
-//! router's actions, which are made on the ops thread (`detached`); the caller gets channels
-//! and a `JoinHandle`, which work from any runtime. The two mapping functions do none.
+//! `run_with` does I/O (interface lookup, sockets, netlink) on the VRRP thread
+//! (`lvstun_vrrp::thread`: a thread and a runtime of its own, so that the health checks, the
+//! IPVS passes and the watchers on the main runtime cannot delay an advertisement), except the
+//! kernel calls of the router's actions, which are made on the ops thread
+//! (`lvstun_vrrp::detached`); the caller gets channels and a `JoinHandle`, which work from any
+//! runtime. The two mapping functions do none.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -17,13 +18,13 @@ use lvstun_crds::v1alpha1::{Balancers, NodePriority};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::detached::Detached;
-use super::driver::{Control, Driver, Sockets, Status, VipOps};
-use super::fsm::{AdverInterval, ConfigError, Priority, Router, RouterConfig};
-use super::link_watch::{self, LinkEvents, LinkFollower};
-use super::ops::{Interface, KernelOps};
-use super::packet::ChecksumForm;
-use super::thread;
+use lvstun_vrrp::detached::Detached;
+use lvstun_vrrp::driver::{Control, Driver, Sockets, Status, VipOps};
+use lvstun_vrrp::fsm::{AdverInterval, ConfigError, Priority, Router, RouterConfig};
+use lvstun_vrrp::link_watch::{self, LinkEvents, LinkFollower};
+use lvstun_vrrp::ops::{Interface, KernelOps};
+use lvstun_vrrp::packet::ChecksumForm;
+use lvstun_vrrp::thread;
 
 /// Priority of the first balancer in node-name order when no override is given.
 pub const TOP_PRIORITY: u8 = 200;
@@ -180,7 +181,7 @@ pub enum RunError {
     },
     /// Netlink (rtnetlink or IPVS) could not be opened.
     #[error("{0}")]
-    Kernel(#[from] crate::error::Error),
+    Kernel(#[from] lvstun_vrrp::Error),
     /// The interface has no IPv4 address to advertise from.
     #[error("interface {0} has no IPv4 address to send VRRP advertisements from")]
     NoAddress(String),

@@ -1,7 +1,8 @@
-//! The VRRP driver: the only part of `vrrp` that does I/O. One tokio task per virtual router
+//! The VRRP driver: the part of a router that does I/O. One tokio task per virtual router
 //! owns two raw IPv4 sockets for protocol 112, the state machine's timers, and a [`VipOps`]
 //! seam through which the VIP, gratuitous ARP and the IPVS sync daemon are changed. The task
-//! runs wherever it is spawned; `run::run_with` spawns it on the VRRP thread (`thread`).
+//! runs wherever it is spawned; the node daemon (`lvstun_node`'s `vrrp::run::run_with`) spawns
+//! it on the VRRP thread (`thread`).
 //!
 //! Sockets (what keepalived does too, `open_vrrp_socket`/`open_vrrp_send_socket`):
 //! - receive: unbound (a raw socket bound to an address only sees packets *to* that address,
@@ -31,9 +32,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::fsm::{Action, Event, Priority, Router, State, TimerKind};
-use super::lifetime::VipLifetime;
-use super::packet::{ChecksumForm, IPPROTO_VRRP, ReceiveFilter, VRRP_MULTICAST_V4, VRRP_TTL};
+use crate::fsm::{Action, Event, Priority, Router, State, TimerKind};
+use crate::lifetime::VipLifetime;
+use crate::packet::{ChecksumForm, IPPROTO_VRRP, ReceiveFilter, VRRP_MULTICAST_V4, VRRP_TTL};
 
 /// What the IPVS connection sync daemon should be doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +79,12 @@ pub trait VipOps: Send {
     fn set_sync(&mut self, role: SyncRole) -> impl Future<Output = io::Result<()>> + Send;
     /// Waits until every change asked for so far has been made: the driver calls it once, as
     /// it stops, so a Master's VIPs are gone when its task ends. Ops that act at once (all but
-    /// [`super::detached::Detached`]) have nothing to wait for.
+    /// [`crate::detached::Detached`]) have nothing to wait for.
     fn flush(&mut self) -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }
     /// Calls that failed after they returned (where the work is done elsewhere, as in
-    /// [`super::detached::Detached`]), for [`Status::errors`].
+    /// [`crate::detached::Detached`]), for [`Status::errors`].
     fn failures(&self) -> u64 {
         0
     }
@@ -627,9 +628,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::super::fsm::{AdverInterval, RouterConfig};
-    use super::super::packet::Advertisement;
     use super::*;
+    use crate::fsm::{AdverInterval, RouterConfig};
+    use crate::packet::Advertisement;
 
     #[test]
     fn split_ipv4_reads_ttl_addresses_and_payload() {
@@ -655,7 +656,7 @@ mod tests {
         let mut long = d.clone();
         long[3] = 200;
         assert_eq!(split_ipv4(&long).unwrap().3.len(), 12);
-        let mut x = crate::vrrp::sim::XorShift(77);
+        let mut x = crate::sim::XorShift(77);
         for _ in 0..50_000 {
             let len = (x.next() % 64) as usize;
             let b: Vec<u8> = (0..len).map(|_| x.next() as u8).collect();
@@ -671,7 +672,7 @@ mod tests {
             0x45, 0xc0, 0x00, 0x24, 0x00, 0x04, 0x00, 0x00, 0xff, 0x70, 0x18, 0x92, 0xc0, 0x00,
             0x02, 0x01, 0xe0, 0x00, 0x00, 0x12,
         ];
-        d.extend_from_slice(&crate::vrrp::packet::tests::KEEPALIVED);
+        d.extend_from_slice(&crate::packet::tests::KEEPALIVED);
         let (ttl, src, dst, payload) = split_ipv4(&d).unwrap();
         let vips = vec![Ipv4Addr::new(192, 0, 2, 101), Ipv4Addr::new(192, 0, 2, 100)];
         let filter = ReceiveFilter::multicast(51, Ipv4Addr::new(192, 0, 2, 2), vips);
@@ -1186,8 +1187,8 @@ mod tests {
             rt.block_on(async move {
                 let router = Router::new(cfg(a_ip, 200)).unwrap();
                 if detached {
-                    let worker = crate::vrrp::thread::ops_handle().unwrap();
-                    let ops = crate::vrrp::detached::Detached::start(Waiting(wait), &worker);
+                    let worker = crate::thread::ops_handle().unwrap();
+                    let ops = crate::detached::Detached::start(Waiting(wait), &worker);
                     let (driver, status) = Driver::new(router, a_sockets, vec![], ops).unwrap();
                     a_status_tx.send(status).unwrap();
                     driver.run(a_ctl_rx).await

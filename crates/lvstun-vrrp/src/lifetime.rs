@@ -114,7 +114,7 @@ impl VipLifetime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vrrp::fsm::AdverInterval;
+    use crate::fsm::AdverInterval;
 
     fn lifetime(ms: u64, missed: u8) -> VipLifetime {
         VipLifetime::for_router(AdverInterval::from_millis(ms).unwrap().duration(), missed)

@@ -10,15 +10,15 @@
 //! is held, timers are never set in the past, `StateChanged` matches the router's state.
 //!
 //! This is where the claims about flapping, takeover time and split brain are proven; the
-//! numbers are printed (`cargo test -p lvstun-node vrrp::sim -- --nocapture`).
+//! numbers are printed (`cargo test -p lvstun-vrrp sim -- --nocapture`).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::fsm::{Action, AdverInterval, Event, Priority, Router, RouterConfig, State, TimerKind};
-use super::packet::{ReceiveFilter, VRRP_MULTICAST_V4, VRRP_TTL};
+use crate::fsm::{Action, AdverInterval, Event, Priority, Router, RouterConfig, State, TimerKind};
+use crate::packet::{ReceiveFilter, VRRP_MULTICAST_V4, VRRP_TTL};
 
 /// Tiny deterministic PRNG (xorshift64), so tests need no new dependency.
 pub(crate) struct XorShift(pub(crate) u64);

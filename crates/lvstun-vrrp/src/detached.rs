@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use super::driver::{SyncRole, VipOps};
-use super::lifetime::VipLifetime;
+use crate::driver::{SyncRole, VipOps};
+use crate::lifetime::VipLifetime;
 
 /// One queued call.
 #[derive(Debug)]
@@ -231,7 +231,7 @@ mod tests {
 
     fn lifetime() -> VipLifetime {
         VipLifetime::for_router(
-            super::super::fsm::AdverInterval::from_centis(10)
+            crate::fsm::AdverInterval::from_centis(10)
                 .unwrap()
                 .duration(),
             3,
@@ -246,7 +246,7 @@ mod tests {
             block: Duration::from_millis(100),
             ..Slow::default()
         };
-        let worker = crate::vrrp::thread::ops_handle().unwrap();
+        let worker = crate::thread::ops_handle().unwrap();
         let mut ops = Detached::start(slow.clone(), &worker);
         let asked = std::time::Instant::now();
         ops.add_vips(&vip(), lifetime()).await.unwrap();

@@ -459,7 +459,7 @@ fn same_set(a: &[Ipv4Addr], b: &[Ipv4Addr]) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::vrrp::sim::XorShift;
+    use crate::sim::XorShift;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);

@@ -1,6 +1,6 @@
 //! The VRRP thread: one OS thread, `lvstun-vrrp`, with its own current-thread tokio runtime,
 //! on which every virtual router of the process runs: its driver task, its sockets, and the
-//! netlink connections of its [`VipOps`](super::driver::VipOps). Does I/O (starts a thread).
+//! netlink connections of its [`VipOps`](crate::driver::VipOps). Does I/O (starts a thread).
 //!
 //! Why a thread of its own: a Backup takes over when the Master's advertisements stop arriving
 //! for Master_Down_Interval (361 ms at 100 ms, priority 100), and a Master must send each one
@@ -25,9 +25,9 @@
 //! reactor of the runtime it was registered in, and only that runtime reports its readiness.
 //! The raw sockets, and the rtnetlink and IPVS connections (whose tasks are spawned where they
 //! are opened), must therefore be opened inside this runtime, or a busy main runtime would
-//! delay them again; `run::run_with` runs its whole setup as a task here. Only channels cross
-//! between the runtimes (`mpsc` for control, `watch` for status, the task's `JoinHandle`),
-//! and those work from any runtime.
+//! delay them again; the node daemon's `vrrp::run::run_with` runs its whole setup as a task
+//! here. Only channels cross between the runtimes (`mpsc` for control, `watch` for status, the
+//! task's `JoinHandle`), and those work from any runtime.
 //!
 //! The thread is started by the first router and inherits that thread's network namespace (a
 //! namespace is per thread); the daemon never changes namespace, so it is the process's. It

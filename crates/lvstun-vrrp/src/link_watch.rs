@@ -21,7 +21,7 @@ use rtnetlink::packet_route::link::{LinkFlags, LinkMessage};
 use rtnetlink::sys::SocketAddr;
 use tokio::sync::mpsc::WeakSender;
 
-use super::driver::Control;
+use crate::driver::Control;
 
 /// Whether a link with these flags carries traffic: administratively up (`IFF_UP`) and
 /// operationally running (`IFF_RUNNING`: carrier, and for a veth a peer that is up).

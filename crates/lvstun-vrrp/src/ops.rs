@@ -33,10 +33,10 @@ use nix::sys::socket::{
     AddressFamily as SockFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike,
 };
 
-use super::driver::{SyncRole, VipOps};
-use super::lifetime::VipLifetime;
+use crate::driver::{SyncRole, VipOps};
 use crate::error::{Errno, Error};
-use crate::net::bounded;
+use crate::lifetime::VipLifetime;
+use crate::rtnl::bounded;
 use lvstun_ipvs::handle::{IpvsHandle, new_connection};
 use lvstun_ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
 
@@ -172,7 +172,8 @@ pub struct KernelOps {
     sync: Option<Sync>,
 }
 
-/// An lvstun error as the `io::Error` the [`VipOps`] seam speaks, keeping the errno.
+/// This crate's error as the `io::Error` the [`VipOps`] seam speaks, keeping it whole (and its
+/// errno) as the cause.
 fn to_io(err: Error) -> io::Error {
     io::Error::other(err)
 }
@@ -353,8 +354,8 @@ mod tests {
 
     #[test]
     fn the_lifetime_attribute_is_ifa_cacheinfo_with_equal_lifetimes() {
-        use crate::vrrp::fsm::AdverInterval;
-        use netlink_packet_core::Emitable;
+        use crate::fsm::AdverInterval;
+        use rtnetlink::packet_core::Emitable;
         let lifetime =
             VipLifetime::for_router(AdverInterval::from_millis(100).unwrap().duration(), 3);
         let attr = lifetime_attribute(lifetime);
@@ -378,7 +379,7 @@ mod tests {
         use std::process::Command;
         use std::time::{Duration, Instant};
 
-        use crate::vrrp::fsm::AdverInterval;
+        use crate::fsm::AdverInterval;
         if !nix::unistd::geteuid().is_root() {
             println!("SKIPPED a_vip_without_renewals_leaves_within_the_bound: needs root");
             return;
