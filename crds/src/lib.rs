@@ -10,6 +10,8 @@ pub mod kernel_settings;
 pub mod kube_proxy;
 pub mod reference;
 pub mod v1alpha1;
+#[cfg(feature = "validate")]
+pub mod validate;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -88,6 +88,20 @@ pub enum Error {
         #[source]
         source: serde_norway::Error,
     },
+    /// A document of a configuration file that the API's own schema and CEL rules refuse
+    /// (`lvstun_crds::validate`): every refusal, each naming its field, in the API server's
+    /// words, so a file is as strict as `kubectl apply`.
+    #[error("document {document} ({kind} {name:?}): {}", join_fields(.refusals))]
+    Refused {
+        /// Its position in the file, from 1.
+        document: usize,
+        /// The kind it declares.
+        kind: &'static str,
+        /// Its `metadata.name`.
+        name: String,
+        /// What the schema and rules refuse.
+        refusals: Vec<lvstun_crds::validate::FieldError>,
+    },
     /// A document of a configuration file of another `apiVersion` or `kind` than the format's:
     /// refused rather than ignored, so that a typo cannot silently remove a VIP.
     #[error("document {document}: {field} {found:?}, expected {expected}")]
@@ -160,6 +174,15 @@ impl Error {
             detail: detail.to_string(),
         }
     }
+}
+
+/// The refusals of one document, one after the other.
+fn join_fields(refusals: &[lvstun_crds::validate::FieldError]) -> String {
+    refusals
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

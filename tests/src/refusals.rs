@@ -48,6 +48,23 @@ impl Case {
         object
     }
 
+    /// The refusal's one cause as the API server words it, `<field>: <detail>`: a CEL rule's
+    /// detail is `Invalid value: "<value>": <message>` for a string or a number (quoted as
+    /// Go's `%q` does, which JSON's escaping matches for these values) and
+    /// `Invalid value: <message>` for a list or an object; a schema bound's detail is the
+    /// table's message whole.
+    pub fn cause(&self) -> String {
+        let object = self.object();
+        let detail = match (self.by, value_at(&object, &self.field)) {
+            (By::Cel, Some(v @ (Value::String(_) | Value::Number(_)))) => {
+                format!("Invalid value: {v}: {}", self.message)
+            }
+            (By::Cel, _) => format!("Invalid value: {}", self.message),
+            (By::Schema, _) => self.message.clone(),
+        };
+        format!("{}: {detail}", self.field)
+    }
+
     /// The kind's plural, for API paths and messages.
     pub fn plural(&self) -> &'static str {
         if self.base == "RealServer" {
@@ -99,6 +116,22 @@ pub fn base_object(kind: &str, name: &str) -> Value {
         }),
         other => panic!("no base object of kind {other}"),
     }
+}
+
+/// The value at an API-server field path (`a.b[0].c`).
+fn value_at<'a>(object: &'a Value, field: &str) -> Option<&'a Value> {
+    let mut at = object;
+    for part in field.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        at = at.get(name)?;
+        if let Some(i) = index {
+            at = at.get(i)?;
+        }
+    }
+    Some(at)
 }
 
 /// `{repeat: S, times: N}` → S×N, anywhere inside `value`.

@@ -69,3 +69,38 @@ fn every_cel_case_is_refused_at_its_field_with_its_exact_message() {
         wrong.join("\n")
     );
 }
+
+/// The standalone file's validator (`lvstun_crds::validate`, what `--config` files and
+/// `check FILE` go through) refuses every case, CEL and schema alike, with exactly the cause
+/// the API server gives: a file is as strict as `kubectl apply`.
+#[test]
+fn the_file_validator_says_what_the_api_server_says() {
+    use lvstun_crds::validate::{Kind, object};
+    let table = cases();
+    let mut wrong = Vec::new();
+    for case in &table {
+        let kind = Kind::from_name(&case.base).unwrap();
+        let got: Vec<String> = match object(kind, &case.object()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        };
+        let want = case.cause();
+        if got != [want.clone()] {
+            wrong.push(format!(
+                "{}: want exactly {want:?}\n  got {got:?}",
+                case.name
+            ));
+        }
+    }
+    for kind in ["VirtualService", "RealServer"] {
+        let k = Kind::from_name(kind).unwrap();
+        assert!(object(k, &base_object(kind, "base")).is_ok(), "{kind}");
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        wrong.len(),
+        table.len(),
+        wrong.join("\n")
+    );
+}

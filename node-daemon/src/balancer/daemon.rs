@@ -151,6 +151,14 @@ enum Step {
     /// Undo what the records in --state-dir say a balancer put in this node's kernel, without a
     /// VRRP handover; only where no lvstun balancer runs any more (exit 0 when all is undone)
     Cleanup(Records),
+    /// Validate a standalone configuration file as the API server would (schema, CEL rules,
+    /// unknown fields) without touching the kernel; prints every refusal, exit 0 when it is
+    /// valid
+    Check {
+        /// The file a balancer would read with --config
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
 }
 
 /// Where a balancer's records and the IPVS sysctls are, and how it logs: the flags the daemon
@@ -258,6 +266,7 @@ fn host_name() -> String {
 pub fn main(cli: BalancerCli) -> Result<ExitCode, Error> {
     match cli.step {
         Some(Step::Prepare) => return prepare(),
+        Some(Step::Check { file }) => return Ok(check(&file)),
         Some(Step::Cleanup(records)) => {
             init_logging(records.log_format);
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -279,6 +288,25 @@ pub fn main(cli: BalancerCli) -> Result<ExitCode, Error> {
         .enable_all()
         .build()?;
     runtime.block_on(daemon(args))
+}
+
+/// `lvstun-node balancer check FILE`: the file's verdict on stdout, exit 0 when valid, 1 when
+/// not (the same parser, with the same messages, as a running balancer's `--config`).
+fn check(file: &str) -> ExitCode {
+    match crate::source::config::load(file) {
+        Ok(objects) => {
+            println!(
+                "{file}: valid: {} VirtualServices, {} RealServers",
+                objects.virtual_services.len(),
+                objects.real_servers.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn daemon(args: Args) -> Result<ExitCode, Error> {

@@ -3,6 +3,7 @@
 //! `deploy/examples/` look like). Parsing is pure; [`load`] only reads the file.
 
 use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+use lvstun_crds::validate::{self, Kind};
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -45,20 +46,9 @@ pub fn parse(text: &str) -> Result<Objects, Error> {
                 expected: API_VERSION,
             });
         }
-        let object = |kind: &'static str| {
-            move |source| Error::Object {
-                document,
-                kind,
-                source,
-            }
-        };
-        match kind {
-            "VirtualService" => objects
-                .virtual_services
-                .push(serde_norway::from_value(value).map_err(object("VirtualService"))?),
-            "RealServer" => objects
-                .real_servers
-                .push(serde_norway::from_value(value).map_err(object("RealServer"))?),
+        let (kind, which): (&'static str, Kind) = match kind {
+            "VirtualService" => ("VirtualService", Kind::VirtualService),
+            "RealServer" => ("RealServer", Kind::RealServer),
             other => {
                 return Err(Error::Unexpected {
                     document,
@@ -67,6 +57,42 @@ pub fn parse(text: &str) -> Result<Objects, Error> {
                     expected: "VirtualService or RealServer",
                 });
             }
+        };
+        // The API's own schema and CEL rules, as the API server applies them: unknown fields,
+        // ranges, addresses that can never work. Then the defaults it would fill in.
+        let json: serde_json::Value =
+            serde_norway::from_value(value.clone()).map_err(|source| Error::Object {
+                document,
+                kind,
+                source,
+            })?;
+        let name = json
+            .pointer("/metadata/name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let defaulted = validate::object(which, &json).map_err(|refusals| Error::Refused {
+            document,
+            kind,
+            name: name.clone(),
+            refusals,
+        })?;
+        let typed = |e: serde_json::Error| Error::Refused {
+            document,
+            kind,
+            name: name.clone(),
+            refusals: vec![validate::FieldError {
+                field: "<object>".into(),
+                detail: e.to_string(),
+            }],
+        };
+        match which {
+            Kind::VirtualService => objects
+                .virtual_services
+                .push(serde_json::from_value(defaulted).map_err(typed)?),
+            Kind::RealServer => objects
+                .real_servers
+                .push(serde_json::from_value(defaulted).map_err(typed)?),
         }
     }
     if objects.virtual_services.is_empty() && objects.real_servers.is_empty() {
@@ -126,22 +152,76 @@ mod tests {
         assert!(
             matches!(
                 &err,
-                Error::Object {
+                Error::Refused {
                     document: 1,
                     kind: "RealServer",
+                    refusals,
                     ..
-                }
+                } if refusals.len() == 1 && refusals[0].field == "spec.address"
             ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("address"));
-        // The cause is kept: serde_norway's error, not only its text.
-        let source = std::error::Error::source(&err).map(ToString::to_string);
-        assert!(source.is_some_and(|s| s.contains("address")));
+        assert_eq!(
+            err.to_string(),
+            "document 1 (RealServer \"x\"): spec.address: Required value"
+        );
         assert!(matches!(
             parse("a: [unclosed"),
             Err(Error::Document { document: 1, .. })
         ));
+    }
+
+    /// The cases the issue tried by hand: each refused with the field named, instead of the
+    /// object being programmed without it (or dropped, which withdrew the live service).
+    #[test]
+    fn a_file_is_as_strict_as_the_api() {
+        let vs = include_str!("../../../deploy/examples/virtualservice.yaml");
+        let cases = [
+            (
+                "a VIP that is not an IP",
+                vs.replace("vip: 192.0.2.100", "vip: 192.0.2.1000"),
+                "spec.vip: Invalid value: \"192.0.2.1000\": spec.vip must be an IPv4 address such as 192.0.2.100 (IPv6 is not supported yet)",
+            ),
+            (
+                "a duplicated port",
+                vs.replace(
+                    "    - port: 80\n      protocol: TCP\n",
+                    "    - port: 80\n      protocol: TCP\n    - port: 80\n",
+                ),
+                "spec.ports: Invalid value: spec.ports: each port/protocol pair may appear only once; remove the duplicate entry",
+            ),
+            (
+                "a misspelled field",
+                vs.replace("scheduler: rr", "sheduler: rr"),
+                "spec.sheduler: unknown field \"spec.sheduler\"",
+            ),
+            (
+                "a loopback VIP",
+                vs.replace("vip: 192.0.2.100", "vip: 127.0.0.1"),
+                "spec.vip: Invalid value: \"127.0.0.1\": spec.vip 127.0.0.1 is a loopback address: a VIP must be a unicast address, such as 192.0.2.100",
+            ),
+        ];
+        for (name, text, want) in cases {
+            let err = parse(&text).unwrap_err();
+            let Error::Refused { refusals, .. } = &err else {
+                panic!("{name}: {err:?}");
+            };
+            let got: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+            assert_eq!(got, [want], "{name}");
+        }
+        let rs = "apiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {name: web1}\nspec: {address: 198.51.100.10, weigth: 70000}\n";
+        let err = parse(rs).unwrap_err();
+        assert!(
+            err.to_string().contains("spec.weigth: unknown field"),
+            "{err}"
+        );
+        let rs = "apiVersion: lvstun.io/v1alpha1\nkind: RealServer\nmetadata: {name: web1}\nspec: {address: 198.51.100.10, weight: 70000}\n";
+        let err = parse(rs).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("spec.weight: Invalid value: 70000: spec.weight in body should be less than or equal to 65535"),
+            "{err}"
+        );
     }
 
     #[test]

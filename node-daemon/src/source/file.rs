@@ -5,9 +5,10 @@
 //! Change detection is deliberately simple and bounded: the file's identity (inode,
 //! modification time, length) is checked once a second, and `SIGHUP` forces a re-read. An
 //! editor that writes a new file and renames it over the old one, `kubectl get -o yaml >`, and
-//! a configuration manager all change one of the three. A file that does not parse is logged
-//! and ignored: the balancer keeps programming the last good one, so a typo never withdraws a
-//! VIP. Content identical to the last published one publishes nothing.
+//! a configuration manager all change one of the three. A file that does not parse, or whose
+//! objects the API's own schema and CEL rules refuse ([`super::config`]), is logged at warning
+//! level (file, document, object, field) and ignored as a whole: the balancer keeps programming
+//! the last good one, so a typo never withdraws a VIP. Content identical to the last published one publishes nothing.
 //!
 //! The parser is [`super::config`]'s: one file format for both roles.
 
