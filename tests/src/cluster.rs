@@ -70,15 +70,28 @@ where
     }
 }
 
-/// Object `name` of `api`, without its `managedFields` (what a failed wait prints).
-async fn get_lean<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
+/// What a wait saw of one object; printed without its `managedFields` (they drown the rest).
+struct Seen<K>(Result<Option<K>, kube::Error>);
+
+impl<K: Resource + Clone + Debug> Debug for Seen<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(Some(obj)) => {
+                let mut lean = obj.clone();
+                lean.meta_mut().managed_fields = None;
+                lean.fmt(f)
+            }
+            Ok(None) => f.write_str("no such object"),
+            Err(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+async fn get_seen<K>(api: &Api<K>, name: &str) -> Seen<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    Ok(api.get_opt(name).await?.map(|mut o| {
-        o.meta_mut().managed_fields = None;
-        o
-    }))
+    Seen(api.get_opt(name).await)
 }
 
 /// Await object `name` until `decide` accepts it (an absent object is never accepted).
@@ -95,8 +108,8 @@ where
     poll(
         what,
         limit,
-        || get_lean(api, name),
-        |seen| match seen {
+        || get_seen(api, name),
+        |seen| match &seen.0 {
             Ok(Some(obj)) => decide(obj),
             _ => None,
         },
@@ -117,8 +130,8 @@ where
     poll(
         &what,
         limit,
-        || get_lean(api, name),
-        |seen| matches!(seen, Ok(None)).then_some(()),
+        || get_seen(api, name),
+        |seen| matches!(seen.0, Ok(None)).then_some(()),
     )
     .await
 }
@@ -213,12 +226,27 @@ where
     }
 }
 
-/// The documents of a YAML text (`---`-separated) as objects of type `K`.
+/// The documents of a YAML text (`---`-separated) as objects of type `K`; documents with
+/// nothing but comments are skipped (a trailing `---` makes no empty object).
 pub fn from_yaml<K: DeserializeOwned>(text: &str) -> Result<Vec<K>, ControlPlaneError> {
-    serde_norway::Deserializer::from_str(text)
-        .map(K::deserialize)
-        .collect::<Result<Vec<K>, _>>()
-        .map_err(|e| ControlPlaneError::Yaml(e.to_string()))
+    let mut docs = vec![String::new()];
+    for line in text.lines() {
+        if line.trim_end() == "---" {
+            docs.push(String::new());
+        } else if let Some(doc) = docs.last_mut() {
+            doc.push_str(line);
+            doc.push('\n');
+        }
+    }
+    docs.iter()
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .map(|d| {
+            serde_norway::from_str(d).map_err(|e| ControlPlaneError::Yaml(format!("{e}: {d}")))
+        })
+        .collect()
 }
 
 /// The objects of `deploy/examples/<file>` as type `K`.
