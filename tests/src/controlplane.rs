@@ -48,6 +48,27 @@ pub enum ControlPlaneError {
     /// A kubeconfig could not be turned into a client.
     #[error("kube client: {0}")]
     Client(String),
+    /// An API request failed.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was asked.
+        what: String,
+        /// The client's error (for a refusal, `kube::Error::Api` with the server's status).
+        source: kube::Error,
+    },
+    /// What a test awaited did not come in time.
+    #[error("timed out after {limit:?} waiting for {what}; last seen: {last}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        limit: Duration,
+        /// The last value seen, printed.
+        last: String,
+    },
+    /// A YAML fixture could not be read as the type asked for.
+    #[error("YAML fixture: {0}")]
+    Yaml(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ControlPlaneError {

@@ -1,10 +1,12 @@
 //! Running the real `lvstun-operator` binary against the local control plane, the way the chart
 //! runs it: installed with `helm install`, authenticated with its own ServiceAccount's token,
 //! given the exact arguments of the chart's rendered Deployment (so tests and chart cannot
-//! drift). Also fake Nodes, and HTTP reads of the operator's metrics and health endpoints.
+//! drift). Also namespaces and fake Nodes cleaned up after each test, and HTTP reads of the
+//! operator's metrics and health endpoints.
 //!
-//! Does I/O: runs `cargo build`, `helm`, `kubectl`, spawns operator processes (each under a
-//! watchdog that stops it when the test process goes away).
+//! Does I/O: runs `cargo build` and `helm`, makes API requests (through [`crate::cluster`]),
+//! spawns operator processes (each under a watchdog that stops it when the test process goes
+//! away).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,6 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+
+use crate::cluster;
 use crate::controlplane::{ControlPlane, ControlPlaneError, repo_root, unique_namespace};
 
 /// The operator binary: `LVSTUN_OPERATOR_BIN` if set, else what `cargo build -p lvstun-operator`
@@ -150,33 +156,31 @@ pub struct Install {
 
 impl Install {
     /// `helm install` (with extra `--set` values) and a token for the operator's ServiceAccount.
-    pub fn new(cp: &'static ControlPlane, prefix: &str, sets: &[&str]) -> Install {
-        Install::into_labelled_namespace(cp, prefix, sets, &[])
+    pub async fn new(cp: &'static ControlPlane, prefix: &str, sets: &[&str]) -> Install {
+        Install::into_labelled_namespace(cp, prefix, sets, &[]).await
     }
 
     /// Like [`Install::new`], into a namespace created beforehand with these labels, as the
     /// install steps tell users to do (helm's `--create-namespace` cannot label it): what Pod
     /// Security Admission enforces there is decided by the labels before anything is installed.
-    pub fn into_labelled_namespace(
+    pub async fn into_labelled_namespace(
         cp: &'static ControlPlane,
         prefix: &str,
         sets: &[&str],
         labels: &[(&str, &str)],
     ) -> Install {
+        let client = cp.client().await.unwrap_or_else(|e| panic!("{e}"));
         let namespace = unique_namespace(prefix);
         if !labels.is_empty() {
-            apply_or_panic(
-                cp,
-                &format!(
-                    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n  labels:\n{}",
-                    label_lines(labels)
-                ),
-            );
+            cluster::create_namespace(&client, &namespace, labels)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let release = format!(
             "lvstun-{}",
             namespace.rsplit('-').take(2).collect::<Vec<_>>().join("-")
         );
+        // `helm install` of the chart is what is under test: the CLI users run.
         let chart = repo_root().join("deploy/helm/lvstun");
         let mut helm = cp.helm();
         helm.args(["install", &release])
@@ -189,37 +193,21 @@ impl Install {
         cp.run("helm install", &mut helm)
             .unwrap_or_else(|e| panic!("{e}"));
         let deployment = format!("{release}-operator");
-        let args_json = cp
-            .run(
-                "kubectl get deployment args",
-                cp.kubectl().args([
-                    "get",
-                    "deployment",
-                    &deployment,
-                    "-n",
-                    &namespace,
-                    "-o",
-                    "jsonpath={.spec.template.spec.containers[0].args}",
-                ]),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        let args: Vec<String> =
-            serde_json::from_str(&args_json).unwrap_or_else(|e| panic!("{e}: {args_json}"));
-        let token = cp
-            .run(
-                "kubectl create token",
-                cp.kubectl().args([
-                    "create",
-                    "token",
-                    &deployment,
-                    "-n",
-                    &namespace,
-                    "--duration=2h",
-                ]),
-            )
+        let deploy = Api::<Deployment>::namespaced(client.clone(), &namespace)
+            .get(&deployment)
+            .await
+            .unwrap_or_else(|e| panic!("the operator's Deployment {deployment}: {e}"));
+        let args = deploy
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.containers.into_iter().next())
+            .and_then(|c| c.args)
+            .unwrap_or_default();
+        let token = cluster::service_account_token(&client, &namespace, &deployment, 7200)
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         let kubeconfig = cp
-            .write_kubeconfig(&format!("{namespace}-operator"), token.trim())
+            .write_kubeconfig(&format!("{namespace}-operator"), &token)
             .unwrap_or_else(|e| panic!("{e}"));
         Install {
             cp,
@@ -250,6 +238,7 @@ impl Install {
     /// until its timeout); deleting the namespace removes what it would (the DaemonSets, the
     /// Lease). `controlplane_helm.rs` runs the hook's command itself.
     fn uninstall(&self) {
+        // `helm uninstall` is how the chart's users remove it.
         let _ = self.cp.run(
             "helm uninstall",
             self.cp.helm().args([
@@ -261,12 +250,10 @@ impl Install {
                 "--no-hooks",
             ]),
         );
-        let _ = self.cp.run(
-            "kubectl delete namespace",
-            self.cp
-                .kubectl()
-                .args(["delete", "namespace", &self.namespace, "--timeout=120s"]),
-        );
+        let namespace = self.namespace.clone();
+        let _ = cluster::blocking(self.cp.kubeconfig(), |client| async move {
+            cluster::delete_namespace(&client, &namespace, true).await
+        });
     }
 }
 
@@ -295,27 +282,31 @@ impl Guard {
     }
 
     /// A fresh namespace, deleted at the end.
-    pub fn namespace(&mut self, prefix: &str) -> String {
-        let ns = namespace(self.cp, prefix);
+    pub async fn namespace(&mut self, prefix: &str) -> String {
+        let ns = namespace(self.cp, prefix).await;
         self.namespaces.push(ns.clone());
         ns
     }
 
     /// A Ready Node with these labels, deleted at the end.
-    pub fn node(&mut self, name: &str, labels: &[(&str, &str)]) {
-        node(self.cp, name, labels);
+    pub async fn node(&mut self, name: &str, labels: &[(&str, &str)]) {
+        node(self.cp, name, labels).await;
         self.nodes.push(name.to_string());
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        for ns in &self.namespaces {
-            delete_namespace(self.cp, ns);
-        }
-        let nodes: Vec<&str> = self.nodes.iter().map(String::as_str).collect();
-        if !nodes.is_empty() {
-            delete_nodes(self.cp, &nodes);
+        let (namespaces, nodes) = (&self.namespaces, &self.nodes);
+        let cleaned = cluster::blocking(self.cp.kubeconfig(), |client| async move {
+            for ns in namespaces {
+                cluster::delete_namespace(&client, ns, true).await?;
+            }
+            let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+            cluster::delete_nodes(&client, &nodes).await
+        });
+        if let Err(e) = cleaned {
+            eprintln!("cleaning up after the test: {e}");
         }
     }
 }
@@ -467,91 +458,8 @@ impl Drop for Operator {
     }
 }
 
-/// `metadata.labels` entries at YAML indentation 4, one per line.
-fn label_lines(labels: &[(&str, &str)]) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
-        .collect()
-}
-
-/// `kubectl apply` of `yaml` as the admin; panics with kubectl's stderr when refused.
-fn apply_or_panic(cp: &ControlPlane, yaml: &str) {
-    let out = cp
-        .kubectl_apply_stdin(yaml, "default")
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Create (or update) a Node with these labels and mark it Ready, as a kubelet (and the node
-/// lifecycle controller) would.
-pub fn node(cp: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
-    apply_or_panic(
-        cp,
-        &format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/hostname: {name}\n{}",
-            label_lines(labels)
-        ),
-    );
-    node_ready(cp, name, true);
-    // The API server taints every new Node `node.kubernetes.io/not-ready:NoSchedule`
-    // (TaintNodesByCondition) and the node lifecycle controller lifts the taint once the node
-    // is Ready. This control plane runs no lifecycle controller, so do what it would: the
-    // DaemonSets tolerate no such taint unless the chart says so (ADR 0007).
-    cp.run(
-        "kubectl patch node taints",
-        cp.kubectl().args([
-            "patch",
-            "node",
-            name,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"taints":null}}"#,
-        ]),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// Set a Node's `Ready` condition, as its kubelet (True) or the node controller after losing
-/// it (Unknown) would.
-pub fn node_ready(cp: &ControlPlane, name: &str, ready: bool) {
-    let now = "2026-01-01T00:00:00Z";
-    let (status, reason) = if ready {
-        ("True", "KubeletReady")
-    } else {
-        ("Unknown", "NodeStatusUnknown")
-    };
-    let patch = format!(
-        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"{reason}","message":"fake","lastHeartbeatTime":"{now}","lastTransitionTime":"{now}"}}]}}}}"#
-    );
-    cp.run(
-        "kubectl patch node status",
-        cp.kubectl().args([
-            "patch",
-            "node",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ]),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// Delete Nodes (ignoring those already gone).
-pub fn delete_nodes(cp: &ControlPlane, names: &[&str]) {
-    let mut cmd = cp.kubectl();
-    cmd.args(["delete", "node", "--ignore-not-found", "--wait=false"])
-        .args(names);
-    let _ = cp.run("kubectl delete node", &mut cmd);
-}
-
-/// `kubectl get <what> -n ns -o json`, parsed; `None` if it does not exist.
+/// `kubectl get <what> -n ns -o json`, parsed; `None` if it does not exist. The pod lab's
+/// reads; the control-plane tests read typed objects through [`crate::cluster`].
 pub fn get_json(cp: &ControlPlane, what: &[&str], namespace: &str) -> Option<serde_json::Value> {
     let out = cp
         .kubectl()
@@ -567,28 +475,28 @@ pub fn get_json(cp: &ControlPlane, what: &[&str], namespace: &str) -> Option<ser
 }
 
 /// A fresh namespace for CRs.
-pub fn namespace(cp: &ControlPlane, prefix: &str) -> String {
+pub async fn namespace(cp: &ControlPlane, prefix: &str) -> String {
     let ns = unique_namespace(prefix);
-    cp.run(
-        "kubectl create namespace",
-        cp.kubectl().args(["create", "namespace", &ns]),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let client = cp.client().await.unwrap_or_else(|e| panic!("{e}"));
+    cluster::create_namespace(&client, &ns, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     ns
 }
 
-/// Delete a namespace and wait until it is gone.
-pub fn delete_namespace(cp: &ControlPlane, ns: &str) {
-    let _ = cp.run(
-        "kubectl delete namespace",
-        cp.kubectl().args([
-            "delete",
-            "namespace",
-            ns,
-            "--ignore-not-found",
-            "--timeout=120s",
-        ]),
-    );
+/// A Ready, untainted Node with these labels (see [`cluster::node`]); panics if refused.
+pub async fn node(cp: &ControlPlane, name: &str, labels: &[(&str, &str)]) {
+    let client = cp.client().await.unwrap_or_else(|e| panic!("{e}"));
+    cluster::node(&client, name, labels)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Delete Nodes (ignoring those already gone).
+pub async fn delete_nodes(cp: &ControlPlane, names: &[&str]) {
+    if let Ok(client) = cp.client().await {
+        let _ = cluster::delete_nodes(&client, names).await;
+    }
 }
 
 /// A child process (a daemon under test) killed and reaped when dropped, so a failing test
@@ -599,47 +507,5 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// The CRDs from `deploy/crds` applied (server-side) and Established.
-pub fn ensure_crds(cp: &ControlPlane) {
-    cp.run(
-        "kubectl apply -f deploy/crds",
-        cp.kubectl()
-            .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(repo_root().join("deploy/crds")),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    cp.run(
-        "kubectl wait crds",
-        cp.kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/virtualservices.lvstun.io",
-            "crd/realservers.lvstun.io",
-        ]),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, or panics after `limit` with `what`
-/// (the async twin of [`wait_for`], for tests that read through a kube client).
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -17,13 +17,17 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+use lvstun_crds::v1alpha1::{BalancerStatus, RealServer, VirtualService, VrrpState};
+use lvstun_tests::cluster::{self, apply, await_object, from_yaml, string_map};
 use lvstun_tests::controlplane::{ControlPlane, unique_namespace};
 use lvstun_tests::lab;
-use lvstun_tests::operator_fixture::{
-    KillOnDrop, ensure_crds, eventually, free_port, http_get_raw,
-};
+use lvstun_tests::operator_fixture::{KillOnDrop, free_port, http_get_raw};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HALF_MINUTE: Duration = Duration::from_secs(30);
 
 /// A loopback web server (the lab's fixture) on `addr`:0; returns it and its port.
 fn web(addr: &str, name: &str) -> (KillOnDrop, u16) {
@@ -51,66 +55,69 @@ fn web(addr: &str, name: &str) -> (KillOnDrop, u16) {
 async fn balancer_watches_the_api_checks_and_reports_its_entries() {
     lab::ensure_built_bins(&[("lvstun-node", "lvstun-node")]).unwrap();
     let cp = ControlPlane::shared().unwrap();
-    ensure_crds(cp);
+    let client = cp.client().await.unwrap();
+    cluster::ensure_crds(&client).await.unwrap();
     let ns = unique_namespace("balancer");
     let node = format!("lvstun-balancer-{ns}");
-    cp.run(
-        "kubectl create namespace",
-        cp.kubectl().args(["create", "namespace", &ns]),
-    )
-    .unwrap();
+    cluster::create_namespace(&client, &ns, &[]).await.unwrap();
 
     // Two real servers on loopback addresses, and a Node labelled as the examples' selector
     // wants (no kubelet: the Node object is all the balancer reads).
     let (web1, port1) = web("127.0.0.2", "www1");
     let (_web2, port2) = web("127.0.0.3", "www2");
-    let objects = format!(
-        r#"apiVersion: v1
-kind: Node
-metadata:
-  name: {node}
-  labels: {{lvstun.io/balancer: "true"}}
----
-apiVersion: lvstun.io/v1alpha1
+    let nodes: Api<Node> = Api::all(client.clone());
+    let labelled = Node {
+        metadata: ObjectMeta {
+            name: Some(node.clone()),
+            labels: Some(string_map(&[("lvstun.io/balancer", "true")])),
+            ..ObjectMeta::default()
+        },
+        ..Node::default()
+    };
+    apply(&nodes, &labelled).await.unwrap();
+    let virtual_services = r#"apiVersion: lvstun.io/v1alpha1
 kind: VirtualService
-metadata: {{name: www, namespace: {ns}}}
+metadata: {name: www}
 spec:
   vip: 192.0.2.100
-  ports: [{{port: 80}}]
-  realServerSelector: {{matchLabels: {{app: www}}}}
-  healthCheck: {{http: {{}}, intervalSeconds: 1, timeoutSeconds: 1, failureThreshold: 2}}
+  ports: [{port: 80}]
+  realServerSelector: {matchLabels: {app: www}}
+  healthCheck: {http: {}, intervalSeconds: 1, timeoutSeconds: 1, failureThreshold: 2}
   balancers:
-    nodeSelector: {{matchLabels: {{lvstun.io/balancer: "true"}}}}
+    nodeSelector: {matchLabels: {lvstun.io/balancer: "true"}}
     virtualRouterID: 51
 ---
 apiVersion: lvstun.io/v1alpha1
 kind: VirtualService
-metadata: {{name: elsewhere, namespace: {ns}}}
+metadata: {name: elsewhere}
 spec:
   vip: 192.0.2.101
-  ports: [{{port: 80}}]
-  realServerSelector: {{matchLabels: {{app: www}}}}
+  ports: [{port: 80}]
+  realServerSelector: {matchLabels: {app: www}}
   balancers:
-    nodeSelector: {{matchLabels: {{lvstun.io/balancer: other-nodes}}}}
+    nodeSelector: {matchLabels: {lvstun.io/balancer: other-nodes}}
     virtualRouterID: 52
----
-apiVersion: lvstun.io/v1alpha1
+"#;
+    let real_servers = format!(
+        r#"apiVersion: lvstun.io/v1alpha1
 kind: RealServer
-metadata: {{name: web1, namespace: {ns}, labels: {{app: www}}}}
+metadata: {{name: web1, labels: {{app: www}}}}
 spec: {{address: 127.0.0.2, port: {port1}}}
 ---
 apiVersion: lvstun.io/v1alpha1
 kind: RealServer
-metadata: {{name: web2, namespace: {ns}, labels: {{app: www}}}}
+metadata: {{name: web2, labels: {{app: www}}}}
 spec: {{address: 127.0.0.3, port: {port2}}}
 "#
     );
-    let out = cp.kubectl_apply_stdin(&objects, &ns).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
+    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
+    for vs in from_yaml::<VirtualService>(virtual_services).unwrap() {
+        apply(&vss, &vs).await.unwrap();
+    }
+    for rs in from_yaml::<RealServer>(&real_servers).unwrap() {
+        apply(&rss, &rs).await.unwrap();
+    }
 
     // The daemon, as the DaemonSet runs it (operator/src/build.rs `node_args`), plus --dry-run
     // and a private state folder; health endpoint on loopback only.
@@ -139,64 +146,62 @@ spec: {{address: 127.0.0.3, port: {port2}}}
     );
     eprintln!("[controlplane_balancer] daemon log: {}", log_path.display());
 
-    let client = cp.client().await.unwrap();
-    let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
-    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
-    let entry = |vs: VirtualService| {
+    // This node's entry on a VirtualService, and its check entry on a RealServer.
+    let entry = |vs: &VirtualService| {
         vs.status
-            .and_then(|s| s.balancers.into_iter().find(|b| b.node == node))
+            .as_ref()?
+            .balancers
+            .iter()
+            .find(|b| b.node == node)
+            .cloned()
     };
-    let check = |rs: RealServer| {
+    let check = |rs: &RealServer| {
         rs.status
-            .and_then(|s| s.checks.into_iter().find(|c| c.balancer == node))
+            .as_ref()?
+            .checks
+            .iter()
+            .find(|c| c.balancer == node)
+            .cloned()
     };
+    let destinations = |e: &BalancerStatus| e.programmed_destinations.get("80/TCP").copied();
 
     // 1. Its entry on the VirtualService its node is selected for: both destinations in rotation.
-    let mine = eventually(
-        Duration::from_secs(60),
+    let mine = await_object(
+        &vss,
+        "www",
         "balancers[] entry with 2 destinations",
-        || {
-            let vss = vss.clone();
-            let entry = &entry;
-            async move {
-                let e = entry(vss.get_status("www").await.ok()?)?;
-                (e.programmed_destinations.get("80/TCP") == Some(&2)).then_some(e)
-            }
-        },
+        MINUTE,
+        |vs| entry(vs).filter(|e| destinations(e) == Some(2)),
     )
-    .await;
+    .await
+    .unwrap();
     eprintln!("[controlplane_balancer] {mine:?}");
-    assert_eq!(
-        serde_json::to_value(mine.state).unwrap(),
-        serde_json::json!("Initialize")
-    );
+    assert_eq!(mine.state, VrrpState::Initialize);
     assert!(mine.message.as_deref().unwrap_or("").contains("dry run"));
 
     // 2. Its check entries on both real servers.
     for name in ["web1", "web2"] {
-        let c = eventually(Duration::from_secs(30), "healthy checks[] entry", || {
-            let rss = rss.clone();
-            let check = &check;
-            async move { check(rss.get_status(name).await.ok()?).filter(|c| c.healthy) }
+        let c = await_object(&rss, name, "healthy checks[] entry", HALF_MINUTE, |rs| {
+            check(rs).filter(|c| c.healthy)
         })
-        .await;
+        .await
+        .unwrap();
         assert_eq!(c.consecutive_failures, 0, "{c:?}");
         assert!(c.last_check_time.is_some(), "{c:?}");
     }
 
     // 3. Nothing on the VirtualService whose balancers are other nodes.
     let other = vss.get_status("elsewhere").await.unwrap();
-    assert!(entry(other).is_none(), "not this node's VirtualService");
+    assert!(entry(&other).is_none(), "not this node's VirtualService");
 
     // 4. web1 stops answering: its check entry turns unhealthy with the reason, and one
     //    destination is left in rotation.
     drop(web1);
-    let c = eventually(Duration::from_secs(30), "web1 unhealthy", || {
-        let rss = rss.clone();
-        let check = &check;
-        async move { check(rss.get_status("web1").await.ok()?).filter(|c| !c.healthy) }
+    let c = await_object(&rss, "web1", "web1 unhealthy", HALF_MINUTE, |rs| {
+        check(rs).filter(|c| !c.healthy)
     })
-    .await;
+    .await
+    .unwrap();
     eprintln!("[controlplane_balancer] web1: {c:?}");
     assert!(c.consecutive_failures >= 2, "{c:?}");
     assert!(
@@ -204,19 +209,15 @@ spec: {{address: 127.0.0.3, port: {port2}}}
         "{c:?}"
     );
     assert!(c.last_transition_time.is_some(), "{c:?}");
-    eventually(
-        Duration::from_secs(30),
+    await_object(
+        &vss,
+        "www",
         "one destination in rotation",
-        || {
-            let vss = vss.clone();
-            let entry = &entry;
-            async move {
-                let e = entry(vss.get_status("www").await.ok()?)?;
-                (e.programmed_destinations.get("80/TCP") == Some(&1)).then_some(())
-            }
-        },
+        HALF_MINUTE,
+        |vs| entry(vs).filter(|e| destinations(e) == Some(1)),
     )
-    .await;
+    .await
+    .unwrap();
 
     // 5. Its own view: /readyz and the operations it would have sent.
     let readyz = http_get_raw(health_port, "/readyz").unwrap_or_default();
@@ -247,8 +248,5 @@ spec: {{address: 127.0.0.3, port: {port2}}}
         "{log}"
     );
     drop(daemon);
-    let _ = cp.run(
-        "kubectl delete node",
-        cp.kubectl().args(["delete", "node", &node]),
-    );
+    let _ = cluster::delete(&nodes, &node).await;
 }

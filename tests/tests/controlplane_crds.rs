@@ -1,52 +1,48 @@
 //! The CRDs, examples, chart and manifests against a real kube-apiserver (with etcd and
 //! kube-controller-manager) started by the harness: what the API server accepts, what it refuses
 //! and with which message, and that a refused object is not stored.
+//!
+//! Objects are written and read through the kube client; a refusal is the API server's typed
+//! answer (`kube::Error::Api` with its status code and message). `kubectl` stays where what it
+//! prints is the fact under test: `kubectl apply` of the examples as users run it, and the
+//! printer columns and category of `kubectl get`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns panic on purpose
 
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+use lvstun_tests::cluster::{self, from_yaml};
 use lvstun_tests::controlplane::{ControlPlane, repo_root, unique_namespace};
 
-/// Apply the generated CRDs (idempotent) and wait until the API server serves them.
-fn ensure_crds(cp: &ControlPlane) {
-    let crds = repo_root().join("deploy/crds");
-    cp.run(
-        "kubectl apply -f deploy/crds",
-        cp.kubectl()
-            .arg("apply")
-            .arg("--server-side")
-            .arg("--force-conflicts")
-            .arg("-f")
-            .arg(&crds),
-    )
-    .unwrap();
-    cp.run(
-        "kubectl wait crds established",
-        cp.kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/virtualservices.lvstun.io",
-            "crd/realservers.lvstun.io",
-        ]),
-    )
-    .unwrap();
+/// The control plane's admin client, with the CRDs applied and Established.
+async fn with_crds() -> (&'static ControlPlane, Client) {
+    let cp = ControlPlane::shared().unwrap();
+    let client = cp.client().await.unwrap();
+    cluster::ensure_crds(&client).await.unwrap();
+    (cp, client)
 }
 
-fn create_namespace(cp: &ControlPlane, prefix: &str) -> String {
+async fn create_namespace(client: &Client, prefix: &str) -> String {
     let ns = unique_namespace(prefix);
-    cp.run(
-        "kubectl create namespace",
-        cp.kubectl().args(["create", "namespace", &ns]),
-    )
-    .unwrap();
+    cluster::create_namespace(client, &ns, &[]).await.unwrap();
     ns
 }
 
-#[test]
-fn examples_are_accepted_defaulted_and_printed() {
-    let cp = ControlPlane::shared().unwrap();
-    ensure_crds(cp);
-    let ns = create_namespace(cp, "examples");
+/// `kubectl get ARGS`: its table (or names) is what users see, so the CLI itself is tested.
+fn kubectl_get(cp: &ControlPlane, args: &[&str]) -> String {
+    cp.run(
+        &format!("kubectl get {}", args.join(" ")),
+        cp.kubectl().arg("get").args(args),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn examples_are_accepted_defaulted_and_printed() {
+    let (cp, client) = with_crds().await;
+    let ns = create_namespace(&client, "examples").await;
+    // `kubectl apply -f deploy/examples` is what the README tells users to run.
     let examples = repo_root().join("deploy/examples");
     let out = cp
         .run(
@@ -61,32 +57,37 @@ fn examples_are_accepted_defaulted_and_printed() {
     assert!(out.contains("realserver.lvstun.io/web1 created"), "{out}");
     assert!(out.contains("realserver.lvstun.io/web2 created"), "{out}");
 
-    // The API server filled in the classic recipe's defaults.
-    let json = cp
-        .run(
-            "kubectl get lvsvc www -o json",
-            cp.kubectl()
-                .args(["get", "lvsvc", "www", "-n", &ns, "-o", "json"]),
-        )
-        .unwrap();
-    let vs: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let hc = &vs["spec"]["healthCheck"];
+    // The API server filled in the classic recipe's defaults. Read as stored, untyped: the
+    // typed model fills the same defaults on the client side, so only the stored document
+    // proves the server's.
+    let stored = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<VirtualService>(&()),
+    )
+    .get("www")
+    .await
+    .unwrap();
+    let spec = &stored.data["spec"];
+    let hc = &spec["healthCheck"];
     assert_eq!(hc["http"]["path"], "/healthcheck.html", "{hc}");
     assert_eq!(hc["http"]["expectBody"], "OK", "{hc}");
     assert_eq!(hc["http"]["expectStatus"], 200, "{hc}");
     assert_eq!(hc["intervalSeconds"], 2, "{hc}");
-    assert_eq!(vs["spec"]["tunnel"]["type"], "ipip");
-    assert_eq!(vs["spec"]["balancers"]["preempt"], true);
+    assert_eq!(spec["tunnel"]["type"], "ipip");
+    assert_eq!(spec["balancers"]["preempt"], true);
     // RFC 9568's Master_Down_Interval: three missed advertisements.
-    assert_eq!(vs["spec"]["balancers"]["missedAdvertisements"], 3);
+    assert_eq!(spec["balancers"]["missedAdvertisements"], 3);
+    // And the typed reading agrees with what was stored.
+    let vs = Api::<VirtualService>::namespaced(client.clone(), &ns)
+        .get("www")
+        .await
+        .unwrap();
+    assert_eq!(vs.spec.health_check.interval_seconds, 2);
+    assert_eq!(vs.spec.balancers.missed_advertisements, 3);
 
     // Printer columns, through the short names and the category.
-    let table = cp
-        .run(
-            "kubectl get lvsvc",
-            cp.kubectl().args(["get", "lvsvc", "-n", &ns]),
-        )
-        .unwrap();
+    let table = kubectl_get(cp, &["lvsvc", "-n", &ns]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
@@ -105,12 +106,7 @@ fn examples_are_accepted_defaulted_and_printed() {
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..4], ["www", "192.0.2.100", "80", "rr"], "{table}");
 
-    let table = cp
-        .run(
-            "kubectl get lvsrs",
-            cp.kubectl().args(["get", "lvsrs", "-n", &ns]),
-        )
-        .unwrap();
+    let table = kubectl_get(cp, &["lvsrs", "-n", &ns]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
@@ -120,13 +116,7 @@ fn examples_are_accepted_defaulted_and_printed() {
     assert!(table.contains("198.51.100.10"), "{table}");
     assert!(table.contains("198.51.100.130"), "{table}");
 
-    let all = cp
-        .run(
-            "kubectl get lvstun",
-            cp.kubectl()
-                .args(["get", "lvstun", "-n", &ns, "-o", "name"]),
-        )
-        .unwrap();
+    let all = kubectl_get(cp, &["lvstun", "-n", &ns, "-o", "name"]);
     let mut names: Vec<&str> = all.lines().collect();
     names.sort();
     assert_eq!(
@@ -137,12 +127,9 @@ fn examples_are_accepted_defaulted_and_printed() {
             "virtualservice.lvstun.io/www"
         ]
     );
-    cp.run(
-        "kubectl delete namespace",
-        cp.kubectl()
-            .args(["delete", "namespace", &ns, "--wait=false"]),
-    )
-    .unwrap();
+    cluster::delete_namespace(&client, &ns, false)
+        .await
+        .unwrap();
 }
 
 /// A valid VirtualService with one spec fragment replaced (YAML lines under `spec:`).
@@ -168,19 +155,26 @@ fn rs(name: &str, spec: &str) -> String {
 /// One bad object: its kind and name, YAML, and substrings the refusal must contain (the field
 /// path and what is allowed).
 struct Bad {
-    kind: &'static str,
+    kind: Kind,
     name: &'static str,
     yaml: String,
     expect: &'static [&'static str],
+}
+
+/// Which of the two kinds a bad object is.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    VirtualService,
+    RealServer,
 }
 
 fn bad_inputs() -> Vec<Bad> {
     let ok_vip = "192.0.2.100";
     let b = |name: &'static str, yaml: String, expect: &'static [&'static str]| Bad {
         kind: if yaml.contains("kind: RealServer") {
-            "realserver"
+            Kind::RealServer
         } else {
-            "virtualservice"
+            Kind::VirtualService
         },
         name,
         yaml,
@@ -530,55 +524,75 @@ fn bad_inputs() -> Vec<Bad> {
     ]
 }
 
-#[test]
-fn invalid_objects_are_refused_with_field_and_fix_and_not_stored() {
-    let cp = ControlPlane::shared().unwrap();
-    ensure_crds(cp);
-    let ns = create_namespace(cp, "bad");
+/// Whether object `name` of this kind is stored in `ns`.
+async fn stored(client: &Client, kind: Kind, ns: &str, name: &str) -> bool {
+    let found = match kind {
+        Kind::VirtualService => Api::<VirtualService>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map(|o| o.is_some()),
+        Kind::RealServer => Api::<RealServer>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map(|o| o.is_some()),
+    };
+    found.unwrap_or_else(|e| panic!("looking up {kind:?} {name}: {e}"))
+}
+
+/// Create the object of `yaml` in `ns` as written: bad objects do not fit the typed model (an
+/// unknown scheduler or protocol has no variant), so they go as documents of their kind.
+async fn create_as_written(client: &Client, kind: Kind, ns: &str, yaml: &str) -> kube::Result<()> {
+    let resource = match kind {
+        Kind::VirtualService => ApiResource::erase::<VirtualService>(&()),
+        Kind::RealServer => ApiResource::erase::<RealServer>(&()),
+    };
+    let obj = from_yaml::<DynamicObject>(yaml).unwrap().remove(0);
+    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
+        .create(&PostParams::default(), &obj)
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn invalid_objects_are_refused_with_field_and_fix_and_not_stored() {
+    let (_cp, client) = with_crds().await;
+    let ns = create_namespace(&client, "bad").await;
     let cases = bad_inputs();
     assert!(cases.len() >= 15);
     let mut failures = Vec::new();
     for case in &cases {
-        let out = cp.kubectl_apply_stdin(&case.yaml, &ns).unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            failures.push(format!("{}: accepted, expected a refusal", case.name));
-            continue;
-        }
-        for want in case.expect {
-            if !stderr.contains(want) {
-                failures.push(format!("{}: refusal lacks {want:?}:\n{stderr}", case.name));
+        match create_as_written(&client, case.kind, &ns, &case.yaml).await {
+            Ok(()) => failures.push(format!("{}: accepted, expected a refusal", case.name)),
+            // 422 Invalid: the schema or a CEL rule refused it, with the field and the fix.
+            Err(kube::Error::Api(status)) => {
+                if status.code != 422 {
+                    failures.push(format!("{}: refused with {status:?}, not 422", case.name));
+                }
+                for want in case.expect {
+                    if !status.message.contains(want) {
+                        failures.push(format!(
+                            "{}: refusal lacks {want:?}:\n{}",
+                            case.name, status.message
+                        ));
+                    }
+                }
             }
+            Err(e) => failures.push(format!("{}: not an API refusal: {e}", case.name)),
         }
-        let get = cp
-            .kubectl()
-            .args(["get", case.kind, case.name, "-n", &ns])
-            .output()
-            .unwrap();
-        let get_err = String::from_utf8_lossy(&get.stderr);
-        if get.status.success() || !get_err.contains("NotFound") {
-            failures.push(format!(
-                "{}: refused object is stored or lookup failed oddly: {get_err}",
-                case.name
-            ));
+        if stored(&client, case.kind, &ns, case.name).await {
+            failures.push(format!("{}: refused object is stored", case.name));
         }
     }
     // The same objects with the bad part fixed are accepted: the refusals come from the rule
     // under test, not from something else in the fixture.
     let good = vs_with("good", "192.0.2.100", VS_OK_PORTS, "", VS_OK_REST);
-    let out = cp.kubectl_apply_stdin(&good, &ns).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_as_written(&client, Kind::VirtualService, &ns, &good)
+        .await
+        .unwrap();
     let good = rs("good", "  address: 198.51.100.10\n  nodeName: node-a\n");
-    let out = cp.kubectl_apply_stdin(&good, &ns).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_as_written(&client, Kind::RealServer, &ns, &good)
+        .await
+        .unwrap();
     assert!(
         failures.is_empty(),
         "{} of {} cases wrong:\n{}",
@@ -586,12 +600,9 @@ fn invalid_objects_are_refused_with_field_and_fix_and_not_stored() {
         cases.len(),
         failures.join("\n")
     );
-    cp.run(
-        "kubectl delete namespace",
-        cp.kubectl()
-            .args(["delete", "namespace", &ns, "--wait=false"]),
-    )
-    .unwrap();
+    cluster::delete_namespace(&client, &ns, false)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -599,24 +610,14 @@ async fn status_list_maps_let_each_balancer_own_its_entry() {
     // Two daemons server-side-apply their own status.balancers[] entries with different field
     // managers, as the balancer daemons do; both entries must survive (a list-map keyed by node,
     // not an atomic list).
-    use kube::api::{Api, Patch, PatchParams};
-    use lvstun_crds::v1alpha1::VirtualService;
-
-    let cp = ControlPlane::shared().unwrap();
-    ensure_crds(cp);
-    let ns = create_namespace(cp, "ssa");
-    let out = cp
-        .kubectl_apply_stdin(
-            &vs_with("www", "192.0.2.100", VS_OK_PORTS, "", VS_OK_REST),
-            &ns,
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let api: Api<VirtualService> = Api::namespaced(cp.client().await.unwrap(), &ns);
+    let (_cp, client) = with_crds().await;
+    let ns = create_namespace(&client, "ssa").await;
+    let api: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
+    let www =
+        from_yaml::<VirtualService>(&vs_with("www", "192.0.2.100", VS_OK_PORTS, "", VS_OK_REST))
+            .unwrap()
+            .remove(0);
+    cluster::apply(&api, &www).await.unwrap();
     for (node, state) in [("lb1", "Master"), ("lb2", "Backup")] {
         let patch = serde_json::json!({
             "apiVersion": "lvstun.io/v1alpha1",
@@ -647,10 +648,7 @@ async fn status_list_maps_let_each_balancer_own_its_entry() {
             ("lb2".to_string(), "Backup".to_string())
         ]
     );
-    cp.run(
-        "kubectl delete namespace",
-        cp.kubectl()
-            .args(["delete", "namespace", &ns, "--wait=false"]),
-    )
-    .unwrap();
+    cluster::delete_namespace(&client, &ns, false)
+        .await
+        .unwrap();
 }

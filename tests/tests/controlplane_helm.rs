@@ -1,15 +1,27 @@
 //! The helm chart and the plain manifests: lint and values-schema checks, staleness of the
 //! rendered manifests, the uninstall hook as rendered, and a real `helm install` / `helm
 //! uninstall` (its pre-delete hook's command run as a process with the hook's own
-//! ServiceAccount) and `kubectl apply` against the local control plane.
+//! ServiceAccount) and `kubectl apply` against the local control plane. `helm` and `kubectl
+//! apply` are what is under test where they run; what they leave is read through the typed kube
+//! client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns panic on purpose
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use lvstun_tests::cluster::{self, apply, await_object, from_yaml, names};
 use lvstun_tests::controlplane::{ControlPlane, bin_dir, repo_root, unique_namespace};
-use lvstun_tests::operator_fixture::{get_json, operator_binary, wait_for};
+use lvstun_tests::operator_fixture::operator_binary;
 use serde_json::{Value, json};
 
 #[test]
@@ -53,16 +65,6 @@ fn plain_manifests_are_rendered_from_the_chart() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn names(cp: &ControlPlane, kind: &str, ns: Option<&str>, selector: &str) -> Vec<String> {
-    let mut cmd = cp.kubectl();
-    cmd.args(["get", kind, "-l", selector, "-o", "name"]);
-    if let Some(ns) = ns {
-        cmd.args(["-n", ns]);
-    }
-    let out = cp.run("kubectl get", &mut cmd).unwrap();
-    out.lines().map(str::to_string).collect()
 }
 
 /// The chart rendered with `helm template`, as documents.
@@ -212,7 +214,7 @@ fn the_uninstall_hook_is_rendered_with_its_own_least_rbac() {
 
 /// The Job's status as the Job controller writes it when its pod succeeded (this control
 /// plane runs neither the Job controller nor a kubelet).
-fn mark_job_succeeded(cp: &ControlPlane, ns: &str, job: &str) {
+async fn mark_job_succeeded(jobs: &Api<Job>, job: &str) {
     let now = k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
@@ -227,27 +229,15 @@ fn mark_job_succeeded(cp: &ControlPlane, ns: &str, job: &str) {
         "uncountedTerminatedPods": {},
         "conditions": [cond("SuccessCriteriaMet"), cond("Complete")]
     }});
-    cp.run(
-        "kubectl patch job status",
-        cp.kubectl().args([
-            "patch",
-            "job",
-            job,
-            "-n",
-            ns,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status.to_string(),
-        ]),
-    )
-    .unwrap();
+    jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
 }
 
 /// What the operator makes beside the release (ADR 0001): its two DaemonSets, one more under
 /// a name it no longer uses (found by the installation label), and its leader Lease. Their
 /// pods would select no node here.
-fn operator_products(release: &str) -> String {
+fn operator_products(release: &str) -> (Vec<DaemonSet>, Lease) {
     let ds = |name: &str| {
         format!(
             "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\n  labels:\n    \
@@ -257,22 +247,64 @@ fn operator_products(release: &str) -> String {
              containers: [{{name: c, image: localhost/none}}]\n---\n"
         )
     };
-    format!(
-        "{}{}{}apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {release}-operator\n\
-         spec:\n  holderIdentity: gone\n",
+    let daemonsets = format!(
+        "{}{}{}",
         ds(&format!("{release}-balancer")),
         ds(&format!("{release}-web")),
         ds(&format!("{release}-old-name"))
+    );
+    let lease = format!(
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {release}-operator\n\
+         spec:\n  holderIdentity: gone\n"
+    );
+    (
+        from_yaml(&daemonsets).unwrap(),
+        from_yaml::<Lease>(&lease).unwrap().remove(0),
     )
 }
 
-#[test]
-fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
+/// Names of the objects of kind `K` in `ns` with the label `selector`.
+async fn named<K>(client: &Client, ns: &str, selector: &str) -> Vec<String>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    names(&Api::<K>::namespaced(client.clone(), ns), selector)
+        .await
+        .unwrap()
+}
+
+/// Names of the cluster-wide objects of kind `K` with the label `selector`.
+async fn named_cluster<K>(client: &Client, selector: &str) -> Vec<String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    names(&Api::<K>::all(client.clone()), selector)
+        .await
+        .unwrap()
+}
+
+/// The operator Deployment's `spec.replicas`.
+async fn replicas(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
+    deployments
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.replicas)
+}
+
+#[tokio::test]
+async fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
     let cp = ControlPlane::shared().unwrap();
+    let client = cp.client().await.unwrap();
     let binary = operator_binary(false).unwrap();
     let ns = unique_namespace("helm");
     let release = format!("lvstun-{}", ns.rsplit('-').next().unwrap_or("0"));
     let chart = repo_root().join("deploy/helm/lvstun");
+    // `helm install`, as users run it, is what is under test.
     let out = cp
         .run(
             "helm install",
@@ -288,47 +320,42 @@ fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
     assert!(out.contains("kubectl get lvsvc"), "{out}");
 
     let selector = format!("app.kubernetes.io/instance={release}");
-    let deploys = names(cp, "deployments", Some(&ns), &selector);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deploys = names(&deployments, &selector).await.unwrap();
     assert_eq!(deploys.len(), 1, "{deploys:?}");
-    let replicas = cp
-        .run(
-            "kubectl get deployment",
-            cp.kubectl().args([
-                "get",
-                &deploys[0],
-                "-n",
-                &ns,
-                "-o",
-                "jsonpath={.spec.replicas}",
-            ]),
-        )
-        .unwrap();
-    assert_eq!(replicas, "2");
-    assert_eq!(names(cp, "serviceaccounts", Some(&ns), &selector).len(), 3);
-    assert!(!names(cp, "clusterroles", None, &selector).is_empty());
-    // kube-controller-manager turned the Deployment into a ReplicaSet and two (Pending) Pods.
-    let mut pods = Vec::new();
-    for _ in 0..60 {
-        pods = names(cp, "pods", Some(&ns), "app.kubernetes.io/name=lvstun");
-        if pods.len() == 2 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    assert_eq!(pods.len(), 2, "{pods:?}");
-
-    let out = cp
-        .kubectl_apply_stdin(&operator_products(&release), &ns)
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(replicas(&deployments, &deploys[0]).await, Some(2));
+    assert_eq!(
+        named::<ServiceAccount>(&client, &ns, &selector).await.len(),
+        3
     );
+    assert!(
+        !named_cluster::<ClusterRole>(&client, &selector)
+            .await
+            .is_empty()
+    );
+    // kube-controller-manager turned the Deployment into a ReplicaSet and two (Pending) Pods.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let operator_pods = "app.kubernetes.io/name=lvstun";
+    cluster::poll(
+        "two operator pods",
+        Duration::from_secs(30),
+        || async { names(&pods, operator_pods).await.unwrap_or_default() },
+        |p| (p.len() == 2).then_some(()),
+    )
+    .await
+    .unwrap();
+
+    let (daemonsets, lease) = operator_products(&release);
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    for ds in &daemonsets {
+        apply(&dss, ds).await.unwrap();
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    apply(&leases, &lease).await.unwrap();
     let owned = format!(
         "app.kubernetes.io/managed-by=lvstun-operator,lvstun.io/operator={release}-operator"
     );
-    assert_eq!(names(cp, "daemonsets", Some(&ns), &owned).len(), 3);
+    assert_eq!(names(&dss, &owned).await.unwrap().len(), 3);
 
     // helm uninstall creates the hook's objects first and waits for its Job.
     let uninstall = cp
@@ -339,15 +366,25 @@ fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
         .spawn()
         .unwrap();
     let hook = format!("{release}-uninstall");
-    let job = wait_for("the pre-delete hook's Job", Duration::from_secs(60), || {
-        get_json(cp, &["job", &hook], &ns)
-    });
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let job = await_object(
+        &jobs,
+        &hook,
+        "the pre-delete hook's Job",
+        Duration::from_secs(60),
+        |j| Some(j.clone()),
+    )
+    .await
+    .unwrap();
     // No Job controller and no kubelet here: the test plays them, running the Job's container
     // as a process with the hook ServiceAccount's token (which proves the hook's Role enough).
-    let pod = &job["spec"]["template"]["spec"];
-    let account = pod["serviceAccountName"].as_str().unwrap();
+    let pod = job
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("the Job's pod template");
+    let account = pod.service_account_name.clone().unwrap_or_default();
     assert_eq!(account, hook);
-    let args: Vec<String> = serde_json::from_value(pod["containers"][0]["args"].clone()).unwrap();
+    let args: Vec<String> = pod.containers[0].args.clone().unwrap_or_default();
     assert_eq!(
         args[..3],
         [
@@ -356,19 +393,16 @@ fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
             format!("--fullname={release}")
         ]
     );
-    let token = wait_for(
+    let token = cluster::poll(
         "a token of the hook's ServiceAccount",
         Duration::from_secs(30),
-        || {
-            cp.run(
-                "kubectl create token",
-                cp.kubectl().args(["create", "token", account, "-n", &ns]),
-            )
-            .ok()
-        },
-    );
+        || cluster::service_account_token(&client, &ns, &account, 3600),
+        |t| t.as_ref().ok().cloned(),
+    )
+    .await
+    .unwrap();
     let kubeconfig = cp
-        .write_kubeconfig(&format!("{ns}-uninstall"), token.trim())
+        .write_kubeconfig(&format!("{ns}-uninstall"), &token)
         .unwrap();
     let run = Command::new(&binary)
         .args(&args)
@@ -393,23 +427,16 @@ fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
         assert!(printed.contains(&line), "missing {line:?} in:\n{printed}");
     }
     // What it left: the operator at 0 replicas with no pod, no DaemonSet, no Lease.
-    let replicas = cp
-        .run(
-            "kubectl get deployment",
-            cp.kubectl().args([
-                "get",
-                &deploys[0],
-                "-n",
-                &ns,
-                "-o",
-                "jsonpath={.spec.replicas}",
-            ]),
-        )
-        .unwrap();
-    assert_eq!(replicas, "0");
-    assert!(names(cp, "pods", Some(&ns), "app.kubernetes.io/name=lvstun").is_empty());
-    assert!(names(cp, "daemonsets", Some(&ns), &owned).is_empty());
-    assert!(get_json(cp, &["lease", &format!("{release}-operator")], &ns).is_none());
+    assert_eq!(replicas(&deployments, &deploys[0]).await, Some(0));
+    assert!(names(&pods, operator_pods).await.unwrap().is_empty());
+    assert!(names(&dss, &owned).await.unwrap().is_empty());
+    assert!(
+        leases
+            .get_opt(&format!("{release}-operator"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Run again (a retried Job): everything is gone already, and it says so.
     let again = Command::new(&binary)
@@ -421,8 +448,11 @@ fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
     assert!(again.status.success(), "{printed}");
     assert!(printed.contains("not found"), "{printed}");
 
-    mark_job_succeeded(cp, &ns, &hook);
-    let done = uninstall.wait_with_output().unwrap();
+    mark_job_succeeded(&jobs, &hook).await;
+    let done = tokio::task::spawn_blocking(move || uninstall.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         done.status.success(),
         "helm uninstall: {}\n{}",
@@ -430,50 +460,80 @@ fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
         String::from_utf8_lossy(&done.stderr)
     );
     // hook-succeeded: the hook's own objects went with it.
-    for kind in ["job", "serviceaccount", "role", "rolebinding"] {
-        assert!(
-            get_json(cp, &[kind, &hook], &ns).is_none(),
-            "{kind} {hook} left behind"
-        );
+    let left = [
+        ("job", jobs.get_opt(&hook).await.unwrap().is_some()),
+        (
+            "serviceaccount",
+            Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+                .get_opt(&hook)
+                .await
+                .unwrap()
+                .is_some(),
+        ),
+        (
+            "role",
+            Api::<Role>::namespaced(client.clone(), &ns)
+                .get_opt(&hook)
+                .await
+                .unwrap()
+                .is_some(),
+        ),
+        (
+            "rolebinding",
+            Api::<RoleBinding>::namespaced(client.clone(), &ns)
+                .get_opt(&hook)
+                .await
+                .unwrap()
+                .is_some(),
+        ),
+    ];
+    for (kind, present) in left {
+        assert!(!present, "{kind} {hook} left behind");
     }
-    for kind in [
-        "deployments",
-        "serviceaccounts",
-        "roles",
-        "rolebindings",
-        "services",
-        "poddisruptionbudgets",
-    ] {
-        assert_eq!(
-            names(cp, kind, Some(&ns), &selector),
-            Vec::<String>::new(),
-            "{kind} left behind"
-        );
-    }
-    for kind in ["clusterroles", "clusterrolebindings"] {
-        assert_eq!(
-            names(cp, kind, None, &selector),
-            Vec::<String>::new(),
-            "{kind} left behind"
-        );
+    let none = Vec::<String>::new();
+    let sel = selector.as_str();
+    let namespaced = [
+        ("deployments", named::<Deployment>(&client, &ns, sel).await),
+        (
+            "serviceaccounts",
+            named::<ServiceAccount>(&client, &ns, sel).await,
+        ),
+        ("roles", named::<Role>(&client, &ns, sel).await),
+        (
+            "rolebindings",
+            named::<RoleBinding>(&client, &ns, sel).await,
+        ),
+        ("services", named::<Service>(&client, &ns, sel).await),
+        (
+            "poddisruptionbudgets",
+            named::<PodDisruptionBudget>(&client, &ns, sel).await,
+        ),
+        (
+            "clusterroles",
+            named_cluster::<ClusterRole>(&client, sel).await,
+        ),
+        (
+            "clusterrolebindings",
+            named_cluster::<ClusterRoleBinding>(&client, sel).await,
+        ),
+    ];
+    for (kind, left) in namespaced {
+        assert_eq!(left, none, "{kind} left behind");
     }
     // Helm's convention: CRDs stay, so users' VirtualServices survive an uninstall.
-    cp.run(
-        "kubectl get crd",
-        cp.kubectl()
-            .args(["get", "crd", "virtualservices.lvstun.io"]),
-    )
-    .unwrap();
-    cp.run(
-        "kubectl delete namespace",
-        cp.kubectl()
-            .args(["delete", "namespace", &ns, "--wait=false"]),
-    )
-    .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .get("virtualservices.lvstun.io")
+        .await
+        .unwrap();
+    cluster::delete_namespace(&client, &ns, false)
+        .await
+        .unwrap();
 }
 
 #[test]
 fn plain_manifests_apply_and_delete() {
+    // `kubectl apply -f deploy/manifests` is how the plain manifests are meant to be used, and
+    // its report is what is checked.
     let cp = ControlPlane::shared().unwrap();
     let dir = repo_root().join("deploy");
     cp.run(

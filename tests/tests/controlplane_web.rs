@@ -26,16 +26,24 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use lvstun_crds::v1alpha1::RealServer;
-use lvstun_tests::controlplane::{ControlPlane, repo_root, unique_namespace};
+use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+use lvstun_tests::cluster::{
+    self, Access, apply, apply_examples, await_object, from_yaml, merge, poll,
+};
+use lvstun_tests::controlplane::{ControlPlane, unique_namespace};
 use lvstun_tests::lab;
 use lvstun_tests::operator_fixture::{
-    Guard, Install, KillOnDrop, ensure_crds, eventually, free_port, http_get_raw, wait_for,
+    Guard, Install, KillOnDrop, free_port, http_get_raw, wait_for,
 };
 use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HALF_MINUTE: Duration = Duration::from_secs(30);
 
 fn condition(rs: &RealServer, kind: &str) -> Option<Condition> {
     rs.status
@@ -98,81 +106,44 @@ async fn other_writers(api: &Api<RealServer>, name: &str) {
 async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip() {
     lab::ensure_built_bins(&[("lvstun-node", "lvstun-node")]).unwrap();
     let cp = ControlPlane::shared().unwrap();
-    ensure_crds(cp);
+    let client = cp.client().await.unwrap();
+    cluster::ensure_crds(&client).await.unwrap();
 
     // The chart's RBAC, and a token for its web ServiceAccount.
-    let install = Install::new(cp, "web-rbac", &[]);
+    let install = Install::new(cp, "web-rbac", &[]).await;
     let web_sa = format!("{}-web", install.release);
-    let token = cp
-        .run(
-            "kubectl create token",
-            cp.kubectl().args([
-                "create",
-                "token",
-                &web_sa,
-                "-n",
-                &install.namespace,
-                "--duration=1h",
-            ]),
-        )
+    let token = cluster::service_account_token(&client, &install.namespace, &web_sa, 3600)
+        .await
         .unwrap();
     let kubeconfig = cp
-        .write_kubeconfig(&format!("{}-web", install.namespace), token.trim())
+        .write_kubeconfig(&format!("{}-web", install.namespace), &token)
         .unwrap();
     let sa = format!("system:serviceaccount:{}:{web_sa}", install.namespace);
 
     // The examples, in a namespace of their own; web1 is this node's, web2 is not.
     let ns = unique_namespace("web");
     let node = format!("node-a-{ns}");
-    cp.run(
-        "kubectl create namespace",
-        cp.kubectl().args(["create", "namespace", &ns]),
-    )
-    .unwrap();
-    for example in ["virtualservice.yaml", "realservers.yaml"] {
-        cp.run(
-            "kubectl apply example",
-            cp.kubectl()
-                .args(["apply", "-n", &ns, "-f"])
-                .arg(repo_root().join("deploy/examples").join(example)),
-        )
+    cluster::create_namespace(&client, &ns, &[]).await.unwrap();
+    apply_examples(&client, &ns).await.unwrap();
+    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
+    merge(&rss, "web1", json!({"spec": {"nodeName": node}}))
+        .await
         .unwrap();
-    }
-    cp.run(
-        "kubectl patch web1 nodeName",
-        cp.kubectl().args([
-            "patch",
-            "lvsrs",
-            "web1",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            &format!(r#"{{"spec":{{"nodeName":"{node}"}}}}"#),
-        ]),
-    )
-    .unwrap();
 
     // The node, labelled for the web role, and the web DaemonSet as the operator names it (its
     // pods stay Pending here: no kubelet): what the daemon asks about at SIGTERM.
     let mut guard = Guard::new(cp);
-    guard.node(&node, &[("lvstun.io/web", "true")]);
+    guard.node(&node, &[("lvstun.io/web", "true")]).await;
     let daemonset = format!(
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {web_sa}\nspec:\n  selector:\n    \
          matchLabels: {{app: {web_sa}}}\n  template:\n    metadata:\n      labels: {{app: {web_sa}}}\n    \
          spec:\n      nodeSelector: {{lvstun.io/web: \"true\"}}\n      containers: [{{name: web, image: localhost/none}}]\n"
     );
-    let out = cp
-        .kubectl_apply_stdin(&daemonset, &install.namespace)
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &install.namespace);
+    apply(&dss, &from_yaml::<DaemonSet>(&daemonset).unwrap().remove(0))
+        .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
-    let client = cp.client().await.unwrap();
-    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
     other_writers(&rss, "web1").await;
     let before = rss.get_status("web1").await.unwrap();
     let healthy_before = condition(&before, "Healthy").unwrap();
@@ -227,14 +198,11 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     let manager = format!("lvstun-node-web/{node}");
 
     // 1. TunnelReady on web1, said to be a dry run, written by the node's field manager.
-    let web1 = eventually(Duration::from_secs(60), "TunnelReady on web1", || {
-        let rss = rss.clone();
-        async move {
-            let rs = rss.get_status("web1").await.ok()?;
-            condition(&rs, "TunnelReady").is_some().then_some(rs)
-        }
+    let web1 = await_object(&rss, "web1", "TunnelReady on web1", MINUTE, |rs| {
+        condition(rs, "TunnelReady").is_some().then(|| rs.clone())
     })
-    .await;
+    .await
+    .unwrap();
     let tunnel = condition(&web1, "TunnelReady").unwrap();
     eprintln!("[controlplane_web] web1 TunnelReady: {tunnel:?}");
     assert!(
@@ -284,51 +252,44 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     // 4. The VIP is edited: the new one is this node's desired state at once.
     let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(log_text().contains("192.0.2.100"), "{}", log_text());
-    cp.run(
-        "kubectl patch lvsvc vip",
-        cp.kubectl().args([
-            "patch",
-            "lvsvc",
-            "www",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"vip":"192.0.2.200"}}"#,
-        ]),
-    )
-    .unwrap();
-    let changed = eventually(
-        Duration::from_secs(30),
+    let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
+    merge(&vss, "www", json!({"spec": {"vip": "192.0.2.200"}}))
+        .await
+        .unwrap();
+    // The daemon's log lines, newest last (what a failed wait prints is the last few).
+    let log_lines =
+        move || async move { log_text().lines().map(str::to_owned).collect::<Vec<_>>() };
+    let changed = poll(
         "desired state with 192.0.2.200 logged",
-        || {
-            let text = log_text();
-            async move {
-                text.lines()
-                    .find(|l| l.contains("desired state changed") && l.contains("192.0.2.200"))
-                    .map(str::to_owned)
-            }
+        HALF_MINUTE,
+        log_lines,
+        |lines| {
+            lines
+                .iter()
+                .find(|l| l.contains("desired state changed") && l.contains("192.0.2.200"))
+                .cloned()
         },
     )
-    .await;
+    .await
+    .unwrap();
     eprintln!("[controlplane_web] {changed}");
     assert!(
         !changed.contains("192.0.2.100"),
         "the old VIP is gone: {changed}"
     );
-    eventually(
-        Duration::from_secs(30),
+    poll(
         "a reconcile with the new VIP",
-        || {
-            let text = log_text();
-            async move {
-                text.lines()
-                    .any(|l| l.contains("reconciled:") && l.contains("(192.0.2.200)"))
-                    .then_some(())
-            }
+        HALF_MINUTE,
+        log_lines,
+        |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("reconciled:") && l.contains("(192.0.2.200)"))
+                .then_some(())
         },
     )
-    .await;
+    .await
+    .unwrap();
 
     // 5. Its own endpoint: alive, and /readyz carries the same verdict.
     assert!(
@@ -340,28 +301,18 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     assert!(readyz.contains(&tunnel.reason), "{readyz}");
 
     // 6. web1 moves to another node: this node withdraws its condition; the others stay.
-    cp.run(
-        "kubectl patch web1 nodeName elsewhere",
-        cp.kubectl().args([
-            "patch",
-            "lvsrs",
-            "web1",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            &format!(r#"{{"spec":{{"nodeName":"node-b-{ns}"}}}}"#),
-        ]),
+    merge(
+        &rss,
+        "web1",
+        json!({"spec": {"nodeName": format!("node-b-{ns}")}}),
     )
+    .await
     .unwrap();
-    let moved = eventually(Duration::from_secs(30), "TunnelReady withdrawn", || {
-        let rss = rss.clone();
-        async move {
-            let rs = rss.get_status("web1").await.ok()?;
-            condition(&rs, "TunnelReady").is_none().then_some(rs)
-        }
+    let moved = await_object(&rss, "web1", "TunnelReady withdrawn", HALF_MINUTE, |rs| {
+        condition(rs, "TunnelReady").is_none().then(|| rs.clone())
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(condition(&moved, "Healthy").unwrap(), healthy_before);
     assert_eq!(moved.status.as_ref().unwrap().checks, checks_before);
 
@@ -374,11 +325,12 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     assert!(!log.contains("teardown:"), "{log}");
 
     // 8. The node loses its label (the DaemonSet controller would delete the pod): teardown.
-    cp.run(
-        "kubectl label node",
-        cp.kubectl()
-            .args(["label", "node", &node, "lvstun.io/web-"]),
+    merge(
+        &Api::<Node>::all(client.clone()),
+        &node,
+        json!({"metadata": {"labels": {"lvstun.io/web": null}}}),
     )
+    .await
     .unwrap();
     let (daemon, log_path) = start("-deselected");
     let log = terminate(daemon, &log_path);
@@ -391,27 +343,22 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     assert!(log.contains("stopping: dry run"), "{log}");
 
     // 9. The DaemonSet is gone: teardown too.
-    cp.run(
-        "kubectl delete daemonset",
-        cp.kubectl()
-            .args(["delete", "daemonset", &web_sa, "-n", &install.namespace]),
-    )
-    .unwrap();
+    cluster::delete(&dss, &web_sa).await.unwrap();
     let (daemon, log_path) = start("-gone");
     let log = terminate(daemon, &log_path);
     assert!(log.contains("teardown: the DaemonSet is gone"), "{log}");
 
     // 10. The web ServiceAccount's RBAC: what the daemon needs, and not more.
-    let can = |verb: &str, resource: &str| -> bool {
-        let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
-        let mut cmd = cp.kubectl();
-        cmd.args(["auth", "can-i", verb, resource, &format!("--as={sa}")]);
-        if !sub.is_empty() {
-            cmd.arg(format!("--subresource={sub}"));
-        }
-        cmd.args(["-n", &ns]);
-        let out = cmd.output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    let can = async |verb: &str, resource: &str| -> bool {
+        let access = Access {
+            verb,
+            resource,
+            namespace: Some(&ns),
+            name: None,
+        };
+        cluster::service_account_can(&client, &sa, &access)
+            .await
+            .unwrap()
     };
     for (verb, resource) in [
         ("get", "realservers.lvstun.io"),
@@ -424,7 +371,7 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
         ("get", "nodes"),
     ] {
         assert!(
-            can(verb, resource),
+            can(verb, resource).await,
             "the web daemon needs {verb} {resource}"
         );
     }
@@ -440,34 +387,35 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
         ("list", "pods"),
     ] {
         assert!(
-            !can(verb, resource),
+            !can(verb, resource).await,
             "the web daemon must not {verb} {resource}"
         );
     }
     // Its own DaemonSet, read only, and no other.
-    let can_ds = |verb: &str, name: &str| -> bool {
-        let mut cmd = cp.kubectl();
-        cmd.args(["auth", "can-i", verb, &format!("daemonsets/{name}")])
-            .args([format!("--as={sa}"), format!("-n={}", install.namespace)]);
-        String::from_utf8_lossy(&cmd.output().unwrap().stdout).trim() == "yes"
+    let can_ds = async |verb: &str, name: &str| -> bool {
+        let access = Access {
+            verb,
+            resource: "daemonsets.apps",
+            namespace: Some(&install.namespace),
+            name: Some(name),
+        };
+        cluster::service_account_can(&client, &sa, &access)
+            .await
+            .unwrap()
     };
-    assert!(can_ds("get", &web_sa));
+    assert!(can_ds("get", &web_sa).await);
     for (verb, name) in [
         ("get", format!("{}-balancer", install.release)),
         ("delete", web_sa.clone()),
         ("patch", web_sa.clone()),
     ] {
         assert!(
-            !can_ds(verb, &name),
+            !can_ds(verb, &name).await,
             "the web daemon must not {verb} daemonset {name}"
         );
     }
 
-    let _ = cp.run(
-        "kubectl delete namespace",
-        cp.kubectl()
-            .args(["delete", "namespace", &ns, "--wait=false"]),
-    );
+    let _ = cluster::delete_namespace(&client, &ns, false).await;
     drop(guard);
     drop(install);
 }

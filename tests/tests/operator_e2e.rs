@@ -4,6 +4,10 @@
 //! untouched by CR churn), conflicts, status folding from simulated daemon reports, leader
 //! handover, and a restart that changes nothing.
 //!
+//! Everything is read and written through the typed kube client (`VirtualService`,
+//! `RealServer`, `DaemonSet`, `Pod`, `Event`); `kubectl` appears only where what users see in
+//! its table (the printer columns) is the fact under test.
+//!
 //! The operator watches every namespace, so two operators in one control plane would see each
 //! other's objects; the tests in this file therefore run one at a time (a lock), each with its
 //! own release, namespaces and VIPs, and clean up after themselves. Other test files run in
@@ -12,16 +16,27 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns panic on purpose
 
 use std::collections::BTreeSet;
+use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-use kube::Api;
-use kube::api::{Patch, PatchParams};
-use lvstun_crds::v1alpha1::{RealServer, VirtualService};
-use lvstun_tests::controlplane::{ControlPlane, repo_root};
-use lvstun_tests::operator_fixture::{
-    Guard, Install, Operator, get_json, metric, node_ready, operator_binary, wait_for,
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{
+    Capabilities, HTTPGetAction, Node, Pod, PodSpec, PodTemplateSpec,
 };
-use serde_json::{Value, json};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, Resource};
+use lvstun_crds::v1alpha1::{ExcludedRealServer, RealServer, VirtualService};
+use lvstun_tests::cluster::{
+    self, Access, Conditions, apply, apply_examples, await_object, example_virtual_service, merge,
+    string_map,
+};
+use lvstun_tests::controlplane::ControlPlane;
+use lvstun_tests::operator_fixture::{Guard, Install, Operator, metric, operator_binary, wait_for};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -31,34 +46,36 @@ fn cp() -> &'static ControlPlane {
     ControlPlane::shared().unwrap()
 }
 
-fn apply(cp: &ControlPlane, yaml: &str, ns: &str) {
-    let out = cp.kubectl_apply_stdin(yaml, ns).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Await object `name` of `api` until `decide` accepts it; panics naming `what` and the last
+/// object seen.
+async fn until<K, T>(api: &Api<K>, name: &str, what: &str, decide: impl FnMut(&K) -> Option<T>) -> T
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    await_object(api, name, what, LONG, decide)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn example(file: &str) -> String {
-    std::fs::read_to_string(repo_root().join("deploy/examples").join(file)).unwrap()
-}
-
-fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
-    cp.run(
-        &format!("kubectl {}", args.join(" ")),
-        cp.kubectl().args(args),
+/// Await object `name` until its condition `type_` has `status`; return the object.
+async fn wait_condition<K>(api: &Api<K>, name: &str, type_: &str, status: &str) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Conditions,
+{
+    until(
+        api,
+        name,
+        &format!("{name} to have {type_}={status}"),
+        |o| o.has(type_, status).then(|| o.clone()),
     )
-    .unwrap_or_else(|e| panic!("{e}"))
+    .await
 }
 
 /// Points RealServer `rs` at cluster node `node` (`spec.nodeName`).
-fn set_node_name(cp: &ControlPlane, ns: &str, rs: &str, node: &str) {
-    let patch = format!(r#"{{"spec":{{"nodeName":"{node}"}}}}"#);
-    kubectl(
-        cp,
-        &["patch", "lvsrs", rs, "-n", ns, "--type=merge", "-p", &patch],
-    );
+async fn set_node_name(rss: &Api<RealServer>, rs: &str, node: &str) {
+    merge(rss, rs, json!({"spec": {"nodeName": node}}))
+        .await
+        .unwrap();
 }
 
 fn wait_leader(op: &Operator) {
@@ -67,108 +84,94 @@ fn wait_leader(op: &Operator) {
     });
 }
 
-fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
+/// Events (events.k8s.io) in a namespace with this reason, as (regarding name, note).
+async fn events(client: &Client, ns: &str, reason: &str) -> Vec<(String, String)> {
+    let list = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| {
             (
-                c["status"].as_str().unwrap_or_default().to_string(),
-                c["reason"].as_str().unwrap_or_default().to_string(),
-                c["message"].as_str().unwrap_or_default().to_string(),
+                e.regarding.and_then(|r| r.name).unwrap_or_default(),
+                e.note.unwrap_or_default(),
             )
         })
+        .collect()
 }
 
-/// Wait until a condition of an object has this status; return the object.
-fn wait_condition(cp: &ControlPlane, what: &[&str], ns: &str, type_: &str, status: &str) -> Value {
-    wait_for(
-        &format!("{what:?} in {ns} to have {type_}={status}"),
+/// Await an Event with this reason whose note contains `needle`; return the note.
+async fn wait_event(client: &Client, ns: &str, reason: &str, needle: &str) -> String {
+    cluster::poll(
+        &format!("a {reason} event containing {needle:?} in {ns}"),
         LONG,
-        || {
-            let obj = get_json(cp, what, ns)?;
-            (condition(&obj, type_)?.0 == status).then_some(obj)
+        || events(client, ns, reason),
+        |seen| {
+            seen.iter()
+                .find(|(_, note)| note.contains(needle))
+                .map(|(_, note)| note.clone())
         },
     )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Events (events.k8s.io) in a namespace with this reason, as (regarding name, note).
-fn events(cp: &ControlPlane, ns: &str, reason: &str) -> Vec<(String, String)> {
-    let list = get_json(cp, &["events.events.k8s.io"], ns).unwrap_or(Value::Null);
-    list["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter(|e| e["reason"] == reason)
-                .map(|e| {
-                    (
-                        e["regarding"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                        e["note"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn wait_event(cp: &ControlPlane, ns: &str, reason: &str, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let seen = events(cp, ns, reason);
-        if let Some((_, note)) = seen.iter().find(|(_, n)| n.contains(needle)) {
-            return note.clone();
-        }
-        assert!(
-            start.elapsed() < LONG,
-            "no {reason} event containing {needle:?} in {ns} after {LONG:?}; {reason} events: {seen:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn pod_spec(ds: &Value) -> &Value {
-    &ds["spec"]["template"]["spec"]
+fn pod_spec(ds: &DaemonSet) -> &PodSpec {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("a DaemonSet has a pod template")
 }
 
 /// The nodes the DaemonSet controller made Pods for (each Pod carries a matchFields term naming
 /// its node, which a scheduler would honour).
-fn pod_nodes(cp: &ControlPlane, ns: &str, component: &str) -> BTreeSet<String> {
-    let pods = get_json(
-        cp,
-        &[
-            "pods",
-            "-l",
-            &format!("app.kubernetes.io/component={component},app.kubernetes.io/name=lvstun-node"),
-        ],
-        ns,
-    )
-    .unwrap_or(Value::Null);
-    pods["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-                .filter_map(|p| {
-                    let terms = p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-                        ["nodeSelectorTerms"]
-                        .as_array()?;
-                    terms
-                        .iter()
-                        .find_map(|t| t["matchFields"][0]["values"][0].as_str().map(String::from))
-                })
-                .collect()
+async fn pod_nodes(client: &Client, ns: &str, component: &str) -> BTreeSet<String> {
+    let selector =
+        format!("app.kubernetes.io/component={component},app.kubernetes.io/name=lvstun-node");
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let terms = &p
+                .spec
+                .as_ref()?
+                .affinity
+                .as_ref()?
+                .node_affinity
+                .as_ref()?
+                .required_during_scheduling_ignored_during_execution
+                .as_ref()?
+                .node_selector_terms;
+            terms.iter().find_map(|t| {
+                t.match_fields
+                    .as_ref()?
+                    .first()?
+                    .values
+                    .as_ref()?
+                    .first()
+                    .cloned()
+            })
         })
-        .unwrap_or_default()
+        .collect()
 }
 
-fn set<const N: usize>(names: [&str; N]) -> BTreeSet<String> {
-    names.iter().map(|s| s.to_string()).collect()
+/// Await the DaemonSet controller's Pods of `component` being exactly on `nodes`.
+async fn wait_pods_on(client: &Client, ns: &str, component: &str, nodes: &[&str]) {
+    let want: BTreeSet<String> = nodes.iter().map(|s| s.to_string()).collect();
+    cluster::poll(
+        &format!("{component} pods on {nodes:?}"),
+        LONG,
+        || pod_nodes(client, ns, component),
+        |seen| (*seen == want).then_some(()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn arg_value(args: &[String], flag: &str) -> String {
@@ -176,6 +179,10 @@ fn arg_value(args: &[String], flag: &str) -> String {
         .find_map(|a| a.strip_prefix(&format!("{flag}=")))
         .unwrap_or_default()
         .to_string()
+}
+
+fn strings(items: &[&str]) -> Option<Vec<String>> {
+    Some(items.iter().map(|s| s.to_string()).collect())
 }
 
 /// Wait until the operator's status writes stop moving (everything folded).
@@ -203,26 +210,39 @@ fn settle(op: &Operator) -> f64 {
     })
 }
 
+/// The example VirtualService renamed (and so a second object beside `www`).
+fn example_named(name: &str) -> VirtualService {
+    let mut vs = example_virtual_service().unwrap();
+    vs.metadata.name = Some(name.into());
+    vs
+}
+
+/// Its balancers are the nodes with these labels.
+fn balancers_on(vs: &mut VirtualService, labels: &[(&str, &str)]) {
+    vs.spec.balancers.node_selector = LabelSelector {
+        match_labels: Some(string_map(labels)),
+        ..LabelSelector::default()
+    };
+}
+
 #[tokio::test]
 async fn rbac_is_enough_and_no_more() {
     let _serial = SERIAL.lock().await;
     let cp = cp();
-    let install = Install::new(cp, "op-rbac", &[]);
+    let client = cp.client().await.unwrap();
+    let install = Install::new(cp, "op-rbac", &[]).await;
     let sa = install.service_account();
     let ns = install.namespace.as_str();
-    let can = |verb: &str, resource: &str, namespace: Option<&str>| -> bool {
-        let mut cmd = cp.kubectl();
-        let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
-        cmd.args(["auth", "can-i", verb, resource, &format!("--as={sa}")]);
-        if !sub.is_empty() {
-            cmd.arg(format!("--subresource={sub}"));
-        }
-        match namespace {
-            Some(n) => cmd.args(["-n", n]),
-            None => cmd.arg("--all-namespaces"),
+    let can = async |verb: &str, resource: &str, namespace: Option<&str>| -> bool {
+        let access = Access {
+            verb,
+            resource,
+            namespace,
+            name: None,
         };
-        let out = cmd.output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+        cluster::service_account_can(&client, &sa, &access)
+            .await
+            .unwrap()
     };
     // What it needs.
     for (verb, resource, namespace) in [
@@ -238,7 +258,7 @@ async fn rbac_is_enough_and_no_more() {
         ("update", "leases.coordination.k8s.io", Some(ns)),
     ] {
         assert!(
-            can(verb, resource, namespace),
+            can(verb, resource, namespace).await,
             "the operator needs {verb} {resource} in {namespace:?}"
         );
     }
@@ -256,7 +276,7 @@ async fn rbac_is_enough_and_no_more() {
         ("*", "*", None),
     ] {
         assert!(
-            !can(verb, resource, namespace),
+            !can(verb, resource, namespace).await,
             "the operator must not {verb} {resource} in {namespace:?}"
         );
     }
@@ -264,35 +284,50 @@ async fn rbac_is_enough_and_no_more() {
 }
 
 /// The pod templates of both DaemonSets, and their generations: what must not move with the CRs.
-fn templates(cp: &ControlPlane, dsns: &str, names: &[&str]) -> Vec<(Value, Value)> {
-    names
-        .iter()
-        .map(|n| {
-            let ds = get_json(cp, &["daemonset", n], dsns)
-                .unwrap_or_else(|| panic!("DaemonSet {n} is gone"));
-            (
-                ds["spec"]["template"].clone(),
-                ds["metadata"]["generation"].clone(),
-            )
-        })
-        .collect()
+async fn templates(dss: &Api<DaemonSet>, names: &[&str]) -> Vec<(PodTemplateSpec, Option<i64>)> {
+    let mut out = Vec::new();
+    for n in names {
+        let ds = dss
+            .get(n)
+            .await
+            .unwrap_or_else(|e| panic!("DaemonSet {n} is gone: {e}"));
+        out.push((
+            ds.spec.map(|s| s.template).unwrap_or_default(),
+            ds.metadata.generation,
+        ));
+    }
+    out
+}
+
+async fn generation(dss: &Api<DaemonSet>, name: &str) -> Option<i64> {
+    dss.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|d| d.metadata.generation)
 }
 
 #[tokio::test]
 async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
     let _serial = SERIAL.lock().await;
     let cp = cp();
+    let client = cp.client().await.unwrap();
     let bin = operator_binary(false).unwrap();
-    let install = Install::new(cp, "op-ds", &[]);
+    let install = Install::new(cp, "op-ds", &[]).await;
     let mut guard = Guard::new(cp);
-    let ns = guard.namespace("op-ds-crs");
+    let ns = guard.namespace("op-ds-crs").await;
     let dsns = install.namespace.clone();
-    guard.node("lb1", &[("lvstun.io/balancer", "true")]);
-    guard.node("lb2", &[("lvstun.io/balancer", "true")]);
-    guard.node("web-node-1", &[("lvstun.io/web", "true")]);
-    guard.node("web-node-2", &[]);
-    guard.node("zone-b-node", &[("zone", "b")]);
-    guard.node("other-node", &[("lvstun.io/balancer", "false")]);
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &dsns);
+    let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
+    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
+    guard.node("lb1", &[("lvstun.io/balancer", "true")]).await;
+    guard.node("lb2", &[("lvstun.io/balancer", "true")]).await;
+    guard.node("web-node-1", &[("lvstun.io/web", "true")]).await;
+    guard.node("web-node-2", &[]).await;
+    guard.node("zone-b-node", &[("zone", "b")]).await;
+    guard
+        .node("other-node", &[("lvstun.io/balancer", "false")])
+        .await;
     let mut op = install.start(&bin, "op-0");
     wait_leader(&op);
     assert_eq!(op.get("/healthz").map(|r| r.0), Some(200));
@@ -300,209 +335,240 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
     let web = format!("{}-web", install.release);
 
     // Both DaemonSets exist before any CR: the admin's labels place them (ADR 0007).
-    let ds = wait_for("the balancer DaemonSet, with no CR at all", LONG, || {
-        get_json(cp, &["daemonset", &balancer], &dsns)
-    });
+    let ds = until(
+        &dss,
+        &balancer,
+        "the balancer DaemonSet, with no CR at all",
+        |d| Some(d.clone()),
+    )
+    .await;
     assert_eq!(
-        ds["metadata"]["labels"]["app.kubernetes.io/managed-by"],
-        "lvstun-operator"
+        ds.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+            .map(String::as_str),
+        Some("lvstun-operator")
     );
     assert!(
-        ds["metadata"]["ownerReferences"].is_null(),
+        ds.metadata.owner_references.is_none(),
         "shared by all namespaces: no owner (ADR 0001)"
     );
     let pod = pod_spec(&ds);
     assert_eq!(
-        pod["nodeSelector"],
-        json!({"lvstun.io/balancer": "true"}),
+        pod.node_selector,
+        Some(string_map(&[("lvstun.io/balancer", "true")])),
         "the chart's balancer.nodeSelector, passed as --balancer-node-selector"
     );
     assert!(
-        pod["affinity"].is_null(),
-        "nothing derived from the CRs: {pod}"
+        pod.affinity.is_none(),
+        "nothing derived from the CRs: {pod:?}"
     );
     assert!(
-        pod["tolerations"].is_null(),
+        pod.tolerations.is_none(),
         "the chart's default: no toleration of ours"
     );
-    assert_eq!(pod["hostNetwork"], true);
-    assert_eq!(pod["serviceAccountName"], balancer.as_str());
-    let c = &pod["containers"][0];
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.service_account_name.as_deref(), Some(balancer.as_str()));
+    let c = &pod.containers[0];
     assert_eq!(
-        c["image"],
-        arg_value(&install.args, "--node-image").as_str()
+        c.image.as_deref(),
+        Some(arg_value(&install.args, "--node-image").as_str())
     );
     assert_eq!(
-        c["imagePullPolicy"],
-        arg_value(&install.args, "--node-image-pull-policy").as_str()
+        c.image_pull_policy.as_deref(),
+        Some(arg_value(&install.args, "--node-image-pull-policy").as_str())
     );
     assert_eq!(
-        c["args"],
-        json!([
+        c.args,
+        strings(&[
             "balancer",
             "--node-name=$(NODE_NAME)",
             "--health-port=9781",
             "--log-format=json",
             "--ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs",
-            format!("--daemonset={balancer}")
+            &format!("--daemonset={balancer}")
         ])
     );
     // ip_vs is loaded by an init container with no capability before the balancer container
     // mounts the node's /proc/sys/net/ipv4/vs (ADR 0005).
+    let init = &pod.init_containers.as_ref().expect("an init container")[0];
+    assert_eq!(init.args, strings(&["balancer", "prepare"]));
     assert_eq!(
-        pod["initContainers"][0]["args"],
-        json!(["balancer", "prepare"])
+        init.security_context
+            .as_ref()
+            .and_then(|s| s.capabilities.clone()),
+        Some(Capabilities {
+            add: None,
+            drop: strings(&["ALL"])
+        })
     );
     assert_eq!(
-        pod["initContainers"][0]["securityContext"]["capabilities"],
-        json!({"drop": ["ALL"]})
+        c.env.as_ref().and_then(|e| e[0]
+            .value_from
+            .as_ref()?
+            .field_ref
+            .as_ref()
+            .map(|f| f.field_path.clone())),
+        Some("spec.nodeName".to_string())
+    );
+    let sc = c.security_context.as_ref().expect("a security context");
+    assert_eq!(
+        sc.capabilities,
+        Some(Capabilities {
+            add: strings(&["NET_ADMIN", "NET_RAW", "SYS_NICE"]),
+            drop: strings(&["ALL"])
+        })
+    );
+    assert_eq!(sc.privileged, Some(false));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        c.liveness_probe.as_ref().and_then(|p| p.http_get.clone()),
+        Some(HTTPGetAction {
+            host: Some("127.0.0.1".into()),
+            path: Some("/healthz".into()),
+            port: IntOrString::Int(9781),
+            scheme: Some("HTTP".into()),
+            http_headers: None,
+        })
     );
     assert_eq!(
-        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
-        "spec.nodeName"
+        c.readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref()?.path.as_deref()),
+        Some("/readyz")
     );
-    let sc = &c["securityContext"];
-    assert_eq!(
-        sc["capabilities"],
-        json!({"add": ["NET_ADMIN", "NET_RAW", "SYS_NICE"], "drop": ["ALL"]})
-    );
-    assert_eq!(sc["privileged"], false);
-    assert_eq!(sc["allowPrivilegeEscalation"], false);
-    assert_eq!(sc["readOnlyRootFilesystem"], true);
-    assert_eq!(
-        c["livenessProbe"]["httpGet"],
-        json!({"host": "127.0.0.1", "path": "/healthz", "port": 9781, "scheme": "HTTP"})
-    );
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(
-        pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v["hostPath"]["path"] == "/run/lvstun"),
-        "the daemons' record of what they changed must outlive the pod: {pod}"
+        pod.volumes.iter().flatten().any(|v| v
+            .host_path
+            .as_ref()
+            .is_some_and(|h| h.path == "/run/lvstun")),
+        "the daemons' record of what they changed must outlive the pod: {pod:?}"
     );
+    let resources = c.resources.as_ref().expect("resources");
     assert!(
-        c["resources"]["requests"]["memory"].is_string()
-            && c["resources"]["limits"]["memory"].is_string()
+        resources
+            .requests
+            .as_ref()
+            .is_some_and(|r| r.contains_key("memory"))
+            && resources
+                .limits
+                .as_ref()
+                .is_some_and(|l| l.contains_key("memory")),
+        "{resources:?}"
     );
 
-    let ds = wait_for("the web DaemonSet, with no CR at all", LONG, || {
-        get_json(cp, &["daemonset", &web], &dsns)
-    });
+    let ds = until(&dss, &web, "the web DaemonSet, with no CR at all", |d| {
+        Some(d.clone())
+    })
+    .await;
     assert_eq!(
-        pod_spec(&ds)["nodeSelector"],
-        json!({"lvstun.io/web": "true"})
+        pod_spec(&ds).node_selector,
+        Some(string_map(&[("lvstun.io/web", "true")]))
     );
-    assert!(pod_spec(&ds)["affinity"].is_null());
+    assert!(pod_spec(&ds).affinity.is_none());
     assert_eq!(
-        pod_spec(&ds)["containers"][0]["args"],
-        json!([
+        pod_spec(&ds).containers[0].args,
+        strings(&[
             "web",
             "--node-name=$(NODE_NAME)",
             "--health-port=9782",
             "--log-format=json",
-            format!("--daemonset={web}")
+            &format!("--daemonset={web}")
         ])
     );
 
     // kube-controller-manager's DaemonSet controller made Pods exactly on the labelled nodes
     // (Pending: no kubelet).
-    wait_for("balancer pods on lb1 and lb2", LONG, || {
-        (pod_nodes(cp, &dsns, "balancer") == set(["lb1", "lb2"])).then_some(())
-    });
-    wait_for("a web pod on web-node-1", LONG, || {
-        (pod_nodes(cp, &dsns, "web") == set(["web-node-1"])).then_some(())
-    });
+    wait_pods_on(&client, &dsns, "balancer", &["lb1", "lb2"]).await;
+    wait_pods_on(&client, &dsns, "web", &["web-node-1"]).await;
     let names = [balancer.as_str(), web.as_str()];
-    let before = templates(cp, &dsns, &names);
+    let before = templates(&dss, &names).await;
 
     // Churn: a VirtualService, its RealServers on a labelled and an unlabelled node.
-    apply(cp, &example("virtualservice.yaml"), &ns);
-    apply(cp, &example("realservers.yaml"), &ns);
+    apply_examples(&client, &ns).await.unwrap();
     for (rs, n) in [("web1", "web-node-1"), ("web2", "web-node-2")] {
-        kubectl(
-            cp,
-            &[
-                "patch",
-                "lvsrs",
-                rs,
-                "-n",
-                &ns,
-                "--type=merge",
-                "-p",
-                &format!(r#"{{"spec":{{"nodeName":"{n}"}}}}"#),
-            ],
-        );
+        set_node_name(&rss, rs, n).await;
     }
-    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
+    wait_condition(&vss, "www", "Conflict", "False").await;
     // web-node-2 lacks the web label: no web daemon will report, and the RealServer says so.
-    let web2 = wait_for("web2 to say its node runs no web daemon", LONG, || {
-        let o = get_json(cp, &["lvsrs", "web2"], &ns)?;
-        (condition(&o, "TunnelReady")?.1 == "NoWebDaemon").then_some(o)
-    });
-    let (status, _, msg) = condition(&web2, "TunnelReady").unwrap();
-    assert_eq!(status, "Unknown");
+    let web2 = until(
+        &rss,
+        "web2",
+        "web2 to say its node runs no web daemon",
+        |o| (o.reason("TunnelReady") == "NoWebDaemon").then(|| o.clone()),
+    )
+    .await;
+    assert!(web2.has("TunnelReady", "Unknown"));
+    let msg = web2.message("TunnelReady");
     assert!(
         msg.ends_with("fix: kubectl label node web-node-2 lvstun.io/web=true"),
         "{msg}"
     );
     wait_event(
-        cp,
+        &client,
         &ns,
         "NoWebDaemon",
         "kubectl label node web-node-2 lvstun.io/web=true",
-    );
-    let web1 = get_json(cp, &["lvsrs", "web1"], &ns).unwrap();
+    )
+    .await;
+    let web1 = rss.get("web1").await.unwrap();
     assert_eq!(
-        condition(&web1, "TunnelReady"),
+        web1.condition("TunnelReady"),
         None,
         "web-node-1 runs a web daemon: TunnelReady is its to write"
     );
 
     // A second VirtualService with a new selector, whose only node lacks the balancer label.
-    let zone_b = example("virtualservice.yaml")
-        .replace("name: www", "name: zone-b")
-        .replace("192.0.2.100", "192.0.2.150")
-        .replace("virtualRouterID: 51", "virtualRouterID: 52")
-        .replace("lvstun.io/balancer: \"true\"", "zone: b");
-    apply(cp, &zone_b, &ns);
-    let z = wait_for("zone-b to say no balancer daemon runs for it", LONG, || {
-        let o = get_json(cp, &["lvsvc", "zone-b"], &ns)?;
-        (condition(&o, "VIPActive")?.1 == "NoBalancerDaemon").then_some(o)
-    });
-    let (_, _, msg) = condition(&z, "VIPActive").unwrap();
+    let mut zone_b = example_named("zone-b");
+    zone_b.spec.vip = "192.0.2.150".into();
+    zone_b.spec.balancers.virtual_router_id = 52;
+    balancers_on(&mut zone_b, &[("zone", "b")]);
+    apply(&vss, &zone_b).await.unwrap();
+    let z = until(
+        &vss,
+        "zone-b",
+        "zone-b to say no balancer daemon runs for it",
+        |o| (o.reason("VIPActive") == "NoBalancerDaemon").then(|| o.clone()),
+    )
+    .await;
+    let msg = z.message("VIPActive");
     assert!(
         msg.contains("selects zone-b-node without the label lvstun.io/balancer=true")
             && msg.ends_with("kubectl label node zone-b-node lvstun.io/balancer=true"),
         "{msg}"
     );
     wait_event(
-        cp,
+        &client,
         &ns,
         "BalancerNodesUnlabelled",
         "kubectl label node zone-b-node lvstun.io/balancer=true",
-    );
+    )
+    .await;
     // A third one that turns Conflict (same VIP:port as www, newer).
-    std::thread::sleep(Duration::from_millis(1100));
-    let late = example("virtualservice.yaml")
-        .replace("name: www", "name: late")
-        .replace("lvstun.io/balancer: \"true\"", "zone: late");
-    apply(cp, &late, &ns);
-    wait_condition(cp, &["lvsvc", "late"], &ns, "Conflict", "True");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut late = example_named("late");
+    balancers_on(&mut late, &[("zone", "late")]);
+    apply(&vss, &late).await.unwrap();
+    wait_condition(&vss, "late", "Conflict", "True").await;
     // One deleted, and a RealServer moved to a new node.
-    kubectl(cp, &["delete", "lvsvc", "zone-b", "-n", &ns]);
-    set_node_name(cp, &ns, "web1", "other-node");
-    wait_for("web1 to say other-node runs no web daemon", LONG, || {
-        let o = get_json(cp, &["lvsrs", "web1"], &ns)?;
-        condition(&o, "TunnelReady")?
-            .2
-            .contains("other-node")
-            .then_some(())
-    });
+    cluster::delete(&vss, "zone-b").await.unwrap();
+    set_node_name(&rss, "web1", "other-node").await;
+    until(
+        &rss,
+        "web1",
+        "web1 to say other-node runs no web daemon",
+        |o| {
+            o.message("TunnelReady")
+                .contains("other-node")
+                .then_some(())
+        },
+    )
+    .await;
     settle(&op);
     assert_eq!(
-        templates(cp, &dsns, &names),
+        templates(&dss, &names).await,
         before,
         "a CR change moved a DaemonSet's pod template or generation"
     );
@@ -525,12 +591,11 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
     );
 
     // Restart: the new replica finds everything right and writes nothing.
-    let generation = |name: &str| {
-        get_json(cp, &["daemonset", name], &dsns).map(|d| d["metadata"]["generation"].clone())
-    };
-    let before = (generation(&balancer), generation(&web));
-    let vs_version =
-        get_json(cp, &["lvsvc", "www"], &ns).map(|v| v["metadata"]["resourceVersion"].clone());
+    let before = (
+        generation(&dss, &balancer).await,
+        generation(&dss, &web).await,
+    );
+    let vs_version = vss.get("www").await.unwrap().metadata.resource_version;
     op.terminate();
     let op = install.start(&bin, "op-1");
     wait_leader(&op);
@@ -556,12 +621,15 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
         "a restarted operator rewrote status that was already right"
     );
     assert_eq!(
-        (generation(&balancer), generation(&web)),
+        (
+            generation(&dss, &balancer).await,
+            generation(&dss, &web).await
+        ),
         before,
         "DaemonSet generation moved on restart"
     );
     assert_eq!(
-        get_json(cp, &["lvsvc", "www"], &ns).map(|v| v["metadata"]["resourceVersion"].clone()),
+        vss.get("www").await.unwrap().metadata.resource_version,
         vs_version,
         "the VirtualService was written on restart"
     );
@@ -569,17 +637,24 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
 
     // Every CR gone: the DaemonSets stay as they are (deleting them on the last CR and
     // creating them on the next would be churn too).
-    let kept = templates(cp, &dsns, &names);
-    kubectl(cp, &["delete", "lvsvc", "--all", "-n", &ns]);
-    kubectl(cp, &["delete", "lvsrs", "--all", "-n", &ns]);
+    let kept = templates(&dss, &names).await;
+    vss.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    rss.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
     settle(&op);
     assert_eq!(
-        templates(cp, &dsns, &names),
+        templates(&dss, &names).await,
         kept,
         "deleting every CR changed a DaemonSet"
     );
     assert_eq!(
-        (generation(&balancer), generation(&web)),
+        (
+            generation(&dss, &balancer).await,
+            generation(&dss, &web).await
+        ),
         before,
         "deleting every CR touched a DaemonSet"
     );
@@ -598,83 +673,95 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
 async fn a_second_virtual_service_on_the_same_vip_port_gets_conflict() {
     let _serial = SERIAL.lock().await;
     let cp = cp();
+    let client = cp.client().await.unwrap();
     let bin = operator_binary(false).unwrap();
-    let install = Install::new(cp, "op-conflict", &[]);
-    let dsns = install.namespace.clone();
+    let install = Install::new(cp, "op-conflict", &[]).await;
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &install.namespace);
     let mut guard = Guard::new(cp);
     let (ns_a, ns_b) = (
-        guard.namespace("op-conflict-a"),
-        guard.namespace("op-conflict-b"),
+        guard.namespace("op-conflict-a").await,
+        guard.namespace("op-conflict-b").await,
     );
-    guard.node("lb1", &[("lvstun.io/balancer", "true")]);
-    guard.node("lb2", &[("lvstun.io/balancer", "true")]);
-    guard.node("lb3", &[("team-b", "true")]);
+    let vss_a: Api<VirtualService> = Api::namespaced(client.clone(), &ns_a);
+    let vss_b: Api<VirtualService> = Api::namespaced(client.clone(), &ns_b);
+    guard.node("lb1", &[("lvstun.io/balancer", "true")]).await;
+    guard.node("lb2", &[("lvstun.io/balancer", "true")]).await;
+    guard.node("lb3", &[("team-b", "true")]).await;
     let op = install.start(&bin, "op-0");
     wait_leader(&op);
     let balancer = format!("{}-balancer", install.release);
 
-    apply(cp, &example("virtualservice.yaml"), &ns_a);
-    wait_condition(cp, &["lvsvc", "www"], &ns_a, "Conflict", "False");
+    apply(&vss_a, &example_virtual_service().unwrap())
+        .await
+        .unwrap();
+    wait_condition(&vss_a, "www", "Conflict", "False").await;
     // Creation times have one-second resolution; make the order unambiguous.
-    std::thread::sleep(Duration::from_millis(1100));
-    let second = example("virtualservice.yaml")
-        .replace("name: www", "name: www-b")
-        .replace("lvstun.io/balancer: \"true\"", "team-b: \"true\"");
-    apply(cp, &second, &ns_b);
-    let b = wait_condition(cp, &["lvsvc", "www-b"], &ns_b, "Conflict", "True");
-    let (_, reason, msg) = condition(&b, "Conflict").unwrap();
-    assert_eq!(reason, "VIPPortInUse");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut second = example_named("www-b");
+    balancers_on(&mut second, &[("team-b", "true")]);
+    apply(&vss_b, &second).await.unwrap();
+    let b = wait_condition(&vss_b, "www-b", "Conflict", "True").await;
+    assert_eq!(b.reason("Conflict"), "VIPPortInUse");
+    let msg = b.message("Conflict");
     assert!(
         msg.starts_with(&format!(
             "192.0.2.100:80/TCP is already served by VirtualService {ns_a}/www, which is older"
         )),
         "{msg}"
     );
-    assert_eq!(condition(&b, "Ready").unwrap().1, "Conflict");
-    wait_event(cp, &ns_b, "Conflict", &format!("{ns_a}/www"));
+    assert_eq!(b.reason("Ready"), "Conflict");
+    wait_event(&client, &ns_b, "Conflict", &format!("{ns_a}/www")).await;
     println!("www-b: Conflict=True: {msg}");
 
     // The first keeps working: still the owner. The conflicting one is not judged further: its
     // node lb3, which lacks the balancer label, is not reported while it is in conflict.
-    let a = get_json(cp, &["lvsvc", "www"], &ns_a).unwrap();
-    assert_eq!(condition(&a, "Conflict").unwrap().0, "False");
-    assert!(events(cp, &ns_b, "BalancerNodesUnlabelled").is_empty());
+    let a = vss_a.get("www").await.unwrap();
+    assert!(a.has("Conflict", "False"));
+    assert!(
+        events(&client, &ns_b, "BalancerNodesUnlabelled")
+            .await
+            .is_empty()
+    );
 
     // Bad input only the operator can see is reported on its object; nothing crashes.
-    let bad = example("virtualservice.yaml")
-        .replace("name: www", "name: bad")
-        .replace(
-            "matchLabels:\n      app: www",
-            "matchExpressions:\n      - {key: app, operator: In, values: []}",
-        );
-    apply(cp, &bad, &ns_a);
-    let bad = wait_condition(cp, &["lvsvc", "bad"], &ns_a, "Ready", "False");
-    let (_, reason, msg) = condition(&bad, "Ready").unwrap();
-    assert_eq!(reason, "InvalidSpec");
+    let mut bad = example_named("bad");
+    bad.spec.real_server_selector = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "app".into(),
+            operator: "In".into(),
+            values: Some(vec![]),
+        }]),
+        match_labels: None,
+    };
+    apply(&vss_a, &bad).await.unwrap();
+    let bad = wait_condition(&vss_a, "bad", "Ready", "False").await;
+    assert_eq!(bad.reason("Ready"), "InvalidSpec");
+    let msg = bad.message("Ready");
     assert!(
         msg.contains("spec.realServerSelector.matchExpressions[0].values"),
         "{msg}"
     );
-    assert_eq!(condition(&bad, "Conflict").unwrap().0, "Unknown");
+    assert!(bad.has("Conflict", "Unknown"));
 
     // When the owner goes, the newer one takes over and is placed.
-    kubectl(cp, &["delete", "lvsvc", "www", "-n", &ns_a]);
-    wait_condition(cp, &["lvsvc", "www-b"], &ns_b, "Conflict", "False");
-    wait_event(cp, &ns_b, "ConflictResolved", "192.0.2.100");
+    cluster::delete(&vss_a, "www").await.unwrap();
+    wait_condition(&vss_b, "www-b", "Conflict", "False").await;
+    wait_event(&client, &ns_b, "ConflictResolved", "192.0.2.100").await;
     // Its only node lb3 lacks the balancer label (the DaemonSet does not follow the CRs, ADR
     // 0007): it says so, with the label to add.
-    let b = wait_condition(cp, &["lvsvc", "www-b"], &ns_b, "VIPActive", "False");
-    assert_eq!(condition(&b, "VIPActive").unwrap().1, "NoBalancerDaemon");
+    let b = wait_condition(&vss_b, "www-b", "VIPActive", "False").await;
+    assert_eq!(b.reason("VIPActive"), "NoBalancerDaemon");
     wait_event(
-        cp,
+        &client,
         &ns_b,
         "BalancerNodesUnlabelled",
         "kubectl label node lb3 lvstun.io/balancer=true",
-    );
-    let ds = get_json(cp, &["daemonset", &balancer], &dsns).unwrap();
+    )
+    .await;
+    let ds = dss.get(&balancer).await.unwrap();
     assert_eq!(
-        pod_spec(&ds)["nodeSelector"],
-        json!({"lvstun.io/balancer": "true"})
+        pod_spec(&ds).node_selector,
+        Some(string_map(&[("lvstun.io/balancer", "true")]))
     );
     assert!(op.is_leader(), "the operator must survive bad input");
 }
@@ -690,7 +777,7 @@ fn just_now() -> String {
 }
 
 /// What a balancer daemon writes: its own entry in the VirtualService's `status.balancers`.
-async fn report_vrrp(client: &kube::Client, ns: &str, node: &str, state: &str, since: &str) {
+async fn report_vrrp(client: &Client, ns: &str, node: &str, state: &str, since: &str) {
     let api: Api<VirtualService> = Api::namespaced(client.clone(), ns);
     let body = json!({
         "apiVersion": "lvstun.io/v1alpha1", "kind": "VirtualService",
@@ -706,7 +793,7 @@ async fn report_vrrp(client: &kube::Client, ns: &str, node: &str, state: &str, s
 }
 
 /// What a balancer daemon writes: its own check entry in a RealServer's `status.checks`.
-async fn report_check(client: &kube::Client, ns: &str, rs: &str, node: &str, healthy: bool) {
+async fn report_check(client: &Client, ns: &str, rs: &str, node: &str, healthy: bool) {
     let api: Api<RealServer> = Api::namespaced(client.clone(), ns);
     let body = json!({
         "apiVersion": "lvstun.io/v1alpha1", "kind": "RealServer",
@@ -725,7 +812,7 @@ async fn report_check(client: &kube::Client, ns: &str, rs: &str, node: &str, hea
 }
 
 /// What the web daemon on `node` writes: `TunnelReady` on a RealServer naming that node.
-async fn report_tunnel(client: &kube::Client, ns: &str, rs: &str, node: &str) {
+async fn report_tunnel(client: &Client, ns: &str, rs: &str, node: &str) {
     let api: Api<RealServer> = Api::namespaced(client.clone(), ns);
     let body = json!({
         "apiVersion": "lvstun.io/v1alpha1", "kind": "RealServer",
@@ -743,9 +830,19 @@ async fn report_tunnel(client: &kube::Client, ns: &str, rs: &str, node: &str) {
     .unwrap();
 }
 
-/// The row of `kubectl get lvsvc www`.
+/// The table of `kubectl get <kind> [name]`: what users see is the fact under test here (the
+/// CRDs' printer columns), so this is `kubectl` itself.
+fn kubectl_table(cp: &ControlPlane, args: &[&str]) -> String {
+    cp.run(
+        &format!("kubectl get {}", args.join(" ")),
+        cp.kubectl().arg("get").args(args),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The row of `kubectl get lvsvc www`, split on whitespace.
 fn lvsvc_row(cp: &ControlPlane, ns: &str) -> (String, Vec<String>) {
-    let table = kubectl(cp, &["get", "lvsvc", "www", "-n", ns]);
+    let table = kubectl_table(cp, &["lvsvc", "www", "-n", ns]);
     let row = table
         .lines()
         .nth(1)
@@ -756,24 +853,34 @@ fn lvsvc_row(cp: &ControlPlane, ns: &str) -> (String, Vec<String>) {
     (table, row)
 }
 
+/// `status.activeBalancer` and `status.healthySummary`: the ACTIVE and HEALTHY columns.
+fn active_and_healthy(vs: &VirtualService) -> (Option<&str>, Option<&str>) {
+    let s = vs.status.as_ref();
+    (
+        s.and_then(|s| s.active_balancer.as_deref()),
+        s.and_then(|s| s.healthy_summary.as_deref()),
+    )
+}
+
 #[tokio::test]
 async fn daemon_reports_fold_into_conditions_and_printer_columns() {
     let _serial = SERIAL.lock().await;
     let cp = cp();
+    let client = cp.client().await.unwrap();
     let bin = operator_binary(false).unwrap();
-    let install = Install::new(cp, "op-status", &[]);
+    let install = Install::new(cp, "op-status", &[]).await;
     let mut guard = Guard::new(cp);
-    let ns = guard.namespace("op-status-crs");
-    guard.node("lb1", &[("lvstun.io/balancer", "true")]);
-    guard.node("lb2", &[("lvstun.io/balancer", "true")]);
+    let ns = guard.namespace("op-status-crs").await;
+    let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
+    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
+    guard.node("lb1", &[("lvstun.io/balancer", "true")]).await;
+    guard.node("lb2", &[("lvstun.io/balancer", "true")]).await;
     // The node web1 moves to later: labelled, so a web daemon runs there (ADR 0007).
-    guard.node("node-web1", &[("lvstun.io/web", "true")]);
+    guard.node("node-web1", &[("lvstun.io/web", "true")]).await;
     let op = install.start(&bin, "op-0");
     wait_leader(&op);
-    apply(cp, &example("virtualservice.yaml"), &ns);
-    apply(cp, &example("realservers.yaml"), &ns);
-    let client = cp.client().await.unwrap();
-    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
+    apply_examples(&client, &ns).await.unwrap();
+    wait_condition(&vss, "www", "Conflict", "False").await;
 
     // The daemons report: lb1 Master, lb2 Backup, both servers pass on both. The example
     // servers name no node: they are outside the cluster, no web daemon reports on them, and
@@ -793,22 +900,17 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
     println!("{table}");
     let (_, row) = lvsvc_row(cp, &ns);
     assert_eq!(&row[..4], ["www", "192.0.2.100", "80", "rr"]);
-    let vs = get_json(cp, &["lvsvc", "www"], &ns).unwrap();
-    assert_eq!(condition(&vs, "Ready").unwrap().1, "Serving");
+    let vs = vss.get("www").await.unwrap();
+    assert_eq!(vs.reason("Ready"), "Serving");
+    assert_eq!(vs.message("VIPActive"), "lb1 holds VIP 192.0.2.100");
+    assert!(vs.has("Degraded", "False"));
+    let status = vs.status.as_ref().expect("status");
+    assert_eq!(status.observed_generation, vs.metadata.generation);
+    assert_eq!(status.healthy_real_servers, Some(2));
+    assert_eq!(status.total_real_servers, Some(2));
     assert_eq!(
-        condition(&vs, "VIPActive").unwrap().2,
-        "lb1 holds VIP 192.0.2.100"
-    );
-    assert_eq!(condition(&vs, "Degraded").unwrap().0, "False");
-    assert_eq!(
-        vs["status"]["observedGeneration"],
-        vs["metadata"]["generation"]
-    );
-    assert_eq!(vs["status"]["healthyRealServers"], 2);
-    assert_eq!(vs["status"]["totalRealServers"], 2);
-    assert_eq!(
-        vs["status"]["balancers"].as_array().map(Vec::len),
-        Some(2),
+        status.balancers.len(),
+        2,
         "the daemons' entries survive the operator's writes"
     );
     // NAME ADDRESS WEIGHT HEALTHY TUNNELREADY AGE: healthy, and TunnelReady Unknown (the
@@ -817,7 +919,7 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
         "kubectl get lvsrs: Healthy True, TunnelReady Unknown",
         LONG,
         || {
-            let t = kubectl(cp, &["get", "lvsrs", "-n", &ns]);
+            let t = kubectl_table(cp, &["lvsrs", "-n", &ns]);
             (t.lines()
                 .skip(1)
                 .filter(|l| {
@@ -830,99 +932,119 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
         },
     );
     println!("{rs_table}");
-    let web1 = get_json(cp, &["lvsrs", "web1"], &ns).unwrap();
-    let (status, reason, message) = condition(&web1, "TunnelReady").unwrap();
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("Unknown", "OutsideCluster")
-    );
+    let web1 = rss.get("web1").await.unwrap();
+    assert!(web1.has("TunnelReady", "Unknown"));
+    assert_eq!(web1.reason("TunnelReady"), "OutsideCluster");
+    let message = web1.message("TunnelReady");
     assert!(
         message.starts_with("no spec.nodeName: this host is outside the cluster"),
         "{message}"
     );
-    wait_event(cp, &ns, "NewMaster", "lb1 now holds VIP 192.0.2.100");
+    wait_event(&client, &ns, "NewMaster", "lb1 now holds VIP 192.0.2.100").await;
 
     // Failover: lb1 dies (its entry still says Master: a dead daemon cannot say otherwise) and
     // lb2 takes the VIP at once; later the node controller marks lb1's node NotReady.
     report_vrrp(&client, &ns, "lb2", "Master", &just_now()).await;
-    wait_for("Active lb2", LONG, || {
-        (lvsvc_row(cp, &ns).1.get(4).map(String::as_str) == Some("lb2")).then_some(())
-    });
+    until(&vss, "www", "Active lb2", |vs| {
+        (active_and_healthy(vs).0 == Some("lb2")).then_some(())
+    })
+    .await;
     wait_event(
-        cp,
+        &client,
         &ns,
         "NewMaster",
         "lb2 now holds VIP 192.0.2.100 (before: lb1)",
-    );
-    let vs = get_json(cp, &["lvsvc", "www"], &ns).unwrap();
+    )
+    .await;
+    let vs = vss.get("www").await.unwrap();
     assert!(
-        condition(&vs, "VIPActive")
-            .unwrap()
-            .2
-            .contains("lb1 still reports Master"),
-        "{vs}"
+        vs.message("VIPActive").contains("lb1 still reports Master"),
+        "{vs:?}"
     );
-    node_ready(cp, "lb1", false);
-    wait_for("lb1's stale Master entry to be ignored", LONG, || {
-        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
-        (condition(&vs, "VIPActive")?.2 == "lb2 holds VIP 192.0.2.100").then_some(())
-    });
+    cluster::node_ready(&client, "lb1", false).await.unwrap();
+    until(
+        &vss,
+        "www",
+        "lb1's stale Master entry to be ignored",
+        |vs| (vs.message("VIPActive") == "lb2 holds VIP 192.0.2.100").then_some(()),
+    )
+    .await;
 
     // web2 fails its health check on the active balancer: 1/2, Degraded, Healthy=False, ServerDown.
     report_check(&client, &ns, "web2", "lb2", false).await;
-    wait_for("Healthy 1/2", LONG, || {
-        (lvsvc_row(cp, &ns).1.get(5).map(String::as_str) == Some("1/2")).then_some(())
-    });
-    let vs = wait_condition(cp, &["lvsvc", "www"], &ns, "Degraded", "True");
-    let (_, reason, msg) = condition(&vs, "Degraded").unwrap();
-    assert_eq!(reason, "RealServersUnhealthy");
+    until(&vss, "www", "Healthy 1/2", |vs| {
+        (active_and_healthy(vs).1 == Some("1/2")).then_some(())
+    })
+    .await;
+    let vs = wait_condition(&vss, "www", "Degraded", "True").await;
+    assert_eq!(vs.reason("Degraded"), "RealServersUnhealthy");
+    let msg = vs.message("Degraded");
     assert!(
         msg.contains("web2 (health check failed on lb2: GET /healthcheck.html: connection refused"),
         "{msg}"
     );
-    let rs = wait_condition(cp, &["lvsrs", "web2"], &ns, "Healthy", "False");
-    assert_eq!(condition(&rs, "Healthy").unwrap().1, "CheckFailed");
+    let rs = wait_condition(&rss, "web2", "Healthy", "False").await;
+    assert_eq!(rs.reason("Healthy"), "CheckFailed");
     assert_eq!(
-        condition(&rs, "TunnelReady").unwrap().1,
+        rs.reason("TunnelReady"),
         "OutsideCluster",
         "TunnelReady is not about health checks"
     );
-    wait_event(cp, &ns, "ServerDown", "web2 (198.51.100.130) is down");
+    wait_event(&client, &ns, "ServerDown", "web2 (198.51.100.130) is down").await;
     report_check(&client, &ns, "web2", "lb2", true).await;
-    wait_event(cp, &ns, "ServerUp", "web2 (198.51.100.130) is up again");
-    wait_condition(cp, &["lvsvc", "www"], &ns, "Degraded", "False");
+    wait_event(
+        &client,
+        &ns,
+        "ServerUp",
+        "web2 (198.51.100.130) is up again",
+    )
+    .await;
+    wait_condition(&vss, "www", "Degraded", "False").await;
 
     // web1 becomes a cluster node: the operator releases its TunnelReady, and web1 serves only
     // once the web daemon on that node (simulated) says TunnelReady=True.
-    set_node_name(cp, &ns, "web1", "node-web1");
-    wait_for("the operator to release web1's TunnelReady", LONG, || {
-        let rs = get_json(cp, &["lvsrs", "web1"], &ns)?;
-        condition(&rs, "TunnelReady").is_none().then_some(())
-    });
-    let vs = wait_for("Healthy 1/2 until web1's web daemon reports", LONG, || {
-        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
-        (vs["status"]["healthyRealServers"] == 1).then_some(vs)
-    });
-    let (_, _, msg) = condition(&vs, "Degraded").unwrap();
+    set_node_name(&rss, "web1", "node-web1").await;
+    until(
+        &rss,
+        "web1",
+        "the operator to release web1's TunnelReady",
+        |rs| rs.condition("TunnelReady").is_none().then_some(()),
+    )
+    .await;
+    let vs = until(
+        &vss,
+        "www",
+        "Healthy 1/2 until web1's web daemon reports",
+        |vs| (vs.status.as_ref()?.healthy_real_servers == Some(1)).then(|| vs.clone()),
+    )
+    .await;
+    let msg = vs.message("Degraded");
     assert!(
         msg.contains("web1 (its web daemon has not reported TunnelReady yet)"),
         "{msg}"
     );
     report_tunnel(&client, &ns, "web1", "node-web1").await;
-    wait_for("Healthy 2/2 with web1's tunnel ready", LONG, || {
-        (lvsvc_row(cp, &ns).1.get(5).map(String::as_str) == Some("2/2")).then_some(())
-    });
+    until(&vss, "www", "Healthy 2/2 with web1's tunnel ready", |vs| {
+        (active_and_healthy(vs).1 == Some("2/2")).then_some(())
+    })
+    .await;
 
     // Split brain: lb1 comes back still believing it is Master, and both keep saying so for
     // longer than the grace (simulated by timestamps from long ago). Reported loudly.
-    node_ready(cp, "lb1", true);
+    cluster::node_ready(&client, "lb1", true).await.unwrap();
     report_vrrp(&client, &ns, "lb2", "Master", LONG_AGO).await;
-    let vs = wait_for("VIPActive SplitBrain", LONG, || {
-        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
-        (condition(&vs, "VIPActive")?.1 == "SplitBrain").then_some(vs)
-    });
-    assert_eq!(condition(&vs, "Ready").unwrap().0, "False");
-    let note = wait_event(cp, &ns, "SplitBrain", "lb1, lb2 all claim to be Master");
+    let vs = until(&vss, "www", "VIPActive SplitBrain", |vs| {
+        (vs.reason("VIPActive") == "SplitBrain").then(|| vs.clone())
+    })
+    .await;
+    assert!(vs.has("Ready", "False"));
+    let note = wait_event(
+        &client,
+        &ns,
+        "SplitBrain",
+        "lb1, lb2 all claim to be Master",
+    )
+    .await;
     println!("split brain event: {note}");
     let m = op.metrics();
     let series = format!("{{namespace=\"{ns}\",name=\"www\"}}");
@@ -940,7 +1062,7 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
 
 /// What a balancer daemon writes when another program deleted services it had programmed
 /// (`None`: nothing found recently, the field goes).
-async fn report_deleted(client: &kube::Client, ns: &str, node: &str, ports: Option<&[&str]>) {
+async fn report_deleted(client: &Client, ns: &str, node: &str, ports: Option<&[&str]>) {
     let api: Api<VirtualService> = Api::namespaced(client.clone(), ns);
     let mut entry =
         json!({"node": node, "state": "Master", "priority": 100, "lastTransitionTime": LONG_AGO});
@@ -964,95 +1086,109 @@ async fn report_deleted(client: &kube::Client, ns: &str, node: &str, ports: Opti
 async fn neighbours_a_real_server_on_a_balancer_node_and_deleted_ipvs_services_are_said() {
     let _serial = SERIAL.lock().await;
     let cp = cp();
+    let client = cp.client().await.unwrap();
     let bin = operator_binary(false).unwrap();
-    let install = Install::new(cp, "op-neigh", &[]);
+    let install = Install::new(cp, "op-neigh", &[]).await;
     let mut guard = Guard::new(cp);
-    let ns = guard.namespace("op-neigh-crs");
-    guard.node("lb1", &[("lvstun.io/balancer", "true")]);
+    let ns = guard.namespace("op-neigh-crs").await;
+    let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
+    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
+    guard.node("lb1", &[("lvstun.io/balancer", "true")]).await;
     // lb2 is a balancer node and also where web2 runs (both labels).
-    guard.node(
-        "lb2",
-        &[("lvstun.io/balancer", "true"), ("lvstun.io/web", "true")],
-    );
+    guard
+        .node(
+            "lb2",
+            &[("lvstun.io/balancer", "true"), ("lvstun.io/web", "true")],
+        )
+        .await;
     let op = install.start(&bin, "op-0");
     wait_leader(&op);
-    apply(cp, &example("virtualservice.yaml"), &ns);
-    apply(cp, &example("realservers.yaml"), &ns);
-    let client = cp.client().await.unwrap();
-    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
+    apply_examples(&client, &ns).await.unwrap();
+    wait_condition(&vss, "www", "Conflict", "False").await;
     report_vrrp(&client, &ns, "lb1", "Master", LONG_AGO).await;
     for lb in ["lb1", "lb2"] {
         report_check(&client, &ns, "web1", lb, true).await;
     }
 
     // web2 moves onto lb2: the operator leaves it out of www and says why, on both objects.
-    set_node_name(cp, &ns, "web2", "lb2");
-    let vs = wait_for("web2 in status.excludedRealServers", LONG, || {
-        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
-        (vs["status"]["excludedRealServers"]
-            == json!([{"name": "web2", "node": "lb2", "reason": "NodeIsBalancer"}]))
-        .then_some(vs)
-    });
-    let (status, reason, msg) = condition(&vs, "Degraded").unwrap();
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("True", "RealServerOnBalancer")
-    );
+    set_node_name(&rss, "web2", "lb2").await;
+    let excluded = vec![ExcludedRealServer {
+        name: "web2".into(),
+        node: "lb2".into(),
+        reason: "NodeIsBalancer".into(),
+    }];
+    let vs = until(&vss, "www", "web2 in status.excludedRealServers", |vs| {
+        (vs.status.as_ref()?.excluded_real_servers == excluded).then(|| vs.clone())
+    })
+    .await;
+    assert!(vs.has("Degraded", "True"));
+    assert_eq!(vs.reason("Degraded"), "RealServerOnBalancer");
+    let msg = vs.message("Degraded");
     assert!(msg.contains("RealServer web2 is on node lb2"), "{msg}");
     println!("www: Degraded=True RealServerOnBalancer: {msg}");
     wait_event(
-        cp,
+        &client,
         &ns,
         "RealServerOnBalancer",
         "RealServer web2 is on node lb2",
-    );
-    let rs = wait_for("web2 Healthy=Unknown NodeIsBalancer", LONG, || {
-        let rs = get_json(cp, &["lvsrs", "web2"], &ns)?;
-        (condition(&rs, "Healthy")?.1 == "NodeIsBalancer").then_some(rs)
-    });
-    assert_eq!(condition(&rs, "Healthy").unwrap().0, "Unknown");
+    )
+    .await;
+    let rs = until(&rss, "web2", "web2 Healthy=Unknown NodeIsBalancer", |rs| {
+        (rs.reason("Healthy") == "NodeIsBalancer").then(|| rs.clone())
+    })
+    .await;
+    assert!(rs.has("Healthy", "Unknown"));
 
     // lb2 stops being a balancer node: web2 is no longer left out.
-    kubectl(cp, &["label", "node", "lb2", "lvstun.io/balancer-"]);
-    wait_for("excludedRealServers to empty", LONG, || {
-        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
-        vs["status"]["excludedRealServers"].is_null().then_some(())
-    });
-    wait_for("web2 Healthy no longer NodeIsBalancer", LONG, || {
-        let rs = get_json(cp, &["lvsrs", "web2"], &ns)?;
-        (condition(&rs, "Healthy")?.1 != "NodeIsBalancer").then_some(())
-    });
+    merge(
+        &Api::<Node>::all(client.clone()),
+        "lb2",
+        json!({"metadata": {"labels": {"lvstun.io/balancer": null}}}),
+    )
+    .await
+    .unwrap();
+    until(&vss, "www", "excludedRealServers to empty", |vs| {
+        vs.status
+            .as_ref()
+            .is_none_or(|s| s.excluded_real_servers.is_empty())
+            .then_some(())
+    })
+    .await;
+    until(
+        &rss,
+        "web2",
+        "web2 Healthy no longer NodeIsBalancer",
+        |rs| (rs.condition("Healthy")?.reason != "NodeIsBalancer").then_some(()),
+    )
+    .await;
     // web2 has no web daemon reporting in this test: take it away for what follows.
-    kubectl(cp, &["delete", "lvsrs", "web2", "-n", &ns]);
+    cluster::delete(&rss, "web2").await.unwrap();
 
     // lb1 reports that another program (kube-proxy in IPVS mode) deleted its service.
     report_deleted(&client, &ns, "lb1", Some(&["80/TCP"])).await;
-    let vs = wait_for("Degraded IPVSServiceDeletedExternally", LONG, || {
-        let vs = get_json(cp, &["lvsvc", "www"], &ns)?;
-        (condition(&vs, "Degraded")?.1 == "IPVSServiceDeletedExternally").then_some(vs)
-    });
-    let (status, _, msg) = condition(&vs, "Degraded").unwrap();
-    assert_eq!(status, "True");
+    let vs = until(&vss, "www", "Degraded IPVSServiceDeletedExternally", |vs| {
+        (vs.reason("Degraded") == "IPVSServiceDeletedExternally").then(|| vs.clone())
+    })
+    .await;
+    assert!(vs.has("Degraded", "True"));
+    let msg = vs.message("Degraded");
     assert!(
         msg.contains("ipvs.excludeCIDRs: [192.0.2.100/32]")
             && msg.contains("--ipvs-exclude-cidrs=192.0.2.100/32"),
         "{msg}"
     );
-    assert_eq!(
-        condition(&vs, "Ready").unwrap().0,
-        "True",
-        "it is added again"
-    );
+    assert!(vs.has("Ready", "True"), "it is added again");
     println!("www: Degraded=True IPVSServiceDeletedExternally: {msg}");
     wait_event(
-        cp,
+        &client,
         &ns,
         "IPVSServiceDeletedExternally",
         "lb1 found the IPVS service",
-    );
+    )
+    .await;
     // The balancer stops reporting it (a window after the last deletion): the condition clears.
     report_deleted(&client, &ns, "lb1", None).await;
-    wait_condition(cp, &["lvsvc", "www"], &ns, "Degraded", "False");
+    wait_condition(&vss, "www", "Degraded", "False").await;
     assert!(op.is_leader());
 }
 
@@ -1060,10 +1196,12 @@ async fn neighbours_a_real_server_on_a_balancer_node_and_deleted_ipvs_services_a
 async fn a_standby_takes_over_within_15_seconds_of_the_leader_dying() {
     let _serial = SERIAL.lock().await;
     let cp = cp();
+    let client = cp.client().await.unwrap();
     let bin = operator_binary(false).unwrap();
-    let install = Install::new(cp, "op-lease", &["replicas=2"]);
+    let install = Install::new(cp, "op-lease", &["replicas=2"]).await;
     let mut guard = Guard::new(cp);
-    let ns = guard.namespace("op-lease-crs");
+    let ns = guard.namespace("op-lease-crs").await;
+    let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
     let a = install.start(&bin, "op-a");
     let b = install.start(&bin, "op-b");
     let (mut leader, mut standby) = wait_for("one leader", LONG, || {
@@ -1086,21 +1224,22 @@ async fn a_standby_takes_over_within_15_seconds_of_the_leader_dying() {
         metric(&ops[si].metrics(), "lvstun_operator_leader"),
         Some(0.0)
     );
-    apply(cp, &example("virtualservice.yaml"), &ns);
-    wait_condition(cp, &["lvsvc", "www"], &ns, "Conflict", "False");
+    apply(&vss, &example_virtual_service().unwrap())
+        .await
+        .unwrap();
+    wait_condition(&vss, "www", "Conflict", "False").await;
 
     // SIGKILL: the leader cannot release the lease; the standby must wait for it to expire.
     ops[li].kill();
     let died = Instant::now();
-    let second = example("virtualservice.yaml")
-        .replace("name: www", "name: www2")
-        .replace("192.0.2.100", "192.0.2.101");
-    apply(cp, &second, &ns);
+    let mut second = example_named("www2");
+    second.spec.vip = "192.0.2.101".into();
+    apply(&vss, &second).await.unwrap();
     wait_for("the standby to lead", Duration::from_secs(30), || {
         ops[si].is_leader().then_some(())
     });
     let acquired = died.elapsed();
-    wait_condition(cp, &["lvsvc", "www2"], &ns, "Conflict", "False");
+    wait_condition(&vss, "www2", "Conflict", "False").await;
     let reconciled = died.elapsed();
     println!(
         "handover after SIGKILL of {leader}: {standby} acquired the lease after {:.1} s, reconciled a new VirtualService after {:.1} s",

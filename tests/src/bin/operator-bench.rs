@@ -111,10 +111,10 @@ async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let cp = ControlPlane::shared().map_err(|e| anyhow::anyhow!("{e}"))?;
     let bin = operator_binary(!a.debug).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let install = Install::new(cp, "bench", &[]);
+    let install = Install::new(cp, "bench", &[]).await;
     let nodes = ["bench-lb1", "bench-lb2", "bench-lb3"];
     for n in nodes {
-        node(cp, n, &[("lvstun.io/balancer", "true")]);
+        node(cp, n, &[("lvstun.io/balancer", "true")]).await;
     }
     let op = install.start(&bin, "bench-0");
     wait_for("the operator to lead", Duration::from_secs(60), || {
@@ -262,7 +262,7 @@ async fn main() -> anyhow::Result<()> {
                 .args(["delete", "namespace", ns, "--wait=false"]),
         );
     }
-    delete_nodes(cp, &nodes);
+    delete_nodes(cp, &nodes).await;
     drop(install);
     anyhow::ensure!(
         done == a.n,
