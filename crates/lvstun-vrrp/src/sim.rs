@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crate::fsm::{Action, AdverInterval, Event, Priority, Router, RouterConfig, State, TimerKind};
+use crate::driver::SyncRole;
 use crate::packet::{ReceiveFilter, VRRP_MULTICAST_V4, VRRP_TTL};
 
 /// Tiny deterministic PRNG (xorshift64), so tests need no new dependency.
@@ -37,14 +38,6 @@ impl XorShift {
     pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
-}
-
-/// What the simulated IPVS sync daemon is doing on a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SyncRole {
-    Stopped,
-    Master,
-    Backup,
 }
 
 /// One state change, with its virtual time.
