@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::fsm::{Action, AdverInterval, Event, Priority, Router, RouterConfig, State, TimerKind};
 use crate::driver::SyncRole;
+use crate::fsm::{Action, AdverInterval, Event, Priority, Router, RouterConfig, State, TimerKind};
 use crate::packet::{ReceiveFilter, VRRP_MULTICAST_V4, VRRP_TTL};
 
 /// Tiny deterministic PRNG (xorshift64), so tests need no new dependency.

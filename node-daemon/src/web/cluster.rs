@@ -144,7 +144,7 @@ pub(super) async fn daemon(args: &Args, node: String) -> Result<ExitCode, Error>
     )?;
     let (mut source, _source_task) = cluster::start_web(client.clone()).await?;
     let mut host = Host::open(&args.nft)?;
-    let mut st = state::load(&args.state_dir)?;
+    let mut st = state::load_or_recover(&args.state_dir)?;
     let manager = report::field_manager(&node);
     let mut reporter = Reporter {
         client,

@@ -468,7 +468,7 @@ async fn daemon(args: &Args) -> Result<ExitCode, Error> {
     let path = args.config.clone().unwrap_or_default();
     let shared = serve_health(args).await?;
     let mut host = Host::open(&args.nft)?;
-    let mut st = state::load(&args.state_dir)?;
+    let mut st = state::load_or_recover(&args.state_dir)?;
     let mut served = load_served(args)?;
     let mut seen = stamp(&path);
     let mut term = signal(SignalKind::terminate())?;

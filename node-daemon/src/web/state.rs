@@ -131,6 +131,41 @@ pub fn load(dir: &Path) -> Result<State, Error> {
     }
 }
 
+/// Reads the state as [`load`] does, except that a file that is not a state (corrupt, written
+/// by something else, cut short) does not stop the daemon: it is moved aside as
+/// `web-state.json.corrupt` (kept for whoever investigates), a warning says what was ignored,
+/// and the daemon goes on from an empty record and what the kernel shows. What the lost record
+/// knew is then unknown: cleanup leaves those changes in place rather than guess.
+pub fn load_or_recover(dir: &Path) -> Result<State, Error> {
+    let file = path(dir);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => String::new(),
+        Err(e) => {
+            return Err(Error::File {
+                path: file.display().to_string(),
+                detail: e.to_string(),
+            });
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            let aside = dir.join(format!("{FILE}.corrupt"));
+            let moved = std::fs::rename(&file, &aside);
+            tracing::warn!(
+                path = %file.display(),
+                error = %e,
+                moved_to = %aside.display(),
+                moved = moved.is_ok(),
+                "the web role's record is not readable: ignored, going on from what the kernel shows (changes it recorded will not be undone by cleanup)"
+            );
+            Ok(State::default())
+        }
+    }
+}
+
 /// Writes the state (atomically), or removes the file when the state is empty.
 pub fn save(dir: &Path, state: &State) -> Result<(), Error> {
     let file = path(dir);
@@ -154,6 +189,29 @@ pub fn save(dir: &Path, state: &State) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupt_record_is_moved_aside_and_the_daemon_goes_on() {
+        let dir = std::env::temp_dir().join(format!("lvstun-web-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in [
+            ("truncated", &b"{\"created_links\": [\"lvs"[..]),
+            ("not JSON", &b"\x00\xff garbage"[..]),
+            ("another program's", &b"{\"hello\": 1}"[..]),
+        ] {
+            std::fs::write(path(&dir), bytes).unwrap();
+            assert!(load(&dir).is_err(), "{name}: load refuses it");
+            let got = load_or_recover(&dir).unwrap();
+            assert_eq!(got, State::default(), "{name}");
+            assert!(!path(&dir).exists(), "{name}: moved aside");
+            assert_eq!(
+                std::fs::read(dir.join(format!("{FILE}.corrupt"))).unwrap(),
+                bytes,
+                "{name}: kept as it was"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn records_and_forgets() {
