@@ -757,6 +757,7 @@ mod tests {
     /// before a rule existed, or written past it), so they must reach it.
     fn snapshot(docs: &[String]) -> Snapshot {
         let mut s = Snapshot {
+            refused: None,
             virtual_services: Vec::new(),
             real_servers: Vec::new(),
             scope: Scope::All,

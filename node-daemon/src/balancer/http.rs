@@ -87,6 +87,11 @@ pub fn not_ready(report: &Report, vips: &VipsReport) -> Vec<String> {
     if vips.starting {
         out.push("starting: the VRRP routers are not started yet".into());
     }
+    if let Some(why) = &report.source_refused {
+        out.push(format!(
+            "the configuration's newest version is not applied (the last good one is served): {why}"
+        ));
+    }
     for (vrid, router) in &vips.routers {
         if let Some(why) = router.stand_by.filter(|s| s.warming_up()) {
             out.push(format!("VRID {vrid}: {why}"));
@@ -143,6 +148,12 @@ pub fn metrics_answer(report: &Report, vips: &VipsReport) -> String {
         "gauge",
         "1 while /readyz says ready: the kernel's table is the desired one and the VRRP routers have warmed up.",
         u64::from(not_ready(report, vips).is_empty()),
+    );
+    metric(
+        "lvstun_balancer_config_applied",
+        "gauge",
+        "0 while the source's newest version is refused (a standalone file with an invalid object) and the last good one is served; 1 otherwise.",
+        u64::from(report.source_refused.is_none()),
     );
     metric(
         "lvstun_balancer_passes_total",
@@ -502,6 +513,22 @@ mod tests {
 
     /// The rolling update's gate: ready only once the table is the desired one and every
     /// router could take the VIP without losing a flow; the body names what is missing.
+    #[test]
+    fn a_refused_configuration_is_not_ready_and_counted() {
+        let mut r = programmed();
+        let vips = VipsReport::default();
+        assert_eq!(readyz_answer(&r, &vips).0, StatusCode::OK);
+        assert!(metrics_answer(&r, &vips).contains("\nlvstun_balancer_config_applied 1\n"));
+        r.source_refused = Some("/etc/lvstun/balancer.yaml: document 1 (VirtualService \"www\"): spec.sheduler: unknown field \"spec.sheduler\"".into());
+        let (code, body) = readyz_answer(&r, &vips);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("not ready: the configuration's newest version is not applied (the last good one is served): /etc/lvstun/balancer.yaml: document 1 (VirtualService \"www\"): spec.sheduler"),
+            "{body}"
+        );
+        assert!(metrics_answer(&r, &vips).contains("\nlvstun_balancer_config_applied 0\n"));
+    }
+
     #[test]
     fn readiness_waits_for_the_desired_table_and_each_routers_warm_up() {
         let ready = |r: &Report, v: &VipsReport| {

@@ -162,6 +162,9 @@ pub struct Report {
     pub refusals: Vec<String>,
     /// What is wrong with the objects.
     pub problems: Vec<String>,
+    /// Why the source's newest version is not applied (a standalone file with a refused
+    /// object; the last good one is served meanwhile).
+    pub source_refused: Option<String>,
     /// Per VirtualService and port (`80/TCP`): destinations with weight > 0 in the kernel.
     pub programmed: BTreeMap<ObjectRef, BTreeMap<String, u32>>,
     /// Per VirtualService programmed here: the kernel refusals of its services, for a person.
@@ -441,6 +444,7 @@ impl<T: IpvsTable, H: HealthChecks> Balancer<T, H> {
 
         // Observe: the kernel's table, the objects, the health checks they call for.
         let (actual, read) = self.observe_kernel(trigger).await?;
+        lock(&self.report).source_refused = snapshot.refused.clone();
         let resolved = desired::resolve(snapshot);
         if read {
             self.notice_foreign_deletions(&resolved, &actual, started);

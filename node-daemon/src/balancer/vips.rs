@@ -595,6 +595,7 @@ mod tests {
 
     fn snap(list: Vec<VirtualService>) -> Snapshot {
         Snapshot {
+            refused: None,
             virtual_services: list,
             real_servers: vec![],
             scope: Scope::All,

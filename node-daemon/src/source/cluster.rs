@@ -118,6 +118,7 @@ pub fn snapshot(
     labels: Option<&BTreeMap<String, String>>,
 ) -> Snapshot {
     Snapshot {
+        refused: None,
         virtual_services: virtual_services
             .state()
             .iter()

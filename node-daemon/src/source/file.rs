@@ -40,6 +40,7 @@ fn stamp(path: &str) -> Option<Stamp> {
 pub fn parse(text: &str) -> Result<Snapshot, Error> {
     let objects = config::parse(text)?;
     Ok(Snapshot {
+        refused: None,
         virtual_services: objects.virtual_services,
         real_servers: objects.real_servers,
         scope: Scope::All,
@@ -105,7 +106,18 @@ pub fn start(path: &str) -> Result<(watch::Receiver<Arc<Snapshot>>, JoinHandle<(
                         return;
                     }
                 }
-                Err(e) => warn!("configuration not reloaded, keeping the last good one: {e}"),
+                Err(e) => {
+                    warn!("configuration not reloaded, keeping the last good one: {e}");
+                    // The last good objects, with the refusal: readiness and the metric say
+                    // so until a good version comes. The text is forgotten, so that putting the
+                    // last good file back publishes it again and clears the refusal.
+                    let mut kept = (**tx.borrow()).clone();
+                    kept.refused = Some(e.to_string());
+                    last_text.clear();
+                    if tx.send(Arc::new(kept)).is_err() {
+                        return;
+                    }
+                }
             }
         }
     });
@@ -141,10 +153,27 @@ mod tests {
         let (mut rx, task) = start(&path_str).unwrap();
         assert_eq!(rx.borrow_and_update().real_servers.len(), 2);
 
-        // A broken file changes nothing.
+        // A broken file changes no object: the last good ones are published again, with the
+        // refusal (readiness and the metric say the file is not applied).
         std::fs::write(&path, "kind: [").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("the refusal is published within the poll period")
+            .unwrap();
+        {
+            let kept = rx.borrow_and_update();
+            assert_eq!(kept.real_servers.len(), 2, "the last good objects are kept");
+            assert!(
+                kept.refused
+                    .as_deref()
+                    .is_some_and(|r| r.contains("config.yaml")),
+                "{:?}",
+                kept.refused
+            );
+        }
+        // Nothing more while it stays broken.
         let quiet = tokio::time::timeout(Duration::from_millis(2500), rx.changed()).await;
-        assert!(quiet.is_err(), "a broken file must not be published");
+        assert!(quiet.is_err(), "a broken file is published once");
 
         // A good one with one real server less is published (written by rename, as editors do).
         let one = format!("{VS}\n---\n{}", RS.split("\n---\n").next().unwrap());
@@ -155,7 +184,11 @@ mod tests {
             .await
             .expect("published within the poll period")
             .unwrap();
-        assert_eq!(rx.borrow_and_update().real_servers.len(), 1);
+        {
+            let good = rx.borrow_and_update();
+            assert_eq!(good.real_servers.len(), 1);
+            assert_eq!(good.refused, None, "a good file clears the refusal");
+        }
         task.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -29,6 +29,10 @@ pub struct Snapshot {
     pub real_servers: Vec<RealServer>,
     /// Which VirtualServices concern this node.
     pub scope: Scope,
+    /// Why the source's newest version was refused, when it was: the objects above are then
+    /// the last good version, still served, and readiness and a metric say the newest is not
+    /// applied (a standalone file with a refused object).
+    pub refused: Option<String>,
 }
 
 /// Which VirtualServices a balancer serves.

@@ -301,6 +301,7 @@ spec: {address: 198.51.100.200}
     fn snapshot() -> Snapshot {
         let o = parse(OBJECTS).unwrap();
         Snapshot {
+            refused: None,
             virtual_services: o.virtual_services,
             real_servers: o.real_servers,
             scope: Scope::All,
