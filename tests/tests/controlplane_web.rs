@@ -385,10 +385,43 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
         ("list", "nodes"),
         ("patch", "nodes"),
         ("list", "pods"),
+        // It publishes no Event (its conditions say it all): no right to write them.
+        ("create", "events"),
+        ("create", "events.events.k8s.io"),
     ] {
         assert!(
             !can(verb, resource).await,
             "the web daemon must not {verb} {resource}"
+        );
+    }
+    // The balancer's ServiceAccount, from the same chart: it publishes no Event either, and
+    // writes nothing but status.
+    let balancer_sa = format!(
+        "system:serviceaccount:{}:{}-balancer",
+        install.namespace, install.release
+    );
+    for (verb, resource, allowed) in [
+        ("watch", "virtualservices.lvstun.io", true),
+        ("patch", "virtualservices.lvstun.io/status", true),
+        ("patch", "realservers.lvstun.io/status", true),
+        ("create", "events", false),
+        ("create", "events.events.k8s.io", false),
+        ("patch", "virtualservices.lvstun.io", false),
+        ("update", "virtualservices.lvstun.io/finalizers", false),
+    ] {
+        let access = Access {
+            verb,
+            resource,
+            namespace: Some(&ns),
+            name: None,
+        };
+        assert_eq!(
+            cluster::service_account_can(&client, &balancer_sa, &access)
+                .await
+                .unwrap(),
+            allowed,
+            "the balancer daemon {} {verb} {resource}",
+            if allowed { "needs" } else { "must not" }
         );
     }
     // Its own DaemonSet, read only, and no other.
