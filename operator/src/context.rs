@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -23,6 +23,7 @@ use crate::apply;
 use crate::build::NodeDaemonConfig;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::pace::Unsettled;
 use crate::status::{BalancerNodes, Notice, WebNode};
 
 /// Every object is reconciled again this often, whatever happens: a safety net for missed
@@ -140,6 +141,9 @@ pub struct Memo {
     pub vs_written: HashMap<ObjectKey, VirtualServiceStatus>,
     /// The operator-owned RealServer status last written, until the cache shows it.
     pub rs_written: HashMap<ObjectKey, RealServerStatus>,
+    /// Per VirtualService, when its inputs changed since its status was last decided
+    /// (`pace`): a changed status waits for them to settle.
+    pub vs_unsettled: HashMap<ObjectKey, Unsettled>,
     /// Per VirtualService, what its RealServers' reconciles read of it.
     pub rs_inputs: HashMap<ObjectKey, RsInputs>,
     /// Per DaemonSet name: the config hash and resulting generation of the last apply.
@@ -225,6 +229,18 @@ impl Context {
             let _ = self
                 .rs_trigger
                 .unbounded_send(ObjectRef::new(&k.name).within(&k.namespace));
+        }
+    }
+
+    /// Record that the inputs of these VirtualServices changed at `now` (seen by a watch hook):
+    /// their next write waits for the inputs to settle (`pace`).
+    pub fn unsettle<'a>(&self, keys: impl IntoIterator<Item = &'a ObjectKey>, now: Instant) {
+        let mut memo = self.memo();
+        for k in keys {
+            memo.vs_unsettled
+                .entry(k.clone())
+                .and_modify(|u| u.touch(now))
+                .or_insert_with(|| Unsettled::at(now));
         }
     }
 

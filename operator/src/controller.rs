@@ -22,6 +22,10 @@
 //!   VirtualService reconcile);
 //! - a DaemonSet changes (edited, deleted) → the DaemonSets.
 //!
+//! The VirtualServices a change of the first three kinds revisits (a new or edited
+//! VirtualService itself, not a status write) are also marked unsettled: their reconcile writes
+//! once the burst has settled (`pace`).
+//!
 //! Everything here runs only while this replica leads; losing the lease drops it all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -219,13 +223,11 @@ impl NodeHook {
             // The first list: every VirtualService gets reconciled once the caches are full anyway.
             return;
         }
-        for vs in ctx
+        let concerned = ctx
             .stores
             .virtual_services
-            .state_filter(|vs| triggers::node_concerns(vs, old.as_ref(), new.as_ref()))
-        {
-            let _ = vs_tx.unbounded_send(ObjectRef::from_obj(vs.as_ref()));
-        }
+            .state_filter(|vs| triggers::node_concerns(vs, old.as_ref(), new.as_ref()));
+        revisit(ctx, vs_tx, &concerned);
         // The RealServers naming the node: whether a web daemon runs there may have changed.
         if old != new {
             let naming: Vec<ObjectKey> = ctx
@@ -240,10 +242,11 @@ impl NodeHook {
     }
 }
 
-/// VIPs of each VirtualService seen, so a VIP change revisits the peers of the old VIP too.
+/// VIP and generation of each VirtualService seen, so a VIP change revisits the peers of the
+/// old VIP too, and a change of its spec is told from a status write.
 #[derive(Default)]
 struct VsHook {
-    vips: HashMap<ObjectKey, String>,
+    seen: HashMap<ObjectKey, (String, Option<i64>)>,
     listed: bool,
 }
 
@@ -254,21 +257,25 @@ impl VsHook {
         ctx: &Context,
         vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
     ) {
-        let (key, vips) = match ev {
+        let (key, vips, spec_changed) = match ev {
             Ok(Event::Apply(vs) | Event::InitApply(vs)) => {
                 let key = ObjectKey::of(vs.meta());
+                let seen = (vs.spec.vip.clone(), vs.metadata.generation);
+                let before = self.seen.insert(key.clone(), seen);
+                let spec_changed = before.as_ref().map(|b| b.1) != Some(vs.metadata.generation);
                 let mut vips = BTreeSet::from([vs.spec.vip.clone()]);
-                vips.extend(self.vips.insert(key.clone(), vs.spec.vip.clone()));
-                (key, vips)
+                vips.extend(before.map(|b| b.0));
+                (key, vips, spec_changed)
             }
             Ok(Event::Delete(vs)) => {
                 let key = ObjectKey::of(vs.meta());
-                self.vips.remove(&key);
+                self.seen.remove(&key);
                 ctx.metrics
                     .forget_virtual_service(&key.namespace, &key.name);
                 let gone = {
                     let mut memo = ctx.memo();
                     memo.vs_written.remove(&key);
+                    memo.vs_unsettled.remove(&key);
                     memo.kernel_announced.remove(&key);
                     memo.unlabelled_announced.remove(&key);
                     memo.deletions_announced.remove(&key);
@@ -278,7 +285,7 @@ impl VsHook {
                 if let Some(inputs) = gone {
                     ctx.trigger_real_servers(inputs.selected.iter());
                 }
-                (key, BTreeSet::from([vs.spec.vip.clone()]))
+                (key, BTreeSet::from([vs.spec.vip.clone()]), true)
             }
             Ok(Event::InitDone) => {
                 self.listed = true;
@@ -290,12 +297,21 @@ impl VsHook {
         if !self.listed {
             return;
         }
-        for peer in ctx
+        let peers = ctx
             .stores
             .virtual_services
-            .state_filter(|p| triggers::shares_vip(p, &key, &vips))
-        {
-            let _ = vs_tx.unbounded_send(ObjectRef::from_obj(peer.as_ref()));
+            .state_filter(|p| triggers::shares_vip(p, &key, &vips));
+        if spec_changed {
+            // A new or edited spec: its own status (the controller revisits it) and its peers'
+            // verdicts wait for the burst it may start to settle. A status write (the
+            // daemons' reports, the operator's own) is not held.
+            let now = Instant::now();
+            ctx.unsettle([&key], now);
+            revisit(ctx, vs_tx, &peers);
+        } else {
+            for peer in &peers {
+                let _ = vs_tx.unbounded_send(ObjectRef::from_obj(peer.as_ref()));
+            }
         }
     }
 }
@@ -330,14 +346,30 @@ impl RsHook {
         if !self.listed {
             return;
         }
-        let memo = ctx.memo();
-        for vs in ctx
-            .stores
-            .virtual_services
-            .state_filter(|vs| triggers::real_server_concerns(vs, &key, rs, &memo.rs_inputs))
-        {
-            let _ = vs_tx.unbounded_send(ObjectRef::from_obj(vs.as_ref()));
-        }
+        let concerned = {
+            let memo = ctx.memo();
+            ctx.stores
+                .virtual_services
+                .state_filter(|vs| triggers::real_server_concerns(vs, &key, rs, &memo.rs_inputs))
+        };
+        revisit(ctx, vs_tx, &concerned);
+    }
+}
+
+/// Revisit VirtualServices whose inputs changed: mark them unsettled (their next write waits
+/// for the burst to settle, `pace`) and ask for their reconcile.
+fn revisit(
+    ctx: &Context,
+    vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
+    concerned: &[Arc<VirtualService>],
+) {
+    let keys: Vec<ObjectKey> = concerned
+        .iter()
+        .map(|vs| ObjectKey::of(vs.meta()))
+        .collect();
+    ctx.unsettle(keys.iter(), Instant::now());
+    for vs in concerned {
+        let _ = vs_tx.unbounded_send(ObjectRef::from_obj(vs.as_ref()));
     }
 }
 

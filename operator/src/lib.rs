@@ -6,7 +6,7 @@
 //! Modules: [`run`] → `leader` (the Lease), `metrics` (/metrics, /healthz, /readyz) and
 //! `controller` (watches, triggers; builds the [`context::Context`]) → `reconcile` (one pass
 //! per object, in phases) → `context` (caches and memory shared by the reconciles), `validate`,
-//! `build`, `status` (pure, where the unit tests are) and `apply` (the only module that
+//! `build`, `status`, `pace` (pure, where the unit tests are) and `apply` (the only module that
 //! writes). Decisions that shape the whole are recorded in
 //! `docs/adr/0001-daemonset-ownership.md` and `docs/adr/0007-daemonset-placement-by-chart.md`.
 //! [`uninstall`] is the chart's pre-delete hook (`lvstun-operator uninstall`, ADR 0008).
@@ -21,6 +21,7 @@ pub mod error;
 mod fixtures;
 pub mod leader;
 pub mod metrics;
+pub mod pace;
 pub mod reconcile;
 pub mod status;
 pub mod triggers;

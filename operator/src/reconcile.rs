@@ -1,6 +1,7 @@
 //! One reconcile of each kind, in phases, each a function of its own: dereference (read the
 //! caches) → validate (pure) → build (the fold, pure, which also compares with the previous
-//! status) → apply (write only what changed) → status (Events announced once, metrics, the
+//! status) → pace (a VirtualService's changed status waits while its inputs still change, so a
+//! burst is written once, `pace`) → apply (write only what changed) → status (Events announced once, metrics, the
 //! RealServers to look at again, when to look again).
 //!
 //! - [`virtual_service`]: the verdict (conflict, invalid spec), the selected nodes and real
@@ -13,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -26,6 +28,7 @@ use crate::build::{self, HASH_ANNOTATION, Role};
 use crate::context::{Context, RESYNC, RsInputs};
 use crate::error::Error;
 use crate::metrics::{DaemonSetLabels, KindLabels, VsLabels};
+use crate::pace::{self, Write};
 use crate::status::{self, BalancerNodes, RsView, VsFold, VsView, WebNode};
 use crate::validate::{self, Verdict};
 use lvstun_rules::ObjectKey;
@@ -114,6 +117,9 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
     let daemon_label = build::label_arguments(&ctx.config.balancer.node_selector);
     let now = now();
     let fold = build_vs(vs, &verdict, &world, &daemon_label, now.clone());
+    if let Some(wait) = hold(ctx, vs, &fold) {
+        return Ok(Action::requeue(wait));
+    }
     apply_vs(ctx, vs, &fold).await?;
     Ok(status_vs(ctx, vs, &verdict, &world, &fold, &daemon_label, &now).await)
 }
@@ -171,6 +177,21 @@ fn build_vs(
         previous: Some(&world.previous),
         now,
     })
+}
+
+/// Pace: while the inputs of a changed status are still changing, how long to wait before
+/// looking again (and writing once); `None` when the reconcile goes on (see `pace`).
+fn hold(ctx: &Context, vs: &VirtualService, fold: &VsFold) -> Option<std::time::Duration> {
+    let key = ObjectKey::of(&vs.metadata);
+    let mut memo = ctx.memo();
+    let unsettled = memo.vs_unsettled.get(&key).copied();
+    match pace::decide(fold.changed, unsettled, Instant::now()) {
+        Write::After(wait) => Some(wait),
+        Write::Now | Write::Nothing => {
+            memo.vs_unsettled.remove(&key);
+            None
+        }
+    }
 }
 
 /// Apply: write the status only when it changed, remember it until the cache shows it, and

@@ -2,12 +2,15 @@
 # lvstun's benchmarks, at full size, printed as one report (see tests/bench/README.md).
 #
 # Usage: tests/bench/run.sh [--services N] [--dests N] [--targets N] [--seconds S]
-#                           [--vrrp-runs N] [--skip-vm] [--skip-health] [--skip-vrrp]
+#                           [--vrrp-runs N] [--operator-n N] [--operator-servers S]
+#                           [--skip-vm] [--skip-health] [--skip-vrrp] [--skip-operator]
 #   --services/--dests  size of the IPVS set in the lab VM (default 1000 x 100)
 #   --targets/--seconds health checker CPU on the host (default 500 targets for 20 s)
 #   --vrrp-runs         failover runs, each lvstun and keepalived at 1 s and 100 ms (default 3)
+#   --operator-n/--operator-servers  the operator's burst: VirtualServices x RealServers each
+#                       (default 1000 x 10; --operator-n 10000 judges the RSS target)
 #
-# Three parts:
+# Four parts:
 #   1. in the lab VM (Debian's kernel under qemu): tests/lab/scenarios/balancer-bench.sh
 #      programs SERVICES x DESTS from empty with lvstun's applier and with ipvsadm -R, changes
 #      1 % of the destinations with both, re-applies with nothing to change, then runs the
@@ -18,7 +21,11 @@
 #   3. in the lab VM: VIP failover (tests/lab/scenarios/vrrp-failover.sh) VRRP_RUNS times: the
 #      client-observed outage when the Master dies hard, lvstun and keepalived side by side at
 #      advertisement intervals of 1 s and 100 ms; min / median / max of each and the ratio of
-#      medians (one long-lived load process, a request every 10 ms, each stamped).
+#      medians (one long-lived load process, a request every 10 ms, each stamped);
+#   4. on the host: the operator against a local kube-apiserver + etcd (operator-bench): a burst
+#      of N VirtualServices x S RealServers, its reconcile p99, status writes per object and
+#      peak RSS, beside the API server's floor (the same burst without the operator, one bare
+#      server-side apply of the operator's status per VirtualService, timed).
 # Not part of the test suite (shared machines are noisy); ./dev bench runs it. Needs root.
 set -euo pipefail
 
@@ -32,6 +39,9 @@ vrrp_runs=3
 run_vm=1
 run_health=1
 run_vrrp=1
+run_operator=1
+operator_n=1000
+operator_servers=10
 while (($#)); do
   case "$1" in
     --services) services="$2"; shift 2 ;;
@@ -42,7 +52,10 @@ while (($#)); do
     --skip-vrrp) run_vrrp=0; shift ;;
     --skip-vm) run_vm=0; shift ;;
     --skip-health) run_health=0; shift ;;
-    -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --skip-operator) run_operator=0; shift ;;
+    --operator-n) operator_n="$2"; shift 2 ;;
+    --operator-servers) operator_servers="$2"; shift 2 ;;
+    -h | --help) sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -52,7 +65,7 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 
 log "building release binaries"
 cargo build --release -q -p lvstun-node -p lvstun-tests --bin lvstun-node --bin lvstun-lab-web \
-  --bin lvstun-lab-load
+  --bin lvstun-lab-load --bin operator-bench
 if ! [[ $vrrp_runs =~ ^[0-9]+$ ]] || ((vrrp_runs < 1 || vrrp_runs > 20)); then
   echo "bench: --vrrp-runs must be 1..20" >&2
   exit 2
@@ -116,6 +129,17 @@ if ((run_vrrp)); then
         sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int(NR / 2) + 1] }') "
     done
   done
+fi
+declare -a OPERATOR_LINES=()
+if ((run_operator)); then
+  log "host: operator burst, $operator_n VirtualServices x $operator_servers RealServers, then the API server's floor"
+  while IFS= read -r line; do
+    if [[ $line == operator_*=* ]]; then
+      R[${line%%=*}]="${line#*=}"
+    elif [[ -n $line && $line != targets* && $line != "  met"* && $line != "  MISSED"* && $line != "  (not judged"* ]]; then
+      OPERATOR_LINES+=("$line")
+    fi
+  done < <("$target_dir/release/operator-bench" --n "$operator_n" --servers "$operator_servers" || true)
 fi
 # stats SAMPLES...: "min median max n" (median of an even count: the mean of the middle two).
 stats() {
@@ -214,4 +238,24 @@ EOF
   done
   ok=$(awk -v l="${MED[l100]}" 'BEGIN { print (l != "?" && l + 0 < 500) ? 0 : 1 }')
   echo "  $(verdict "$ok" "at 100 ms under 500 ms of outage (median): ${MED[l100]} ms")"
+fi
+if ((run_operator)); then
+  p99=$(num operator_vs_p99_ms)
+  floor=$(num operator_floor_p99_buckets_ms)
+  writes=$(num operator_vs_writes_per_object)
+  rss=$(num operator_rss_mib)
+  on=$(num operator_n)
+  echo
+  echo "the operator against a local kube-apiserver + etcd, $on VirtualServices x $(num operator_servers) RealServers"
+  printf '  %s\n' "${OPERATOR_LINES[@]}"
+  echo
+  echo "targets"
+  echo "  $(verdict "$(awk -v p="$p99" 'BEGIN { print (p != "?" && p < 100) ? 0 : 1 }')" "VirtualService reconcile p99 < 100 ms: $p99 ms")"
+  echo "  $(verdict "$(awk -v p="$p99" -v f="$floor" 'BEGIN { print (p != "?" && f != "?" && p <= f) ? 0 : 1 }')" "VirtualService reconcile p99 <= the API server's floor p99 (same buckets): $p99 ms vs $floor ms")"
+  echo "  $(verdict "$(awk -v w="$writes" 'BEGIN { print (w != "?" && w <= 1.0) ? 0 : 1 }')" "at most one VirtualService status write per object in the burst: $writes")"
+  if [[ $on =~ ^[0-9]+$ ]] && ((on >= 10000)); then
+    echo "  $(verdict "$(awk -v r="$rss" 'BEGIN { print (r != "?" && r < 64) ? 0 : 1 }')" "operator peak RSS < 64 MiB at 10000 VirtualServices: $rss MiB")"
+  else
+    echo "  (not judged below 10000 VirtualServices) operator peak RSS < 64 MiB: $rss MiB"
+  fi
 fi
