@@ -2,8 +2,9 @@
 //! `lvstun-node balancer` started with exactly the arguments the operator's DaemonSet gives it
 //! (`--node-name=… --health-port=… --log-format=json`), plus `--dry-run` because this host's
 //! kernel has no IPVS (the kernel side is proven in the lab VM), watches the VirtualServices
-//! and RealServers, selects by its Node's labels, health-checks the real servers (loopback
-//! listeners), and server-side-applies its own entries in `status.balancers[]` and
+//! and RealServers, selects by its Node's labels, health-checks the real servers (listeners in
+//! a network namespace this test creates, at 198.51.100.10 and .11 behind a veth pair: the API
+//! refuses loopback real server addresses), and server-side-applies its own entries in `status.balancers[]` and
 //! `status.checks[]`; a real server that stops answering shows up in both. At SIGTERM it asks
 //! for its DaemonSet (`--daemonset`, here one that does not exist) and decides to tear down,
 //! which a dry run only logs (ADR 0008).
@@ -29,9 +30,63 @@ use lvstun_tests::operator_fixture::{KillOnDrop, free_port, http_get_raw};
 const MINUTE: Duration = Duration::from_secs(60);
 const HALF_MINUTE: Duration = Duration::from_secs(30);
 
-/// A loopback web server (the lab's fixture) on `addr`:0; returns it and its port.
-fn web(addr: &str, name: &str) -> (KillOnDrop, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lvstun-lab-web"))
+/// A network namespace with two real server addresses (198.51.100.10 and .11) that this host
+/// reaches through a veth pair (198.51.100.1 on this side): the only addresses outside loopback
+/// this test sends to, and the namespace goes with it (deleted on drop, the veth with it).
+struct WebNamespace {
+    name: String,
+}
+
+impl WebNamespace {
+    fn create() -> WebNamespace {
+        let id = std::process::id() % 100_000;
+        let name = format!("lvstun-cpb-{id}");
+        let host_if = format!("lvcpb{id}");
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = WebNamespace { name };
+        let n = ns.name.as_str();
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", n,
+        ]);
+        ip(&["addr", "add", "198.51.100.1/24", "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        for args in [
+            &["addr", "add", "198.51.100.10/24", "dev", "eth0"][..],
+            &["addr", "add", "198.51.100.11/24", "dev", "eth0"],
+            &["link", "set", "eth0", "up"],
+            &["link", "set", "lo", "up"],
+        ] {
+            let mut full = vec!["-n", n];
+            full.extend_from_slice(args);
+            ip(&full);
+        }
+        ns
+    }
+}
+
+impl Drop for WebNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A web server (the lab's fixture) on `addr`:0 inside `ns`; returns it and its port.
+fn web(ns: &WebNamespace, addr: &str, name: &str) -> (KillOnDrop, u16) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(env!("CARGO_BIN_EXE_lvstun-lab-web"))
         .args(["--listen", &format!("{addr}:0"), "--name", name])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -41,7 +96,7 @@ fn web(addr: &str, name: &str) -> (KillOnDrop, u16) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    // "listening on 127.0.0.2:PORT as NAME"
+    // "listening on 198.51.100.10:PORT as NAME"
     let port = line
         .split_whitespace()
         .nth(2)
@@ -61,10 +116,11 @@ async fn balancer_watches_the_api_checks_and_reports_its_entries() {
     let node = format!("lvstun-balancer-{ns}");
     cluster::create_namespace(&client, &ns, &[]).await.unwrap();
 
-    // Two real servers on loopback addresses, and a Node labelled as the examples' selector
-    // wants (no kubelet: the Node object is all the balancer reads).
-    let (web1, port1) = web("127.0.0.2", "www1");
-    let (_web2, port2) = web("127.0.0.3", "www2");
+    // Two real servers in a namespace of the test's own, and a Node labelled as the examples'
+    // selector wants (no kubelet: the Node object is all the balancer reads).
+    let web_ns = WebNamespace::create();
+    let (web1, port1) = web(&web_ns, "198.51.100.10", "www1");
+    let (_web2, port2) = web(&web_ns, "198.51.100.11", "www2");
     let nodes: Api<Node> = Api::all(client.clone());
     let labelled = Node {
         metadata: ObjectMeta {
@@ -102,12 +158,12 @@ spec:
         r#"apiVersion: lvstun.io/v1alpha1
 kind: RealServer
 metadata: {{name: web1, labels: {{app: www}}}}
-spec: {{address: 127.0.0.2, port: {port1}}}
+spec: {{address: 198.51.100.10, port: {port1}}}
 ---
 apiVersion: lvstun.io/v1alpha1
 kind: RealServer
 metadata: {{name: web2, labels: {{app: www}}}}
-spec: {{address: 127.0.0.3, port: {port2}}}
+spec: {{address: 198.51.100.11, port: {port2}}}
 "#
     );
     let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
