@@ -1,6 +1,7 @@
 //! Kernel IPVS, spoken over the `IPVS` generic netlink family: the typed
 //! table model ([`model`]), the wire messages ([`message`]) and their
-//! translation ([`convert`]), all pure; and the I/O seam [`IpvsTable`], with
+//! translation ([`convert`]), and the planner from the table the kernel holds to the one
+//! wanted ([`plan`]), all pure; and the I/O seam [`IpvsTable`], with
 //! the real netlink client ([`handle::IpvsHandle`]) and, in tests, an
 //! in-memory fake ([`fake::FakeIpvs`]). lvstun never runs `ipvsadm` and never
 //! flushes the table: it reads it, and changes only what a plan says.
@@ -15,6 +16,7 @@ pub mod fake;
 pub mod handle;
 pub mod message;
 pub mod model;
+pub mod plan;
 #[cfg(test)]
 mod wire_tests;
 

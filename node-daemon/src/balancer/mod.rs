@@ -2,7 +2,8 @@
 //! to the kernel's IPVS table, with health checks deciding weights.
 //!
 //! - [`desired`] (pure): which services, destinations and health checks this node wants;
-//! - [`plan`] (pure): the fewest operations from the kernel's table to the desired one;
+//! - [`plan`] (pure, the IPVS crate's `lvstun_ipvs::plan`): the fewest operations from the
+//!   kernel's table to the desired one;
 //! - [`foreign`] (pure): services lvstun programmed that another program deleted;
 //! - [`pass`] (pure): the deciding and settling halves of one pass of the loop;
 //! - [`refusal`] (pure): what the kernel refused, and how long the same operation waits;
@@ -26,13 +27,16 @@ pub mod foreign;
 pub mod http;
 pub mod owner;
 pub mod pass;
-pub mod plan;
 pub mod refusal;
 pub mod report;
 pub mod run;
 pub mod state;
 pub mod teardown;
 pub mod vips;
+
+/// The planner lives with the IPVS crate (`lvstun_ipvs::plan`); named here as well, so the
+/// balancer's modules and callers keep saying `balancer::plan`.
+pub use lvstun_ipvs::plan;
 
 use crate::error::Error;
 use lvstun_ipvs::model::{Op, Table};

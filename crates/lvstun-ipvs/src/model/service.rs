@@ -65,7 +65,7 @@ impl Scheduler {
     /// state: destinations by descending key. Programming from empty adds them in ascending
     /// key order and the kernel inserts each at the head, which gives exactly this; a real
     /// server added later with the highest key also lands in place, so the common case of a
-    /// new server with a higher address needs no reordering (see `balancer::plan`).
+    /// new server with a higher address needs no reordering (see [`plan`](crate::plan)).
     pub fn follows_list_order(self) -> bool {
         matches!(self.0, "mh" | "sh" | "dh")
     }
