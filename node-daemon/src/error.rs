@@ -119,9 +119,6 @@ pub enum Error {
     /// than meant to undo everything.
     #[error("no VirtualService or RealServer in the file")]
     NoObjects,
-    /// A desired table that lists one service, or one destination of a service, twice.
-    #[error("{0} is listed twice")]
-    ListedTwice(String),
     /// The `nft` binary is not on the node (web role: the ARP guard and MSS clamp need it).
     #[error("the nft binary {0} was not found (install the nftables package)")]
     NftMissing(String),

@@ -4,7 +4,6 @@
 //! command line (`tests/tests/docs_guide.rs`). No I/O here but what `run` starts.
 
 mod balancer;
-mod cli;
 mod error;
 mod exit;
 mod health;
@@ -46,7 +45,7 @@ enum Command {
     Web(Box<web::WebCli>),
     /// Debug: the kernel's IPVS table over netlink, as the lab proves it against ipvsadm
     #[command(hide = true, subcommand)]
-    Ipvs(cli::IpvsCli),
+    Ipvs(lvstun_ipvs::cli::IpvsCli),
     /// Debug: one VRRPv3 virtual router on a real interface, as the lab runs it
     #[command(hide = true)]
     Vrrp(vrrp::cli::VrrpCli),
@@ -62,7 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Some(Command::Balancer(args)) => exit_code(balancer::daemon::main(*args)),
         Some(Command::Web(args)) => exit_code(web::run(*args)),
-        Some(Command::Ipvs(args)) => exit_code(cli::run_ipvs(args)),
+        Some(Command::Ipvs(args)) => exit_code(lvstun_ipvs::cli::run_ipvs(args)),
         Some(Command::Vrrp(args)) => exit_code(vrrp::cli::run(args)),
     }
 }

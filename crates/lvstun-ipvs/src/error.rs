@@ -115,6 +115,34 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// A desired table (the `ipvs apply` debug command's file) that cannot be read.
+    #[cfg(feature = "cli")]
+    #[error("{path}: {detail}")]
+    File {
+        /// The file's path.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A desired table that was read but whose content is refused (`source` says why): the
+    /// path and the typed cause, so a caller can tell a YAML error from a refused value.
+    #[cfg(feature = "cli")]
+    #[error("{path}: {source}")]
+    FileContent {
+        /// The file's path.
+        path: String,
+        /// Why its content is refused.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Text that is not the YAML (or JSON) expected, as serde_norway explains it.
+    #[cfg(feature = "cli")]
+    #[error("{0}")]
+    Yaml(#[from] serde_norway::Error),
+    /// A desired table that lists one service, or one destination of a service, twice.
+    #[cfg(feature = "cli")]
+    #[error("{0} is listed twice")]
+    ListedTwice(String),
 }
 
 impl Error {

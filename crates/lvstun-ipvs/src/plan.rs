@@ -30,7 +30,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use lvstun_ipvs::model::{DestConfig, DestKey, Op, ServiceEntry, ServiceKey, Table};
+use crate::model::{DestConfig, DestKey, Op, ServiceEntry, ServiceKey, Table};
 
 /// The VIPs whose services lvstun manages on this node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,8 +58,7 @@ impl OwnedVips {
         self.0.len()
     }
 
-    /// Whether no VIP is owned.
-    #[cfg(test)]
+    /// Whether no VIP is owned (the daemon's tests ask it, now from another crate).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -250,7 +249,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use lvstun_ipvs::model::{
+    use crate::model::{
         AddressFamily, DestConfig, DestKey, Forward, Persistence, Protocol, Scheduler,
         ServiceConfig, ServiceEntry, Thresholds, Tunnel, Weight,
     };

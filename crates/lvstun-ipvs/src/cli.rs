@@ -1,6 +1,7 @@
 //! The hidden `lvstun-node ipvs ...` debug commands ([`IpvsCli`]: `dump`, `apply`, `sync`),
 //! which the lab uses to prove the netlink layer against a real kernel (with `ipvsadm -Ln` as
-//! the witness). Parsing and rendering are pure; `run_ipvs` does the I/O.
+//! the witness). Parsing and rendering are pure; `run_ipvs` does the I/O. Behind the crate's
+//! feature `cli`, which the daemon enables; its `Cli` names this as its hidden `ipvs` command.
 //!
 //! `apply` reads a desired table (YAML or JSON), plans against the kernel and
 //! applies the plan. The VIPs it owns are those of its services plus an
@@ -19,16 +20,15 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde::Deserialize;
 
-use crate::balancer::plan::{self, OwnedVips};
-use crate::balancer::reconcile;
 use crate::error::{Errno, Error};
-use lvstun_ipvs::handle::{self, IpvsHandle};
-use lvstun_ipvs::model::{
+use crate::handle::{self, IpvsHandle};
+use crate::model::{
     AddressFamily, DestConfig, DestKey, Destination, Forward, GueChecksum, IfName, IpvsInfo, Op,
     Persistence, Scheduler, Service, ServiceConfig, ServiceFlags, ServiceKey, SocketText,
     SyncDaemon, SyncRole, Table, Thresholds, Tunnel, Weight, netmask_to_wire,
 };
-use lvstun_ipvs::{ApplyReport, IpvsTable};
+use crate::plan::{self, OwnedVips};
+use crate::{ApplyReport, IpvsTable, reconcile};
 
 /// `lvstun-node ipvs ...`.
 #[derive(Debug, PartialEq, Eq, Subcommand)]
@@ -81,11 +81,11 @@ pub enum SyncCli {
     Show,
 }
 
-fn parse_role(value: &str) -> Result<SyncRole, lvstun_ipvs::Error> {
+fn parse_role(value: &str) -> Result<SyncRole, Error> {
     value.parse()
 }
 
-fn parse_ifname(value: &str) -> Result<IfName, lvstun_ipvs::Error> {
+fn parse_ifname(value: &str) -> Result<IfName, Error> {
     IfName::new(value)
 }
 
@@ -463,7 +463,7 @@ fn render(info: Option<IpvsInfo>, table: &[(Service, Vec<Destination>)], tun_inf
 }
 
 /// A hint for a person, chosen by errno (never by message text).
-fn hint(op: &Op, err: &lvstun_ipvs::Error) -> &'static str {
+fn hint(op: &Op, err: &Error) -> &'static str {
     match (op, err.errno()) {
         (Op::NewDest { .. } | Op::SetDest { .. }, Some(Errno::EINVAL)) => {
             " (tunnel destinations need a route to the real server)"
@@ -496,7 +496,7 @@ fn render_report(ops: &[Op], report: &ApplyReport) -> String {
 async fn connect() -> Result<IpvsHandle, Error> {
     let (connection, raw) = handle::new_connection()?;
     tokio::spawn(connection);
-    Ok(IpvsHandle::resolve(raw).await?)
+    IpvsHandle::resolve(raw).await
 }
 
 async fn apply_one_by_one(ipvs: &IpvsHandle, ops: &[Op]) -> ApplyReport {
@@ -616,17 +616,33 @@ pub fn run_ipvs(command: IpvsCli) -> Result<ExitCode, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lvstun_ipvs::model::{ConnCounts, Protocol, Stats};
+    use crate::model::{ConnCounts, Protocol, Stats};
+
+    /// The daemon's command line as far as `lvstun-node ipvs` goes, with its settings.
+    #[derive(Debug, clap::Parser)]
+    #[command(
+        name = "lvstun-node",
+        args_override_self = true,
+        disable_help_subcommand = true
+    )]
+    struct NodeCli {
+        #[command(subcommand)]
+        command: NodeCommand,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum NodeCommand {
+        #[command(hide = true, subcommand)]
+        Ipvs(IpvsCli),
+    }
 
     fn parse_command(line: &str) -> Result<IpvsCli, clap::Error> {
         use clap::Parser;
         let argv = ["lvstun-node", "ipvs"]
             .into_iter()
             .chain(line.split_whitespace());
-        match crate::Cli::try_parse_from(argv)?.command {
-            Some(crate::Command::Ipvs(command)) => Ok(command),
-            other => panic!("not an ipvs command: {other:?}"),
-        }
+        let NodeCommand::Ipvs(command) = NodeCli::try_parse_from(argv)?.command;
+        Ok(command)
     }
 
     #[test]
@@ -746,7 +762,7 @@ services:
     fn file_errors_are_refused() {
         assert!(matches!(
             parse_file("services: [{vip: 192.0.2.1, port: 80, scheduler: maglev}]"),
-            Err(Error::Ipvs(lvstun_ipvs::Error::Invalid { .. }))
+            Err(Error::Invalid { .. })
         ));
         assert!(matches!(
             parse_file("services: [{vip: 192.0.2.1, port: 80, typo: 1}]"),
