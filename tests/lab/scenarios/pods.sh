@@ -166,6 +166,8 @@ balancer_pids() {
   for pid in $(ip netns pids "$1"); do
     [[ -r /proc/$pid/cmdline ]] || continue
     mapfile -d '' args <"/proc/$pid/cmdline" 2>/dev/null || continue
+    # A process that ends between the listing and the read leaves an empty cmdline.
+    ((${#args[@]} > 0)) || continue
     [[ ${args[0]##*/} == lvstun-node && ${args[1]:-} == balancer && ${args[2]:-} != prepare ]] &&
       printf '%s\n' "$pid"
   done
