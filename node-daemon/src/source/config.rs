@@ -61,7 +61,7 @@ pub fn parse(text: &str) -> Result<Objects, Error> {
         // The API's own schema and CEL rules, as the API server applies them: unknown fields,
         // ranges, addresses that can never work. Then the defaults it would fill in.
         let json: serde_json::Value =
-            serde_norway::from_value(value.clone()).map_err(|source| Error::Object {
+            serde_norway::from_value(value).map_err(|source| Error::Object {
                 document,
                 kind,
                 source,

@@ -817,16 +817,8 @@ impl PodHost {
         }
         // The operator publishes the Event beside the status write, not before it: the status
         // seen above may come a moment before its Event, so the Event gets a bounded wait.
-        let t0 = Instant::now();
-        let mut events = String::new();
-        for attempt in 0.. {
-            if !events.trim().is_empty() || t0.elapsed() >= Duration::from_secs(30) {
-                break;
-            }
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            events = self.kubectl(
+        let events = poll(Duration::from_secs(30), || {
+            self.kubectl(
                 "kubectl get events IPVSServiceDeletedExternally",
                 &[
                     "get",
@@ -838,8 +830,11 @@ impl PodHost {
                     "-o",
                     "custom-columns=OBJECT:.involvedObject.name,MESSAGE:.message",
                 ],
-            )?;
-        }
+            )
+            .ok()
+            .filter(|e| !e.trim().is_empty())
+        })
+        .unwrap_or_default();
         if events.trim().is_empty() {
             self.fail("no Event with reason IPVSServiceDeletedExternally".into());
         } else {
