@@ -34,7 +34,7 @@ enum Call {
     Refresh(Vec<Ipv4Addr>, VipLifetime),
     Remove(Vec<Ipv4Addr>),
     Garp(Vec<Ipv4Addr>, u8),
-    Sync(SyncRole),
+    Sync(Option<SyncRole>),
     /// Answered once every call queued before it is done.
     Flush(oneshot::Sender<()>),
 }
@@ -141,7 +141,7 @@ impl VipOps for Detached {
     ) -> impl Future<Output = io::Result<()>> + Send {
         self.queue(Call::Garp(vips.to_vec(), count))
     }
-    fn set_sync(&mut self, role: SyncRole) -> impl Future<Output = io::Result<()>> + Send {
+    fn set_sync(&mut self, role: Option<SyncRole>) -> impl Future<Output = io::Result<()>> + Send {
         self.queue(Call::Sync(role))
     }
     fn flush(&mut self) -> impl Future<Output = ()> + Send {
@@ -220,8 +220,15 @@ mod tests {
         ) -> impl Future<Output = io::Result<()>> + Send {
             self.record("garp", true)
         }
-        fn set_sync(&mut self, role: SyncRole) -> impl Future<Output = io::Result<()>> + Send {
-            self.record(&format!("sync {role:?}"), true)
+        fn set_sync(
+            &mut self,
+            role: Option<SyncRole>,
+        ) -> impl Future<Output = io::Result<()>> + Send {
+            let what = match role {
+                Some(role) => format!("sync {role:?}"),
+                None => "sync stopped".to_owned(),
+            };
+            self.record(&what, true)
         }
     }
 
@@ -251,7 +258,7 @@ mod tests {
         let asked = std::time::Instant::now();
         ops.add_vips(&vip(), lifetime()).await.unwrap();
         ops.send_garp(&vip(), 3).await.unwrap();
-        ops.set_sync(SyncRole::Master).await.unwrap();
+        ops.set_sync(Some(SyncRole::Master)).await.unwrap();
         ops.refresh_vips(&vip(), lifetime()).await.unwrap();
         ops.remove_vips(&vip()).await.unwrap();
         let returned = asked.elapsed();

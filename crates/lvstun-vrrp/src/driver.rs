@@ -36,16 +36,11 @@ use crate::fsm::{Action, Event, Priority, Router, State, TimerKind};
 use crate::lifetime::VipLifetime;
 use crate::packet::{ChecksumForm, IPPROTO_VRRP, ReceiveFilter, VRRP_MULTICAST_V4, VRRP_TTL};
 
-/// What the IPVS connection sync daemon should be doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncRole {
-    /// This node forwards: send connection state to the others.
-    Master,
-    /// This node stands by: receive connection state.
-    Backup,
-    /// The virtual router is not running.
-    Stopped,
-}
+/// The IPVS connection sync daemon's role, the IPVS crate's own type: what the kernel runs is
+/// what VRRP asks for, so there is one type for both. The driver asks for `Some(role)` while
+/// its router runs (Master sends connection state, Backup receives it) and `None` when the
+/// router stops.
+pub use lvstun_ipvs::model::SyncRole;
 
 /// The side effects of VRRP outside the VRRP socket: the seam between this module and the
 /// netlink/IPVS code, so the driver can be tested with a recording fake and the real
@@ -76,7 +71,7 @@ pub trait VipOps: Send {
         count: u8,
     ) -> impl Future<Output = io::Result<()>> + Send;
     /// Switch the IPVS connection sync daemon.
-    fn set_sync(&mut self, role: SyncRole) -> impl Future<Output = io::Result<()>> + Send;
+    fn set_sync(&mut self, role: Option<SyncRole>) -> impl Future<Output = io::Result<()>> + Send;
     /// Waits until every change asked for so far has been made: the driver calls it once, as
     /// it stops, so a Master's VIPs are gone when its task ends. Ops that act at once (all but
     /// [`crate::detached::Detached`]) have nothing to wait for.
@@ -471,9 +466,9 @@ impl<V: VipOps> Driver<V> {
             }
             Action::RemoveVip => self.ops.remove_vips(&vips).await,
             Action::SendGratuitousArp { count } => self.ops.send_garp(&vips, count).await,
-            Action::StartSyncMaster => self.ops.set_sync(SyncRole::Master).await,
-            Action::StartSyncBackup => self.ops.set_sync(SyncRole::Backup).await,
-            Action::StopSync => self.ops.set_sync(SyncRole::Stopped).await,
+            Action::StartSyncMaster => self.ops.set_sync(Some(SyncRole::Master)).await,
+            Action::StartSyncBackup => self.ops.set_sync(Some(SyncRole::Backup)).await,
+            Action::StopSync => self.ops.set_sync(None).await,
             Action::SetTimer { kind, at } => {
                 self.timers.insert(kind, at);
                 Ok(())
@@ -687,7 +682,7 @@ mod tests {
         Refresh,
         Remove,
         Garp(u8),
-        Sync(SyncRole),
+        Sync(Option<SyncRole>),
     }
 
     #[derive(Clone, Default)]
@@ -728,7 +723,10 @@ mod tests {
         ) -> impl Future<Output = io::Result<()>> + Send {
             self.push(Op::Garp(count))
         }
-        fn set_sync(&mut self, role: SyncRole) -> impl Future<Output = io::Result<()>> + Send {
+        fn set_sync(
+            &mut self,
+            role: Option<SyncRole>,
+        ) -> impl Future<Output = io::Result<()>> + Send {
             self.push(Op::Sync(role))
         }
     }
@@ -1036,15 +1034,15 @@ mod tests {
             ops[..7],
             [
                 Op::Remove,
-                Op::Sync(SyncRole::Backup),
+                Op::Sync(Some(SyncRole::Backup)),
                 Op::Add,
                 Op::Garp(5),
-                Op::Sync(SyncRole::Master),
+                Op::Sync(Some(SyncRole::Master)),
                 Op::Remove,
-                Op::Sync(SyncRole::Backup),
+                Op::Sync(Some(SyncRole::Backup)),
             ]
         );
-        assert_eq!(ops.last(), Some(&Op::Sync(SyncRole::Stopped)));
+        assert_eq!(ops.last(), Some(&Op::Sync(None)));
         drop(net);
     }
 
@@ -1153,7 +1151,7 @@ mod tests {
         ) -> impl Future<Output = io::Result<()>> + Send {
             Self::ok()
         }
-        fn set_sync(&mut self, _: SyncRole) -> impl Future<Output = io::Result<()>> + Send {
+        fn set_sync(&mut self, _: Option<SyncRole>) -> impl Future<Output = io::Result<()>> + Send {
             Self::ok()
         }
     }

@@ -33,7 +33,7 @@ use nix::sys::socket::{
     AddressFamily as SockFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike,
 };
 
-use crate::driver::{SyncRole, VipOps};
+use crate::driver::VipOps;
 use crate::error::{Errno, Error};
 use crate::lifetime::VipLifetime;
 use crate::rtnl::bounded;
@@ -301,22 +301,22 @@ impl VipOps for KernelOps {
         Ok(())
     }
 
-    async fn set_sync(&mut self, role: SyncRole) -> io::Result<()> {
+    async fn set_sync(&mut self, role: Option<IpvsSyncRole>) -> io::Result<()> {
         let Some(sync) = &self.sync else {
             return Ok(());
         };
         // Stop the other role before starting this one: only one of them is meant to run,
         // and a Backup that became Master must stop absorbing the old Master's table.
         let result = match role {
-            SyncRole::Master => match sync.stop(IpvsSyncRole::Backup).await {
+            Some(IpvsSyncRole::Master) => match sync.stop(IpvsSyncRole::Backup).await {
                 Ok(()) => sync.start(IpvsSyncRole::Master).await,
                 err => err,
             },
-            SyncRole::Backup => match sync.stop(IpvsSyncRole::Master).await {
+            Some(IpvsSyncRole::Backup) => match sync.stop(IpvsSyncRole::Master).await {
                 Ok(()) => sync.start(IpvsSyncRole::Backup).await,
                 err => err,
             },
-            SyncRole::Stopped => {
+            None => {
                 let master = sync.stop(IpvsSyncRole::Master).await;
                 let backup = sync.stop(IpvsSyncRole::Backup).await;
                 master.and(backup)

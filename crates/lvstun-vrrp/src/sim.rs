@@ -58,7 +58,7 @@ struct Node {
     holds_vip: bool,
     /// When the VIP was last added or renewed: the kernel deletes it a lifetime later.
     renewed: Duration,
-    sync: SyncRole,
+    sync: Option<SyncRole>,
     timers: BTreeMap<TimerKind, Instant>,
 }
 
@@ -139,7 +139,7 @@ impl Sim {
                 group: 0,
                 holds_vip: false,
                 renewed: Duration::ZERO,
-                sync: SyncRole::Stopped,
+                sync: None,
                 timers: BTreeMap::new(),
             })
             .collect();
@@ -387,21 +387,21 @@ impl Sim {
             Action::SendGratuitousArp { count } => self.garps += u64::from(count),
             Action::StartSyncMaster => {
                 assert!(self.nodes[i].holds_vip, "node {i}: sync master without VIP");
-                self.nodes[i].sync = SyncRole::Master;
+                self.nodes[i].sync = Some(SyncRole::Master);
             }
             Action::StartSyncBackup => {
                 assert!(
                     !self.nodes[i].holds_vip,
                     "node {i}: sync backup while holding VIP"
                 );
-                self.nodes[i].sync = SyncRole::Backup;
+                self.nodes[i].sync = Some(SyncRole::Backup);
             }
             Action::StopSync => {
                 assert!(
                     !self.nodes[i].holds_vip,
                     "node {i}: sync stopped while holding VIP"
                 );
-                self.nodes[i].sync = SyncRole::Stopped;
+                self.nodes[i].sync = None;
             }
             Action::SetTimer { kind, at } => {
                 let offset = at - self.t0;

@@ -87,8 +87,8 @@ use crate::net::addr::{Addr, Addrs};
 use crate::source::Snapshot;
 use crate::vrrp::run::{RunOptions, run_with};
 use lvstun_ipvs::handle::{IpvsHandle, new_connection};
-use lvstun_ipvs::model::{IfName, SyncDaemon, SyncRole as IpvsSyncRole};
-use lvstun_vrrp::driver::{Control, Status, SyncRole, VipOps};
+use lvstun_ipvs::model::{IfName, SyncDaemon, SyncRole};
+use lvstun_vrrp::driver::{Control, Status, VipOps};
 use lvstun_vrrp::fsm::{Priority, State};
 use lvstun_vrrp::lifetime::VipLifetime;
 use lvstun_vrrp::ops::{Interface, KernelOps};
@@ -262,14 +262,12 @@ impl SyncHub {
     /// Router `vrid` on `ifname` wants `role`; the kernel's daemons are changed to what all
     /// routers together want. Stops before starts: a Backup that became Master stops absorbing
     /// the old Master's table before it sends its own.
-    async fn set(&self, vrid: u8, role: SyncRole, ifname: &str) -> Result<(), Error> {
+    async fn set(&self, vrid: u8, role: Option<SyncRole>, ifname: &str) -> Result<(), Error> {
         let mut hub = self.state.lock().await;
-        let role = vips::sync_role_on(role, self.shared.leaving.load(Ordering::Relaxed));
-        if role == SyncRole::Stopped {
-            hub.roles.remove(&vrid);
-        } else {
-            hub.roles.insert(vrid, (role, ifname.to_owned()));
-        }
+        match vips::sync_role_on(role, self.shared.leaving.load(Ordering::Relaxed)) {
+            Some(role) => hub.roles.insert(vrid, (role, ifname.to_owned())),
+            None => hub.roles.remove(&vrid),
+        };
         let want = vips::sync_wanted(&hub.roles);
         let result = hub.apply(want).await;
         self.record(hub.backup_since, result.is_err());
@@ -417,17 +415,17 @@ struct Book {
     dir: Option<PathBuf>,
     held: HeldVips,
     /// The sync daemons started and not stopped (`balancer-sync.json`).
-    sync: BTreeSet<IpvsSyncRole>,
+    sync: BTreeSet<SyncRole>,
 }
 
 impl HeldBook {
     /// A book over `held` and `sync`, written to `dir`.
-    pub fn new(dir: Option<PathBuf>, held: HeldVips, sync: BTreeSet<IpvsSyncRole>) -> Self {
+    pub fn new(dir: Option<PathBuf>, held: HeldVips, sync: BTreeSet<SyncRole>) -> Self {
         Self(Arc::new(Mutex::new(Book { dir, held, sync })))
     }
 
     /// Records a sync daemon about to be started, writing the file when that is news.
-    fn sync_started(&self, role: IpvsSyncRole) {
+    fn sync_started(&self, role: SyncRole) {
         let mut book = self.book();
         if book.sync.insert(role) {
             book.write_sync();
@@ -435,7 +433,7 @@ impl HeldBook {
     }
 
     /// Forgets a stopped sync daemon, writing the file when that changed it.
-    fn sync_stopped(&self, role: IpvsSyncRole) {
+    fn sync_stopped(&self, role: SyncRole) {
         let mut book = self.book();
         if book.sync.remove(&role) {
             book.write_sync();
@@ -593,7 +591,7 @@ impl VipOps for BalancerOps {
     /// switches still reach the kernel in the order the routers asked for them: the tasks are
     /// spawned in that order on the sync thread's single-threaded runtime, and each first takes
     /// the hub's lock, which serves waiters first come, first served.
-    async fn set_sync(&mut self, role: SyncRole) -> io::Result<()> {
+    async fn set_sync(&mut self, role: Option<SyncRole>) -> io::Result<()> {
         let (hub, vrid, ifname) = (self.hub.clone(), self.vrid, self.ifname.clone());
         thread::sync_handle()?.spawn(async move {
             if let Err(e) = hub.set(vrid, role, &ifname).await {

@@ -40,8 +40,7 @@ use lvstun_crds::v1alpha1::{Balancers, VirtualService};
 use super::desired::ObjectRef;
 use crate::source::Snapshot;
 use crate::vrrp::run::router_config;
-use lvstun_ipvs::model::{SyncDaemon, SyncRole as IpvsSyncRole};
-use lvstun_vrrp::driver::SyncRole;
+use lvstun_ipvs::model::{SyncDaemon, SyncRole};
 use lvstun_vrrp::fsm::{Priority, RouterConfig};
 
 /// The most addresses one router can hold: an advertisement counts them in one byte.
@@ -440,10 +439,7 @@ pub struct SyncWanted {
 ///
 /// Pure.
 pub fn sync_wanted(roles: &BTreeMap<u8, (SyncRole, String)>) -> SyncWanted {
-    let running = roles
-        .values()
-        .filter(|(role, _)| *role != SyncRole::Stopped)
-        .count();
+    let running = roles.len();
     let first = |want: SyncRole| {
         roles
             .iter()
@@ -464,9 +460,9 @@ pub fn sync_wanted(roles: &BTreeMap<u8, (SyncRole, String)>) -> SyncWanted {
 /// the next process adopts it ([`sync_adoptable`]). Without this, connections opened during the
 /// restart would reach this node only when their packet count next hits `sync_period`, and a
 /// failback would meet them unknown (reset under `rr`, `wrr`, `lc`). Pure.
-pub fn sync_role_on(asked: SyncRole, leaving: bool) -> SyncRole {
+pub fn sync_role_on(asked: Option<SyncRole>, leaving: bool) -> Option<SyncRole> {
     match asked {
-        SyncRole::Stopped if leaving => SyncRole::Backup,
+        None if leaving => Some(SyncRole::Backup),
         other => other,
     }
 }
@@ -490,8 +486,8 @@ pub fn sync_adoptable(daemons: &[SyncDaemon]) -> Option<SyncWanted> {
         }
         let entry = Some((d.ifname.as_str().to_owned(), d.sync_id));
         match d.role {
-            IpvsSyncRole::Master => found.master = entry,
-            IpvsSyncRole::Backup => found.backup = entry,
+            SyncRole::Master => found.master = entry,
+            SyncRole::Backup => found.backup = entry,
         }
     }
     Some(found)
@@ -505,9 +501,9 @@ pub fn sync_adoptable(daemons: &[SyncDaemon]) -> Option<SyncWanted> {
 pub struct SyncChanges {
     /// Daemons to stop first (a Backup that became Master stops absorbing the old Master's
     /// table before it sends its own).
-    pub stop: Vec<IpvsSyncRole>,
+    pub stop: Vec<SyncRole>,
     /// Daemons to start after, as (role, interface, sync ID).
-    pub start: Vec<(IpvsSyncRole, String, u8)>,
+    pub start: Vec<(SyncRole, String, u8)>,
     /// The backup daemon runs on as it was (its warm-up is not owed again).
     pub backup_kept: bool,
 }
@@ -516,8 +512,8 @@ pub struct SyncChanges {
 /// and started again if wanted; a role that is as wanted is left alone. Pure.
 pub fn sync_changes(have: Option<&SyncWanted>, want: &SyncWanted) -> SyncChanges {
     let pairs = [
-        (IpvsSyncRole::Master, have.map(|h| &h.master), &want.master),
-        (IpvsSyncRole::Backup, have.map(|h| &h.backup), &want.backup),
+        (SyncRole::Master, have.map(|h| &h.master), &want.master),
+        (SyncRole::Backup, have.map(|h| &h.backup), &want.backup),
     ];
     let mut changes = SyncChanges {
         backup_kept: have.map(|h| &h.backup) == Some(&want.backup),
@@ -804,8 +800,6 @@ mod tests {
         let one = BTreeMap::from([(51, (SyncRole::Backup, eth0()))]);
         assert_eq!(sync_wanted(&one).backup, Some((eth0(), 51)));
         assert_eq!(sync_wanted(&one).master, None);
-        let stopped = BTreeMap::from([(51, (SyncRole::Stopped, eth0()))]);
-        assert_eq!(sync_wanted(&stopped), SyncWanted::default());
         let two = BTreeMap::from([
             (52, (SyncRole::Master, eth0())),
             (51, (SyncRole::Backup, eth0())),
@@ -905,7 +899,7 @@ mod tests {
         );
     }
 
-    fn daemon(role: IpvsSyncRole, ifname: &str, sync_id: u8) -> SyncDaemon {
+    fn daemon(role: SyncRole, ifname: &str, sync_id: u8) -> SyncDaemon {
         SyncDaemon::new(
             role,
             lvstun_ipvs::model::IfName::new(ifname).unwrap(),
@@ -918,8 +912,8 @@ mod tests {
     fn running(wanted: &SyncWanted) -> Vec<SyncDaemon> {
         let mut out = Vec::new();
         for (role, entry) in [
-            (IpvsSyncRole::Master, &wanted.master),
-            (IpvsSyncRole::Backup, &wanted.backup),
+            (SyncRole::Master, &wanted.master),
+            (SyncRole::Backup, &wanted.backup),
         ] {
             if let Some((ifname, id)) = entry {
                 let mut d = daemon(role, ifname, *id);
@@ -937,11 +931,15 @@ mod tests {
     fn a_restart_keeps_the_backup_sync_daemon_running() {
         let eth0 = || "eth0".to_owned();
         // The leaving process: router 51 was Master; on SIGTERM it steps down (VIP first),
-        // then asks for Stopped, which becomes Backup: the master daemon stops, the backup runs.
-        assert_eq!(sync_role_on(SyncRole::Stopped, true), SyncRole::Backup);
-        assert_eq!(sync_role_on(SyncRole::Stopped, false), SyncRole::Stopped);
-        assert_eq!(sync_role_on(SyncRole::Master, true), SyncRole::Master);
-        let at_exit = BTreeMap::from([(51, (sync_role_on(SyncRole::Stopped, true), eth0()))]);
+        // then asks for no daemon, which becomes Backup: the master daemon stops, the backup runs.
+        assert_eq!(sync_role_on(None, true), Some(SyncRole::Backup));
+        assert_eq!(sync_role_on(None, false), None);
+        assert_eq!(
+            sync_role_on(Some(SyncRole::Master), true),
+            Some(SyncRole::Master)
+        );
+        let on_exit = |vrid: u8| (vrid, (sync_role_on(None, true).unwrap(), eth0()));
+        let at_exit = BTreeMap::from([on_exit(51)]);
         let left = sync_wanted(&at_exit);
         assert_eq!(left.master, None);
         assert_eq!(left.backup, Some((eth0(), 51)));
@@ -951,10 +949,7 @@ mod tests {
         let first = BTreeMap::from([(51, (SyncRole::Backup, eth0()))]);
         assert_eq!(adopted, sync_wanted(&first));
         // Several routers leave one backup daemon accepting every sync ID, also adopted.
-        let at_exit = BTreeMap::from([
-            (51, (sync_role_on(SyncRole::Stopped, true), eth0())),
-            (52, (sync_role_on(SyncRole::Stopped, true), eth0())),
-        ]);
+        let at_exit = BTreeMap::from([on_exit(51), on_exit(52)]);
         let left = sync_wanted(&at_exit);
         assert_eq!(left.backup, Some((eth0(), 0)));
         assert_eq!(sync_adoptable(&running(&left)), Some(left));
@@ -964,17 +959,17 @@ mod tests {
     fn only_daemons_started_as_ours_are_adopted() {
         assert_eq!(sync_adoptable(&[]), Some(SyncWanted::default()));
         // A master daemon left by a killed Master is known, so the hub stops exactly it.
-        let found = sync_adoptable(&[daemon(IpvsSyncRole::Master, "eth0", 51)]).unwrap();
+        let found = sync_adoptable(&[daemon(SyncRole::Master, "eth0", 51)]).unwrap();
         assert_eq!(found.master, Some(("eth0".to_owned(), 51)));
         assert_eq!(found.backup, None);
         // Another group, port or TTL is someone else's setup: unknown, stopped and restarted.
-        let mut other = daemon(IpvsSyncRole::Backup, "eth0", 51);
+        let mut other = daemon(SyncRole::Backup, "eth0", 51);
         other.port = Some(8849);
         assert_eq!(sync_adoptable(&[other]), None);
-        let mut other = daemon(IpvsSyncRole::Backup, "eth0", 51);
+        let mut other = daemon(SyncRole::Backup, "eth0", 51);
         other.group = Some(IpAddr::V4(Ipv4Addr::new(239, 1, 1, 1)));
         assert_eq!(sync_adoptable(&[other]), None);
-        let mut other = daemon(IpvsSyncRole::Backup, "eth0", 51);
+        let mut other = daemon(SyncRole::Backup, "eth0", 51);
         other.ttl = Some(2);
         assert_eq!(sync_adoptable(&[other]), None);
     }
@@ -986,7 +981,7 @@ mod tests {
             backup: b.map(|id| ("eth0".to_owned(), id)),
         };
         let start = |role, id| (role, "eth0".to_owned(), id);
-        let (m, b) = (IpvsSyncRole::Master, IpvsSyncRole::Backup);
+        let (m, b) = (SyncRole::Master, SyncRole::Backup);
         let cases = [
             (
                 "as wanted: nothing",

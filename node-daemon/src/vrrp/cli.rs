@@ -24,7 +24,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
-use lvstun_vrrp::driver::{Control, Status, SyncRole, VipOps};
+use lvstun_ipvs::model::SyncRole;
+use lvstun_vrrp::driver::{Control, Status, VipOps};
 use lvstun_vrrp::fsm::{AdverInterval, ConfigError, Priority, RouterConfig};
 use lvstun_vrrp::lifetime::VipLifetime;
 use lvstun_vrrp::packet::ChecksumForm;
@@ -212,8 +213,9 @@ impl<V: VipOps> VipOps for Logged<V> {
         print_line(json!({"action": "garp", "vips": vips, "count": count}))?;
         Self::outcome("garp", result)
     }
-    async fn set_sync(&mut self, role: SyncRole) -> io::Result<()> {
-        print_line(json!({"action": "sync", "role": format!("{role:?}")}))?;
+    async fn set_sync(&mut self, role: Option<SyncRole>) -> io::Result<()> {
+        let shown = role.map_or_else(|| "Stopped".to_owned(), |r| format!("{r:?}"));
+        print_line(json!({"action": "sync", "role": shown}))?;
         match &mut self.inner {
             Some(ops) => Self::outcome("sync", ops.set_sync(role).await),
             None => Ok(()),
