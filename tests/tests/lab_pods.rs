@@ -25,7 +25,8 @@
 
 use std::time::{Duration, Instant};
 
-use lvstun_tests::lab::pods::{Images, PodHost, vip_holders};
+use lvstun_tests::lab::pods::{Images, PodHost, pod_log, vip_holders};
+use lvstun_tests::lab::vipwatch::parse_ts;
 use lvstun_tests::lab::{self, parse};
 
 /// The second image version `helm upgrade` moves to: the same binaries under another tag, so
@@ -306,16 +307,50 @@ fn lifecycle(
         "no VIP move while the API server is down, not even under a CPU hog ({out_s})"
     );
     assert_eq!(num("outage.failures"), 0.0, "{out_s}");
-    // Printed, not asserted: lb2 still claims the VIP beside lb1 for 50-500 ms at a time, a
-    // dozen times in a window of about 13 s somewhere in the outage (lb1 keeps it, no request
-    // fails). Not the kernel calls any more (they left the VRRP thread, ADR 0002 "Three
-    // threads", and lb1 withheld no advert); lb1's adverts reach lb2 more than 326 ms apart
-    // without lb1 logging a stall. Where they wait (lb1's sender, softirq delivery in the
-    // guest, lb2's reader) is still to find.
-    if outage.claims > 0 {
+    // The CPU-starvation test (issue 13): two busy loops per balancer for 20 s, adverts every
+    // 100 ms. No Backup claim from the hog's start until one Master_Down_Interval (3 x 100 ms
+    // + skew: 361 ms at priority 190; 400 ms here) after its end: the VRRP thread's real-time
+    // priority and its read-before-timer order hold under starvation inside the node.
+    let hog_us = |key: &str| (num(key) * 1000.0) as i64;
+    let (hog_from, hog_to) = (hog_us("starve.start_ms"), hog_us("starve.end_ms") + 400_000);
+    let in_hog = outage
+        .claims_at_us
+        .iter()
+        .filter(|at| (hog_from..=hog_to).contains(*at))
+        .count();
+    // lb1's own account of the outage: adverts it sent later than 1.5 intervals after the one
+    // before (the VRRP driver's warning), i.e. times its SCHED_RR thread did not run at all.
+    let outage_from = hog_from - 300_000_000;
+    let late: Vec<u64> = pod_log(run, "after-outage", "lb1", "balancer")
+        .unwrap()
+        .iter()
+        .filter(|l| l.message == "vrrp: advertisement sent late")
+        .filter(|l| parse_ts(&l.timestamp).is_some_and(|at| at >= outage_from))
+        .filter_map(|l| l.num("gap_ms"))
+        .collect();
+    eprintln!(
+        "[lab_pods] CPU hog on both balancers for {} ms at 100 ms adverts: {in_hog} Backup claims; the whole outage: {} claims; lb1 logged {} adverts sent late (longest gap {} ms)",
+        num("starve.end_ms") - num("starve.start_ms"),
+        outage.claims,
+        late.len(),
+        late.iter().max().copied().unwrap_or(0)
+    );
+    assert_eq!(
+        in_hog, 0,
+        "a Backup claimed the VIP while both balancers were starved of CPU at 100 ms adverts ({out_s})"
+    );
+    // Printed, not asserted: outside the hog, lb2 still claims the VIP beside lb1 for 50-500 ms
+    // at a time, in bursts (most often about 60 s after the API server stopped, when every
+    // kubelet, kube-proxy and daemon in the VM reconnects at once); lb1 keeps it and no request
+    // fails. Each burst comes with lb1's own "advertisement sent late" warnings (gaps of
+    // 150-460 ms at 100 ms adverts): lb1's real-time thread was not running, because the guest
+    // itself was not (2 emulated vCPUs on 2 shared host cores; the busy loops above, inside the
+    // guest, cause none). The user guide's VRRP timing section says what this means for
+    // advert intervals on hosts with CPU steal.
+    if outage.claims > in_hog {
         eprintln!(
-            "[lab_pods] KNOWN: {} brief claims by lb2 while the API server was down ({out_s})",
-            outage.claims
+            "[lab_pods] KNOWN: {} brief claims by lb2 outside the CPU hog, while the guest stalled ({out_s})",
+            outage.claims - in_hog
         );
     }
 

@@ -221,9 +221,11 @@ outage() {
   watch_start outage
   load_start outage 400 "$LAB_OUT/stop-outage"
   lab_sleep 100
+  lab_result starve.start_ms "$(lab_now_ms)"
   hog_start 20
   lab_sleep 21
   hog_stop
+  lab_result starve.end_ms "$(lab_now_ms)"
   until (($(lab_now_ms) - t_stop >= 240000)); do lab_sleep 1; done
   phase_end outage
   say "   $(load_line outage)"

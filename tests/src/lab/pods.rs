@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::vipwatch::{Holders, fold, parse_events};
-use super::{LabError, LabRun, Result, ScenarioOptions, new_run_dir, run_scenario_with};
+use super::{LabError, LabRun, Result, ScenarioOptions, new_run_dir, parse, run_scenario_with};
 use crate::controlplane::{ControlPlane, NodeAccess, repo_root};
 use crate::operator_fixture::get_json;
 
@@ -1236,4 +1236,99 @@ pub fn vip_holders(run: &LabRun, tag: &str) -> Result<Holders> {
             |ms| ms * 1000,
         );
     Ok(fold(&initial, &events, end_us))
+}
+
+/// The log events of `container` in the pods that ran on `node`, from the copy the scenario
+/// saved under `pod-logs/SNAPSHOT/` (`lab_nodes_save_logs`): the kubelet's CRI files, one per
+/// container instance, each line `TIME STREAM TAG MESSAGE` with the daemon's JSON line as the
+/// message. Every instance's events, pod by pod, in file order.
+pub fn pod_log(
+    run: &LabRun,
+    snapshot: &str,
+    node: &str,
+    container: &str,
+) -> Result<Vec<parse::log::LogLine>> {
+    let io = |what: String| move |source| LabError::Io { what, source };
+    let node_dir = run.path(&format!("pod-logs/{snapshot}/{node}"));
+    let mut files = Vec::new();
+    for pod in
+        std::fs::read_dir(&node_dir).map_err(io(format!("listing {}", node_dir.display())))?
+    {
+        let dir = pod
+            .map_err(io(format!("listing {}", node_dir.display())))?
+            .path()
+            .join(container);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue; // a pod without that container
+        };
+        for entry in entries {
+            files.push(
+                entry
+                    .map_err(io(format!("listing {}", dir.display())))?
+                    .path(),
+            );
+        }
+    }
+    files.sort();
+    let mut events = Vec::new();
+    for file in files {
+        let text =
+            std::fs::read_to_string(&file).map_err(io(format!("reading {}", file.display())))?;
+        events.extend(
+            text.lines()
+                .filter_map(|l| l.find('{').map(|i| &l[i..]))
+                .filter_map(|l| parse::log::line(l).ok()),
+        );
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn pod_logs_are_read_from_every_instance_of_the_container() {
+        let out_dir = std::env::temp_dir().join(format!("lvstun-pod-log-{}", std::process::id()));
+        let pod = out_dir.join("pod-logs/after-outage/lb1/lvstun-system_lvstun-balancer-x_uid");
+        std::fs::create_dir_all(pod.join("balancer")).unwrap();
+        std::fs::create_dir_all(pod.join("prepare")).unwrap();
+        std::fs::write(
+            pod.join("balancer/0.log"),
+            concat!(
+                r#"2026-12-07T17:03:05.01731071Z stderr F {"timestamp":"2026-12-07T17:03:04.953427Z","level":"WARN","fields":{"message":"vrrp: advertisement sent late","vrid":51,"gap_ms":457,"interval_ms":100},"target":"lvstun_vrrp::driver"}"#,
+                "\n2026-12-07T17:03:05.1Z stderr P not a log event\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            pod.join("balancer/1.log"),
+            r#"2026-12-07T17:04:00.0Z stderr F {"timestamp":"2026-12-07T17:04:00.000001Z","level":"INFO","fields":{"message":"reconciled","ops":0},"target":"lvstun_node::balancer::run"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            pod.join("prepare/0.log"),
+            r#"2026-12-07T17:00:00.0Z stderr F {"timestamp":"2026-12-07T17:00:00.000001Z","level":"INFO","fields":{"message":"prepared"},"target":"x"}"#,
+        )
+        .unwrap();
+        let run = LabRun {
+            scenario: "pods".into(),
+            out_dir: out_dir.clone(),
+            results: BTreeMap::new(),
+            timing: BTreeMap::new(),
+            wall: Duration::ZERO,
+            reused: true,
+        };
+        let events = pod_log(&run, "after-outage", "lb1", "balancer").unwrap();
+        let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages, ["vrrp: advertisement sent late", "reconciled"]);
+        assert_eq!(events[0].num("gap_ms"), Some(457));
+        assert_eq!(
+            crate::lab::vipwatch::parse_ts(&events[0].timestamp),
+            crate::lab::vipwatch::parse_ts("2026-12-07T17:03:04.953427")
+        );
+        assert!(pod_log(&run, "final", "lb1", "balancer").is_err());
+        std::fs::remove_dir_all(&out_dir).unwrap();
+    }
 }

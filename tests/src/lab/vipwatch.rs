@@ -30,6 +30,9 @@ pub struct Holders {
     /// brief ones a Master's next advertisement undoes included (those leave `moves` alone,
     /// showing only as two holders for a while).
     pub claims: usize,
+    /// When each claim happened (µs since the epoch, the guest's clock), in order: to tell the
+    /// claims made during one part of a watch (a CPU hog) from the rest.
+    pub claims_at_us: Vec<i64>,
     /// The sole holders in order, starting with the initial one (`-` for none).
     pub sequence: Vec<String>,
     /// Longest time two or more nodes held the VIP at once, in ms.
@@ -42,7 +45,7 @@ pub struct Holders {
 
 /// Parses `[YYYY-MM-DDTHH:MM:SS.ffffff]` into microseconds since the epoch (UTC, which the lab
 /// guest runs in).
-fn parse_ts(ts: &str) -> Option<i64> {
+pub fn parse_ts(ts: &str) -> Option<i64> {
     let (date, time) = ts.split_once('T')?;
     let mut d = date.splitn(3, '-').map(str::parse::<i64>);
     let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
@@ -126,7 +129,10 @@ pub fn fold(initial: &BTreeMap<String, bool>, events: &[AddrEvent], end_us: i64)
             continue;
         }
         close(count, since, e.at_us, &mut out);
-        out.claims += usize::from(e.present);
+        if e.present {
+            out.claims += 1;
+            out.claims_at_us.push(e.at_us);
+        }
         held.insert(e.node.clone(), e.present);
         since = e.at_us;
         let (c, h) = sole(&held);
@@ -222,6 +228,10 @@ mod tests {
         );
         assert_eq!(h.sequence, ["lb1"]);
         assert_eq!((h.moves, h.claims), (0, 1));
+        assert_eq!(
+            h.claims_at_us,
+            [parse_ts("2026-12-07T01:00:00.674000").unwrap()]
+        );
         assert_eq!(h.longest_double_ms, 123);
     }
 
@@ -255,6 +265,11 @@ mod tests {
         assert_eq!(h.sequence, ["lb1", "-", "lb2", "lb1"]);
         assert_eq!(h.moves, 2);
         assert_eq!(h.claims, 2);
+        let at = |ts: &str| parse_ts(&format!("2026-12-07T{ts}")).unwrap();
+        assert_eq!(
+            h.claims_at_us,
+            [at("01:00:01.060000"), at("01:00:05.000000")]
+        );
         assert_eq!(h.longest_none_ms, 60);
         assert_eq!(h.longest_double_ms, 20);
         assert_eq!(h.events, 4);
