@@ -7,6 +7,7 @@ mod balancer;
 mod error;
 mod exit;
 mod health;
+mod listen;
 mod logging;
 mod net;
 mod source;

@@ -202,6 +202,10 @@ pub fn node_args(cfg: &NodeDaemonConfig, role: Role) -> Vec<String> {
         role.as_str().to_string(),
         "--node-name=$(NODE_NAME)".to_string(),
         format!("--health-port={}", cfg.role(role).health_port),
+        // Loopback for the kubelet's probes, the node's own address for scrapes; never
+        // 0.0.0.0, which on a Master includes the public VIP (issue 15).
+        "--health-address=127.0.0.1".to_string(),
+        "--health-address=$(NODE_IP)".to_string(),
         format!("--log-format={}", cfg.log_format),
     ];
     if role == Role::Balancer {
@@ -340,6 +344,7 @@ fn container(cfg: &NodeDaemonConfig, role: Role) -> Container {
         env: Some(vec![
             field_env("NODE_NAME", "spec.nodeName"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("NODE_IP", "status.hostIP"),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("health".into()),
@@ -702,6 +707,8 @@ mod tests {
                 role.as_str().to_string(),
                 "--node-name=$(NODE_NAME)".to_string(),
                 format!("--health-port={port}"),
+                "--health-address=127.0.0.1".to_string(),
+                "--health-address=$(NODE_IP)".to_string(),
                 "--log-format=json".to_string(),
             ];
             if role == Role::Balancer {

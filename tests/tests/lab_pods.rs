@@ -93,6 +93,25 @@ fn the_walkthrough_through_pods() {
         "checkpoints reached and answered ({out_s})"
     );
 
+    // The daemons' health endpoints listen on loopback (the kubelet's probes) and on the
+    // node's own address (scrapes), never on 0.0.0.0: the Master does not answer on its VIP.
+    for (node, want) in [
+        ("lb1", "127.0.0.1:9781 192.0.2.11:9781"),
+        ("lb2", "127.0.0.1:9781 192.0.2.12:9781"),
+        ("web1", "127.0.0.1:9782 198.51.100.10:9782"),
+    ] {
+        assert_eq!(
+            result(&format!("listen.{node}")),
+            want,
+            "{node}'s daemon listens on loopback and its node address only ({out_s})"
+        );
+    }
+    assert_eq!(
+        result("health_on_vip"),
+        "refused",
+        "the Master's health endpoint is not reachable on the VIP ({out_s})"
+    );
+
     // Round robin and direct server return, through the balancer pods.
     let nodes: Vec<String> = parse::http_responses(&run.artifact("client-curl.txt").unwrap())
         .unwrap()

@@ -385,6 +385,8 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
             "balancer",
             "--node-name=$(NODE_NAME)",
             "--health-port=9781",
+            "--health-address=127.0.0.1",
+            "--health-address=$(NODE_IP)",
             "--log-format=json",
             "--ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs",
             &format!("--daemonset={balancer}")
@@ -474,6 +476,8 @@ async fn cr_churn_leaves_the_daemonsets_alone_and_a_restart_changes_nothing() {
             "web",
             "--node-name=$(NODE_NAME)",
             "--health-port=9782",
+            "--health-address=127.0.0.1",
+            "--health-address=$(NODE_IP)",
             "--log-format=json",
             &format!("--daemonset={web}")
         ])

@@ -11,8 +11,9 @@
 //! - `--state-dir` (default `/run/lvstun`): where the owned VIPs are recorded
 //!   (`balancer-owned.json`), and the VIP addresses the VRRP routers put on interfaces
 //!   (`balancer-addresses.json`, removed at the next start).
-//! - `--health-port`: serve `/healthz`, `/readyz`, `/metrics` on `--health-address`
-//!   (default `0.0.0.0`: with host networking the kubelet probes the node's address).
+//! - `--health-port`: serve `/healthz`, `/readyz`, `/metrics` on each `--health-address`
+//!   (repeatable, default `0.0.0.0`; the operator gives loopback and the node's address,
+//!   [`crate::listen`]).
 //! - `--resync` (default 30): seconds between full passes that repair drift.
 //! - `--vip-owner` (default `vrrp`): who holds the VIPs. `vrrp`: this daemon, by VRRP
 //!   ([`owner`]). `none`: something else does (an administrator, keepalived, a routing daemon
@@ -55,7 +56,7 @@
 //! VirtualServices this node programs ([`super::vips`]), holding the VIP while Master. With
 //! `--dry-run` no router runs (its advertisements would take the VIP from the real Master).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,6 +75,7 @@ use super::{http, report, state, teardown};
 use crate::error::Error;
 use crate::exit::{self, Decision};
 use crate::health::checker::Checker;
+use crate::listen::listen_on;
 use crate::logging::{LogFormat, init_logging};
 use crate::net::ipvs_sysctl as sysctl;
 use crate::source::{Snapshot, cluster, file};
@@ -113,7 +115,7 @@ pub struct Args {
     /// Where the owned VIPs are recorded.
     pub state_dir: PathBuf,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    pub health: Option<SocketAddr>,
+    pub health: Vec<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
     /// Period of the full resync.
@@ -195,9 +197,11 @@ struct DaemonCli {
     /// Serve /healthz, /readyz and /metrics on this port
     #[arg(long, value_name = "PORT", value_parser = value_parser!(u16).range(1..))]
     health_port: Option<u16>,
-    /// The address the health endpoint listens on
-    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
-    health_address: IpAddr,
+    /// An address the health endpoint listens on (repeatable; the operator gives loopback,
+    /// for the kubelet's probes, and the node's address, for scrapes: never 0.0.0.0, which on
+    /// a Master includes the VIP) [default: 0.0.0.0]
+    #[arg(long, value_name = "IP")]
+    health_address: Vec<IpAddr>,
     /// Seconds between full passes that repair drift (1..3600)
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = value_parser!(u64).range(1..=3600))]
@@ -227,9 +231,11 @@ impl DaemonCli {
             config: self.config,
             node_name: self.node_name,
             state_dir,
-            health: self
-                .health_port
-                .map(|port| SocketAddr::new(self.health_address, port)),
+            health: listen_on(
+                self.health_port,
+                &self.health_address,
+                Ipv4Addr::UNSPECIFIED,
+            ),
             log_format,
             resync: Duration::from_secs(self.resync),
             dry_run: self.dry_run,
@@ -327,7 +333,7 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
     // later: alive (and not ready) while the daemon waits for the API server.
     let report = SharedReport::default();
     let vips = owner::SharedVips::default();
-    if let Some(addr) = args.health {
+    for &addr in &args.health {
         // Two missed resyncs and a margin: the loop turns at least once per resync.
         let stale = args.resync * 2 + Duration::from_secs(30);
         let server = http::bind(addr, report.clone(), vips.clone(), stale).await?;
@@ -693,7 +699,7 @@ mod tests {
     fn the_operators_arguments_parse() {
         // Exactly what operator/src/build.rs `node_args` gives the balancer DaemonSet.
         let a = parse_args(
-            "--node-name=node-a --health-port=9101 --log-format=json --ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs --daemonset=lvstun-balancer",
+            "--node-name=node-a --health-port=9101 --health-address=127.0.0.1 --health-address=192.0.2.11 --log-format=json --ipvs-sysctl-dir=/host/proc/sys/net/ipv4/vs --daemonset=lvstun-balancer",
         )
         .unwrap();
         assert_eq!(a.daemonset.as_deref(), Some("lvstun-balancer"));
@@ -702,7 +708,13 @@ mod tests {
             PathBuf::from("/host/proc/sys/net/ipv4/vs")
         );
         assert_eq!(a.node_name.as_deref(), Some("node-a"));
-        assert_eq!(a.health, Some("0.0.0.0:9101".parse().unwrap()));
+        assert_eq!(
+            a.health,
+            vec![
+                "127.0.0.1:9101".parse().unwrap(),
+                "192.0.2.11:9101".parse().unwrap()
+            ]
+        );
         assert_eq!(a.log_format, LogFormat::Json);
         assert_eq!(a.config, None);
         assert_eq!(a.state_dir, PathBuf::from("/run/lvstun"));
@@ -717,7 +729,7 @@ mod tests {
         assert!(a.dry_run);
         assert_eq!(a.config.as_deref(), Some("/etc/lvstun.yaml"));
         assert_eq!(a.state_dir, PathBuf::from("/tmp/s"));
-        assert_eq!(a.health, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(a.health, vec!["127.0.0.1:9100".parse().unwrap()]);
         assert_eq!(a.resync, Duration::from_secs(5));
         assert_eq!(a.log_format, LogFormat::Text);
         assert_eq!(
@@ -738,7 +750,7 @@ mod tests {
         let a = parse_args("--resync 5 --resync=7 --dry-run --dry-run").unwrap();
         assert_eq!(a.resync, Duration::from_secs(7));
         let a = parse_args("").unwrap();
-        assert_eq!((a.health, a.resync), (None, Duration::from_secs(30)));
+        assert_eq!((a.health, a.resync), (vec![], Duration::from_secs(30)));
     }
 
     #[test]

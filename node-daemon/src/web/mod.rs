@@ -9,15 +9,17 @@
 //! would change, exit 0 when ready); `cleanup` (undo everything lvstun did on this host).
 //!
 //! Every flag takes its value as the next argument or after `=`: the operator's DaemonSet
-//! passes `--node-name=$(NODE_NAME) --health-port=N --log-format=json`
+//! passes `--node-name=$(NODE_NAME) --health-port=N --health-address=127.0.0.1
+//! --health-address=$(NODE_IP) --log-format=json`
 //! (`operator/src/build.rs` `node_args`).
 //!
 //! In a cluster (no `--config`) the daemon watches RealServers and VirtualServices through the
 //! API server (`source::cluster::start_web`), serves the VIPs of the VirtualServices that
 //! select a RealServer whose `spec.nodeName` is this node (`--node-name`, default
 //! `$NODE_NAME`), and reports each such RealServer's `TunnelReady` condition (`report`). The
-//! health endpoint then listens on `0.0.0.0` by default, like the balancer's; standalone, on
-//! `127.0.0.1` (a host outside the cluster has no kubelet probing it).
+//! health endpoint listens where `--health-address` says (repeatable; the operator gives
+//! loopback and the node's address, [`crate::listen`]), by default on `0.0.0.0` in a cluster;
+//! standalone, on `127.0.0.1` (a host outside the cluster has no kubelet probing it).
 //!
 //! The daemon re-reads the file when it changes (checked every second) or on SIGHUP, and
 //! reconciles fully every `--interval` to repair drift. On SIGTERM it exits and leaves the host
@@ -53,6 +55,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::error::Error;
+use crate::listen::listen_on;
 use crate::logging::{LogFormat, init_logging};
 use crate::net::Host;
 use crate::source::config;
@@ -88,7 +91,7 @@ struct Args {
     options: Options,
     state_dir: PathBuf,
     nft: PathBuf,
-    health: Option<SocketAddr>,
+    health: Vec<SocketAddr>,
     interval: Duration,
     cleanup_on_exit: bool,
     /// Read the kernel and compute, but never write to it.
@@ -188,10 +191,10 @@ struct WebOptions {
     /// Serve /healthz and /readyz on this port
     #[arg(long, value_name = "PORT", value_parser = value_parser!(u16).range(1..))]
     health_port: Option<u16>,
-    /// The address the health endpoint listens on [default: 0.0.0.0 for the daemon in a
-    /// cluster, else 127.0.0.1]
+    /// An address the health endpoint listens on (repeatable; the operator gives loopback and
+    /// the node's address) [default: 0.0.0.0 for the daemon in a cluster, else 127.0.0.1]
     #[arg(long, value_name = "IP")]
-    health_address: Option<IpAddr>,
+    health_address: Vec<IpAddr>,
     /// Seconds between full reconciles that repair drift (1..3600)
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = value_parser!(u64).range(1..=3600))]
@@ -275,7 +278,6 @@ impl WebCli {
         } else {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         };
-        let health_ip = options.health_address.unwrap_or(default_ip);
         // --real-server or --node-address, whichever came last (each overrides the other);
         // standalone, --node-name when neither is given. Without --config, clap lets them
         // through only to cleanup, which serves nothing.
@@ -298,9 +300,7 @@ impl WebCli {
             },
             state_dir: options.state_dir,
             nft: options.nft,
-            health: options
-                .health_port
-                .map(|port| SocketAddr::new(health_ip, port)),
+            health: listen_on(options.health_port, &options.health_address, default_ip),
             interval: Duration::from_secs(options.interval),
             cleanup_on_exit: options.cleanup_on_exit,
             dry_run: options.dry_run,
@@ -452,7 +452,7 @@ fn log_outcome(out: &apply::Outcome, dry_run: bool) {
 /// Starts `/healthz` and `/readyz` when `--health-port` asks for them.
 async fn serve_health(args: &Args) -> Result<health::Shared, Error> {
     let shared = health::shared();
-    if let Some(addr) = args.health {
+    for &addr in &args.health {
         let server = health::bind(addr, shared.clone()).await?;
         tokio::spawn(async move {
             if let Err(e) = server.await {
@@ -596,7 +596,7 @@ mod tests {
                 name: "web1".into()
             })
         );
-        assert_eq!(a.health, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(a.health, vec!["127.0.0.1:9100".parse().unwrap()]);
         assert_eq!(a.options, Options::default());
 
         let a = parse_args(
@@ -629,7 +629,7 @@ mod tests {
         // and prometheus-client into every node test); the operator's own test
         // `pods_are_least_privilege_host_network_with_probes_and_args` pins the same list.
         let a = parse_args(
-            "--node-name=node-a --health-port=9782 --log-format=json --daemonset=lvstun-web",
+            "--node-name=node-a --health-port=9782 --health-address=127.0.0.1 --health-address=192.0.2.21 --log-format=json --daemonset=lvstun-web",
         )
         .unwrap();
         assert_eq!(a.daemonset.as_deref(), Some("lvstun-web"));
@@ -641,10 +641,19 @@ mod tests {
             "the identity is the node, resolved at run time"
         );
         assert_eq!(cluster_node(&a, None).unwrap(), "node-a");
-        assert_eq!(a.health, Some("0.0.0.0:9782".parse().unwrap()));
+        assert_eq!(
+            a.health,
+            vec![
+                "127.0.0.1:9782".parse().unwrap(),
+                "192.0.2.21:9782".parse().unwrap()
+            ]
+        );
         assert_eq!(a.log_format, LogFormat::Json);
         assert_eq!(a.state_dir, PathBuf::from("/run/lvstun"));
         assert!(!a.dry_run);
+        // Without --health-address a daemon in a cluster keeps listening everywhere, as before.
+        let bare = parse_args("--node-name=node-a --health-port=9782").unwrap();
+        assert_eq!(bare.health, vec!["0.0.0.0:9782".parse().unwrap()]);
     }
 
     #[test]
@@ -670,7 +679,7 @@ mod tests {
         let a =
             parse_args("--node-name node-a --health-address=127.0.0.1 --health-port=1").unwrap();
         assert_eq!(cluster_node(&a, Some("node-b".into())).unwrap(), "node-a");
-        assert_eq!(a.health, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(a.health, vec!["127.0.0.1:1".parse().unwrap()]);
         // Standalone, --node-name names this host's RealServers by spec.nodeName.
         let a = parse_args("--config=f.yaml --node-name=node-a --dry-run").unwrap();
         assert_eq!(a.identity, Some(Identity::Node("node-a".into())));

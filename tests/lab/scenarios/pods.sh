@@ -461,6 +461,16 @@ for ns in lb1 lb2; do
     lab_result "sysctl.$ns.$s" "$(lab_exec "$ns" cat "/proc/sys/net/ipv4/vs/$s")"
   done
 done
+# Where the daemons' health endpoints listen (issue 15): loopback and the node's own address,
+# never 0.0.0.0, so the Master does not answer on its VIP.
+for ns in lb1 lb2 web1; do
+  lab_result "listen.$ns" "$(lab_exec "$ns" ss -Hltn | awk '$4 ~ /:978[12]$/ { print $4 }' | sort | paste -sd' ' -)"
+done
+if lab_exec client curl -s -o /dev/null --max-time 3 "http://$LAB_VIP:9781/healthz"; then
+  lab_result health_on_vip answered
+else
+  lab_result health_on_vip refused
+fi
 say "   the balancer pods programmed IPVS and lb1 holds the VIP, $(($(lab_now_ms) - t0)) ms after the kubelets started"
 show "sysctl net.ipv4.vs.expire_nodest_conn net.ipv4.vs.sloppy_tcp   (on lb1, set by the balancer pod)" \
   lab_exec lb1 sysctl net.ipv4.vs.expire_nodest_conn net.ipv4.vs.sloppy_tcp
