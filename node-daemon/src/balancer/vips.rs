@@ -130,19 +130,6 @@ fn known_balancers(vs: &VirtualService, node: &str) -> Vec<String> {
     names.into_iter().collect()
 }
 
-/// Whether two VirtualServices' election settings are the same (priorities aside: those are
-/// per node and end up in one number).
-fn same_settings(a: &Balancers, b: &Balancers) -> bool {
-    a.virtual_router_id == b.virtual_router_id
-        && a.advert_interval_milliseconds == b.advert_interval_milliseconds
-        && a.preempt == b.preempt
-        && a.preempt_delay_seconds == b.preempt_delay_seconds
-        && a.missed_advertisements == b.missed_advertisements
-        && a.interface == b.interface
-        && a.unicast_peers == b.unicast_peers
-        && a.priorities == b.priorities
-}
-
 /// The virtual routers `node` runs for the VirtualServices in `served` (those the balancer
 /// programs, from [`super::desired::resolve`]).
 pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &str) -> DesiredVips {
@@ -164,7 +151,7 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
         };
         let b = &vs.spec.balancers;
         if let Some(senior) = by_vip.get(&vip) {
-            if !same_settings(&senior.spec.balancers, b) {
+            if !lvstun_rules::same_election(&senior.spec.balancers, b) {
                 out.problems.push(format!(
                     "VirtualService {me}: spec.balancers differs from VirtualService {} on the same VIP {vip}, whose settings hold",
                     object_ref(senior)
@@ -186,7 +173,7 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
         }
         by_vip.insert(vip, vs);
         if let Some(senior) = by_vrid.get(&b.virtual_router_id) {
-            if !same_settings(&senior.spec.balancers, b) {
+            if !lvstun_rules::same_election(&senior.spec.balancers, b) {
                 out.problems.push(format!(
                     "VirtualService {me}: VIP {vip} shares VRID {} with VirtualService {}, whose election settings hold",
                     b.virtual_router_id,
