@@ -119,6 +119,9 @@ vocabulary! {
         // VirtualService `Conflict`.
         /// An older VirtualService serves the VIP:port:protocol.
         VipPortInUse => "VIPPortInUse",
+        /// An older VirtualService runs the same VRID on a shared balancer node with another VIP
+        /// or other election settings.
+        VridInUse => "VRIDInUse",
         /// This VirtualService owns every VIP:port:protocol it lists.
         NoConflict => "NoConflict",
         // VirtualService `VIPActive` (and `Ready` when the VIP is not held).
@@ -434,6 +437,7 @@ mod tests {
         for (got, want) in [
             (ConditionType::VipActive.as_str(), "VIPActive"),
             (Reason::VipPortInUse.as_str(), "VIPPortInUse"),
+            (Reason::VridInUse.as_str(), "VRIDInUse"),
             (
                 Reason::IpvsServiceDeletedExternally.as_str(),
                 "IPVSServiceDeletedExternally",

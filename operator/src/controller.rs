@@ -242,11 +242,11 @@ impl NodeHook {
     }
 }
 
-/// VIP and generation of each VirtualService seen, so a VIP change revisits the peers of the
-/// old VIP too, and a change of its spec is told from a status write.
+/// VIP, generation and VRID of each VirtualService seen, so a VIP or VRID change revisits the
+/// peers of the old one too, and a change of its spec is told from a status write.
 #[derive(Default)]
 struct VsHook {
-    seen: HashMap<ObjectKey, (String, Option<i64>)>,
+    seen: HashMap<ObjectKey, (String, Option<i64>, i32)>,
     listed: bool,
 }
 
@@ -257,15 +257,20 @@ impl VsHook {
         ctx: &Context,
         vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
     ) {
-        let (key, vips, spec_changed) = match ev {
+        let (key, vips, vrids, spec_changed) = match ev {
             Ok(Event::Apply(vs) | Event::InitApply(vs)) => {
                 let key = ObjectKey::of(vs.meta());
-                let seen = (vs.spec.vip.clone(), vs.metadata.generation);
+                let vrid = vs.spec.balancers.virtual_router_id;
+                let seen = (vs.spec.vip.clone(), vs.metadata.generation, vrid);
                 let before = self.seen.insert(key.clone(), seen);
                 let spec_changed = before.as_ref().map(|b| b.1) != Some(vs.metadata.generation);
                 let mut vips = BTreeSet::from([vs.spec.vip.clone()]);
-                vips.extend(before.map(|b| b.0));
-                (key, vips, spec_changed)
+                let mut vrids = BTreeSet::from([vrid]);
+                if let Some(b) = before {
+                    vips.insert(b.0);
+                    vrids.insert(b.2);
+                }
+                (key, vips, vrids, spec_changed)
             }
             Ok(Event::Delete(vs)) => {
                 let key = ObjectKey::of(vs.meta());
@@ -285,7 +290,12 @@ impl VsHook {
                 if let Some(inputs) = gone {
                     ctx.trigger_real_servers(inputs.selected.iter());
                 }
-                (key, BTreeSet::from([vs.spec.vip.clone()]), true)
+                (
+                    key,
+                    BTreeSet::from([vs.spec.vip.clone()]),
+                    BTreeSet::from([vs.spec.balancers.virtual_router_id]),
+                    true,
+                )
             }
             Ok(Event::InitDone) => {
                 self.listed = true;
@@ -297,10 +307,9 @@ impl VsHook {
         if !self.listed {
             return;
         }
-        let peers = ctx
-            .stores
-            .virtual_services
-            .state_filter(|p| triggers::shares_vip(p, &key, &vips));
+        let peers = ctx.stores.virtual_services.state_filter(|p| {
+            triggers::shares_vip(p, &key, &vips) || triggers::shares_vrid(p, &key, &vrids)
+        });
         if spec_changed {
             // A new or edited spec: its own status (the controller revisits it) and its peers'
             // verdicts wait for the burst it may start to settle. A status write (the

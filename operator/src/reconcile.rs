@@ -111,8 +111,7 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
         // No finalizer of ours: the daemons withdraw it when it leaves their watch (see ADR 0001).
         return Ok(Action::await_change());
     }
-    let peers = vip_peers(ctx, vs);
-    let verdict = validate::verdict_of(vs, peers.iter().map(AsRef::as_ref));
+    let verdict = verdict(ctx, vs);
     let world = dereference(ctx, vs, &verdict);
     let daemon_label = build::label_arguments(&ctx.config.balancer.node_selector);
     let now = now();
@@ -122,6 +121,51 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
     }
     apply_vs(ctx, vs, &fold).await?;
     Ok(status_vs(ctx, vs, &verdict, &world, &fold, &daemon_label, &now).await)
+}
+
+/// Dereference and validate: the claim verdict among the VirtualServices on the same VIP, then,
+/// for an owner, the VRID verdict among the owners on the same VRID with the balancer nodes
+/// each runs on ([`validate::vrid_verdict`]).
+fn verdict(ctx: &Context, vs: &VirtualService) -> Verdict {
+    let peers = vip_peers(ctx, vs);
+    let verdict = validate::verdict_of(vs, peers.iter().map(AsRef::as_ref));
+    if verdict != Verdict::Owner {
+        return verdict;
+    }
+    let vrid = vs.spec.balancers.virtual_router_id;
+    let me = ObjectKey::of(&vs.metadata);
+    let others: Vec<(Arc<VirtualService>, BTreeSet<String>)> = ctx
+        .stores
+        .virtual_services
+        .state_filter(|o| {
+            o.spec.balancers.virtual_router_id == vrid && ObjectKey::of(&o.metadata) != me
+        })
+        .into_iter()
+        .filter(|o| {
+            let peers = vip_peers(ctx, o);
+            validate::verdict_of(o, peers.iter().map(AsRef::as_ref)) == Verdict::Owner
+        })
+        .map(|o| {
+            let nodes = router_nodes(ctx, &o);
+            (o, nodes)
+        })
+        .collect();
+    let nodes = router_nodes(ctx, vs);
+    validate::vrid_verdict(vs, &nodes, others.iter().map(|(o, n)| (o.as_ref(), n)))
+        .unwrap_or(verdict)
+}
+
+/// The nodes where a VirtualService's VRRP router runs: those it selects that run a balancer
+/// daemon.
+fn router_nodes(ctx: &Context, vs: &VirtualService) -> BTreeSet<String> {
+    let nodes = ctx
+        .stores
+        .balancer_nodes(vs, &ctx.config.balancer.node_selector);
+    nodes
+        .selected
+        .difference(&nodes.unlabelled)
+        .cloned()
+        .collect()
 }
 
 /// Dereference, first step: the VirtualServices on the same VIP, which the verdict needs.
@@ -393,8 +437,7 @@ fn selecting_owners(
     let mut selected_by = Vec::new();
     let mut excluded_by = Vec::new();
     for vs in &selecting {
-        let peers = vip_peers(ctx, vs);
-        if validate::verdict_of(vs, peers.iter().map(AsRef::as_ref)) != Verdict::Owner {
+        if verdict(ctx, vs) != Verdict::Owner {
             continue;
         }
         let nodes = ctx

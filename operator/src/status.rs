@@ -43,7 +43,7 @@ use lvstun_crds::{kernel_settings, kube_proxy};
 
 use crate::build::{label_arguments, runs_daemon};
 use crate::validate::Verdict;
-use lvstun_rules::ObjectKey;
+use lvstun_rules::{ObjectKey, VridClash};
 
 /// How many names a message lists before it says "and N more".
 const LIST_LIMIT: usize = 5;
@@ -746,6 +746,12 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
         Verdict::Conflict { key, owner } => {
             Judged::not_programmed(in_conflict(&key.to_string(), &owner.to_string()))
         }
+        Verdict::VridConflict {
+            vrid,
+            owner,
+            clash,
+            node,
+        } => Judged::not_programmed(in_vrid_conflict(*vrid, &owner.to_string(), clash, node)),
         Verdict::Owner => judge_owner(view),
     };
     let previous = view.previous.cloned().unwrap_or_default();
@@ -818,6 +824,29 @@ fn in_conflict(key: &str, owner: &str) -> VsConditions {
             Reason::VipPortInUse,
             format!(
                 "{key} is already served by VirtualService {owner}, which is older; this VirtualService is not programmed on any balancer until {owner} is deleted or stops using {key} (or this one changes its VIP or ports)"
+            ),
+        ),
+    }
+}
+
+/// The conditions of a VirtualService whose VRID an older one runs differently on a shared
+/// node: not programmed, and `Conflict` says what to change.
+fn in_vrid_conflict(vrid: i32, owner: &str, clash: &VridClash, node: &str) -> VsConditions {
+    let not_programmed =
+        format!("not programmed: VRID {vrid} belongs to VirtualService {owner} on node {node}");
+    VsConditions {
+        ready: Cond::new(CondStatus::False, Reason::Conflict, not_programmed.clone()),
+        vip_active: Cond::new(CondStatus::False, Reason::Conflict, not_programmed),
+        degraded: Cond::new(
+            CondStatus::Unknown,
+            Reason::Conflict,
+            "not evaluated while in conflict",
+        ),
+        conflict: Cond::new(
+            CondStatus::True,
+            Reason::VridInUse,
+            format!(
+                "spec.balancers.virtualRouterID {vrid} is already used by VirtualService {owner}, which is older, on balancer node {node} that both select, and {clash}; one VRID is one VRRP router, whose balancers must agree on its VIPs and settings or they stop hearing each other and both hold the VIP; give this VirtualService another virtualRouterID (or the same VIP and spec.balancers as {owner})"
             ),
         ),
     }

@@ -38,6 +38,13 @@ pub fn shares_vip(peer: &VirtualService, changed: &ObjectKey, vips: &BTreeSet<St
     vips.contains(&peer.spec.vip) && ObjectKey::of(&peer.metadata) != *changed
 }
 
+/// VirtualService `changed` has (or had) the VRIDs `vrids`: whether `peer` is another
+/// VirtualService on one of them, whose VRID verdict may have changed.
+pub fn shares_vrid(peer: &VirtualService, changed: &ObjectKey, vrids: &BTreeSet<i32>) -> bool {
+    vrids.contains(&peer.spec.balancers.virtual_router_id)
+        && ObjectKey::of(&peer.metadata) != *changed
+}
+
 /// RealServer `rs` (key `key`) changed: whether `vs` selects it now or selected it at its last
 /// reconcile (`rs_inputs`, per VirtualService), so its counts and status may have changed.
 pub fn real_server_concerns(

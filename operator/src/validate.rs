@@ -1,15 +1,17 @@
 //! What only the operator can check, because it needs more than one object or a rule the CRD
 //! schema cannot express: label selectors that would be refused once copied into a DaemonSet, node
-//! names that cannot be a node, and two VirtualServices claiming the same VIP:port:protocol.
+//! names that cannot be a node, two VirtualServices claiming the same VIP:port:protocol, and two
+//! that name one VRID with different VIPs or election settings on balancer nodes they share
+//! ([`vrid_verdict`]: they would stop hearing each other and both hold their VIP).
 //!
 //! Pure: no I/O, no clock. The claim resolution itself is `lvstun_rules`' (the balancers apply
 //! the same one), so the operator and every daemon always agree on who owns a VIP:port:protocol.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use lvstun_crds::v1alpha1::VirtualService;
-use lvstun_rules::{ClaimKey, ObjectKey, Outcome, claim_keys};
+use lvstun_rules::{ClaimKey, ObjectKey, Outcome, VridClash, claim_keys, seniority, vrid_clash};
 
 /// The operator's judgement of one VirtualService, before any data-plane report is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,19 @@ pub enum Verdict {
     /// Something in the spec would break the DaemonSets or cannot select anything; each entry is
     /// a sentence naming the field and the fix.
     Invalid(Vec<String>),
+    /// Valid and owner of its VIP:port:protocol pairs, but an older VirtualService runs the same
+    /// VRID on a node this one selects too, with another VIP or other election settings; it is
+    /// not programmed anywhere until that changes (one of them moves to another VRID).
+    VridConflict {
+        /// The VRID.
+        vrid: i32,
+        /// The VirtualService that keeps it.
+        owner: ObjectKey,
+        /// What differs.
+        clash: VridClash,
+        /// A node both select.
+        node: String,
+    },
 }
 
 /// Check the parts of a VirtualService spec the CRD schema cannot: both label selectors.
@@ -191,6 +206,49 @@ pub fn verdict_of<'a>(
         .unwrap_or(Verdict::Invalid(vec!["the object is being deleted".into()]))
 }
 
+/// The VRID verdict of `vs` (a [`Verdict::Owner`] of its claims) among `same_vrid`: the other
+/// owners on its VRID, each with the balancer nodes it selects, as `vs` with `nodes`. Most
+/// senior first, each one keeps the VRID unless an earlier keeper selects a node it selects
+/// too and [`vrid_clash`] says they cannot share a router; a loser blocks nobody. `None`: `vs`
+/// keeps it. Pure.
+pub fn vrid_verdict<'a>(
+    vs: &'a VirtualService,
+    nodes: &'a BTreeSet<String>,
+    same_vrid: impl IntoIterator<Item = (&'a VirtualService, &'a BTreeSet<String>)>,
+) -> Option<Verdict> {
+    let me = ObjectKey::of(&vs.metadata);
+    let mut all: Vec<(&VirtualService, &BTreeSet<String>)> = same_vrid
+        .into_iter()
+        .filter(|(o, _)| {
+            ObjectKey::of(&o.metadata) != me
+                && o.metadata.deletion_timestamp.is_none()
+                && o.spec.balancers.virtual_router_id == vs.spec.balancers.virtual_router_id
+        })
+        .chain(std::iter::once((vs, nodes)))
+        .collect();
+    all.sort_by_key(|(o, _)| seniority(&o.metadata));
+    let mut keepers: Vec<(&VirtualService, &BTreeSet<String>)> = Vec::new();
+    for (o, o_nodes) in all {
+        let lost = keepers.iter().find_map(|(k, k_nodes)| {
+            let shared = k_nodes.intersection(o_nodes).next()?;
+            vrid_clash(k, o).map(|clash| (ObjectKey::of(&k.metadata), clash, shared.clone()))
+        });
+        match lost {
+            Some((owner, clash, node)) if ObjectKey::of(&o.metadata) == me => {
+                return Some(Verdict::VridConflict {
+                    vrid: vs.spec.balancers.virtual_router_id,
+                    owner,
+                    clash,
+                    node,
+                });
+            }
+            Some(_) => {}
+            None => keepers.push((o, o_nodes)),
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +369,89 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(v[&key("ns", "b")], Verdict::Owner);
+    }
+
+    #[test]
+    fn one_vrid_on_shared_nodes_needs_one_vip_and_one_set_of_settings() {
+        let nodes = |n: &[&str]| -> BTreeSet<String> { n.iter().map(|s| (*s).into()).collect() };
+        let with = |name: &str, created: i64, vip: &str, vrid: i32, interval: i32| {
+            let mut v = vs("ns", name, created, vip, &[(80, TCP)]);
+            v.spec.balancers.virtual_router_id = vrid;
+            v.spec.balancers.advert_interval_milliseconds = interval;
+            v
+        };
+        let senior = with("a", 1, "192.0.2.100", 51, 100);
+        struct Case {
+            name: &'static str,
+            newer: VirtualService,
+            newer_nodes: BTreeSet<String>,
+            want: Option<(VridClash, &'static str)>,
+        }
+        let cases = [
+            Case {
+                name: "another VIP on a shared node: conflict at once",
+                newer: with("b", 2, "192.0.2.101", 51, 100),
+                newer_nodes: nodes(&["lb2", "lb3"]),
+                want: Some((VridClash::OtherVip("192.0.2.100".into()), "lb2")),
+            },
+            Case {
+                name: "the same VIP with another interval: conflict",
+                newer: with("b", 2, "192.0.2.100", 51, 200),
+                newer_nodes: nodes(&["lb1"]),
+                want: Some((VridClash::OtherSettings, "lb1")),
+            },
+            Case {
+                name: "the same VIP and settings (other ports): one router, no conflict",
+                newer: with("b", 2, "192.0.2.100", 51, 100),
+                newer_nodes: nodes(&["lb1", "lb2"]),
+                want: None,
+            },
+            Case {
+                name: "another VIP on other nodes: separate routers, no conflict",
+                newer: with("b", 2, "192.0.2.101", 51, 100),
+                newer_nodes: nodes(&["lb3", "lb4"]),
+                want: None,
+            },
+            Case {
+                name: "another VRID: no conflict",
+                newer: with("b", 2, "192.0.2.101", 52, 100),
+                newer_nodes: nodes(&["lb1", "lb2"]),
+                want: None,
+            },
+        ];
+        let senior_nodes = nodes(&["lb1", "lb2"]);
+        for c in cases {
+            let got = vrid_verdict(&c.newer, &c.newer_nodes, [(&senior, &senior_nodes)]);
+            let want = c.want.map(|(clash, node)| Verdict::VridConflict {
+                vrid: c.newer.spec.balancers.virtual_router_id,
+                owner: key("ns", "a"),
+                clash,
+                node: node.into(),
+            });
+            assert_eq!(got, want, "{}", c.name);
+            // The senior keeps its VRID whatever the newer one says.
+            assert_eq!(
+                vrid_verdict(&senior, &senior_nodes, [(&c.newer, &c.newer_nodes)]),
+                None,
+                "{}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_vrid_loser_blocks_nobody() {
+        let n = |s: &[&str]| -> BTreeSet<String> { s.iter().map(|x| (*x).into()).collect() };
+        let a = vs("ns", "a", 1, "192.0.2.100", &[(80, TCP)]);
+        let b = vs("ns", "b", 2, "192.0.2.101", &[(80, TCP)]);
+        let c = vs("ns", "c", 3, "192.0.2.102", &[(80, TCP)]);
+        let (na, nb, nc) = (n(&["lb1"]), n(&["lb1", "lb2"]), n(&["lb2"]));
+        // b loses to a on lb1; c shares only lb2 with b, a loser: c keeps the VRID.
+        assert!(matches!(
+            vrid_verdict(&b, &nb, [(&a, &na), (&c, &nc)]),
+            Some(Verdict::VridConflict { .. })
+        ));
+        assert_eq!(vrid_verdict(&c, &nc, [(&a, &na), (&b, &nb)]), None);
     }
 
     #[test]

@@ -191,11 +191,17 @@ fn the_uninstall_hook_is_rendered_with_its_own_least_rbac() {
         let b = find(&docs, "RoleBinding", &name);
         assert_eq!(b["subjects"][0]["name"], name.as_str());
         let cr = find(&docs, "ClusterRole", &name);
+        // The web role reads its own Node; the balancer watches them all (its VRRP peers'
+        // InternalIPs, the source allowlist of docs/security.md).
+        let node_verbs = match role {
+            "balancer" => json!(["get", "list", "watch"]),
+            _ => json!(["get"]),
+        };
         assert!(
             cr["rules"]
                 .as_array()
                 .unwrap()
-                .contains(&json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]})),
+                .contains(&json!({"apiGroups": [""], "resources": ["nodes"], "verbs": node_verbs})),
             "{role}: {cr}"
         );
     }

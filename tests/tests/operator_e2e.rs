@@ -1238,6 +1238,8 @@ async fn a_standby_takes_over_within_15_seconds_of_the_leader_dying() {
     let died = Instant::now();
     let mut second = example_named("www2");
     second.spec.vip = "192.0.2.101".into();
+    // Another VIP on the same balancer nodes needs its own VRID (else VRIDInUse).
+    second.spec.balancers.virtual_router_id = 52;
     apply(&vss, &second).await.unwrap();
     wait_for("the standby to lead", Duration::from_secs(30), || {
         ops[si].is_leader().then_some(())

@@ -11,16 +11,19 @@
 //! - [`selects`]: label-selector matching, as the API server matches;
 //! - [`ClaimKey`] and [`claim_keys`]: the VIP:port:protocol pairs a VirtualService asks for;
 //! - [`seniority`], [`oldest_first`] and [`resolve`]: who keeps a contested claim (older
-//!   creation time, then namespace/name; a loser claims nothing).
+//!   creation time, then namespace/name; a loser claims nothing);
+//! - [`vrid_clash`] and [`same_election`]: when two VirtualServices cannot share a VRID.
 //!
 //! Pure: no I/O, no clock, no Kubernetes client.
 
 mod claim;
 mod key;
 mod selector;
+mod vrid;
 
 pub use claim::{
     ClaimKey, Claims, Outcome, Resolved, claim_keys, oldest_first, resolve, seniority,
 };
 pub use key::{DEFAULT_NAMESPACE, ObjectKey};
 pub use selector::selects;
+pub use vrid::{VridClash, same_election, vrid_clash};

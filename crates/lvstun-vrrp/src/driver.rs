@@ -34,7 +34,9 @@ use tokio::time::Instant;
 
 use crate::fsm::{Action, Event, Priority, Router, State, TimerKind};
 use crate::lifetime::VipLifetime;
-use crate::packet::{ChecksumForm, IPPROTO_VRRP, ReceiveFilter, VRRP_MULTICAST_V4, VRRP_TTL};
+use crate::packet::{
+    ChecksumForm, DropReason, IPPROTO_VRRP, ReceiveFilter, Sources, VRRP_MULTICAST_V4, VRRP_TTL,
+};
 
 /// The IPVS connection sync daemon's role, the IPVS crate's own type: what the kernel runs is
 /// what VRRP asks for, so there is one type for both. The driver asks for `Some(role)` while
@@ -93,7 +95,7 @@ pub trait VipOps: Send {
 }
 
 /// Commands from the rest of the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Graceful stop: priority 0 if Master (RFC 9568 §6.4.3), then the task ends.
     Shutdown,
@@ -103,6 +105,9 @@ pub enum Control {
     InterfaceDown,
     /// The interface came up.
     InterfaceUp,
+    /// The peers changed (a balancer node came or went, its address changed, or they became
+    /// known): from now on only they are heard. No restart, so a Master stays Master.
+    SetSources(Sources),
 }
 
 /// What the driver publishes for status reports (`status.balancers[]`) and metrics.
@@ -273,6 +278,28 @@ impl<V: VipOps> Driver<V> {
         self
     }
 
+    /// Sets whose advertisements are heard ([`Sources`]; [`Sources::Any`] until called).
+    pub fn with_sources(mut self, sources: Sources) -> Self {
+        self.filter.sources = sources;
+        self
+    }
+
+    /// Logs the source allowlist in force: at start and whenever it changes.
+    fn log_sources(&self) {
+        let vrid = self.router.config().vrid;
+        match &self.filter.sources {
+            Sources::Any => tracing::info!(
+                vrid,
+                "vrrp: the peers are not known yet; advertisements from any source on the link are heard"
+            ),
+            Sources::Only(peers) => tracing::info!(
+                vrid,
+                peers = ?peers,
+                "vrrp: advertisements are heard only from the peers"
+            ),
+        }
+    }
+
     /// Runs the virtual router until [`Control::Shutdown`] (or the control channel closes,
     /// which counts as a shutdown). Returns the final status.
     ///
@@ -282,6 +309,7 @@ impl<V: VipOps> Driver<V> {
     /// (scheduling, a busy host, an emulated CPU) would wake up to its expired timer and take
     /// over from a Master whose advertisement sits unread in its queue.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Status {
+        self.log_sources();
         self.event(Event::Startup).await;
         let mut buf = vec![0u8; 65_536];
         loop {
@@ -298,6 +326,12 @@ impl<V: VipOps> Driver<V> {
                     Some(Control::SetPriority(p)) => self.event(Event::PriorityChanged(p)).await,
                     Some(Control::InterfaceDown) => self.event(Event::InterfaceDown).await,
                     Some(Control::InterfaceUp) => self.event(Event::InterfaceUp).await,
+                    Some(Control::SetSources(sources)) => {
+                        if sources != self.filter.sources {
+                            self.filter.sources = sources;
+                            self.log_sources();
+                        }
+                    }
                 },
                 got = recv(&self.rx, &mut buf) => {
                     match got {
@@ -416,8 +450,20 @@ impl<V: VipOps> Driver<V> {
                     .await;
             }
             Err(reason) => {
-                tracing::debug!(%src, reason = reason.label(), "vrrp: dropped packet");
-                *self.status.drops.entry(reason.label()).or_default() += 1;
+                let count = self.status.drops.entry(reason.label()).or_default();
+                *count += 1;
+                if matches!(reason, DropReason::UnknownSource(_)) && count.is_power_of_two() {
+                    // Someone not among the peers speaks for our VRID: worth a warning, at
+                    // counts 1, 2, 4, 8... so that a flood cannot flood the log too.
+                    tracing::warn!(
+                        vrid = self.router.config().vrid,
+                        %src,
+                        count = *count,
+                        "vrrp: advertisement from a host that is not a peer, dropped"
+                    );
+                } else {
+                    tracing::debug!(%src, reason = reason.label(), "vrrp: dropped packet");
+                }
                 self.publish();
             }
         }

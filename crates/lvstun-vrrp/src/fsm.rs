@@ -114,6 +114,18 @@ pub struct GarpPolicy {
     /// Time between single gratuitous ARPs per VIP after the repeats, while Master; `None`
     /// sends none.
     pub refresh: Option<Duration>,
+    /// The least time between two bursts a Master sends on hearing lower-priority
+    /// advertisements: a peer (or a host on the segment) that keeps sending them must not turn
+    /// each one into a broadcast burst. The advertisement RFC 9568 §6.4.3 asks for in reply is
+    /// never held back.
+    pub lower_priority_gap: Duration,
+}
+
+/// Whether a Master that hears a lower-priority advertisement at `now` sends its gratuitous ARP
+/// burst again, given when it last did (`None`: not since it became Master): at most one burst
+/// per `gap`. Pure.
+pub fn lower_priority_burst_due(last: Option<Instant>, now: Instant, gap: Duration) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= gap)
 }
 
 impl Default for GarpPolicy {
@@ -123,6 +135,7 @@ impl Default for GarpPolicy {
             repeats: 3,
             repeat_interval: Duration::from_secs(1),
             refresh: Some(Duration::from_secs(10)),
+            lower_priority_gap: Duration::from_secs(1),
         }
     }
 }
@@ -384,6 +397,8 @@ pub struct Router {
     master_adver_int: Duration,
     deadlines: [Option<Instant>; 4],
     garp_left: u8,
+    /// When the last burst for a lower-priority advertisement went out (this Master term).
+    lower_priority_burst: Option<Instant>,
     preempt_hold_until: Option<Instant>,
     master_ip: Option<Ipv4Addr>,
     vip_lifetime: VipLifetime,
@@ -412,6 +427,7 @@ impl Router {
             link_up: true,
             deadlines: [None; 4],
             garp_left: 0,
+            lower_priority_burst: None,
             preempt_hold_until: None,
             master_ip: None,
         })
@@ -673,6 +689,14 @@ impl Router {
                     // (`vrrp_state_master_rx`): during the split the other side announced the
                     // VIP with its own MAC, and without a virtual MAC only ARP undoes that.
                     out.push(Action::SendAdvert { priority: ours });
+                    // The burst at most once per `lower_priority_gap`: a sender of a stream of
+                    // lower-priority advertisements (a misconfigured peer, a host on the
+                    // segment) gets our advertisement each time, but not a broadcast storm.
+                    let gap = self.cfg.garp.lower_priority_gap;
+                    if !lower_priority_burst_due(self.lower_priority_burst, now, gap) {
+                        return;
+                    }
+                    self.lower_priority_burst = Some(now);
                     out.push(Action::SendGratuitousArp {
                         count: self.cfg.garp.burst,
                     });
@@ -728,6 +752,7 @@ impl Router {
         self.cancel_timer(TimerKind::Garp, out);
         self.cancel_timer(TimerKind::VipRefresh, out);
         self.garp_left = 0;
+        self.lower_priority_burst = None;
         out.push(Action::RemoveVip);
     }
 
@@ -1757,5 +1782,53 @@ mod tests {
             let want: Vec<(Instant, u8)> = c.want.iter().map(|&(at, n)| (t + ms(at), n)).collect();
             assert_eq!(garp_rounds(&mut r, c.rounds), want, "{}", c.name);
         }
+    }
+
+    #[test]
+    fn lower_priority_burst_is_due_at_most_once_per_gap() {
+        let t = Instant::now();
+        let gap = ms(1000);
+        let cases = [
+            ("none since becoming Master", None, t, true),
+            ("100 ms after the last", Some(t), t + ms(100), false),
+            ("999 ms after the last", Some(t), t + ms(999), false),
+            ("a full gap after the last", Some(t), t + gap, true),
+            (
+                "a clock that went back counts as no time",
+                Some(t + ms(5)),
+                t,
+                false,
+            ),
+        ];
+        for (name, last, now, want) in cases {
+            assert_eq!(lower_priority_burst_due(last, now, gap), want, "{name}");
+        }
+    }
+
+    /// RFC 9568 §6.4.3: every lower-priority advertisement gets ours in reply; the gratuitous
+    /// ARP burst (and its repeats) only once per `lower_priority_gap`.
+    #[test]
+    fn a_stream_of_lower_priority_adverts_gets_one_burst_per_second() {
+        let (mut r, t) = start(cfg(), Start::Master);
+        let mut bursts = Vec::new();
+        let mut adverts = 0;
+        // 3 s of a lower-priority advertisement every 100 ms.
+        for i in 1..=30u64 {
+            let at = t + ms(100 * i);
+            for a in r.handle(rx(LOWER_IP, 50), at) {
+                match a {
+                    Action::SendAdvert { .. } => adverts += 1,
+                    Action::SendGratuitousArp { count } => bursts.push((at - t, count)),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(adverts, 30, "each one is answered");
+        assert_eq!(
+            bursts,
+            vec![(ms(100), 5), (ms(1100), 5), (ms(2100), 5)],
+            "one burst per second"
+        );
+        assert_eq!(r.state(), State::Master);
     }
 }

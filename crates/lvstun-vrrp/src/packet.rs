@@ -370,6 +370,12 @@ pub enum DropReason {
     /// `vrrp_check_unicast_src`).
     #[error("sender {0} is not a configured unicast peer")]
     UnknownPeer(Ipv4Addr),
+    /// An advertisement for our VRID from a sender that is not among the known peers
+    /// ([`Sources::Only`]), in multicast mode as in unicast: a host on the segment that is
+    /// not one of the balancers (RFC 9568 §9 leaves authentication out; knowing the peers is
+    /// what we can do instead).
+    #[error("sender {0} is not one of the known peers")]
+    UnknownSource(Ipv4Addr),
 }
 
 impl DropReason {
@@ -382,6 +388,37 @@ impl DropReason {
             Self::OtherVrid(_) => "other_vrid",
             Self::AddressMismatch => "address_mismatch",
             Self::UnknownPeer(_) => "unknown_peer",
+            Self::UnknownSource(_) => "unknown_source",
+        }
+    }
+}
+
+/// Whose advertisements a virtual router hears: the source allowlist.
+///
+/// `Any` is the state before the peers are known (a balancer that has not yet read its
+/// peers' Node addresses, a standalone host given no list): then every sender on the link is
+/// heard, as RFC 9568 has it. Refusing everyone instead would make a Backup deaf to the real
+/// Master and take the VIP over after Master_Down_Interval: a split brain caused by our own
+/// ignorance, worse than the rogue host the list guards against. The driver logs which one is
+/// in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Sources {
+    /// The peers are not known: every sender is heard.
+    #[default]
+    Any,
+    /// Only these senders are heard (our own address may be among them: it is dropped as
+    /// [`DropReason::FromSelf`] first). An empty list hears nobody: a router with no peer at
+    /// all, the only balancer of its VIP.
+    Only(Vec<Ipv4Addr>),
+}
+
+impl Sources {
+    /// Whether an advertisement from `src` may reach the state machine. Pure.
+    pub fn check(&self, src: Ipv4Addr) -> Result<(), DropReason> {
+        match self {
+            Self::Any => Ok(()),
+            Self::Only(peers) if peers.contains(&src) => Ok(()),
+            Self::Only(_) => Err(DropReason::UnknownSource(src)),
         }
     }
 }
@@ -402,6 +439,8 @@ pub struct ReceiveFilter {
     /// peers across a routed hop it has to be off, as keepalived does (it checks TTL only
     /// without unicast peers); the peer list then takes the TTL check's place.
     pub require_ttl_255: bool,
+    /// Whose advertisements for our VRID are heard, in either mode.
+    pub sources: Sources,
 }
 
 impl ReceiveFilter {
@@ -413,6 +452,7 @@ impl ReceiveFilter {
             vips,
             unicast_peers: Vec::new(),
             require_ttl_255: true,
+            sources: Sources::Any,
         }
     }
 
@@ -442,6 +482,10 @@ impl ReceiveFilter {
         if advert.vrid() != self.vrid {
             return Err(DropReason::OtherVrid(advert.vrid()));
         }
+        // Not in RFC 9568 (§9 leaves authentication out): an advertisement for our VRID from a
+        // host that is not one of our peers never reaches the state machine. Checked after the
+        // VRID, so another virtual router's traffic on the segment still counts as `other_vrid`.
+        self.sources.check(src)?;
         // RFC 9568 §7.1: "MAY verify that Count IPvX Addrs and the list of IPvX address(es)
         // match"; see `DropReason::AddressMismatch` for why we drop.
         if !same_set(advert.addresses(), &self.vips) {
@@ -759,6 +803,7 @@ pub(crate) mod tests {
             DropReason::OtherVrid(2),
             DropReason::AddressMismatch,
             DropReason::UnknownPeer(SRC),
+            DropReason::UnknownSource(SRC),
             DropReason::Malformed(PacketError::BadVrid),
         ]
         .iter()
@@ -772,6 +817,7 @@ pub(crate) mod tests {
                 "other_vrid",
                 "address_mismatch",
                 "unknown_peer",
+                "unknown_source",
                 "bad_vrid"
             ]
         );
@@ -802,6 +848,67 @@ pub(crate) mod tests {
         assert_eq!(
             f.accept(255, stranger, to_us, &bytes),
             Err(DropReason::UnknownPeer(stranger))
+        );
+    }
+
+    #[test]
+    fn sources_decide_who_is_heard() {
+        let peer = Ipv4Addr::new(192, 0, 2, 3);
+        let rogue = Ipv4Addr::new(192, 0, 2, 66);
+        struct Case {
+            name: &'static str,
+            sources: Sources,
+            src: Ipv4Addr,
+            want: Result<(), DropReason>,
+        }
+        let cases = [
+            Case {
+                name: "peers not known yet: everyone is heard",
+                sources: Sources::Any,
+                src: rogue,
+                want: Ok(()),
+            },
+            Case {
+                name: "a listed peer is heard",
+                sources: Sources::Only(vec![Ipv4Addr::new(192, 0, 2, 2), peer]),
+                src: peer,
+                want: Ok(()),
+            },
+            Case {
+                name: "a stranger is dropped",
+                sources: Sources::Only(vec![peer]),
+                src: rogue,
+                want: Err(DropReason::UnknownSource(rogue)),
+            },
+            Case {
+                name: "no peer at all: nobody is heard",
+                sources: Sources::Only(vec![]),
+                src: peer,
+                want: Err(DropReason::UnknownSource(peer)),
+            },
+        ];
+        for c in cases {
+            assert_eq!(c.sources.check(c.src), c.want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn accept_drops_a_stranger_in_multicast_mode_but_not_another_vrid() {
+        let g = VRRP_MULTICAST_V4;
+        let rogue = Ipv4Addr::new(192, 0, 2, 66);
+        let mut f = filter();
+        f.sources = Sources::Only(vec![SRC]);
+        assert_eq!(f.accept(255, SRC, g, &known().encode(SRC, g)), Ok(known()));
+        assert_eq!(
+            f.accept(255, rogue, g, &known().encode(rogue, g)),
+            Err(DropReason::UnknownSource(rogue))
+        );
+        let other = Advertisement::new(52, 254, 100, vec![VIP])
+            .unwrap()
+            .encode(rogue, g);
+        assert_eq!(
+            f.accept(255, rogue, g, &other),
+            Err(DropReason::OtherVrid(52))
         );
     }
 }

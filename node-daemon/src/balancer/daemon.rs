@@ -78,7 +78,7 @@ use crate::health::checker::Checker;
 use crate::listen::listen_on;
 use crate::logging::{LogFormat, init_logging};
 use crate::net::ipvs_sysctl as sysctl;
-use crate::source::{Snapshot, cluster, file};
+use crate::source::{Peers, Snapshot, cluster, file};
 use lvstun_crds::kernel_settings;
 use lvstun_ipvs::handle::{self, IpvsHandle};
 
@@ -128,6 +128,8 @@ pub struct Args {
     pub ipvs_sysctl_dir: PathBuf,
     /// This daemon's DaemonSet, asked about at SIGTERM (ADR 0008).
     pub daemonset: Option<String>,
+    /// Standalone: the only hosts whose VRRP advertisements count (empty: any).
+    pub vrrp_peers: Vec<Ipv4Addr>,
 }
 
 /// `lvstun-node balancer`: the daemon (the flags, see the module comment), or one of its two
@@ -217,6 +219,17 @@ struct DaemonCli {
     /// Everything but the kernel: plan against an in-memory table and log the operations
     #[arg(long)]
     dry_run: bool,
+    /// Standalone: the only addresses whose VRRP advertisements count, comma-separated (the
+    /// balancers of this host's VIPs; unicastPeers, when a VirtualService names them, win);
+    /// without it any sender on the link is heard. In a cluster the peers are the InternalIPs
+    /// of the Nodes a VirtualService's spec.balancers.nodeSelector selects
+    #[arg(
+        long,
+        value_name = "IP,...",
+        value_delimiter = ',',
+        requires = "config"
+    )]
+    vrrp_peers: Vec<Ipv4Addr>,
 }
 
 impl DaemonCli {
@@ -242,6 +255,7 @@ impl DaemonCli {
             vip_owner: self.vip_owner,
             ipvs_sysctl_dir,
             daemonset: self.daemonset,
+            vrrp_peers: self.vrrp_peers,
         }
     }
 }
@@ -346,7 +360,14 @@ async fn daemon(args: Args) -> Result<ExitCode, Error> {
     }
     let mut client = None;
     let (source, _source_task): (watch::Receiver<Arc<Snapshot>>, _) = match &args.config {
-        Some(path) => file::start(path)?,
+        Some(path) => {
+            let peers = if args.vrrp_peers.is_empty() {
+                Peers::Unknown
+            } else {
+                Peers::Listed(args.vrrp_peers.clone())
+            };
+            file::start(path, peers)?
+        }
         None => {
             let node = node.clone().ok_or_else(|| {
                 Error::Usage(

@@ -761,6 +761,7 @@ mod tests {
             virtual_services: Vec::new(),
             real_servers: Vec::new(),
             scope: Scope::All,
+            peers: Default::default(),
         };
         for text in docs {
             for doc in serde_norway::Deserializer::from_str(text) {

@@ -295,6 +295,19 @@ fn vrrp_metrics(out: &mut String, vips: &VipsReport) {
             }
         }
     }
+    // Per router (a VRID's advertisements are one stream, whatever VIPs it holds) and reason:
+    // the receive filter's fixed labels, so the set is bounded.
+    let name = "lvstun_vrrp_adverts_dropped_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} VRRP packets this node's router dropped since it started, by reason (unknown_source: an advertisement for the VRID from a host that is not a peer)."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (vrid, router) in &vips.routers {
+        for (reason, n) in &router.drops {
+            let _ = writeln!(out, "{name}{{vrid=\"{vrid}\",reason=\"{reason}\"}} {n}");
+        }
+    }
 }
 
 async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, String) {
@@ -396,9 +409,17 @@ mod tests {
                 virtual_services: vec![],
                 message: None,
                 stand_by: None,
+                drops: [("unknown_source", 30), ("other_vrid", 2)].into(),
             },
         );
         let m = metrics_answer(&r, &vips);
+        assert!(
+            m.contains(
+                "\nlvstun_vrrp_adverts_dropped_total{vrid=\"51\",reason=\"unknown_source\"} 30\n"
+            ),
+            "{m}"
+        );
+        assert!(m.contains("# TYPE lvstun_vrrp_adverts_dropped_total counter\n"));
         assert!(
             m.contains("\nlvstun_vrrp_state{vip=\"192.0.2.100\",vrid=\"51\"} 2\n"),
             "{m}"
@@ -490,6 +511,7 @@ mod tests {
             virtual_services: vec![],
             message: None,
             stand_by,
+            drops: Default::default(),
         }
     }
 

@@ -121,6 +121,9 @@ pub struct RouterReport {
     /// Why it runs at priority 1 rather than its configured priority (`None`: it does not, or
     /// it does not run); `/readyz` waits while this is a warm-up ([`StandBy::warming_up`]).
     pub stand_by: Option<StandBy>,
+    /// Received packets the router dropped, by reason (`lvstun_vrrp::packet::DropReason`'s
+    /// labels, a bounded set), since it started.
+    pub drops: BTreeMap<&'static str, u64>,
 }
 
 /// What VIP ownership publishes: routers by VRID, and VirtualServices whose VIP cannot be held.
@@ -871,6 +874,12 @@ impl Supervisor {
             info!(vrid, priority = p.get(), "vrrp: priority changed");
             let _ = inst.control.send(Control::SetPriority(p)).await;
         }
+        if inst.spec.sources != spec.sources {
+            let _ = inst
+                .control
+                .send(Control::SetSources(spec.sources.clone()))
+                .await;
+        }
         inst.spec = spec.clone();
         if let Some(r) = lock_vips(&self.report).routers.get_mut(&vrid) {
             r.virtual_services = spec.virtual_services;
@@ -889,6 +898,7 @@ impl Supervisor {
             virtual_services: spec.virtual_services.clone(),
             message: None,
             stand_by: None,
+            drops: BTreeMap::new(),
         };
         if let Some(old) = lock_vips(&self.report).routers.get(&vrid) {
             entry.transitions = old.transitions;
@@ -1013,6 +1023,7 @@ impl Supervisor {
         let options = RunOptions {
             unicast_peers: peers,
             sync: false,
+            sources: spec.sources.clone(),
             ..RunOptions::default()
         };
         let hub = self.hub.clone();
@@ -1099,6 +1110,9 @@ fn follow(report: &SharedVips, vrid: u8, vips: &[Ipv4Addr], last: &mut State, s:
             return;
         };
         entry.priority = s.priority;
+        if entry.drops != s.drops {
+            entry.drops.clone_from(&s.drops);
+        }
         if s.state == *last {
             return;
         }
@@ -1149,6 +1163,7 @@ mod tests {
                 virtual_services: vec![r("www"), r("www-https")],
                 message: None,
                 stand_by: None,
+                drops: BTreeMap::new(),
             },
         );
         report

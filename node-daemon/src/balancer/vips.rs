@@ -26,8 +26,14 @@
 //!   daemon across the restart ([`sync_role_on`], [`sync_adoptable`]). Together they make a
 //!   failback keep every flow the Master forwards.
 //!
-//! [`plan`] turns (running, desired) into changes: a priority change is told to the running
-//! router (no handover); any other change stops the old router gracefully (priority 0, VIP
+//! - Adverts count only from the router's peers ([`allowed_sources`]): the `unicastPeers`
+//!   when given; else, in a cluster, the InternalIPs of the Nodes its VirtualServices'
+//!   `spec.balancers.nodeSelector` selects; else, standalone, `--vrrp-peers`. While none of
+//!   these is known, every sender is heard: a deaf Backup would take the VIP from a live
+//!   Master, a worse fault than the one the list guards against.
+//!
+//! [`plan`] turns (running, desired) into changes: a priority or peer change is told to the
+//! running router (no handover); any other change stops the old router gracefully (priority 0, VIP
 //! removed) and starts the new one, because VRID, interval, interface and peers are fixed for
 //! a router's life (RFC 9568 §6.1 parameters).
 
@@ -38,10 +44,11 @@ use std::time::Duration;
 use lvstun_crds::v1alpha1::{Balancers, VirtualService};
 
 use super::desired::ObjectRef;
-use crate::source::Snapshot;
+use crate::source::{Peers, Snapshot};
 use crate::vrrp::run::router_config;
 use lvstun_ipvs::model::{SyncDaemon, SyncRole};
 use lvstun_vrrp::fsm::{Priority, RouterConfig};
+use lvstun_vrrp::packet::Sources;
 
 /// The most addresses one router can hold: an advertisement counts them in one byte.
 pub const MAX_VIPS: usize = 255;
@@ -57,6 +64,8 @@ pub struct InstanceSpec {
     pub interface: Option<String>,
     /// Unicast peers; empty = multicast. This node's own address is dropped at start.
     pub unicast_peers: Vec<Ipv4Addr>,
+    /// Whose advertisements are heard ([`allowed_sources`]).
+    pub sources: Sources,
     /// The VirtualServices whose VIPs this router holds (for their status entries).
     pub virtual_services: Vec<ObjectRef>,
     /// How long a freshly started router waits before its node's forwarding counts: the
@@ -83,8 +92,8 @@ impl InstanceSpec {
         self.config.vrid
     }
 
-    /// Whether `other` differs only in priority (and in the VirtualServices it serves), so the
-    /// running router can be told instead of restarted.
+    /// Whether `other` differs only in priority, peers (`sources`) and the VirtualServices it
+    /// serves, so the running router can be told instead of restarted.
     fn same_router(&self, other: &InstanceSpec) -> bool {
         let mut a = self.config.clone();
         a.priority = other.config.priority;
@@ -120,19 +129,6 @@ fn known_balancers(vs: &VirtualService, node: &str) -> Vec<String> {
     names.into_iter().collect()
 }
 
-/// Whether two VirtualServices' election settings are the same (priorities aside: those are
-/// per node and end up in one number).
-fn same_settings(a: &Balancers, b: &Balancers) -> bool {
-    a.virtual_router_id == b.virtual_router_id
-        && a.advert_interval_milliseconds == b.advert_interval_milliseconds
-        && a.preempt == b.preempt
-        && a.preempt_delay_seconds == b.preempt_delay_seconds
-        && a.missed_advertisements == b.missed_advertisements
-        && a.interface == b.interface
-        && a.unicast_peers == b.unicast_peers
-        && a.priorities == b.priorities
-}
-
 /// The virtual routers `node` runs for the VirtualServices in `served` (those the balancer
 /// programs, from [`super::desired::resolve`]).
 pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &str) -> DesiredVips {
@@ -154,7 +150,7 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
         };
         let b = &vs.spec.balancers;
         if let Some(senior) = by_vip.get(&vip) {
-            if !same_settings(&senior.spec.balancers, b) {
+            if !lvstun_rules::same_election(&senior.spec.balancers, b) {
                 out.problems.push(format!(
                     "VirtualService {me}: spec.balancers differs from VirtualService {} on the same VIP {vip}, whose settings hold",
                     object_ref(senior)
@@ -176,7 +172,7 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
         }
         by_vip.insert(vip, vs);
         if let Some(senior) = by_vrid.get(&b.virtual_router_id) {
-            if !same_settings(&senior.spec.balancers, b) {
+            if !lvstun_rules::same_election(&senior.spec.balancers, b) {
                 out.problems.push(format!(
                     "VirtualService {me}: VIP {vip} shares VRID {} with VirtualService {}, whose election settings hold",
                     b.virtual_router_id,
@@ -213,6 +209,7 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
                         config,
                         interface: b.interface.clone(),
                         unicast_peers,
+                        sources: Sources::Any,
                         virtual_services: vec![me],
                         settle: settle_time(vs),
                     },
@@ -223,7 +220,59 @@ pub fn desired_vips(snapshot: &Snapshot, served: &BTreeSet<ObjectRef>, node: &st
             }
         }
     }
+    let by_ref: BTreeMap<ObjectRef, &VirtualService> = snapshot
+        .virtual_services
+        .iter()
+        .map(|vs| (object_ref(vs), vs))
+        .collect();
+    for spec in out.instances.values_mut() {
+        let selectors: Vec<&Balancers> = spec
+            .virtual_services
+            .iter()
+            .filter_map(|r| by_ref.get(r))
+            .map(|vs| &vs.spec.balancers)
+            .collect();
+        spec.sources = allowed_sources(&snapshot.peers, &selectors, &spec.unicast_peers);
+    }
     out
+}
+
+/// Whose advertisements one router hears: the peers of the VirtualServices whose `balancers`
+/// it runs. Pure.
+///
+/// - `unicastPeers`, when given, are the peers: the admin named them (and the receive filter
+///   hears no one else in unicast mode anyway).
+/// - In a cluster, the InternalIPs of every Node one of the `nodeSelector`s selects (this
+///   node's own among them: its echo is dropped as `from_self` first).
+/// - Standalone, the addresses given with `--vrrp-peers`.
+/// - Otherwise [`Sources::Any`]: not knowing the peers must not make a Backup deaf to a live
+///   Master (see [`Sources`]).
+pub fn allowed_sources(peers: &Peers, balancers: &[&Balancers], unicast: &[Ipv4Addr]) -> Sources {
+    if !unicast.is_empty() {
+        return Sources::Only(unicast.to_vec());
+    }
+    match peers {
+        Peers::Unknown => Sources::Any,
+        Peers::Listed(list) => Sources::Only(list.clone()),
+        Peers::Nodes(nodes) => {
+            let addresses: BTreeSet<Ipv4Addr> = nodes
+                .iter()
+                .filter(|n| {
+                    balancers
+                        .iter()
+                        .any(|b| lvstun_rules::selects(&b.node_selector, &n.labels))
+                })
+                .flat_map(|n| n.addresses.iter().copied())
+                .collect();
+            if addresses.is_empty() {
+                // Not even this node's own address: the Nodes are not what we think (no
+                // InternalIP, labels not yet seen); hear everyone rather than no one.
+                Sources::Any
+            } else {
+                Sources::Only(addresses.into_iter().collect())
+            }
+        }
+    }
 }
 
 /// The interface that carries `vip` when `spec.balancers.interface` is not given: the one with
@@ -595,6 +644,7 @@ mod tests {
             virtual_services: list,
             real_servers: vec![],
             scope: Scope::All,
+            peers: Default::default(),
         }
     }
 
@@ -782,6 +832,113 @@ mod tests {
             plan(&have, &want),
             vec![Change::Stop(52), Change::Restart(moved)]
         );
+    }
+
+    fn node(name: &str, role: Option<&str>, ip: [u8; 4]) -> crate::source::NodePeer {
+        crate::source::NodePeer {
+            name: name.into(),
+            labels: role
+                .map(|r| BTreeMap::from([("lvstun.io/balancer".to_owned(), r.to_owned())]))
+                .unwrap_or_default(),
+            addresses: vec![Ipv4Addr::from(ip)],
+        }
+    }
+
+    fn balancers_json(v: serde_json::Value) -> Balancers {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn allowed_sources_are_the_known_peers() {
+        let selective = balancers_json(serde_json::json!({
+            "nodeSelector": {"matchLabels": {"lvstun.io/balancer": "edge"}},
+            "virtualRouterID": 51,
+        }));
+        let other = balancers_json(serde_json::json!({
+            "nodeSelector": {"matchLabels": {"lvstun.io/balancer": "core"}},
+            "virtualRouterID": 51,
+        }));
+        let nodes = Peers::Nodes(vec![
+            node("lb1", Some("edge"), [192, 0, 2, 2]),
+            node("lb2", Some("edge"), [192, 0, 2, 3]),
+            node("lb3", Some("core"), [192, 0, 2, 4]),
+            node("web1", None, [198, 51, 100, 10]),
+        ]);
+        let ip = |d: u8| Ipv4Addr::new(192, 0, 2, d);
+        struct Case {
+            name: &'static str,
+            peers: Peers,
+            balancers: Vec<Balancers>,
+            unicast: Vec<Ipv4Addr>,
+            want: Sources,
+        }
+        let cases = [
+            Case {
+                name: "the Nodes not listed yet: everyone is heard",
+                peers: Peers::Unknown,
+                balancers: vec![selective.clone()],
+                unicast: vec![],
+                want: Sources::Any,
+            },
+            Case {
+                name: "the selected Nodes' InternalIPs",
+                peers: nodes.clone(),
+                balancers: vec![selective.clone()],
+                unicast: vec![],
+                want: Sources::Only(vec![ip(2), ip(3)]),
+            },
+            Case {
+                name: "two VirtualServices on one router: the union of their nodes",
+                peers: nodes.clone(),
+                balancers: vec![selective.clone(), other.clone()],
+                unicast: vec![],
+                want: Sources::Only(vec![ip(2), ip(3), ip(4)]),
+            },
+            Case {
+                name: "unicastPeers win over the Nodes",
+                peers: nodes.clone(),
+                balancers: vec![selective.clone()],
+                unicast: vec![ip(9)],
+                want: Sources::Only(vec![ip(9)]),
+            },
+            Case {
+                name: "a selector that matches no Node with an address: everyone is heard",
+                peers: Peers::Nodes(vec![node("web1", None, [198, 51, 100, 10])]),
+                balancers: vec![selective.clone()],
+                unicast: vec![],
+                want: Sources::Any,
+            },
+            Case {
+                name: "standalone: the listed peers",
+                peers: Peers::Listed(vec![ip(2), ip(3)]),
+                balancers: vec![selective.clone()],
+                unicast: vec![],
+                want: Sources::Only(vec![ip(2), ip(3)]),
+            },
+        ];
+        for c in cases {
+            let refs: Vec<&Balancers> = c.balancers.iter().collect();
+            assert_eq!(
+                allowed_sources(&c.peers, &refs, &c.unicast),
+                c.want,
+                "{}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn new_peers_update_the_running_router_without_a_restart() {
+        let mut s = snap(vec![vs("www", "192.0.2.100", T0, b(51))]);
+        let have = desired_vips(&s, &served(&["www"]), "lb1").instances;
+        assert_eq!(have[&51].sources, Sources::Any);
+        s.peers = Peers::Listed(vec![Ipv4Addr::new(192, 0, 2, 3)]);
+        let want = desired_vips(&s, &served(&["www"]), "lb1").instances;
+        assert_eq!(
+            want[&51].sources,
+            Sources::Only(vec![Ipv4Addr::new(192, 0, 2, 3)])
+        );
+        assert_eq!(plan(&have, &want), vec![Change::Update(want[&51].clone())]);
     }
 
     #[test]

@@ -15,12 +15,20 @@
 //!   web role keeps the RealServers' `managedFields` ([`start_web`]): they tell it, even after a
 //!   restart, on which RealServers it still owns a `TunnelReady` condition to withdraw.
 //!
+//! - The balancer also watches the Nodes, slimmed to their labels and InternalIPs
+//!   ([`node_peer`]): they are its VRRP peers' addresses ([`Peers::Nodes`]). That watch never
+//!   holds anything back: until its first list is complete (or when the RBAC of an older chart
+//!   refuses it) the peers are [`Peers::Unknown`] and every sender is heard; a Node event
+//!   publishes a snapshot only when the peers it yields changed (Nodes are updated often for
+//!   reasons that do not matter here).
+//!
 //! Two entry points: [`start`] for the balancer (objects plus this node's labels) and
 //! [`start_web`] for the web role (objects only: which RealServers concern a web node is said
 //! by their `spec.nodeName`, so it needs no Node labels; it reads its Node once, at SIGTERM, for
 //! the exit decision of [`crate::exit`]).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +43,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::{Scope, Snapshot};
+use super::{NodePeer, Peers, Scope, Snapshot};
 use crate::error::Error;
 
 /// How long a burst of changes is collected before one snapshot is published.
@@ -111,13 +119,59 @@ where
         })
 }
 
+/// One Node as a VRRP peer: its name, labels and IPv4 InternalIPs. Pure.
+pub fn node_peer(node: &Node) -> NodePeer {
+    let addresses = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse::<Ipv4Addr>().ok())
+        .collect();
+    NodePeer {
+        name: node.name_any(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        addresses,
+    }
+}
+
+/// Drops from a cached Node everything [`node_peer`] does not read.
+fn slim_node(node: &mut Node) {
+    let name = node.metadata.name.take();
+    let labels = node.metadata.labels.take();
+    let addresses = node.status.as_mut().and_then(|s| s.addresses.take());
+    *node = Node::default();
+    node.metadata.name = name;
+    node.metadata.labels = labels;
+    if addresses.is_some() {
+        node.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+            addresses,
+            ..Default::default()
+        });
+    }
+}
+
+/// The peers the Node store yields: [`Peers::Unknown`] until its first list is complete.
+fn node_peers(store: &Store<Node>, listed: bool) -> Peers {
+    if !listed {
+        return Peers::Unknown;
+    }
+    let mut nodes: Vec<NodePeer> = store.state().iter().map(|n| node_peer(n)).collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    Peers::Nodes(nodes)
+}
+
 /// The snapshot of the stores now.
 pub fn snapshot(
     virtual_services: &Store<VirtualService>,
     real_servers: &Store<RealServer>,
     labels: Option<&BTreeMap<String, String>>,
+    peers: &Peers,
 ) -> Snapshot {
     Snapshot {
+        peers: peers.clone(),
         refused: None,
         virtual_services: virtual_services
             .state()
@@ -185,7 +239,28 @@ async fn follow(
             }
         }
     }
-    let first = snapshot(&vs_store, &rs_store, labels.as_ref());
+    // The balancer's VRRP peers: a Node watch that never delays the objects (see the module
+    // comment); the web role has none.
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let mut node_events = match node {
+        Some(_) => watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(slim_node)
+            .reflect(node_writer)
+            .map(|event| match event {
+                Ok(watcher::Event::InitDone) => true,
+                Ok(_) => false,
+                Err(e) => {
+                    warn!("Node watch failed (the VRRP peers stay as they were), retrying: {e}");
+                    false
+                }
+            })
+            .boxed(),
+        None => futures::stream::pending().boxed(),
+    };
+    let mut nodes_listed = false;
+    let mut peers = Peers::Unknown;
+    let first = snapshot(&vs_store, &rs_store, labels.as_ref(), &peers);
     info!(
         node,
         virtual_services = first.virtual_services.len(),
@@ -209,6 +284,22 @@ async fn follow(
                         return;
                     }
                     true
+                }
+                init_done = node_events.next() => {
+                    let Some(init_done) = init_done else {
+                        // A watcher never ends; should it, its last peers stay.
+                        node_events = futures::stream::pending().boxed();
+                        continue;
+                    };
+                    nodes_listed |= init_done;
+                    let now = node_peers(&node_store, nodes_listed);
+                    if now == peers {
+                        false
+                    } else {
+                        info!(nodes = match &now { Peers::Nodes(n) => n.len(), _ => 0 }, "the Nodes (VRRP peers) changed");
+                        peers = now;
+                        true
+                    }
                 }
                 _ = relabel.tick(), if node.is_some() => match relabel_node(&client_for_labels, node.as_deref()).await {
                     Ok(new) if new != labels => {
@@ -240,7 +331,12 @@ async fn follow(
                 }
             }
             if tx
-                .send(Arc::new(snapshot(&vs_store, &rs_store, labels.as_ref())))
+                .send(Arc::new(snapshot(
+                    &vs_store,
+                    &rs_store,
+                    labels.as_ref(),
+                    &peers,
+                )))
                 .is_err()
             {
                 return;
@@ -248,4 +344,37 @@ async fn follow(
         }
     });
     Ok((rx, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_peer_is_its_labels_and_ipv4_internal_ips() {
+        let mut n: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "lb1", "labels": {"lvstun.io/balancer": "true"},
+                         "annotations": {"big": "x"}},
+            "spec": {"podCIDR": "10.0.0.0/24"},
+            "status": {"addresses": [
+                {"type": "InternalIP", "address": "192.0.2.2"},
+                {"type": "InternalIP", "address": "2001:db8::2"},
+                {"type": "ExternalIP", "address": "203.0.113.2"},
+                {"type": "Hostname", "address": "lb1"}
+            ], "capacity": {"cpu": "2"}}
+        }))
+        .unwrap();
+        let before = node_peer(&n);
+        slim_node(&mut n);
+        assert_eq!(node_peer(&n), before, "slimming keeps what the peers need");
+        assert!(n.spec.is_none() && n.metadata.annotations.is_none());
+        assert_eq!(
+            before,
+            NodePeer {
+                name: "lb1".into(),
+                labels: BTreeMap::from([("lvstun.io/balancer".into(), "true".into())]),
+                addresses: vec![Ipv4Addr::new(192, 0, 2, 2)],
+            }
+        );
+    }
 }

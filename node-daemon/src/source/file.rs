@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::config;
-use super::{Scope, Snapshot};
+use super::{Peers, Scope, Snapshot};
 use crate::error::Error;
 
 /// How often the file's identity is checked.
@@ -44,28 +44,36 @@ pub fn parse(text: &str) -> Result<Snapshot, Error> {
         virtual_services: objects.virtual_services,
         real_servers: objects.real_servers,
         scope: Scope::All,
+        peers: Peers::Unknown,
     })
 }
 
-fn read(path: &str) -> Result<(String, Snapshot), Error> {
+fn read(path: &str, peers: &Peers) -> Result<(String, Snapshot), Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::File {
         path: path.to_owned(),
         detail: e.to_string(),
     })?;
-    let snapshot = parse(&text).map_err(|source| Error::FileContent {
+    let mut snapshot = parse(&text).map_err(|source| Error::FileContent {
         path: path.to_owned(),
         source: Box::new(source),
     })?;
+    snapshot.peers = peers.clone();
     Ok((text, snapshot))
 }
 
 /// Reads the file once (a file that cannot be read at start is an error: the daemon refuses
 /// to start rather than program nothing), then follows it in a task.
 ///
+/// Every snapshot carries `peers` (the command line's `--vrrp-peers`: a file written for one
+/// host names no Nodes whose addresses could be looked up).
+///
 /// Must be called inside a tokio runtime. The task ends when every receiver is dropped.
-pub fn start(path: &str) -> Result<(watch::Receiver<Arc<Snapshot>>, JoinHandle<()>), Error> {
+pub fn start(
+    path: &str,
+    peers: Peers,
+) -> Result<(watch::Receiver<Arc<Snapshot>>, JoinHandle<()>), Error> {
     let mut seen = stamp(path);
-    let (mut last_text, first) = read(path)?;
+    let (mut last_text, first) = read(path, &peers)?;
     info!(
         path,
         virtual_services = first.virtual_services.len(),
@@ -89,7 +97,7 @@ pub fn start(path: &str) -> Result<(watch::Receiver<Arc<Snapshot>>, JoinHandle<(
                 continue;
             }
             seen = now;
-            match read(&path) {
+            match read(&path, &peers) {
                 Ok((text, snapshot)) => {
                     if text == last_text {
                         continue;
@@ -150,8 +158,14 @@ mod tests {
         let path = dir.join("config.yaml");
         std::fs::write(&path, example()).unwrap();
         let path_str = path.to_str().unwrap().to_owned();
-        let (mut rx, task) = start(&path_str).unwrap();
+        let peers = Peers::Listed(vec!["192.0.2.3".parse().unwrap()]);
+        let (mut rx, task) = start(&path_str, peers.clone()).unwrap();
         assert_eq!(rx.borrow_and_update().real_servers.len(), 2);
+        assert_eq!(
+            rx.borrow().peers,
+            peers,
+            "--vrrp-peers ride on every snapshot"
+        );
 
         // A broken file changes no object: the last good ones are published again, with the
         // refusal (readiness and the metric say the file is not applied).
@@ -200,7 +214,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let err = start("/nonexistent/lvstun.yaml").unwrap_err();
+            let err = start("/nonexistent/lvstun.yaml", Peers::Unknown).unwrap_err();
             assert!(
                 err.to_string().contains("/nonexistent/lvstun.yaml"),
                 "{err}"

@@ -17,6 +17,7 @@ pub mod config;
 pub mod file;
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use lvstun_crds::v1alpha1::{RealServer, VirtualService};
 
@@ -33,6 +34,33 @@ pub struct Snapshot {
     /// the last good version, still served, and readiness and a metric say the newest is not
     /// applied (a standalone file with a refused object).
     pub refused: Option<String>,
+    /// Who may be this node's VRRP peers: the source allowlist of its virtual routers.
+    pub peers: Peers,
+}
+
+/// What the source knows of the hosts whose VRRP advertisements count.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Peers {
+    /// Not known (yet): the Nodes are not listed yet, or cannot be (the RBAC of an older
+    /// chart), or a standalone host was given no `--vrrp-peers`. Every sender is heard.
+    #[default]
+    Unknown,
+    /// In a cluster: every Node with its labels and InternalIPs. A VirtualService's peers are
+    /// the InternalIPs of the Nodes its `spec.balancers.nodeSelector` selects.
+    Nodes(Vec<NodePeer>),
+    /// Standalone: the addresses given with `--vrrp-peers`, for every virtual router.
+    Listed(Vec<Ipv4Addr>),
+}
+
+/// One Node as a possible VRRP peer: only what the allowlist needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePeer {
+    /// The Node's name.
+    pub name: String,
+    /// Its labels (matched against `spec.balancers.nodeSelector`).
+    pub labels: BTreeMap<String, String>,
+    /// Its `status.addresses` of type InternalIP that are IPv4.
+    pub addresses: Vec<Ipv4Addr>,
 }
 
 /// Which VirtualServices a balancer serves.

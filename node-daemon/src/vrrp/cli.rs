@@ -243,6 +243,7 @@ async fn execute(args: Args) -> Result<ExitCode, CliError> {
         unicast_peers: args.peers,
         sync: args.sync && !args.dry_run,
         checksum: args.checksum,
+        ..RunOptions::default()
     };
     let dry_run = args.dry_run;
     let running = run_with(args.config, &args.interface, options, move |ops| Logged {

@@ -23,7 +23,7 @@ use lvstun_vrrp::driver::{Control, Driver, Sockets, Status, VipOps};
 use lvstun_vrrp::fsm::{AdverInterval, ConfigError, Priority, Router, RouterConfig};
 use lvstun_vrrp::link_watch::{self, LinkEvents, LinkFollower};
 use lvstun_vrrp::ops::{Interface, KernelOps};
-use lvstun_vrrp::packet::ChecksumForm;
+use lvstun_vrrp::packet::{ChecksumForm, Sources};
 use lvstun_vrrp::thread;
 
 /// Priority of the first balancer in node-name order when no override is given.
@@ -140,6 +140,8 @@ pub struct RunOptions {
     pub sync: bool,
     /// Checksum form of the advertisements sent.
     pub checksum: ChecksumForm,
+    /// Whose advertisements are heard (changed later with `Control::SetSources`).
+    pub sources: Sources,
 }
 
 impl Default for RunOptions {
@@ -148,6 +150,7 @@ impl Default for RunOptions {
             unicast_peers: Vec::new(),
             sync: true,
             checksum: ChecksumForm::PseudoHeader,
+            sources: Sources::Any,
         }
     }
 }
@@ -278,7 +281,9 @@ where
     let ops = Detached::start(ops, &ops_thread);
     let (driver, status) = Driver::new(router, sockets, options.unicast_peers, ops)
         .map_err(io_err("register VRRP sockets of"))?;
-    let driver = driver.with_checksum_form(options.checksum);
+    let driver = driver
+        .with_checksum_form(options.checksum)
+        .with_sources(options.sources);
     let (control, control_rx) = mpsc::channel(8);
     let watcher = tokio::spawn(link_watch::watch(
         link_events,

@@ -305,6 +305,7 @@ spec: {address: 198.51.100.200}
             virtual_services: o.virtual_services,
             real_servers: o.real_servers,
             scope: Scope::All,
+            peers: Default::default(),
         }
     }
 
