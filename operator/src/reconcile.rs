@@ -530,7 +530,7 @@ mod tests {
     #[test]
     fn announced_sets_keep_no_empty_entries() {
         let mut map: HashMap<ObjectKey, BTreeSet<String>> = HashMap::new();
-        let key = ObjectKey::new("ns".into(), "www".into());
+        let key = ObjectKey::new("ns", "www");
         let one = BTreeSet::from(["lb1".to_string()]);
         assert!(swap_announced(&mut map, &key, BTreeSet::new()).is_empty());
         assert!(map.is_empty(), "nothing announced: no entry");
