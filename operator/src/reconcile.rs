@@ -12,7 +12,7 @@
 //!
 //! I/O: reads the reflector caches in [`Context`], writes through `apply`, publishes Events.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -314,32 +314,24 @@ async fn announce(
 ) {
     let announced: BTreeSet<(String, String)> =
         fold.kernel_refusals.iter().map(|r| r.key()).collect();
-    let before = ctx
-        .memo()
-        .kernel_announced
-        .insert(key.clone(), announced)
-        .unwrap_or_default();
+    let before = swap_announced(&mut ctx.memo().kernel_announced, key, announced);
     let mut notices = status::kernel_notices(&before, &fold.kernel_refusals);
     let nodes: BTreeSet<String> = fold
         .external_deletions
         .iter()
         .map(|d| d.node.clone())
         .collect();
-    let before = ctx
-        .memo()
-        .deletions_announced
-        .insert(key.clone(), nodes)
-        .unwrap_or_default();
+    let before = swap_announced(&mut ctx.memo().deletions_announced, key, nodes);
     notices.extend(status::external_deletion_notices(
         &vs.spec.vip,
         &before,
         &fold.external_deletions,
     ));
-    let before = ctx
-        .memo()
-        .unlabelled_announced
-        .insert(key.clone(), fold.unlabelled.clone())
-        .unwrap_or_default();
+    let before = swap_announced(
+        &mut ctx.memo().unlabelled_announced,
+        key,
+        fold.unlabelled.clone(),
+    );
     notices.extend(status::unlabelled_notice(
         &before,
         &fold.unlabelled,
@@ -351,6 +343,22 @@ async fn announce(
             ctx.publish(&regarding, n).await;
         }
     }
+}
+
+/// Record `now` as what is announced for `key` and return what was before. An empty set is
+/// not kept, so the map holds only the VirtualServices with something announced (most have
+/// nothing: an entry per VirtualService cost megabytes at 10,000).
+fn swap_announced<T: Ord>(
+    map: &mut HashMap<ObjectKey, BTreeSet<T>>,
+    key: &ObjectKey,
+    now: BTreeSet<T>,
+) -> BTreeSet<T> {
+    let before = if now.is_empty() {
+        map.remove(key)
+    } else {
+        map.insert(key.clone(), now)
+    };
+    before.unwrap_or_default()
 }
 
 /// What the RealServers' reconciles read of this VirtualService (pure).
@@ -560,6 +568,19 @@ mod tests {
             fold.status,
             "read back, what the operator wrote is its previous status: no rewrite"
         );
+    }
+
+    #[test]
+    fn announced_sets_keep_no_empty_entries() {
+        let mut map: HashMap<ObjectKey, BTreeSet<String>> = HashMap::new();
+        let key = ObjectKey::new("ns", "www");
+        let one = BTreeSet::from(["lb1".to_string()]);
+        assert!(swap_announced(&mut map, &key, BTreeSet::new()).is_empty());
+        assert!(map.is_empty(), "nothing announced: no entry");
+        assert!(swap_announced(&mut map, &key, one.clone()).is_empty());
+        assert_eq!(map.get(&key), Some(&one));
+        assert_eq!(swap_announced(&mut map, &key, BTreeSet::new()), one);
+        assert!(map.is_empty(), "the announcement ended: the entry goes");
     }
 
     #[test]
