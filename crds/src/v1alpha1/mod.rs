@@ -3,6 +3,7 @@
 mod real_server;
 mod schema;
 mod virtual_service;
+mod vip_policy;
 
 pub use real_server::{CheckStatus, RealServer, RealServerSpec, RealServerStatus};
 pub use schema::{IPV4_RE, ipv4_rule};
@@ -12,3 +13,4 @@ pub use virtual_service::{
     ServicePort, TcpCheck, Tunnel, TunnelType, VirtualService, VirtualServiceSpec,
     VirtualServiceStatus, VrrpState,
 };
+pub use vip_policy::{VIPPolicy, VIPPolicySpec, VipPool};
