@@ -54,6 +54,12 @@ if out="$(template)"; then
   else
     pass "rendered RBAC: no wildcards, secrets, pods/exec, impersonate, escalate, bind"
   fi
+  # The address pools are the cluster admin's alone: no role of the chart may even name them.
+  if grep -n 'vippolicies' <<<"$rbac"; then
+    fail "rendered RBAC grants access to vippolicies (the admin's address pools)"
+  else
+    pass "rendered RBAC: nothing on vippolicies"
+  fi
 else
   fail "helm template (defaults)"; echo "$out" | indent
 fi
