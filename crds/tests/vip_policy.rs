@@ -2,6 +2,8 @@
 //! the examples' VIP for the examples' balancer node selector, so `helm install` followed by
 //! `kubectl apply -f deploy/examples/` is admitted.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns panic on purpose
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 
