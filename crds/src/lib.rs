@@ -1,4 +1,4 @@
-//! lvstun's API: the `VirtualService` and `RealServer` kinds (group `lvstun.io`), their
+//! lvstun's API: the `VirtualService`, `RealServer` and `VIPPolicy` kinds (group `lvstun.io`), their
 //! validation, condition vocabulary, and the rendering of the CRD YAML that ships in `deploy/`.
 //!
 //! The CRD YAML is generated from these types (`cargo run -p lvstun-crds --bin crdgen`), never
@@ -31,7 +31,11 @@ pub enum Error {
 
 /// Every CRD lvstun ships, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![v1alpha1::VirtualService::crd(), v1alpha1::RealServer::crd()]
+    vec![
+        v1alpha1::VirtualService::crd(),
+        v1alpha1::RealServer::crd(),
+        v1alpha1::VIPPolicy::crd(),
+    ]
 }
 
 /// One generated file: where it goes below `deploy/crds/` and its content.

@@ -7,7 +7,7 @@ use std::path::Path;
 fn committed_crd_yaml_is_up_to_date() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let files = lvstun_crds::render_crd_files().unwrap();
-    assert_eq!(files.len(), 2);
+    assert_eq!(files.len(), 3);
     for dir in ["deploy/crds", "deploy/helm/lvstun/crds"] {
         for f in &files {
             let path = root.join(dir).join(&f.name);

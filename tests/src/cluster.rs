@@ -283,6 +283,7 @@ pub async fn ensure_crds(client: &kube::Client) -> Result<(), ControlPlaneError>
     for file in [
         "lvstun.io_virtualservices.yaml",
         "lvstun.io_realservers.yaml",
+        "lvstun.io_vippolicies.yaml",
     ] {
         let path = repo_root().join("deploy/crds").join(file);
         let text = std::fs::read_to_string(&path).map_err(|source| ControlPlaneError::Io {

@@ -549,6 +549,19 @@ fn plain_manifests_apply_and_delete() {
             .arg(dir.join("crds")),
     )
     .unwrap();
+    // The manifests hold a VIPPolicy, a kind of the CRDs: kubectl maps it only once they are
+    // Established (the user guide's order).
+    cp.run(
+        "kubectl wait crds",
+        cp.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ]),
+    )
+    .unwrap();
     let out = cp
         .run(
             "kubectl apply manifests",
@@ -567,6 +580,14 @@ fn plain_manifests_apply_and_delete() {
         out.contains("clusterrole.rbac.authorization.k8s.io/lvstun-operator created"),
         "{out}"
     );
+    // The admin's address pools and the policy that enforces them.
+    for made in [
+        "vippolicy.lvstun.io/lvstun created",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/lvstun-vip-policy created",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/lvstun-vip-policy created",
+    ] {
+        assert!(out.contains(made), "{made}: {out}");
+    }
     cp.run(
         "kubectl delete manifests",
         cp.kubectl()

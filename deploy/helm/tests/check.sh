@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the lvstun Helm chart without a cluster:
 #   1. `helm lint --strict` (warnings count as failures);
-#   2. `helm template` with the default values (whose RBAC must hold no wildcard, Secrets,
-#      pods/exec, impersonate, escalate or bind), and with each good-values/*.yaml;
+#   2. `helm template` with the default values (whose Roles and ClusterRoles must hold no
+#      wildcard, Secrets, pods/exec, impersonate, escalate or bind), and with each
+#      good-values/*.yaml;
 #   3. each bad-values/*.yaml must be refused, and the error must contain the substring given on
 #      the file's first line as "# expect: <substring>".
 # Exits non-zero if any result is not the expected one. Prints one line per case.
@@ -42,10 +43,22 @@ if out="$(template)"; then
   pass "helm template (defaults)"
   # Least privilege: no wildcard, no Secrets, no exec/attach into pods, no impersonation.
   forbidden='(^|[][",[:space:]])(\*|secrets|pods/exec|pods/attach|pods/portforward|impersonate|escalate|bind)($|[][",[:space:]])'
-  if bad="$(grep -vE '^[[:space:]]*#' <<<"$out" | grep -nE "$forbidden")"; then
+  # Only the Roles and ClusterRoles grant anything (the VIPPolicy's namespaces may be "*").
+  rbac="$(awk '/^---/ { if (doc ~ /\nkind: (Cluster)?Role\n/) printf "%s", doc; doc = ""; next }
+               { doc = doc "\n" $0 }
+               END { if (doc ~ /\nkind: (Cluster)?Role\n/) printf "%s", doc }' <<<"$out")"
+  if [[ "$rbac" != *"kind: ClusterRole"* ]]; then
+    fail "no ClusterRole found in the rendered chart"
+  elif bad="$(grep -vE '^[[:space:]]*#' <<<"$rbac" | grep -nE "$forbidden")"; then
     fail "rendered RBAC grants something it must not:"; echo "$bad" | indent
   else
     pass "rendered RBAC: no wildcards, secrets, pods/exec, impersonate, escalate, bind"
+  fi
+  # The address pools are the cluster admin's alone: no role of the chart may even name them.
+  if grep -n 'vippolicies' <<<"$rbac"; then
+    fail "rendered RBAC grants access to vippolicies (the admin's address pools)"
+  else
+    pass "rendered RBAC: nothing on vippolicies"
   fi
 else
   fail "helm template (defaults)"; echo "$out" | indent

@@ -64,7 +64,8 @@ pub const LIFECYCLE_CHECKPOINTS: &[&str] = &[
 ];
 
 /// The objects the churn checkpoint applies: a VirtualService whose balancer selector is new
-/// (lb2 alone, by hostname), a RealServer on a node that runs no web daemon, and a
+/// (lb2 alone, by hostname; with the balancer label too, which the chart's example VIP pool
+/// asks of every balancer selector), a RealServer on a node that runs no web daemon, and a
 /// VirtualService that claims www's VIP and port (newer, so it is the one in Conflict).
 const CHURN_OBJECTS: &str = r#"apiVersion: lvstun.io/v1alpha1
 kind: VirtualService
@@ -83,6 +84,7 @@ spec:
     nodeSelector:
       matchLabels:
         kubernetes.io/hostname: lb2
+        lvstun.io/balancer: "true"
     virtualRouterID: 61
 ---
 apiVersion: lvstun.io/v1alpha1
