@@ -19,6 +19,21 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+/// What the daemons write in the API (the server-side-apply bodies of their status entries and
+/// their field managers), public so that the harness proves the chart's status policy
+/// (`deploy/helm/lvstun/templates/status-tokens-policy.yaml`) against what the daemons send
+/// rather than against a copy. Pure.
+pub mod status_writes {
+    pub use crate::balancer::report::{
+        balancer_entry_body, check_entry_body, field_manager as balancer_field_manager,
+    };
+    pub use crate::web::report::{
+        Write as WebWrite, body as web_body, field_manager as web_field_manager,
+    };
+    pub use crate::web::status::Readiness;
+    pub use lvstun_rules::ObjectKey;
+}
+
 /// The command line of `lvstun-node`: one binary with two roles (`balancer`, `web`) and two
 /// hidden debug commands for the lab (`ipvs`, `vrrp`).
 #[derive(Debug, Parser)]

@@ -13,11 +13,11 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, PodSpec, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -416,6 +416,64 @@ pub async fn service_account_token(
         .status
         .map(|s| s.token)
         .ok_or_else(|| ControlPlaneError::Client(format!("no token for {ns}/{name}")))
+}
+
+/// A token of ServiceAccount `account` in `ns` bound to a Pod `pod` of that account on node
+/// `node`, as the kubelet gets for a DaemonSet's pod: the API server writes the node into the
+/// token, and authenticates it as `authentication.kubernetes.io/node-name` in the user's extra
+/// (what the chart's status policy reads). The Pod is created here (applied: an existing one is
+/// kept) and never runs: no kubelet needs to. Valid for `seconds`, and while the Pod exists.
+pub async fn pod_bound_token(
+    client: &kube::Client,
+    ns: &str,
+    account: &str,
+    pod: &str,
+    node: &str,
+    seconds: i64,
+) -> Result<String, ControlPlaneError> {
+    let spec = Pod {
+        metadata: ObjectMeta {
+            name: Some(pod.into()),
+            namespace: Some(ns.into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            service_account_name: Some(account.into()),
+            automount_service_account_token: Some(false),
+            containers: vec![Container {
+                name: "pause".into(),
+                image: Some("registry.k8s.io/pause:3.10".into()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    };
+    let created = apply(&Api::<Pod>::namespaced(client.clone(), ns), &spec).await?;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(seconds),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.into()),
+                uid: created.metadata.uid,
+            }),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let answer = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .map_err(failed(format!(
+            "a token of ServiceAccount {ns}/{account} bound to Pod {pod}"
+        )))?;
+    answer
+        .status
+        .map(|s| s.token)
+        .ok_or_else(|| ControlPlaneError::Client(format!("no token for {ns}/{account}")))
 }
 
 /// One question to the API server's authorizer: may this identity do `verb` on this resource?

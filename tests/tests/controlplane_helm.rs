@@ -10,6 +10,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -339,6 +342,16 @@ async fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
             .await
             .is_empty()
     );
+    // The status policy of the daemons' tokens (controlplane_status_tokens.rs), and its binding.
+    let policy = vec![format!("{release}-node-status")];
+    assert_eq!(
+        named_cluster::<ValidatingAdmissionPolicy>(&client, &selector).await,
+        policy
+    );
+    assert_eq!(
+        named_cluster::<ValidatingAdmissionPolicyBinding>(&client, &selector).await,
+        policy
+    );
     // kube-controller-manager turned the Deployment into a ReplicaSet and two (Pending) Pods.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let operator_pods = "app.kubernetes.io/name=lvstun";
@@ -522,6 +535,14 @@ async fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
             "clusterrolebindings",
             named_cluster::<ClusterRoleBinding>(&client, sel).await,
         ),
+        (
+            "validatingadmissionpolicies",
+            named_cluster::<ValidatingAdmissionPolicy>(&client, sel).await,
+        ),
+        (
+            "validatingadmissionpolicybindings",
+            named_cluster::<ValidatingAdmissionPolicyBinding>(&client, sel).await,
+        ),
     ];
     for (kind, left) in namespaced {
         assert_eq!(left, none, "{kind} left behind");
@@ -580,11 +601,13 @@ fn plain_manifests_apply_and_delete() {
         out.contains("clusterrole.rbac.authorization.k8s.io/lvstun-operator created"),
         "{out}"
     );
-    // The admin's address pools and the policy that enforces them.
+    // The admin's address pools and the policy that enforces them, and the policy that keeps
+    // each node daemon's token to its own node's status entries.
     for made in [
         "vippolicy.lvstun.io/lvstun created",
         "validatingadmissionpolicy.admissionregistration.k8s.io/lvstun-vip-policy created",
         "validatingadmissionpolicybinding.admissionregistration.k8s.io/lvstun-vip-policy created",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/lvstun-node-status created",
     ] {
         assert!(out.contains(made), "{made}: {out}");
     }

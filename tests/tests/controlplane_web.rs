@@ -2,7 +2,8 @@
 //! `lvstun-node web` started with exactly the arguments the operator's DaemonSet gives it
 //! (`--node-name=… --health-port=… --log-format=json`), plus `--dry-run` because this host's
 //! kernel has no ipip (the kernel side is proven in the lab VM), authenticated as the web
-//! ServiceAccount of a `helm install` of the chart (so the chart's RBAC is what is tested).
+//! ServiceAccount of a `helm install` of the chart, with a token bound to a pod on its node as
+//! the DaemonSet's pod has (so the chart's RBAC and its status policy are what is tested).
 //!
 //! It proves: the daemon serves the RealServer whose `spec.nodeName` is its node and not the
 //! other; it server-side-applies that RealServer's `TunnelReady` condition with its own field
@@ -109,15 +110,9 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     let client = cp.client().await.unwrap();
     cluster::ensure_crds(&client).await.unwrap();
 
-    // The chart's RBAC, and a token for its web ServiceAccount.
+    // The chart's RBAC and status policy.
     let install = Install::new(cp, "web-rbac", &[]).await;
     let web_sa = format!("{}-web", install.release);
-    let token = cluster::service_account_token(&client, &install.namespace, &web_sa, 3600)
-        .await
-        .unwrap();
-    let kubeconfig = cp
-        .write_kubeconfig(&format!("{}-web", install.namespace), &token)
-        .unwrap();
     let sa = format!("system:serviceaccount:{}:{web_sa}", install.namespace);
 
     // The examples, in a namespace of their own; web1 is this node's, web2 is not.
@@ -134,6 +129,21 @@ async fn web_daemon_reports_tunnel_ready_for_its_node_only_and_follows_the_vip()
     // pods stay Pending here: no kubelet): what the daemon asks about at SIGTERM.
     let mut guard = Guard::new(cp);
     guard.node(&node, &[("lvstun.io/web", "true")]).await;
+    // A token of the web ServiceAccount bound to a pod on the node, as the DaemonSet's pod
+    // gets: the chart's status policy refuses a daemon's write with a token that names no node.
+    let token = cluster::pod_bound_token(
+        &client,
+        &install.namespace,
+        &web_sa,
+        &format!("{web_sa}-{ns}"),
+        &node,
+        3600,
+    )
+    .await
+    .unwrap();
+    let kubeconfig = cp
+        .write_kubeconfig(&format!("{}-web", install.namespace), &token)
+        .unwrap();
     let daemonset = format!(
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {web_sa}\nspec:\n  selector:\n    \
          matchLabels: {{app: {web_sa}}}\n  template:\n    metadata:\n      labels: {{app: {web_sa}}}\n    \

@@ -160,18 +160,36 @@ pub fn due<T: PartialEq>(last: Option<&(T, Instant)>, now_value: Option<&T>, now
     }
 }
 
+/// The server-side-apply body of this node's entry in `vs`'s `status.balancers[]` (`None`:
+/// an empty list, which withdraws the entry). Pure; public (`lvstun_node::status_writes`) so
+/// that the harness proves the chart's status policy against the very body sent here.
+pub fn balancer_entry_body(vs: &ObjectRef, entry: Option<&BalancerStatus>) -> serde_json::Value {
+    json!({
+        "apiVersion": "lvstun.io/v1alpha1",
+        "kind": "VirtualService",
+        "metadata": {"name": vs.name, "namespace": vs.namespace},
+        "status": {"balancers": entry.map_or_else(Vec::new, |e| vec![e])},
+    })
+}
+
+/// The server-side-apply body of this node's entry in `rs`'s `status.checks[]` (`None`: an
+/// empty list, which withdraws the entry). Pure; public as [`balancer_entry_body`] is.
+pub fn check_entry_body(rs: &ObjectRef, entry: Option<&CheckStatus>) -> serde_json::Value {
+    json!({
+        "apiVersion": "lvstun.io/v1alpha1",
+        "kind": "RealServer",
+        "metadata": {"name": rs.name, "namespace": rs.namespace},
+        "status": {"checks": entry.map_or_else(Vec::new, |e| vec![e])},
+    })
+}
+
 async fn apply_vs(
     api: &Api<VirtualService>,
     params: &PatchParams,
     vs: &ObjectRef,
     entry: Option<&BalancerStatus>,
 ) -> Result<(), kube::Error> {
-    let body = json!({
-        "apiVersion": "lvstun.io/v1alpha1",
-        "kind": "VirtualService",
-        "metadata": {"name": vs.name, "namespace": vs.namespace},
-        "status": {"balancers": entry.map_or_else(Vec::new, |e| vec![e])},
-    });
+    let body = balancer_entry_body(vs, entry);
     api.patch_status(&vs.name, params, &Patch::Apply(body))
         .await
         .map(|_| ())
@@ -183,12 +201,7 @@ async fn apply_rs(
     rs: &ObjectRef,
     entry: Option<&CheckStatus>,
 ) -> Result<(), kube::Error> {
-    let body = json!({
-        "apiVersion": "lvstun.io/v1alpha1",
-        "kind": "RealServer",
-        "metadata": {"name": rs.name, "namespace": rs.namespace},
-        "status": {"checks": entry.map_or_else(Vec::new, |e| vec![e])},
-    });
+    let body = check_entry_body(rs, entry);
     api.patch_status(&rs.name, params, &Patch::Apply(body))
         .await
         .map(|_| ())

@@ -147,16 +147,24 @@ pub fn due(last: Option<&(Option<Condition>, Instant)>, write: &Write, now: Inst
     !identical || now.saturating_duration_since(*at) >= MIN_INTERVAL
 }
 
-/// Server-side applies one write with `params` (the node's field manager, forced: the
-/// condition is this node's to say, whoever said it before).
-pub async fn write(client: &Client, params: &PatchParams, w: &Write) -> Result<(), kube::Error> {
-    let api: Api<RealServer> = Api::namespaced(client.clone(), &w.real_server.namespace);
-    let body = json!({
+/// The server-side-apply body of one write: the RealServer's `status.conditions` holding only
+/// this node's `TunnelReady`, or empty to withdraw it. Pure; public
+/// (`lvstun_node::status_writes`) so that the harness proves the chart's status policy against
+/// the very body sent here.
+pub fn body(w: &Write) -> serde_json::Value {
+    json!({
         "apiVersion": "lvstun.io/v1alpha1",
         "kind": "RealServer",
         "metadata": {"name": w.real_server.name, "namespace": w.real_server.namespace},
         "status": {"conditions": w.condition.iter().collect::<Vec<_>>()},
-    });
+    })
+}
+
+/// Server-side applies one write with `params` (the node's field manager, forced: the
+/// condition is this node's to say, whoever said it before).
+pub async fn write(client: &Client, params: &PatchParams, w: &Write) -> Result<(), kube::Error> {
+    let api: Api<RealServer> = Api::namespaced(client.clone(), &w.real_server.namespace);
+    let body = body(w);
     api.patch_status(&w.real_server.name, params, &Patch::Apply(body))
         .await
         .map(|_| ())
