@@ -344,7 +344,7 @@ async fn a_node_daemons_token_writes_only_its_own_nodes_status_entries() {
         .iter()
         .map(|c| c.balancer.clone())
         .collect();
-    assert_eq!(checks, [lb2.clone()]);
+    assert_eq!(checks, std::slice::from_ref(&lb2));
 
     // 4. web1's web token: TunnelReady on web1's RealServer, and nothing else.
     let own = web_body(&tunnel_ready(&key(rs1), true));
