@@ -342,8 +342,12 @@ async fn helm_uninstall_runs_its_hook_then_leaves_only_the_crds() {
             .await
             .is_empty()
     );
-    // The status policy of the daemons' tokens (controlplane_status_tokens.rs), and its binding.
-    let policy = vec![format!("{release}-node-status")];
+    // The status policy of the daemons' tokens (controlplane_status_tokens.rs) and the address
+    // pools' policy (controlplane_pools.rs), each with its binding.
+    let policy = vec![
+        format!("{release}-node-status"),
+        format!("{release}-vip-policy"),
+    ];
     assert_eq!(
         named_cluster::<ValidatingAdmissionPolicy>(&client, &selector).await,
         policy
