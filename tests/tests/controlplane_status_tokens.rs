@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -239,6 +240,30 @@ async fn a_node_daemons_token_writes_only_its_own_nodes_status_entries() {
     let web1_manager = web_field_manager(&web1);
     let vs_before = admin_vss.get_status(vs).await.unwrap();
     let status_of = |v: &VirtualService| serde_json::to_value(v.status.clone()).unwrap();
+
+    // The API server enforces a new admission policy only once its policy cache has loaded it
+    // (a moment after the install). Until then this write, by the balancer's token without a
+    // node, gets through; it writes exactly what step 1 writes, so waiting for its refusal
+    // changes nothing else.
+    let unbound = cluster::service_account_token(&admin, &install.namespace, &balancer_sa, 3600)
+        .await
+        .unwrap();
+    let unbound_vss: Api<VirtualService> = Api::namespaced(
+        client_with(cp, &format!("{ns}-policy-probe"), &unbound).await,
+        &ns,
+    );
+    cluster::poll(
+        "the status policy in force",
+        Duration::from_secs(60),
+        || {
+            let own = balancer_entry_body(&key(vs), Some(&balancer_entry(&lb1, VrrpState::Master)));
+            let (api, manager) = (unbound_vss.clone(), lb1_manager.clone());
+            async move { write(&api, vs, &manager, own).await }
+        },
+        |outcome| (*outcome != Outcome::Written).then_some(()),
+    )
+    .await
+    .unwrap();
 
     // 1. lb1's balancer token: its own entries, as the daemon applies them.
     let own = balancer_entry_body(&key(vs), Some(&balancer_entry(&lb1, VrrpState::Master)));
