@@ -68,6 +68,11 @@
 #                                  the host's service without any route or interface added
 #   lab_recipe_up                  the network, with web1 and web2 prepared by hand and serving
 #   lab_need_bins BIN...           exit 2 (setup error) unless each BIN is executable
+#   lab_has_vip NS                 the VIP is on NS's eth0
+#   lab_wait_router_ready NAME     poll (60 s) until logs/NAME.log says the balancer's VRRP
+#                                  router runs at its configured priority (it forwards)
+#   lab_vrrp_pair_config FILE MS   the examples as a standalone balancer file for lb1 (priority
+#                                  200) and lb2 (100), adverts every MS ms
 #   lab_has_rule NS PREFIX         some line of NS's `ipvsadm -Sn` starts with PREFIX
 #   lab_wait_rule NS PREFIX SECS   poll until it does
 #   lab_log_line NAME GLOB         print the first line of logs/NAME.log matching GLOB
@@ -547,6 +552,38 @@ lab_need_bins() {
   for bin in "$@"; do
     [[ -x $bin ]] || { lab_log "no $bin (build it first)"; exit 2; }
   done
+}
+
+lab_has_vip() {
+  local out
+  out="$(ip -n "$1" -4 -o addr show dev eth0)"
+  [[ $out == *" $LAB_VIP/32 "* ]]
+}
+
+lab_wait_router_ready() {
+  local deadline=$(($(lab_now_ms) + 60000))
+  while (($(lab_now_ms) < deadline)); do
+    (($(lab_count_lines "$1" '*ready to forward*') + $(lab_count_lines "$1" '*router started*ready=true*') > 0)) &&
+      return 0
+    lab_sleep 0.1
+  done
+  lab_log "timed out waiting for $1 to be ready"
+  return 1
+}
+
+lab_vrrp_pair_config() {
+  local vs examples="${LAB_REPO:-$LAB_DIR/../..}/deploy/examples"
+  vs="$(<"$examples/virtualservice.yaml")"
+  vs="${vs/advertIntervalMilliseconds: 1000/advertIntervalMilliseconds: $2}"
+  {
+    printf '%s\n' "$vs"
+    # Standalone hosts have no Node objects to rank by name: the priorities are named.
+    printf '    priorities:\n'
+    printf '      - {nodeName: lb1, priority: 200}\n'
+    printf '      - {nodeName: lb2, priority: 100}\n'
+    echo "---"
+    cat "$examples/realservers.yaml"
+  } >"$1"
 }
 
 # lab_recipe_up: the classic recipe's network with both web nodes prepared by hand and

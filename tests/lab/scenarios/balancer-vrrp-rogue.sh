@@ -18,7 +18,6 @@ LAB_DIR="${LAB_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 NODE="$LAB_BIN/lvstun-node"
 LOAD="$LAB_BIN/lvstun-lab-load"
 ROGUE="$LAB_BIN/lvstun-lab-rogue"
-REPO="${LAB_REPO:-$LAB_DIR/../..}"
 ADVERT_MS="${ADVERT_MS:-100}"
 ROGUE_IP="${ROGUE_IP:-192.0.2.66}"
 ROGUE_INTERVAL_MS="${ROGUE_INTERVAL_MS:-100}"
@@ -27,21 +26,6 @@ LOAD_S="${LOAD_S:-8}"
 CFG="$LAB_OUT/lvstun.yaml"
 lab_need_bins "$NODE" "$LOAD" "$ROGUE"
 
-has_vip() { # NS: the VIP is on NS's eth0
-  local out
-  out="$(ip -n "$1" -4 -o addr show dev eth0)"
-  [[ $out == *" $LAB_VIP/32 "* ]]
-}
-wait_ready() { # NAME: the daemon's router runs at its configured priority (it forwards)
-  local deadline=$(($(lab_now_ms) + 60000))
-  while (($(lab_now_ms) < deadline)); do
-    (($(lab_count_lines "$1" '*ready to forward*') + $(lab_count_lines "$1" '*router started*ready=true*') > 0)) &&
-      return 0
-    lab_sleep 0.1
-  done
-  lab_log "timed out waiting for $1 to be ready"
-  return 1
-}
 metrics() { # NS TAG
   lab_artifact "metrics-$1-$2.txt" lab_exec "$1" curl -sS --max-time 5 http://127.0.0.1:9101/metrics
 }
@@ -52,26 +36,17 @@ start_daemon() { # NS
 }
 
 lab_recipe_up
-vs="$(<"$REPO/deploy/examples/virtualservice.yaml")"
-vs="${vs/advertIntervalMilliseconds: 1000/advertIntervalMilliseconds: $ADVERT_MS}"
-{
-  printf '%s\n' "$vs"
-  printf '    priorities:\n'
-  printf '      - {nodeName: lb1, priority: 200}\n'
-  printf '      - {nodeName: lb2, priority: 100}\n'
-  echo "---"
-  cat "$REPO/deploy/examples/realservers.yaml"
-} >"$CFG"
+lab_vrrp_pair_config "$CFG" "$ADVERT_MS"
 VRID="$(sed -n 's/^ *virtualRouterID: *\([0-9]*\).*/\1/p' "$CFG" | head -n 1)"
 lab_result vrid "$VRID"
 
 # --- steady: lb1 Master, lb2 Backup ------------------------------------------------------------
 start_daemon lb1
 lab_wait_log lb1 '*vip ownership changed*to=Master*' 60
-wait_ready lb1
+lab_wait_router_ready lb1
 start_daemon lb2
 lab_wait_log lb2 '*vip ownership changed*to=Backup*' 60
-wait_ready lb2
+lab_wait_router_ready lb2
 lab_sleep 1
 lb1_before="$(lab_count_lines lb1 '*vip ownership changed*')"
 lb2_before="$(lab_count_lines lb2 '*vip ownership changed*')"
@@ -102,8 +77,8 @@ done <"$LAB_OUT/logs/rogue.log"
 # Past one Master_Down_Interval after the last rogue advert: a Backup that obeyed would have
 # taken over by now.
 lab_sleep 1
-lab_result rogue.lb1_vip "$(has_vip lb1 && echo yes || echo no)"
-lab_result rogue.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
+lab_result rogue.lb1_vip "$(lab_has_vip lb1 && echo yes || echo no)"
+lab_result rogue.lb2_vip "$(lab_has_vip lb2 && echo yes || echo no)"
 lab_result rogue.lb1_changes $(($(lab_count_lines lb1 '*vip ownership changed*') - lb1_before))
 lab_result rogue.lb2_changes $(($(lab_count_lines lb2 '*vip ownership changed*') - lb2_before))
 for lb in lb1 lb2; do

@@ -66,35 +66,6 @@ became() {
   done <"$file"
   return 1
 }
-wait_ready() { # NAME: the daemon's router runs at its configured priority (it forwards)
-  local deadline=$(($(lab_now_ms) + 60000))
-  while (($(lab_now_ms) < deadline)); do
-    (($(lab_count_lines "$1" '*ready to forward*') + $(lab_count_lines "$1" '*router started*ready=true*') > 0)) &&
-      return 0
-    lab_sleep 0.1
-  done
-  lab_log "timed out waiting for $1 to be ready"
-  return 1
-}
-has_vip() { # NS: the VIP is on NS's eth0
-  local out
-  out="$(ip -n "$1" -4 -o addr show dev eth0)"
-  [[ $out == *" $LAB_VIP/32 "* ]]
-}
-write_config() {
-  local vs
-  vs="$(<"$REPO/deploy/examples/virtualservice.yaml")"
-  vs="${vs/advertIntervalMilliseconds: 1000/advertIntervalMilliseconds: $ADVERT_MS}"
-  {
-    printf '%s\n' "$vs"
-    # Standalone hosts have no Node objects to rank by name: the priorities are named.
-    printf '    priorities:\n'
-    printf '      - {nodeName: lb1, priority: 200}\n'
-    printf '      - {nodeName: lb2, priority: 100}\n'
-    echo "---"
-    cat "$REPO/deploy/examples/realservers.yaml"
-  } >"$CFG"
-}
 start_daemon() { # NS NAME
   lab_bg "$1" "$2" env RUST_LOG=info "$NODE" balancer --config "$CFG" --node-name "$1" \
     --state-dir "$LAB_OUT/state-$1" --health-port 9101 --health-address 127.0.0.1
@@ -117,20 +88,20 @@ MAC_LB2="$(lab_mac lb2 eth0)"
 lab_result mac.lb1 "$MAC_LB1"
 lab_result mac.lb2 "$MAC_LB2"
 lab_result advert_ms "$ADVERT_MS"
-write_config
+lab_vrrp_pair_config "$CFG" "$ADVERT_MS"
 
 # --- 1. steady --------------------------------------------------------------------------------
 t0=$(lab_now_ms)
 start_daemon lb1 lb1-a
 lab_wait_log lb1-a '*vip ownership changed*to=Master*' 60
-wait_ready lb1-a
+lab_wait_router_ready lb1-a
 start_daemon lb2 lb2
 lab_wait_log lb2 '*vip ownership changed*to=Backup*' 60
-wait_ready lb2
+lab_wait_router_ready lb2
 lab_result steady_ms $(($(lab_now_ms) - t0))
 lab_sleep 1
-lab_result steady.lb1_vip "$(has_vip lb1 && echo yes || echo no)"
-lab_result steady.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
+lab_result steady.lb1_vip "$(lab_has_vip lb1 && echo yes || echo no)"
+lab_result steady.lb2_vip "$(lab_has_vip lb2 && echo yes || echo no)"
 lab_result steady.lb1_master_lines "$(lab_count_lines lb1-a '*vip ownership changed*to=Master*')"
 lab_result steady.lb2_master_lines "$(lab_count_lines lb2 '*vip ownership changed*to=Master*')"
 urls=()
@@ -173,7 +144,7 @@ lab_result kill_ms "$KILL_MS"
 lab_wait_count lb2 '*vip ownership changed*to=Master*' 1 20
 lab_result takeover_ms $(($(became lb2 Master "$KILL_MS") - KILL_MS))
 lab_sleep 1
-lab_result crash.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
+lab_result crash.lb2_vip "$(lab_has_vip lb2 && echo yes || echo no)"
 lab_neigh crash
 lab_result neigh.crash "$(lab_vip_mac crash)"
 metrics lb2 crash
@@ -202,8 +173,8 @@ lab_wait_log lb1-b '*vip ownership changed*to=Master*' 60
 lab_result preempt_ms $(($(became lb1-b Master "$BACK_MS") - BACK_MS))
 lab_wait_count lb2 '*vip ownership changed*to=Backup*' 2 20
 lab_sleep 1
-lab_result preempt.lb1_vip "$(has_vip lb1 && echo yes || echo no)"
-lab_result preempt.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
+lab_result preempt.lb1_vip "$(lab_has_vip lb1 && echo yes || echo no)"
+lab_result preempt.lb2_vip "$(lab_has_vip lb2 && echo yes || echo no)"
 lab_neigh preempt
 lab_result neigh.preempt "$(lab_vip_mac preempt)"
 lab_sleep 2
@@ -215,7 +186,7 @@ lab_stop lb1-b
 lab_result term_done_ms "$(lab_now_ms)"
 lab_wait_count lb2 '*vip ownership changed*to=Master*' 2 20
 lab_result graceful_takeover_ms $(($(became lb2 Master "$TERM_MS") - TERM_MS))
-lab_result graceful.lb1_vip "$(has_vip lb1 && echo yes || echo no)"
+lab_result graceful.lb1_vip "$(lab_has_vip lb1 && echo yes || echo no)"
 lab_result graceful.owner_stopped "$(lab_count_lines lb1-b '*vip ownership stopped*')"
 lab_artifact addr-lb1-graceful.txt ip -n lb1 -4 -o addr show dev eth0
 lab_neigh graceful
@@ -250,8 +221,8 @@ until_ms=$((KILLED_MS + (${lifetime_s:-10} + 3) * 1000))
 while (($(lab_now_ms) < until_ms)); do
   t=$(($(lab_now_ms) - KILLED_MS))
   h1=0 h2=0
-  has_vip lb1 && h1=1
-  has_vip lb2 && h2=1
+  lab_has_vip lb1 && h1=1
+  lab_has_vip lb2 && h2=1
   printf '%s %s %s\n' "$t" "$h1" "$h2" >>"$LAB_OUT/holders.txt"
   samples=$((samples + 1))
   ((h1 && h2)) && both=$((both + 1))
@@ -265,7 +236,7 @@ lab_result killed.two_holders "$both"
 lab_result killed.no_holder "$none"
 lab_result killed.lb1_gone_ms "$gone_ms"
 lab_result killed.takeover_ms $(($(became lb2 Master "$KILLED_MS") - KILLED_MS))
-lab_result killed.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
+lab_result killed.lb2_vip "$(lab_has_vip lb2 && echo yes || echo no)"
 
 # --- 7. the VirtualService is withdrawn ----------------------------------------------------------
 cp "$REPO/deploy/examples/realservers.yaml" "$CFG.new"
@@ -273,7 +244,7 @@ mv "$CFG.new" "$CFG"
 WITHDRAW_MS=$(lab_now_ms)
 lab_wait_count lb2 '*vrrp: router stopped*' 1 30
 lab_result withdrawn.ms $(($(lab_now_ms) - WITHDRAW_MS))
-lab_result withdrawn.lb2_vip "$(has_vip lb2 && echo yes || echo no)"
+lab_result withdrawn.lb2_vip "$(lab_has_vip lb2 && echo yes || echo no)"
 lab_result withdrawn.to_initialize "$(lab_count_lines lb2 '*vip ownership changed*from=Master to=Initialize*')"
 lab_artifact witness-lb2-final.txt lab_exec lb2 ipvsadm -Ln
 lab_artifact sync-lb2-final.txt lab_exec lb2 ipvsadm -L --daemon
