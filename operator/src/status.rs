@@ -810,30 +810,30 @@ fn invalid_spec(problems: &[String]) -> VsConditions {
 /// The conditions of a VirtualService that lost `key` (a VIP:port:protocol) to the older
 /// VirtualService `owner`: not programmed, and `Conflict` says until when.
 fn in_conflict(key: &str, owner: &str) -> VsConditions {
-    let not_programmed = format!("not programmed: {key} belongs to VirtualService {owner}");
-    VsConditions {
-        ready: Cond::new(CondStatus::False, Reason::Conflict, not_programmed.clone()),
-        vip_active: Cond::new(CondStatus::False, Reason::Conflict, not_programmed),
-        degraded: Cond::new(
-            CondStatus::Unknown,
-            Reason::Conflict,
-            "not evaluated while in conflict",
+    lost_to(
+        format!("not programmed: {key} belongs to VirtualService {owner}"),
+        Reason::VipPortInUse,
+        format!(
+            "{key} is already served by VirtualService {owner}, which is older; this VirtualService is not programmed on any balancer until {owner} is deleted or stops using {key} (or this one changes its VIP or ports)"
         ),
-        conflict: Cond::new(
-            CondStatus::True,
-            Reason::VipPortInUse,
-            format!(
-                "{key} is already served by VirtualService {owner}, which is older; this VirtualService is not programmed on any balancer until {owner} is deleted or stops using {key} (or this one changes its VIP or ports)"
-            ),
-        ),
-    }
+    )
 }
 
 /// The conditions of a VirtualService whose VRID an older one runs differently on a shared
 /// node: not programmed, and `Conflict` says what to change.
 fn in_vrid_conflict(vrid: i32, owner: &str, clash: &VridClash, node: &str) -> VsConditions {
-    let not_programmed =
-        format!("not programmed: VRID {vrid} belongs to VirtualService {owner} on node {node}");
+    lost_to(
+        format!("not programmed: VRID {vrid} belongs to VirtualService {owner} on node {node}"),
+        Reason::VridInUse,
+        format!(
+            "spec.balancers.virtualRouterID {vrid} is already used by VirtualService {owner}, which is older, on balancer node {node} that both select, and {clash}; one VRID is one VRRP router, whose balancers must agree on its VIPs and settings or they stop hearing each other and both hold the VIP; give this VirtualService another virtualRouterID (or the same VIP and spec.balancers as {owner})"
+        ),
+    )
+}
+
+/// Every conflict reads the same: not ready, no VIP, not judged, and `Conflict=True` with the
+/// kind of conflict (`reason`) and what to change (`why`).
+fn lost_to(not_programmed: String, reason: Reason, why: String) -> VsConditions {
     VsConditions {
         ready: Cond::new(CondStatus::False, Reason::Conflict, not_programmed.clone()),
         vip_active: Cond::new(CondStatus::False, Reason::Conflict, not_programmed),
@@ -842,13 +842,7 @@ fn in_vrid_conflict(vrid: i32, owner: &str, clash: &VridClash, node: &str) -> Vs
             Reason::Conflict,
             "not evaluated while in conflict",
         ),
-        conflict: Cond::new(
-            CondStatus::True,
-            Reason::VridInUse,
-            format!(
-                "spec.balancers.virtualRouterID {vrid} is already used by VirtualService {owner}, which is older, on balancer node {node} that both select, and {clash}; one VRID is one VRRP router, whose balancers must agree on its VIPs and settings or they stop hearing each other and both hold the VIP; give this VirtualService another virtualRouterID (or the same VIP and spec.balancers as {owner})"
-            ),
-        ),
+        conflict: Cond::new(CondStatus::True, reason, why),
     }
 }
 
