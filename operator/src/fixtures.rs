@@ -51,6 +51,7 @@ pub fn vs(
                 })
                 .collect(),
             scheduler: Default::default(),
+            hash_client_port: false,
             persistence: None,
             tunnel: Default::default(),
             real_server_selector: match_labels(&[("app", "www")]),

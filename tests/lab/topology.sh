@@ -571,9 +571,23 @@ lab_wait_router_ready() {
   return 1
 }
 
+# lab_example_vs_rr: the example VirtualService with the recipe's round robin in place of its
+# `mh` on address and port. The standalone scenarios test the recipe as ldirectord ran it, and
+# assert rr's strict alternation; the pod lab runs the example as it is.
+lab_example_vs_rr() {
+  local vs
+  vs="$(<"${LAB_REPO:-$LAB_DIR/../..}/deploy/examples/virtualservice.yaml")"
+  vs="${vs/$'scheduler: mh\n  hashClientPort: true'/scheduler: rr}"
+  [[ $vs == *$'\n  scheduler: rr\n'* ]] || {
+    lab_log "deploy/examples/virtualservice.yaml no longer holds 'scheduler: mh' and 'hashClientPort: true' to replace"
+    return 1
+  }
+  printf '%s\n' "$vs"
+}
+
 lab_vrrp_pair_config() {
   local vs examples="${LAB_REPO:-$LAB_DIR/../..}/deploy/examples"
-  vs="$(<"$examples/virtualservice.yaml")"
+  vs="$(lab_example_vs_rr)"
   vs="${vs/advertIntervalMilliseconds: 1000/advertIntervalMilliseconds: $2}"
   {
     printf '%s\n' "$vs"

@@ -104,7 +104,7 @@ async fn examples_are_accepted_defaulted_and_printed() {
         "{table}"
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(&row[..4], ["www", "192.0.2.100", "80", "rr"], "{table}");
+    assert_eq!(&row[..4], ["www", "192.0.2.100", "80", "mh"], "{table}");
 
     let table = kubectl_get(cp, &["lvsrs", "-n", &ns]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();

@@ -903,7 +903,7 @@ async fn daemon_reports_fold_into_conditions_and_printer_columns() {
     });
     println!("{table}");
     let (_, row) = lvsvc_row(cp, &ns);
-    assert_eq!(&row[..4], ["www", "192.0.2.100", "80", "rr"]);
+    assert_eq!(&row[..4], ["www", "192.0.2.100", "80", "mh"]);
     let vs = vss.get("www").await.unwrap();
     assert_eq!(vs.reason("Ready"), "Serving");
     assert_eq!(vs.message("VIPActive"), "lb1 holds VIP 192.0.2.100");

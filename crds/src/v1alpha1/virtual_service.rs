@@ -59,6 +59,9 @@ use super::schema::{
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.balancers.unicastPeers) || !(self.vip in self.balancers.unicastPeers)"
 ).message("spec.balancers.unicastPeers lists the VIP itself: list the other balancer nodes' own addresses, never the VIP"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.hashClientPort) || !self.hashClientPort || self.scheduler in ['sh', 'mh']"
+).message("spec.hashClientPort applies only to the hashing schedulers: set spec.scheduler to mh or sh, or remove spec.hashClientPort"))]
 pub struct VirtualServiceSpec {
     /// The virtual IP clients connect to. IPv4 only for now (ipip carries IPv4).
     #[x_kube(validation = ipv4_rule("spec.vip", "192.0.2.100"))]
@@ -73,9 +76,18 @@ pub struct VirtualServiceSpec {
     ).message("spec.ports: each port/protocol pair may appear only once; remove the duplicate entry"))]
     pub ports: Vec<ServicePort>,
 
-    /// The IPVS scheduler, named as the kernel names it.
+    /// The IPVS scheduler, named as the kernel names it. `mh` keeps every connection across a
+    /// VIP move (failover, upgrade), even one opened a moment before it: each balancer picks
+    /// the same real server for it. The others rely on the connection sync, which carries a
+    /// connection a moment after it starts, so one in flight at the move can be reset.
     #[serde(default)]
     pub scheduler: Scheduler,
+
+    /// `sh` and `mh` only: hash the client's port with its address (the kernel's `sh-port` /
+    /// `mh-port`), so one client's connections spread over the real servers instead of all
+    /// going to the same one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hash_client_port: bool,
 
     /// Client affinity: connections from one client go to the same real server for this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -53,7 +53,7 @@ use crate::health::state::Thresholds;
 use crate::source::{Scope, Snapshot};
 use lvstun_ipvs::model::{
     AddressFamily, DestConfig, DestKey, Forward, Persistence, Protocol, Scheduler, ServiceConfig,
-    ServiceKey, Table, Thresholds as ConnThresholds, Tunnel, Weight,
+    ServiceFlags, ServiceKey, Table, Thresholds as ConnThresholds, Tunnel, Weight,
 };
 
 /// The GUE port when `spec.tunnel.port` is not given (the CRD's documented default).
@@ -410,6 +410,7 @@ fn parse_vs(vs: &VirtualService) -> Result<ParsedVs<'_>, String> {
         ports.push((key, format!("{port}/{name}")));
     }
     let scheduler = Scheduler::new(vs.spec.scheduler.kernel_name()).map_err(|e| e.to_string())?;
+    let flags = scheduler_flags(scheduler, vs.spec.hash_client_port)?;
     let persistence = vs
         .spec
         .persistence
@@ -452,11 +453,40 @@ fn parse_vs(vs: &VirtualService) -> Result<ParsedVs<'_>, String> {
         ports,
         config: ServiceConfig {
             persistence,
+            flags,
             ..ServiceConfig::new(scheduler)
         },
         forward: Forward::Tunnel(tunnel),
         check: parse_check(&vs.spec.health_check)?,
     })
+}
+
+/// The scheduler flags of a service.
+///
+/// The hashing schedulers always get their fallback flag (`sh-fallback`, `mh-fallback`).
+/// lvstun takes a failed real server out of rotation by setting its weight to 0, and the
+/// kernel keeps a quiesced destination's slots in the hash table (`last_weight`, so that the
+/// other clients' slots do not move); without the flag the clients hashed to those slots get
+/// no destination at all and are refused. With it they go to the next available server in the
+/// table, which every balancer computes alike, so the choice still survives a VIP move.
+/// `hash_client_port` adds the client's port to the hash (`sh-port`, `mh-port`); it means
+/// nothing to the other schedulers, which the CRD refuses and a standalone file is told.
+fn scheduler_flags(scheduler: Scheduler, hash_client_port: bool) -> Result<ServiceFlags, String> {
+    let hashing = scheduler.hashes_client();
+    if hash_client_port && !hashing {
+        return Err(format!(
+            "spec.hashClientPort applies only to the hashing schedulers: set spec.scheduler to mh or sh, or remove spec.hashClientPort (scheduler is {})",
+            scheduler.name()
+        ));
+    }
+    let mut flags = ServiceFlags::empty();
+    if hashing {
+        flags = flags.union(ServiceFlags::SCHED1);
+    }
+    if hash_client_port {
+        flags = flags.union(ServiceFlags::SCHED2);
+    }
+    Ok(flags)
 }
 
 /// A RealServer, validated once per snapshot.
@@ -829,7 +859,7 @@ mod tests {
     }
 
     #[test]
-    fn the_examples_become_the_recipes_service() {
+    fn the_examples_become_the_recipes_service_on_mh() {
         let vs = include_str!("../../../deploy/examples/virtualservice.yaml");
         let rs = include_str!("../../../deploy/examples/realservers.yaml");
         let r = resolve(&snapshot(&[vs.into(), rs.into()]));
@@ -837,7 +867,11 @@ mod tests {
         let t = r.table(all_healthy);
         let key = svc("192.0.2.100", 80);
         let entry = t.service(&key).unwrap();
-        assert_eq!(entry.config, ServiceConfig::new(Scheduler::RR));
+        assert_eq!(
+            entry.config,
+            crate::balancer::run::tests_support::example_config(),
+            "mh with fallback, on the client's address and port"
+        );
         assert_eq!(
             weights(&t, &key),
             [
@@ -1037,6 +1071,32 @@ mod tests {
     }
 
     #[test]
+    fn hashing_schedulers_fall_back_and_hash_the_port_when_asked() {
+        let fallback = ServiceFlags::SCHED1;
+        let both = ServiceFlags::SCHED1.union(ServiceFlags::SCHED2);
+        let cases = [
+            ("  scheduler: rr\n", ServiceFlags::empty()),
+            ("  scheduler: wrr\n", ServiceFlags::empty()),
+            ("  scheduler: dh\n", ServiceFlags::empty()),
+            ("  scheduler: mh\n", fallback),
+            ("  scheduler: sh\n", fallback),
+            ("  scheduler: mh\n  hashClientPort: true\n", both),
+            ("  scheduler: sh\n  hashClientPort: true\n", both),
+            ("  scheduler: mh\n  hashClientPort: false\n", fallback),
+        ];
+        for (extra, flags) in cases {
+            let r = resolve(&snapshot(&[
+                vs("www", "192.0.2.100", &format!("{}{extra}", ports80())),
+                rs("web1", "198.51.100.10", ""),
+            ]));
+            assert!(r.problems.is_empty(), "{extra}: {:?}", r.problems);
+            let t = r.table(all_healthy);
+            let entry = t.service(&svc("192.0.2.100", 80)).unwrap();
+            assert_eq!(entry.config.flags, flags, "{extra}");
+        }
+    }
+
+    #[test]
     fn selectors_and_namespaces_pick_the_real_servers() {
         let other_ns = format!(
             "{HEAD_RS}metadata: {{name: web9, namespace: other, labels: {{app: www}}}}\nspec: {{address: 198.51.100.99}}\n"
@@ -1196,6 +1256,14 @@ mod tests {
                     &format!("{}  tunnel: {{type: ipip, port: 5555}}\n", ports80()),
                 ),
                 "only to type gue",
+            ),
+            (
+                vs(
+                    "a",
+                    "192.0.2.100",
+                    &format!("{}  hashClientPort: true\n", ports80()),
+                ),
+                "spec.hashClientPort applies only to the hashing schedulers",
             ),
         ];
         for (doc, want) in cases {

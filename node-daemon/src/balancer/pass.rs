@@ -164,7 +164,7 @@ mod tests {
 
     use super::*;
     use crate::balancer::desired;
-    use crate::balancer::run::tests_support::{WEB1, WEB2, examples};
+    use crate::balancer::run::tests_support::{WEB1, WEB2, example_config, examples};
     use crate::error::Errno;
     use lvstun_ipvs::model::{DestConfig, Protocol, Scheduler, ServiceConfig, Weight};
 
@@ -194,7 +194,7 @@ mod tests {
     /// The kernel with www's two destinations at the given weights.
     fn kernel(w1: u32, w2: u32) -> Table {
         let mut t = Table::new();
-        t.upsert_service(www(), ServiceConfig::new(Scheduler::RR));
+        t.upsert_service(www(), example_config());
         t.upsert_dest(
             &www(),
             dest(WEB1),

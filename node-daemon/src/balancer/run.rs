@@ -802,7 +802,7 @@ mod tests {
     /// The kernel as the recipe leaves it: both real servers in rotation.
     fn recipe_table(w1: u32, w2: u32) -> Table {
         let mut t = Table::new();
-        t.upsert_service(vip_key(), ServiceConfig::new(Scheduler::RR));
+        t.upsert_service(vip_key(), example_config());
         t.upsert_dest(&vip_key(), dest(WEB1), w(w1));
         t.upsert_dest(&vip_key(), dest(WEB2), w(w2));
         t
@@ -1304,6 +1304,16 @@ pub(super) mod tests_support {
 
     pub fn examples() -> Snapshot {
         crate::source::file::parse(&format!("{VS}\n---\n{RS}")).unwrap()
+    }
+
+    /// How the example's service is configured in the kernel: `mh` with its fallback, on the
+    /// client's address and port.
+    pub fn example_config() -> lvstun_ipvs::model::ServiceConfig {
+        use lvstun_ipvs::model::{Scheduler, ServiceConfig, ServiceFlags};
+        ServiceConfig {
+            flags: ServiceFlags::SCHED1.union(ServiceFlags::SCHED2),
+            ..ServiceConfig::new(Scheduler::MH)
+        }
     }
 
     /// Health verdicts set by hand; `None` until a test says otherwise, like a checker whose

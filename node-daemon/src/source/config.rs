@@ -192,7 +192,7 @@ mod tests {
             ),
             (
                 "a misspelled field",
-                vs.replace("scheduler: rr", "sheduler: rr"),
+                vs.replace("scheduler: mh", "sheduler: mh"),
                 "spec.sheduler: unknown field \"spec.sheduler\"",
             ),
             (

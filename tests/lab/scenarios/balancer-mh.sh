@@ -52,7 +52,7 @@ lab_need_bins "$NODE" "$LOAD"
 write_config() {
   local file="$1" vs rs name keep
   shift
-  vs="$(<"$REPO/deploy/examples/virtualservice.yaml")"
+  vs="$(lab_example_vs_rr)"
   vs="${vs/scheduler: rr/scheduler: $SCHED}"
   {
     printf '%s\n' "$vs"

@@ -60,7 +60,7 @@ write_config() { # WEB2_WEIGHT [EXTRA-DOC]: the seed's objects, web2's weight as
   rs="$(<"$REPO/deploy/examples/realservers.yaml")"
   rs="${rs/address: $LAB_WEB2_IP$'\n'  weight: 1/address: $LAB_WEB2_IP$'\n'  weight: $1}"
   {
-    cat "$REPO/deploy/examples/virtualservice.yaml"
+    lab_example_vs_rr
     echo "---"
     printf '%s\n' "$rs"
     [[ -z ${2:-} ]] || printf -- '---\n%s\n' "$2"

@@ -41,7 +41,7 @@ CHROOT="$(command -v chroot)"
 lab_recipe_up
 ip -n lb1 addr add "$LAB_VIP/32" dev eth0
 {
-  cat "$LAB_REPO/deploy/examples/virtualservice.yaml"
+  lab_example_vs_rr
   echo "---"
   cat "$LAB_REPO/deploy/examples/realservers.yaml"
 } >"$CFG"

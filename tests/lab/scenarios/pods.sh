@@ -386,7 +386,7 @@ lifecycle() {
   lab_result upgrade.upload "$LAB_UPLOAD_RESULT"
   lab_wait_rule lb1 "$(rule "$LAB_WEB1_IP" 1)" 60
   lab_result rpfilter.vip_on_tunl0 "$(ip -n web1 -4 -o addr show dev tunl0 | grep -q " $LAB_VIP/32 " && echo yes || echo no)"
-  curl_vip 6 client-curl-rpfilter.txt
+  curl_vip 12 client-curl-rpfilter.txt
   lab_result rpfilter.www1_answers "$(node_headers client-curl-rpfilter.txt | grep -c 'Node: www1' || true)"
   lab_sleep 3
   phase_end upgrade
@@ -415,8 +415,8 @@ say "lvstun walkthrough through real pods: the classic LVS-TUN recipe on a real 
 say "6.1 under qemu). lb1, lb2 and web1 are Kubernetes nodes (containerd, kubelet, kube-proxy in"
 say "each node's network namespace) joined to the control plane on the host; the operator and"
 say "the node daemons run as pods of the images ./dev images built. web2 is outside the cluster,"
-say "in another subnet, prepared by lvstun-node web --config. VIP 192.0.2.100:80, rr, ipip."
-lab_modules ip_vs ip_vs_rr ipip
+say "in another subnet, prepared by lvstun-node web --config. VIP 192.0.2.100:80, mh on address and port, ipip."
+lab_modules ip_vs ip_vs_mh ip_vs_rr ipip
 lab_topology_up
 lab_mgmt_up
 lab_nodes_prepare
@@ -476,18 +476,20 @@ show "sysctl net.ipv4.vs.expire_nodest_conn net.ipv4.vs.sloppy_tcp   (on lb1, se
   lab_exec lb1 sysctl net.ipv4.vs.expire_nodest_conn net.ipv4.vs.sloppy_tcp
 host_phase steady
 
-# --- round robin, direct server return, ARP -----------------------------------------------------
-curl_vip 6 client-curl.txt
+# --- both real servers, direct server return, ARP ---------------------------------------------
+# mh hashes each connection's client port: 12 connections reach both servers unless all 12 hash
+# alike (2 in 4096).
+curl_vip 12 client-curl.txt
 for ((i = 0; i < 30; i++)); do
   stats="$(lab_exec lb1 ipvsadm -Ln --stats --exact -t "$LAB_VIP:80")"
-  [[ $stats =~ $LAB_VIP:80[[:space:]]+([0-9]+) ]] && ((BASH_REMATCH[1] >= 6)) && break
+  [[ $stats =~ $LAB_VIP:80[[:space:]]+([0-9]+) ]] && ((BASH_REMATCH[1] >= 12)) && break
   lab_sleep 0.2
 done
 lab_artifact lb1-ipvs-stats.txt lab_exec lb1 ipvsadm -Ln --stats --exact
 lab_neigh steady
 lab_result vip_mac "$(lab_vip_mac steady)"
 say ""
-say "== 2. round robin through ipip tunnels, replies straight from the web nodes =="
+say "== 2. both web servers through ipip tunnels, replies straight from the web nodes =="
 show "ipvsadm -L -n   (on lb1)" lab_exec lb1 ipvsadm -L -n
 show "ipvsadm -L -n --stats   (on lb1: OutPkts stay 0 under direct server return)" \
   lab_exec lb1 ipvsadm -L -n --stats
@@ -502,7 +504,7 @@ show "ip neigh show 192.0.2.100   (on the client: lb1's MAC $(lab_mac lb1 eth0))
 # with expire_nodest_conn=1 (set by the balancer pod) does the kernel reschedule it away from a
 # real server at weight 0 instead of sending it to the dead one.
 reuse_port=""
-for port in 40001 40002 40003 40004; do
+for port in {40001..40016}; do
   lab_artifact "portreuse-$port-before.txt" lab_exec client curl -sS -i --max-time 10 \
     --connect-timeout 5 --local-port "$port" -H 'Connection: close' "http://$LAB_VIP/" || true
   if [[ $(node_headers "portreuse-$port-before.txt") == "Node: www1" ]]; then

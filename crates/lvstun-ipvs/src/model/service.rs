@@ -69,6 +69,13 @@ impl Scheduler {
     pub fn follows_list_order(self) -> bool {
         matches!(self.0, "mh" | "sh" | "dh")
     }
+
+    /// Whether this scheduler hashes the client (`sh`, `mh`) and so reads the scheduler flags
+    /// [`ServiceFlags::SCHED1`] (fall back to the next server when the hashed one is
+    /// unavailable) and [`ServiceFlags::SCHED2`] (hash the client's port too).
+    pub fn hashes_client(self) -> bool {
+        matches!(self.0, "mh" | "sh")
+    }
 }
 
 impl fmt::Display for Scheduler {
