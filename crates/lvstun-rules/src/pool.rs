@@ -259,7 +259,15 @@ mod tests {
         };
         let widen = ", or ask a cluster admin to widen the pool";
         let copy = "copy the pool's balancerNodeSelector.matchExpressions into spec.balancers.nodeSelector.matchExpressions";
-        let cases: Vec<(&str, &str, &str, &LabelSelector, Result<String, String>)> = vec![
+        // (case, namespace, VIP, balancer node selector, the pool or the refusal)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a LabelSelector,
+            Result<String, String>,
+        );
+        let cases: Vec<Case<'_>> = vec![
             ("example pool, any namespace", "team-b", "192.0.2.100", &default_sel, Ok("example".into())),
             ("team pool, own namespace", "team-a", "203.0.113.10", &team_a, Ok("team-a".into())),
             ("a /32 of the team pool", "team-a", "198.51.100.77", &team_a, Ok("team-a".into())),
