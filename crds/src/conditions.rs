@@ -64,8 +64,13 @@ vocabulary! {
         /// a balancer could not make a kernel setting lvstun wants (reason
         /// [`Reason::KernelSettingRefused`]).
         Degraded => "Degraded",
-        /// VirtualService: another VirtualService already claims this VIP:port:protocol.
+        /// VirtualService: another VirtualService already claims this VIP:port:protocol, or the
+        /// VIP is an address the cluster already uses (a Node's, the `kubernetes` Service's).
         Conflict => "Conflict",
+        /// VirtualService: its VIP lies in a `VIPPolicy` pool its namespace may use and its
+        /// balancer node selector stays within the pool's (written only when the operator is
+        /// told the VIPPolicy's name). `False` does not stop it serving (ADR 0011).
+        InPool => "InPool",
         /// RealServer: passes health checks as seen by the active balancer.
         Healthy => "Healthy",
         /// RealServer: the web daemon on that host has prepared tunnel decapsulation and the
@@ -124,6 +129,21 @@ vocabulary! {
         VridInUse => "VRIDInUse",
         /// This VirtualService owns every VIP:port:protocol it lists.
         NoConflict => "NoConflict",
+        /// `spec.vip` is the InternalIP or ExternalIP of a Node: not programmed anywhere. Also
+        /// `Ready`'s and `VIPActive`'s reason through [`Reason::Conflict`]'s path.
+        VipIsNodeAddress => "VIPIsNodeAddress",
+        /// `spec.vip` is the ClusterIP of Service `default/kubernetes` (the API server as pods
+        /// reach it): not programmed anywhere.
+        VipIsKubernetesClusterIp => "VIPIsKubernetesClusterIP",
+        // VirtualService `InPool`.
+        /// The VIP lies in a pool the namespace may use, within the pool's nodes.
+        InPool => "InPool",
+        /// The VIP lies outside every pool the namespace may use, or the balancer node selector
+        /// reaches outside the pool's: stored before the VIPPolicy changed, still served. Also
+        /// the Warning Event's reason.
+        OutsidePool => "OutsidePool",
+        /// The VIPPolicy the operator was told to read does not exist.
+        NoVipPolicy => "NoVIPPolicy",
         // VirtualService `VIPActive` (and `Ready` when the VIP is not held).
         /// `spec.balancers.nodeSelector` selects no node.
         NoBalancerNodes => "NoBalancerNodes",
@@ -142,6 +162,9 @@ vocabulary! {
         /// Some selected RealServers run on its balancer nodes and are left out (see
         /// [`Reason::NodeIsBalancer`]).
         RealServerOnBalancer => "RealServerOnBalancer",
+        /// Some selected RealServers have the VIP as their `spec.address` and are left out (see
+        /// [`Reason::AddressIsVip`]). Also the Event's reason.
+        RealServerAtVip => "RealServerAtVIP",
         /// Some real servers are unhealthy or not tunnel-ready.
         RealServersUnhealthy => "RealServersUnhealthy",
         /// Every real server serves.
@@ -163,6 +186,10 @@ vocabulary! {
         // RealServer `Healthy`.
         /// No VirtualService selects the RealServer.
         NotSelected => "NotSelected",
+        /// A RealServer left out of a VirtualService because its `spec.address` is that
+        /// VirtualService's VIP: in `status.excludedRealServers[]`, and in the RealServer's
+        /// `Healthy=Unknown` when every VirtualService selecting it leaves it out.
+        AddressIsVip => "AddressIsVIP",
         /// A RealServer left out of a VirtualService because its `spec.nodeName` is one of that
         /// VirtualService's balancer nodes (ADR 0009): in `status.excludedRealServers[]`, in
         /// the RealServer's `Healthy=Unknown` when every VirtualService selecting it leaves it
@@ -263,6 +290,12 @@ vocabulary! {
         IpvsServiceDeletedExternally => "IPVSServiceDeletedExternally",
         /// See [`Reason::RealServerOnBalancer`].
         RealServerOnBalancer => "RealServerOnBalancer",
+        /// See [`Reason::RealServerAtVip`].
+        RealServerAtVip => "RealServerAtVIP",
+        /// See [`Reason::OutsidePool`].
+        OutsidePool => "OutsidePool",
+        /// The VirtualService lies in a pool its namespace may use again.
+        BackInPool => "BackInPool",
     }
 }
 
@@ -346,6 +379,17 @@ pub fn node_is_balancer_message(rs: &str, node: &str) -> String {
          what the other balancers tunnel to it; fix: name another node in the RealServer's \
          spec.nodeName, or keep {node} out of spec.balancers.nodeSelector (a label only the \
          balancer nodes carry, or a NotIn expression)"
+    )
+}
+
+/// Why a RealServer whose `spec.address` is the VIP of a VirtualService selecting it is left
+/// out of that VirtualService, and what to do ([`Reason::AddressIsVip`]).
+pub fn address_is_vip_message(rs: &str, vip: &str) -> String {
+    format!(
+        "RealServer {rs} has spec.address {vip}, which is this VirtualService's VIP, so it is left \
+         out of this VIP (the other real servers keep serving): a balancer would tunnel the VIP's \
+         traffic to the VIP itself; fix: set the RealServer's spec.address to the real server's \
+         own address, which is never a VIP"
     )
 }
 

@@ -214,6 +214,12 @@ pub struct Cli {
     /// Log format (also passed to the node daemons).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The `VIPPolicy` holding the address pools (the chart passes its own, named after the
+    /// release). When given, the operator reads it and says in each VirtualService's `InPool`
+    /// condition whether it still lies in a pool its namespace may use (ADR 0011); when not,
+    /// pools are not its business and no `InPool` is written.
+    #[arg(long)]
+    pub vip_policy: Option<String>,
     /// Reconciles run at once per loop.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,

@@ -15,7 +15,9 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
-use lvstun_crds::v1alpha1::{RealServer, RealServerStatus, VirtualService, VirtualServiceStatus};
+use lvstun_crds::v1alpha1::{
+    RealServer, RealServerStatus, VIPPolicySpec, VirtualService, VirtualServiceStatus,
+};
 use lvstun_rules::ObjectKey;
 use tokio::sync::{Notify, watch};
 
@@ -25,6 +27,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pace::Unsettled;
 use crate::status::{BalancerNodes, Notice, WebNode};
+use crate::validate::{self, AddressUse, NODE_ADDRESS_TYPES, PoolCheck};
 
 /// Every object is reconciled again this often, whatever happens: a safety net for missed
 /// triggers.
@@ -47,7 +50,12 @@ pub(crate) const LISTED_VS: u8 = 1;
 pub(crate) const LISTED_RS: u8 = 2;
 pub(crate) const LISTED_NODES: u8 = 4;
 pub(crate) const LISTED_DS: u8 = 8;
-const LISTED_ALL: u8 = LISTED_VS | LISTED_RS | LISTED_NODES | LISTED_DS;
+/// The VIPPolicy watch has listed (or no VIPPolicy is read).
+pub(crate) const LISTED_POLICY: u8 = 16;
+/// The first read of Service `default/kubernetes` is done (found or not).
+pub(crate) const LISTED_KUBERNETES_IP: u8 = 32;
+const LISTED_ALL: u8 =
+    LISTED_VS | LISTED_RS | LISTED_NODES | LISTED_DS | LISTED_POLICY | LISTED_KUBERNETES_IP;
 
 /// The reflector caches of one leadership term, as the watches fill them.
 pub struct Caches {
@@ -112,12 +120,37 @@ impl Stores {
         )
     }
 
+    /// Who already uses `vip` among the Nodes (their InternalIP and ExternalIP) and
+    /// `kubernetes_ip` (the ClusterIP of Service `default/kubernetes`), see
+    /// [`validate::address_use`].
+    pub fn address_use(&self, vip: &str, kubernetes_ip: Option<&str>) -> Option<AddressUse> {
+        // Only a node that has the address matters; the rule itself is `validate`'s.
+        let node = self
+            .nodes
+            .find(|n| node_addresses(n).any(|(_, a)| a == vip));
+        let name = node.as_ref().map(|n| n.name_any()).unwrap_or_default();
+        let addresses: Vec<(&str, &str, &str)> = node
+            .iter()
+            .flat_map(|n| node_addresses(n).map(|(kind, a)| (name.as_str(), kind, a)))
+            .collect();
+        validate::address_use(vip, addresses, kubernetes_ip)
+    }
+
     /// Whether a web daemon runs on `node` (`daemon_selector`: the web DaemonSet's node
     /// selector).
     pub fn web_node(&self, node: &str, daemon_selector: &BTreeMap<String, String>) -> WebNode {
         let n = self.nodes.get(&ObjectRef::new(node));
         WebNode::of(node, n.as_ref().map(|n| n.labels()), daemon_selector)
     }
+}
+
+/// A Node's addresses a VIP may never be (`(type, address)`, [`NODE_ADDRESS_TYPES`]).
+pub fn node_addresses(n: &Node) -> impl Iterator<Item = (&str, &str)> {
+    n.status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter(|a| NODE_ADDRESS_TYPES.contains(&a.type_.as_str()))
+        .map(|a| (a.type_.as_str(), a.address.as_str()))
 }
 
 /// What a RealServer's `Healthy` reads of one VirtualService: whether it owns its claims, its
@@ -178,6 +211,12 @@ pub struct Context {
     pub fleet: Notify,
     memo: Mutex<Memo>,
     listed: watch::Sender<u8>,
+    /// The VIPPolicy to read, if any (`--vip-policy`).
+    pub vip_policy: Option<String>,
+    /// Its spec as last seen; `None` while it does not exist.
+    pools: Mutex<Option<Arc<VIPPolicySpec>>>,
+    /// The ClusterIP of Service `default/kubernetes`, once read.
+    kubernetes_ip: Mutex<Option<String>>,
 }
 
 impl Context {
@@ -191,8 +230,15 @@ impl Context {
         metrics: Arc<Metrics>,
         identity: String,
         rs_trigger: mpsc::UnboundedSender<ObjectRef<RealServer>>,
+        vip_policy: Option<String>,
     ) -> Context {
-        let (listed, listed_rx) = watch::channel(0u8);
+        // Without a VIPPolicy to read there is nothing to wait for.
+        let first = if vip_policy.is_none() {
+            LISTED_POLICY
+        } else {
+            0
+        };
+        let (listed, listed_rx) = watch::channel(first);
         Context {
             client,
             config,
@@ -209,7 +255,56 @@ impl Context {
             fleet: Notify::new(),
             memo: Mutex::new(Memo::default()),
             listed,
+            vip_policy,
+            pools: Mutex::new(None),
+            kubernetes_ip: Mutex::new(None),
         }
+    }
+
+    /// Whether `vs` lies in a pool of the VIPPolicy, as last seen ([`validate::pool_check`]).
+    pub fn pool_check(&self, vs: &VirtualService) -> PoolCheck {
+        let pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        validate::pool_check(
+            self.vip_policy
+                .as_deref()
+                .map(|name| (name, pools.as_deref())),
+            vs,
+        )
+    }
+
+    /// Record the VIPPolicy's spec (`None`: it does not exist); whether it changed.
+    pub fn set_pools(&self, spec: Option<VIPPolicySpec>) -> bool {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        if pools.as_deref() == spec.as_ref() {
+            return false;
+        }
+        *pools = spec.map(Arc::new);
+        true
+    }
+
+    /// The ClusterIP of Service `default/kubernetes`, once read.
+    pub fn kubernetes_ip(&self) -> Option<String> {
+        self.kubernetes_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Record the ClusterIP of Service `default/kubernetes`; the one it replaces, when it
+    /// changed (`Some(None)`: there was none).
+    pub fn set_kubernetes_ip(&self, ip: Option<String>) -> Option<Option<String>> {
+        let mut now = self
+            .kubernetes_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *now == ip {
+            return None;
+        }
+        Some(std::mem::replace(&mut *now, ip))
     }
 
     /// The memo. Never held across an await; a panic elsewhere cannot leave it half-written in

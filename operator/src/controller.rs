@@ -20,6 +20,11 @@
 //!   (whether a web daemon runs there);
 //! - a VirtualService's election or selection changes → the RealServers it selects (from the
 //!   VirtualService reconcile);
+//! - a Node's InternalIP or ExternalIP changes, or it comes or goes → the VirtualServices whose
+//!   VIP is (or was) one of them (a VIP may never be a node's address);
+//! - the VIPPolicy (`--vip-policy`) changes, appears or goes → every VirtualService (`InPool`);
+//! - the ClusterIP of Service `default/kubernetes`, read at the start and every [`RESYNC`],
+//!   changes → the VirtualServices on the old or new address;
 //! - a DaemonSet changes (edited, deleted) → the DaemonSets.
 //!
 //! The VirtualServices a change of the first three kinds revisits (a new or edited
@@ -35,31 +40,34 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc;
 use futures::{StreamExt, future};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Service};
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as make_watcher};
 use kube::{Client, Resource, ResourceExt};
-use lvstun_crds::v1alpha1::{RealServer, VirtualService};
+use lvstun_crds::v1alpha1::{RealServer, VIPPolicy, VirtualService};
 
 use crate::build::{self, NodeDaemonConfig};
 use crate::context::{
-    Caches, Context, LISTED_DS, LISTED_NODES, LISTED_RS, LISTED_VS, RESYNC, node_alive,
+    Caches, Context, LISTED_DS, LISTED_KUBERNETES_IP, LISTED_NODES, LISTED_POLICY, LISTED_RS,
+    LISTED_VS, RESYNC, node_addresses, node_alive,
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::reconcile;
 use crate::status::{Notice, Severity};
 use crate::triggers;
+use crate::validate::NODE_ADDRESS_TYPES;
 use lvstun_rules::ObjectKey;
 
 /// The DaemonSet loop lets a burst of events settle into one pass.
 const FLEET_DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Keep of a Node only what the operator reads (name, labels, the `Ready` condition): the rest
-/// (images, addresses, capacity, annotations) is most of its size and changes often.
+/// Keep of a Node only what the operator reads (name, labels, the `Ready` condition, the
+/// InternalIP and ExternalIP addresses a VIP may never be): the rest (images, other addresses,
+/// capacity, annotations) is most of its size and changes often.
 fn slim_node(n: &mut Node) {
     n.metadata.managed_fields = None;
     n.metadata.annotations = None;
@@ -69,8 +77,14 @@ fn slim_node(n: &mut Node) {
             .conditions
             .take()
             .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        let addresses = status.addresses.take().map(|a| {
+            a.into_iter()
+                .filter(|a| NODE_ADDRESS_TYPES.contains(&a.type_.as_str()))
+                .collect()
+        });
         *status = NodeStatus {
             conditions: ready,
+            addresses,
             ..Default::default()
         };
     }
@@ -201,11 +215,20 @@ async fn fleet_loop(ctx: Arc<Context>) {
     }
 }
 
-/// Labels and liveness of each node seen, to tell a change that matters from a heartbeat.
+/// Labels, liveness and addresses of each node seen, to tell a change that matters from a
+/// heartbeat.
 #[derive(Default)]
 struct NodeHook {
-    seen: HashMap<String, (BTreeMap<String, String>, bool)>,
+    seen: HashMap<String, NodeSeen>,
     listed: bool,
+}
+
+/// What [`NodeHook`] remembers of a node: labels, liveness, the addresses a VIP may never be.
+type NodeSeen = (BTreeMap<String, String>, bool, BTreeSet<String>);
+
+/// The addresses of a Node a VIP may never be.
+fn address_set(n: &Node) -> BTreeSet<String> {
+    node_addresses(n).map(|(_, a)| a.to_string()).collect()
 }
 
 impl NodeHook {
@@ -215,20 +238,25 @@ impl NodeHook {
         ctx: &Context,
         vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
     ) {
-        let (name, old, new) = match ev {
+        let (name, old, new, addresses) = match ev {
             Ok(Event::Apply(n) | Event::InitApply(n)) => {
-                let new = (n.labels().clone(), node_alive(n));
+                let new = (n.labels().clone(), node_alive(n), address_set(n));
                 let old = self.seen.insert(n.name_any(), new.clone());
                 if old.as_ref() == Some(&new) {
                     return;
                 }
-                (n.name_any(), old.map(|o| o.0), Some(new.0))
+                let mut addresses = new.2;
+                let old = old.map(|o| {
+                    addresses.extend(o.2);
+                    o.0
+                });
+                (n.name_any(), old, Some(new.0), addresses)
             }
-            Ok(Event::Delete(n)) => (
-                n.name_any(),
-                self.seen.remove(&n.name_any()).map(|o| o.0),
-                None,
-            ),
+            Ok(Event::Delete(n)) => {
+                let old = self.seen.remove(&n.name_any());
+                let addresses = old.as_ref().map(|o| o.2.clone()).unwrap_or_default();
+                (n.name_any(), old.map(|o| o.0), None, addresses)
+            }
             Ok(Event::InitDone) => {
                 self.listed = true;
                 ctx.mark_listed(LISTED_NODES);
@@ -240,10 +268,12 @@ impl NodeHook {
             // The first list: every VirtualService gets reconciled once the caches are full anyway.
             return;
         }
-        let concerned = ctx
-            .stores
-            .virtual_services
-            .state_filter(|vs| triggers::node_concerns(vs, old.as_ref(), new.as_ref()));
+        // Those whose balancer selector matched before or after, and those whose VIP is (or
+        // was) one of its addresses.
+        let concerned = ctx.stores.virtual_services.state_filter(|vs| {
+            triggers::node_concerns(vs, old.as_ref(), new.as_ref())
+                || addresses.contains(&vs.spec.vip)
+        });
         revisit(ctx, vs_tx, &concerned);
         // The RealServers naming the node: whether a web daemon runs there may have changed.
         if old != new {
@@ -382,6 +412,95 @@ impl RsHook {
     }
 }
 
+/// The VIPPolicy the operator was told to read: kept in the context; when it changes (or
+/// appears, or goes), every VirtualService is judged again against the pools.
+#[derive(Default)]
+struct PolicyHook {
+    /// Whether the current (re)list delivered the object.
+    seen_in_list: bool,
+    listed: bool,
+}
+
+impl PolicyHook {
+    fn on(
+        &mut self,
+        ev: &watcher::Result<Event<VIPPolicy>>,
+        ctx: &Context,
+        vs_tx: &mpsc::UnboundedSender<ObjectRef<VirtualService>>,
+    ) {
+        let changed = match ev {
+            Ok(Event::Init) => {
+                self.seen_in_list = false;
+                false
+            }
+            Ok(Event::InitApply(p)) => {
+                self.seen_in_list = true;
+                ctx.set_pools(Some(p.spec.clone()))
+            }
+            Ok(Event::Apply(p)) => ctx.set_pools(Some(p.spec.clone())),
+            Ok(Event::Delete(_)) => ctx.set_pools(None),
+            Ok(Event::InitDone) => {
+                // A relist without the object: it was deleted while the watch was down.
+                let changed = !self.seen_in_list && ctx.set_pools(None);
+                if !self.listed {
+                    self.listed = true;
+                    ctx.mark_listed(LISTED_POLICY);
+                    return;
+                }
+                changed
+            }
+            Err(_) => false,
+        };
+        if changed && self.listed {
+            tracing::info!(
+                "the VIPPolicy changed; judging every VirtualService against its pools again"
+            );
+            revisit(ctx, vs_tx, &ctx.stores.virtual_services.state());
+        }
+    }
+}
+
+/// Read the ClusterIP of Service `default/kubernetes` now and every [`RESYNC`] (it is the first
+/// address of the Service CIDR and does not change in practice; the timer catches a cluster
+/// where it was missing or unreadable at first). Marks the first attempt, found or not, so the
+/// reconciles never wait on it; a VirtualService on the old or new address is judged again.
+async fn kubernetes_ip_loop(
+    client: Client,
+    ctx: Arc<Context>,
+    vs_tx: mpsc::UnboundedSender<ObjectRef<VirtualService>>,
+) {
+    let api = Api::<Service>::namespaced(client, "default");
+    let mut first = true;
+    loop {
+        match api.get_opt("kubernetes").await {
+            Ok(svc) => {
+                let ip = svc
+                    .and_then(|s| s.spec)
+                    .and_then(|s| s.cluster_ip)
+                    .filter(|ip| !ip.is_empty() && ip != "None");
+                if let Some(before) = ctx.set_kubernetes_ip(ip.clone())
+                    && !first
+                {
+                    let vips: BTreeSet<String> = before.into_iter().chain(ip).collect();
+                    let concerned = ctx
+                        .stores
+                        .virtual_services
+                        .state_filter(|vs| vips.contains(&vs.spec.vip));
+                    revisit(&ctx, &vs_tx, &concerned);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read Service default/kubernetes; a VIP equal to its ClusterIP is not refused until it can (does the operator's Role in namespace default allow get on it?)");
+            }
+        }
+        if first {
+            first = false;
+            ctx.mark_listed(LISTED_KUBERNETES_IP);
+        }
+        tokio::time::sleep(RESYNC).await;
+    }
+}
+
 /// Revisit VirtualServices whose inputs changed: mark them unsettled (their next write waits
 /// for the burst to settle, `pace`) and ask for their reconcile.
 fn revisit(
@@ -404,6 +523,7 @@ pub async fn run(
     client: Client,
     config: NodeDaemonConfig,
     concurrency: u16,
+    vip_policy: Option<String>,
     metrics: Arc<Metrics>,
     identity: String,
 ) {
@@ -427,6 +547,7 @@ pub async fn run(
         metrics,
         identity,
         rs_tx,
+        vip_policy.clone(),
     ));
 
     let vs_stream = {
@@ -465,6 +586,28 @@ pub async fn run(
             .inspect(move |ev| hook.on(ev, &ctx, &tx))
             .for_each(|_| future::ready(()))
     };
+    let policy = {
+        let (ctx, tx) = (ctx.clone(), vs_tx.clone());
+        let mut hook = PolicyHook::default();
+        let client = client.clone();
+        async move {
+            // Only the one object: a field selector on its name.
+            let Some(name) = vip_policy else {
+                return;
+            };
+            make_watcher(
+                Api::<VIPPolicy>::all(client),
+                watcher::Config::default().fields(&format!("metadata.name={name}")),
+            )
+            .default_backoff()
+            .for_each(|ev| {
+                hook.on(&ev, &ctx, &tx);
+                future::ready(())
+            })
+            .await;
+        }
+    };
+    let kubernetes_ip = kubernetes_ip_loop(client.clone(), ctx.clone(), vs_tx.clone());
     let daemonsets = {
         let ctx = ctx.clone();
         make_watcher(
@@ -503,12 +646,16 @@ pub async fn run(
             }
             future::ready(())
         });
-    tracing::info!("leading: watching VirtualServices, RealServers, Nodes and DaemonSets");
+    tracing::info!(
+        "leading: watching VirtualServices, RealServers, Nodes, DaemonSets and the VIPPolicy"
+    );
     tokio::join!(
         vs_controller,
         rs_controller,
         nodes,
         daemonsets,
+        policy,
+        kubernetes_ip,
         fleet_loop(ctx)
     );
 }

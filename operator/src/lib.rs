@@ -109,6 +109,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             client.clone(),
             node_daemons.clone(),
             cli.concurrency,
+            cli.vip_policy.clone(),
             metrics.clone(),
             lease.identity.clone(),
         );

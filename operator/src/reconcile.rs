@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::metrics::{DaemonSetLabels, KindLabels, VsLabels};
 use crate::pace::{self, Write};
 use crate::status::{self, BalancerNodes, RsView, VsFold, VsView, WebNode};
-use crate::validate::{self, Verdict};
+use crate::validate::{self, PoolCheck, Verdict};
 use lvstun_rules::ObjectKey;
 
 /// The clock, in whole seconds: the API stores condition times with second precision, so a
@@ -115,7 +115,8 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
     let world = dereference(ctx, vs, &verdict);
     let daemon_label = build::label_arguments(&ctx.config.balancer.node_selector);
     let now = now();
-    let fold = build_vs(vs, &verdict, &world, &daemon_label, now.clone());
+    let pool = ctx.pool_check(vs);
+    let fold = build_vs(vs, &verdict, &pool, &world, &daemon_label, now.clone());
     if let Some(wait) = hold(ctx, vs, &fold) {
         return Ok(Action::requeue(wait));
     }
@@ -127,6 +128,14 @@ pub async fn virtual_service(vs: &Arc<VirtualService>, ctx: &Context) -> Result<
 /// for an owner, the VRID verdict among the owners on the same VRID with the balancer nodes
 /// each runs on ([`validate::vrid_verdict`]).
 fn verdict(ctx: &Context, vs: &VirtualService) -> Verdict {
+    // An address the cluster already uses is never a VIP, whoever else asks for it.
+    let kubernetes_ip = ctx.kubernetes_ip();
+    if let Some(used) = ctx
+        .stores
+        .address_use(&vs.spec.vip, kubernetes_ip.as_deref())
+    {
+        return Verdict::AddressInUse(used);
+    }
     let peers = vip_peers(ctx, vs);
     let verdict = validate::verdict_of(vs, peers.iter().map(AsRef::as_ref));
     if verdict != Verdict::Owner {
@@ -142,6 +151,13 @@ fn verdict(ctx: &Context, vs: &VirtualService) -> Verdict {
         })
         .into_iter()
         .filter(|o| {
+            if ctx
+                .stores
+                .address_use(&o.spec.vip, kubernetes_ip.as_deref())
+                .is_some()
+            {
+                return false;
+            }
             let peers = vip_peers(ctx, o);
             validate::verdict_of(o, peers.iter().map(AsRef::as_ref)) == Verdict::Owner
         })
@@ -207,6 +223,7 @@ fn dereference(ctx: &Context, vs: &VirtualService, verdict: &Verdict) -> VsWorld
 fn build_vs(
     vs: &VirtualService,
     verdict: &Verdict,
+    pool: &PoolCheck,
     world: &VsWorld,
     daemon_label: &str,
     now: Time,
@@ -215,6 +232,7 @@ fn build_vs(
     status::fold_virtual_service(&VsView {
         vs,
         verdict,
+        pool,
         balancer_nodes: &world.balancer_nodes,
         daemon_label,
         real_servers: &selected,
@@ -397,7 +415,11 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let now = now();
-    let (selected_by, excluded_by) = selecting_owners(ctx, rs, &now);
+    let Selecting {
+        selected_by,
+        excluded_by,
+        at_vip_of,
+    } = selecting_owners(ctx, rs, &now);
     let web_node = match rs.spec.node_name.as_deref() {
         Some(node) => ctx.stores.web_node(node, &ctx.config.web.node_selector),
         None => WebNode::Runs,
@@ -407,6 +429,7 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
         rs,
         selected_by: &selected_by,
         excluded_by: &excluded_by,
+        at_vip_of: &at_vip_of,
         web_node: &web_node,
         previous: Some(&previous),
         now,
@@ -428,15 +451,19 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
     Ok(Action::requeue(RESYNC))
 }
 
+/// What [`selecting_owners`] finds for a RealServer.
+struct Selecting {
+    selected_by: Vec<(ObjectKey, Option<String>)>,
+    excluded_by: Vec<ObjectKey>,
+    at_vip_of: Vec<ObjectKey>,
+}
+
 /// Dereference and validate for a RealServer: the VirtualServices that select it and own their
-/// claims, each with its active balancer, and those of them that leave it out because it runs
-/// on one of their balancer nodes; both sorted. A conflicting or invalid VirtualService is
-/// programmed nowhere; its view does not count.
-fn selecting_owners(
-    ctx: &Context,
-    rs: &RealServer,
-    now: &Time,
-) -> (Vec<(ObjectKey, Option<String>)>, Vec<ObjectKey>) {
+/// claims, each with its active balancer, those of them that leave it out because it runs on
+/// one of their balancer nodes or its address is their VIP, and those whose VIP it is; all
+/// sorted. A conflicting or invalid VirtualService is programmed nowhere; its view does not
+/// count.
+fn selecting_owners(ctx: &Context, rs: &RealServer, now: &Time) -> Selecting {
     let namespace = rs.namespace().unwrap_or_default();
     let selecting = ctx.stores.virtual_services.state_filter(|v| {
         v.metadata.namespace.as_deref() == Some(namespace.as_str())
@@ -444,6 +471,7 @@ fn selecting_owners(
     });
     let mut selected_by = Vec::new();
     let mut excluded_by = Vec::new();
+    let mut at_vip_of = Vec::new();
     for vs in &selecting {
         if verdict(ctx, vs) != Verdict::Owner {
             continue;
@@ -456,12 +484,20 @@ fn selecting_owners(
             .map(String::from);
         if !status::real_servers_on_balancers(&[rs], &nodes).is_empty() {
             excluded_by.push(ObjectKey::of(&vs.metadata));
+        } else if rs.spec.address == vs.spec.vip {
+            excluded_by.push(ObjectKey::of(&vs.metadata));
+            at_vip_of.push(ObjectKey::of(&vs.metadata));
         }
         selected_by.push((ObjectKey::of(&vs.metadata), active));
     }
     selected_by.sort();
     excluded_by.sort();
-    (selected_by, excluded_by)
+    at_vip_of.sort();
+    Selecting {
+        selected_by,
+        excluded_by,
+        at_vip_of,
+    }
 }
 
 /// Reconcile the node DaemonSets: both exist, as the operator's configuration says, whatever
@@ -557,6 +593,7 @@ mod tests {
             rs: &r,
             selected_by: &[],
             excluded_by: &[],
+            at_vip_of: &[],
             web_node: &WebNode::Runs,
             previous: None,
             now: now(),

@@ -1,5 +1,5 @@
-//! Folding what the daemons report into the status people read: `Ready`, `VIPActive`, `Degraded`
-//! and `Conflict` on a VirtualService, with `activeBalancer` and the healthy/total counts that
+//! Folding what the daemons report into the status people read: `Ready`, `VIPActive`, `Degraded`,
+//! `Conflict` (and `InPool`) on a VirtualService, with `activeBalancer` and the healthy/total counts that
 //! `kubectl get lvsvc` prints; `Healthy` on a RealServer. Also the Events that go with a
 //! transition (a new Master, a split brain, a conflict, a server down or up, a kernel setting a
 //! balancer could not make, IPVS services another program deleted on a balancer, selected nodes
@@ -12,7 +12,8 @@
 //! writes only on a change), and the transitions.
 //!
 //! Which fields each writer owns (server-side apply keeps them apart):
-//! - VirtualService: the operator owns `observedGeneration`, the four conditions,
+//! - VirtualService: the operator owns `observedGeneration`, the four conditions (and `InPool`
+//!   when it is told the VIPPolicy's name),
 //!   `activeBalancer`, `healthyRealServers`, `totalRealServers`, `healthySummary`; each balancer
 //!   daemon owns its own `balancers[node=<its node>]` entry.
 //! - RealServer: the operator owns the `Healthy` condition; the web daemon on `spec.nodeName`
@@ -32,8 +33,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
 
 use lvstun_crds::conditions::{
-    Cond, CondStatus, ConditionType, EventReason, EventType, Reason, node_is_balancer_message,
-    set_condition,
+    Cond, CondStatus, ConditionType, EventReason, EventType, Reason, address_is_vip_message,
+    node_is_balancer_message, set_condition,
 };
 use lvstun_crds::v1alpha1::{
     BalancerStatus, ExcludedRealServer, KernelSettingRefusal, RealServer, RealServerStatus,
@@ -42,7 +43,7 @@ use lvstun_crds::v1alpha1::{
 use lvstun_crds::{kernel_settings, kube_proxy};
 
 use crate::build::{label_arguments, runs_daemon};
-use crate::validate::Verdict;
+use crate::validate::{AddressUse, PoolCheck, Verdict};
 use lvstun_rules::{ObjectKey, VridClash};
 
 /// How many names a message lists before it says "and N more".
@@ -133,7 +134,7 @@ pub fn real_servers_on_balancers(
             (nodes.selected.contains(node) && !nodes.unlabelled.contains(node)).then(|| {
                 ExcludedRealServer {
                     name: rs.metadata.name.clone().unwrap_or_default(),
-                    node: node.clone(),
+                    node: Some(node.clone()),
                     reason: Reason::NodeIsBalancer.as_str().to_string(),
                 }
             })
@@ -143,12 +144,49 @@ pub fn real_servers_on_balancers(
     out
 }
 
-/// For people: the RealServers left out because they run on balancer nodes, why, and the fix.
-pub fn excluded_message(excluded: &[ExcludedRealServer]) -> String {
+/// The selected RealServers of a VirtualService whose `spec.address` is its VIP, sorted by
+/// name, except those [`real_servers_on_balancers`] already leaves out (`on_balancers`). They
+/// are left out of its VIP: a balancer would tunnel the VIP's traffic to the VIP itself. The
+/// other real servers keep serving.
+pub fn real_servers_at_vip(
+    real_servers: &[&RealServer],
+    vip: &str,
+    on_balancers: &[ExcludedRealServer],
+) -> Vec<ExcludedRealServer> {
+    let mut out: Vec<ExcludedRealServer> = real_servers
+        .iter()
+        .filter(|rs| rs.spec.address == vip)
+        .map(|rs| ExcludedRealServer {
+            name: rs.metadata.name.clone().unwrap_or_default(),
+            node: rs.spec.node_name.clone(),
+            reason: Reason::AddressIsVip.as_str().to_string(),
+        })
+        .filter(|e| !on_balancers.iter().any(|b| b.name == e.name))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether an exclusion is for the RealServer's address being the VIP ([`Reason::AddressIsVip`]).
+fn at_vip(e: &ExcludedRealServer) -> bool {
+    e.reason == Reason::AddressIsVip.as_str()
+}
+
+/// For people: one left-out RealServer of the VirtualService of `vip`, why, and the fix.
+fn exclusion_message(e: &ExcludedRealServer, vip: &str) -> String {
+    match e.node.as_deref() {
+        Some(node) if !at_vip(e) => node_is_balancer_message(&e.name, node),
+        _ => address_is_vip_message(&e.name, vip),
+    }
+}
+
+/// For people: the RealServers left out (they run on balancer nodes, or their address is the
+/// VIP `vip`), why, and the fix.
+pub fn excluded_message(excluded: &[ExcludedRealServer], vip: &str) -> String {
     let shown: Vec<String> = excluded
         .iter()
         .take(LIST_LIMIT)
-        .map(|e| node_is_balancer_message(&e.name, &e.node))
+        .map(|e| exclusion_message(e, vip))
         .collect();
     let more = excluded.len().saturating_sub(LIST_LIMIT);
     if more > 0 {
@@ -650,6 +688,8 @@ pub struct VsView<'a> {
     pub vs: &'a VirtualService,
     /// The operator's verdict on it (see `validate`).
     pub verdict: &'a Verdict,
+    /// Whether it lies in a VIPPolicy pool its namespace may use (see `validate`).
+    pub pool: &'a PoolCheck,
     /// Nodes its `spec.balancers.nodeSelector` selects now, and which of them are alive.
     pub balancer_nodes: &'a BalancerNodes,
     /// The chart's balancer node selector as `kubectl label` takes it, for the fix of
@@ -752,12 +792,28 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
             clash,
             node,
         } => Judged::not_programmed(in_vrid_conflict(*vrid, &owner.to_string(), clash, node)),
+        Verdict::AddressInUse(used) => {
+            Judged::not_programmed(address_in_use(&view.vs.spec.vip, used))
+        }
         Verdict::Owner => judge_owner(view),
     };
     let previous = view.previous.cloned().unwrap_or_default();
     let generation = view.vs.metadata.generation;
-    let (conditions, conditions_changed) =
+    let (mut conditions, mut conditions_changed) =
         merge_conditions(&previous, &judged.conditions, generation, &view.now);
+    match in_pool(view.vs, view.pool) {
+        Some(cond) => {
+            conditions_changed |= set_condition(
+                &mut conditions,
+                cond.condition(ConditionType::InPool, generation, &view.now),
+            );
+        }
+        None => {
+            let before = conditions.len();
+            conditions.retain(|c| c.type_ != ConditionType::InPool.as_str());
+            conditions_changed |= conditions.len() != before;
+        }
+    }
     let (healthy, total) = (judged.healthy, view.real_servers.len());
     let status = VirtualServiceStatus {
         observed_generation: generation,
@@ -831,6 +887,61 @@ fn in_vrid_conflict(vrid: i32, owner: &str, clash: &VridClash, node: &str) -> Vs
     )
 }
 
+/// The conditions of a VirtualService whose VIP the cluster already uses: not programmed, and
+/// `Conflict` says who uses it and what to change.
+fn address_in_use(vip: &str, used: &AddressUse) -> VsConditions {
+    match used {
+        AddressUse::Node { node, kind } => lost_to(
+            format!("not programmed: spec.vip {vip} is the {kind} of Node {node}"),
+            Reason::VipIsNodeAddress,
+            format!(
+                "spec.vip {vip} is the {kind} of Node {node}: a balancer holding it would answer for that node's own address and take it away when it gives the VIP up; this VirtualService is not programmed on any balancer; fix: choose a spec.vip no node uses (and keep node addresses out of the VIPPolicy pools)"
+            ),
+        ),
+        AddressUse::KubernetesService => lost_to(
+            format!(
+                "not programmed: spec.vip {vip} is the ClusterIP of Service default/kubernetes"
+            ),
+            Reason::VipIsKubernetesClusterIp,
+            format!(
+                "spec.vip {vip} is the ClusterIP of Service default/kubernetes, the address pods reach the API server by: a balancer holding it would take that address from them; this VirtualService is not programmed on any balancer; fix: choose a spec.vip outside the cluster's Service CIDR (and keep that CIDR out of the VIPPolicy pools)"
+            ),
+        ),
+    }
+}
+
+/// `InPool`, when the pools are checked: inside, outside (still served: ADR 0011), or no
+/// VIPPolicy to check against.
+fn in_pool(vs: &VirtualService, pool: &PoolCheck) -> Option<Cond> {
+    let vip = &vs.spec.vip;
+    let ns = vs.metadata.namespace.clone().unwrap_or_default();
+    match pool {
+        PoolCheck::NotChecked => None,
+        PoolCheck::NoPolicy { policy } => Some(Cond::new(
+            CondStatus::Unknown,
+            Reason::NoVipPolicy,
+            format!(
+                "VIPPolicy {policy} does not exist, so no pool is checked; with vipPolicy.enforce (the chart's default) the API server refuses every VirtualService write until a cluster admin restores it"
+            ),
+        )),
+        PoolCheck::Inside { policy, pool } => Some(Cond::new(
+            CondStatus::True,
+            Reason::InPool,
+            format!(
+                "spec.vip {vip} is in VIPPolicy {policy} pool {pool}, which namespace \"{ns}\" may use, and spec.balancers.nodeSelector stays within its nodes"
+            ),
+        )),
+        PoolCheck::Outside { policy, miss } => Some(Cond::new(
+            CondStatus::False,
+            Reason::OutsidePool,
+            format!(
+                "{}; it was stored before VIPPolicy {policy} changed and keeps serving (a pool edit never cuts live traffic), but the API server checks its next update against the pools",
+                miss.message()
+            ),
+        )),
+    }
+}
+
 /// Every conflict reads the same: not ready, no VIP, not judged, and `Conflict=True` with the
 /// kind of conflict (`reason`) and what to change (`why`).
 fn lost_to(not_programmed: String, reason: Reason, why: String) -> VsConditions {
@@ -852,7 +963,10 @@ fn judge_owner(view: &VsView<'_>) -> Judged {
     let vs = view.vs;
     let nodes = view.balancer_nodes;
     let holding = vip_active(vs, nodes, view.daemon_label, &view.now);
-    let excluded = real_servers_on_balancers(view.real_servers, nodes);
+    let mut excluded = real_servers_on_balancers(view.real_servers, nodes);
+    let at_vip = real_servers_at_vip(view.real_servers, &vs.spec.vip, &excluded);
+    excluded.extend(at_vip);
+    excluded.sort();
     let tally = tally(
         view.real_servers,
         &excluded,
@@ -864,7 +978,7 @@ fn judge_owner(view: &VsView<'_>) -> Judged {
     let unlabelled = nodes.unlabelled.clone();
     let total = view.real_servers.len();
     let ns = vs.metadata.namespace.clone().unwrap_or_default();
-    let degraded = serving_degraded(&ns, total, &tally, &excluded);
+    let degraded = serving_degraded(&ns, &vs.spec.vip, total, &tally, &excluded);
     // Services deleted behind a balancer's back: traffic flows between deletions, so it
     // degrades; real servers that do not serve cost more and keep their reason first.
     let degraded = also(
@@ -1089,6 +1203,7 @@ fn tally(
 /// because they run on balancer nodes, some not serving, or all healthy.
 fn serving_degraded(
     ns: &str,
+    vip: &str,
     total: usize,
     tally: &Tally,
     excluded: &[ExcludedRealServer],
@@ -1110,10 +1225,17 @@ fn serving_degraded(
                 list(bad)
             )
         };
+        // Real servers on balancer nodes name the reason when there are any (the older
+        // cause); the message lists every left-out one.
+        let reason = if excluded.iter().all(at_vip) {
+            Reason::RealServerAtVip
+        } else {
+            Reason::RealServerOnBalancer
+        };
         Cond::new(
             CondStatus::True,
-            Reason::RealServerOnBalancer,
-            format!("{}{also}", excluded_message(excluded)),
+            reason,
+            format!("{}{also}", excluded_message(excluded, vip)),
         )
     } else if !bad.is_empty() {
         Cond::new(
@@ -1174,11 +1296,10 @@ fn ready(
         )
     } else if tally.healthy == 0 {
         let mut why = tally.bad.clone();
-        why.extend(
-            excluded
-                .iter()
-                .map(|e| format!("{} (on balancer node {}: left out)", e.name, e.node)),
-        );
+        why.extend(excluded.iter().map(|e| match e.node.as_deref() {
+            Some(node) if !at_vip(e) => format!("{} (on balancer node {node}: left out)", e.name),
+            _ => format!("{} (spec.address is the VIP: left out)", e.name),
+        }));
         Cond::new(
             CondStatus::False,
             Reason::NoHealthyRealServers,
@@ -1204,7 +1325,8 @@ fn ready(
 /// ([`ConditionType::VIRTUAL_SERVICE`]), which it carries over and compares; the rest of the
 /// status belongs to the balancers.
 pub fn is_vs_condition(c: &Condition) -> bool {
-    ConditionType::parse(&c.type_).is_some_and(|t| ConditionType::VIRTUAL_SERVICE.contains(&t))
+    ConditionType::parse(&c.type_)
+        .is_some_and(|t| ConditionType::VIRTUAL_SERVICE.contains(&t) || t == ConditionType::InPool)
 }
 
 /// The previous VirtualService conditions the operator owns, with `new` set over them, and
@@ -1294,6 +1416,7 @@ fn vs_notices(
     out.extend(conflict_notice(vip, old, new));
     out.extend(degraded_notices(vip, old, new));
     out.extend(invalid_spec_notice(old, new));
+    out.extend(pool_notice(vip, old, new));
     (out, master_changed)
 }
 
@@ -1379,6 +1502,7 @@ fn degraded_notices(
         Reason::BalancerNodesUnlabelled,
         Reason::IpvsServiceDeletedExternally,
         Reason::RealServerOnBalancer,
+        Reason::RealServerAtVip,
     ]
     .into_iter()
     .any(|r| has_reason(is, r));
@@ -1390,6 +1514,16 @@ fn degraded_notices(
     {
         out.push(warning(
             EventReason::RealServerOnBalancer.as_str(),
+            msg.to_string(),
+        ));
+    }
+    // Real servers whose address is the VIP, and none on a balancer node: likewise.
+    if let Some((_, _, msg)) = is
+        && has_reason(is, Reason::RealServerAtVip)
+        && !has_reason(was, Reason::RealServerAtVip)
+    {
+        out.push(warning(
+            EventReason::RealServerAtVip.as_str(),
             msg.to_string(),
         ));
     }
@@ -1409,6 +1543,30 @@ fn degraded_notices(
     out
 }
 
+/// Outside the pools, when `InPool` turns to [`Reason::OutsidePool`] or its message (the rule
+/// broken) changes; back inside, when it turns from it to [`Reason::InPool`].
+fn pool_notice(
+    vip: &str,
+    old: &VirtualServiceStatus,
+    new: &VirtualServiceStatus,
+) -> Option<Notice> {
+    let (was, is) = (
+        reading(old, ConditionType::InPool),
+        reading(new, ConditionType::InPool),
+    );
+    if has_reason(is, Reason::OutsidePool) && was != is {
+        let msg = is.map(|(_, _, m)| m.to_string()).unwrap_or_default();
+        Some(warning(EventReason::OutsidePool.as_str(), msg))
+    } else if has_reason(was, Reason::OutsidePool) && has_reason(is, Reason::InPool) {
+        Some(normal(
+            EventReason::BackInPool.as_str(),
+            format!("spec.vip {vip} is in a VIPPolicy pool this namespace may use again"),
+        ))
+    } else {
+        None
+    }
+}
+
 /// An invalid spec, when `Ready` turns to that reason.
 fn invalid_spec_notice(old: &VirtualServiceStatus, new: &VirtualServiceStatus) -> Option<Notice> {
     let now = reading(new, ConditionType::Ready)?;
@@ -1425,8 +1583,10 @@ pub struct RsView<'a> {
     /// The VirtualServices (owning their claims) that select it, each with its active balancer.
     pub selected_by: &'a [(ObjectKey, Option<String>)],
     /// Of those, the ones that leave it out because its node is one of their balancer nodes
-    /// ([`real_servers_on_balancers`]).
+    /// ([`real_servers_on_balancers`]) or its address is their VIP ([`real_servers_at_vip`]).
     pub excluded_by: &'a [ObjectKey],
+    /// Of `excluded_by`, the ones whose VIP is its address.
+    pub at_vip_of: &'a [ObjectKey],
     /// Whether a web daemon runs on its `spec.nodeName` (ignored without one).
     pub web_node: &'a WebNode,
     /// The operator-owned status as last written (or as read).
@@ -1540,6 +1700,17 @@ fn real_server_health(view: &RsView<'_>) -> Cond {
     if serving.is_empty() {
         let names: Vec<String> = view.excluded_by.iter().map(|k| k.name.clone()).collect();
         let name = rs.metadata.name.clone().unwrap_or_default();
+        if !view.at_vip_of.is_empty() {
+            return Cond::new(
+                CondStatus::Unknown,
+                Reason::AddressIsVip,
+                format!(
+                    "not checked: VirtualService {} leaves it out; {}",
+                    list(&names),
+                    address_is_vip_message(&name, &rs.spec.address)
+                ),
+            );
+        }
         let node = rs.spec.node_name.clone().unwrap_or_default();
         return Cond::new(
             CondStatus::Unknown,
@@ -1680,6 +1851,7 @@ mod tests {
         fold_virtual_service(&VsView {
             vs,
             verdict,
+            pool: &PoolCheck::NotChecked,
             balancer_nodes: n,
             daemon_label: LABEL,
             real_servers: rss,
@@ -1744,7 +1916,7 @@ mod tests {
                     got,
                     vec![ExcludedRealServer {
                         name: "x".into(),
-                        node: node.unwrap().into(),
+                        node: node.map(Into::into),
                         reason: NODE_IS_BALANCER.into()
                     }]
                 );
@@ -1773,7 +1945,7 @@ mod tests {
             s.excluded_real_servers,
             vec![ExcludedRealServer {
                 name: "lb2-web".into(),
-                node: "lb2".into(),
+                node: Some("lb2".into()),
                 reason: NODE_IS_BALANCER.into()
             }]
         );
@@ -1865,6 +2037,7 @@ mod tests {
                 rs: &r,
                 selected_by: &by,
                 excluded_by,
+                at_vip_of: &[],
                 web_node: &WebNode::Runs,
                 previous: None,
                 now: t(10),
@@ -1887,6 +2060,7 @@ mod tests {
             rs: &r,
             selected_by: &by,
             excluded_by: &[www_key()],
+            at_vip_of: &[],
             web_node: &WebNode::Runs,
             previous: None,
             now: t(10),
@@ -2789,6 +2963,197 @@ mod tests {
     }
 
     #[test]
+    fn a_vip_the_cluster_uses_is_a_conflict_naming_the_user_and_the_fix() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master); // must not count: programmed nowhere
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let cases = [
+            (
+                AddressUse::Node {
+                    node: "lb1".into(),
+                    kind: "InternalIP".into(),
+                },
+                "VIPIsNodeAddress",
+                "spec.vip 192.0.2.100 is the InternalIP of Node lb1: a balancer holding it would answer for that node's own address and take it away when it gives the VIP up; this VirtualService is not programmed on any balancer; fix: choose a spec.vip no node uses (and keep node addresses out of the VIPPolicy pools)",
+                "not programmed: spec.vip 192.0.2.100 is the InternalIP of Node lb1",
+            ),
+            (
+                AddressUse::KubernetesService,
+                "VIPIsKubernetesClusterIP",
+                "spec.vip 192.0.2.100 is the ClusterIP of Service default/kubernetes, the address pods reach the API server by: a balancer holding it would take that address from them; this VirtualService is not programmed on any balancer; fix: choose a spec.vip outside the cluster's Service CIDR (and keep that CIDR out of the VIPPolicy pools)",
+                "not programmed: spec.vip 192.0.2.100 is the ClusterIP of Service default/kubernetes",
+            ),
+        ];
+        for (used, reason, message, ready) in cases {
+            let out = fold(
+                &v,
+                &Verdict::AddressInUse(used),
+                &nodes(&["lb1"]),
+                &[&a],
+                None,
+                10,
+            );
+            let c = cond(&out.status, CONFLICT);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+                ("True", reason, message)
+            );
+            let r = cond(&out.status, READY);
+            assert_eq!(
+                (r.status.as_str(), r.reason.as_str(), r.message.as_str()),
+                ("False", "Conflict", ready)
+            );
+            assert_eq!(out.status.active_balancer, None);
+            let events: Vec<(&str, &str)> = out
+                .notices
+                .iter()
+                .map(|n| (n.reason, n.note.as_str()))
+                .collect();
+            assert_eq!(events, vec![("Conflict", message)]);
+        }
+    }
+
+    #[test]
+    fn a_real_server_at_the_vip_is_left_out_and_the_others_serve() {
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let at = good_rs("self", "192.0.2.100", "lb1");
+        let out = fold(&v, &Verdict::Owner, &nodes(&["lb1"]), &[&a, &at], None, 10);
+        assert_eq!(
+            out.status.excluded_real_servers,
+            vec![ExcludedRealServer {
+                name: "self".into(),
+                node: Some("node-self".into()),
+                reason: "AddressIsVIP".into(),
+            }]
+        );
+        let msg = "RealServer self has spec.address 192.0.2.100, which is this VirtualService's VIP, so it is left out of this VIP (the other real servers keep serving): a balancer would tunnel the VIP's traffic to the VIP itself; fix: set the RealServer's spec.address to the real server's own address, which is never a VIP";
+        let d = cond(&out.status, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
+            ("True", "RealServerAtVIP", msg)
+        );
+        let r = cond(&out.status, READY);
+        assert_eq!((r.status.as_str(), r.reason.as_str()), ("True", "Serving"));
+        assert_eq!(out.status.healthy_summary.as_deref(), Some("1/2"));
+        assert!(
+            out.notices
+                .iter()
+                .any(|n| n.reason == "RealServerAtVIP" && n.note == msg),
+            "{:?}",
+            out.notices
+        );
+        // The RealServer itself: not checked, and why.
+        let rs_out = fold_real_server(&RsView {
+            rs: &at,
+            selected_by: &[(www_key(), Some("lb1".into()))],
+            excluded_by: &[www_key()],
+            at_vip_of: &[www_key()],
+            web_node: &WebNode::Runs,
+            previous: None,
+            now: t(10),
+        });
+        let h = healthy(&rs_out.status);
+        assert_eq!(
+            (h.status.as_str(), h.reason.as_str(), h.message.as_str()),
+            (
+                "Unknown",
+                "AddressIsVIP",
+                format!("not checked: VirtualService www leaves it out; {msg}").as_str()
+            )
+        );
+    }
+
+    #[test]
+    fn outside_the_pools_keeps_serving_says_so_once_and_clears() {
+        use lvstun_rules::PoolMiss;
+        let mut v = www();
+        report(&mut v, "lb1", VrrpState::Master);
+        let a = good_rs("web1", "198.51.100.10", "lb1");
+        let fold_with = |pool: &PoolCheck, prev: Option<&VirtualServiceStatus>, now: i64| {
+            fold_virtual_service(&VsView {
+                vs: &v,
+                verdict: &Verdict::Owner,
+                pool,
+                balancer_nodes: &nodes(&["lb1"]),
+                daemon_label: LABEL,
+                real_servers: &[&a],
+                previous: prev,
+                now: t(now),
+            })
+        };
+        let inside = PoolCheck::Inside {
+            policy: "lvstun".into(),
+            pool: "example".into(),
+        };
+        let miss = "spec.vip 192.0.2.100 is in no VIPPolicy pool that namespace \"ns\" may use: ask a cluster admin to add it to VIPPolicy lvstun";
+        let outside = PoolCheck::Outside {
+            policy: "lvstun".into(),
+            miss: PoolMiss::NoPool {
+                message: miss.into(),
+            },
+        };
+        let first = fold_with(&inside, None, 10);
+        let p = cond(&first.status, "InPool");
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str(), p.message.as_str()),
+            (
+                "True",
+                "InPool",
+                "spec.vip 192.0.2.100 is in VIPPolicy lvstun pool example, which namespace \"ns\" may use, and spec.balancers.nodeSelector stays within its nodes"
+            )
+        );
+        let out = fold_with(&outside, Some(&first.status), 20);
+        let want = format!(
+            "{miss}; it was stored before VIPPolicy lvstun changed and keeps serving (a pool edit never cuts live traffic), but the API server checks its next update against the pools"
+        );
+        let p = cond(&out.status, "InPool");
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str(), p.message.as_str()),
+            ("False", "OutsidePool", want.as_str())
+        );
+        let events: Vec<(&str, Severity, &str)> = out
+            .notices
+            .iter()
+            .map(|n| (n.reason, n.severity, n.note.as_str()))
+            .collect();
+        assert_eq!(
+            events,
+            vec![("OutsidePool", Severity::Warning, want.as_str())]
+        );
+        // Everything else as before: still served.
+        let others = |s: &VirtualServiceStatus| {
+            let mut s = s.clone();
+            s.conditions.retain(|c| c.type_ != "InPool");
+            s
+        };
+        assert_eq!(others(&out.status), others(&first.status));
+        // Folding again says nothing new.
+        let again = fold_with(&outside, Some(&out.status), 30);
+        assert!(!again.changed && again.notices.is_empty());
+        // Back inside: the condition clears, with a Normal Event.
+        let back = fold_with(&inside, Some(&out.status), 40);
+        assert_eq!(cond(&back.status, "InPool").reason, "InPool");
+        assert_eq!(
+            back.notices.iter().map(|n| n.reason).collect::<Vec<_>>(),
+            vec!["BackInPool"]
+        );
+        // No VIPPolicy named any more: the condition goes.
+        let gone = fold_with(&PoolCheck::NotChecked, Some(&back.status), 50);
+        assert!(gone.changed);
+        assert!(gone.status.conditions.iter().all(|c| c.type_ != "InPool"));
+        let missing = fold_with(
+            &PoolCheck::NoPolicy {
+                policy: "lvstun".into(),
+            },
+            None,
+            60,
+        );
+        assert_eq!(cond(&missing.status, "InPool").reason, "NoVIPPolicy");
+    }
+
+    #[test]
     fn invalid_spec_is_not_ready_and_conflict_unknown() {
         let v = www();
         let out = fold(&v, &Verdict::Invalid(vec!["spec.realServerSelector.matchExpressions[0].values: operator In needs at least one value".into()]), &nodes(&["lb1"]), &[], None, 10);
@@ -2856,6 +3221,7 @@ mod tests {
             rs: r,
             selected_by: by,
             excluded_by: &[],
+            at_vip_of: &[],
             web_node,
             previous: prev,
             now: t(10),
@@ -3052,7 +3418,7 @@ mod tests {
     fn excluded_on(name: &str, node: &str) -> ExcludedRealServer {
         ExcludedRealServer {
             name: name.into(),
-            node: node.into(),
+            node: Some(node.into()),
             reason: NODE_IS_BALANCER.into(),
         }
     }
@@ -3274,6 +3640,11 @@ mod tests {
             bad: vec![],
         };
         let excluded = [excluded_on("c", "lb1")];
+        let at_vip_only = [ExcludedRealServer {
+            name: "v".into(),
+            node: None,
+            reason: Reason::AddressIsVip.as_str().into(),
+        }];
         let cases: Vec<(usize, &Tally, &[ExcludedRealServer], Cond)> = vec![
             (
                 0,
@@ -3294,7 +3665,7 @@ mod tests {
                     Reason::RealServerOnBalancer,
                     &format!(
                         "{}; also 1 of 3 real servers not serving: b (down)",
-                        excluded_message(&excluded)
+                        excluded_message(&excluded, "192.0.2.100")
                     ),
                 ),
             ),
@@ -3305,7 +3676,17 @@ mod tests {
                 c(
                     CondStatus::True,
                     Reason::RealServerOnBalancer,
-                    &excluded_message(&excluded),
+                    &excluded_message(&excluded, "192.0.2.100"),
+                ),
+            ),
+            (
+                3,
+                &fine,
+                &at_vip_only,
+                c(
+                    CondStatus::True,
+                    Reason::RealServerAtVip,
+                    "RealServer v has spec.address 192.0.2.100, which is this VirtualService's VIP, so it is left out of this VIP (the other real servers keep serving): a balancer would tunnel the VIP's traffic to the VIP itself; fix: set the RealServer's spec.address to the real server's own address, which is never a VIP",
                 ),
             ),
             (
@@ -3330,7 +3711,10 @@ mod tests {
             ),
         ];
         for (total, tally, excluded, want) in cases {
-            assert_eq!(serving_degraded("ns", total, tally, excluded), want);
+            assert_eq!(
+                serving_degraded("ns", "192.0.2.100", total, tally, excluded),
+                want
+            );
         }
     }
 

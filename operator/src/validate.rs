@@ -2,7 +2,11 @@
 //! schema cannot express: label selectors that would be refused once copied into a DaemonSet, node
 //! names that cannot be a node, two VirtualServices claiming the same VIP:port:protocol, and two
 //! that name one VRID with different VIPs or election settings on balancer nodes they share
-//! ([`vrid_verdict`]: they would stop hearing each other and both hold their VIP).
+//! ([`vrid_verdict`]: they would stop hearing each other and both hold their VIP). Also the
+//! addresses a VIP may never be because the cluster already uses them ([`address_use`]: a
+//! Node's InternalIP or ExternalIP, the ClusterIP of Service `default/kubernetes`), and whether
+//! a stored VirtualService still lies in a `VIPPolicy` pool its namespace may use
+//! ([`pool_check`], by the rule the chart's admission policy applies to writes).
 //!
 //! Pure: no I/O, no clock. The claim resolution itself is `lvstun_rules`' (the balancers apply
 //! the same one), so the operator and every daemon always agree on who owns a VIP:port:protocol.
@@ -10,8 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use lvstun_crds::v1alpha1::VirtualService;
-use lvstun_rules::{ClaimKey, ObjectKey, Outcome, VridClash, claim_keys, seniority, vrid_clash};
+use lvstun_crds::v1alpha1::{VIPPolicySpec, VirtualService};
+use lvstun_rules::{
+    ClaimKey, ObjectKey, Outcome, PoolMiss, PoolRequest, VridClash, claim_keys, pool_verdict,
+    seniority, vrid_clash,
+};
 
 /// The operator's judgement of one VirtualService, before any data-plane report is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +49,102 @@ pub enum Verdict {
         /// A node both select.
         node: String,
     },
+    /// `spec.vip` is an address the cluster already uses; it is not programmed anywhere.
+    AddressInUse(AddressUse),
+}
+
+/// Who already uses an address a VirtualService asks for as its VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressUse {
+    /// A Node's `status.addresses` entry.
+    Node {
+        /// The Node.
+        node: String,
+        /// The address type: `InternalIP` or `ExternalIP`.
+        kind: String,
+    },
+    /// The ClusterIP of Service `default/kubernetes`.
+    KubernetesService,
+}
+
+/// The address types of a Node a VIP may never equal: the ones the node answers on.
+pub const NODE_ADDRESS_TYPES: [&str; 2] = ["InternalIP", "ExternalIP"];
+
+/// Who already uses `vip`, if anyone: one of `node_addresses` (`(node, type, address)`, only
+/// [`NODE_ADDRESS_TYPES`] count), or `kubernetes_ip`, the ClusterIP of Service
+/// `default/kubernetes`. Pure.
+pub fn address_use<'a>(
+    vip: &str,
+    node_addresses: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    kubernetes_ip: Option<&str>,
+) -> Option<AddressUse> {
+    if kubernetes_ip == Some(vip) {
+        return Some(AddressUse::KubernetesService);
+    }
+    node_addresses
+        .into_iter()
+        .find(|(_, kind, address)| *address == vip && NODE_ADDRESS_TYPES.contains(kind))
+        .map(|(node, kind, _)| AddressUse::Node {
+            node: node.to_string(),
+            kind: kind.to_string(),
+        })
+}
+
+/// What the operator knows of the pools for one VirtualService.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolCheck {
+    /// The operator was given no VIPPolicy name: pools are not its business.
+    NotChecked,
+    /// The VIPPolicy it was told to read does not exist.
+    NoPolicy {
+        /// Its name.
+        policy: String,
+    },
+    /// In the pool named.
+    Inside {
+        /// The VIPPolicy's name.
+        policy: String,
+        /// The pool that admits it.
+        pool: String,
+    },
+    /// Outside every pool its namespace may use.
+    Outside {
+        /// The VIPPolicy's name.
+        policy: String,
+        /// Which rule it breaks.
+        miss: PoolMiss,
+    },
+}
+
+/// Whether `vs` lies in a pool of the VIPPolicy `policy` (`None`: not checked; `Some((name,
+/// None))`: told to read `name`, which does not exist), by [`lvstun_rules::pool_verdict`].
+pub fn pool_check(
+    policy: Option<(&str, Option<&VIPPolicySpec>)>,
+    vs: &VirtualService,
+) -> PoolCheck {
+    let Some((name, spec)) = policy else {
+        return PoolCheck::NotChecked;
+    };
+    let Some(spec) = spec else {
+        return PoolCheck::NoPolicy {
+            policy: name.to_string(),
+        };
+    };
+    let req = PoolRequest {
+        namespace: vs.metadata.namespace.as_deref().unwrap_or_default(),
+        vip: &vs.spec.vip,
+        node_selector: &vs.spec.balancers.node_selector,
+    };
+    match pool_verdict(name, &spec.pools, &req) {
+        Ok(pool) => PoolCheck::Inside {
+            policy: name.to_string(),
+            pool,
+        },
+        Err(miss) => PoolCheck::Outside {
+            policy: name.to_string(),
+            miss,
+        },
+    }
 }
 
 /// Check the parts of a VirtualService spec the CRD schema cannot: both label selectors.
@@ -510,6 +613,68 @@ mod tests {
             }]),
         };
         assert!(validate_selector("x", &good).is_empty());
+    }
+
+    #[test]
+    fn a_vip_may_not_be_a_node_address_or_the_kubernetes_cluster_ip() {
+        let nodes = [
+            ("lb1", "InternalIP", "192.0.2.11"),
+            ("lb1", "Hostname", "192.0.2.99"),
+            ("lb2", "ExternalIP", "203.0.113.12"),
+        ];
+        let k8s = Some("10.96.0.1");
+        let node = |n: &str, k: &str| {
+            Some(AddressUse::Node {
+                node: n.into(),
+                kind: k.into(),
+            })
+        };
+        for (vip, want) in [
+            ("192.0.2.11", node("lb1", "InternalIP")),
+            ("203.0.113.12", node("lb2", "ExternalIP")),
+            ("192.0.2.99", None),
+            ("10.96.0.1", Some(AddressUse::KubernetesService)),
+            ("192.0.2.100", None),
+        ] {
+            assert_eq!(address_use(vip, nodes, k8s), want, "{vip}");
+        }
+        assert_eq!(address_use("10.96.0.1", nodes, None), None, "not read yet");
+    }
+
+    #[test]
+    fn pools_are_checked_only_when_a_policy_is_named() {
+        use lvstun_crds::v1alpha1::VipPool;
+        let v = vs("ns", "a", 1, "192.0.2.1", &[(80, TCP)]);
+        assert_eq!(pool_check(None, &v), PoolCheck::NotChecked);
+        assert_eq!(
+            pool_check(Some(("lvstun", None)), &v),
+            PoolCheck::NoPolicy {
+                policy: "lvstun".into()
+            }
+        );
+        let spec = VIPPolicySpec {
+            pools: vec![VipPool {
+                name: "p".into(),
+                cidrs: vec!["192.0.2.0/24".into()],
+                namespaces: vec!["*".into()],
+                balancer_node_selector: LabelSelector::default(),
+            }],
+        };
+        assert_eq!(
+            pool_check(Some(("lvstun", Some(&spec))), &v),
+            PoolCheck::Inside {
+                policy: "lvstun".into(),
+                pool: "p".into()
+            }
+        );
+        let outside = vs("ns", "a", 1, "198.51.100.1", &[(80, TCP)]);
+        assert!(matches!(
+            pool_check(Some(("lvstun", Some(&spec))), &outside),
+            PoolCheck::Outside {
+                miss: PoolMiss::NoPool { .. },
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -1118,7 +1118,7 @@ async fn neighbours_a_real_server_on_a_balancer_node_and_deleted_ipvs_services_a
     set_node_name(&rss, "web2", "lb2").await;
     let excluded = vec![ExcludedRealServer {
         name: "web2".into(),
-        node: "lb2".into(),
+        node: Some("lb2".into()),
         reason: "NodeIsBalancer".into(),
     }];
     let vs = until(&vss, "www", "web2 in status.excludedRealServers", |vs| {

@@ -12,12 +12,15 @@
 //! - [`ClaimKey`] and [`claim_keys`]: the VIP:port:protocol pairs a VirtualService asks for;
 //! - [`seniority`], [`oldest_first`] and [`resolve`]: who keeps a contested claim (older
 //!   creation time, then namespace/name; a loser claims nothing);
-//! - [`vrid_clash`] and [`same_election`]: when two VirtualServices cannot share a VRID.
+//! - [`vrid_clash`] and [`same_election`]: when two VirtualServices cannot share a VRID;
+//! - [`pool_verdict`]: whether a VirtualService lies in a `VIPPolicy` pool its namespace may
+//!   use (the chart's admission policy, for objects stored before the pools changed).
 //!
 //! Pure: no I/O, no clock, no Kubernetes client.
 
 mod claim;
 mod key;
+mod pool;
 mod selector;
 mod vrid;
 
@@ -25,5 +28,6 @@ pub use claim::{
     ClaimKey, Claims, Outcome, Resolved, claim_keys, oldest_first, resolve, seniority,
 };
 pub use key::{DEFAULT_NAMESPACE, ObjectKey};
+pub use pool::{PoolMiss, PoolRequest, cidr_contains, pool_verdict};
 pub use selector::selects;
 pub use vrid::{VridClash, same_election, vrid_clash};

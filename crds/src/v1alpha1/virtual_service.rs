@@ -476,10 +476,12 @@ pub struct ExcludedRealServer {
     /// The RealServer's name (in the VirtualService's namespace).
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Its `spec.nodeName`.
+    /// Its `spec.nodeName`, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub node: String,
-    /// Why, a CamelCase reason: `NodeIsBalancer`.
+    pub node: Option<String>,
+    /// Why, a CamelCase reason: `NodeIsBalancer` (its node is one of the VirtualService's
+    /// balancer nodes) or `AddressIsVIP` (its `spec.address` is the VIP).
     #[schemars(length(min = 1, max = 64))]
     pub reason: String,
 }

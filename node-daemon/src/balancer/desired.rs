@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use lvstun_crds::conditions::{CondStatus, ConditionType};
+use lvstun_crds::conditions::{CondStatus, ConditionType, Reason};
 use lvstun_crds::v1alpha1::{self as api, RealServer, VirtualService};
 use lvstun_rules::Outcome;
 
@@ -683,8 +683,17 @@ pub fn resolve(snapshot: &Snapshot) -> Resolved {
                     "RealServer",
                     &rs.me,
                     format!(
-                        "not programmed for VirtualService {}: the operator left it out ({}): its node {} is one of the VirtualService's balancer nodes",
-                        p.me, e.reason, e.node
+                        "not programmed for VirtualService {}: the operator left it out ({}): {}",
+                        p.me,
+                        e.reason,
+                        match e.node.as_deref() {
+                            Some(node) if e.reason == Reason::NodeIsBalancer.as_str() => format!(
+                                "its node {node} is one of the VirtualService's balancer nodes"
+                            ),
+                            _ if e.reason == Reason::AddressIsVip.as_str() =>
+                                "its spec.address is the VirtualService's VIP".to_string(),
+                            _ => "see the VirtualService's status.excludedRealServers".to_string(),
+                        }
                     ),
                 ));
                 continue;

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use lvstun_crds::conditions::{CondStatus, ConditionType};
+use lvstun_crds::conditions::{CondStatus, ConditionType, Reason};
 use lvstun_crds::v1alpha1::{RealServer, TunnelType, VirtualService};
 use lvstun_rules::DEFAULT_NAMESPACE;
 
@@ -242,14 +242,15 @@ fn given_up(vs: &VirtualService) -> bool {
     })
 }
 
-/// If the operator left `rs` out of `vs` (`status.excludedRealServers`), the node it named.
+/// If the operator left `rs` out of `vs` because it runs on one of its balancer nodes
+/// (`status.excludedRealServers`, reason `NodeIsBalancer`), the node it named.
 fn left_out_node<'a>(vs: &'a VirtualService, rs: &RealServer) -> Option<&'a str> {
     let name = rs.metadata.name.as_deref()?;
     vs.status
         .iter()
         .flat_map(|s| s.excluded_real_servers.iter())
-        .find(|e| e.name == name)
-        .map(|e| e.node.as_str())
+        .find(|e| e.name == name && e.reason == Reason::NodeIsBalancer.as_str())
+        .and_then(|e| e.node.as_deref())
 }
 
 fn full_name(ns: Option<&String>, name: Option<&String>) -> String {
