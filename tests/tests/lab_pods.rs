@@ -523,7 +523,7 @@ fn lifecycle(
     // rotation (the host saw RpFilterDrops); after the upgrade with web.vipDevice=tunl0, the
     // fix it named, web1 serves again with the strict setting in place.
     eprintln!(
-        "[lab_pods] web1 all.rp_filter=1: {}; after web.vipDevice=tunl0: VIP on tunl0 {}, www1 answered {} of 6",
+        "[lab_pods] web1 all.rp_filter=1: {}; after web.vipDevice=tunl0: VIP on tunl0 {}, www1 answered {} of 12",
         load("rpfilter"),
         result("rpfilter.vip_on_tunl0"),
         result("rpfilter.www1_answers")
