@@ -75,9 +75,15 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// Leader election could not start (the Lease could not be read or created).
-    #[error("leader election: {0}")]
-    Lease(#[source] Box<kube_lease_manager::LeaseManagerError>),
+    /// A leader-election request failed or got no answer in time, or the election task ended.
+    #[error("leader election: {what}")]
+    Lease {
+        /// What went wrong.
+        what: String,
+        /// What the API server or the client said, if anything.
+        #[source]
+        source: Option<Box<kube::Error>>,
+    },
 
     /// A request of `lvstun-operator uninstall` failed (scaling the operator, deleting a
     /// DaemonSet or the Lease, listing what is left).
@@ -121,7 +127,7 @@ impl Error {
             Error::Delete { .. } => Category::DeleteFailed,
             Error::Status { .. } => Category::StatusWriteFailed,
             Error::Serialize { .. } => Category::Serialization,
-            Error::Lease(_) => Category::LeaderElection,
+            Error::Lease { .. } => Category::LeaderElection,
             Error::Request { .. } => Category::ApiRequest,
             Error::UninstallTimeout { .. } => Category::UninstallTimeout,
             Error::Io { .. } => Category::Io,
