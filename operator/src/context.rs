@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use crate::apply;
 use crate::build::NodeDaemonConfig;
 use crate::error::Error;
+use crate::leader::Term;
 use crate::metrics::Metrics;
 use crate::pace::Unsettled;
 use crate::status::{BalancerNodes, Notice, WebNode};
@@ -173,6 +174,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// This replica's identity, the Events' reporting instance.
     pub identity: String,
+    /// The term these reconciles run in: every write checks it first.
+    pub term: Term,
     rs_trigger: mpsc::UnboundedSender<ObjectRef<RealServer>>,
     /// Wakes the DaemonSet loop.
     pub fleet: Notify,
@@ -190,6 +193,7 @@ impl Context {
         caches: Caches,
         metrics: Arc<Metrics>,
         identity: String,
+        term: Term,
         rs_trigger: mpsc::UnboundedSender<ObjectRef<RealServer>>,
     ) -> Context {
         let (listed, listed_rx) = watch::channel(0u8);
@@ -205,6 +209,7 @@ impl Context {
             },
             metrics,
             identity,
+            term,
             rs_trigger,
             fleet: Notify::new(),
             memo: Mutex::new(Memo::default()),
@@ -246,6 +251,10 @@ impl Context {
 
     /// Publish an Event; failures are logged, never fatal (Events are best effort).
     pub async fn publish(&self, regarding: &ObjectReference, notice: &Notice) {
+        if let Err(e) = self.term.check() {
+            tracing::info!(error = %e, reason = notice.reason, "Event not published");
+            return;
+        }
         if let Err(e) = apply::event(&self.client, &self.identity, regarding, notice).await {
             tracing::warn!(error = %e, reason = notice.reason, "publishing an Event failed");
         }

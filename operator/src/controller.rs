@@ -49,6 +49,7 @@ use crate::context::{
     Caches, Context, LISTED_DS, LISTED_NODES, LISTED_RS, LISTED_VS, RESYNC, node_alive,
 };
 use crate::error::Error;
+use crate::leader::Term;
 use crate::metrics::Metrics;
 use crate::reconcile;
 use crate::status::{Notice, Severity};
@@ -406,6 +407,7 @@ pub async fn run(
     concurrency: u16,
     metrics: Arc<Metrics>,
     identity: String,
+    term: Term,
 ) {
     let (vs_store, vs_writer) = reflector::store::<VirtualService>();
     let (rs_store, rs_writer) = reflector::store::<RealServer>();
@@ -426,6 +428,7 @@ pub async fn run(
         },
         metrics,
         identity,
+        term,
         rs_tx,
     ));
 

@@ -85,6 +85,11 @@ pub enum Error {
         source: Option<Box<kube::Error>>,
     },
 
+    /// A write was not sent: this replica's term as leader has ended (its deadline passed
+    /// without a renewal); the next leader writes instead.
+    #[error("not leading: the term's deadline passed before this write")]
+    NotLeading,
+
     /// A request of `lvstun-operator uninstall` failed (scaling the operator, deleting a
     /// DaemonSet or the Lease, listing what is left).
     #[error("{what}: {source}")]
@@ -128,6 +133,7 @@ impl Error {
             Error::Status { .. } => Category::StatusWriteFailed,
             Error::Serialize { .. } => Category::Serialization,
             Error::Lease { .. } => Category::LeaderElection,
+            Error::NotLeading => Category::NotLeading,
             Error::Request { .. } => Category::ApiRequest,
             Error::UninstallTimeout { .. } => Category::UninstallTimeout,
             Error::Io { .. } => Category::Io,
@@ -160,6 +166,8 @@ pub enum Category {
     Serialization,
     /// [`Error::Lease`].
     LeaderElection,
+    /// [`Error::NotLeading`].
+    NotLeading,
     /// [`Error::Request`].
     ApiRequest,
     /// [`Error::UninstallTimeout`].
@@ -180,6 +188,7 @@ impl Category {
             Category::StatusWriteFailed => "StatusWriteFailed",
             Category::Serialization => "Serialization",
             Category::LeaderElection => "LeaderElection",
+            Category::NotLeading => "NotLeading",
             Category::ApiRequest => "ApiRequest",
             Category::UninstallTimeout => "UninstallTimeout",
             Category::Io => "Io",
@@ -197,7 +206,8 @@ impl Category {
             Category::DeleteFailed => Some(Category::StatusWriteFailed),
             Category::StatusWriteFailed => Some(Category::Serialization),
             Category::Serialization => Some(Category::LeaderElection),
-            Category::LeaderElection => Some(Category::ApiRequest),
+            Category::LeaderElection => Some(Category::NotLeading),
+            Category::NotLeading => Some(Category::ApiRequest),
             Category::ApiRequest => Some(Category::UninstallTimeout),
             Category::UninstallTimeout => Some(Category::Io),
             Category::Io => None,

@@ -9,7 +9,8 @@
 //! by its deadline), so a paused or unreachable API server cannot hold the election up. A
 //! standby takes the lease only after it saw the same record unchanged for the lease's
 //! duration, so it never starts before the old holder stopped (see [`term`]); writes are
-//! conditional on the resourceVersion read, so two standbys cannot both take it.
+//! conditional on the resourceVersion read, so two standbys cannot both take it. The
+//! controllers' writes check the same deadline themselves ([`Term`]).
 //!
 //! Written here rather than through the `kube-lease-manager` crate (0.13), which does not keep
 //! this guarantee: when a renewal fails it logs, backs off and retries while its `is_leader`
@@ -96,8 +97,27 @@ impl LeaseConfig {
 pub struct Election {
     /// `true` while this replica may act as leader.
     pub is_leader: watch::Receiver<bool>,
+    deadline: watch::Receiver<Option<Instant>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+}
+
+/// The writers' view of the current term: each write first asks whether the term's deadline
+/// is still ahead. `is_leader` turns false when the election task sees the deadline pass; this
+/// check also covers the moment between a frozen process waking up and that task running.
+#[derive(Debug, Clone)]
+pub struct Term(watch::Receiver<Option<Instant>>);
+
+impl Term {
+    /// `Ok` while the term's deadline is ahead; [`Error::NotLeading`] once it has passed.
+    pub fn check(&self) -> Result<(), Error> {
+        let deadline = *self.0.borrow();
+        if term::holds(deadline, Instant::now()) {
+            Ok(())
+        } else {
+            Err(Error::NotLeading)
+        }
+    }
 }
 
 /// Start competing for the lease (creating it if missing). Does no request itself: the task
@@ -105,6 +125,7 @@ pub struct Election {
 pub fn start(client: Client, cfg: &LeaseConfig) -> Result<Election, Error> {
     cfg.check()?;
     let (leader, is_leader) = watch::channel(false);
+    let (deadline_tx, deadline) = watch::channel(None);
     let (stop, stopped) = oneshot::channel();
     let campaign = Campaign {
         api: Api::namespaced(client, &cfg.namespace),
@@ -112,16 +133,23 @@ pub fn start(client: Client, cfg: &LeaseConfig) -> Result<Election, Error> {
         me: cfg.identity.clone(),
         timing: cfg.timing(),
         leader,
+        deadline: deadline_tx,
     };
     let task = tokio::spawn(campaign.run(stopped));
     Ok(Election {
         is_leader,
+        deadline,
         stop,
         task,
     })
 }
 
 impl Election {
+    /// The writers' view of the current term.
+    pub fn term(&self) -> Term {
+        Term(self.deadline.clone())
+    }
+
     /// Wait until this replica leads. `false` if the election task ended instead.
     pub async fn won(&mut self) -> bool {
         self.is_leader.wait_for(|leads| *leads).await.is_ok()
@@ -158,6 +186,8 @@ struct Campaign {
     me: String,
     timing: Timing,
     leader: watch::Sender<bool>,
+    /// Until when the writers may write: the current term's deadline.
+    deadline: watch::Sender<Option<Instant>>,
 }
 
 /// A request's failure, for the log: its error or its timeout.
@@ -183,6 +213,7 @@ impl Campaign {
             _ = stopped => {}
             () = self.compete() => {}
         }
+        self.deadline.send_replace(None);
         if self.leader.send_replace(false) {
             self.release().await;
         }
@@ -202,6 +233,8 @@ impl Campaign {
                         match self.renew(deadline).await {
                             Ok(Renewal::Ours) => {
                                 renewed = Some(sent);
+                                self.deadline
+                                    .send_replace(Some(sent + self.timing.stop_after()));
                                 continue;
                             }
                             Ok(Renewal::Taken(by)) => {
@@ -231,6 +264,8 @@ impl Campaign {
                 None => match self.look(&mut seen).await {
                     Ok(Some(sent)) => {
                         renewed = Some(sent);
+                        self.deadline
+                            .send_replace(Some(sent + self.timing.stop_after()));
                         self.leader.send_replace(true);
                         tracing::info!(identity = %self.me, "leading");
                         continue;
@@ -255,6 +290,7 @@ impl Campaign {
     }
 
     fn stop_leading(&self, renewed: Instant, why: &str) {
+        self.deadline.send_replace(None);
         self.leader.send_replace(false);
         tracing::warn!(
             identity = %self.me,

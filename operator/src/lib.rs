@@ -114,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             cli.concurrency,
             metrics.clone(),
             lease.identity.clone(),
+            election.term(),
         );
         let stop = tokio::select! {
             () = work => {

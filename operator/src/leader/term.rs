@@ -100,6 +100,11 @@ pub fn holder(timing: &Timing, renewed: Instant, now: Instant) -> Holder {
     }
 }
 
+/// Whether a writer may write at `now` in a term ending at `deadline` (`None`: no term).
+pub fn holds(deadline: Option<Instant>, now: Instant) -> bool {
+    deadline.is_some_and(|d| now < d)
+}
+
 /// A Lease as a standby last saw it, and since when (on this process's clock) it has not
 /// changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +321,20 @@ mod tests {
             ),
         ] {
             assert_eq!(holder(&t, t0, now), expected, "{t:?} at +{:?}", now - t0);
+        }
+    }
+
+    #[test]
+    fn writers_write_only_before_the_term_s_deadline() {
+        let t0 = Instant::now();
+        for (deadline, now, writes) in [
+            (None, t0, false),
+            (Some(t0 + S), t0, true),
+            (Some(t0 + S), t0 + 999 * MS, true),
+            (Some(t0 + S), t0 + S, false),
+            (Some(t0 + S), t0 + 60 * S, false),
+        ] {
+            assert_eq!(holds(deadline, now), writes, "{deadline:?} at {now:?}");
         }
     }
 
