@@ -24,6 +24,7 @@ use tokio::sync::{Notify, watch};
 use crate::apply;
 use crate::build::NodeDaemonConfig;
 use crate::error::Error;
+use crate::leader::Term;
 use crate::metrics::Metrics;
 use crate::pace::Unsettled;
 use crate::status::{BalancerNodes, Notice, WebNode};
@@ -206,6 +207,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// This replica's identity, the Events' reporting instance.
     pub identity: String,
+    /// The term these reconciles run in: every write checks it first.
+    pub term: Term,
     rs_trigger: mpsc::UnboundedSender<ObjectRef<RealServer>>,
     /// Wakes the DaemonSet loop.
     pub fleet: Notify,
@@ -229,6 +232,7 @@ impl Context {
         caches: Caches,
         metrics: Arc<Metrics>,
         identity: String,
+        term: Term,
         rs_trigger: mpsc::UnboundedSender<ObjectRef<RealServer>>,
         vip_policy: Option<String>,
     ) -> Context {
@@ -251,6 +255,7 @@ impl Context {
             },
             metrics,
             identity,
+            term,
             rs_trigger,
             fleet: Notify::new(),
             memo: Mutex::new(Memo::default()),
@@ -341,6 +346,10 @@ impl Context {
 
     /// Publish an Event; failures are logged, never fatal (Events are best effort).
     pub async fn publish(&self, regarding: &ObjectReference, notice: &Notice) {
+        if let Err(e) = self.term.check() {
+            tracing::info!(error = %e, reason = notice.reason, "Event not published");
+            return;
+        }
         if let Err(e) = apply::event(&self.client, &self.identity, regarding, notice).await {
             tracing::warn!(error = %e, reason = notice.reason, "publishing an Event failed");
         }

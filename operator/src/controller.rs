@@ -55,6 +55,7 @@ use crate::context::{
     LISTED_VS, RESYNC, node_addresses, node_alive,
 };
 use crate::error::Error;
+use crate::leader::Term;
 use crate::metrics::Metrics;
 use crate::reconcile;
 use crate::status::{Notice, Severity};
@@ -526,6 +527,7 @@ pub async fn run(
     vip_policy: Option<String>,
     metrics: Arc<Metrics>,
     identity: String,
+    term: Term,
 ) {
     let (vs_store, vs_writer) = reflector::store::<VirtualService>();
     let (rs_store, rs_writer) = reflector::store::<RealServer>();
@@ -546,6 +548,7 @@ pub async fn run(
         },
         metrics,
         identity,
+        term,
         rs_tx,
         vip_policy.clone(),
     ));

@@ -75,9 +75,20 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// Leader election could not start (the Lease could not be read or created).
-    #[error("leader election: {0}")]
-    Lease(#[source] Box<kube_lease_manager::LeaseManagerError>),
+    /// A leader-election request failed or got no answer in time, or the election task ended.
+    #[error("leader election: {what}")]
+    Lease {
+        /// What went wrong.
+        what: String,
+        /// What the API server or the client said, if anything.
+        #[source]
+        source: Option<Box<kube::Error>>,
+    },
+
+    /// A write was not sent: this replica's term as leader has ended (its deadline passed
+    /// without a renewal); the next leader writes instead.
+    #[error("not leading: the term's deadline passed before this write")]
+    NotLeading,
 
     /// A request of `lvstun-operator uninstall` failed (scaling the operator, deleting a
     /// DaemonSet or the Lease, listing what is left).
@@ -121,7 +132,8 @@ impl Error {
             Error::Delete { .. } => Category::DeleteFailed,
             Error::Status { .. } => Category::StatusWriteFailed,
             Error::Serialize { .. } => Category::Serialization,
-            Error::Lease(_) => Category::LeaderElection,
+            Error::Lease { .. } => Category::LeaderElection,
+            Error::NotLeading => Category::NotLeading,
             Error::Request { .. } => Category::ApiRequest,
             Error::UninstallTimeout { .. } => Category::UninstallTimeout,
             Error::Io { .. } => Category::Io,
@@ -154,6 +166,8 @@ pub enum Category {
     Serialization,
     /// [`Error::Lease`].
     LeaderElection,
+    /// [`Error::NotLeading`].
+    NotLeading,
     /// [`Error::Request`].
     ApiRequest,
     /// [`Error::UninstallTimeout`].
@@ -174,6 +188,7 @@ impl Category {
             Category::StatusWriteFailed => "StatusWriteFailed",
             Category::Serialization => "Serialization",
             Category::LeaderElection => "LeaderElection",
+            Category::NotLeading => "NotLeading",
             Category::ApiRequest => "ApiRequest",
             Category::UninstallTimeout => "UninstallTimeout",
             Category::Io => "Io",
@@ -191,7 +206,8 @@ impl Category {
             Category::DeleteFailed => Some(Category::StatusWriteFailed),
             Category::StatusWriteFailed => Some(Category::Serialization),
             Category::Serialization => Some(Category::LeaderElection),
-            Category::LeaderElection => Some(Category::ApiRequest),
+            Category::LeaderElection => Some(Category::NotLeading),
+            Category::NotLeading => Some(Category::ApiRequest),
             Category::ApiRequest => Some(Category::UninstallTimeout),
             Category::UninstallTimeout => Some(Category::Io),
             Category::Io => None,

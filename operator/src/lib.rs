@@ -93,12 +93,15 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         env!("CARGO_PKG_VERSION")
     );
 
-    let mut election = leader::start(client.clone(), &lease).await?;
+    let mut election = leader::start(client.clone(), &lease)?;
     let outcome = loop {
         tokio::select! {
             won = election.won() => {
                 if !won {
-                    break Err(Error::Config("the leader election task ended".into()));
+                    break Err(Error::Lease {
+                        what: "the leader election task ended".into(),
+                        source: None,
+                    });
                 }
             }
             () = stopped() => break Ok(()),
@@ -112,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             cli.vip_policy.clone(),
             metrics.clone(),
             lease.identity.clone(),
+            election.term(),
         );
         let stop = tokio::select! {
             () = work => {

@@ -262,6 +262,7 @@ async fn apply_vs(ctx: &Context, vs: &VirtualService, fold: &VsFold) -> Result<(
     if !fold.changed {
         return Ok(());
     }
+    ctx.term.check()?;
     apply::virtual_service_status(&ctx.client, vs, &fold.status).await?;
     ctx.memo()
         .vs_written
@@ -435,6 +436,7 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
         now,
     });
     if fold.changed {
+        ctx.term.check()?;
         apply::real_server_status(&ctx.client, rs, &fold.status).await?;
         ctx.memo()
             .rs_written
@@ -526,6 +528,7 @@ pub async fn daemonsets(ctx: &Context) -> Result<(), Error> {
         if up_to_date {
             continue;
         }
+        ctx.term.check()?;
         let stored = apply::daemonset(&ctx.client, &ds).await?;
         ctx.memo()
             .applied
@@ -546,6 +549,7 @@ pub async fn daemonsets(ctx: &Context) -> Result<(), Error> {
     for ds in ctx.stores.daemonsets.state() {
         let name = ds.name_any();
         if !names.contains(&name) {
+            ctx.term.check()?;
             apply::delete_daemonset(&ctx.client, &namespace, &name).await?;
             tracing::info!(daemonset = %name, "deleted a DaemonSet of this installation that is no longer used");
         }

@@ -457,6 +457,43 @@ impl ControlPlane {
         procs.retain(|(n, _)| n != name);
     }
 
+    /// The PID of the running process `name` (`kube-apiserver`, ...) itself, not of its
+    /// watchdog: the watchdog's child whose command name is `name`.
+    pub fn pid(&self, name: &str) -> Result<u32, ControlPlaneError> {
+        let watchdogs: Vec<u32> = self
+            .lock()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+            .collect();
+        for w in watchdogs {
+            let children = std::fs::read_to_string(format!("/proc/{w}/task/{w}/children"))
+                .map_err(io(format!("reading the children of {name}'s watchdog")))?;
+            for pid in children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() == name {
+                    return Ok(pid);
+                }
+            }
+        }
+        Err(ControlPlaneError::Client(format!("no running {name}")))
+    }
+
+    /// Freeze process `name` (SIGSTOP): its sockets stay open and nothing answers, as with a
+    /// hung or partitioned server. It runs on (SIGCONT) when the returned guard is resumed or
+    /// dropped, so a failing test never leaves it frozen.
+    pub fn pause(&self, name: &str) -> Result<Paused, ControlPlaneError> {
+        let pid = self.pid(name)?;
+        signal(pid, "-STOP")?;
+        Ok(Paused {
+            pid,
+            running: false,
+        })
+    }
+
     /// Wait until `/readyz` answers `ok`.
     pub fn wait_ready(&self, limit: Duration) -> Result<(), ControlPlaneError> {
         let start = Instant::now();
@@ -578,6 +615,46 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Control
             .await
             .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
     kube::Client::try_from(config).map_err(|e| ControlPlaneError::Client(e.to_string()))
+}
+
+fn signal(pid: u32, sig: &str) -> Result<(), ControlPlaneError> {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map_err(io(format!("kill {sig} {pid}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(ControlPlaneError::Command {
+            what: format!("kill {sig} {pid}"),
+            code: status.code(),
+            stderr: String::new(),
+            logs: String::new(),
+        })
+    }
+}
+
+/// A control-plane process frozen by [`ControlPlane::pause`]; resumed on drop.
+pub struct Paused {
+    pid: u32,
+    running: bool,
+}
+
+impl Paused {
+    /// Let it run again (SIGCONT).
+    pub fn resume(&mut self) -> Result<(), ControlPlaneError> {
+        signal(self.pid, "-CONT")?;
+        self.running = true;
+        Ok(())
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if !self.running {
+            let _ = signal(self.pid, "-CONT");
+        }
+    }
 }
 
 fn terminate(name: &str, child: &mut Child) {

@@ -270,6 +270,9 @@ async fn rbac_is_enough_and_no_more() {
         ("get", "pods", Some(ns)),
         ("create", "daemonsets.apps", Some("default")),
         ("patch", "leases.coordination.k8s.io", Some("kube-system")),
+        // The election reads, creates and conditionally replaces its Lease; nothing more.
+        ("patch", "leases.coordination.k8s.io", Some(ns)),
+        ("watch", "leases.coordination.k8s.io", Some(ns)),
         ("update", "virtualservices.lvstun.io", None),
         ("delete", "realservers.lvstun.io", None),
         ("patch", "nodes", None),

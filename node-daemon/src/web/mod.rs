@@ -625,7 +625,7 @@ mod tests {
     fn the_operators_arguments_parse() {
         // Exactly what operator/src/build.rs `node_args` gives the web DaemonSet (after the
         // role word), with $(NODE_NAME) expanded by the kubelet. Copied, not derived: the
-        // operator's lib is not a dependency of lvstun-node (it would build kube-lease-manager
+        // operator's lib is not a dependency of lvstun-node (it would build axum
         // and prometheus-client into every node test); the operator's own test
         // `pods_are_least_privilege_host_network_with_probes_and_args` pins the same list.
         let a = parse_args(
