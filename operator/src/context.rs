@@ -222,6 +222,15 @@ pub struct Context {
     kubernetes_ip: Mutex<Option<String>>,
 }
 
+/// This replica's identity (the Events' reporting instance) and the leadership term a context
+/// serves: its writes stop when the term ends.
+pub struct Holder {
+    /// The replica's identity (its pod name).
+    pub identity: String,
+    /// The term won.
+    pub term: Term,
+}
+
 impl Context {
     /// The context of one leadership term, over the caches the watches fill; `rs_trigger`
     /// reaches the RealServer controller. The caches count as incomplete until every watch has
@@ -231,11 +240,11 @@ impl Context {
         config: NodeDaemonConfig,
         caches: Caches,
         metrics: Arc<Metrics>,
-        identity: String,
-        term: Term,
+        holder: Holder,
         rs_trigger: mpsc::UnboundedSender<ObjectRef<RealServer>>,
         vip_policy: Option<String>,
     ) -> Context {
+        let Holder { identity, term } = holder;
         // Without a VIPPolicy to read there is nothing to wait for.
         let first = if vip_policy.is_none() {
             LISTED_POLICY

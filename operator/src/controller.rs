@@ -51,8 +51,8 @@ use lvstun_crds::v1alpha1::{RealServer, VIPPolicy, VirtualService};
 
 use crate::build::{self, NodeDaemonConfig};
 use crate::context::{
-    Caches, Context, LISTED_DS, LISTED_KUBERNETES_IP, LISTED_NODES, LISTED_POLICY, LISTED_RS,
-    LISTED_VS, RESYNC, node_addresses, node_alive,
+    Caches, Context, Holder, LISTED_DS, LISTED_KUBERNETES_IP, LISTED_NODES, LISTED_POLICY,
+    LISTED_RS, LISTED_VS, RESYNC, node_addresses, node_alive,
 };
 use crate::error::Error;
 use crate::leader::Term;
@@ -547,8 +547,7 @@ pub async fn run(
             daemonsets: ds_store,
         },
         metrics,
-        identity,
-        term,
+        Holder { identity, term },
         rs_tx,
         vip_policy.clone(),
     ));

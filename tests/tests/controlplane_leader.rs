@@ -66,7 +66,7 @@ fn report(op: &Operator) -> Report {
         .get("/metrics")
         .and_then(|(_, body)| metric(&body, "lvstun_operator_leader"))
     {
-        Some(v) if v == 1.0 => Report::Leading,
+        Some(1.0) => Report::Leading,
         Some(_) => Report::Standby,
         None => Report::Silent,
     }
