@@ -50,7 +50,7 @@ use lvstun_rules::Outcome;
 use super::plan::OwnedVips;
 use crate::health::probe::Probe;
 use crate::health::state::Thresholds;
-use crate::source::{Scope, Snapshot};
+use crate::source::{Peers, Scope, Snapshot};
 use lvstun_ipvs::model::{
     AddressFamily, DestConfig, DestKey, Forward, Persistence, Protocol, Scheduler, ServiceConfig,
     ServiceFlags, ServiceKey, Table, Thresholds as ConnThresholds, Tunnel, Weight,
@@ -604,6 +604,24 @@ fn check_for(t: &CheckTemplate, addr: Ipv4Addr, port: u16) -> CheckSpec {
     }
 }
 
+/// Which known host already answers on `vip`: a Node whose InternalIP it is (in a cluster),
+/// or a listed VRRP peer (standalone). The operator refuses such a VIP too (with every Node
+/// address and the `kubernetes` ClusterIP); this check is the balancer's own, so it never
+/// claims a node's address in the moment before the operator's `Conflict` reaches it, and a
+/// standalone balancer refuses it without any operator. Pure.
+fn vip_host(vip: Ipv4Addr, peers: &Peers) -> Option<String> {
+    match peers {
+        Peers::Unknown => None,
+        Peers::Nodes(nodes) => nodes
+            .iter()
+            .find(|n| n.addresses.contains(&vip))
+            .map(|n| format!("Node {} (its InternalIP)", n.name)),
+        Peers::Listed(list) => list
+            .contains(&vip)
+            .then(|| "a VRRP peer listed in --vrrp-peers".to_string()),
+    }
+}
+
 /// Which services, destinations and checks this node wants, from a snapshot of the objects.
 pub fn resolve(snapshot: &Snapshot) -> Resolved {
     let mut out = Resolved::default();
@@ -626,6 +644,18 @@ pub fn resolve(snapshot: &Snapshot) -> Resolved {
                 ));
             }
             let p = parse_vs(vs).map_err(|e| format!("not programmed: {e}"))?;
+            let host = vs
+                .spec
+                .vip
+                .parse()
+                .ok()
+                .and_then(|vip| vip_host(vip, &snapshot.peers));
+            if let Some(host) = host {
+                return Err(format!(
+                    "not programmed: spec.vip {} is the address of {host}: holding it would take that address from its host; choose a spec.vip no node uses",
+                    vs.spec.vip
+                ));
+            }
             let keys = p.ports.iter().map(|(k, _)| *k).collect();
             Ok((p, keys))
         },
@@ -1076,6 +1106,51 @@ mod tests {
             );
             let dest = entry.dests.values().next().unwrap();
             assert_eq!(dest.forward, Forward::Tunnel(tunnel), "{extra}");
+        }
+    }
+
+    #[test]
+    fn a_vip_that_is_a_known_hosts_address_is_not_programmed() {
+        use crate::source::NodePeer;
+        let nodes = Peers::Nodes(vec![NodePeer {
+            name: "lb2".into(),
+            labels: BTreeMap::new(),
+            addresses: vec!["192.0.2.12".parse().unwrap()],
+        }]);
+        let listed = Peers::Listed(vec!["192.0.2.12".parse().unwrap()]);
+        let cases = [
+            ("192.0.2.12", Peers::Unknown, None),
+            ("192.0.2.100", nodes.clone(), None),
+            (
+                "192.0.2.12",
+                nodes,
+                Some(
+                    "VirtualService default/a: not programmed: spec.vip 192.0.2.12 is the address of Node lb2 (its InternalIP): holding it would take that address from its host; choose a spec.vip no node uses",
+                ),
+            ),
+            (
+                "192.0.2.12",
+                listed,
+                Some(
+                    "VirtualService default/a: not programmed: spec.vip 192.0.2.12 is the address of a VRRP peer listed in --vrrp-peers: holding it would take that address from its host; choose a spec.vip no node uses",
+                ),
+            ),
+        ];
+        for (vip, peers, want) in cases {
+            let mut snap = snapshot(&[vs("a", vip, ports80()), rs("web1", "198.51.100.10", "")]);
+            snap.peers = peers;
+            let r = resolve(&snap);
+            let messages: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
+            match want {
+                None => {
+                    assert!(messages.is_empty(), "{vip}: {messages:?}");
+                    assert_eq!(r.services.len(), 1, "{vip}");
+                }
+                Some(want) => {
+                    assert_eq!(messages, [want], "{vip}");
+                    assert!(r.services.is_empty(), "{vip}");
+                }
+            }
         }
     }
 
