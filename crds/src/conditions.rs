@@ -393,6 +393,23 @@ pub fn address_is_vip_message(rs: &str, vip: &str) -> String {
     )
 }
 
+/// Set the condition of type `type_` to `new` ([`set_condition`]), or remove it when `new` is
+/// `None` (a condition that no longer applies). Returns whether anything visible changed.
+pub fn set_or_remove_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    new: Option<Condition>,
+) -> bool {
+    match new {
+        Some(new) => set_condition(conditions, new),
+        None => {
+            let before = conditions.len();
+            conditions.retain(|c| c.type_ != type_);
+            conditions.len() != before
+        }
+    }
+}
+
 /// Set `new` in `conditions`, keeping the old `lastTransitionTime` when the status did not
 /// change. Returns whether anything visible changed (status, reason, message, generation), so
 /// callers can skip a no-op status write.

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 
 use lvstun_crds::conditions::{
     Cond, CondStatus, ConditionType, EventReason, EventType, Reason, address_is_vip_message,
-    node_is_balancer_message, set_condition,
+    node_is_balancer_message, set_condition, set_or_remove_condition,
 };
 use lvstun_crds::v1alpha1::{
     BalancerStatus, ExcludedRealServer, KernelSettingRefusal, RealServer, RealServerStatus,
@@ -801,19 +801,12 @@ pub fn fold_virtual_service(view: &VsView<'_>) -> VsFold {
     let generation = view.vs.metadata.generation;
     let (mut conditions, mut conditions_changed) =
         merge_conditions(&previous, &judged.conditions, generation, &view.now);
-    match in_pool(view.vs, view.pool) {
-        Some(cond) => {
-            conditions_changed |= set_condition(
-                &mut conditions,
-                cond.condition(ConditionType::InPool, generation, &view.now),
-            );
-        }
-        None => {
-            let before = conditions.len();
-            conditions.retain(|c| c.type_ != ConditionType::InPool.as_str());
-            conditions_changed |= conditions.len() != before;
-        }
-    }
+    conditions_changed |= set_or_remove_condition(
+        &mut conditions,
+        ConditionType::InPool.as_str(),
+        in_pool(view.vs, view.pool)
+            .map(|cond| cond.condition(ConditionType::InPool, generation, &view.now)),
+    );
     let (healthy, total) = (judged.healthy, view.real_servers.len());
     let status = VirtualServiceStatus {
         observed_generation: generation,
@@ -1639,19 +1632,12 @@ pub fn fold_real_server(view: &RsView<'_>) -> RsFold {
         .iter()
         .find(|c| c.type_ == ConditionType::TunnelReady.as_str())
         .map(|c| (c.reason.clone(), c.message.clone()));
-    match operator_tunnel_ready(rs, view.web_node) {
-        Some(tunnel) => {
-            changed |= set_condition(
-                &mut conditions,
-                tunnel.condition(ConditionType::TunnelReady, generation, &view.now),
-            );
-        }
-        None => {
-            let before = conditions.len();
-            conditions.retain(|c| c.type_ != ConditionType::TunnelReady.as_str());
-            changed |= conditions.len() != before;
-        }
-    }
+    changed |= set_or_remove_condition(
+        &mut conditions,
+        ConditionType::TunnelReady.as_str(),
+        operator_tunnel_ready(rs, view.web_node)
+            .map(|tunnel| tunnel.condition(ConditionType::TunnelReady, generation, &view.now)),
+    );
     let mut notices = Vec::new();
     let who = format!("{name} ({})", rs.spec.address);
     let no_daemon = if in_cluster(rs) {

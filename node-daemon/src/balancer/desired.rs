@@ -1088,25 +1088,31 @@ mod tests {
             ),
         ];
         for (extra, sched, persist, tunnel) in cases {
-            let r = resolve(&snapshot(&[
-                vs("www", "192.0.2.100", &format!("{}{extra}", ports80())),
-                rs("web1", "198.51.100.10", ""),
-            ]));
-            assert!(r.problems.is_empty(), "{extra}: {:?}", r.problems);
-            let t = r.table(all_healthy);
-            let entry = t.service(&svc("192.0.2.100", 80)).unwrap();
-            assert_eq!(entry.config.scheduler, sched, "{extra}");
+            let (config, forward) = www_service(extra);
+            assert_eq!(config.scheduler, sched, "{extra}");
             assert_eq!(
-                entry
-                    .config
+                config
                     .persistence
                     .map(|p| (p.timeout_secs, p.netmask_prefix)),
                 persist.map(|t| (t, 32)),
                 "{extra}"
             );
-            let dest = entry.dests.values().next().unwrap();
-            assert_eq!(dest.forward, Forward::Tunnel(tunnel), "{extra}");
+            assert_eq!(forward, Forward::Tunnel(tunnel), "{extra}");
         }
+    }
+
+    /// www (port 80, `extra` appended to its spec) with web1, resolved without a problem: the
+    /// service's config and web1's forwarding method.
+    fn www_service(extra: &str) -> (ServiceConfig, Forward) {
+        let r = resolve(&snapshot(&[
+            vs("www", "192.0.2.100", &format!("{}{extra}", ports80())),
+            rs("web1", "198.51.100.10", ""),
+        ]));
+        assert!(r.problems.is_empty(), "{extra}: {:?}", r.problems);
+        let t = r.table(all_healthy);
+        let entry = t.service(&svc("192.0.2.100", 80)).unwrap();
+        let dest = entry.dests.values().next().unwrap();
+        (entry.config, dest.forward)
     }
 
     #[test]
@@ -1169,14 +1175,8 @@ mod tests {
             ("  scheduler: mh\n  hashClientPort: false\n", fallback),
         ];
         for (extra, flags) in cases {
-            let r = resolve(&snapshot(&[
-                vs("www", "192.0.2.100", &format!("{}{extra}", ports80())),
-                rs("web1", "198.51.100.10", ""),
-            ]));
-            assert!(r.problems.is_empty(), "{extra}: {:?}", r.problems);
-            let t = r.table(all_healthy);
-            let entry = t.service(&svc("192.0.2.100", 80)).unwrap();
-            assert_eq!(entry.config.flags, flags, "{extra}");
+            let (config, _) = www_service(extra);
+            assert_eq!(config.flags, flags, "{extra}");
         }
     }
 
