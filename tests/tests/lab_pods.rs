@@ -26,6 +26,7 @@
 use std::time::{Duration, Instant};
 
 use lvstun_tests::lab::pods::{Images, PodHost, pod_log, vip_holders};
+use lvstun_tests::lab::stalls;
 use lvstun_tests::lab::vipwatch::parse_ts;
 use lvstun_tests::lab::{self, parse};
 
@@ -40,6 +41,7 @@ fn the_walkthrough_through_pods() {
         ("lvstun-operator", "lvstun-operator"),
         ("lvstun-tests", "lvstun-lab-web"),
         ("lvstun-tests", "lvstun-lab-load"),
+        ("lvstun-tests", "lvstun-lab-stalls"),
     ])
     .unwrap();
     let started = Instant::now();
@@ -335,13 +337,31 @@ fn lifecycle(
     // 100 ms. No Backup claim from the hog's start until one Master_Down_Interval (3 x 100 ms
     // + skew: 361 ms at priority 190; 400 ms here) after its end: the VRRP thread's real-time
     // priority and its read-before-timer order hold under starvation inside the node.
+    //
+    // Except a claim the guest's own witness explains: one SCHED_FIFO 99 thread per vCPU
+    // (lvstun-lab-stalls), which nothing inside the guest can delay, woke late by at least one
+    // advert interval within a Master_Down_Interval before the claim, so the vCPU did not run
+    // at all: the host (TCG on cores shared with the control plane and other work) stopped the
+    // guest, the hog did not starve the thread. Such claims are printed and counted, not failed.
     let hog_us = |key: &str| (num(key) * 1000.0) as i64;
     let (hog_from, hog_to) = (hog_us("starve.start_ms"), hog_us("starve.end_ms") + 400_000);
-    let in_hog = outage
+    let witness = stalls::parse(&run.artifact("logs/stalls.log").unwrap());
+    assert_eq!(
+        witness.watched.len(),
+        2,
+        "the stall witness watched both vCPUs ({out_s}/logs/stalls.log)"
+    );
+    let (mut in_hog, mut excused) = (0, Vec::new());
+    for at in outage
         .claims_at_us
         .iter()
         .filter(|at| (hog_from..=hog_to).contains(*at))
-        .count();
+    {
+        in_hog += 1;
+        if let Some(stall) = witness.explaining(*at, 400, 100) {
+            excused.push(stall);
+        }
+    }
     // lb1's own account of the outage: adverts it sent later than 1.5 intervals after the one
     // before (the VRRP driver's warning), i.e. times its SCHED_RR thread did not run at all.
     let outage_from = hog_from - 300_000_000;
@@ -353,15 +373,26 @@ fn lifecycle(
         .filter_map(|l| l.num("gap_ms"))
         .collect();
     eprintln!(
-        "[lab_pods] CPU hog on both balancers for {} ms at 100 ms adverts: {in_hog} Backup claims; the whole outage: {} claims; lb1 logged {} adverts sent late (longest gap {} ms)",
+        "[lab_pods] CPU hog on both balancers for {} ms at 100 ms adverts: {in_hog} Backup claims ({} of them during a vCPU stall the witness saw); the whole outage: {} claims; lb1 logged {} adverts sent late (longest gap {} ms); the witness saw {} vCPU stalls over 50 ms (longest {} ms)",
         num("starve.end_ms") - num("starve.start_ms"),
+        excused.len(),
         outage.claims,
         late.len(),
-        late.iter().max().copied().unwrap_or(0)
+        late.iter().max().copied().unwrap_or(0),
+        witness.stalls.len(),
+        witness.longest_ms()
     );
+    for stall in &excused {
+        eprintln!(
+            "[lab_pods] KNOWN: a claim in the hog explained by vCPU {} not running for {} ms ({out_s})",
+            stall.cpu,
+            stall.ms()
+        );
+    }
     assert_eq!(
-        in_hog, 0,
-        "a Backup claimed the VIP while both balancers were starved of CPU at 100 ms adverts ({out_s})"
+        in_hog - excused.len(),
+        0,
+        "a Backup claimed the VIP while both balancers were starved of CPU at 100 ms adverts, and no vCPU stall explains it ({out_s})"
     );
     // Printed, not asserted: outside the hog, lb2 still claims the VIP beside lb1 for 50-500 ms
     // at a time, in bursts (most often about 60 s after the API server stopped, when every

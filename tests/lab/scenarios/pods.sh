@@ -48,7 +48,8 @@ export LAB_KUBE_PROXY_IPVS="lb1 lb2"
 
 NODE="$LAB_BIN/lvstun-node"
 LOAD="$LAB_BIN/lvstun-lab-load"
-for f in "$NODE" "$LOAD"; do
+STALLS="$LAB_BIN/lvstun-lab-stalls"
+for f in "$NODE" "$LOAD" "$STALLS"; do
   [[ -x $f ]] || { lab_log "missing $f"; exit 2; }
 done
 
@@ -209,7 +210,9 @@ client_arp_on() {
 
 # outage T-STOP (the test, inside the walkthrough's section 6): the API server stays down for
 # 5 minutes from T-STOP (ms). Steady state first, under load, with two busy loops per balancer
-# starving them of CPU for 20 s (adverts every 100 ms): no VIP move, no failed request. Then lb1's balancer process is killed, the API
+# starving them of CPU for 20 s (adverts every 100 ms), a witness logging the times a vCPU did
+# not run at all (lvstun-lab-stalls): no VIP move, no failed request. Then lb1's balancer
+# process is killed, the API
 # server still down: lb2 takes over and lb1's VIP goes by its kernel lifetime; lb1's new
 # process cannot read its VirtualServices until the API server is back (outage_over).
 CRASH_T=0
@@ -221,11 +224,17 @@ outage() {
   watch_start outage
   load_start outage 400 "$LAB_OUT/stop-outage"
   lab_sleep 100
+  # The witness of the times a vCPU did not run at all (the host's doing, not the hog's):
+  # logs/stalls.log, read by the test to tell the two apart.
+  lab_bg lb1 stalls "$STALLS" --secs 30
+  lab_sleep 1
   lab_result starve.start_ms "$(lab_now_ms)"
   hog_start 20
   lab_sleep 21
   hog_stop
   lab_result starve.end_ms "$(lab_now_ms)"
+  lab_sleep 1
+  lab_stop stalls
   until (($(lab_now_ms) - t_stop >= 240000)); do lab_sleep 1; done
   phase_end outage
   say "   $(load_line outage)"

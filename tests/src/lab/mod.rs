@@ -19,6 +19,7 @@
 
 pub mod parse;
 pub mod pods;
+pub mod stalls;
 pub mod vipwatch;
 
 use std::collections::{BTreeMap, BTreeSet};
