@@ -608,6 +608,7 @@ load_start ld 120 "$LAB_OUT/stop-ld"
 lab_sleep 3
 ip -n lb1 link set eth0 down
 t=$(lab_now_ms)
+lab_result linkdown.down_ms "$t"
 wait_vip lb2 30
 linkdown_ms=$(($(lab_now_ms) - t))
 lab_result linkdown_ms "$linkdown_ms"

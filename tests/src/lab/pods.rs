@@ -1240,6 +1240,18 @@ pub fn vip_holders(run: &LabRun, tag: &str) -> Result<Holders> {
     Ok(fold(&initial, &events, end_us))
 }
 
+/// When `node` lost the VIP, by its kernel's notification (the watch `tag`'s log), at or after
+/// `from_us` (µs since the epoch, the guest's clock): the first deletion from then on, or
+/// `None`. A precise time, where a shell loop polling `ip` under TCG adds its own delays.
+pub fn vip_gone_at(run: &LabRun, tag: &str, node: &str, from_us: i64) -> Result<Option<i64>> {
+    let log = run.artifact(&format!("logs/vipwatch-{tag}-{node}.log"))?;
+    Ok(parse_events(node, &log, "192.0.2.100")
+        .into_iter()
+        .filter(|e| !e.present && e.at_us >= from_us)
+        .map(|e| e.at_us)
+        .min())
+}
+
 /// The log events of `container` in the pods that ran on `node`, from the copy the scenario
 /// saved under `pod-logs/SNAPSHOT/` (`lab_nodes_save_logs`): the kubelet's CRI files, one per
 /// container instance, each line `TIME STREAM TAG MESSAGE` with the daemon's JSON line as the
