@@ -64,12 +64,14 @@ pub async fn delete_daemonset(client: &Client, namespace: &str, name: &str) -> R
 }
 
 /// Server-side apply the operator-owned part of a VirtualService's status; returns the object as
-/// stored (its resourceVersion tells later reconciles whether the cache has caught up).
+/// stored (its resourceVersion tells later reconciles whether the cache has caught up), or
+/// `None` when it is gone: an object deleted while its reconcile ran has no status to write,
+/// and that is no failure (no Warning, no retry).
 pub async fn virtual_service_status(
     client: &Client,
     vs: &VirtualService,
     status: &VirtualServiceStatus,
-) -> Result<VirtualService, Error> {
+) -> Result<Option<VirtualService>, Error> {
     let namespace = vs.namespace().unwrap_or_default();
     let name = vs.name_any();
     let api: Api<VirtualService> = Api::namespaced(client.clone(), &namespace);
@@ -78,22 +80,28 @@ pub async fn virtual_service_status(
         "kind": "VirtualService",
         "status": status,
     });
-    api.patch_status(&name, &params(), &Patch::Apply(body))
+    match api
+        .patch_status(&name, &params(), &Patch::Apply(body))
         .await
-        .map_err(|source| Error::Status {
+    {
+        Ok(stored) => Ok(Some(stored)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(source) => Err(Error::Status {
             kind: "VirtualService",
             namespace,
             name,
             source: Box::new(source),
-        })
+        }),
+    }
 }
 
-/// Server-side apply the operator-owned part of a RealServer's status (its `Healthy` condition).
+/// Server-side apply the operator-owned part of a RealServer's status (its `Healthy` condition);
+/// `None` when it is gone, as for [`virtual_service_status`].
 pub async fn real_server_status(
     client: &Client,
     rs: &RealServer,
     status: &RealServerStatus,
-) -> Result<RealServer, Error> {
+) -> Result<Option<RealServer>, Error> {
     let namespace = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let api: Api<RealServer> = Api::namespaced(client.clone(), &namespace);
@@ -102,14 +110,19 @@ pub async fn real_server_status(
         "kind": "RealServer",
         "status": status,
     });
-    api.patch_status(&name, &params(), &Patch::Apply(body))
+    match api
+        .patch_status(&name, &params(), &Patch::Apply(body))
         .await
-        .map_err(|source| Error::Status {
+    {
+        Ok(stored) => Ok(Some(stored)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(source) => Err(Error::Status {
             kind: "RealServer",
             namespace,
             name,
             source: Box::new(source),
-        })
+        }),
+    }
 }
 
 /// Record an Event (events.k8s.io/v1) about `regarding`. Each transition gets an Event of its own:

@@ -1,6 +1,7 @@
 //! `lvstun-operator` entry point: parse flags, set up logging, run (see the library's docs);
 //! `lvstun-operator uninstall ...` runs [`lvstun_operator::uninstall`] instead.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -20,7 +21,8 @@ fn init_logging(format: LogFormat) {
             .flatten_event(true)
             .with_current_span(false)
             .init(),
-        LogFormat::Text => builder.init(),
+        // Colour codes only for a person at a terminal, never in a file or a pod's log.
+        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
     }
 }
 

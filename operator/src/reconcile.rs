@@ -263,7 +263,13 @@ async fn apply_vs(ctx: &Context, vs: &VirtualService, fold: &VsFold) -> Result<(
         return Ok(());
     }
     ctx.term.check()?;
-    apply::virtual_service_status(&ctx.client, vs, &fold.status).await?;
+    if apply::virtual_service_status(&ctx.client, vs, &fold.status)
+        .await?
+        .is_none()
+    {
+        tracing::debug!(object = %ObjectKey::of(&vs.metadata), "deleted before its status was written");
+        return Ok(());
+    }
     ctx.memo()
         .vs_written
         .insert(ObjectKey::of(&vs.metadata), fold.status.clone());
@@ -437,7 +443,13 @@ pub async fn real_server(rs: &Arc<RealServer>, ctx: &Context) -> Result<Action, 
     });
     if fold.changed {
         ctx.term.check()?;
-        apply::real_server_status(&ctx.client, rs, &fold.status).await?;
+        if apply::real_server_status(&ctx.client, rs, &fold.status)
+            .await?
+            .is_none()
+        {
+            tracing::debug!(object = %ObjectKey::of(&rs.metadata), "deleted before its status was written");
+            return Ok(Action::await_change());
+        }
         ctx.memo()
             .rs_written
             .insert(ObjectKey::of(&rs.metadata), fold.status.clone());

@@ -27,7 +27,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use lvstun_crds::v1alpha1::{ExcludedRealServer, RealServer, VirtualService};
 use lvstun_tests::cluster::{
     self, Access, Conditions, apply, apply_examples, await_object, example_virtual_service, merge,
@@ -1279,4 +1279,67 @@ async fn a_standby_takes_over_within_15_seconds_of_the_leader_dying() {
         took.as_secs_f64()
     );
     assert!(took < Duration::from_secs(15), "handover took {took:?}");
+}
+
+/// A status write that meets a deleted object is no reconcile error (issue 16): the operator's
+/// own write functions, against the real API server, write a live object's status and report a
+/// deleted one as gone (`None`) instead of failing, so the reconcile that raced the deletion
+/// neither publishes a Warning nor retries.
+#[tokio::test]
+async fn a_status_write_that_meets_a_deleted_object_reports_it_gone() {
+    use lvstun_crds::v1alpha1::{RealServerStatus, VirtualServiceStatus};
+    use lvstun_operator::apply as write;
+    let _serial = SERIAL.lock().await;
+    let cp = cp();
+    let client = cp.client().await.unwrap();
+    let _install = Install::new(cp, "op-gone", &[]).await;
+    let mut guard = Guard::new(cp);
+    let ns = guard.namespace("op-gone-objects").await;
+    let vss: Api<VirtualService> = Api::namespaced(client.clone(), &ns);
+    let rss: Api<RealServer> = Api::namespaced(client.clone(), &ns);
+    apply(&vss, &example_virtual_service().unwrap())
+        .await
+        .unwrap();
+    let rs = cluster::example::<RealServer>("realservers.yaml")
+        .unwrap()
+        .remove(0);
+    apply(&rss, &rs).await.unwrap();
+    let (vs, rs) = (
+        vss.get("www").await.unwrap(),
+        rss.get(&rs.name_any()).await.unwrap(),
+    );
+    let vs_status = VirtualServiceStatus {
+        observed_generation: Some(1),
+        ..Default::default()
+    };
+    let rs_status = RealServerStatus {
+        observed_generation: Some(1),
+        ..Default::default()
+    };
+
+    let live_vs = write::virtual_service_status(&client, &vs, &vs_status).await;
+    let live_rs = write::real_server_status(&client, &rs, &rs_status).await;
+    assert!(
+        matches!(&live_vs, Ok(Some(v)) if v.status.as_ref().and_then(|s| s.observed_generation) == Some(1)),
+        "a live VirtualService's status is written: {live_vs:?}"
+    );
+    assert!(
+        matches!(&live_rs, Ok(Some(_))),
+        "a live RealServer's status is written: {live_rs:?}"
+    );
+
+    vss.delete("www", &DeleteParams::default()).await.unwrap();
+    rss.delete(&rs.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone_vs = write::virtual_service_status(&client, &vs, &vs_status).await;
+    let gone_rs = write::real_server_status(&client, &rs, &rs_status).await;
+    assert!(
+        matches!(gone_vs, Ok(None)),
+        "a deleted VirtualService is reported gone, not failed: {gone_vs:?}"
+    );
+    assert!(
+        matches!(gone_rs, Ok(None)),
+        "a deleted RealServer is reported gone, not failed: {gone_rs:?}"
+    );
 }
