@@ -212,9 +212,9 @@ client_arp_on() {
 # 5 minutes from T-STOP (ms). Steady state first, under load, with two busy loops per balancer
 # starving them of CPU for 20 s (adverts every 100 ms), a witness logging the times a vCPU did
 # not run at all (lvstun-lab-stalls): no VIP move, no failed request. Then lb1's balancer
-# process is killed, the API
-# server still down: lb2 takes over and lb1's VIP goes by its kernel lifetime; lb1's new
-# process cannot read its VirtualServices until the API server is back (outage_over).
+# process is killed, the API server still down: lb2 takes over and lb1's VIP goes by its kernel
+# lifetime; lb1's new process cannot read its VirtualServices until the API server is back
+# (outage_over).
 CRASH_T=0
 outage() {
   local t_stop="$1" old1 takeover stale

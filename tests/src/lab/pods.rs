@@ -1214,10 +1214,13 @@ impl PodRow {
     }
 }
 
+/// The example VirtualService's VIP, whose holders the pod lab watches.
+const POD_LAB_VIP: &str = "192.0.2.100";
+
 /// Who held the VIP during the watch `tag` of a pod lab run (`lab_vip_watch_start TAG lb1
 /// lb2`): the balancers' address notifications folded into a [`Holders`] timeline.
 pub fn vip_holders(run: &LabRun, tag: &str) -> Result<Holders> {
-    let vip = "192.0.2.100";
+    let vip = POD_LAB_VIP;
     let mut initial = BTreeMap::new();
     let mut events = Vec::new();
     for node in BALANCER_NODES {
@@ -1245,7 +1248,7 @@ pub fn vip_holders(run: &LabRun, tag: &str) -> Result<Holders> {
 /// `None`. A precise time, where a shell loop polling `ip` under TCG adds its own delays.
 pub fn vip_gone_at(run: &LabRun, tag: &str, node: &str, from_us: i64) -> Result<Option<i64>> {
     let log = run.artifact(&format!("logs/vipwatch-{tag}-{node}.log"))?;
-    Ok(parse_events(node, &log, "192.0.2.100")
+    Ok(parse_events(node, &log, POD_LAB_VIP)
         .into_iter()
         .filter(|e| !e.present && e.at_us >= from_us)
         .map(|e| e.at_us)
